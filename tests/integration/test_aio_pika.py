@@ -21,7 +21,8 @@ async def counts(ch: aio_pika.abc.AbstractChannel, queue: str) -> tuple[int, int
 
     aio-pika 10's ``declare_queue(passive=True)`` did not reflect the broker's counts (returned 0 for a queue
     holding messages), so the counts are read through the underlying aiormq channel."""
-    ok = await ch.channel.queue_declare(queue, passive=True)
+    underlay = await ch.get_underlay_channel()
+    ok = await underlay.queue_declare(queue, passive=True)
     return ok.message_count, ok.consumer_count
 
 
