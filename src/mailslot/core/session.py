@@ -1,0 +1,353 @@
+"""A session: the one handle a front end uses to work with the broker (an AMQP channel maps onto it).
+
+It owns what RabbitMQ keeps per channel: consumers, unacknowledged deliveries with their
+delivery tags, prefetch limits (per consumer and per channel, as ``basic.qos`` global=false/true),
+flow, and the open transaction. It speaks to its front end only through a ``DeliverySink``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import AccessRefused, NotAllowed, NotFound, NotImplementedFeature, PreconditionFailed
+from .message import Entry, Message
+from .queue import Queue
+from .vhost import VirtualHost
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+REPLY_TO = "amq.rabbitmq.reply-to"
+REPLY_TO_PREFIX = REPLY_TO + "."
+
+
+class DeliverySink(Protocol):
+    """What a session needs from its front end."""
+
+    def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, message: Message) -> None: ...
+
+    def consumer_cancelled(self, consumer_tag: str) -> None:
+        """The broker cancelled this consumer (its queue was deleted)."""
+
+
+class Gate:
+    """Shared by the sessions of one connection: closed while its outgoing buffer is full."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = True
+
+
+class Consumer:
+    __slots__ = ("tag", "session", "queue", "no_ack", "exclusive", "prefetch", "unacked", "arguments")
+
+    def __init__(
+        self, tag: str, session: Session, queue: Queue, no_ack: bool, exclusive: bool, prefetch: int, arguments: Any
+    ) -> None:
+        self.tag = tag
+        self.session = session
+        self.queue = queue
+        self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.prefetch = prefetch
+        self.unacked = 0
+        self.arguments = arguments
+
+    def can_take(self) -> bool:
+        session = self.session
+        if not (session.flow_active and session.gate.open):
+            return False
+        if self.no_ack:
+            return True
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        return not (session.channel_prefetch and session.unacked_count >= session.channel_prefetch)
+
+    def deliver(self, queue: Queue, entry: Entry) -> None:
+        self.session.deliver(self, queue, entry)
+
+
+# An unacknowledged delivery: the queue it came from, its entry, and the consumer (None for basic.get).
+Unacked = tuple[Queue, Entry, "Consumer | None"]
+
+
+class Transaction:
+    __slots__ = ("publishes", "settles")
+
+    def __init__(self) -> None:
+        self.publishes: list[tuple[str, str, Message, bool]] = []
+        self.settles: list[tuple[int, Unacked, bool, bool]] = []  # (tag, unacked, requeue, is_ack)
+
+
+class Session:
+    _tags = itertools.count(1)
+
+    def __init__(self, broker: Broker, vhost: VirtualHost, owner: object, sink: DeliverySink, gate: Gate) -> None:
+        self.broker = broker
+        self.vhost = vhost
+        self.owner = owner
+        self.sink = sink
+        self.gate = gate
+        self.consumers: dict[str, Consumer] = {}
+        self.unacked: dict[int, Unacked] = {}
+        self.unacked_count = 0
+        self.next_delivery_tag = 1
+        self.consumer_prefetch = 0  # basic.qos global=false: applies to consumers created afterwards
+        self.channel_prefetch = 0  # basic.qos global=true: shared by the channel's consumers
+        self.flow_active = True
+        self.tx: Transaction | None = None
+        self.reply_consumer: str | None = None
+        self.reply_name: str | None = None
+        self.closed = False
+
+    # ---- publishing -----------------------------------------------------------------------------
+
+    def publish(self, exchange_name: str, routing_key: str, message: Message, mandatory: bool) -> bool:
+        """Route and enqueue; returns whether any queue took it. Inside a transaction: buffered."""
+        exchange = self.vhost.exchanges.get(exchange_name)
+        if exchange is None:
+            raise NotFound(f"no exchange '{exchange_name}' in vhost '{self.vhost.name}'")
+        if exchange.internal:
+            raise AccessRefused(f"cannot publish to internal exchange '{exchange_name}' in vhost '{self.vhost.name}'")
+        if self.tx is not None:
+            self.tx.publishes.append((exchange_name, routing_key, message, mandatory))
+            return True
+        if not exchange_name and routing_key.startswith(REPLY_TO_PREFIX):
+            return self.broker.deliver_reply(routing_key[len(REPLY_TO_PREFIX) :], message)
+        queues = self.vhost.route(exchange, routing_key, message)
+        broker = self.broker
+        for queue in queues:
+            queue.enqueue(message)
+            broker.mark_dirty(queue)
+        return bool(queues)
+
+    # ---- consuming ------------------------------------------------------------------------------
+
+    def consume(self, queue_name: str, tag: str, *, no_ack: bool, exclusive: bool, arguments: Any) -> str:
+        if not tag:
+            tag = f"amq.ctag-mailslot-{next(self._tags)}"
+        if tag in self.consumers:
+            raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
+        if queue_name == REPLY_TO:
+            return self._consume_replies(tag, no_ack)
+        queue = self.vhost.queue(queue_name)
+        self.vhost.check_access(queue, self.owner)
+        if queue.consumers and (exclusive or queue.consumers[0].exclusive):
+            raise AccessRefused(f"queue '{queue_name}' in vhost '{self.vhost.name}' in exclusive use")
+        consumer = Consumer(tag, self, queue, no_ack, exclusive, self.consumer_prefetch, arguments)
+        self.consumers[tag] = consumer
+        queue.add_consumer(consumer)
+        self.broker.mark_dirty(queue)
+        return tag
+
+    def _consume_replies(self, tag: str, no_ack: bool) -> str:
+        if not no_ack:
+            raise PreconditionFailed("reply consumer cannot acknowledge")
+        if self.reply_consumer is not None:
+            raise PreconditionFailed("reply consumer already set")
+        self.reply_consumer = tag
+        self.reply_name = REPLY_TO_PREFIX + self.broker.register_reply_session(self)
+        return tag
+
+    def cancel(self, tag: str) -> bool:
+        """Client-initiated cancel; unknown tags are fine (RabbitMQ replies cancel-ok anyway)."""
+        if tag == self.reply_consumer:
+            self._drop_reply_consumer()
+            return True
+        consumer = self.consumers.pop(tag, None)
+        if consumer is None:
+            return False
+        self._detach(consumer)
+        return True
+
+    def cancelled_by_broker(self, consumer: Consumer) -> None:
+        if self.consumers.pop(consumer.tag, None) is not None:
+            self.sink.consumer_cancelled(consumer.tag)
+
+    def _detach(self, consumer: Consumer) -> None:
+        queue = consumer.queue
+        queue.remove_consumer(consumer)
+        if queue.auto_delete and not queue.consumers and not queue.deleted and queue.had_consumer:
+            self.broker.delete_queue(self.vhost, queue)
+
+    def _drop_reply_consumer(self) -> None:
+        if self.reply_name is not None:
+            self.broker.unregister_reply_session(self.reply_name[len(REPLY_TO_PREFIX) :])
+        self.reply_consumer = self.reply_name = None
+
+    def deliver(self, consumer: Consumer, queue: Queue, entry: Entry) -> None:
+        tag = self.next_delivery_tag
+        self.next_delivery_tag = tag + 1
+        if consumer.no_ack:
+            if entry.stored:
+                queue.settle([entry])
+        else:
+            self.unacked[tag] = (queue, entry, consumer)
+            consumer.unacked += 1
+            self.unacked_count += 1
+            queue.unacked += 1
+        self.sink.deliver(consumer.tag, tag, entry.redelivered, entry.message)
+
+    def deliver_reply(self, message: Message) -> None:
+        assert self.reply_consumer is not None
+        tag = self.next_delivery_tag
+        self.next_delivery_tag = tag + 1
+        self.sink.deliver(self.reply_consumer, tag, False, message)
+
+    def get(self, queue_name: str, *, no_ack: bool) -> tuple[int, Entry, int] | None:
+        """basic.get: (delivery tag, entry, messages left) or None when empty. Ignores prefetch, as RabbitMQ."""
+        queue = self.vhost.queue(queue_name)
+        self.vhost.check_access(queue, self.owner)
+        entry = queue.pop_ready()
+        if entry is None:
+            return None
+        tag = self.next_delivery_tag
+        self.next_delivery_tag = tag + 1
+        if no_ack:
+            queue.settle([entry])
+        else:
+            self.unacked[tag] = (queue, entry, None)
+            self.unacked_count += 1
+            queue.unacked += 1
+        return tag, entry, queue.message_count
+
+    # ---- settling -------------------------------------------------------------------------------
+
+    def _take(self, delivery_tag: int, multiple: bool) -> list[tuple[int, Unacked]]:
+        """Remove and return the deliveries an ack/nack names, as RabbitMQ's collect_acks: the tag
+        itself must be outstanding (406 otherwise); ``multiple`` adds every older one; tag 0 with
+        ``multiple`` means all (spec 1.8.3.13). ``unacked`` is in delivery-tag order."""
+        unacked = self.unacked
+        if multiple and delivery_tag == 0:
+            taken = list(unacked.items())
+            unacked.clear()
+            return taken
+        found = unacked.pop(delivery_tag, None)
+        if found is None:
+            raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+        if not multiple:
+            return [(delivery_tag, found)]
+        taken = []
+        for tag in unacked:
+            if tag > delivery_tag:
+                break
+            taken.append((tag, unacked[tag]))
+        for tag, _ in taken:
+            del unacked[tag]
+        taken.append((delivery_tag, found))
+        return taken
+
+    def ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(self._take(delivery_tag, multiple), requeue=False, is_ack=True)
+
+    def nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
+        self._settle(self._take(delivery_tag, multiple), requeue=requeue, is_ack=False)
+
+    def _settle(self, taken: list[tuple[int, Unacked]], requeue: bool, is_ack: bool) -> None:
+        if self.tx is not None:
+            self.tx.settles.extend((tag, item, requeue, is_ack) for tag, item in taken)
+            return
+        self._apply_settles([item for _, item in taken], requeue)
+
+    def _apply_settles(self, items: list[Unacked], requeue: bool) -> None:
+        by_queue: dict[Queue, list[Entry]] = {}
+        for queue, entry, consumer in items:
+            by_queue.setdefault(queue, []).append(entry)
+            if consumer is not None:
+                consumer.unacked -= 1
+            queue.unacked -= 1
+        self.unacked_count -= len(items)
+        mark_dirty = self.broker.mark_dirty
+        for queue, entries in by_queue.items():
+            if requeue and not queue.deleted:
+                queue.requeue(entries)
+            else:
+                # Rejected without requeue: dropped (dead-lettering is a later feature).
+                queue.settle(entries)
+            mark_dirty(queue)
+
+    def recover(self, requeue: bool) -> None:
+        if not requeue:
+            raise NotImplementedFeature("requeue=false")
+        self.requeue_all()
+
+    def requeue_all(self) -> None:
+        items = [item for _, item in _sorted_items(self.unacked)]
+        self.unacked.clear()
+        if self.tx is not None:
+            items.extend(item for _, item, _, _ in self.tx.settles)
+            self.tx.settles.clear()
+        self._apply_settles(items, requeue=True)
+
+    # ---- flow and limits ------------------------------------------------------------------------
+
+    def qos(self, prefetch_size: int, prefetch_count: int, global_: bool) -> None:
+        if prefetch_size:
+            raise NotImplementedFeature(f"prefetch_size!=0 ({prefetch_size})")
+        if global_:
+            self.channel_prefetch = prefetch_count
+        else:
+            self.consumer_prefetch = prefetch_count
+        self.wake_queues()
+
+    def flow(self, active: bool) -> None:
+        self.flow_active = active
+        if active:
+            self.wake_queues()
+
+    def wake_queues(self) -> None:
+        for consumer in self.consumers.values():
+            self.broker.mark_dirty(consumer.queue)
+
+    # ---- transactions ---------------------------------------------------------------------------
+
+    def tx_select(self) -> None:
+        if self.tx is None:
+            self.tx = Transaction()
+
+    def tx_commit(self) -> list[tuple[str, str, Message]]:
+        """Apply the transaction's publishes and settles; returns the unroutable mandatory publishes."""
+        tx = self.tx
+        if tx is None:
+            raise PreconditionFailed("channel is not transactional")
+        self.tx = None
+        unroutable = []
+        try:
+            for exchange, routing_key, message, mandatory in tx.publishes:
+                if not self.publish(exchange, routing_key, message, mandatory) and mandatory:
+                    unroutable.append((exchange, routing_key, message))
+            for requeue in (False, True):
+                self._apply_settles([item for _, item, rq, _ in tx.settles if rq is requeue], requeue)
+        finally:
+            self.tx = Transaction()
+        return unroutable
+
+    def tx_rollback(self) -> None:
+        tx = self.tx
+        if tx is None:
+            raise PreconditionFailed("channel is not transactional")
+        for tag, item, _, _ in tx.settles:  # acks of a rolled-back transaction never happened
+            self.unacked[tag] = item
+        self.unacked = dict(_sorted_items(self.unacked))
+        self.tx = Transaction()
+
+    # ---- end ------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """The channel is gone: requeue its unacked deliveries, cancel its consumers."""
+        if self.closed:
+            return
+        self.closed = True
+        self.requeue_all()
+        for consumer in list(self.consumers.values()):
+            self._detach(consumer)
+        self.consumers.clear()
+        if self.reply_consumer is not None:
+            self._drop_reply_consumer()
+
+
+def _sorted_items(unacked: dict[int, Unacked]) -> Iterator[tuple[int, Unacked]]:
+    return iter(sorted(unacked.items(), key=lambda item: item[0]))

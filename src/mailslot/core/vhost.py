@@ -1,0 +1,313 @@
+"""A virtual host: its exchanges, queues and bindings, and the rules for changing them.
+
+Declarations follow RabbitMQ 3.10: reserved ``amq.`` names, equivalence checks on redeclare
+(406 with RabbitMQ's "inequivalent arg" text), exclusive ownership, auto-delete, durable
+definitions written through to the metadata store. Reply texts are RabbitMQ's, without the
+``CODE - `` prefix the front end adds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
+from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
+from .exchanges import Destination, Exchange, HeadersExchange, make_exchange
+from .message import HeadersReader, Message
+from .queue import Queue
+
+PREDECLARED = {
+    "amq.direct": "direct",
+    "amq.fanout": "fanout",
+    "amq.topic": "topic",
+    "amq.headers": "headers",
+    "amq.match": "headers",
+    "amq.rabbitmq.trace": "topic",
+}
+MAX_ROUTE_DEPTH = 32  # exchange-to-exchange hops; cycles are cut by the visited set anyway
+
+
+class CommandInvalid(Exception):
+    """Unknown exchange type: RabbitMQ closes the connection with 503 COMMAND_INVALID."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def _arguments_key(arguments: dict[str, Any]) -> str:
+    """Bindings are identified by (source, destination, key, arguments): a canonical form of the arguments."""
+    if not arguments:
+        return ""
+    return json.dumps(arguments, sort_keys=True, default=repr)
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+class VirtualHost:
+    def __init__(self, name: str, log: MessageLog, metadata: MetadataStore, read_headers: HeadersReader) -> None:
+        self.name = name
+        self.log = log
+        self.metadata = metadata
+        self.read_headers = read_headers
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, Queue] = {}
+        self.default_exchange = make_exchange("direct", "")
+        self.exchanges[""] = self.default_exchange
+        for name_, type_ in PREDECLARED.items():
+            self.exchanges[name_] = make_exchange(type_, name_, durable=True)
+
+    # ---- naming ---------------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"in vhost '{self.name}'"
+
+    def exchange(self, name: str) -> Exchange:
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise NotFound(f"no exchange '{name}' {self._where()}")
+        return exchange
+
+    def queue(self, name: str) -> Queue:
+        queue = self.queues.get(name)
+        if queue is None:
+            raise NotFound(f"no queue '{name}' {self._where()}")
+        return queue
+
+    # ---- exchanges ------------------------------------------------------------------------------
+
+    def declare_exchange(
+        self,
+        name: str,
+        type_: str,
+        *,
+        passive: bool,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: dict[str, Any],
+    ) -> Exchange:
+        if passive:
+            if not name:
+                return self.default_exchange
+            return self.exchange(name)
+        if not name or name.startswith("amq."):
+            if name in self.exchanges and self.exchanges[name].type == type_:
+                return self.exchanges[name]  # redeclaring a predeclared exchange as-is is allowed
+            raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        existing = self.exchanges.get(name)
+        if existing is not None:
+            self._check_equivalent(
+                "exchange",
+                name,
+                [
+                    ("type", existing.type, type_),
+                    ("durable", existing.durable, durable),
+                    ("auto_delete", existing.auto_delete, auto_delete),
+                    ("internal", existing.internal, internal),
+                ],
+            )
+            return existing
+        try:
+            exchange = make_exchange(
+                type_, name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
+            )
+        except KeyError:
+            raise CommandInvalid(f"unknown exchange type '{type_}'") from None
+        self.exchanges[name] = exchange
+        if durable:
+            self.metadata.save_exchange(
+                ExchangeDefinition(name, type_, self.name, durable, auto_delete, internal, arguments)
+            )
+        return exchange
+
+    def delete_exchange(self, name: str, *, if_unused: bool) -> None:
+        if not name or name.startswith("amq."):
+            raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        exchange = self.exchange(name)
+        if if_unused and exchange.bindings:
+            raise PreconditionFailed(f"exchange '{name}' {self._where()} in use")
+        for key in list(exchange.bindings):
+            self._remove_binding(exchange, *key)
+        for other in list(self.exchanges.values()):  # bindings *to* this exchange
+            for dest, routing_key, args_key in other.unbind_destination(("exchange", name)):
+                self._forget_binding(other, dest, routing_key, args_key)
+        del self.exchanges[name]
+        if exchange.durable:
+            self.metadata.delete_exchange(self.name, name)
+
+    # ---- bindings -------------------------------------------------------------------------------
+
+    def bind(self, source: str, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> None:
+        exchange = self._bindable(source)
+        dest_durable = self._destination(destination)
+        if isinstance(exchange, HeadersExchange):
+            HeadersExchange.validate_binding(arguments)
+        args_key = _arguments_key(arguments)
+        if exchange.bind(destination, routing_key, arguments, args_key) and exchange.durable and dest_durable:
+            self.metadata.save_binding(
+                BindingDefinition(source, destination[1], destination[0], routing_key, self.name, args_key), arguments
+            )
+
+    def unbind(self, source: str, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> None:
+        exchange = self._bindable(source)
+        self._destination(destination)
+        self._remove_binding(exchange, destination, routing_key, _arguments_key(arguments))
+
+    def _bindable(self, source: str) -> Exchange:
+        if not source:
+            raise AccessRefused("operation not permitted on the default exchange")
+        return self.exchange(source)
+
+    def _destination(self, destination: Destination) -> bool:
+        kind, name = destination
+        if kind == "queue":
+            return self.queue(name).durable
+        if not name:
+            raise AccessRefused("operation not permitted on the default exchange")
+        return self.exchange(name).durable
+
+    def _remove_binding(self, exchange: Exchange, destination: Destination, routing_key: str, args_key: str) -> None:
+        if exchange.unbind(destination, routing_key, args_key):
+            self._forget_binding(exchange, destination, routing_key, args_key)
+
+    def _forget_binding(self, exchange: Exchange, destination: Destination, routing_key: str, args_key: str) -> None:
+        self.metadata.delete_binding(
+            BindingDefinition(exchange.name, destination[1], destination[0], routing_key, self.name, args_key)
+        )
+        if exchange.auto_delete and not exchange.bindings and exchange.name in self.exchanges:
+            self.delete_exchange(exchange.name, if_unused=False)
+
+    # ---- queues ---------------------------------------------------------------------------------
+
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        passive: bool,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        arguments: dict[str, Any],
+        owner: object,
+    ) -> Queue:
+        if passive:
+            queue = self.queue(name)
+            self.check_access(queue, owner)
+            return queue
+        if not name:
+            name = "amq.gen-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        elif name.startswith("amq."):
+            raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        existing = self.queues.get(name)
+        if existing is not None:
+            self.check_access(existing, owner)
+            self._check_equivalent(
+                "queue",
+                name,
+                [
+                    ("durable", existing.durable, durable),
+                    ("auto_delete", existing.auto_delete, auto_delete),
+                    ("exclusive", existing.exclusive_owner is not None, exclusive),
+                ],
+            )
+            for arg in set(existing.arguments) | set(arguments):
+                if existing.arguments.get(arg) != arguments.get(arg):
+                    raise PreconditionFailed(
+                        f"inequivalent arg '{arg}' for queue '{name}' {self._where()}: "
+                        f"received {_describe(arguments.get(arg))} but current is {_describe(existing.arguments.get(arg))}"
+                    )
+            return existing
+        queue = Queue(
+            name,
+            self.name,
+            durable=durable,
+            exclusive_owner=owner if exclusive else None,
+            auto_delete=auto_delete,
+            arguments=arguments,
+            log=self.log,
+            read_headers=self.read_headers,
+        )
+        self.queues[name] = queue
+        if durable and not exclusive:
+            self.metadata.save_queue(QueueDefinition(name, self.name, durable, exclusive, auto_delete, arguments))
+        return queue
+
+    def check_access(self, queue: Queue, owner: object) -> None:
+        if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
+            raise ResourceLocked(
+                f"cannot obtain exclusive access to locked queue '{queue.name}' {self._where()}. It could be "
+                "originally declared on another connection or the exclusive property value does not match "
+                "that of the original declaration."
+            )
+
+    def delete_queue(self, name: str, *, if_unused: bool, if_empty: bool, owner: object) -> int:
+        queue = self.queue(name)
+        self.check_access(queue, owner)
+        if if_unused and queue.consumers:
+            raise PreconditionFailed(f"queue '{name}' {self._where()} in use")
+        if if_empty and queue.message_count:
+            raise PreconditionFailed(f"queue '{name}' {self._where()} not empty")
+        return self.remove_queue(queue)
+
+    def remove_queue(self, queue: Queue) -> int:
+        """Delete without checks (auto-delete, exclusive owner gone). Consumers are cancelled by the caller."""
+        count = queue.purge()
+        queue.deleted = True
+        self.queues.pop(queue.name, None)
+        for exchange in list(self.exchanges.values()):
+            for dest, routing_key, args_key in exchange.unbind_destination(("queue", queue.name)):
+                self._forget_binding(exchange, dest, routing_key, args_key)
+        if queue.durable:
+            self.metadata.delete_queue(self.name, queue.name)
+        return count
+
+    # ---- routing --------------------------------------------------------------------------------
+
+    def route(self, exchange: Exchange, routing_key: str, message: Message) -> list[Queue]:
+        """Queues a message published to ``exchange`` reaches, following exchange-to-exchange bindings."""
+        queues = self.queues
+        if exchange is self.default_exchange:
+            queue = queues.get(routing_key)
+            return [queue] if queue is not None else []
+        destinations = exchange.route(routing_key, message)
+        found: list[Queue] = []
+        visited: set[str] | None = None
+        pending: list[tuple[Iterable[Destination], int]] = [(destinations, 0)]
+        while pending:
+            batch, depth = pending.pop()
+            for kind, name in batch:
+                if kind == "queue":
+                    queue = queues.get(name)
+                    if queue is not None and queue not in found:
+                        found.append(queue)
+                    continue
+                if visited is None:
+                    visited = {exchange.name}
+                target = self.exchanges.get(name)
+                if target is None or name in visited or depth >= MAX_ROUTE_DEPTH:
+                    continue
+                visited.add(name)
+                pending.append((target.route(routing_key, message), depth + 1))
+        return found
+
+    def _check_equivalent(self, kind: str, name: str, pairs: list[tuple[str, Any, Any]]) -> None:
+        for arg, current, received in pairs:
+            if current != received:
+                shown = (_flag(received), _flag(current)) if isinstance(current, bool) else (received, current)
+                raise PreconditionFailed(
+                    f"inequivalent arg '{arg}' for {kind} '{name}' {self._where()}: "
+                    f"received '{shown[0]}' but current is '{shown[1]}'"
+                )
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "none"
+    return f"the value '{value}' of type '{type(value).__name__}'"

@@ -1,0 +1,181 @@
+"""asyncio glue for AMQP: one listener, one stream protocol per socket, and the flush scheduler.
+
+No protocol or broker logic lives here. Per read buffer: feed the bytes to the front end, ask
+for a flush. The flush runs once per event-loop iteration (``call_soon``), so every connection
+that read data in that iteration shares one dispatch pass and one store commit, and each
+connection's output is written with a single ``transport.write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from collections.abc import Callable
+
+from ..core.broker import Broker
+from ..frontends.amqp091 import AMQPConnection
+
+log = logging.getLogger("mailslot.transport")
+
+SHUTDOWN_TEXT = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+CONNECTION_FORCED = 320
+
+
+class FlushScheduler:
+    """Runs ``broker.flush()`` then writes every touched connection's output, once per loop turn."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, broker: Broker) -> None:
+        self.loop = loop
+        self.broker = broker
+        self.outbox: set[AMQPConnection] = set()
+        self.streams: dict[AMQPConnection, AMQPStream] = {}
+        self._scheduled = False
+        broker.request_flush = self.request
+
+    def request(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self._scheduled = False
+        try:
+            self.broker.flush()
+        except Exception:
+            log.exception("broker flush failed")
+        outbox = self.outbox
+        while outbox:
+            conn = outbox.pop()
+            stream = self.streams.get(conn)
+            if stream is not None:
+                stream.write_pending()
+
+
+class AMQPStream(asyncio.Protocol):
+    def __init__(self, listener: AMQPListener) -> None:
+        self.listener = listener
+        self.loop = listener.loop
+        self.transport: asyncio.Transport | None = None
+        self.conn: AMQPConnection | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        scheduler = self.listener.scheduler
+        self.conn = self.listener.make_connection(str(peer[0]), scheduler.outbox)
+        scheduler.streams[self.conn] = self
+        self.listener.streams.add(self)
+        # The write buffer watermarks decide when a slow consumer stops getting deliveries.
+        transport.set_write_buffer_limits(high=1024 * 1024, low=256 * 1024)
+        self._arm_timer()
+        scheduler.request()
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        conn.receive(data, self.loop.time())
+        self.listener.scheduler.request()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        conn = self.conn
+        if conn is not None:
+            conn.connection_lost()
+            self.listener.scheduler.streams.pop(conn, None)
+            self.listener.scheduler.outbox.discard(conn)
+        self.listener.streams.discard(self)
+        self.listener.scheduler.request()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+        if self.conn is not None:
+            self.conn.set_writable(False)
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self.conn is not None:
+            self.conn.set_writable(True)
+            self.listener.scheduler.request()
+
+    def write_pending(self) -> None:
+        conn, transport = self.conn, self.transport
+        if conn is None or transport is None or transport.is_closing():
+            return
+        data = conn.data_to_send()
+        if data:
+            transport.write(data)
+        if conn.terminated:
+            transport.close()
+        elif not self._paused and not conn.gate.open:
+            conn.set_writable(True)  # the output that closed the gate has been handed to the socket
+            self.listener.scheduler.request()
+
+    def _arm_timer(self) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        due = conn.next_timer()
+        if due is not None:
+            self._timer = self.loop.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        conn = self.conn
+        if conn is None or conn.terminated:
+            return
+        conn.timer(self.loop.time())
+        self.listener.scheduler.request()
+        if not conn.terminated:
+            self._arm_timer()
+
+
+class AMQPListener:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        broker: Broker,
+        make_connection: Callable[[str, set[AMQPConnection]], AMQPConnection],
+    ) -> None:
+        self.loop = loop
+        self.broker = broker
+        self.make_connection = make_connection
+        self.scheduler = FlushScheduler(loop, broker)
+        self.streams: set[AMQPStream] = set()
+        self.server: asyncio.base_events.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Bind and listen; returns the bound port. Raises OSError(EADDRINUSE) when taken."""
+        self.server = await self.loop.create_server(
+            lambda: AMQPStream(self), host, port, reuse_address=True, backlog=1024
+        )
+        sockets = self.server.sockets
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting, send 320 CONNECTION_FORCED to every client, wait briefly for close-ok."""
+        if self.server is not None:
+            self.server.close()
+        for stream in list(self.streams):
+            if stream.conn is not None:
+                stream.conn.force_close(CONNECTION_FORCED, SHUTDOWN_TEXT)
+        self.scheduler.run()
+        deadline = self.loop.time() + grace
+        while self.streams and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for stream in list(self.streams):
+            if stream.transport is not None:
+                stream.transport.abort()
+        if self.server is not None:
+            await self.server.wait_closed()
+
+
+def is_address_in_use(error: OSError) -> bool:
+    return error.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1))
+

@@ -1,0 +1,142 @@
+"""Queue order, requeue position, prefetch and round-robin, through core sessions only."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailslot.core.errors import PreconditionFailed
+from mailslot.core import queue as queue_module
+
+
+def test_fifo_and_requeue_keeps_original_position(harness):
+    s, sink = harness.session()
+    harness.declare(s, "q")
+    for body in (b"1", b"2", b"3"):
+        harness.publish(s, "q", body)
+    first = s.get("q", no_ack=False)
+    second = s.get("q", no_ack=False)
+    assert (first[1].message.body, second[1].message.body) == (b"1", b"2")
+    s.nack(second[0], multiple=False, requeue=True)
+    s.nack(first[0], multiple=False, requeue=True)
+    order = [s.get("q", no_ack=True) for _ in range(3)]
+    assert [(e.message.body, e.redelivered) for _, e, _ in order] == [(b"1", True), (b"2", True), (b"3", False)]
+    assert s.get("q", no_ack=True) is None
+
+
+def test_prefetch_limits_unacked_per_consumer(harness):
+    s, sink = harness.session()
+    harness.declare(s, "q")
+    s.qos(0, 2, False)
+    s.consume("q", "c1", no_ack=False, exclusive=False, arguments={})
+    for i in range(5):
+        harness.publish(s, "q", str(i).encode())
+    harness.broker.flush()
+    assert sink.bodies() == [b"0", b"1"]
+    s.ack(sink.deliveries[-1][1], multiple=True)
+    harness.broker.flush()
+    assert sink.bodies() == [b"0", b"1", b"2", b"3"]
+
+
+def test_channel_prefetch_is_shared_by_consumers(harness):
+    s, sink = harness.session()
+    harness.declare(s, "a")
+    harness.declare(s, "b")
+    s.qos(0, 3, True)
+    s.consume("a", "ca", no_ack=False, exclusive=False, arguments={})
+    s.consume("b", "cb", no_ack=False, exclusive=False, arguments={})
+    for i in range(4):
+        harness.publish(s, "a", b"a%d" % i)
+        harness.publish(s, "b", b"b%d" % i)
+    harness.broker.flush()
+    assert len(sink.deliveries) == 3
+
+
+def test_round_robin_between_consumers(harness):
+    s1, sink1 = harness.session()
+    s2, sink2 = harness.session()
+    harness.declare(s1, "q")
+    s1.consume("q", "one", no_ack=True, exclusive=False, arguments={})
+    s2.consume("q", "two", no_ack=True, exclusive=False, arguments={})
+    for i in range(6):
+        harness.publish(s1, "q", str(i).encode())
+    harness.broker.flush()
+    assert sink1.bodies() == [b"0", b"2", b"4"]
+    assert sink2.bodies() == [b"1", b"3", b"5"]
+
+
+def test_closing_a_session_requeues_unacked_as_redelivered(harness):
+    s1, sink1 = harness.session()
+    harness.declare(s1, "q")
+    s1.consume("q", "c", no_ack=False, exclusive=False, arguments={})
+    for i in range(3):
+        harness.publish(s1, "q", str(i).encode())
+    harness.broker.flush()
+    s1.close()
+    s2, _ = harness.session()
+    got = [s2.get("q", no_ack=True)[1] for _ in range(3)]
+    assert [(e.message.body, e.redelivered) for e in got] == [(b"0", True), (b"1", True), (b"2", True)]
+
+
+def test_unknown_delivery_tag_is_a_precondition_failure(harness):
+    s, _ = harness.session()
+    harness.declare(s, "q")
+    with pytest.raises(PreconditionFailed, match="unknown delivery tag 7"):
+        s.ack(7, multiple=False)
+
+
+def test_multiple_ack_settles_everything_up_to_the_tag(harness):
+    s, sink = harness.session()
+    harness.declare(s, "q")
+    s.consume("q", "c", no_ack=False, exclusive=False, arguments={})
+    for i in range(4):
+        harness.publish(s, "q", str(i).encode())
+    harness.broker.flush()
+    s.ack(3, multiple=True)
+    assert list(s.unacked) == [4]
+    with pytest.raises(PreconditionFailed):
+        s.ack(2, multiple=False)
+
+
+def test_transaction_applies_at_commit_and_rollback_restores_acks(harness):
+    s, sink = harness.session()
+    harness.declare(s, "q")
+    harness.publish(s, "q", b"before")
+    tag, _, _ = s.get("q", no_ack=False)
+    s.tx_select()
+    harness.publish(s, "q", b"in-tx")
+    s.ack(tag, multiple=False)
+    assert harness.vhost.queues["q"].message_count == 0
+    s.tx_rollback()
+    assert tag in s.unacked
+    assert harness.vhost.queues["q"].message_count == 0
+    harness.publish(s, "q", b"committed")
+    s.ack(tag, multiple=False)
+    s.tx_commit()
+    assert harness.vhost.queues["q"].message_count == 1
+    assert tag not in s.unacked
+
+
+def test_backlog_beyond_window_pages_to_the_log_and_comes_back_in_order(harness, monkeypatch):
+    monkeypatch.setattr(queue_module, "WINDOW_MESSAGES", 10)
+    monkeypatch.setattr(queue_module, "PAGE_IN_BATCH", 4)
+    s, _ = harness.session()
+    harness.declare(s, "q")
+    for i in range(50):
+        harness.publish(s, "q", b"%d" % i, persistent=i % 2 == 0)
+    queue = harness.vhost.queues["q"]
+    assert queue.paged == 40 and queue.message_count == 50
+    harness.broker.flush()
+    bodies = [s.get("q", no_ack=True)[1].message.body for _ in range(50)]
+    assert bodies == [b"%d" % i for i in range(50)]
+    assert s.get("q", no_ack=True) is None
+    harness.broker.flush()
+    assert harness.log.read(queue.key, 0, 100) == []
+
+
+def test_deleting_a_queue_cancels_its_consumers(harness):
+    s, sink = harness.session()
+    harness.declare(s, "q")
+    s.consume("q", "c", no_ack=True, exclusive=False, arguments={})
+    harness.broker.delete_queue(harness.vhost, harness.vhost.queues["q"])
+    assert sink.cancelled == ["c"]
+    assert "c" not in s.consumers
