@@ -1,0 +1,155 @@
+"""The ``mailslot`` command: wiring only. Each command's work lives in its own module so that
+``mailslot --help`` stays fast and the modules stay small:
+
+- :mod:`mailslot.cli.serve` runs a broker (``mailslot serve``);
+- :mod:`mailslot.cli.client_commands` talks to one as a client (``publish``, ``consume``).
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"  # RabbitMQ's defaults: guest user, vhost "/"
+
+app = typer.Typer(
+    name="mailslot",
+    help="mailslot: a durable message broker that speaks AMQP 0-9-1 like RabbitMQ.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # tracebacks only for real bugs, and then plain ones
+)
+
+
+class Store(enum.StrEnum):
+    sqlite = "sqlite"
+    memory = "memory"
+
+
+class LogLevel(enum.StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"mailslot {version('mailslot')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """mailslot: a durable message broker that speaks AMQP 0-9-1 like RabbitMQ."""
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="AMQP port (0 picks a free one).", min=0, max=65535)] = 5672,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the sqlite store keeps its files.", file_okay=False)
+    ] = Path("mailslot-data"),
+    store: Annotated[
+        Store, typer.Option(help="sqlite: durable, embedded. memory: lost on exit.")
+    ] = Store.sqlite,
+    heartbeat: Annotated[
+        int, typer.Option(help="Heartbeat interval offered to clients, seconds (0 = off).", min=0)
+    ] = 60,
+    log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.info,
+) -> None:
+    """Run the broker until Ctrl-C or SIGTERM."""
+    from mailslot.bootstrap import BrokerConfig
+    from mailslot.cli.serve import run_serve
+
+    config = BrokerConfig(
+        host=host, amqp_port=port, store=store.value, data_dir=data_dir, heartbeat=heartbeat
+    )
+    raise typer.Exit(run_serve(config, log_level=log_level.value))
+
+
+UrlOption = Annotated[str, typer.Option("--url", envvar="MAILSLOT_URL", help="Broker URL.")]
+
+
+@app.command()
+def publish(
+    body: Annotated[str, typer.Argument(help="Message body; '-' reads it from stdin.")],
+    url: UrlOption = DEFAULT_URL,
+    exchange: Annotated[str, typer.Option(help="Exchange ('' is the default exchange).")] = "",
+    routing_key: Annotated[
+        str, typer.Option("--routing-key", "-r", help="Routing key; on the default exchange, the queue name.")
+    ] = "",
+    persistent: Annotated[
+        bool, typer.Option("--persistent/--transient", help="delivery_mode 2 (on disk) or 1.")
+    ] = True,
+    count: Annotated[int, typer.Option(help="Publish the body this many times.", min=1)] = 1,
+    confirm: Annotated[
+        bool,
+        typer.Option(
+            "--confirm", help="Use publisher confirms: wait until the broker has taken each message."
+        ),
+    ] = False,
+    declare: Annotated[
+        bool,
+        typer.Option(
+            "--declare", help="First declare a durable queue named by --routing-key (default exchange only)."
+        ),
+    ] = False,
+) -> None:
+    """Publish a message (BODY, or stdin with '-')."""
+    import sys
+
+    from mailslot.cli.client_commands import PublishRequest, run_publish
+
+    data = sys.stdin.buffer.read() if body == "-" else body.encode()
+    request = PublishRequest(
+        url=url,
+        exchange=exchange,
+        routing_key=routing_key,
+        body=data,
+        persistent=persistent,
+        count=count,
+        confirm=confirm,
+        declare=declare,
+    )
+    raise typer.Exit(run_publish(request))
+
+
+@app.command()
+def consume(
+    queue: Annotated[str, typer.Option("--queue", "-q", help="Queue to consume from.")],
+    url: UrlOption = DEFAULT_URL,
+    count: Annotated[
+        int, typer.Option(help="Stop after this many messages (0 = run until Ctrl-C).", min=0)
+    ] = 0,
+    no_ack: Annotated[
+        bool,
+        typer.Option(
+            "--no-ack",
+            help="Let the broker forget each message as it sends it (auto-ack). With --count, messages "
+            "already sent past the count are lost.",
+        ),
+    ] = False,
+    prefetch: Annotated[int, typer.Option(help="Unacked messages in flight at most.", min=1)] = 100,
+    declare: Annotated[
+        bool, typer.Option("--declare", help="First declare QUEUE as a durable queue.")
+    ] = False,
+) -> None:
+    """Print each message's routing key and body as it arrives."""
+    from mailslot.cli.client_commands import ConsumeRequest, run_consume
+
+    request = ConsumeRequest(
+        url=url, queue=queue, count=count, no_ack=no_ack, prefetch=prefetch, declare=declare
+    )
+    raise typer.Exit(run_consume(request))
