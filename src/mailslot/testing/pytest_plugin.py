@@ -13,12 +13,15 @@ keywords) in a conftest.py or a test module to change the broker, e.g.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mailslot.bootstrap import Broker
-from mailslot.testing.broker import broker_in_thread
+if TYPE_CHECKING:
+    from mailslot.bootstrap import Broker
+
+# The broker is imported inside the fixtures, not here: pytest loads this plugin in every project
+# that has mailslot installed, and it must cost nothing (and risk nothing) where no test uses it.
 
 
 @pytest.fixture
@@ -30,6 +33,8 @@ def mailslot_broker_options() -> dict[str, Any]:
 @pytest.fixture
 def mailslot_broker(mailslot_broker_options: dict[str, Any]) -> Iterator[Broker]:
     """A started mailslot broker (in-memory store by default) serving from a background thread."""
+    from mailslot.testing.broker import broker_in_thread
+
     with broker_in_thread(**mailslot_broker_options) as broker:
         yield broker
 
