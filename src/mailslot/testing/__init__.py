@@ -5,9 +5,36 @@
 - ``with broker_in_thread() as broker:`` a broker in a background thread (pika, kombu, Celery).
 - pytest fixtures ``mailslot_broker`` and ``mailslot_url``, registered automatically.
 - :class:`FakeClock` for code that takes time as an input.
+
+Names are imported on first use (PEP 562): pytest imports this package for its plugin in every
+project that has mailslot installed, and that must not load the whole broker.
 """
 
-from mailslot.testing.broker import broker_in_thread, make_config, running_broker
-from mailslot.testing.clock import FakeClock
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailslot.testing.broker import broker_in_thread, make_config, running_broker
+    from mailslot.testing.clock import FakeClock
 
 __all__ = ["FakeClock", "broker_in_thread", "make_config", "running_broker"]
+
+_HOMES = {
+    "FakeClock": "mailslot.testing.clock",
+    "broker_in_thread": "mailslot.testing.broker",
+    "make_config": "mailslot.testing.broker",
+    "running_broker": "mailslot.testing.broker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
