@@ -447,7 +447,8 @@ def test_queue_purge_count(ch: BlockingChannel) -> None:
     assert ch.queue_purge(q).method.message_count == 6
     assert ch.queue_purge(q).method.message_count == 0
     ch.basic_nack(m.delivery_tag, requeue=True)
-    assert ch.queue_declare(q, passive=True).method.message_count == 1
+    # requeue is asynchronous w.r.t. declare-ok counts on RabbitMQ: poll
+    wait_for(lambda: ch.queue_declare(q, passive=True).method.message_count == 1, timeout=2)
 
 
 def test_exchange_delete_if_unused_406(ch: BlockingChannel, conn: BlockingConnection,
