@@ -7,7 +7,7 @@ every field-table value type.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -248,7 +248,7 @@ ALL_TYPES: dict[str, Any] = {
     "text": "héllo",
     "bytes": b"\x00\xffraw",
     "decimal": Decimal("12.50"),
-    "timestamp": datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc),
+    "timestamp": datetime(2024, 5, 1, 12, 30, tzinfo=UTC),
     "void": None,
     "array": [1, "two", b"3", [4.0, {"five": 5}]],
     "nested": {"inner": {"deeper": {"x": 1}}, "list": []},

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from mailslot.storage.api import (
     BindingDefinition,
@@ -137,7 +137,7 @@ scalars = st.one_of(
     st.text(max_size=8),
     st.binary(max_size=8),
     st.decimals(allow_nan=False, allow_infinity=False, places=2, max_value=10**6, min_value=-(10**6)),
-    st.datetimes(timezones=st.just(timezone.utc), min_value=datetime(1970, 1, 2)),
+    st.datetimes(timezones=st.just(UTC), min_value=datetime(1970, 1, 2)),
 )
 tables: st.SearchStrategy[dict[str, Any]] = st.recursive(
     st.dictionaries(st.text(max_size=6), scalars, max_size=4),

@@ -97,6 +97,26 @@ def test_metadata_and_log_share_one_file_without_interfering(tmp_path: Path) -> 
     meta2.close()
 
 
+def test_a_failed_commit_applies_nothing_and_keeps_the_batch(tmp_path: Path) -> None:
+    log, meta = open_sqlite_store(tmp_path)
+    try:
+        log.stage_append([msg(1)])
+        log.commit()
+        bad = StoredMessage("q", 4, "ex", "rk", b"", object(), True)  # type: ignore[arg-type]
+        log.stage_append([msg(2), msg(3), bad])
+        log.stage_remove("q", [1])
+        with pytest.raises(sqlite3.Error):
+            log.commit()
+        assert [m.seq for m in log.read("q", 0, 10)] == [1]  # all or nothing
+        assert log.has_staged()
+        log.stage_purge("q")  # the caller's way out: drop the batch's messages
+        log.commit()
+        assert log.read("q", 0, 10) == [] and not log.has_staged()
+    finally:
+        log.close()
+        meta.close()
+
+
 # -- crash safety: SIGKILL a writer mid-stream --------------------------------------------------------
 
 WRITER = textwrap.dedent(

@@ -62,5 +62,5 @@ def encode_table(table: dict[str, Any]) -> str:
 def decode_table(text: str) -> dict[str, Any]:
     value = _dec(json.loads(text))
     if not isinstance(value, dict):
-        raise ValueError("stored arguments are not a table")
+        raise TypeError("stored arguments are not a table")
     return value
