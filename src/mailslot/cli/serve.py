@@ -43,19 +43,14 @@ async def _serve(config: BrokerConfig) -> int:
     with _stop_signals(stop.set):
         broker = Broker(config)
         await broker.start()
+        # Broker.start logs where it listens ("AMQP listening on HOST:PORT") and where it stores
+        # (broker.storage_description), once for every way of running it (CLI or mailslot.testing).
         try:
-            log.info("AMQP listening on %s", _host_port(config.host, broker.amqp_port))
-            log.info("storing messages in %s", broker.storage_description)
             await stop.wait()
-            log.info("stopping")
+            log.info("stopping (signal received)")
         finally:
             await broker.stop()
-        log.info("stopped")
     return 0
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @contextlib.contextmanager
