@@ -263,21 +263,30 @@ def test_heartbeat_on_nonzero_channel_505(opened: RawAMQP) -> None:
     assert text.startswith("UNEXPECTED_FRAME")
 
 
-def test_body_longer_than_announced(opened: RawAMQP) -> None:
+def test_body_longer_than_announced(broker_name: str, opened: RawAMQP) -> None:
     # Surprising: RabbitMQ 3.10 does not reject a body frame that overshoots body_size. The publish never
     # completes (it keeps waiting for "more" body), nothing is enqueued, and the *next* method frame on the
     # channel gets connection.close 505 UNEXPECTED_FRAME naming basic.publish (60, 40).
+    # mailslot checks sizes on arrival (design.md) and sends the same 505 (60, 40) at once; both are accepted,
+    # the code and the blamed method must match.
     opened.send_frame(C.Queue.Declare(queue="", exclusive=True), 1)
     _, ok = opened.read_frame()  # type: ignore[misc]
     opened.send_frame(C.Basic.Publish(exchange="", routing_key=ok.queue), 1)
     opened.send_frame(pheader.ContentHeader(0, 5, C.Basic.Properties()), 1)
     opened.send_frame(pbody.ContentBody(b"0123456789"), 1)
-    with pytest.raises(TimeoutError):
-        opened.read_frame(timeout=0.3)  # no immediate reaction
-    opened.send_frame(C.Basic.Get(queue=ok.queue, no_ack=True), 1)
+    try:
+        early = opened.read_frame(timeout=0.3)
+    except TimeoutError:
+        early = None
+        opened.send_frame(C.Basic.Get(queue=ok.queue, no_ack=True), 1)
+    if early is not None:
+        opened.buf = pframe.marshal(early[1], early[0]) + opened.buf  # let expect_connection_close see it
     code, text, cls, meth = opened.expect_connection_close()
-    assert (code, text, cls, meth) == (
-        505, "UNEXPECTED_FRAME - expected content body, got non content body frame instead", 60, 40)
+    assert (code, cls, meth) == (505, 60, 40)
+    assert text.startswith("UNEXPECTED_FRAME - ")
+    if broker_name == "rabbitmq":
+        assert early is None
+        assert text == "UNEXPECTED_FRAME - expected content body, got non content body frame instead"
 
 
 def test_body_frame_after_empty_content_505(opened: RawAMQP) -> None:
