@@ -42,7 +42,7 @@ def test_channel_open_close_cycle() -> None:
 
 
 def test_method_on_unopened_channel_is_504() -> None:
-    server, client = _running()
+    server, _client = _running()
     server.receive_data(method(3, commands.Basic.Qos(prefetch_count=1)), 0)
     close = close_of(server)
     assert close.reply_code == 504
@@ -101,7 +101,7 @@ def test_publish_after_tune_ok_before_open_is_505() -> None:
 
 
 def test_unexpected_connection_method_while_running_is_504() -> None:
-    server, client = _running()
+    server, _client = _running()
     server.receive_data(method(0, commands.Connection.Open(virtual_host="/")), 0)
     close = close_of(server)
     assert close.reply_code == 504
@@ -201,14 +201,14 @@ def test_wrong_frame_end_is_fatal_501() -> None:
 
 
 def test_unknown_frame_type_is_501() -> None:
-    server, client = _running()
+    server, _client = _running()
     server.receive_data(struct.pack(">BHI", 9, 0, 3) + b"abc\xce", 0)
     close = close_of(server)
     assert (close.reply_code, close.reply_text) == (501, 'FRAME_ERROR - type 9, all octets = <<"abc">>: unknown_frame')
 
 
 def test_heartbeat_on_channel_is_505() -> None:
-    server, client = _running()
+    server, _client = _running()
     server.receive_data(b"\x08\x00\x01\x00\x00\x00\x00\xce", 0)
     close = close_of(server)
     assert (close.reply_code, close.reply_text) == (505, "UNEXPECTED_FRAME - type 8, all octets = <<>>")
@@ -275,7 +275,7 @@ def test_send_error_routes_by_kind() -> None:
     server, client = _running()
     _open(server, client)
     server.send_error(1, ChannelError.of(404, "no exchange 'x' in vhost '/'", 60, 40))
-    ch, close = channel_close_of(server)
+    _ch, close = channel_close_of(server)
     assert close.reply_text == "NOT_FOUND - no exchange 'x' in vhost '/'"
 
 

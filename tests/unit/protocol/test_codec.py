@@ -78,7 +78,7 @@ def test_send_deliver_content_matches_pamqp(body: bytes, frame_max: int) -> None
 
 
 def test_send_deliver_end_to_end() -> None:
-    server, client, _ = handshake()
+    server, _client, _ = handshake()
     props = commands.Basic.Properties(delivery_mode=2).marshal()
     server.send_deliver(1, "ctag", 7, True, "ex", "rk", props, b"body")
     server.send_get_ok(1, 8, False, "ex", "rk", 3, props, b"")

@@ -129,7 +129,7 @@ def test_oversized_body_refused_at_header() -> None:
 
 
 def test_method_instead_of_header_is_505() -> None:
-    server, client = _ready()
+    server, _client = _ready()
     pub = pframe.marshal(commands.Basic.Publish(routing_key="q"), 1)
     server.receive_data(pub + method(1, commands.Basic.Qos()), 0)
     close = close_of(server)
@@ -140,7 +140,7 @@ def test_method_instead_of_header_is_505() -> None:
 
 
 def test_header_for_wrong_class_is_505() -> None:
-    server, client = _ready()
+    server, _client = _ready()
     pub = pframe.marshal(commands.Basic.Publish(routing_key="q"), 1)
     hdr = struct.pack(">BHIHHQ", 2, 1, 14, 50, 0, 3) + b"\x00\x00\xce"
     server.receive_data(pub + hdr, 0)
@@ -159,7 +159,7 @@ def test_method_instead_of_body_is_505() -> None:
 
 
 def test_body_longer_than_declared_is_505() -> None:
-    server, client = _ready()
+    server, _client = _ready()
     pub = pframe.marshal(commands.Basic.Publish(routing_key="q"), 1)
     hdr = pframe.marshal(header.ContentHeader(0, 3, commands.Basic.Properties()), 1)
     events = server.receive_data(pub + hdr + pframe.marshal(body.ContentBody(b"12345"), 1), 0)
@@ -168,7 +168,7 @@ def test_body_longer_than_declared_is_505() -> None:
 
 
 def test_body_without_publish_is_505() -> None:
-    server, client = _ready()
+    server, _client = _ready()
     server.receive_data(pframe.marshal(body.ContentBody(b"12345"), 1), 0)
     close = close_of(server)
     assert (close.reply_code, close.reply_text) == (
@@ -177,13 +177,13 @@ def test_body_without_publish_is_505() -> None:
 
 
 def test_content_header_on_channel_zero_is_505() -> None:
-    server, client = _ready()
+    server, _client = _ready()
     server.receive_data(pframe.marshal(header.ContentHeader(0, 3, commands.Basic.Properties()), 0), 0)
     assert close_of(server).reply_code == 505
 
 
 def test_server_sends_content_split_by_frame_max() -> None:
-    server, client = _ready(frame_max=4096)
+    server, _client = _ready(frame_max=4096)
     payload = b"p" * 10000
     props = commands.Basic.Properties(delivery_mode=2).marshal()
     server.send_content(1, commands.Basic.Return(reply_code=312, reply_text="NO_ROUTE", exchange="", routing_key="q"),

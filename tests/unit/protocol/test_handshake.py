@@ -129,7 +129,7 @@ def test_frames_wait_while_login_is_decided() -> None:
 
 
 def test_connection_close_from_client() -> None:
-    server, client, _ = handshake()
+    server, _client, _ = handshake()
     events = server.receive_data(method(0, commands.Connection.Close(reply_code=200, reply_text="bye",
                                                                      class_id=0, method_id=0)), 1)
     assert [type(e).__name__ for e in events] == ["ConnectionCloseReceived", "ConnectionTerminated"]
@@ -151,7 +151,7 @@ def test_server_close_waits_for_close_ok() -> None:
 
 
 def test_close_crossing_close() -> None:
-    server, client, _ = handshake()
+    server, _client, _ = handshake()
     server.close_connection(320, "CONNECTION_FORCED - x")
     server.data_to_send()
     events = server.receive_data(method(0, commands.Connection.Close(reply_code=200, reply_text="bye",

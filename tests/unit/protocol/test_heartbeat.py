@@ -17,13 +17,13 @@ def test_handshake_timeout() -> None:
 
 
 def test_no_handshake_timeout_once_open() -> None:
-    server, client, _ = handshake(client=ClientPeer(heartbeat=0))
+    server, _client, _ = handshake(client=ClientPeer(heartbeat=0))
     assert server.next_timer() is None
     assert server.handle_timer(1000.0) == []
 
 
 def test_heartbeat_sent_when_quiet_and_timeout_when_peer_silent() -> None:
-    server, client, _ = handshake(client=ClientPeer(heartbeat=10), now=0.0)
+    server, _client, _ = handshake(client=ClientPeer(heartbeat=10), now=0.0)
     assert server.heartbeat == 10
     # open-ok was sent in the first half-interval, so the first check sends nothing
     assert server.next_timer() == 5.0
@@ -43,7 +43,7 @@ def test_heartbeat_sent_when_quiet_and_timeout_when_peer_silent() -> None:
 
 
 def test_any_outgoing_data_suppresses_heartbeat() -> None:
-    server, client, _ = handshake(client=ClientPeer(heartbeat=10), now=0.0)
+    server, _client, _ = handshake(client=ClientPeer(heartbeat=10), now=0.0)
     server.handle_timer(5.0)
     server.send_ack(1, 1, False)
     server.data_to_send()
@@ -53,7 +53,7 @@ def test_any_outgoing_data_suppresses_heartbeat() -> None:
 
 
 def test_close_ok_timeout() -> None:
-    server, client, _ = handshake(client=ClientPeer(heartbeat=0))
+    server, _client, _ = handshake(client=ClientPeer(heartbeat=0))
     server.receive_data(b"", 50.0)
     server.close_connection(320, "CONNECTION_FORCED - bye")
     assert server.next_timer() == 80.0

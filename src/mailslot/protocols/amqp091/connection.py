@@ -88,19 +88,6 @@ def _ids(index: int) -> tuple[int, int]:
     return index >> 16, index & 0xFFFF
 
 
-def _method_name(index: int) -> str:
-    """RabbitMQ's method name, e.g. 'channel.open' (used in error texts)."""
-    cls = _INDEX.get(index)
-    if cls is None:
-        return "none"
-    name: str = cls.name
-    a, _, b = name.partition(".")
-    out = [b[0].lower()]
-    for ch in b[1:]:
-        out.append("_" + ch.lower() if ch.isupper() else ch)
-    return f"{a.lower()}.{''.join(out)}"
-
-
 def _truncate(text: str) -> str:
     raw = text.encode()
     if len(raw) <= 255:
@@ -109,7 +96,7 @@ def _truncate(text: str) -> str:
 
 
 class _Channel:
-    __slots__ = ("closing", "asm", "method", "props", "remaining", "parts", "discard")
+    __slots__ = ("asm", "closing", "discard", "method", "parts", "props", "remaining")
 
     def __init__(self) -> None:
         self.closing = False
@@ -489,7 +476,7 @@ class ServerConnection:
                 chan.parts = []
                 chan.method = None
 
-    def _channel_method(self, events: list[Event], ch: int, chan: _Channel, index: int, m: base.Frame) -> None:
+    def _channel_method(self, events: list[Event], ch: int, chan: _Channel, index: int, m: Any) -> None:
         if chan.closing:
             # rabbit_channel in state closing: answer close, finish on close-ok, ignore the rest.
             if index == commands.Channel.Close.index:
@@ -522,10 +509,10 @@ class ServerConnection:
         if index == _ACK:
             return codec.decode_ack(data, p + 4, end)
         cls = _INDEX[index]
-        m = _new(cls)
+        m: Any = _new(cls)
         try:
             m.unmarshal(data[p + 4:end])
-        except Exception as exc:  # pamqp raises ValueError, struct.error, UnicodeDecodeError, ...
+        except Exception as exc:  # noqa: BLE001 - peer input must never raise out of receive_data
             raise DecodeError(str(exc)) from None
         return m
 
@@ -757,7 +744,7 @@ def _amqplain(raw: bytes) -> tuple[str, str] | None:
     """AMQPLAIN: a field table without its length prefix holding LOGIN and PASSWORD long strings."""
     try:
         _, table = decode.field_table(_U32.pack(len(raw)) + raw)
-    except Exception:
+    except Exception:  # noqa: BLE001 - peer input must never raise out of receive_data
         return None
     login, password = table.get("LOGIN"), table.get("PASSWORD")
     if isinstance(login, bytes):

@@ -8,7 +8,7 @@ from pamqp import base, commands
 
 
 class Event:
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
@@ -34,7 +34,7 @@ class ConnectionStartOk(Event):
     Answer with :meth:`ServerConnection.accept_login` or :meth:`ServerConnection.refuse_login`.
     """
 
-    __slots__ = ("mechanism", "username", "password", "client_properties", "locale")
+    __slots__ = ("client_properties", "locale", "mechanism", "password", "username")
 
     def __init__(self, mechanism: str, username: str, password: str, client_properties: dict[str, Any],
                  locale: str) -> None:
@@ -91,7 +91,7 @@ class ContentReceived(Event):
     decode it lazily with :mod:`.properties`. ``body`` is bytes.
     """
 
-    __slots__ = ("channel", "method", "properties", "body")
+    __slots__ = ("body", "channel", "method", "properties")
 
     def __init__(self, channel: int, method: commands.Basic.Publish, properties: bytes, body: bytes) -> None:
         self.channel = channel

@@ -77,7 +77,7 @@ class ClientPeer:
         self.frame_max = frame_max
         self.channel_max = channel_max
         self.heartbeat = heartbeat
-        self.client_properties = client_properties if client_properties is not None else {
+        self.client_properties: Any = client_properties if client_properties is not None else {
             "product": "mailslot-test-peer",
             "capabilities": {"authentication_failure_close": True, "publisher_confirms": True},
         }
