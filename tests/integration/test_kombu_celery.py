@@ -84,7 +84,7 @@ def test_celery_task_round_trip(broker_url: str, uname: Callable[[str], str], cl
     )
     cleanup.exchange(qname)
 
-    @app.task(name="mailslot_it.add")
+    @app.task(name=f"{qname}.add")  # unique: Celery keeps a process-wide registry of task names
     def add(x: int, y: int) -> int:
         return x + y
 
