@@ -140,7 +140,7 @@ class TopicExchange(Exchange):
         found = self._cache.get(routing_key)
         if found is None:
             matches: set[Destination] = set()
-            self._match(self._root, routing_key.split("."), 0, matches)
+            self._match(self._root, _words(routing_key), 0, matches)
             found = tuple(matches)
             if len(self._cache) >= self.CACHE_LIMIT:
                 self._cache.clear()
@@ -165,14 +165,14 @@ class TopicExchange(Exchange):
 
     def _index_add(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> None:
         node = self._root
-        for word in routing_key.split("."):
+        for word in _words(routing_key):
             node = node.children.setdefault(word, _TrieNode())
         node.destinations[destination] = node.destinations.get(destination, 0) + 1
         self._cache.clear()
 
     def _index_remove(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> None:
         path = [self._root]
-        words = routing_key.split(".")
+        words = _words(routing_key)
         for word in words:
             path.append(path[-1].children[word])
         node = path[-1]
@@ -185,6 +185,11 @@ class TopicExchange(Exchange):
                 break
             del path[depth - 1].children[words[depth - 1]]
         self._cache.clear()
+
+
+def _words(key: str) -> list[str]:
+    """The empty key has no words (so ``*`` does not match it, as in RabbitMQ); ``a..c`` has an empty one."""
+    return key.split(".") if key else []
 
 
 class HeadersExchange(Exchange):

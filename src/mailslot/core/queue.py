@@ -204,7 +204,7 @@ class Queue:
             return
         i = self._rr
         idle = 0
-        while idle < count:
+        while idle < count and self.has_ready():
             if i >= count:
                 i = 0
             consumer = consumers[i]
@@ -214,6 +214,7 @@ class Queue:
                 continue
             entry = self.pop_ready()
             if entry is None:
+                i -= 1  # nobody was served: the same consumer is next
                 break
             idle = 0
             self.stats_delivered += 1

@@ -95,7 +95,7 @@ class VirtualHost:
     ) -> Exchange:
         if passive:
             if not name:
-                return self.default_exchange
+                raise AccessRefused("operation not permitted on the default exchange")
             return self.exchange(name)
         if not name or name.startswith("amq."):
             if name in self.exchanges and self.exchanges[name].type == type_:

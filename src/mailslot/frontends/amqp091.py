@@ -462,7 +462,7 @@ class AMQPConnection:
         self.username = ""
         self.vhost: Any = None
         self.closed = False
-        self.on_writable: Callable[[], None] = lambda: None
+        self.now = now
         self.touch()
 
     # ---- transport side -------------------------------------------------------------------------
@@ -471,6 +471,7 @@ class AMQPConnection:
         self.outbox.add(self)
 
     def receive(self, data: bytes, now: float) -> None:
+        self.now = now
         self._handle(self.proto.receive_data(data, now))
         self.touch()
 
@@ -578,17 +579,14 @@ class AMQPConnection:
                 log.warning("user '%s' can only connect via localhost (peer %s)", event.username, self.peer_host)
             else:
                 log.warning("login refused for user '%s' from %s", event.username, self.peer_host)
-            self._fail_connection(
-                proto.ACCESS_REFUSED,
-                proto.reply_text(
-                    proto.ACCESS_REFUSED,
-                    f"Login was refused using authentication mechanism {mechanism}. "
-                    "For details see the broker logfile.",
-                ),
-            )
+            # 403 "Login was refused ..." when the client announced authentication_failure_close,
+            # otherwise a silent close: the protocol layer does what RabbitMQ does.
+            self.proto.refuse_login(mechanism)
+            self.connection_lost()
             return
         self.username = event.username
         self.proto.accept_login()
+        self._handle(self.proto.receive_data(b"", self.now))  # parsing paused until this decision
 
     def _open(self, name: str) -> None:
         vhost = self.broker.vhosts.get(name)
@@ -597,3 +595,4 @@ class AMQPConnection:
             return
         self.vhost = vhost
         self.proto.accept_open()
+        self._handle(self.proto.receive_data(b"", self.now))  # parsing paused until this decision

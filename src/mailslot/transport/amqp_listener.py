@@ -12,6 +12,7 @@ import asyncio
 import errno
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from ..core.broker import Broker
 from ..frontends.amqp091 import AMQPConnection
@@ -62,15 +63,14 @@ class AMQPStream(asyncio.Protocol):
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername") or ("", 0)
         scheduler = self.listener.scheduler
         self.conn = self.listener.make_connection(str(peer[0]), scheduler.outbox)
         scheduler.streams[self.conn] = self
         self.listener.streams.add(self)
         # The write buffer watermarks decide when a slow consumer stops getting deliveries.
-        transport.set_write_buffer_limits(high=1024 * 1024, low=256 * 1024)
+        self.transport.set_write_buffer_limits(high=1024 * 1024, low=256 * 1024)
         self._arm_timer()
         scheduler.request()
 

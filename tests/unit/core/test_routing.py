@@ -20,6 +20,8 @@ TOPIC_CASES = [
     ("a.#.c", "a.c", True),
     ("a.#.c", "a.b.b.c", True),
     ("*", "a.b", False),
+    ("*", "", False),
+    ("a.*.c", "a..c", True),
     ("*.*", "a.b", True),
     ("a.*.#", "a", False),
     ("a.*.#", "a.b", True),

@@ -1,0 +1,6 @@
+"""``python -m mailslot``: the same as the ``mailslot`` command."""
+
+from mailslot.cli.main import app
+
+if __name__ == "__main__":
+    app()
