@@ -11,7 +11,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 import pika
 import pytest
@@ -148,10 +148,10 @@ class Bystander:
                 if self.confirmed % 50 == 0:
                     ch.queue_purge(q)
             conn.close()
-        except BaseException as e:  # noqa: BLE001 - reported by the test
+        except BaseException as e:
             self.error = e
 
-    def __enter__(self) -> Bystander:
+    def __enter__(self) -> Self:
         self._thread.start()
         wait_for(lambda: self.confirmed > 0 or self.error, timeout=5, what="bystander first confirm")
         return self

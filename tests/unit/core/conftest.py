@@ -39,7 +39,7 @@ class Harness:
         return self.broker.open_session(self.vhost, owner or object(), sink, Gate()), sink
 
     def declare(self, session: Session, name: str, **kwargs: Any) -> str:
-        options = dict(passive=False, durable=True, exclusive=False, auto_delete=False, arguments={})
+        options = {"passive": False, "durable": True, "exclusive": False, "auto_delete": False, "arguments": {}}
         options.update(kwargs)
         return self.vhost.declare_queue(name, owner=session.owner, **options).name
 

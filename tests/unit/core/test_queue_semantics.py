@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mailslot.core.errors import PreconditionFailed
 from mailslot.core import queue as queue_module
+from mailslot.core.errors import PreconditionFailed
 
 
 def test_fifo_and_requeue_keeps_original_position(harness):
-    s, sink = harness.session()
+    s, _sink = harness.session()
     harness.declare(s, "q")
     for body in (b"1", b"2", b"3"):
         harness.publish(s, "q", body)
@@ -65,7 +65,7 @@ def test_round_robin_between_consumers(harness):
 
 
 def test_closing_a_session_requeues_unacked_as_redelivered(harness):
-    s1, sink1 = harness.session()
+    s1, _sink1 = harness.session()
     harness.declare(s1, "q")
     s1.consume("q", "c", no_ack=False, exclusive=False, arguments={})
     for i in range(3):
@@ -85,7 +85,7 @@ def test_unknown_delivery_tag_is_a_precondition_failure(harness):
 
 
 def test_multiple_ack_settles_everything_up_to_the_tag(harness):
-    s, sink = harness.session()
+    s, _sink = harness.session()
     harness.declare(s, "q")
     s.consume("q", "c", no_ack=False, exclusive=False, arguments={})
     for i in range(4):
@@ -98,7 +98,7 @@ def test_multiple_ack_settles_everything_up_to_the_tag(harness):
 
 
 def test_transaction_applies_at_commit_and_rollback_restores_acks(harness):
-    s, sink = harness.session()
+    s, _sink = harness.session()
     harness.declare(s, "q")
     harness.publish(s, "q", b"before")
     tag, _, _ = s.get("q", no_ack=False)
