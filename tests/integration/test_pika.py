@@ -316,7 +316,7 @@ def test_publisher_confirms_persistent(ch: BlockingChannel, uname: Callable[[str
     assert ch.queue_declare(q, passive=True).method.message_count == 200
     bodies = []
     for _ in range(200):
-        m, props, body = ch.basic_get(q, auto_ack=True)
+        _m, props, body = ch.basic_get(q, auto_ack=True)
         assert props.delivery_mode == 2
         bodies.append(body)
     assert bodies == [b"%d" % i for i in range(200)]

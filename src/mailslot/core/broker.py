@@ -9,9 +9,9 @@ runs the after-commit hooks that release publisher confirms and tx.commit-ok.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
-import base64
 from collections.abc import Callable, Iterable
 
 from ..storage.api import MessageLog, MetadataStore

@@ -19,7 +19,7 @@ def _no_headers(_: bytes) -> None:
 
 
 class Message:
-    __slots__ = ("exchange", "routing_key", "properties", "body", "persistent", "_read_headers", "_headers")
+    __slots__ = ("_headers", "_read_headers", "body", "exchange", "persistent", "properties", "routing_key")
 
     def __init__(
         self,
@@ -54,7 +54,7 @@ class Message:
 class Entry:
     """A message's place in one queue: ``seq`` orders the queue and survives requeues and restarts."""
 
-    __slots__ = ("seq", "message", "redelivered", "stored")
+    __slots__ = ("message", "redelivered", "seq", "stored")
 
     def __init__(self, seq: int, message: Message, redelivered: bool, stored: bool) -> None:
         self.seq = seq

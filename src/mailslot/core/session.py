@@ -42,7 +42,7 @@ class Gate:
 
 
 class Consumer:
-    __slots__ = ("tag", "session", "queue", "no_ack", "exclusive", "prefetch", "unacked", "arguments")
+    __slots__ = ("arguments", "exclusive", "no_ack", "prefetch", "queue", "session", "tag", "unacked")
 
     def __init__(
         self, tag: str, session: Session, queue: Queue, no_ack: bool, exclusive: bool, prefetch: int, arguments: Any
