@@ -153,3 +153,7 @@ def consume(
         url=url, queue=queue, count=count, no_ack=no_ack, prefetch=prefetch, declare=declare
     )
     raise typer.Exit(run_consume(request))
+
+from mailslot.cli.bench import bench as _bench  # noqa: E402 - registered last; the module imports lazily
+
+app.command(name="bench")(_bench)
