@@ -9,9 +9,10 @@ import pytest
 
 from mailslot.storage.api import MessageLog, MetadataStore
 from mailslot.storage.memory import open_memory_store
+from mailslot.storage.segments import open_segment_store
 from mailslot.storage.sqlite import open_sqlite_store
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "segments"]
 
 
 class Backend:
@@ -33,6 +34,8 @@ class Backend:
     def _open(self) -> None:
         if self.name == "memory":
             self.log, self.meta = open_memory_store()
+        elif self.name == "segments":
+            self.log, self.meta = open_segment_store(self.data_dir)
         else:
             self.log, self.meta = open_sqlite_store(self.data_dir)
 

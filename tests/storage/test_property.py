@@ -38,11 +38,14 @@ SETTINGS = settings(
 
 
 class LogMachine(RuleBasedStateMachine):
+    # The store under test; test_segments.py reuses this machine with the segment log.
+    open_store = staticmethod(open_sqlite_store)
+
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="mailslot-prop-"))
         self.ref: MessageLog = MemoryMessageLog()
-        self.log, self.meta = open_sqlite_store(self.dir)
+        self.log, self.meta = self.open_store(self.dir)
         self.next_seq = dict.fromkeys(QUEUES, 1)
 
     def teardown(self) -> None:
@@ -105,7 +108,7 @@ class LogMachine(RuleBasedStateMachine):
         self.ref.close()
         self.log.close()
         self.meta.close()
-        self.log, self.meta = open_sqlite_store(self.dir)
+        self.log, self.meta = self.open_store(self.dir)
 
     @rule()
     def restart_and_recover(self) -> None:

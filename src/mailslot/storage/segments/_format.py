@@ -1,0 +1,58 @@
+"""On-disk format of the segment message log (docs/storage-format.md, "Segment log").
+
+Everything is little-endian.
+
+* A segment file ``NNNNNNNN.seg`` starts with the 8-byte :data:`SEGMENT_MAGIC`, then holds batches.
+* A batch is what one ``commit()`` wrote: ``BATCH`` header (magic, payload length, crc32 of the payload)
+  then the payload, a run of records. The CRC covers the whole batch, so a batch is applied whole or,
+  torn or corrupt, not at all.
+* A record is ``<u32 length of the whole record> <u8 type>`` then its fields (see each struct below).
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+
+SEGMENT_MAGIC = b"MSLGSEG1"
+BATCH_MAGIC = b"MSB1"
+SEGMENT_SUFFIX = ".seg"
+
+# magic, payload length, crc32(payload)
+BATCH = struct.Struct("<4sII")
+
+# Record types.
+T_QUEUE = 1  # qid <-> queue key; written in each segment before the first record that uses the qid
+T_APPEND = 2
+T_REMOVE = 3
+T_REDELIVER = 4
+T_PURGE = 5
+
+# Every record begins with: length of the whole record (header included), type.
+REC = struct.Struct("<IB")
+# T_QUEUE: len, type, qid, then the UTF-8 queue key up to the record's end.
+# T_PURGE: len, type, qid.
+QREC = struct.Struct("<IBI")
+# T_REMOVE / T_REDELIVER: len, type, qid, count, then count x int64 seqs.
+SEQS = struct.Struct("<IBII")
+# T_APPEND: len, type, qid, seq, flags, len(exchange), len(routing key), len(properties), then
+# exchange (UTF-8), routing key (UTF-8), properties, body (up to the record's end).
+APPEND = struct.Struct("<IBIqBHHI")
+APPEND_FLAGS_AT = 4 + 1 + 4 + 8  # offset of the flags byte inside an append record
+
+F_PERSISTENT = 1
+F_REDELIVERED = 2
+
+BIG_ENDIAN_HOST = sys.byteorder == "big"  # int64 seq lists are written little-endian
+
+# An index location: bit 63 redelivered, bit 62 transient, bits 40..61 segment id, bits 0..39 offset.
+# 0 is never a valid location (offset 0 is the segment header), so 0 marks a tombstone.
+LOC_REDELIVERED = 1 << 63
+LOC_TRANSIENT = 1 << 62
+SEG_SHIFT = 40
+SEG_MASK = (1 << 22) - 1
+OFF_MASK = (1 << 40) - 1
+
+
+def segment_name(seg: int) -> str:
+    return f"{seg:08d}{SEGMENT_SUFFIX}"

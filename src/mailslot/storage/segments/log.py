@@ -1,0 +1,858 @@
+"""Append-only segment message log (docs/storage-format.md "Segment log", docs/decisions/0002).
+
+Rules of this module:
+
+* Staging builds bytes: ``stage_append`` packs each message into its final record at once;
+  removes, redelivered flags and purges are folded into per-queue lists the way the SQLite store does
+  (an append removed in the same batch is dropped, a flag on a staged append edits its record, a purge
+  drops the queue's staged work). ``commit()`` writes the batch as ONE framed, checksummed write
+  (purges, queue names, appends, flags, removes, in that order) and ``fdatasync``s it, and only then
+  applies it to the in-memory index. If the write or the sync fails, the bytes are truncated away, the
+  index is untouched and the batch stays staged.
+* The index holds live messages only: per queue, parallel arrays of seq, location and record length
+  (20 bytes a message), sorted by seq. Reads ``pread`` the records it points to; they see committed
+  data only.
+* A segment may be deleted only when it holds no live append AND every older segment its remove /
+  purge / flag records point into is gone already; otherwise a restart could resurrect a removed
+  message. Segments carry their own queue-name records so any subset of them can be replayed.
+* One process at a time: an exclusive ``flock`` on ``<directory>/LOCK``. One thread at a time.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import zlib
+from array import array
+from bisect import bisect_left, bisect_right
+from pathlib import Path
+
+from mailslot.storage.api import QueueRecovery, StoredMessage
+from mailslot.storage.segments._format import (
+    APPEND,
+    APPEND_FLAGS_AT,
+    BATCH,
+    BATCH_MAGIC,
+    BIG_ENDIAN_HOST,
+    F_PERSISTENT,
+    F_REDELIVERED,
+    LOC_REDELIVERED,
+    LOC_TRANSIENT,
+    OFF_MASK,
+    QREC,
+    REC,
+    SEG_MASK,
+    SEG_SHIFT,
+    SEGMENT_MAGIC,
+    SEGMENT_SUFFIX,
+    SEQS,
+    T_APPEND,
+    T_PURGE,
+    T_QUEUE,
+    T_REDELIVER,
+    T_REMOVE,
+    segment_name,
+)
+
+# A segment is closed (a new one started) once it holds this much: bounds how much one dead-but-pinned
+# segment costs on disk and how much recovery reads at once. A single batch is never split.
+SEGMENT_BYTES = 64 * 1024 * 1024
+# Compaction: a closed segment whose live records fill less than this share of it is rewritten
+# (its live records copied into the active segment) so that it can be deleted.
+COMPACT_LIVE_RATIO = 0.25
+# Adjacent records are read with one pread up to this size.
+READ_GROUP_BYTES = 4 * 1024 * 1024
+LOCK_FILENAME = "LOCK"
+
+_APPEND_SIZE = APPEND.size
+_APPEND_PACK = APPEND.pack
+_BATCH_SIZE = BATCH.size
+
+
+class SegmentCorruptError(RuntimeError):
+    """A segment other than the last one fails its checks: real corruption, not a torn write."""
+
+
+class _QueueIndex:
+    """Live messages of one queue: parallel arrays sorted by seq, tombstones (loc 0) and a head pointer.
+
+    Appends come in increasing seq (the core's order), so they are array appends; head removals (acks
+    in order) move ``head``; other removals leave a tombstone, compacted away once tombstones outnumber
+    live entries. Everything before ``head`` is garbage, trimmed now and then.
+    """
+
+    __slots__ = ("head", "lens", "live", "locs", "seqs")
+
+    def __init__(self) -> None:
+        self.seqs = array("q")
+        self.locs = array("Q")
+        self.lens = array("I")
+        self.head = 0
+        self.live = 0
+
+    def find(self, seq: int) -> int:
+        """Position of the live entry for ``seq``, or -1."""
+        seqs = self.seqs
+        h = self.head
+        n = len(seqs)
+        if h < n and seqs[h] == seq:
+            return h
+        i = bisect_left(seqs, seq, h)
+        if i < n and seqs[i] == seq and self.locs[i]:
+            return i
+        return -1
+
+    def put(self, seq: int, loc: int, length: int) -> tuple[int, int] | None:
+        """Add (or replace) ``seq``; returns the replaced live entry's (loc, length)."""
+        seqs = self.seqs
+        n = len(seqs)
+        if self.head == n and n:
+            self._reset()
+            n = 0
+        if not n or seq > seqs[-1]:
+            seqs.append(seq)
+            self.locs.append(loc)
+            self.lens.append(length)
+            self.live += 1
+            return None
+        i = bisect_left(seqs, seq, self.head)
+        if i < n and seqs[i] == seq:
+            old = self.locs[i]
+            old_len = self.lens[i]
+            self.locs[i] = loc
+            self.lens[i] = length
+            if old:
+                return old, old_len
+            self.live += 1
+            return None
+        seqs.insert(i, seq)
+        self.locs.insert(i, loc)
+        self.lens.insert(i, length)
+        self.live += 1
+        return None
+
+    def drop(self, i: int) -> None:
+        """Tombstone the live entry at ``i``."""
+        locs = self.locs
+        locs[i] = 0
+        self.live -= 1
+        n = len(locs)
+        h = self.head
+        if i == h:
+            h += 1
+            while h < n and not locs[h]:
+                h += 1
+            self.head = h
+            if h == n:
+                self._reset()
+            elif h > 4096 and h > n // 2:
+                del self.seqs[:h]
+                del self.locs[:h]
+                del self.lens[:h]
+                self.head = 0
+        elif (n - h) - self.live > self.live + 64:
+            self._compact()
+
+    def _reset(self) -> None:
+        self.seqs = array("q")
+        self.locs = array("Q")
+        self.lens = array("I")
+        self.head = 0
+
+    def _compact(self) -> None:
+        seqs, locs, lens = self.seqs, self.locs, self.lens
+        keep = [i for i in range(self.head, len(locs)) if locs[i]]
+        self.seqs = array("q", [seqs[i] for i in keep])
+        self.locs = array("Q", [locs[i] for i in keep])
+        self.lens = array("I", [lens[i] for i in keep])
+        self.head = 0
+
+    def live_entries(self) -> list[tuple[int, int, int]]:
+        seqs, locs, lens = self.seqs, self.locs, self.lens
+        return [(seqs[i], locs[i], lens[i]) for i in range(self.head, len(locs)) if locs[i]]
+
+    def nbytes(self) -> int:
+        """Bytes held by the arrays (capacity, not just length)."""
+        return sum(a.__sizeof__() for a in (self.seqs, self.locs, self.lens))
+
+
+def _seq_bytes(seqs: list[int]) -> bytes:
+    a = array("q", seqs)
+    if BIG_ENDIAN_HOST:
+        a.byteswap()
+    return a.tobytes()
+
+
+def _seqs_from(data: memoryview | bytes, start: int, count: int) -> array[int]:
+    a = array("q")
+    a.frombytes(data[start : start + 8 * count])
+    if BIG_ENDIAN_HOST:
+        a.byteswap()
+    return a
+
+
+class SegmentMessageLog:
+    """:class:`~mailslot.storage.api.MessageLog` as append-only segment files in ``directory``."""
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        compact: bool = True,
+    ) -> None:
+        self.directory = Path(directory)
+        self.segment_bytes = segment_bytes
+        self.compact_enabled = compact
+        created = not self.directory.exists()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if created:
+            _fsync_dir(self.directory.parent)
+        self._lock_fd: int | None = os.open(self.directory / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise RuntimeError(f"{self.directory} is in use by another process") from e
+            raise
+        # Segments: fd, committed size, live append records, their bytes, and the older segments
+        # this one's remove/purge/flag records point into (it must outlive them).
+        self._fds: dict[int, int] = {}
+        self._size: dict[int, int] = {}
+        self._live: dict[int, int] = {}
+        self._live_bytes: dict[int, int] = {}
+        self._deps: dict[int, set[int]] = {}
+        self._active = 0
+        self._declared: set[int] = set()  # qids with a queue-name record in the active segment
+        self._index: dict[str, _QueueIndex] = {}
+        self._qids: dict[str, int] = {}
+        self._qnames: dict[int, str] = {}
+        self._next_qid = 1
+        # Staging.
+        self._appends: dict[str, dict[int, bytes]] = {}
+        self._removes: dict[str, list[int]] = {}
+        self._marks: dict[str, list[int]] = {}
+        self._purges: dict[str, None] = {}
+        self._dirty = False
+        self._closed = False
+        self.stats = {"commits": 0, "bytes_written": 0, "segments_deleted": 0, "compacted_bytes": 0}
+        try:
+            self._load()
+        except BaseException:
+            self._release()
+            raise
+
+    # -- staging -------------------------------------------------------------------------------------
+    def stage_append(self, messages: list[StoredMessage]) -> None:
+        if not messages:
+            return
+        self._dirty = True
+        appends = self._appends
+        qids = self._qids
+        pack = _APPEND_PACK
+        join = b"".join
+        last: str | None = None
+        rows: dict[int, bytes] = {}
+        qid = 0
+        for m in messages:
+            q = m.queue
+            if q != last:
+                r = appends.get(q)
+                if r is None:
+                    r = appends[q] = {}
+                rows = r
+                qid = qids.get(q) or self._new_qid(q)
+                last = q
+            ex = m.exchange.encode()
+            rk = m.routing_key.encode()
+            props = m.properties
+            body = m.body
+            flags = (F_PERSISTENT if m.persistent else 0) | (F_REDELIVERED if m.redelivered else 0)
+            n = _APPEND_SIZE + len(ex) + len(rk) + len(props) + len(body)
+            rows[m.seq] = join(
+                (pack(n, T_APPEND, qid, m.seq, flags, len(ex), len(rk), len(props)), ex, rk, props, body)
+            )
+
+    def stage_remove(self, queue: str, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        self._dirty = True
+        rows = self._appends.get(queue)
+        if rows:
+            pop = rows.pop
+            rest = [s for s in seqs if pop(s, None) is None]  # published and acked in one batch
+        else:
+            rest = list(seqs)
+        if rest:
+            staged = self._removes.get(queue)
+            if staged is None:
+                self._removes[queue] = rest
+            else:
+                staged.extend(rest)
+
+    def stage_mark_redelivered(self, queue: str, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        self._dirty = True
+        rows = self._appends.get(queue)
+        rest: list[int] = []
+        for s in seqs:
+            rec = rows.get(s) if rows else None
+            if rec is None:
+                rest.append(s)
+            elif not rec[APPEND_FLAGS_AT] & F_REDELIVERED:
+                b = bytearray(rec)
+                b[APPEND_FLAGS_AT] |= F_REDELIVERED
+                rows[s] = bytes(b)  # type: ignore[index]
+        if rest:
+            self._marks.setdefault(queue, []).extend(rest)
+
+    def stage_purge(self, queue: str) -> None:
+        self._dirty = True
+        self._appends.pop(queue, None)
+        self._removes.pop(queue, None)
+        self._marks.pop(queue, None)
+        self._purges[queue] = None
+
+    def has_staged(self) -> bool:
+        return self._dirty
+
+    def _new_qid(self, queue: str) -> int:
+        qid = self._next_qid
+        self._next_qid = qid + 1
+        self._qids[queue] = qid
+        self._qnames[qid] = queue
+        return qid
+
+    def _qid(self, queue: str) -> int:
+        return self._qids.get(queue) or self._new_qid(queue)
+
+    # -- commit --------------------------------------------------------------------------------------
+    def commit(self) -> None:
+        """Write the batch as one checksummed frame, fdatasync it, then apply it to the index.
+
+        If it raises, nothing of the batch is applied (its bytes are truncated away) and it stays staged.
+        """
+        self._check_open()
+        if not self._dirty:
+            return
+        appends = [(q, rows) for q, rows in self._appends.items() if rows]
+        removes = self._removes
+        marks = self._marks
+        purges = self._purges
+        if appends or removes or marks or purges:
+            self._write_and_apply(appends, removes, marks, purges)
+        self._appends = {}
+        self._removes = {}
+        self._marks = {}
+        self._purges = {}
+        self._dirty = False
+        if self.compact_enabled:
+            self._maybe_compact()
+
+    def _write_and_apply(
+        self,
+        appends: list[tuple[str, dict[int, bytes]]],
+        removes: dict[str, list[int]],
+        marks: dict[str, list[int]],
+        purges: dict[str, None],
+    ) -> None:
+        if self._size[self._active] >= self.segment_bytes:
+            self._roll()
+        active = self._active
+        fd = self._fds[active]
+        base = self._size[active]
+        qids = self._qids
+        declared = self._declared
+        parts: list[bytes] = []
+        new_declared: list[int] = []
+        for q in (*purges, *(q for q, _ in appends), *marks, *removes):
+            qid = self._qid(q)
+            if qid not in declared and qid not in new_declared:
+                key = q.encode()
+                parts.append(QREC.pack(QREC.size + len(key), T_QUEUE, qid) + key)
+                new_declared.append(qid)
+        for q in purges:
+            parts.append(QREC.pack(QREC.size, T_PURGE, qids[q]))
+        appends_at = base + _BATCH_SIZE + sum(map(len, parts))
+        for _, rows in appends:
+            parts.extend(rows.values())
+        for kind, staged in ((T_REDELIVER, marks), (T_REMOVE, removes)):
+            for q, seqs in staged.items():
+                parts.append(SEQS.pack(SEQS.size + 8 * len(seqs), kind, qids[q], len(seqs)))
+                parts.append(_seq_bytes(seqs))
+        payload = b"".join(parts)
+        header = BATCH.pack(BATCH_MAGIC, len(payload), zlib.crc32(payload))
+        try:
+            _pwrite_all(fd, header, payload, base)
+            os.fdatasync(fd)
+        except BaseException:
+            try:
+                os.ftruncate(fd, base)
+            except OSError:
+                pass
+            raise
+        end = base + _BATCH_SIZE + len(payload)
+        self._size[active] = end
+        declared.update(new_declared)
+        self.stats["commits"] += 1
+        self.stats["bytes_written"] += end - base
+
+        # Apply, in the order written.
+        touched: set[int] = set()
+        for q in purges:
+            self._purge_index(q, active, touched)
+        index = self._index
+        live = self._live
+        live_bytes = self._live_bytes
+        segbase = active << SEG_SHIFT
+        off = appends_at
+        added = added_bytes = 0
+        for q, rows in appends:
+            idx = index.get(q)
+            if idx is None:
+                idx = index[q] = _QueueIndex()
+            put = idx.put
+            for seq, rec in rows.items():
+                n = len(rec)
+                loc = segbase | off
+                flags = rec[APPEND_FLAGS_AT]
+                if flags != F_PERSISTENT:
+                    if flags & F_REDELIVERED:
+                        loc |= LOC_REDELIVERED
+                    if not flags & F_PERSISTENT:
+                        loc |= LOC_TRANSIENT
+                old = put(seq, loc, n)
+                if old is not None:
+                    self._forget(old[0], old[1], active, touched)
+                off += n
+                added += 1
+                added_bytes += n
+        live[active] += added
+        live_bytes[active] += added_bytes
+        for q, seqs in marks.items():
+            self._mark_index(q, seqs, active)
+        for q, seqs in removes.items():
+            self._remove_index(q, seqs, active, touched)
+        if touched:
+            self._delete_dead(touched)
+
+    # -- index updates (shared by commit and replay) ---------------------------------------------------
+    def _forget(self, loc: int, length: int, active: int, touched: set[int]) -> None:
+        seg = (loc >> SEG_SHIFT) & SEG_MASK
+        self._live[seg] -= 1
+        self._live_bytes[seg] -= length
+        if seg != active:
+            self._deps[active].add(seg)
+        if not self._live[seg]:
+            touched.add(seg)
+
+    def _remove_index(self, queue: str, seqs: list[int] | array[int], active: int, touched: set[int]) -> None:
+        idx = self._index.get(queue)
+        if idx is None:
+            return
+        live = self._live
+        live_bytes = self._live_bytes
+        deps = self._deps[active]
+        find = idx.find
+        drop = idx.drop
+        for s in seqs:
+            i = find(s)
+            if i < 0:
+                continue
+            loc = idx.locs[i]
+            length = idx.lens[i]
+            drop(i)
+            seg = (loc >> SEG_SHIFT) & SEG_MASK
+            live[seg] -= 1
+            live_bytes[seg] -= length
+            if seg != active:
+                deps.add(seg)
+            if not live[seg]:
+                touched.add(seg)
+        if not idx.live:
+            del self._index[queue]
+
+    def _mark_index(self, queue: str, seqs: list[int] | array[int], active: int) -> None:
+        idx = self._index.get(queue)
+        if idx is None:
+            return
+        deps = self._deps[active]
+        locs = idx.locs
+        for s in seqs:
+            i = idx.find(s)
+            if i >= 0:
+                loc = idx.locs[i]
+                locs[i] = loc | LOC_REDELIVERED
+                seg = (loc >> SEG_SHIFT) & SEG_MASK
+                if seg != active:
+                    deps.add(seg)
+
+    def _purge_index(self, queue: str, active: int, touched: set[int]) -> None:
+        idx = self._index.pop(queue, None)
+        if idx is None:
+            return
+        for _, loc, length in idx.live_entries():
+            self._forget(loc, length, active, touched)
+
+    # -- segments ------------------------------------------------------------------------------------
+    def _path(self, seg: int) -> Path:
+        return self.directory / segment_name(seg)
+
+    def _roll(self) -> None:
+        """Close the active segment and start the next one (header fsynced, then the directory)."""
+        old = self._active
+        seg = old + 1
+        fd = os.open(self._path(seg), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.pwrite(fd, SEGMENT_MAGIC, 0)
+            os.fdatasync(fd)
+            _fsync_dir(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fds[seg] = fd
+        self._size[seg] = len(SEGMENT_MAGIC)
+        self._live[seg] = 0
+        self._live_bytes[seg] = 0
+        self._deps[seg] = set()
+        self._active = seg
+        self._declared = set()
+        if old and not self._live[old]:
+            self._delete_dead({old})
+
+    def _delete_dead(self, candidates: set[int]) -> None:
+        """Delete segments with no live append whose pointed-into older segments are all gone."""
+        todo = sorted(candidates, reverse=True)
+        fds = self._fds
+        while todo:
+            seg = todo.pop()
+            if seg == self._active or seg not in fds or self._live[seg]:
+                continue
+            if any(d in fds for d in self._deps[seg]):
+                continue
+            os.close(fds.pop(seg))
+            os.unlink(self._path(seg))
+            # Each unlink durable before the next: a later segment's deletion may depend on this one.
+            _fsync_dir(self.directory)
+            for d in (self._size, self._live, self._live_bytes, self._deps):
+                del d[seg]
+            self.stats["segments_deleted"] += 1
+            for other, deps in self._deps.items():
+                if seg in deps:
+                    deps.discard(seg)
+                    if not self._live[other] and other not in todo:
+                        todo.append(other)
+            todo.sort(reverse=True)
+
+    def _maybe_compact(self) -> None:
+        """Rewrite at most one closed segment per commit: the oldest that is mostly dead, or simply the
+        oldest one when closed segments hold more than twice their live bytes (plus one segment).
+
+        Remove records point backwards, so segments tend to die in order and a single pinned old
+        segment pins the ones after it; rewriting from the oldest end breaks such chains.
+        """
+        fds = self._fds
+        closed = [s for s in sorted(fds) if s != self._active]
+        if not closed:
+            return
+        size = sum(self._size[s] for s in closed)
+        live = sum(self._live_bytes[s] for s in closed)
+        over = size > 2 * live + self.segment_bytes
+        for seg in closed:
+            if any(d in fds for d in self._deps[seg]):
+                continue  # it could not be deleted anyway: the older segments it points into go first
+            if over or self._live_bytes[seg] <= COMPACT_LIVE_RATIO * self._size[seg]:
+                self._compact_segment(seg)
+                return
+
+    def _compact_segment(self, seg: int) -> None:
+        """Scan ``seg`` for append records the index still points to; rewrite them in the active one."""
+        fd = self._fds[seg]
+        data = _pread_all(fd, self._size[seg], 0)
+        segbase = seg << SEG_SHIFT
+        index = self._index
+        qnames = self._qnames
+        unpack_rec = REC.unpack_from
+        unpack_append = APPEND.unpack_from
+        staged: dict[str, dict[int, bytes]] = {}
+        moved = 0
+        pos = len(SEGMENT_MAGIC)
+        size = len(data)
+        while pos < size:
+            _, plen, _ = BATCH.unpack_from(data, pos)
+            p = pos + _BATCH_SIZE
+            end = p + plen
+            while p < end:
+                length, kind = unpack_rec(data, p)
+                if kind == T_APPEND:
+                    _, _, qid, seq, _, _, _, _ = unpack_append(data, p)
+                    q = qnames[qid]
+                    idx = index.get(q)
+                    i = idx.find(seq) if idx is not None else -1
+                    if idx is not None and i >= 0:
+                        loc = idx.locs[i]
+                        if loc & ~(LOC_REDELIVERED | LOC_TRANSIENT) == segbase | p:
+                            rec = bytearray(data[p : p + length])
+                            if loc & LOC_REDELIVERED:
+                                rec[APPEND_FLAGS_AT] |= F_REDELIVERED
+                            rec[5:9] = self._qid(q).to_bytes(4, "little")  # this segment's qid may be stale
+                            rows = staged.get(q)
+                            if rows is None:
+                                rows = staged[q] = {}
+                            rows[seq] = bytes(rec)
+                            moved += length
+                p += length
+            pos = end
+        if staged:
+            self._write_and_apply(list(staged.items()), {}, {}, {})
+            self.stats["compacted_bytes"] += moved
+        if seg in self._fds and not self._live[seg]:
+            self._delete_dead({seg})
+
+    # -- reading -------------------------------------------------------------------------------------
+    def read(self, queue: str, after_seq: int, limit: int) -> list[StoredMessage]:
+        self._check_open()
+        if limit <= 0:
+            return []
+        idx = self._index.get(queue)
+        if idx is None:
+            return []
+        seqs, locs, lens = idx.seqs, idx.locs, idx.lens
+        n = len(seqs)
+        i = bisect_right(seqs, after_seq, idx.head)
+        picked: list[tuple[int, int, int]] = []
+        while i < n and len(picked) < limit:
+            loc = locs[i]
+            if loc:
+                picked.append((seqs[i], loc, lens[i]))
+            i += 1
+        out: list[StoredMessage] = []
+        fds = self._fds
+        unpack = APPEND.unpack_from
+        j = 0
+        count = len(picked)
+        while j < count:
+            loc0 = picked[j][1] & ~(LOC_REDELIVERED | LOC_TRANSIENT)
+            seg = loc0 >> SEG_SHIFT
+            start = loc0 & OFF_MASK
+            end = start + picked[j][2]
+            k = j + 1
+            while k < count:
+                loc = picked[k][1] & ~(LOC_REDELIVERED | LOC_TRANSIENT)
+                if loc >> SEG_SHIFT != seg or loc & OFF_MASK != end or end - start > READ_GROUP_BYTES:
+                    break
+                end += picked[k][2]
+                k += 1
+            buf = _pread_all(fds[seg], end - start, start)
+            p = 0
+            for seq, loc, length in picked[j:k]:
+                _, _, _, _, flags, exl, rkl, pl = unpack(buf, p)
+                a = p + _APPEND_SIZE
+                b = a + exl
+                c = b + rkl
+                d = c + pl
+                out.append(
+                    StoredMessage(
+                        queue,
+                        seq,
+                        buf[a:b].decode(),
+                        buf[b:c].decode(),
+                        buf[c:d],
+                        buf[d : p + length],
+                        bool(flags & F_PERSISTENT),
+                        bool(loc & LOC_REDELIVERED),
+                    )
+                )
+                p += length
+            j = k
+        return out
+
+    def recover(self) -> list[QueueRecovery]:
+        """Durably remove transient messages (one batch), then report what each queue holds."""
+        self._check_open()
+        for q, idx in list(self._index.items()):
+            seqs, locs = idx.seqs, idx.locs
+            transient = [seqs[i] for i in range(idx.head, len(locs)) if locs[i] & LOC_TRANSIENT]
+            if transient:
+                self.stage_remove(q, transient)
+        self.commit()
+        out: list[QueueRecovery] = []
+        for q in sorted(self._index):
+            idx = self._index[q]
+            i = len(idx.locs) - 1
+            while not idx.locs[i]:
+                i -= 1
+            out.append(QueueRecovery(q, idx.live, idx.seqs[i]))
+        return out
+
+    def index_bytes(self) -> int:
+        """Memory held by the per-queue index arrays (for tests and capacity planning)."""
+        return sum(idx.nbytes() for idx in self._index.values())
+
+    def segments(self) -> list[int]:
+        return sorted(self._fds)
+
+    # -- open / close --------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.commit()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._closed = True
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the message log is closed")
+
+    def _load(self) -> None:
+        ids = sorted(
+            int(p.name[: -len(SEGMENT_SUFFIX)])
+            for p in self.directory.iterdir()
+            if p.name.endswith(SEGMENT_SUFFIX) and p.name[: -len(SEGMENT_SUFFIX)].isdigit()
+        )
+        for n, seg in enumerate(ids):
+            self._replay_segment(seg, last=n == len(ids) - 1)
+        if ids:
+            # Recovery may leave segments that died while their targets were still around.
+            self._delete_dead({s for s in self._fds if not self._live[s]})
+        else:
+            self._roll()
+
+    def _replay_segment(self, seg: int, last: bool) -> None:
+        path = self._path(seg)
+        fd = os.open(path, os.O_RDWR)
+        self._fds[seg] = fd
+        self._live[seg] = 0
+        self._live_bytes[seg] = 0
+        self._deps[seg] = set()
+        self._active = seg
+        self._declared = set()
+        size = os.fstat(fd).st_size
+        data = _pread_all(fd, size, 0)
+        magic = len(SEGMENT_MAGIC)
+        if len(data) < magic or data[:magic] != SEGMENT_MAGIC:
+            if not last:
+                raise SegmentCorruptError(f"{path}: bad segment header")
+            # Created, then the process died before its header reached the disk.
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, SEGMENT_MAGIC, 0)
+            os.fdatasync(fd)
+            self._size[seg] = magic
+            return
+        view = memoryview(data)
+        pos = magic
+        while pos < size:
+            start = pos + _BATCH_SIZE
+            if start > size:
+                break
+            bmagic, plen, crc = BATCH.unpack_from(data, pos)
+            end = start + plen
+            if bmagic != BATCH_MAGIC or not plen or end > size or zlib.crc32(view[start:end]) != crc:
+                break
+            self._replay_batch(seg, data, start, end)
+            pos = end
+        if pos < size:
+            if not last:
+                raise SegmentCorruptError(f"{path}: bad batch at offset {pos}")
+            # A torn (or corrupt) tail of the last segment: a commit that never returned. Drop it.
+            os.ftruncate(fd, pos)
+            os.fdatasync(fd)
+        self._size[seg] = pos
+
+    def _replay_batch(self, seg: int, data: bytes, pos: int, end: int) -> None:
+        index = self._index
+        qnames = self._qnames
+        live = self._live
+        live_bytes = self._live_bytes
+        segbase = seg << SEG_SHIFT
+        touched: set[int] = set()  # deletions wait for the end of the load
+        unpack_rec = REC.unpack_from
+        unpack_append = APPEND.unpack_from
+        while pos < end:
+            length, kind = unpack_rec(data, pos)
+            if kind == T_APPEND:
+                _, _, qid, seq, flags, _, _, _ = unpack_append(data, pos)
+                q = qnames[qid]
+                idx = index.get(q)
+                if idx is None:
+                    idx = index[q] = _QueueIndex()
+                loc = segbase | pos
+                if flags & F_REDELIVERED:
+                    loc |= LOC_REDELIVERED
+                if not flags & F_PERSISTENT:
+                    loc |= LOC_TRANSIENT
+                old = idx.put(seq, loc, length)
+                if old is not None:
+                    self._forget(old[0], old[1], seg, touched)
+                live[seg] += 1
+                live_bytes[seg] += length
+            elif kind == T_REMOVE or kind == T_REDELIVER:
+                _, _, qid, count = SEQS.unpack_from(data, pos)
+                seqs = _seqs_from(data, pos + SEQS.size, count)
+                if kind == T_REMOVE:
+                    self._remove_index(qnames[qid], seqs, seg, touched)
+                else:
+                    self._mark_index(qnames[qid], seqs, seg)
+            elif kind == T_PURGE:
+                _, _, qid = QREC.unpack_from(data, pos)
+                self._purge_index(qnames[qid], seg, touched)
+            elif kind == T_QUEUE:
+                _, _, qid = QREC.unpack_from(data, pos)
+                q = bytes(data[pos + QREC.size : pos + length]).decode()
+                qnames[qid] = q
+                self._qids[q] = qid
+                self._declared.add(qid)
+                if qid >= self._next_qid:
+                    self._next_qid = qid + 1
+            else:
+                raise SegmentCorruptError(f"unknown record type {kind} in segment {seg} (newer format?)")
+            pos += length
+
+
+def _pwrite_all(fd: int, header: bytes, payload: bytes, offset: int) -> None:
+    total = len(header) + len(payload)
+    written = os.pwritev(fd, [header, payload], offset)
+    if written < total:  # short write (rare on regular files): finish with plain pwrites
+        rest = memoryview(header + payload)[written:]
+        pos = offset + written
+        while rest:
+            n = os.pwrite(fd, rest, pos)
+            rest = rest[n:]
+            pos += n
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) == size:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        chunk = os.pread(fd, size - got, offset + got)
+        if not chunk:
+            raise SegmentCorruptError(f"short read at offset {offset + got}")
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
