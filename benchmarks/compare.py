@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _broker import MailslotProcess  # noqa: E402
+from _broker import MailslotProcess
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -60,7 +60,7 @@ WORKLOADS = [
 def run_bench(url: str, w: Workload, duration: float) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "mailslot", "bench", "--url", url, "--duration", str(duration), "--json",
            "--quiet", *w.args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120, check=False)
     if r.returncode != 0 or not r.stdout.strip():
         raise RuntimeError(f"bench failed against {url}: {r.stderr.strip()[-800:]}")
     return json.loads(r.stdout)  # type: ignore[no-any-return]
@@ -120,8 +120,8 @@ def report(chosen: list[Workload], results: dict[str, dict[str, list[dict[str, A
     lines = [
         "# mailslot vs RabbitMQ",
         "",
-        f"{rounds} alternating rounds per broker and workload, {duration:g} s each; medians "
-        f"(throughput = consumed msg/s; latency = publish->deliver p99). Run took {took:.0f} s.",
+        (f"{rounds} alternating rounds per broker and workload, {duration:g} s each; medians "
+        f"(throughput = consumed msg/s; latency = publish->deliver p99). Run took {took:.0f} s."),
         "Ratio = mailslot / RabbitMQ (throughput: > 1 is better; latency: < 1 is better).",
         "",
         "| workload | mailslot msg/s | RabbitMQ msg/s | ratio | mailslot p99 ms | RabbitMQ p99 ms | p99 ratio |",

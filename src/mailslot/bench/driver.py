@@ -40,7 +40,7 @@ class AMQPUrl:
         parts = urlsplit(url)
         if parts.scheme not in ("amqp", ""):
             raise ValueError(f"only amqp:// URLs are supported, not {url!r}")
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        path = parts.path.removeprefix("/")
         return cls(parts.hostname or "localhost", parts.port or 5672, unquote(parts.username or "guest"),
                    unquote(parts.password or "guest"), unquote(path) if path else "/")
 
@@ -64,7 +64,7 @@ class ClientProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop transports do not subclass Transport
         assert self.transport is not None
         # Big buffers: a producer writes a whole window in one go; pause only when far behind.
-        transport.set_write_buffer_limits(high=4 * 1024 * 1024, low=1024 * 1024)
+        self.transport.set_write_buffer_limits(high=4 * 1024 * 1024, low=1024 * 1024)
         self.conn.initiate()
         self.flush()
 
@@ -150,7 +150,7 @@ class ClientProtocol(asyncio.Protocol):
         self.flush()
         try:
             await asyncio.wait_for(asyncio.shield(self.lost), timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             pass
         finally:
             if not self.transport.is_closing():

@@ -19,6 +19,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from pamqp import commands
@@ -206,7 +207,7 @@ class Producer:
         lat = stats.confirm_lat
         while batches and batches[0][0] <= tag:
             b = batches[0]
-            hi = b[1] if b[1] <= tag else tag
+            hi = min(b[1], tag)
             n = hi - b[0] + 1
             if stats.recording:
                 stats.confirmed += n
@@ -216,8 +217,7 @@ class Producer:
                 batches.popleft()
             else:
                 b[0] = hi + 1
-        if tag > self.acked_upto:
-            self.acked_upto = tag
+        self.acked_upto = max(self.acked_upto, tag)
 
 
 class Consumer:
@@ -322,8 +322,8 @@ async def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 await proto.call(1, lambda c=proto.conn: c.basic_qos(1, cfg.prefetch),  # type: ignore[misc]
                                  commands.Basic.QosOk)
             consumers.append(Consumer(proto, cfg, stats, check_consumed if total else None))
-            await proto.call(1, lambda c=proto.conn, q=queues[i % len(queues)]: c.basic_consume(  # type: ignore[misc]
-                1, q, f"bench-{i}", no_ack=cfg.auto_ack), commands.Basic.ConsumeOk)
+            await proto.call(1, partial(proto.conn.basic_consume, 1, queues[i % len(queues)], f"bench-{i}",
+                                        no_ack=cfg.auto_ack), commands.Basic.ConsumeOk)
         for i in range(cfg.producers):
             proto = await connect(url, f"mailslot-bench-producer-{i}")
             protos.append(proto)
@@ -345,7 +345,7 @@ async def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 if cfg.consumers:
                     waits.append(all_consumed)
                 done_all = asyncio.gather(*waits)
-                await asyncio.wait([done_all, *lost], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([done_all, *lost], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
             else:
                 await asyncio.wait(lost, timeout=cfg.duration, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -188,11 +188,11 @@ def test_server_closes_channel_and_connection() -> None:
     client.open_channel(1)
     pump(client, server)
     server.close_channel(1, 404, "NOT_FOUND - no queue 'x'", 50, 10)
-    s_events, c_events = pump(client, server)
+    _, c_events = pump(client, server)
     assert len(c_events) == 1 and isinstance(c_events[0], ChannelClosed)
     assert (c_events[0].reply_code, c_events[0].class_id, c_events[0].method_id) == (404, 50, 10)
     server.close_connection(320, "CONNECTION_FORCED - shutdown")
-    s_events, c_events = pump(client, server)
+    _s_events, c_events = pump(client, server)
     assert isinstance(c_events[-1], ConnectionClosed) and c_events[-1].by_peer
     assert c_events[-1].reply_code == 320 and client.closed and server.terminated
 
@@ -200,7 +200,7 @@ def test_server_closes_channel_and_connection() -> None:
 def test_client_close_gets_close_ok() -> None:
     client, server = connected()
     client.close()
-    s_events, c_events = pump(client, server)
+    _s_events, c_events = pump(client, server)
     assert isinstance(c_events[-1], ConnectionClosed) and not c_events[-1].by_peer
 
 
