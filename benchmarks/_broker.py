@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 LISTENING = re.compile(r"AMQP listening on [^:\s]+:(\d+)")
 
@@ -78,7 +79,7 @@ class MailslotProcess:
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> MailslotProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

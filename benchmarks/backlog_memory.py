@@ -25,11 +25,11 @@ import psutil
 from pamqp import commands
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _broker import MailslotProcess  # noqa: E402
+from _broker import MailslotProcess
 
-from mailslot.bench.driver import AMQPUrl, ClientProtocol, connect  # noqa: E402
-from mailslot.protocols.amqp091.client import Confirm, Delivery  # noqa: E402
-from mailslot.protocols.amqp091.events import Event  # noqa: E402
+from mailslot.bench.driver import AMQPUrl, connect
+from mailslot.protocols.amqp091.client import Confirm, Delivery
+from mailslot.protocols.amqp091.events import Event
 
 SEQ = struct.Struct(">Q")
 WINDOW = 1000
