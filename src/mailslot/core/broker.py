@@ -141,12 +141,16 @@ class Broker:
     def flush(self) -> None:
         """Dispatch dirty queues, group-commit the store, then release confirms (after the fsync)."""
         dirty = self._dirty
+        touched: list[Queue] = []
         while dirty:
             batch = list(dirty)
             dirty.clear()
             for queue in batch:
                 if not queue.deleted:
                     queue.dispatch()
+                    touched.append(queue)
+        for queue in touched:
+            queue.spill()  # what did not fit the memory window goes into this commit
         ok = True
         if self.log.has_staged():
             try:

@@ -4,11 +4,13 @@ Rules of this module:
 
 * Order is ``seq``. New messages get the next seq; a requeued message keeps its seq, so it goes
   back to its original place (RabbitMQ's classic queues do the same since 2.7).
-* Ready messages live in three places, all in seq order and each older than the next:
-  ``_requeued`` (a heap: requeues arrive in any order) and ``_ready`` (a deque: appends arrive in
-  order) in memory, then ``paged`` messages that only the message log holds. Memory is bounded by
-  the window: once it is full, new messages go to the log only (transient ones too, flagged so
-  that recovery drops them) and are read back in batches as the window drains.
+* Ready messages live in four places, in seq order, each older than the next: ``_requeued`` (a
+  heap: requeues arrive in any order) and ``_ready`` (the window, a deque) in memory; ``paged``
+  messages that only the message log holds; ``_overflow``, messages that arrived this turn while
+  the window was full. ``spill`` (once per flush, just before the store commit) writes the
+  overflow's transient messages to the log (flagged so recovery drops them; persistent ones were
+  written on arrival) and drops their bodies: memory stays bounded by the window, and everything
+  paged is always committed, so reading it back never forces a commit.
 * Dispatch is round-robin over consumers that have prefetch room. It runs once per batch of work
   (``Broker.flush``), not once per publish.
 """
@@ -25,9 +27,11 @@ from .message import Entry, HeadersReader, Message
 if TYPE_CHECKING:
     from .session import Consumer
 
-# Bodies kept in memory per queue before new messages are paged to the log. 10,000 x 256 B keeps
-# a deep backlog to a few MB; the byte bound keeps large messages from defeating the count bound.
-WINDOW_MESSAGES = 10_000
+# Bodies kept in memory per queue before new messages are paged to the log: about 25 MB for
+# 50,000 messages of 256 B, enough to ride out a second of consumer lag at tens of thousands of
+# messages a second without touching the disk; the byte bound keeps large messages from
+# defeating the count bound.
+WINDOW_MESSAGES = 50_000
 WINDOW_BYTES = 32 * 1024 * 1024
 PAGE_IN_BATCH = 2_000
 
@@ -61,6 +65,7 @@ class Queue:
         self._ready: deque[Entry] = deque()
         self._requeued: list[Entry] = []
         self._window_bytes = 0
+        self._overflow: deque[Entry] = deque()
         self.paged = 0  # messages in the log beyond the memory window
         self._loaded_upto = 0  # highest seq read back from (or kept out of) the log
         self.next_seq = 1
@@ -76,10 +81,10 @@ class Queue:
 
     @property
     def message_count(self) -> int:
-        return len(self._ready) + len(self._requeued) + self.paged
+        return len(self._ready) + len(self._requeued) + self.paged + len(self._overflow)
 
     def has_ready(self) -> bool:
-        return bool(self._ready or self._requeued or self.paged)
+        return bool(self._ready or self._requeued or self.paged or self._overflow)
 
     # ---- enqueue --------------------------------------------------------------------------------
 
@@ -89,17 +94,28 @@ class Queue:
         self.next_seq = seq + 1
         self.stats_published += 1
         durable_write = message.persistent and self.durable
-        if self.paged or len(self._ready) >= WINDOW_MESSAGES or self._window_bytes >= WINDOW_BYTES:
-            if not self.paged:
-                self._loaded_upto = seq - 1  # everything older is in memory already
-            self._stage(seq, message, durable_write)
-            self.paged += 1
-            return durable_write
         if durable_write:
             self._stage(seq, message, True)
-        self._ready.append(Entry(seq, message, False, durable_write))
-        self._window_bytes += len(message.body)
+        entry = Entry(seq, message, False, durable_write)
+        if self.paged or self._overflow or len(self._ready) >= WINDOW_MESSAGES or self._window_bytes >= WINDOW_BYTES:
+            self._overflow.append(entry)
+        else:
+            self._ready.append(entry)
+            self._window_bytes += len(message.body)
         return durable_write
+
+    def spill(self) -> None:
+        """Page this turn's overflow out to the log (the broker commits right after)."""
+        overflow = self._overflow
+        if not overflow:
+            return
+        if not self.paged:
+            self._loaded_upto = overflow[0].seq - 1  # everything older is in memory
+        for entry in overflow:
+            if not entry.stored:
+                self._stage(entry.seq, entry.message, False)
+        self.paged += len(overflow)
+        overflow.clear()
 
     def _stage(self, seq: int, message: Message, persistent: bool) -> None:
         self.log.stage_append(
@@ -123,13 +139,23 @@ class Queue:
         ready = self._ready
         if requeued and (not ready or requeued[0].seq < ready[0].seq):
             return heapq.heappop(requeued)
-        if not ready and self.paged:
-            self._page_in()
+        if not ready:
+            if self.paged:
+                self._page_in()
+            elif self._overflow:
+                self._refill_from_overflow()
         if ready:
             entry = ready.popleft()
             self._window_bytes -= len(entry.message.body)
             return entry
         return None
+
+    def _refill_from_overflow(self) -> None:
+        overflow, ready = self._overflow, self._ready
+        while overflow and len(ready) < WINDOW_MESSAGES and self._window_bytes < WINDOW_BYTES:
+            entry = overflow.popleft()
+            ready.append(entry)
+            self._window_bytes += len(entry.message.body)
 
     def requeue(self, entries: list[Entry]) -> None:
         """Put delivered-but-unacked entries back at their original place, marked redelivered."""
@@ -153,15 +179,18 @@ class Queue:
         self._ready.clear()
         self._requeued.clear()
         self._window_bytes = 0
+        self._overflow: deque[Entry] = deque()
         self.paged = 0
         self._loaded_upto = self.next_seq - 1
         self.log.stage_purge(self.key)
         return count
 
     def _page_in(self) -> None:
-        if self.log.has_staged():
-            self.log.commit()  # read() sees committed rows only; rare: the window has drained
-        rows = self.log.read(self.key, self._loaded_upto, PAGE_IN_BATCH)
+        # Paged rows were staged by spill() and committed in the same flush, so read() sees them all.
+        rows = self.log.read(self.key, self._loaded_upto, min(PAGE_IN_BATCH, self.paged))
+        if not rows and self.log.has_staged():
+            self.log.commit()  # only after a failed commit left the spill staged
+            rows = self.log.read(self.key, self._loaded_upto, min(PAGE_IN_BATCH, self.paged))
         for row in rows:
             message = Message(
                 row.exchange, row.routing_key, row.properties, row.body, row.persistent, self._read_headers

@@ -124,8 +124,10 @@ def test_backlog_beyond_window_pages_to_the_log_and_comes_back_in_order(harness,
     for i in range(50):
         harness.publish(s, "q", b"%d" % i, persistent=i % 2 == 0)
     queue = harness.vhost.queues["q"]
+    assert queue.message_count == 50
+    harness.broker.flush()  # the overflow beyond the window is spilled to the log with this commit
     assert queue.paged == 40 and queue.message_count == 50
-    harness.broker.flush()
+    assert len(harness.log.read(queue.key, 0, 100)) == 40 + 5  # paged + the persistent ones in the window
     bodies = [s.get("q", no_ack=True)[1].message.body for _ in range(50)]
     assert bodies == [b"%d" % i for i in range(50)]
     assert s.get("q", no_ack=True) is None
@@ -140,3 +142,23 @@ def test_deleting_a_queue_cancels_its_consumers(harness):
     harness.broker.delete_queue(harness.vhost, harness.vhost.queues["q"])
     assert sink.cancelled == ["c"]
     assert "c" not in s.consumers
+
+
+def test_reading_a_backlog_back_never_forces_a_commit(harness, monkeypatch):
+    monkeypatch.setattr(queue_module, "WINDOW_MESSAGES", 10)
+    monkeypatch.setattr(queue_module, "PAGE_IN_BATCH", 7)
+    commits = []
+    real_commit = harness.log.commit
+    monkeypatch.setattr(harness.log, "commit", lambda: (commits.append(1), real_commit()))
+    s, _ = harness.session()
+    harness.declare(s, "q")
+    for i in range(30):
+        harness.publish(s, "q", b"%d" % i, persistent=False)
+    harness.broker.flush()
+    assert len(commits) == 1
+    got = []
+    for _ in range(15):  # drains the window and pages the log back in, mid-turn, while new work is staged
+        got.append(s.get("q", no_ack=True)[1].message.body)
+        harness.publish(s, "q", b"late", persistent=False)
+    assert got == [b"%d" % i for i in range(15)]
+    assert len(commits) == 1
