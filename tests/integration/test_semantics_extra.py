@@ -154,6 +154,31 @@ def test_redeclare_predeclared_exchange_equivalence(conn: BlockingConnection) ->
         "received 'false' but current is 'true'")
 
 
+def test_redeclare_exchange_with_different_arguments_406(conn: BlockingConnection, ch: BlockingChannel,
+                                                          uname: Callable[[str], str], cleanup: Cleanup) -> None:
+    # Exchange arguments take part in the equivalence check, as queue arguments do.
+    x = cleanup.exchange(uname("x"))
+    ch.exchange_declare(x, "direct")
+    result = outcome(lambda: conn.channel().exchange_declare(x, "direct", arguments={"alternate-exchange": "ae"}))
+    assert result == ("channel", 406, f"PRECONDITION_FAILED - inequivalent arg 'alternate-exchange' for exchange "
+                                      f"'{x}' in vhost '/': received the value 'ae' of type 'longstr' but current "
+                                      "is none")
+
+
+def test_redeclare_predeclared_exchange_internal_406(conn: BlockingConnection) -> None:
+    result = outcome(lambda: conn.channel().exchange_declare("amq.topic", "topic", durable=True, internal=True))
+    assert result == ("channel", 406, "PRECONDITION_FAILED - inequivalent arg 'internal' for exchange 'amq.topic' "
+                                      "in vhost '/': received 'true' but current is 'false'")
+
+
+def test_headers_bind_invalid_x_match_text(ch: BlockingChannel) -> None:
+    # RabbitMQ formats the bad value as an Erlang binary.
+    q = tmp_queue(ch)
+    result = outcome(lambda: ch.queue_bind(q, "amq.headers", "", arguments={"x-match": "some"}))
+    assert result == ("channel", 406, 'PRECONDITION_FAILED - Invalid x-match field value <<"some">>; '
+                                      "expected all, any, all-with-x, or any-with-x")
+
+
 def test_declare_new_amq_exchange_403(conn: BlockingConnection, uname: Callable[[str], str]) -> None:
     name = "amq." + uname("x")
     result = outcome(lambda: conn.channel().exchange_declare(name, "direct"))
