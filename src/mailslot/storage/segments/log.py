@@ -60,6 +60,8 @@ SEGMENT_BYTES = 64 * 1024 * 1024
 # Compaction: a closed segment whose live records fill less than this share of it is rewritten
 # (its live records copied into the active segment) so that it can be deleted.
 COMPACT_LIVE_RATIO = 0.25
+# Compaction scans (and copies the live records of) at most this much of a segment per commit().
+COMPACT_STEP_BYTES = 4 * 1024 * 1024
 # Adjacent records are read with one pread up to this size.
 READ_GROUP_BYTES = 4 * 1024 * 1024
 LOCK_FILENAME = "LOCK"
@@ -228,6 +230,7 @@ class SegmentMessageLog:
         self._live: dict[int, int] = {}
         self._live_bytes: dict[int, int] = {}
         self._deps: dict[int, set[int]] = {}
+        self._compact_from: dict[int, int] = {}  # where the next compaction step of a segment starts
         self._active = 0
         self._declared: set[int] = set()  # qids with a queue-name record in the active segment
         self._index: dict[str, _QueueIndex] = {}
@@ -578,6 +581,7 @@ class SegmentMessageLog:
             _fsync_dir(self.directory)
             for d in (self._size, self._live, self._live_bytes, self._deps):
                 del d[seg]
+            self._compact_from.pop(seg, None)
             self.stats["segments_deleted"] += 1
             for other, deps in self._deps.items():
                 if seg in deps:
@@ -608,9 +612,12 @@ class SegmentMessageLog:
                 return
 
     def _compact_segment(self, seg: int) -> None:
-        """Scan ``seg`` for append records the index still points to; rewrite them in the active one."""
+        """Copy forward the live records of the next ``COMPACT_STEP_BYTES`` of ``seg`` (from where the
+        previous step stopped); delete ``seg`` once all of it has been scanned and nothing lives in it.
+        Steps bound the pause a commit pays for compaction."""
         fd = self._fds[seg]
-        data = _pread_all(fd, self._size[seg], 0)
+        size = self._size[seg]
+        pos = self._compact_from.get(seg, len(SEGMENT_MAGIC))
         segbase = seg << SEG_SHIFT
         index = self._index
         qnames = self._qnames
@@ -618,11 +625,20 @@ class SegmentMessageLog:
         unpack_append = APPEND.unpack_from
         staged: dict[str, dict[int, _Row]] = {}
         moved = 0
-        pos = len(SEGMENT_MAGIC)
-        size = len(data)
+        base = pos
+        data = _pread_all(fd, min(size - pos, COMPACT_STEP_BYTES), pos)
+        i = 0
         while pos < size:
-            _, plen, _ = BATCH.unpack_from(data, pos)
-            p = pos + _BATCH_SIZE
+            if i + _BATCH_SIZE > len(data):
+                if i:
+                    break
+                data = _pread_all(fd, _BATCH_SIZE, pos)
+            _, plen, _ = BATCH.unpack_from(data, i)
+            if i + _BATCH_SIZE + plen > len(data):
+                if i:
+                    break  # the next step starts with this batch
+                data = _pread_all(fd, _BATCH_SIZE + plen, pos)  # one batch larger than a step
+            p = i + _BATCH_SIZE
             end = p + plen
             while p < end:
                 length, kind = unpack_rec(data, p)
@@ -630,10 +646,10 @@ class SegmentMessageLog:
                     _, _, qid, seq, flags, exl, rkl, pl = unpack_append(data, p)
                     q = qnames[qid]
                     idx = index.get(q)
-                    i = idx.find(seq) if idx is not None else -1
-                    if idx is not None and i >= 0:
-                        loc = idx.locs[i]
-                        if loc & ~(LOC_REDELIVERED | LOC_TRANSIENT) == segbase | p:
+                    j = idx.find(seq) if idx is not None else -1
+                    if idx is not None and j >= 0:
+                        loc = idx.locs[j]
+                        if loc & ~(LOC_REDELIVERED | LOC_TRANSIENT) == segbase | (base + p):
                             a = p + _APPEND_SIZE
                             b = a + exl
                             c = b + rkl
@@ -648,7 +664,9 @@ class SegmentMessageLog:
                             )
                             moved += length
                 p += length
-            pos = end
+            i = end
+            pos = base + i
+        self._compact_from[seg] = pos
         if staged:
             self._write_and_apply(list(staged.items()), {}, {}, {})
             self.stats["compacted_bytes"] += moved
