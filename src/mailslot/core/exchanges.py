@@ -211,7 +211,7 @@ class HeadersExchange(Exchange):
             mode = mode.decode()
         if mode not in cls.MATCH_MODES:
             raise PreconditionFailed(
-                f"Invalid x-match field value {mode!r}; expected all, any, all-with-x, or any-with-x"
+                f'Invalid x-match field value <<"{mode}">>; expected all, any, all-with-x, or any-with-x'
             )
 
     def route(self, routing_key: str, message: Any) -> Iterable[Destination]:

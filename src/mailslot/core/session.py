@@ -290,7 +290,9 @@ class Session:
         if global_:
             self.channel_prefetch = prefetch_count
         else:
+            # RabbitMQ (rabbit_channel, unlimit_prefetch): a per-consumer qos also lifts the channel limit.
             self.consumer_prefetch = prefetch_count
+            self.channel_prefetch = 0
         self.wake_queues()
 
     def flow(self, active: bool) -> None:

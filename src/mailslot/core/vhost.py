@@ -16,7 +16,7 @@ from typing import Any
 
 from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
-from .exchanges import Destination, Exchange, HeadersExchange, make_exchange
+from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
 from .message import HeadersReader, Message
 from .queue import Queue
 
@@ -93,14 +93,14 @@ class VirtualHost:
         internal: bool,
         arguments: dict[str, Any],
     ) -> Exchange:
+        """As rabbit_channel's exchange.declare: default exchange refused, passive looks up, then the
+        type is checked (503, a connection error), then equivalence, then the reserved ``amq.`` prefix."""
+        if not name:
+            raise AccessRefused("operation not permitted on the default exchange")
         if passive:
-            if not name:
-                raise AccessRefused("operation not permitted on the default exchange")
             return self.exchange(name)
-        if not name or name.startswith("amq."):
-            if name in self.exchanges and self.exchanges[name].type == type_:
-                return self.exchanges[name]  # redeclaring a predeclared exchange as-is is allowed
-            raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        if not is_known_type(type_):
+            raise CommandInvalid(f"unknown exchange type '{type_}'")
         existing = self.exchanges.get(name)
         if existing is not None:
             self._check_equivalent(
@@ -113,13 +113,13 @@ class VirtualHost:
                     ("internal", existing.internal, internal),
                 ],
             )
+            self._check_arguments("exchange", name, existing.arguments, arguments, EXCHANGE_EQUIVALENT_ARGS)
             return existing
-        try:
-            exchange = make_exchange(
-                type_, name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
-            )
-        except KeyError:
-            raise CommandInvalid(f"unknown exchange type '{type_}'") from None
+        if name.startswith("amq."):
+            raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        exchange = make_exchange(
+            type_, name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
+        )
         self.exchanges[name] = exchange
         if durable:
             self.metadata.save_exchange(
@@ -133,20 +133,22 @@ class VirtualHost:
         exchange = self.exchange(name)
         if if_unused and exchange.bindings:
             raise PreconditionFailed(f"exchange '{name}' {self._where()} in use")
+        del self.exchanges[name]  # first: removing its bindings must not auto-delete it a second time
         for key in list(exchange.bindings):
             self._remove_binding(exchange, *key)
         for other in list(self.exchanges.values()):  # bindings *to* this exchange
             for dest, routing_key, args_key in other.unbind_destination(("exchange", name)):
                 self._forget_binding(other, dest, routing_key, args_key)
-        del self.exchanges[name]
         if exchange.durable:
             self.metadata.delete_exchange(self.name, name)
 
     # ---- bindings -------------------------------------------------------------------------------
 
-    def bind(self, source: str, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> None:
+    def bind(
+        self, source: str, destination: Destination, routing_key: str, arguments: dict[str, Any], owner: object
+    ) -> None:
         exchange = self._bindable(source)
-        dest_durable = self._destination(destination)
+        dest_durable = self._destination(destination, owner)
         if isinstance(exchange, HeadersExchange):
             HeadersExchange.validate_binding(arguments)
         args_key = _arguments_key(arguments)
@@ -156,19 +158,24 @@ class VirtualHost:
             )
 
     def unbind(self, source: str, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> None:
-        exchange = self._bindable(source)
-        self._destination(destination)
-        self._remove_binding(exchange, destination, routing_key, _arguments_key(arguments))
+        """Unbinding what does not exist (binding, source or destination) is fine, as in RabbitMQ."""
+        if not source or not destination[1]:
+            raise AccessRefused("operation not permitted on the default exchange")
+        exchange = self.exchanges.get(source)
+        if exchange is not None:
+            self._remove_binding(exchange, destination, routing_key, _arguments_key(arguments))
 
     def _bindable(self, source: str) -> Exchange:
         if not source:
             raise AccessRefused("operation not permitted on the default exchange")
         return self.exchange(source)
 
-    def _destination(self, destination: Destination) -> bool:
+    def _destination(self, destination: Destination, owner: object) -> bool:
         kind, name = destination
         if kind == "queue":
-            return self.queue(name).durable
+            queue = self.queue(name)
+            self.check_access(queue, owner)
+            return queue.durable
         if not name:
             raise AccessRefused("operation not permitted on the default exchange")
         return self.exchange(name).durable
@@ -208,21 +215,14 @@ class VirtualHost:
         existing = self.queues.get(name)
         if existing is not None:
             self.check_access(existing, owner)
+            if (existing.exclusive_owner is not None) != exclusive:
+                raise self._locked(existing)
             self._check_equivalent(
                 "queue",
                 name,
-                [
-                    ("durable", existing.durable, durable),
-                    ("auto_delete", existing.auto_delete, auto_delete),
-                    ("exclusive", existing.exclusive_owner is not None, exclusive),
-                ],
+                [("durable", existing.durable, durable), ("auto_delete", existing.auto_delete, auto_delete)],
             )
-            for arg in set(existing.arguments) | set(arguments):
-                if existing.arguments.get(arg) != arguments.get(arg):
-                    raise PreconditionFailed(
-                        f"inequivalent arg '{arg}' for queue '{name}' {self._where()}: "
-                        f"received {_describe(arguments.get(arg))} but current is {_describe(existing.arguments.get(arg))}"
-                    )
+            self._check_arguments("queue", name, existing.arguments, arguments, QUEUE_EQUIVALENT_ARGS)
             return existing
         queue = Queue(
             name,
@@ -241,11 +241,14 @@ class VirtualHost:
 
     def check_access(self, queue: Queue, owner: object) -> None:
         if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
-            raise ResourceLocked(
-                f"cannot obtain exclusive access to locked queue '{queue.name}' {self._where()}. It could be "
-                "originally declared on another connection or the exclusive property value does not match "
-                "that of the original declaration."
-            )
+            raise self._locked(queue)
+
+    def _locked(self, queue: Queue) -> ResourceLocked:
+        return ResourceLocked(
+            f"cannot obtain exclusive access to locked queue '{queue.name}' {self._where()}. It could be "
+            "originally declared on another connection or the exclusive property value does not match "
+            "that of the original declaration."
+        )
 
     def delete_queue(self, name: str, *, if_unused: bool, if_empty: bool, owner: object) -> int:
         queue = self.queue(name)
@@ -297,6 +300,17 @@ class VirtualHost:
                 pending.append((target.route(routing_key, message), depth + 1))
         return found
 
+    def _check_arguments(
+        self, kind: str, name: str, current: dict[str, Any], received: dict[str, Any], checked: frozenset[str]
+    ) -> None:
+        """RabbitMQ compares only the arguments it knows (rabbit_misc:assert_args_equivalence)."""
+        for arg in sorted(checked & (set(current) | set(received))):
+            if current.get(arg) != received.get(arg):
+                raise PreconditionFailed(
+                    f"inequivalent arg '{arg}' for {kind} '{name}' {self._where()}: "
+                    f"received {_describe(received.get(arg))} but current is {_describe(current.get(arg))}"
+                )
+
     def _check_equivalent(self, kind: str, name: str, pairs: list[tuple[str, Any, Any]]) -> None:
         for arg, current, received in pairs:
             if current != received:
@@ -308,6 +322,48 @@ class VirtualHost:
 
 
 def _describe(value: Any) -> str:
+    """RabbitMQ's wording: ``the value 'ae' of type 'longstr'`` or ``none``."""
     if value is None:
         return "none"
-    return f"the value '{value}' of type '{type(value).__name__}'"
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return f"the value '{value}' of type '{_field_type(value)}'"
+
+
+def _field_type(value: Any) -> str:
+    """The AMQP field-table type name a client most likely sent for this decoded value."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "signedint" if -(2**31) <= value < 2**31 else "long"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, list):
+        return "array"
+    return "longstr"
+
+
+# Arguments RabbitMQ 3.10 checks on redeclare (rabbit_amqqueue:declare_args, rabbit_exchange); others are ignored.
+EXCHANGE_EQUIVALENT_ARGS = frozenset({"alternate-exchange"})
+QUEUE_EQUIVALENT_ARGS = frozenset(
+    {
+        "x-expires",
+        "x-message-ttl",
+        "x-dead-letter-exchange",
+        "x-dead-letter-routing-key",
+        "x-max-length",
+        "x-max-length-bytes",
+        "x-max-in-memory-length",
+        "x-max-in-memory-bytes",
+        "x-max-priority",
+        "x-overflow",
+        "x-queue-mode",
+        "x-queue-type",
+        "x-single-active-consumer",
+        "x-queue-master-locator",
+        "x-quorum-initial-group-size",
+        "x-delivery-limit",
+    }
+)

@@ -116,7 +116,7 @@ class Channel:
         conn = self.connection
         if method.immediate:
             raise core_errors.NotImplementedFeature("immediate=true")
-        if len(properties) >= 2 and properties[0] & ((FLAG_REPLY_TO | FLAG_USER_ID) >> 8):
+        if len(properties) >= 2 and ((properties[0] << 8) | properties[1]) & (FLAG_REPLY_TO | FLAG_USER_ID):
             properties = self._check_properties(properties)
         message = Message(
             method.exchange,
@@ -218,7 +218,9 @@ class Channel:
             self.reply(spec.Exchange.DeleteOk())
 
     def exchange_bind(self, m: Any) -> None:
-        self.session.vhost.bind(m.source, ("exchange", m.destination), m.routing_key, m.arguments or {})
+        self.session.vhost.bind(
+            m.source, ("exchange", m.destination), m.routing_key, m.arguments or {}, self.connection
+        )
         if not m.nowait:
             self.reply(spec.Exchange.BindOk())
 
@@ -229,8 +231,8 @@ class Channel:
 
     def queue_declare(self, m: Any) -> None:
         vhost = self.session.vhost
-        if m.queue == REPLY_TO and m.passive:
-            name, messages, consumers = m.queue, 0, 0
+        if m.queue == REPLY_TO:  # RabbitMQ answers for the pseudo-queue, passive or not, with one consumer
+            name, messages, consumers = m.queue, 0, 1
         else:
             queue = vhost.declare_queue(
                 m.queue,
@@ -246,16 +248,20 @@ class Channel:
         if not m.nowait:
             self.reply(spec.Queue.DeclareOk(queue=name, message_count=messages, consumer_count=consumers))
 
-    def queue_bind(self, m: Any) -> None:
+    def _queue_and_key(self, m: Any) -> tuple[str, str]:
+        """Empty queue name: the last declared queue; then an empty key too: that queue's name (spec 1.7.2.3)."""
         queue = self._queue_name(m.queue)
-        routing_key = m.routing_key if (m.routing_key or m.queue) else queue
-        self.session.vhost.bind(m.exchange, ("queue", queue), routing_key, m.arguments or {})
+        return queue, (m.routing_key if (m.routing_key or m.queue) else queue)
+
+    def queue_bind(self, m: Any) -> None:
+        queue, routing_key = self._queue_and_key(m)
+        self.session.vhost.bind(m.exchange, ("queue", queue), routing_key, m.arguments or {}, self.connection)
         if not m.nowait:
             self.reply(spec.Queue.BindOk())
 
     def queue_unbind(self, m: Any) -> None:
-        queue = self._queue_name(m.queue)
-        self.session.vhost.unbind(m.exchange, ("queue", queue), m.routing_key, m.arguments or {})
+        queue, routing_key = self._queue_and_key(m)
+        self.session.vhost.unbind(m.exchange, ("queue", queue), routing_key, m.arguments or {})
         self.reply(spec.Queue.UnbindOk())
 
     def queue_purge(self, m: Any) -> None:
@@ -542,6 +548,11 @@ class AMQPConnection:
                         proto.COMMAND_INVALID,
                         proto.reply_text(proto.COMMAND_INVALID, f"unexpected method {event.method.name}"),
                         event.method,
+                    )
+                except Exception:  # our bug, never the peer's: close this connection, keep the broker up
+                    log.exception("internal error handling %s from %s", event.method.name, self.peer_host)
+                    self._fail_connection(
+                        proto.INTERNAL_ERROR, proto.reply_text(proto.INTERNAL_ERROR, "internal error"), event.method
                     )
             elif kind is proto.ChannelOpened:
                 self.channels[event.channel] = Channel(self, event.channel)

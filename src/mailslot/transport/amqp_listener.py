@@ -60,6 +60,7 @@ class AMQPStream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.conn: AMQPConnection | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -79,6 +80,7 @@ class AMQPStream(asyncio.Protocol):
         assert conn is not None
         conn.receive(data, self.loop.time())
         self.listener.scheduler.request()
+        self._arm_timer()  # negotiation may have brought heartbeats (an earlier deadline)
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -119,14 +121,23 @@ class AMQPStream(asyncio.Protocol):
             self.listener.scheduler.request()
 
     def _arm_timer(self) -> None:
+        """Keep one loop timer at the connection's earliest deadline. Deadlines only move later with
+        traffic, so a timer that fires early just finds nothing due and is armed again."""
         conn = self.conn
         if conn is None:
             return
         due = conn.next_timer()
-        if due is not None:
-            self._timer = self.loop.call_at(due, self._on_timer)
+        if due is None:
+            return
+        if self._timer is not None:
+            if due >= self._timer_due:
+                return
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = self.loop.call_at(due, self._on_timer)
 
     def _on_timer(self) -> None:
+        self._timer = None
         conn = self.conn
         if conn is None or conn.terminated:
             return

@@ -74,11 +74,11 @@ def test_exchange_to_exchange_routing_and_cycles(harness):
         vhost.declare_exchange(name, type_, passive=False, durable=True, auto_delete=False, internal=False, arguments={})
     harness.declare(s, "q1")
     harness.declare(s, "q2")
-    vhost.bind("e1", ("exchange", "e2"), "", {})
-    vhost.bind("e2", ("queue", "q1"), "k", {})
-    vhost.bind("e2", ("exchange", "e3"), "k", {})
-    vhost.bind("e3", ("exchange", "e1"), "", {})  # a cycle
-    vhost.bind("e3", ("queue", "q2"), "", {})
+    vhost.bind("e1", ("exchange", "e2"), "", {}, s.owner)
+    vhost.bind("e2", ("queue", "q1"), "k", {}, s.owner)
+    vhost.bind("e2", ("exchange", "e3"), "k", {}, s.owner)
+    vhost.bind("e3", ("exchange", "e1"), "", {}, s.owner)  # a cycle
+    vhost.bind("e3", ("queue", "q2"), "", {}, s.owner)
     queues = vhost.route(vhost.exchanges["e1"], "k", Message("e1", "k", b"", b"", False))
     assert sorted(q.name for q in queues) == ["q1", "q2"]
 
@@ -94,5 +94,5 @@ def test_declaration_rules(harness):
     with pytest.raises(PreconditionFailed, match="inequivalent arg 'durable' for queue 'q'"):
         harness.declare(s, "q", durable=False)
     with pytest.raises(AccessRefused, match="default exchange"):
-        vhost.bind("", ("queue", "q"), "q", {})
+        vhost.bind("", ("queue", "q"), "q", {}, s.owner)
     assert harness.declare(s, "").startswith("amq.gen-")
