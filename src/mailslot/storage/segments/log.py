@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import zlib
 from array import array
@@ -65,6 +66,8 @@ COMPACT_STEP_BYTES = 4 * 1024 * 1024
 # Adjacent records are read with one pread up to this size.
 READ_GROUP_BYTES = 4 * 1024 * 1024
 LOCK_FILENAME = "LOCK"
+
+_log = logging.getLogger(__name__)
 
 _APPEND_SIZE = APPEND.size
 _APPEND_PACK = APPEND.pack
@@ -350,7 +353,12 @@ class SegmentMessageLog:
         self._purges = {}
         self._dirty = False
         if self.compact_enabled:
-            self._maybe_compact()
+            try:
+                self._maybe_compact()
+            except OSError:
+                # The batch above is durable and must be reported so; a failed compaction step wrote
+                # nothing that counts (its bytes are truncated away) and is retried at a later commit.
+                _log.exception("segment compaction failed; will retry")
 
     def _write_and_apply(
         self,
