@@ -616,7 +616,7 @@ def test_every_basic_property_round_trips(ch: BlockingChannel) -> None:
     _m, got, body = ch.basic_get(q, auto_ack=True)
     assert body == b"body"
     want = dict(vars(sent))
-    want["headers"] = dict(headers, ts=headers["ts"].replace(tzinfo=datetime.timezone.utc))
+    want["headers"] = dict(headers, ts=headers["ts"].replace(tzinfo=datetime.UTC))
     assert vars(got) == want
 
 

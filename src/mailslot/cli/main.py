@@ -154,6 +154,6 @@ def consume(
     )
     raise typer.Exit(run_consume(request))
 
-from mailslot.cli.bench import bench as _bench  # noqa: E402 - registered last; the module imports lazily
+from mailslot.cli.bench import bench as _bench
 
 app.command(name="bench")(_bench)

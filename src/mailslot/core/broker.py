@@ -2,9 +2,12 @@
 
 The batch cycle is the heart of the hot path (design.md): front ends apply a whole read buffer
 of work through sessions, which only *stage* effects (enqueue, ack, store writes) and mark queues
-dirty. ``flush`` then runs once per event-loop iteration: it dispatches every dirty queue to its
-consumers, commits the store once (one fsync for the whole batch: group commit) and only then
-runs the after-commit hooks that release publisher confirms and tx.commit-ok.
+dirty. Once per event-loop turn the host then calls ``dispatch`` (every dirty queue to its
+consumers, overflow spilled), ``cut`` (detach the staged writes and the waiters on them: one
+batch), writes the batch (one fsync for all of it: group commit) and calls ``finish``, which
+releases publisher confirms and tx.commit-ok. A store with ``prepare_commit`` lets the host write a
+batch in a worker thread while the loop works on the next one; at most one batch is in flight, so
+batches finish in order. ``flush`` does the whole cycle synchronously.
 """
 
 from __future__ import annotations
@@ -13,10 +16,9 @@ import base64
 import logging
 import os
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from ..storage.api import MessageLog, MetadataStore
-from .errors import StoreFailure
-from .exchanges import Exchange
 from .message import HeadersReader, Message
 from .queue import Queue
 from .session import DeliverySink, Gate, Session
@@ -24,7 +26,40 @@ from .vhost import VirtualHost
 
 log = logging.getLogger("mailslot.core")
 
-CommitHook = Callable[[bool], None]  # called with True after a durable commit, False if it failed
+
+
+class CommitWaiter(Protocol):
+    """Waits for the batch that holds the writes staged before it was registered."""
+
+    def batch_cut(self) -> None:
+        """The batch was detached: snapshot what it covers (later work belongs to the next one)."""
+
+    def committed(self, ok: bool) -> None:
+        """The batch is durable (``ok``) or its write failed."""
+
+
+class OnCommit:
+    """A waiter that needs no snapshot: call ``fn(ok)``."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[bool], None]) -> None:
+        self.fn = fn
+
+    def batch_cut(self) -> None:
+        pass
+
+    def committed(self, ok: bool) -> None:
+        self.fn(ok)
+
+
+class Batch:
+    """Detached staged writes (``write`` is None when there were none) and their waiters."""
+
+    __slots__ = ("threadable", "waiters", "write")
+
+    def __init__(self, write: Callable[[], None] | None, waiters: list[CommitWaiter], threadable: bool) -> None:
+        self.write, self.waiters, self.threadable = write, waiters, threadable
 
 
 class Broker:
@@ -40,7 +75,7 @@ class Broker:
         self.read_headers = read_headers
         self.vhosts = {name: VirtualHost(name, message_log, metadata, read_headers) for name in vhosts}
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
-        self._hooks: list[CommitHook] = []
+        self._waiters: list[CommitWaiter] = []
         self._reply_sessions: dict[str, Session] = {}
         self.request_flush: Callable[[], None] = lambda: None  # set by the transport: schedule flush() soon
 
@@ -135,11 +170,11 @@ class Broker:
     def mark_dirty(self, queue: Queue) -> None:
         self._dirty[queue] = None
 
-    def after_commit(self, hook: CommitHook) -> None:
-        self._hooks.append(hook)
+    def after_commit(self, waiter: CommitWaiter) -> None:
+        self._waiters.append(waiter)
 
-    def flush(self) -> None:
-        """Dispatch dirty queues, group-commit the store, then release confirms (after the fsync)."""
+    def dispatch(self) -> None:
+        """Give ready messages of every dirty queue to consumers; spill what exceeds memory windows."""
         dirty = self._dirty
         touched: list[Queue] = []
         while dirty:
@@ -150,28 +185,45 @@ class Broker:
                     queue.dispatch()
                     touched.append(queue)
         for queue in touched:
-            queue.spill()  # what did not fit the memory window goes into this commit
+            queue.spill()  # what did not fit the memory window goes into the next batch
+
+    def cut(self) -> Batch:
+        """Detach everything staged so far, with the waiters on it."""
+        log = self.log
+        write: Callable[[], None] | None = None
+        threadable = False
+        if log.has_staged():
+            prepare = getattr(log, "prepare_commit", None)
+            if prepare is not None:
+                write, threadable = prepare(), True
+            else:
+                write = log.commit
+        waiters = self._waiters
+        self._waiters = []
+        for waiter in waiters:
+            waiter.batch_cut()
+        return Batch(write, waiters, threadable)
+
+    def finish(self, batch: Batch, ok: bool) -> None:
+        if not ok:
+            log.error("store commit failed; the publishes waiting on it are nacked")
+        for waiter in batch.waiters:
+            waiter.committed(ok)
+
+    def flush(self) -> None:
+        """The whole batch cycle, synchronously."""
+        self.dispatch()
+        batch = self.cut()
         ok = True
-        if self.log.has_staged():
+        if batch.write is not None:
             try:
-                self.log.commit()
+                batch.write()
             except Exception:  # a full disk or I/O error: nack what waited on this commit
-                log.exception("store commit failed; unconfirmed publishes will be nacked")
+                log.exception("store commit failed")
                 ok = False
-        hooks = self._hooks
-        if hooks:
-            self._hooks = []
-            for hook in hooks:
-                hook(ok)
+        self.finish(batch, ok)
 
     def close(self) -> None:
         self.flush()
         self.log.close()
         self.metadata.close()
-
-    @staticmethod
-    def store_failure() -> StoreFailure:
-        return StoreFailure("store write failed")
-
-    def exchange(self, vhost: VirtualHost, name: str) -> Exchange:
-        return vhost.exchange(name)

@@ -179,7 +179,7 @@ class Queue:
         self._ready.clear()
         self._requeued.clear()
         self._window_bytes = 0
-        self._overflow: deque[Entry] = deque()
+        self._overflow.clear()
         self.paged = 0
         self._loaded_upto = self.next_seq - 1
         self.log.stage_purge(self.key)

@@ -19,7 +19,7 @@ from pamqp import commands as spec
 
 from .. import __version__
 from ..core import errors as core_errors
-from ..core.broker import Broker
+from ..core.broker import Broker, OnCommit
 from ..core.message import Message
 from ..core.session import REPLY_TO, Gate, Session
 from ..core.vhost import CommandInvalid
@@ -144,7 +144,7 @@ class Channel:
             conn.touch()
         if self.confirming and not self.hooked:
             self.hooked = True
-            conn.broker.after_commit(self._release_confirms)
+            conn.broker.after_commit(_ConfirmRelease(self))
 
     def _check_properties(self, raw: bytes) -> bytes:
         """Direct reply-to rewrites reply_to; user_id must be the authenticated user (RabbitMQ validates it)."""
@@ -161,11 +161,9 @@ class Channel:
             return props.encode_properties(decoded)
         return raw
 
-    def _release_confirms(self, ok: bool) -> None:
-        """After the group commit: one basic.ack (multiple) for everything published before it."""
-        self.hooked = False
-        upto = self.published
-        if upto == self.confirmed or self.session.closed:
+    def release_confirms(self, upto: int, ok: bool) -> None:
+        """After the group commit: one basic.ack (multiple) for everything its batch covers."""
+        if upto <= self.confirmed or self.session.closed:
             return
         multiple = upto - self.confirmed > 1
         if ok:
@@ -374,7 +372,7 @@ class Channel:
             else:
                 self.connection.fail_channel(self, proto.INTERNAL_ERROR, "INTERNAL_ERROR - store write failed")
 
-        self.connection.broker.after_commit(committed)
+        self.connection.broker.after_commit(OnCommit(committed))
         self.connection.touch()
 
     def tx_rollback(self, m: Any) -> None:
@@ -386,6 +384,23 @@ class Channel:
 
     def channel_flow_ok(self, m: Any) -> None:
         pass  # we never send channel.flow; tolerate a stray reply
+
+
+class _ConfirmRelease:
+    """Commit waiter of one confirm channel for one batch: acks what was published before the cut."""
+
+    __slots__ = ("channel", "upto")
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.upto = 0
+
+    def batch_cut(self) -> None:
+        self.upto = self.channel.published
+        self.channel.hooked = False  # later publishes wait for the next batch
+
+    def committed(self, ok: bool) -> None:
+        self.channel.release_confirms(self.upto, ok)
 
 
 _METHODS: dict[str, Callable[[Channel, Any], None]] = {

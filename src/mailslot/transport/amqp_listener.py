@@ -2,8 +2,10 @@
 
 No protocol or broker logic lives here. Per read buffer: feed the bytes to the front end, ask
 for a flush. The flush runs once per event-loop iteration (``call_soon``), so every connection
-that read data in that iteration shares one dispatch pass and one store commit, and each
-connection's output is written with a single ``transport.write``.
+that read data in that iteration shares one dispatch pass and one store batch, and each
+connection's output is written with a single ``transport.write``. A batch whose store can write it
+off the loop (``Batch.threadable``) is written and fsynced in one worker thread while the loop goes
+on; the batch cut after it waits (grows) until it lands: group commit that uses the second core.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import asyncio
 import errno
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
-from ..core.broker import Broker
+from ..core.broker import Batch, Broker
 from ..frontends.amqp091 import AMQPConnection
 
 log = logging.getLogger("mailslot.transport")
@@ -24,7 +27,7 @@ CONNECTION_FORCED = 320
 
 
 class FlushScheduler:
-    """Runs ``broker.flush()`` then writes every touched connection's output, once per loop turn."""
+    """Once per loop turn: dispatch, cut a store batch (unless one is being written), write output."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, broker: Broker) -> None:
         self.loop = loop
@@ -32,6 +35,8 @@ class FlushScheduler:
         self.outbox: set[AMQPConnection] = set()
         self.streams: dict[AMQPConnection, AMQPStream] = {}
         self._scheduled = False
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailslot-commit")
+        self._in_flight: asyncio.Future[None] | None = None
         broker.request_flush = self.request
 
     def request(self) -> None:
@@ -41,8 +46,11 @@ class FlushScheduler:
 
     def run(self) -> None:
         self._scheduled = False
+        broker = self.broker
         try:
-            self.broker.flush()
+            broker.dispatch()
+            if self._in_flight is None:
+                self._commit(broker.cut())
         except Exception:
             log.exception("broker flush failed")
         outbox = self.outbox
@@ -51,6 +59,43 @@ class FlushScheduler:
             stream = self.streams.get(conn)
             if stream is not None:
                 stream.write_pending()
+
+    def _commit(self, batch: Batch) -> None:
+        write = batch.write
+        if write is None:
+            self.broker.finish(batch, True)
+        elif not batch.threadable:
+            self.broker.finish(batch, _run(write))
+        else:
+            future = self.loop.run_in_executor(self._writer, write)
+            self._in_flight = future
+            future.add_done_callback(lambda done: self._landed(batch, done))
+
+    def _landed(self, batch: Batch, done: asyncio.Future[None]) -> None:
+        self._in_flight = None
+        ok = not done.cancelled() and done.exception() is None
+        if not ok and not done.cancelled():
+            log.error("store commit failed", exc_info=done.exception())
+        self.broker.finish(batch, ok)
+        self.request()  # send the confirms; cut the batch that grew meanwhile
+
+    async def drain(self) -> None:
+        """Wait for the batch being written, then write what is left, synchronously."""
+        if self._in_flight is not None:
+            await asyncio.wait([self._in_flight])
+        self.run()
+        if self._in_flight is not None:
+            await asyncio.wait([self._in_flight])
+        self._writer.shutdown(wait=True)
+
+
+def _run(write: Callable[[], None]) -> bool:
+    try:
+        write()
+        return True
+    except Exception:
+        log.exception("store commit failed")
+        return False
 
 
 class AMQPStream(asyncio.Protocol):
@@ -183,6 +228,7 @@ class AMQPListener:
         for stream in list(self.streams):
             if stream.transport is not None:
                 stream.transport.abort()
+        await self.scheduler.drain()
         if self.server is not None:
             await self.server.wait_closed()
 

@@ -11,12 +11,16 @@ Rules of this module:
   observably the same as applying them in staging order (the memory store's way) because staging
   folds every later operation into the earlier ones: a purge drops the queue's staged rows, removes and
   flags aimed at a staged row edit that row instead of being queued.
-* One connection per store object, used from one thread at a time.
+* One connection per store object. :meth:`SqliteMessageLog.prepare_commit` detaches the staged batch
+  and returns a function that writes it, which the broker runs in a worker thread while the event
+  loop stages the next batch; a lock serialises that writer with ``read``/``commit``/``recover``.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Callable
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -61,6 +65,7 @@ class SqliteMessageLog:
         self._removes: list[tuple[str, int]] = []
         self._redelivers: list[tuple[str, int]] = []
         self._purges: set[str] = set()
+        self._lock = threading.Lock()  # one writer or reader on the connection at a time
 
     # -- staging -------------------------------------------------------------------------------------
     def stage_append(self, messages: list[StoredMessage]) -> None:
@@ -112,36 +117,47 @@ class SqliteMessageLog:
 
         If it raises, nothing of the batch is applied and the batch stays staged (retry or close).
         """
-        if not (self._appends or self._removes or self._redelivers or self._purges):
+        write = self._detach()
+        if write is None:
             return
-        conn = self._connection()
-        appends = [rows for rows in self._appends.values() if rows]
-        if appends or self._removes or self._redelivers or self._purges:
-            conn.execute("BEGIN")
-            try:
-                if self._purges:
-                    conn.executemany(_PURGE, [(q,) for q in self._purges])
-                if appends:
-                    conn.executemany(_INSERT, chain.from_iterable(rows.values() for rows in appends))
-                if self._redelivers:
-                    conn.executemany(_REDELIVER, self._redelivers)
-                if self._removes:
-                    conn.executemany(_DELETE, self._removes)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        try:
+            write()
+        except BaseException:
+            self._restage(write)
+            raise
+
+    def prepare_commit(self) -> Callable[[], None] | None:
+        """Detach the staged batch; the returned function writes it (any thread, once)."""
+        return self._detach()
+
+    def _detach(self) -> _BatchWrite | None:
+        if not (self._appends or self._removes or self._redelivers or self._purges):
+            return None
+        batch = _BatchWrite(self, self._appends, self._removes, self._redelivers, self._purges)
         self._appends = {}
         self._removes = []
         self._redelivers = []
         self._purges = set()
+        return batch
+
+    def _restage(self, batch: _BatchWrite) -> None:
+        """A failed synchronous commit: put the batch back in front of whatever was staged since."""
+        later = (self._appends, self._removes, self._redelivers, self._purges)
+        self._appends, self._removes, self._redelivers, self._purges = (
+            batch.appends, batch.removes, batch.redelivers, batch.purges
+        )
+        for queue, rows in later[0].items():
+            self._appends.setdefault(queue, {}).update(rows)
+        self._removes.extend(later[1])
+        self._redelivers.extend(later[2])
+        self._purges |= later[3]
 
     # -- reading -------------------------------------------------------------------------------------
     def read(self, queue: str, after_seq: int, limit: int) -> list[StoredMessage]:
         if limit <= 0:
             return []
-        rows = self._connection().execute(_READ, (queue, after_seq, limit)).fetchall()
+        with self._lock:  # waits for a batch being written in the broker's commit thread
+            rows = self._connection().execute(_READ, (queue, after_seq, limit)).fetchall()
         return [
             StoredMessage(queue, seq, exchange, rk, props, body, bool(persistent), bool(redelivered))
             for seq, persistent, redelivered, exchange, rk, props, body in rows
@@ -150,6 +166,10 @@ class SqliteMessageLog:
     def recover(self) -> list[QueueRecovery]:
         """Delete transient rows, then count what each queue holds (one scan of the table)."""
         conn = self._connection()
+        with self._lock:
+            return self._recover(conn)
+
+    def _recover(self, conn: sqlite3.Connection) -> list[QueueRecovery]:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute("DELETE FROM messages WHERE persistent = 0")
@@ -176,6 +196,45 @@ class SqliteMessageLog:
         if self._conn is None:
             raise RuntimeError("the message log is closed")
         return self._conn
+
+
+class _BatchWrite:
+    """One detached batch and the transaction that makes it durable."""
+
+    __slots__ = ("appends", "log", "purges", "redelivers", "removes")
+
+    def __init__(
+        self,
+        log: SqliteMessageLog,
+        appends: dict[str, dict[int, _Row]],
+        removes: list[tuple[str, int]],
+        redelivers: list[tuple[str, int]],
+        purges: set[str],
+    ) -> None:
+        self.log, self.appends, self.removes, self.redelivers, self.purges = (
+            log, appends, removes, redelivers, purges
+        )
+
+    def __call__(self) -> None:
+        log = self.log
+        with log._lock:
+            conn = log._connection()
+            rows = [rows for rows in self.appends.values() if rows]
+            conn.execute("BEGIN")
+            try:
+                if self.purges:
+                    conn.executemany(_PURGE, [(q,) for q in self.purges])
+                if rows:
+                    conn.executemany(_INSERT, chain.from_iterable(r.values() for r in rows))
+                if self.redelivers:
+                    conn.executemany(_REDELIVER, self.redelivers)
+                if self.removes:
+                    conn.executemany(_DELETE, self.removes)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
 
 class SqliteMetadataStore:
