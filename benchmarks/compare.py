@@ -84,6 +84,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds per broker and workload (>= 3 recommended)")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     ap.add_argument("--quick", action="store_true", help="3-second runs")
+    ap.add_argument("--store", default="sqlite", help="mailslot's store: sqlite, segments or memory")
     ap.add_argument("--only", default="", help="comma-separated workload keys (default: all)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -93,7 +94,7 @@ def main() -> int:
     started = time.time()
     for w in chosen:
         runs: dict[str, list[dict[str, Any]]] = {"mailslot": [], "rabbitmq": []}
-        with MailslotProcess(store="sqlite") as broker:
+        with MailslotProcess(store=args.store) as broker:
             urls = {"mailslot": broker.url, "rabbitmq": args.rabbit}
             for rnd in range(args.rounds):
                 order = ["mailslot", "rabbitmq"] if rnd % 2 == 0 else ["rabbitmq", "mailslot"]

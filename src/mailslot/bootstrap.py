@@ -13,6 +13,7 @@ from .frontends.amqp091 import AMQPConnection
 from .protocols.amqp091 import properties
 from .storage.api import MessageLog, MetadataStore
 from .storage.memory import MemoryMessageLog, MemoryMetadataStore
+from .storage.segments import open_segment_store
 from .storage.sqlite import open_sqlite_store
 from .transport.amqp_listener import AMQPListener, is_address_in_use
 
@@ -31,7 +32,7 @@ class PortInUseError(OSError):
 class BrokerConfig:
     host: str = "0.0.0.0"  # RabbitMQ listens on every interface by default
     amqp_port: int = 5672  # IANA port for AMQP; 0 = ephemeral (tests)
-    store: str = "sqlite"  # "sqlite" (embedded, default) or "memory"
+    store: str = "segments"  # "segments" (embedded default), "sqlite" (embedded, one file) or "memory"
     data_dir: Path = field(default_factory=lambda: Path("mailslot-data"))
     heartbeat: int = 60  # seconds, RabbitMQ's default
     frame_max: int = 131072  # RabbitMQ's default
@@ -89,7 +90,9 @@ class Broker:
             return MemoryMessageLog(), MemoryMetadataStore()
         if self.config.store == "sqlite":
             return open_sqlite_store(Path(self.config.data_dir))
-        raise ValueError(f"unknown store {self.config.store!r}; expected sqlite or memory")
+        if self.config.store == "segments":
+            return open_segment_store(Path(self.config.data_dir))
+        raise ValueError(f"unknown store {self.config.store!r}; expected sqlite, segments or memory")
 
     async def stop(self) -> None:
         """Close every connection with 320 CONNECTION_FORCED, then flush and close the store."""
@@ -119,4 +122,5 @@ class Broker:
         """Where messages are stored, for the start-up log line."""
         if self.config.store == "memory":
             return "in memory (nothing survives a restart)"
-        return f"in {Path(self.config.data_dir).resolve()} (SQLite, WAL mode)"
+        kind = "SQLite, WAL mode" if self.config.store == "sqlite" else "segment log + SQLite metadata"
+        return f"in {Path(self.config.data_dir).resolve()} ({kind})"

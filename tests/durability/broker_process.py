@@ -14,9 +14,10 @@ LISTENING = re.compile(r"AMQP listening on [^:\s]+:(\d+)")
 
 
 class BrokerProcess:
-    def __init__(self, data_dir: Path, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, port: int = 0, store: str = "segments") -> None:
         self.data_dir = data_dir
         self.port = port
+        self.store = store
         self.process: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 
@@ -24,7 +25,7 @@ class BrokerProcess:
         """Start ``mailslot serve`` and return the port it reports (reusing the same port on restarts)."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mailslot", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir)],
+             "--data-dir", str(self.data_dir), "--store", self.store],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -18,6 +18,7 @@ from .broker_process import BrokerProcess
 pytestmark = pytest.mark.slow
 
 QUEUE = "durable-orders"
+STORES = ["segments", "sqlite"]  # both embedded stores must keep every confirmed message
 
 
 async def _publish_until_killed(broker: BrokerProcess, kill_after: int) -> list[int]:
@@ -66,9 +67,10 @@ async def _drain(url: str) -> list[int]:
             got.append(int(message.body))
 
 
+@pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("kill_after", [300, 2000])
-async def test_confirmed_persistent_messages_survive_sigkill(tmp_path, kill_after):
-    broker = BrokerProcess(tmp_path / "data")
+async def test_confirmed_persistent_messages_survive_sigkill(tmp_path, kill_after, store):
+    broker = BrokerProcess(tmp_path / "data", store=store)
     broker.start()
     try:
         confirmed = await _publish_until_killed(broker, kill_after)
@@ -83,8 +85,9 @@ async def test_confirmed_persistent_messages_survive_sigkill(tmp_path, kill_afte
     assert recovered == sorted(recovered), "recovered messages are out of publish order"
 
 
-async def test_transient_messages_and_nondurable_queues_are_gone_after_restart(tmp_path):
-    broker = BrokerProcess(tmp_path / "data")
+@pytest.mark.parametrize("store", STORES)
+async def test_transient_messages_and_nondurable_queues_are_gone_after_restart(tmp_path, store):
+    broker = BrokerProcess(tmp_path / "data", store=store)
     broker.start()
     try:
         connection = await aio_pika.connect(broker.url)
@@ -118,8 +121,9 @@ async def test_transient_messages_and_nondurable_queues_are_gone_after_restart(t
         broker.kill()
 
 
-async def test_sigterm_shuts_down_cleanly_and_keeps_data(tmp_path):
-    broker = BrokerProcess(tmp_path / "data")
+@pytest.mark.parametrize("store", STORES)
+async def test_sigterm_shuts_down_cleanly_and_keeps_data(tmp_path, store):
+    broker = BrokerProcess(tmp_path / "data", store=store)
     broker.start()
     connection = await aio_pika.connect(broker.url)
     closed = asyncio.get_running_loop().create_future()

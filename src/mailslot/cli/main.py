@@ -26,6 +26,7 @@ app = typer.Typer(
 
 class Store(enum.StrEnum):
     sqlite = "sqlite"
+    segments = "segments"
     memory = "memory"
 
 
@@ -59,11 +60,15 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
     port: Annotated[int, typer.Option(help="AMQP port (0 picks a free one).", min=0, max=65535)] = 5672,
     data_dir: Annotated[
-        Path, typer.Option(help="Where the sqlite store keeps its files.", file_okay=False)
+        Path, typer.Option(help="Where the durable store keeps its files.", file_okay=False)
     ] = Path("mailslot-data"),
     store: Annotated[
-        Store, typer.Option(help="sqlite: durable, embedded. memory: lost on exit.")
-    ] = Store.sqlite,
+        Store,
+        typer.Option(
+            help="segments (default): durable segment log, fastest. sqlite: durable, one SQLite file. "
+            "memory: lost on exit."
+        ),
+    ] = Store.segments,
     heartbeat: Annotated[
         int, typer.Option(help="Heartbeat interval offered to clients, seconds (0 = off).", min=0)
     ] = 60,

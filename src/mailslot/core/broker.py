@@ -77,6 +77,7 @@ class Broker:
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
         self._reply_sessions: dict[str, Session] = {}
+        self.congested: set[Queue] = set()  # see Queue.congested: their publishers are slowed
         self.request_flush: Callable[[], None] = lambda: None  # set by the transport: schedule flush() soon
 
     # ---- start-up -------------------------------------------------------------------------------
@@ -146,6 +147,7 @@ class Broker:
             consumer.session.cancelled_by_broker(consumer)
         queue.consumers.clear()
         self._dirty.pop(queue, None)
+        self.congested.discard(queue)
         return vhost.remove_queue(queue)
 
     # ---- direct reply-to ------------------------------------------------------------------------
@@ -184,7 +186,13 @@ class Broker:
                 if not queue.deleted:
                     queue.dispatch()
                     touched.append(queue)
+        congested = self.congested
         for queue in touched:
+            queue.update_congestion()
+            if queue.congested:
+                congested.add(queue)
+            else:
+                congested.discard(queue)
             queue.spill()  # what did not fit the memory window goes into the next batch
 
     def cut(self) -> Batch:

@@ -72,6 +72,9 @@ class Queue:
         self.consumers: list[Consumer] = []
         self._rr = 0
         self.had_consumer = False  # auto-delete applies only once a consumer has come and gone
+        # A backlog beyond the memory window while a consumer could take more: the broker, not the
+        # consumers, is the bottleneck, so its publishers are slowed (see Broker.dispatch).
+        self.congested = False
         self.deleted = False
         self.unacked = 0
         self.stats_published = 0
@@ -103,6 +106,9 @@ class Queue:
             self._ready.append(entry)
             self._window_bytes += len(message.body)
         return durable_write
+
+    def update_congestion(self) -> None:
+        self.congested = bool(self._overflow or self.paged) and any(c.wants_more() for c in self.consumers)
 
     def spill(self) -> None:
         """Page this turn's overflow out to the log (the broker commits right after)."""

@@ -33,12 +33,17 @@ class DeliverySink(Protocol):
 
 
 class Gate:
-    """Shared by the sessions of one connection: closed while its outgoing buffer is full."""
+    """Shared by the sessions of one connection. ``open``: deliveries may be written (the outgoing
+    buffer is not full). ``throttled``: it published into a congested queue this turn, so the
+    transport stops reading it for a turn (credit flow, as RabbitMQ slows a publisher that outruns
+    its queue)."""
 
-    __slots__ = ("open",)
+    __slots__ = ("open", "socket_full", "throttled")
 
     def __init__(self) -> None:
         self.open = True
+        self.socket_full = False  # the peer is not reading fast enough (transport paused writing)
+        self.throttled = False
 
 
 class Consumer:
@@ -68,6 +73,18 @@ class Consumer:
 
     def deliver(self, queue: Queue, entry: Entry) -> None:
         self.session.deliver(self, queue, entry)
+
+    def wants_more(self) -> bool:
+        """It would take messages now if the broker could write them (prefetch room, flow on, and its
+        peer keeps up): a backlog in front of such a consumer means the broker is the bottleneck."""
+        session = self.session
+        if not session.flow_active or session.gate.socket_full:
+            return False
+        if self.no_ack:
+            return True
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        return not (session.channel_prefetch and session.unacked_count >= session.channel_prefetch)
 
 
 # An unacknowledged delivery: the queue it came from, its entry, and the consumer (None for basic.get).
@@ -122,6 +139,8 @@ class Session:
         for queue in queues:
             queue.enqueue(message)
             broker.mark_dirty(queue)
+            if queue.congested:
+                self.gate.throttled = True
         return bool(queues)
 
     # ---- consuming ------------------------------------------------------------------------------
@@ -170,6 +189,7 @@ class Session:
     def _detach(self, consumer: Consumer) -> None:
         queue = consumer.queue
         queue.remove_consumer(consumer)
+        self.broker.mark_dirty(queue)  # its congestion (and auto-delete) must be looked at again
         if queue.auto_delete and not queue.consumers and not queue.deleted and queue.had_consumer:
             self.broker.delete_queue(self.vhost, queue)
 

@@ -513,6 +513,7 @@ class AMQPConnection:
 
     def set_writable(self, writable: bool) -> None:
         """The transport's write buffer crossed its watermarks."""
+        self.gate.socket_full = not writable
         was = self.gate.open
         self.gate.open = writable and self.buffered <= OUTPUT_HIGH_WATER
         if self.gate.open and not was:

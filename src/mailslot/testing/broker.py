@@ -4,7 +4,7 @@
 - :func:`broker_in_thread` runs one on its own loop in a background thread, for blocking clients
   (pika's BlockingConnection, kombu, Celery), which would otherwise block the loop they need.
 
-Both take the same arguments: ``store`` ("memory" by default: fast, nothing on disk; "sqlite" for
+Both take the same arguments: ``store`` ("memory" by default: fast, nothing on disk; "segments" or "sqlite" for
 durability tests), ``data_dir`` (a temporary directory, removed afterwards, when None) and any other
 :class:`~mailslot.bootstrap.BrokerConfig` field as a keyword (``heartbeat=5``, ``users={...}``).
 """

@@ -22,6 +22,9 @@ from ..frontends.amqp091 import AMQPConnection
 
 log = logging.getLogger("mailslot.transport")
 
+# Longest a throttled publisher goes unread while queues stay congested: a publisher must not starve
+# (its other queues may be fine), it only has to yield the loop to deliveries.
+MAX_THROTTLE = 0.05
 SHUTDOWN_TEXT = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
 CONNECTION_FORCED = 320
 
@@ -37,6 +40,8 @@ class FlushScheduler:
         self._scheduled = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailslot-commit")
         self._in_flight: asyncio.Future[None] | None = None
+        self._throttled: list[AMQPStream] = []
+        self._throttle_deadline = 0.0
         broker.request_flush = self.request
 
     def request(self) -> None:
@@ -59,6 +64,24 @@ class FlushScheduler:
             stream = self.streams.get(conn)
             if stream is not None:
                 stream.write_pending()
+        if self._throttled and (not broker.congested or self.loop.time() >= self._throttle_deadline):
+            self.loop.call_soon(self._release_throttled)  # read them again from the next loop turn
+
+    def throttle(self, stream: AMQPStream) -> None:
+        """Stop reading a publisher that fed a congested queue until a flush has served its consumers."""
+        if stream.transport is not None and stream.conn is not None:
+            stream.transport.pause_reading()
+            if not self._throttled:
+                self._throttle_deadline = self.loop.time() + MAX_THROTTLE
+            self._throttled.append(stream)
+
+    def _release_throttled(self) -> None:
+        throttled, self._throttled = self._throttled, []
+        for stream in throttled:
+            if stream.conn is not None:
+                stream.conn.gate.throttled = False
+            if stream.transport is not None and not stream.transport.is_closing():
+                stream.transport.resume_reading()
 
     def _commit(self, batch: Batch) -> None:
         write = batch.write
@@ -125,6 +148,8 @@ class AMQPStream(asyncio.Protocol):
         assert conn is not None
         conn.receive(data, self.loop.time())
         self.listener.scheduler.request()
+        if conn.gate.throttled:
+            self.listener.scheduler.throttle(self)
         self._arm_timer()  # negotiation may have brought heartbeats (an earlier deadline)
 
     def eof_received(self) -> bool:

@@ -162,3 +162,43 @@ def test_reading_a_backlog_back_never_forces_a_commit(harness, monkeypatch):
         harness.publish(s, "q", b"late", persistent=False)
     assert got == [b"%d" % i for i in range(15)]
     assert len(commits) == 1
+
+
+def _backlog_with_consumer(harness, monkeypatch, *, no_ack, prefetch=0):
+    monkeypatch.setattr(queue_module, "WINDOW_MESSAGES", 5)
+    s, _ = harness.session()
+    harness.declare(s, "q")
+    s.qos(0, prefetch, False)
+    s.consume("q", "c", no_ack=no_ack, exclusive=False, arguments={})
+    s.gate.open = False  # the broker's per-turn output budget is spent: nothing more is written now
+    for i in range(20):
+        harness.publish(s, "q", b"%d" % i, persistent=False)
+    return s
+
+
+def test_backlog_in_front_of_a_consumer_that_wants_more_is_congestion(harness, monkeypatch):
+    s = _backlog_with_consumer(harness, monkeypatch, no_ack=True)
+    harness.broker.flush()
+    queue = harness.vhost.queues["q"]
+    assert queue.congested and queue in harness.broker.congested
+    s.gate.throttled = False
+    harness.publish(s, "q", b"more", persistent=False)
+    assert s.gate.throttled  # its publisher is slowed (the transport stops reading it for a while)
+
+
+def test_a_slow_peer_or_full_prefetch_is_not_congestion(harness, monkeypatch):
+    s = _backlog_with_consumer(harness, monkeypatch, no_ack=True)
+    s.gate.socket_full = True  # the consumer does not read its socket: a spike must go to disk instead
+    harness.broker.flush()
+    assert not harness.vhost.queues["q"].congested
+
+
+def test_prefetch_bound_consumers_do_not_congest(harness, monkeypatch):
+    s = _backlog_with_consumer(harness, monkeypatch, no_ack=False, prefetch=2)
+    s.gate.open = True
+    harness.broker.flush()  # two deliveries, then the consumer is at its prefetch limit
+    queue = harness.vhost.queues["q"]
+    assert queue.message_count == 18
+    assert not queue.congested
+    harness.publish(s, "q", b"x", persistent=False)
+    assert not s.gate.throttled
