@@ -2,7 +2,7 @@
 
     python benchmarks/backlog_memory.py [--count 1000000] [--limit-mb 300] [--url URL]
 
-Starts a fresh mailslot (``python -m mailslot serve --store sqlite``, temp data dir), publishes --count
+Starts a fresh mailslot (``python -m mailslot serve --store STORE``, default segments, temp data dir), publishes --count
 persistent 256-byte messages (sequence number in the body) with publisher confirms (window 1000) into one
 durable queue with no consumer, then consumes them all (prefetch 1000, multi-ack every 100) checking that
 they arrive in strict publish order. A thread samples the broker's RSS (psutil) every 0.5 s throughout.
@@ -207,6 +207,7 @@ def main() -> int:
     ap.add_argument("--limit-mb", type=float, default=300.0)
     ap.add_argument("--url", default="", help="measure this broker instead of starting mailslot")
     ap.add_argument("--pid", type=int, default=0, help="with --url: the broker pid to sample")
+    ap.add_argument("--store", default="segments", help="mailslot's store: segments (default), sqlite")
     args = ap.parse_args()
 
     import uvloop
@@ -215,7 +216,7 @@ def main() -> int:
     if args.url:
         url, pid = AMQPUrl.parse(args.url), args.pid or None
     else:
-        broker = MailslotProcess(store="sqlite").start()
+        broker = MailslotProcess(store=args.store).start()
         url, pid = AMQPUrl.parse(broker.url), broker.pid
         print(f"mailslot pid {pid} on {broker.url}, data dir {broker.data_dir}", file=sys.stderr)
     rss = RssSampler(pid)

@@ -2,7 +2,7 @@
 
     python benchmarks/compare.py [--quick] [--rounds 3] [--duration 10] [--rabbit URL] [--only a,b]
 
-Starts a fresh mailslot per workload (``python -m mailslot serve --store sqlite``, temp data dir, uvloop)
+Starts a fresh mailslot per workload (``python -m mailslot serve --store STORE``, default segments, temp data dir, uvloop)
 and uses the RabbitMQ at --rabbit (default 127.0.0.1:5672). Each round runs ``mailslot bench --json`` in a
 child process against both brokers, alternating which goes first; fresh queue names each run, deleted
 after. Prints median throughput and p99 latency per broker and the ratio mailslot / RabbitMQ; writes
@@ -84,7 +84,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds per broker and workload (>= 3 recommended)")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     ap.add_argument("--quick", action="store_true", help="3-second runs")
-    ap.add_argument("--store", default="sqlite", help="mailslot's store: sqlite, segments or memory")
+    ap.add_argument("--store", default="segments", help="mailslot's store: segments (default), sqlite or memory")
     ap.add_argument("--only", default="", help="comma-separated workload keys (default: all)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()

@@ -28,6 +28,9 @@ class DeliverySink(Protocol):
 
     def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, message: Message) -> None: ...
 
+    def deliver_many(self, consumer_tag: str, first_tag: int, entries: list[Entry]) -> None:
+        """``entries`` get the delivery tags first_tag, first_tag + 1, ... in order."""
+
     def consumer_cancelled(self, consumer_tag: str) -> None:
         """The broker cancelled this consumer (its queue was deleted)."""
 
@@ -124,6 +127,17 @@ class Session:
 
     def publish(self, exchange_name: str, routing_key: str, message: Message, mandatory: bool) -> bool:
         """Route and enqueue; returns whether any queue took it. Inside a transaction: buffered."""
+        if not exchange_name and self.tx is None:  # the default exchange: the hot path, one lookup
+            queue = self.vhost.queues.get(routing_key)
+            if queue is not None:
+                queue.enqueue(message)
+                self.broker.mark_dirty(queue)
+                if queue.congested:
+                    self.gate.throttled = True
+                return True
+            if routing_key.startswith(REPLY_TO_PREFIX):
+                return self.broker.deliver_reply(routing_key[len(REPLY_TO_PREFIX) :], message)
+            return False
         exchange = self.vhost.exchanges.get(exchange_name)
         if exchange is None:
             raise NotFound(f"no exchange '{exchange_name}' in vhost '{self.vhost.name}'")
@@ -210,6 +224,36 @@ class Session:
             self.unacked_count += 1
             queue.unacked += 1
         self.sink.deliver(consumer.tag, tag, entry.redelivered, entry.message)
+
+    def deliver_many(self, consumer: Consumer, queue: Queue, entries: list[Entry]) -> None:
+        """Several deliveries to one consumer, in order: consecutive delivery tags from one call."""
+        first = self.next_delivery_tag
+        count = len(entries)
+        self.next_delivery_tag = first + count
+        if consumer.no_ack:
+            stored = [entry for entry in entries if entry.stored]
+            if stored:
+                queue.settle(stored)
+        else:
+            unacked = self.unacked
+            tag = first
+            for entry in entries:
+                unacked[tag] = (queue, entry, consumer)
+                tag += 1
+            consumer.unacked += count
+            self.unacked_count += count
+            queue.unacked += count
+        self.sink.deliver_many(consumer.tag, first, entries)
+
+    def room(self, consumer: Consumer) -> int:
+        """How many more deliveries prefetch allows this consumer now (a large number if unlimited)."""
+        room = 1 << 30
+        if not consumer.no_ack:
+            if consumer.prefetch:
+                room = consumer.prefetch - consumer.unacked
+            if self.channel_prefetch:
+                room = min(room, self.channel_prefetch - self.unacked_count)
+        return room
 
     def deliver_reply(self, message: Message) -> None:
         assert self.reply_consumer is not None

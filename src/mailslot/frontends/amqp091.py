@@ -20,7 +20,7 @@ from pamqp import commands as spec
 from .. import __version__
 from ..core import errors as core_errors
 from ..core.broker import Broker, OnCommit
-from ..core.message import Message
+from ..core.message import Entry, Message
 from ..core.session import REPLY_TO, Gate, Session
 from ..core.vhost import CommandInvalid
 from ..protocols import amqp091 as proto
@@ -102,6 +102,24 @@ class Channel:
             message.body,
         )
         conn.buffered += len(message.body) + 64
+        if conn.buffered > OUTPUT_HIGH_WATER:
+            conn.gate.open = False
+        conn.touch()
+
+    def deliver_many(self, consumer_tag: str, first_tag: int, entries: list[Entry]) -> None:
+        conn = self.connection
+        send = conn.proto.send_deliver
+        number = self.number
+        tag = first_tag
+        size = 0
+        for entry in entries:
+            message = entry.message
+            body = message.body
+            send(number, consumer_tag, tag, entry.redelivered, message.exchange, message.routing_key,
+                 message.properties, body)
+            tag += 1
+            size += len(body)
+        conn.buffered += size + 64 * len(entries)
         if conn.buffered > OUTPUT_HIGH_WATER:
             conn.gate.open = False
         conn.touch()

@@ -20,6 +20,10 @@ class RecordingSink:
     def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, message: Message) -> None:
         self.deliveries.append((consumer_tag, delivery_tag, redelivered, message.body))
 
+    def deliver_many(self, consumer_tag: str, first_tag: int, entries: list) -> None:
+        for i, entry in enumerate(entries):
+            self.deliver(consumer_tag, first_tag + i, entry.redelivered, entry.message)
+
     def consumer_cancelled(self, consumer_tag: str) -> None:
         self.cancelled.append(consumer_tag)
 
