@@ -27,6 +27,9 @@ log = logging.getLogger("mailslot.transport")
 MAX_THROTTLE = 0.05
 SHUTDOWN_TEXT = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
 CONNECTION_FORCED = 320
+# Why a stream is not being read (AMQPStream.hold): reading resumes only when no reason is left.
+CREDIT = "credit"  # credit flow: it fed a congested queue (FlushScheduler.throttle)
+ALARM = "alarm"  # a resource alarm blocks it as a publisher (transport/resources.py)
 
 
 class FlushScheduler:
@@ -70,7 +73,7 @@ class FlushScheduler:
     def throttle(self, stream: AMQPStream) -> None:
         """Stop reading a publisher that fed a congested queue until a flush has served its consumers."""
         if stream.transport is not None and stream.conn is not None:
-            stream.transport.pause_reading()
+            stream.hold(CREDIT)
             if not self._throttled:
                 self._throttle_deadline = self.loop.time() + MAX_THROTTLE
             self._throttled.append(stream)
@@ -80,8 +83,7 @@ class FlushScheduler:
         for stream in throttled:
             if stream.conn is not None:
                 stream.conn.gate.throttled = False
-            if stream.transport is not None and not stream.transport.is_closing():
-                stream.transport.resume_reading()
+            stream.release(CREDIT)  # a resource alarm may still hold it
 
     def _commit(self, batch: Batch) -> None:
         write = batch.write
@@ -130,6 +132,7 @@ class AMQPStream(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
         self._paused = False
+        self._holds: set[str] = set()  # CREDIT / ALARM: reasons reading is paused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
@@ -150,6 +153,8 @@ class AMQPStream(asyncio.Protocol):
         self.listener.scheduler.request()
         if conn.gate.throttled:
             self.listener.scheduler.throttle(self)
+        if self.listener.alarm and conn.publisher:
+            self.block(self.listener.alarm)  # RabbitMQ blocks a connection when it publishes during an alarm
         self._arm_timer()  # negotiation may have brought heartbeats (an earlier deadline)
 
     def eof_received(self) -> bool:
@@ -165,6 +170,35 @@ class AMQPStream(asyncio.Protocol):
             self.listener.scheduler.outbox.discard(conn)
         self.listener.streams.discard(self)
         self.listener.scheduler.request()
+
+    def hold(self, why: str) -> None:
+        """Stop reading the socket for ``why``; it stays paused until every reason is released."""
+        if self.transport is None:
+            return
+        if not self._holds and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._holds.add(why)
+
+    def release(self, why: str) -> None:
+        if why not in self._holds:
+            return
+        self._holds.discard(why)
+        if not self._holds and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def block(self, reason: str) -> None:
+        """Resource alarm: connection.blocked (if the client asked for it), then stop reading."""
+        if ALARM in self._holds or self.conn is None or self.conn.closed:
+            return
+        self.conn.alarm_blocked(reason)
+        self.hold(ALARM)
+
+    def unblock(self) -> None:
+        if ALARM not in self._holds:
+            return
+        if self.conn is not None:
+            self.conn.alarm_unblocked()
+        self.release(ALARM)
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -230,6 +264,7 @@ class AMQPListener:
         self.scheduler = FlushScheduler(loop, broker)
         self.streams: set[AMQPStream] = set()
         self.server: asyncio.base_events.Server | None = None
+        self.alarm = ""  # connection.blocked reason while a resource alarm is set (transport/resources.py)
 
     async def start(self, host: str, port: int) -> int:
         """Bind and listen; returns the bound port. Raises OSError(EADDRINUSE) when taken."""
