@@ -3,11 +3,21 @@
 Everything here is checked byte-for-byte against pamqp in tests/unit/protocol/test_codec.py.
 Fast paths exist only for basic.publish / basic.ack decoding and basic.deliver / basic.ack encoding:
 they run once per message; everything else goes through pamqp.
+
+Two memos make the per-message cost independent of name lengths (benchmarks/protocol_bench.py):
+
+* ``PUBLISH_CACHE``: raw basic.publish argument bytes -> one shared, already decoded ``Basic.Publish``.
+  Publishers repeat the same exchange / routing key, so the method is decoded once; the instance is
+  shared by every ContentReceived that carries it and must never be mutated (nothing does).
+* ``deliver_packer``: per (channel, consumer tag, exchange, routing key, property-block length) one
+  ``struct.Struct`` whose single ``pack`` writes the deliver method frame, the content header frame and
+  the body frame header; only the delivery tag, redelivered flag, sizes and property block vary.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from pamqp import base, commands
 from pamqp import frame as pframe
@@ -33,12 +43,17 @@ _ACK_FRAME = struct.Struct(">BHIIQBB")  # type, channel, size=13, method index, 
 _CONTENT_HEADER = struct.Struct(">BHIHHQ")  # type, channel, size, class 60, weight 0, body size
 _BODY_HEAD = struct.Struct(">BHI")
 _DELIVER_HEAD = struct.Struct(">BHII")  # type, channel, size, method index
+_TYPE_CHANNEL = struct.Struct(">BH")
 
 PUBLISH_INDEX = commands.Basic.Publish.index  # 0x003C0028
 ACK_INDEX = commands.Basic.Ack.index  # 0x003C0050
 NACK_INDEX = commands.Basic.Nack.index
 DELIVER_INDEX = commands.Basic.Deliver.index
 BASIC_CLASS = 60
+
+#: publish arguments memo: bounded; cleared when full (a peer cycling names only loses the memo).
+PUBLISH_CACHE: dict[bytes, commands.Basic.Publish] = {}
+PUBLISH_CACHE_MAX = 1024
 
 _Publish = commands.Basic.Publish
 _Ack = commands.Basic.Ack
@@ -75,6 +90,18 @@ def decode_publish(data: bytes, p: int, end: int) -> commands.Basic.Publish:
     m.routing_key = routing_key
     m.mandatory = bool(bits & 1)
     m.immediate = bool(bits & 2)
+    return m
+
+
+def decode_publish_cached(data: bytes, p: int, end: int) -> commands.Basic.Publish:
+    """``decode_publish`` through ``PUBLISH_CACHE`` (the returned instance is shared: do not mutate it)."""
+    key = data[p:end]
+    m = PUBLISH_CACHE.get(key)
+    if m is None:
+        m = decode_publish(data, p, end)
+        if len(PUBLISH_CACHE) >= PUBLISH_CACHE_MAX:
+            PUBLISH_CACHE.clear()
+        PUBLISH_CACHE[key] = m
     return m
 
 
@@ -137,6 +164,32 @@ def encode_deliver_method(channel: int, consumer_tag: str, delivery_tag: int, re
         _shortstr(routing_key),
     ))
     return _DELIVER_HEAD.pack(FRAME_METHOD, channel, 4 + len(args), DELIVER_INDEX) + args + FRAME_END_BYTE
+
+
+_STRUCTS: dict[str, struct.Struct] = {}
+
+
+def deliver_packer(channel: int, consumer_tag: str, exchange: str, routing_key: str,
+                   props_len: int) -> tuple[Any, bytes, bytes]:
+    """``(pack, prefix, mid)`` for encoding basic.deliver + content header + body frame header at once::
+
+        pack(prefix, delivery_tag, redelivered, mid, 12 + props_len, 60, 0, body_size, properties,
+             FRAME_END, FRAME_BODY, channel, body_size) + body + FRAME_END_BYTE
+
+    is exactly ``encode_deliver_method(...)`` followed by ``encode_content(...)`` for a body of 1 to
+    frame_max - 8 octets. Names that do not encode (over 255 octets) raise as ``encode_deliver_method``.
+    """
+    method = encode_deliver_method(channel, consumer_tag, 0, False, exchange, routing_key)
+    cut = 12 + method[11]  # frame header 7 + method id 4 + consumer-tag length octet + consumer tag
+    prefix = method[:cut]
+    mid = method[cut + 9:] + _TYPE_CHANNEL.pack(FRAME_HEADER, channel)  # exchange, routing key, frame end
+    fmt = f">{len(prefix)}sQ?{len(mid)}sIHHQ{props_len}sBBHI"
+    st = _STRUCTS.get(fmt)
+    if st is None:
+        if len(_STRUCTS) >= 256:
+            _STRUCTS.clear()
+        st = _STRUCTS[fmt] = struct.Struct(fmt)
+    return st.pack, prefix, mid
 
 
 def encode_ack(channel: int, delivery_tag: int, multiple: bool) -> bytes:

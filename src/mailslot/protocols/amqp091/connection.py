@@ -22,7 +22,7 @@ from typing import Any
 from pamqp import base, commands, decode
 
 from . import codec
-from .codec import FRAME_END, FRAME_HEADER_STRUCT, DecodeError
+from .codec import FRAME_END, FRAME_END_BYTE, FRAME_HEADER_STRUCT, DecodeError
 from .errors import (
     ACCESS_REFUSED,
     CHANNEL_ERROR,
@@ -78,6 +78,12 @@ _CONTENT_METHODS = frozenset({commands.Basic.Publish.index, commands.Basic.Retur
                               commands.Basic.Deliver.index, commands.Basic.GetOk.index})
 _CHANNEL_OPEN = commands.Channel.Open.index
 _HEADER_ARGS = struct.Struct(">HHQ")
+_HEADER_FRAME = struct.Struct(">BHIHHQ")  # frame header + class, weight, body size (21 octets)
+_ACK_METHOD = struct.Struct(">IQB")  # method index + basic.ack arguments (a 13-octet method frame)
+_PUBLISH_CACHE = codec.PUBLISH_CACHE
+_Ack = commands.Basic.Ack
+#: send_deliver's memo of codec.deliver_packer results, per connection; cleared when full.
+_DELIVER_PACKERS_MAX = 256
 _METHOD_ID = struct.Struct(">I")
 _U32 = struct.Struct(">I")
 _MECHANISMS = ("PLAIN", "AMQPLAIN")
@@ -144,6 +150,7 @@ class ServerConnection:
         self._handshake_deadline: float | None = now + HANDSHAKE_TIMEOUT
         self._closing_deadline: float | None = None
         self._opened = False
+        self._deliver_packers: dict[tuple[int, str, str, str, int], tuple[Any, bytes, bytes]] = {}
 
     # ------------------------------------------------------------------ state the front end reads
     @property
@@ -198,13 +205,27 @@ class ServerConnection:
 
     def _parse(self, data: bytes, events: list[Event]) -> None:
         unpack = FRAME_HEADER_STRUCT.unpack_from
+        unpack_header = _HEADER_FRAME.unpack_from
+        unpack_id = _METHOD_ID.unpack_from
+        unpack_ack = _ACK_METHOD.unpack_from
+        pub_get = _PUBLISH_CACHE.get
         channels = self._channels
+        append = events.append
+        new = _new
+        content_received = ContentReceived
+        method_received = MethodReceived
+        ack_cls = _Ack
+        publish_index = _PUBLISH
+        ack_index = _ACK
         n = len(data)
         off = 0
         view: memoryview | None = None
+        # Locals for the loop; only the slow path (_frame) changes them, so they are re-read after it.
+        limit = self.frame_max
+        max_size = self.max_message_size
+        running = self._state == _RUNNING
         while n - off >= 7:
             ftype, ch, size = unpack(data, off)
-            limit = self.frame_max
             # rabbit_reader: PayloadSize > FrameMax - ?EMPTY_FRAME_SIZE + ?FRAME_SIZE_FUDGE, i.e. > FrameMax.
             if limit and size > limit:
                 self._fatal_frame_error(events, ftype, ch, b"",
@@ -214,16 +235,82 @@ class ServerConnection:
             end = p + size
             if end >= n:
                 break
-            if data[end] != FRAME_END:
+            if data[end] != 0xCE:  # FRAME_END
                 self._fatal_frame_error(events, ftype, ch, data[p:end],
                                         f"{{invalid_frame_end_marker,{data[end]}}}")
                 return
             off = end + 1
-            chan = channels.get(ch) if ch else None
-            if chan is not None and not chan.closing and self._state == _RUNNING:
+            chan = channels.get(ch) if running and ch else None
+            if chan is not None and not chan.closing:
                 # ---- hot path: publish / ack / content on an open channel -------------------------
                 asm = chan.asm
-                if ftype == 3 and asm == _ASM_BODY:
+                if ftype == 1:
+                    if asm == _ASM_METHOD:
+                        if size == 13:
+                            index, tag, bits = unpack_ack(data, p)
+                            if index == ack_index:
+                                ack = new(ack_cls)
+                                ack.delivery_tag = tag
+                                ack.multiple = bits & 1 == 1
+                                received = new(method_received)
+                                received.channel = ch
+                                received.method = ack
+                                append(received)
+                                continue
+                        elif size >= 4:
+                            index = unpack_id(data, p)[0]
+                        else:
+                            index = 0
+                        if index == publish_index:
+                            m = pub_get(data[p + 4:end])
+                            if m is None:
+                                try:
+                                    m = codec.decode_publish_cached(data, p + 4, end)
+                                except DecodeError:
+                                    m = None  # the slow path reports it
+                            if m is not None:
+                                # Whole message in this buffer (header + one body frame, same channel)?
+                                # Anything unusual is left to the per-frame paths below, frame by frame.
+                                if n - off >= 21:
+                                    htype, hch, hsize, class_id, weight, body_size = unpack_header(data, off)
+                                    hend = off + 7 + hsize
+                                    if (htype == 2 and hch == ch and hsize >= 14 and hend < n
+                                            and data[hend] == 0xCE and (not limit or hsize <= limit)
+                                            and class_id == 60 and weight == 0 and body_size <= max_size):
+                                        props = data[off + 19:hend]
+                                        b = hend + 1
+                                        if body_size == 0:
+                                            ev = new(content_received)
+                                            ev.channel = ch
+                                            ev.method = m
+                                            ev.properties = props
+                                            ev.body = b""
+                                            append(ev)
+                                            off = b
+                                            continue
+                                        if n - b >= 7:
+                                            btype, bch, bsize = unpack(data, b)
+                                            bend = b + 7 + bsize
+                                            if (btype == 3 and bch == ch and bsize == body_size and bend < n
+                                                    and data[bend] == 0xCE and (not limit or bsize <= limit)):
+                                                ev = new(content_received)
+                                                ev.channel = ch
+                                                ev.method = m
+                                                ev.properties = props
+                                                ev.body = data[b + 7:bend]
+                                                append(ev)
+                                                off = bend + 1
+                                                continue
+                                        chan.method = m
+                                        chan.props = props
+                                        chan.remaining = body_size
+                                        chan.asm = _ASM_BODY
+                                        off = b
+                                        continue
+                                chan.method = m
+                                chan.asm = _ASM_HEADER
+                                continue
+                elif ftype == 3 and asm == _ASM_BODY:
                     remaining = chan.remaining - size
                     if remaining > 0:
                         if view is None:
@@ -242,28 +329,21 @@ class ServerConnection:
                         else:
                             body = data[p:end]
                         chan.asm = _ASM_METHOD
-                        events.append(ContentReceived(ch, chan.method, chan.props, body))
+                        ev = new(content_received)
+                        ev.channel = ch
+                        ev.method = chan.method
+                        ev.properties = chan.props
+                        ev.body = body
+                        append(ev)
                         chan.method = None
                         continue
-                elif ftype == 1 and asm == _ASM_METHOD and size >= 4:
-                    index = _METHOD_ID.unpack_from(data, p)[0]
-                    try:
-                        if index == _PUBLISH:
-                            chan.method = codec.decode_publish(data, p + 4, end)
-                            chan.asm = _ASM_HEADER
-                            continue
-                        if index == _ACK:
-                            events.append(MethodReceived(ch, codec.decode_ack(data, p + 4, end)))
-                            continue
-                    except DecodeError:
-                        pass  # the slow path reports it
                 elif ftype == 2 and asm == _ASM_HEADER and size >= 14:
                     class_id, weight, body_size = _HEADER_ARGS.unpack_from(data, p)
-                    if class_id == 60 and weight == 0 and body_size <= self.max_message_size:
+                    if class_id == 60 and weight == 0 and body_size <= max_size:
                         props = data[p + 12:end]
                         if body_size == 0:
                             chan.asm = _ASM_METHOD
-                            events.append(ContentReceived(ch, chan.method, props, b""))
+                            append(ContentReceived(ch, chan.method, props, b""))
                             chan.method = None
                         else:
                             chan.asm = _ASM_BODY
@@ -280,6 +360,8 @@ class ServerConnection:
                 return
             if state in _PAUSED:
                 break
+            running = state == _RUNNING
+            limit = self.frame_max
         self._tail = data[off:] if off < n else b""
 
     def _frame(self, events: list[Event], ftype: int, ch: int, data: bytes, p: int, end: int) -> None:
@@ -659,11 +741,35 @@ class ServerConnection:
 
     def send_deliver(self, channel: int, consumer_tag: str, delivery_tag: int, redelivered: bool, exchange: str,
                      routing_key: str, properties: bytes, body: bytes) -> None:
-        """basic.deliver + content, hand-encoded."""
+        """basic.deliver + content, hand-encoded.
+
+        A body that fits one frame is encoded by one cached ``struct`` pack (codec.deliver_packer) and
+        queued as three items (method + header + body-frame header, body, frame end).
+        """
+        size = len(body)
+        frame_max = self.frame_max
+        if size and (size <= frame_max - 8 or not frame_max):
+            lp = len(properties)
+            key = (channel, consumer_tag, exchange, routing_key, lp)
+            packer = self._deliver_packers.get(key)
+            if packer is None:
+                packers = self._deliver_packers
+                if len(packers) >= _DELIVER_PACKERS_MAX:
+                    packers.clear()
+                packer = packers[key] = codec.deliver_packer(channel, consumer_tag, exchange, routing_key, lp)
+            pack, prefix, mid = packer
+            try:
+                head = pack(prefix, delivery_tag, redelivered, mid, 12 + lp, 60, 0, size, properties,
+                            FRAME_END, 3, channel, size)
+            except struct.error:
+                pass  # e.g. a delivery tag out of range: the general encoder raises what it raises
+            else:
+                self._out += (head, body, FRAME_END_BYTE)
+                return
         out = self._out
         out.append(codec.encode_deliver_method(channel, consumer_tag, delivery_tag, redelivered, exchange,
                                                routing_key))
-        codec.encode_content(out, channel, properties, body, self.frame_max)
+        codec.encode_content(out, channel, properties, body, frame_max)
 
     def send_get_ok(self, channel: int, delivery_tag: int, redelivered: bool, exchange: str, routing_key: str,
                     message_count: int, properties: bytes, body: bytes) -> None:
