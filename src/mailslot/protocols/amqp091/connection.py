@@ -151,6 +151,7 @@ class ServerConnection:
         self._closing_deadline: float | None = None
         self._opened = False
         self._deliver_packers: dict[tuple[int, str, str, str, int], tuple[Any, bytes, bytes]] = {}
+        self._deliver_seen: set[tuple[int, str, str, str, int]] = set()
 
     # ------------------------------------------------------------------ state the front end reads
     @property
@@ -753,19 +754,29 @@ class ServerConnection:
             key = (channel, consumer_tag, exchange, routing_key, lp)
             packer = self._deliver_packers.get(key)
             if packer is None:
-                packers = self._deliver_packers
-                if len(packers) >= _DELIVER_PACKERS_MAX:
-                    packers.clear()
-                packer = packers[key] = codec.deliver_packer(channel, consumer_tag, exchange, routing_key, lp)
-            pack, prefix, mid = packer
-            try:
-                head = pack(prefix, delivery_tag, redelivered, mid, 12 + lp, 60, 0, size, properties,
-                            FRAME_END, 3, channel, size)
-            except struct.error:
-                pass  # e.g. a delivery tag out of range: the general encoder raises what it raises
-            else:
-                self._out += (head, body, FRAME_END_BYTE)
-                return
+                # A packer costs more than one general encode: build it the second time a key is seen,
+                # so deliveries that rarely repeat a key (e.g. a topic with unique routing keys) do not pay.
+                seen = self._deliver_seen
+                if key in seen:
+                    packers = self._deliver_packers
+                    if len(packers) >= _DELIVER_PACKERS_MAX:
+                        packers.clear()
+                    packer = packers[key] = codec.deliver_packer(channel, consumer_tag, exchange, routing_key,
+                                                                 lp)
+                else:
+                    if len(seen) >= _DELIVER_PACKERS_MAX:
+                        seen.clear()
+                    seen.add(key)
+            if packer is not None:
+                pack, prefix, mid = packer
+                try:
+                    head = pack(prefix, delivery_tag, redelivered, mid, 12 + lp, 60, 0, size, properties,
+                                FRAME_END, 3, channel, size)
+                except struct.error:
+                    pass  # e.g. a delivery tag out of range: the general encoder raises what it raises
+                else:
+                    self._out += (head, body, FRAME_END_BYTE)
+                    return
         out = self._out
         out.append(codec.encode_deliver_method(channel, consumer_tag, delivery_tag, redelivered, exchange,
                                                routing_key))
