@@ -1,0 +1,184 @@
+"""``mailslot queues``: a table of a running broker's queues (depth, rates, forecasts), read from its
+HTTP API (``GET /api/queues``, docs/http.md); ``--watch`` redraws it every second.
+
+Rules of this module: a broker that cannot be reached ends the command with one ``error: ...`` line
+on stderr and exit code 1 (in ``--watch`` mode the error is shown in place of the table and the
+command keeps trying); Ctrl-C ends ``--watch`` with exit code 0.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+DEFAULT_HTTP_URL = "http://localhost:15672"  # mailslot serve's default --http-port (RabbitMQ management's)
+REQUEST_TIMEOUT = 5.0  # seconds: the API answers from memory, so a slow answer means trouble
+WATCH_INTERVAL = 1.0  # seconds, the broker's sampling interval: faster shows nothing new
+
+
+class FetchError(Exception):
+    pass
+
+
+def fetch_json(base_url: str, path: str) -> Any:
+    url = base_url.rstrip("/") + path
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        raise FetchError(f"not an HTTP URL: {base_url!r} (expected e.g. {DEFAULT_HTTP_URL})")
+    try:
+        with urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT) as response:  # the scheme was checked above
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        raise FetchError(f"{url} answered {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        reason = (
+            exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
+        )
+        raise FetchError(f"cannot reach the HTTP API at {base_url}: {reason}") from None
+    except (OSError, ValueError) as exc:  # timeouts, resets, a body that is not JSON
+        raise FetchError(f"cannot read {url}: {exc}") from None
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 1:
+        return "<1s" if seconds > 0 else "0s"
+    whole = int(seconds)
+    for unit, size, sub_unit, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if whole >= size:
+            rest = (whole % size) // sub_size
+            return f"{whole // size}{unit} {rest}{sub_unit}" if rest else f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def format_rate(rate: float | None) -> str:
+    if not rate:
+        return "0"
+    return f"{rate:,.1f}" if rate < 100 else f"{rate:,.0f}"
+
+
+def format_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f}{unit}" if unit == "B" or value >= 10 else f"{value:.1f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _limit_text(arguments: dict[str, Any]) -> str:
+    """x-max-length as a count, x-max-length-bytes as a size: ``5,000``, ``64MiB``, ``5,000/64MiB``."""
+    parts = []
+    max_length, max_bytes = arguments.get("x-max-length"), arguments.get("x-max-length-bytes")
+    if isinstance(max_length, int) and not isinstance(max_length, bool):
+        parts.append(f"{max_length:,}")
+    if isinstance(max_bytes, int) and not isinstance(max_bytes, bool):
+        parts.append(format_bytes(max_bytes))
+    return "/".join(parts)
+
+
+def render_table(queues: list[dict[str, Any]], source: str) -> RenderableType:
+    from rich import box
+    from rich.table import Table
+
+    show_vhost = len({q.get("vhost") for q in queues}) > 1
+    table = Table(
+        title=f"queues at {source}",
+        title_justify="left",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    if show_vhost:
+        table.add_column("vhost", overflow="fold")
+    table.add_column("queue", overflow="fold", min_width=14)
+    # Short headings: the table must fit 80 columns (the caption explains them).
+    for heading in ("ready", "unacked", "cons", "in/s", "out/s", "drain", "full", "limit"):
+        table.add_column(heading, justify="right", no_wrap=True)
+    total = 0
+    for q in queues:
+        ready = int(q.get("messages_ready") or 0)
+        total += int(q.get("messages") or 0)
+        limit = _limit_text(q.get("arguments") or {})
+        drain = "empty" if ready == 0 else format_duration(q.get("drain_seconds"))
+        full = format_duration(q.get("full_seconds")) if limit else "-"
+        if full == "0s":
+            full = "[bold red]full[/]"
+        row = [
+            str(q.get("name", "")),
+            f"{ready:,}",
+            f"{int(q.get('messages_unacknowledged') or 0):,}",
+            str(q.get("consumers", 0)),
+            format_rate(q.get("publish_rate")),
+            format_rate(q.get("deliver_rate")),
+            drain,
+            full,
+            limit or "-",
+        ]
+        table.add_row(*([str(q.get("vhost", ""))] if show_vhost else []), *row)
+    table.caption = (
+        f"{len(queues)} queue{'s' if len(queues) != 1 else ''}, {total:,} messages. "
+        "in/s, out/s: published, delivered per second (last 5 s); drain: time to empty, "
+        "full: time to reach the limit, at these rates"
+    )
+    return table
+
+
+def _load(http_url: str, vhost: str | None) -> list[dict[str, Any]]:
+    path = "/api/queues" if vhost is None else "/api/queues/" + urllib.parse.quote(vhost, safe="")
+    data = fetch_json(http_url, path)
+    if not isinstance(data, list):
+        raise FetchError(f"{http_url}{path} did not answer a list of queues")
+    return data
+
+
+def queues(
+    http_url: Annotated[
+        str, typer.Option("--http-url", envvar="MAILSLOT_HTTP_URL", help="The broker's HTTP API.")
+    ] = DEFAULT_HTTP_URL,
+    vhost: Annotated[str | None, typer.Option(help="Only this virtual host's queues.")] = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw every second until Ctrl-C.")] = False,
+) -> None:
+    """Show each queue's depth, publish/deliver rates, time to drain and time until full."""
+    from rich.console import Console
+
+    console = Console()
+    if not watch:
+        try:
+            console.print(render_table(_load(http_url, vhost), http_url))
+        except FetchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        return
+    raise typer.Exit(_watch(console, http_url, vhost))
+
+
+def _watch(console: Any, http_url: str, vhost: str | None) -> int:
+    from rich.live import Live
+    from rich.text import Text
+
+    def frame() -> RenderableType:
+        try:
+            return render_table(_load(http_url, vhost), http_url)
+        except FetchError as exc:
+            return Text(f"error: {exc} (retrying)", style="red")
+
+    try:
+        with Live(frame(), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(WATCH_INTERVAL)
+                live.update(frame(), refresh=True)
+    except KeyboardInterrupt:
+        return 0

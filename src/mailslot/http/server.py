@@ -1,0 +1,131 @@
+"""asyncio glue for the management API: an aiohttp server on the broker's own event loop, and the
+timer that feeds the stats sampler.
+
+Handlers only read: they build JSON from the core and the sampler between two loop turns, so they
+need no locks and never see a batch half-applied. The sampler timer runs every
+:data:`~mailslot.core.stats.SAMPLE_INTERVAL` seconds (O(queues), nothing per message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from aiohttp import web
+
+from ..core.broker import Broker
+from ..core.stats import SAMPLE_INTERVAL, StatsSampler
+from .api import all_queues, overview_document, queue_document, queues_document
+
+log = logging.getLogger("mailslot.http")
+
+# Seconds a stopping server waits for requests in flight; they are all tiny reads.
+SHUTDOWN_TIMEOUT = 1.0
+
+
+def process_rss() -> int | None:
+    """Resident memory of this process in bytes (psutil), or None where it cannot be read."""
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # noqa: BLE001 -- a missing reading must not stop the stats timer
+        return None
+
+
+def _product_version() -> str:
+    try:
+        return version("mailslot")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def _not_found() -> web.Response:
+    # RabbitMQ's management API answers unknown objects with this body.
+    return web.json_response({"error": "Object Not Found", "reason": "Not Found"}, status=404)
+
+
+class HTTPServer:
+    """``port = await start(host, port)`` (port 0 = ephemeral); ``await stop()``."""
+
+    def __init__(
+        self,
+        core: Broker,
+        *,
+        rss: Callable[[], int | None] = process_rss,
+        interval: float = SAMPLE_INTERVAL,
+    ) -> None:
+        self.core = core
+        self.sampler = StatsSampler()
+        self._rss = rss
+        self._interval = interval
+        self._version = _product_version()
+        self._runner: web.AppRunner | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.port = 0
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/overview", self._overview)
+        app.router.add_get("/api/queues", self._queues)
+        app.router.add_get("/api/queues/{vhost}", self._queues)
+        app.router.add_get("/api/queues/{vhost}/{name}", self._queue)
+        return app
+
+    async def start(self, host: str, port: int) -> int:
+        """Bind and serve; raises OSError (EADDRINUSE when taken) with nothing left running."""
+        runner = web.AppRunner(
+            self._app(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        addresses: list[Any] = list(runner.addresses)
+        self.port = int(addresses[0][1]) if addresses else port
+        self._tick()  # a first sample now: rates need two
+        return self.port
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.sampler.sample(loop.time(), all_queues(self.core), self._rss())
+        except Exception:
+            log.exception("stats sampling failed")
+        self._timer = loop.call_later(self._interval, self._tick)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    # ---- handlers -------------------------------------------------------------------------------
+
+    async def _overview(self, request: web.Request) -> web.Response:
+        return web.json_response(overview_document(self.core, self.sampler, self._version))
+
+    async def _queues(self, request: web.Request) -> web.Response:
+        documents = queues_document(self.core, self.sampler)
+        vhost = request.match_info.get("vhost")
+        if vhost is not None:
+            if vhost not in self.core.vhosts:
+                return _not_found()
+            documents = [doc for doc in documents if doc["vhost"] == vhost]
+        return web.json_response(documents)
+
+    async def _queue(self, request: web.Request) -> web.Response:
+        vhost = self.core.vhosts.get(request.match_info["vhost"])
+        queue = None if vhost is None else vhost.queues.get(request.match_info["name"])
+        if queue is None:
+            return _not_found()
+        return web.json_response(queue_document(self.sampler.queue_stats(queue)))
