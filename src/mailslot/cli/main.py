@@ -162,3 +162,7 @@ def consume(
 from mailslot.cli.bench import bench as _bench
 
 app.command(name="bench")(_bench)
+
+from mailslot.cli.spike import spike as _spike  # noqa: E402
+
+app.command(name="spike")(_spike)
