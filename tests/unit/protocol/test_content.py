@@ -10,7 +10,7 @@ from pamqp import frame as pframe
 from mailslot.protocols.amqp091 import ContentReceived, MethodReceived, properties
 from mailslot.protocols.amqp091.peer import ClientPeer, method
 
-from .helpers import channel_close_of, close_of, frames, handshake
+from .helpers import channel_close_of, close_of, frames, handshake, new_server
 
 
 def _ready(**kw):
@@ -194,3 +194,25 @@ def test_server_sends_content_split_by_frame_max() -> None:
     bodies = [x[1].value for x in f[2:]]
     assert [len(b) for b in bodies] == [4088, 4088, 1824]
     assert b"".join(bodies) == payload
+
+
+def test_answer_in_order_stops_before_a_frame_this_layer_answers() -> None:
+    # queue.declare then channel.close in one read: the host must answer the declare before this layer
+    # writes close-ok, or declare-ok would follow close-ok on a closed channel (RabbitMQ answers in order).
+    from pamqp import commands
+
+    from mailslot.protocols.amqp091 import ChannelCloseReceived, MethodReceived
+    from mailslot.protocols.amqp091.peer import method
+
+    server, _client, _ = handshake(server=new_server(answer_in_order=True))
+    server.receive_data(method(1, commands.Channel.Open()), 0)
+    server.data_to_send()
+    both = method(1, commands.Queue.Declare(queue="q")) + method(1, commands.Channel.Close(200, "bye", 0, 0))
+    events = server.receive_data(both, 0)
+    assert [type(e) for e in events] == [MethodReceived] and server.more_input
+    assert server.data_to_send() == b""  # close-ok not written yet
+    server.send_method(1, commands.Queue.DeclareOk(queue="q", message_count=0, consumer_count=0))
+    events = server.receive_data(b"", 0)
+    assert [type(e) for e in events] == [ChannelCloseReceived] and not server.more_input
+    names = [type(f).__name__ for _, f in frames(server)]
+    assert names == ["DeclareOk", "CloseOk"]

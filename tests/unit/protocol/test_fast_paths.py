@@ -325,3 +325,4 @@ def test_send_deliver_accepts_buffers() -> None:
     server.send_deliver(1, "c", 2, True, "e", "r", bytearray(b"\x00\x00"), memoryview(b"body"))
     assert server.data_to_send() == (_general(1, "c", 1, True, "e", "r", b"\x00\x00", b"body", server.frame_max)
                                      + _general(1, "c", 2, True, "e", "r", b"\x00\x00", b"body", server.frame_max))
+

@@ -58,3 +58,15 @@ def test_close_ok_timeout() -> None:
     server.close_connection(320, "CONNECTION_FORCED - bye")
     assert server.next_timer() == 80.0
     assert server.handle_timer(80.0) == [ConnectionTerminated("connection.close-ok not received")]
+
+
+def test_missed_heartbeat_check_is_suspended_while_the_host_does_not_read() -> None:
+    # A publisher blocked by a resource alarm is not read, so its heartbeats cannot arrive: the
+    # silence is the broker's doing and must not close it (RabbitMQ pauses the same check).
+    server, _client, _ = handshake(client=ClientPeer(heartbeat=10), now=0.0)
+    server.suspend_receive_check()
+    assert server.handle_timer(100.0) == []
+    assert server.next_timer() is not None and server.next_timer() > 100.0  # only our own heartbeats
+    server.resume_receive_check(100.0)  # reading again: a fresh interval starts now
+    assert server.handle_timer(119.9) == []
+    assert server.handle_timer(120.0) == [ConnectionTerminated("missed heartbeats")]

@@ -19,8 +19,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from pamqp import base, commands
-from pamqp import frame as pframe
+from pamqp import base, commands, encode
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2
@@ -117,8 +116,58 @@ def decode_ack(data: bytes, p: int, end: int) -> commands.Basic.Ack:
 
 
 def encode_method(channel: int, method: base.Frame) -> bytes:
-    """A method frame, via pamqp."""
-    return pframe.marshal(method, channel)
+    """A method frame, encoded with pamqp's field encoders but without its ``validate()``: pamqp holds
+    exchange and queue names to the spec's regex, while RabbitMQ accepts any UTF-8 name up to 255
+    bytes, so a reply echoing a name the peer chose must not fail on it."""
+    payload = _METHOD_ID.pack(method.index) + _marshal_fields(method)
+    return FRAME_HEADER_STRUCT.pack(1, channel, len(payload)) + payload + b"\xce"
+
+
+def _marshal_fields(method: base.Frame) -> bytes:
+    out: list[bytes] = []
+    bits = bit_count = 0
+    in_bits = False
+    for name in method.__slots__:
+        kind = method.amqp_type(name)
+        value = getattr(method, name, 0)
+        if kind == "bit":
+            if not in_bits or bit_count == 8:
+                if in_bits:
+                    out.append(encode.octet(bits))
+                bits = bit_count = 0
+                in_bits = True
+            if value:
+                bits |= 1 << bit_count
+            bit_count += 1
+            continue
+        if in_bits:
+            out.append(encode.octet(bits))
+            in_bits = False
+        out.append(encode.by_type(value, kind))
+    if in_bits:
+        out.append(encode.octet(bits))
+    return b"".join(out)
+
+
+_DEFAULTS: dict[type, dict[str, Any]] = {}
+
+
+def unchecked(cls: type[base.Frame], **fields: Any) -> Any:
+    """An instance of a pamqp method class built without ``validate()`` (see encode_method)."""
+    defaults = _DEFAULTS.get(cls)
+    if defaults is None:
+        import inspect
+
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+        _DEFAULTS[cls] = defaults
+    method = cls.__new__(cls)
+    for name in cls.__slots__:
+        setattr(method, name, fields.get(name, defaults.get(name)))
+    return method
 
 
 def _shortstr(value: str) -> bytes:

@@ -122,7 +122,11 @@ class ServerConnection:
     """One AMQP 0-9-1 server connection. See docs/amqp091.md."""
 
     def __init__(self, *, server_properties: dict[str, Any], frame_max: int = 131072, channel_max: int = 2047,
-                 heartbeat: int = 60, max_message_size: int = 16 * 1024 * 1024, now: float = 0.0) -> None:
+                 heartbeat: int = 60, max_message_size: int = 16 * 1024 * 1024, now: float = 0.0,
+                 answer_in_order: bool = False) -> None:
+        # answer_in_order: a host that answers events (the broker's front end) sets it, so that parsing
+        # stops before a frame this layer would answer itself until the events before it are answered
+        # (see ``more_input``); replies then leave in the order their requests arrived, as RabbitMQ's.
         # Bounds: frame_max 131072 and channel_max 2047 are RabbitMQ 3.10's defaults; heartbeat 60 s too.
         # max_message_size 16 MiB is ours (RabbitMQ 3.10: 128 MiB): bodies are buffered in memory.
         self.server_properties = server_properties
@@ -149,6 +153,9 @@ class ServerConnection:
         self._hb_send_at: float | None = None
         self._handshake_deadline: float | None = now + HANDSHAKE_TIMEOUT
         self._closing_deadline: float | None = None
+        self._receive_check_suspended = False
+        self._in_order = answer_in_order
+        self._more = False
         self._opened = False
         self._deliver_packers: dict[tuple[int, str, str, str, int], tuple[Any, bytes, bytes]] = {}
         self._deliver_seen: set[tuple[int, str, str, str, int]] = set()
@@ -173,6 +180,7 @@ class ServerConnection:
         """Parse everything in ``data`` (plus any kept tail); return the events, in order."""
         events: list[Event] = []
         self._now = now
+        self._more = False
         if self._state == _TERMINATED:
             return events
         if data:
@@ -229,6 +237,9 @@ class ServerConnection:
             ftype, ch, size = unpack(data, off)
             # rabbit_reader: PayloadSize > FrameMax - ?EMPTY_FRAME_SIZE + ?FRAME_SIZE_FUDGE, i.e. > FrameMax.
             if limit and size > limit:
+                if events and self._in_order:  # answer what came before it first (see ``more_input``)
+                    self._more = True
+                    break
                 self._fatal_frame_error(events, ftype, ch, b"",
                                         f"{{frame_too_large,{size},{limit - codec.FRAME_OVERHEAD}}}")
                 return
@@ -237,6 +248,9 @@ class ServerConnection:
             if end >= n:
                 break
             if data[end] != 0xCE:  # FRAME_END
+                if events and self._in_order:
+                    self._more = True
+                    break
                 self._fatal_frame_error(events, ftype, ch, data[p:end],
                                         f"{{invalid_frame_end_marker,{data[end]}}}")
                 return
@@ -352,6 +366,12 @@ class ServerConnection:
                             chan.remaining = body_size
                         continue
             # ---- everything else ---------------------------------------------------------------
+            if events and self._in_order:
+                # This frame may make us write (close-ok, an error): the front end must answer the
+                # events before it first, so replies leave in the order their requests arrived.
+                off = p - 7
+                self._more = True
+                break
             try:
                 self._frame(events, ftype, ch, data, p, end)
             except _Halt:
@@ -809,12 +829,27 @@ class ServerConnection:
         self._queue_method(0, commands.Connection.Unblocked())
 
     # ------------------------------------------------------------------ timers
+    @property
+    def more_input(self) -> bool:
+        """Parsing stopped early, before a frame that may make this layer write, so that the host can
+        answer the events returned first: call ``receive_data(b"", now)`` again after handling them."""
+        return self._more
+
+    def suspend_receive_check(self) -> None:
+        """The host stopped reading this peer on purpose (a resource alarm blocked it): its heartbeats
+        wait unread in the socket, so silence is not its fault. RabbitMQ pauses the same check."""
+        self._receive_check_suspended = True
+
+    def resume_receive_check(self, now: float) -> None:
+        self._receive_check_suspended = False
+        self._last_recv = max(self._last_recv, now)
+
     def next_timer(self) -> float | None:
         """Absolute time of the next deadline, or None."""
         if self._state == _TERMINATED:
             return None
         deadlines = [t for t in (self._handshake_deadline, self._closing_deadline, self._hb_send_at) if t is not None]
-        if self.heartbeat and self._hb_send_at is not None:
+        if self.heartbeat and self._hb_send_at is not None and not self._receive_check_suspended:
             deadlines.append(self._last_recv + 2 * self.heartbeat)
         return min(deadlines) if deadlines else None
 
@@ -833,7 +868,7 @@ class ServerConnection:
             return events
         hb = self.heartbeat
         if hb and self._hb_send_at is not None:
-            if now >= self._last_recv + 2 * hb:
+            if now >= self._last_recv + 2 * hb and not self._receive_check_suspended:
                 # rabbit_heartbeat receiver: the socket is closed, nothing is sent.
                 self._terminate(events, "missed heartbeats")
                 return events
