@@ -32,7 +32,7 @@ class MailslotProcess:
         # serve runs on uvloop when it is installed (mailslot.cli.serve._loop_factory).
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mailslot", "serve", "--host", "127.0.0.1", "--port", "0",
-             "--store", self.store, "--data-dir", str(self.data_dir), "--heartbeat", "0",
+             "--store", self.store, "--data-dir", str(self.data_dir), "--heartbeat", "0", "--http-port", "0",
              "--log-level", "info"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

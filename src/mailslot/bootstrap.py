@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.alarms import DEFAULT_DISK_FREE_LIMIT, DEFAULT_MEMORY_HIGH_WATERMARK, Limits, ResourceMonitor
 from .core.broker import Broker as CoreBroker
-from .frontends.amqp091 import AMQPConnection
-from .protocols.amqp091 import properties
+from .frontends.amqp091 import AMQPConnection, AMQPPropertiesCodec
+from .http.server import HTTPServer
 from .storage.api import MessageLog, MetadataStore
 from .storage.memory import MemoryMessageLog, MemoryMetadataStore
 from .storage.segments import open_segment_store
 from .storage.sqlite import open_sqlite_store
 from .transport.amqp_listener import AMQPListener, is_address_in_use
+from .transport.resources import ResourceAlarms, system_reader, total_memory
 
 log = logging.getLogger("mailslot")
 
@@ -32,6 +35,7 @@ class PortInUseError(OSError):
 class BrokerConfig:
     host: str = "0.0.0.0"  # RabbitMQ listens on every interface by default
     amqp_port: int = 5672  # IANA port for AMQP; 0 = ephemeral (tests)
+    http_port: int = 15672  # RabbitMQ management's port (read-only stats API, docs/http.md); 0 = ephemeral
     store: str = "segments"  # "segments" (embedded default), "sqlite" (embedded, one file) or "memory"
     data_dir: Path = field(default_factory=lambda: Path("mailslot-data"))
     heartbeat: int = 60  # seconds, RabbitMQ's default
@@ -41,6 +45,12 @@ class BrokerConfig:
     users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
     loopback_users: frozenset[str] = frozenset({"guest"})  # as RabbitMQ's loopback_users
     vhosts: frozenset[str] = frozenset({"/"})
+    # Resource alarms (docs/backpressure.md), RabbitMQ's defaults: memory above 0.4 of RAM (or a size,
+    # "512MB"), free disk below 50MB (or relative to RAM, "mem_relative:1.0" / "1.0x").
+    memory_high_watermark: str | float = DEFAULT_MEMORY_HIGH_WATERMARK
+    disk_free_limit: str | int = DEFAULT_DISK_FREE_LIMIT
+    resource_check_interval: float = 1.0  # seconds between readings
+    resource_reader: Callable[[], tuple[int, int]] | None = None  # (rss, free disk) for tests; None: real
 
 
 class Broker:
@@ -50,13 +60,17 @@ class Broker:
         self.config = config
         self._core: CoreBroker | None = None
         self._listener: AMQPListener | None = None
+        self._alarms: ResourceAlarms | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._port = 0
+        self._http: HTTPServer | None = None
 
     async def start(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
+        limits = self._limits(config.memory_high_watermark, config.disk_free_limit)  # LimitError: before binding
         message_log, metadata = self._open_store()
-        core = CoreBroker(message_log, metadata, properties.headers, vhosts=config.vhosts)
+        core = CoreBroker(message_log, metadata, AMQPPropertiesCodec(), vhosts=config.vhosts)
         core.recover()
 
         def make_connection(peer_host: str, outbox: set[AMQPConnection]) -> AMQPConnection:
@@ -81,9 +95,24 @@ class Broker:
             if is_address_in_use(error):
                 raise PortInUseError(config.host, config.amqp_port, "--port") from None
             raise
-        self._core, self._listener = core, listener
+        http = HTTPServer(core)
+        try:
+            await http.start(config.host, config.http_port)
+        except OSError as error:
+            await listener.stop()
+            core.close()
+            if is_address_in_use(error):
+                raise PortInUseError(config.host, config.http_port, "--http-port") from None
+            raise
+        self._core, self._listener, self._http = core, listener, http
         log.info("AMQP listening on %s:%d", config.host, self._port)
+        log.info("HTTP API on %s", self.http_url)
         log.info("storing messages %s", self.storage_description)
+        read = config.resource_reader or system_reader(Path(config.data_dir))
+        monitor = ResourceMonitor(read, limits)
+        self._alarms = ResourceAlarms(loop, listener, monitor, config.resource_check_interval)
+        self._alarms.start()
+        self._loop = loop
 
     def _open_store(self) -> tuple[MessageLog, MetadataStore]:
         if self.config.store == "memory":
@@ -96,6 +125,12 @@ class Broker:
 
     async def stop(self) -> None:
         """Close every connection with 320 CONNECTION_FORCED, then flush and close the store."""
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
+        if self._alarms is not None:
+            self._alarms.stop()
+            self._alarms = None
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
@@ -103,6 +138,33 @@ class Broker:
             self._core.close()
             self._core = None
         log.info("broker stopped")
+
+    @staticmethod
+    def _limits(memory_high_watermark: str | float, disk_free_limit: str | int) -> Limits:
+        return Limits.parse(memory_high_watermark, disk_free_limit, total_memory())
+
+    def set_resource_limits(
+        self, memory_high_watermark: str | float | None = None, disk_free_limit: str | int | None = None
+    ) -> None:
+        """Change the limits of a running broker, checked at once (like ``rabbitmqctl
+        set_vm_memory_high_watermark`` / ``set_disk_free_limit``). Safe to call from any thread."""
+        config = self.config
+        memory = config.memory_high_watermark if memory_high_watermark is None else memory_high_watermark
+        disk = config.disk_free_limit if disk_free_limit is None else disk_free_limit
+        limits = self._limits(memory, disk)  # raises LimitError, leaving the limits as they were
+        config.memory_high_watermark, config.disk_free_limit = memory, disk
+        alarms, loop = self._alarms, self._loop
+        if alarms is None or loop is None:
+            return  # not started: start() reads the config
+        if _running_loop() is loop:
+            alarms.set_limits(limits)
+        else:
+            loop.call_soon_threadsafe(alarms.set_limits, limits)
+
+    @property
+    def alarms(self) -> frozenset[str]:
+        """Resource alarms in effect: a subset of {"memory", "disk"}."""
+        return self._alarms.active if self._alarms is not None else frozenset()
 
     @property
     def core(self) -> CoreBroker:
@@ -118,9 +180,30 @@ class Broker:
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
 
     @property
+    def http_port(self) -> int:
+        return self._http.port if self._http is not None else 0
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP API; a wildcard bind address is reached through loopback."""
+        host = self.config.host
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}"
+
+    @property
     def storage_description(self) -> str:
         """Where messages are stored, for the start-up log line."""
         if self.config.store == "memory":
             return "in memory (nothing survives a restart)"
         kind = "SQLite, WAL mode" if self.config.store == "sqlite" else "segment log + SQLite metadata"
         return f"in {Path(self.config.data_dir).resolve()} ({kind})"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

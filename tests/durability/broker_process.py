@@ -25,7 +25,7 @@ class BrokerProcess:
         """Start ``mailslot serve`` and return the port it reports (reusing the same port on restarts)."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mailslot", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--store", self.store],
+             "--data-dir", str(self.data_dir), "--store", self.store, "--http-port", "0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -49,14 +49,9 @@ _probe_ids = itertools.count(1)
 #: reported and kept as FAILING tests in test_regressions.py. The fuzz oracle tolerates them so the fuzz
 #: suites stay a signal for NEW bugs (remove an entry once its bug is fixed); FUZZ_STRICT=1
 #: (scripts/fuzz --strict) makes them fail like any other internal error.
-KNOWN_BUGS = {
-    # bug 1: a malformed content-header property block reaches properties.delivery_mode() / headers() /
-    # decode_properties() (ValueError, UnicodeDecodeError, pamqp errors) -> 541 instead of a protocol error
-    "protocols/amqp091/properties.py": "publish with a malformed property block",
-    # bug 3: replies built with pamqp's validating constructors (Queue.DeclareOk, Basic.Return, Basic.GetOk)
-    # refuse names outside [a-zA-Z0-9-_.:@#,/+ ] that RabbitMQ (and our core) accept -> 541
-    "Invalid value for": "reply to a name pamqp's validator refuses",
-}
+# Internal errors the fuzz properties tolerate while a bug is open (signature -> what it is). Empty: the
+# malformed-properties and pamqp-name-validation 541s are fixed (tests/fuzz/test_regressions.py).
+KNOWN_BUGS: dict[str, str] = {}
 IGNORE_KNOWN = os.environ.get("FUZZ_STRICT") != "1"
 
 

@@ -204,7 +204,6 @@ def test_html_chart_is_self_contained(tmp_path: Path) -> None:
 
 
 def test_png_chart(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     from mailslot.bench.spike_chart import write_png
 
     png = write_png(fake_result(), tmp_path / "x.png")

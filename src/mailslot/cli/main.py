@@ -55,10 +55,33 @@ def _main(
     """mailslot: a durable message broker that speaks AMQP 0-9-1 like RabbitMQ."""
 
 
+def _check_memory_watermark(value: str) -> str:
+    from mailslot.core.alarms import LimitError, memory_limit
+
+    try:
+        memory_limit(value, 1)
+    except LimitError as error:
+        raise typer.BadParameter(str(error)) from None
+    return value
+
+
+def _check_disk_free_limit(value: str) -> str:
+    from mailslot.core.alarms import LimitError, disk_free_limit
+
+    try:
+        disk_free_limit(value, 1)
+    except LimitError as error:
+        raise typer.BadParameter(str(error)) from None
+    return value
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
     port: Annotated[int, typer.Option(help="AMQP port (0 picks a free one).", min=0, max=65535)] = 5672,
+    http_port: Annotated[
+        int, typer.Option(help="HTTP stats API port (0 picks a free one).", min=0, max=65535)
+    ] = 15672,
     data_dir: Annotated[
         Path, typer.Option(help="Where the durable store keeps its files.", file_okay=False)
     ] = Path("mailslot-data"),
@@ -72,6 +95,22 @@ def serve(
     heartbeat: Annotated[
         int, typer.Option(help="Heartbeat interval offered to clients, seconds (0 = off).", min=0)
     ] = 60,
+    memory_high_watermark: Annotated[
+        str,
+        typer.Option(
+            help="Block publishers while the broker's memory (RSS) is above this: a fraction of RAM (0.4) "
+            "or a size (512MB, 2GiB). RabbitMQ's vm_memory_high_watermark.",
+            callback=_check_memory_watermark,
+        ),
+    ] = "0.4",
+    disk_free_limit: Annotated[
+        str,
+        typer.Option(
+            help="Block publishers while free disk under --data-dir is below this: a size (50MB, 1GB) or "
+            "a multiple of RAM (mem_relative:1.0 or 1.0x). RabbitMQ's disk_free_limit.",
+            callback=_check_disk_free_limit,
+        ),
+    ] = "50MB",
     log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.info,
 ) -> None:
     """Run the broker until Ctrl-C or SIGTERM."""
@@ -79,7 +118,14 @@ def serve(
     from mailslot.cli.serve import run_serve
 
     config = BrokerConfig(
-        host=host, amqp_port=port, store=store.value, data_dir=data_dir, heartbeat=heartbeat
+        host=host,
+        amqp_port=port,
+        http_port=http_port,
+        store=store.value,
+        data_dir=data_dir,
+        heartbeat=heartbeat,
+        memory_high_watermark=memory_high_watermark,
+        disk_free_limit=disk_free_limit,
     )
     raise typer.Exit(run_serve(config, log_level=log_level.value))
 
@@ -163,6 +209,10 @@ from mailslot.cli.bench import bench as _bench
 
 app.command(name="bench")(_bench)
 
-from mailslot.cli.spike import spike as _spike  # noqa: E402
+from mailslot.cli.queues import queues as _queues
+
+app.command(name="queues")(_queues)
+
+from mailslot.cli.spike import spike as _spike
 
 app.command(name="spike")(_spike)

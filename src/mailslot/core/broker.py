@@ -15,10 +15,12 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from ..storage.api import MessageLog, MetadataStore
+from .deadletter import PropertiesCodec
 from .message import HeadersReader, Message
 from .queue import Queue
 from .session import DeliverySink, Gate, Session
@@ -67,13 +69,20 @@ class Broker:
         self,
         message_log: MessageLog,
         metadata: MetadataStore,
-        read_headers: HeadersReader,
+        codec: PropertiesCodec | HeadersReader,
         vhosts: Iterable[str] = ("/",),
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``codec`` reads and rewrites encoded message properties for the core (the front end's
+        format); a bare headers reader is enough when nothing is dead-lettered (tests)."""
         self.log = message_log
         self.metadata = metadata
-        self.read_headers = read_headers
-        self.vhosts = {name: VirtualHost(name, message_log, metadata, read_headers) for name in vhosts}
+        codec = codec if hasattr(codec, "with_headers") else _HeadersOnly(codec)  # type: ignore[arg-type]
+        self.codec = cast(PropertiesCodec, codec)
+        self.read_headers = self.codec.headers
+        self.vhosts = {
+            name: VirtualHost(name, message_log, metadata, self.codec, self.mark_dirty, clock) for name in vhosts
+        }
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
         self._reply_sessions: dict[str, Session] = {}
@@ -235,3 +244,16 @@ class Broker:
         self.flush()
         self.log.close()
         self.metadata.close()
+
+
+class _HeadersOnly:
+    """A PropertiesCodec from a bare headers reader: dead-lettered copies keep their properties."""
+
+    def __init__(self, read_headers: HeadersReader) -> None:
+        self.headers = read_headers
+
+    def expiration(self, raw: bytes) -> str | None:
+        return None
+
+    def with_headers(self, raw: bytes, headers: dict[str, Any]) -> bytes:
+        return raw

@@ -22,6 +22,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..storage.api import MessageLog, StoredMessage
+from .arguments import QueuePolicy
 from .message import Entry, HeadersReader, Message
 
 if TYPE_CHECKING:
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
 WINDOW_MESSAGES = 50_000
 WINDOW_BYTES = 32 * 1024 * 1024
 PAGE_IN_BATCH = 2_000
+
+# What enqueue did with a message.
+ACCEPTED = 1
+REJECTED = 2  # over x-max-length / x-max-length-bytes with x-overflow reject-publish(-dlx)
 # Deliveries handed to a single consumer per call; the output gate is checked between batches.
 DELIVERY_BATCH = 256
 
@@ -62,6 +67,9 @@ class Queue:
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments = arguments
+        self.policy = QueuePolicy.from_arguments(arguments)
+        self.ready_bytes = 0  # body bytes of ready messages (x-max-length-bytes); 0 after a restart
+        self.dropped: list[Entry] = []  # drop-head victims, for the vhost to dead-letter
         self.log = log
         self._read_headers = read_headers
         self._ready: deque[Entry] = deque()
@@ -69,6 +77,7 @@ class Queue:
         self._window_bytes = 0
         self._overflow: deque[Entry] = deque()
         self.paged = 0  # messages in the log beyond the memory window
+        self._restored_upto = 0
         self._loaded_upto = 0  # highest seq read back from (or kept out of) the log
         self.next_seq = 1
         self.consumers: list[Consumer] = []
@@ -93,8 +102,12 @@ class Queue:
 
     # ---- enqueue --------------------------------------------------------------------------------
 
-    def enqueue(self, message: Message) -> bool:
-        """Append one message; returns True when it staged a durable write (confirm waits for commit)."""
+    def enqueue(self, message: Message) -> int:
+        """Append one message (ACCEPTED), or refuse it (REJECTED) when full with a reject-publish
+        overflow. With drop-head, the oldest messages over the limit go to ``dropped``."""
+        policy = self.policy
+        if policy.bounded and policy.overflow != "drop-head" and self._full():
+            return REJECTED
         seq = self.next_seq
         self.next_seq = seq + 1
         self.stats_published += 1
@@ -107,7 +120,26 @@ class Queue:
         else:
             self._ready.append(entry)
             self._window_bytes += len(message.body)
-        return durable_write
+        self.ready_bytes += len(message.body)
+        if policy.bounded and policy.overflow == "drop-head":
+            self._drop_head()
+        return ACCEPTED
+
+    def _full(self) -> bool:
+        policy = self.policy
+        return (policy.max_length is not None and self.message_count >= policy.max_length) or (
+            policy.max_length_bytes is not None and self.ready_bytes >= policy.max_length_bytes
+        )
+
+    def _drop_head(self) -> None:
+        policy = self.policy
+        while (policy.max_length is not None and self.message_count > policy.max_length) or (
+            policy.max_length_bytes is not None and self.ready_bytes > policy.max_length_bytes
+        ):
+            entry = self.pop_ready()
+            if entry is None:
+                break
+            self.dropped.append(entry)
 
     def update_congestion(self) -> None:
         self.congested = bool(self._overflow or self.paged) and any(c.wants_more() for c in self.consumers)
@@ -146,7 +178,9 @@ class Queue:
         requeued = self._requeued
         ready = self._ready
         if requeued and (not ready or requeued[0].seq < ready[0].seq):
-            return heapq.heappop(requeued)
+            entry = heapq.heappop(requeued)
+            self.ready_bytes -= len(entry.message.body)
+            return entry
         if not ready:
             if self.paged:
                 self._page_in()
@@ -154,7 +188,9 @@ class Queue:
                 self._refill_from_overflow()
         if ready:
             entry = ready.popleft()
-            self._window_bytes -= len(entry.message.body)
+            size = len(entry.message.body)
+            self._window_bytes -= size
+            self.ready_bytes -= size
             return entry
         return None
 
@@ -177,6 +213,7 @@ class Queue:
                 size += len(entry.message.body)
                 out.append(entry)
             self._window_bytes -= size
+            self.ready_bytes -= size
         return out
 
     def _refill_from_overflow(self) -> None:
@@ -192,6 +229,7 @@ class Queue:
         for entry in entries:
             entry.redelivered = True
             heapq.heappush(self._requeued, entry)
+            self.ready_bytes += len(entry.message.body)
             if entry.stored:
                 stored.append(entry.seq)
         if stored:
@@ -208,6 +246,7 @@ class Queue:
         self._ready.clear()
         self._requeued.clear()
         self._window_bytes = 0
+        self.ready_bytes = 0
         self._overflow.clear()
         self.paged = 0
         self._loaded_upto = self.next_seq - 1
@@ -227,6 +266,8 @@ class Queue:
             # Transient rows were paged only for memory; they are dropped from the log once in memory.
             self._ready.append(Entry(row.seq, message, row.redelivered, row.persistent))
             self._window_bytes += len(row.body)
+            if row.seq <= self._restored_upto:
+                self.ready_bytes += len(row.body)
         if rows:
             self._loaded_upto = rows[-1].seq
             transient = [row.seq for row in rows if not row.persistent]
@@ -252,6 +293,7 @@ class Queue:
         """After a restart: the log holds ``count`` messages up to ``max_seq``."""
         self.paged = count
         self._loaded_upto = 0
+        self._restored_upto = max_seq  # their body bytes are counted as they are read back
         self.next_seq = max_seq + 1
 
     # ---- consumers ------------------------------------------------------------------------------

@@ -19,6 +19,11 @@ from .vhost import VirtualHost
 if TYPE_CHECKING:
     from .broker import Broker
 
+# Session.publish outcomes.
+UNROUTED = 0
+ROUTED = 1
+REJECTED = 2  # routed, but a full queue refused it (x-overflow reject-publish): nack the publisher
+
 REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_TO_PREFIX = REPLY_TO + "."
 
@@ -125,37 +130,36 @@ class Session:
 
     # ---- publishing -----------------------------------------------------------------------------
 
-    def publish(self, exchange_name: str, routing_key: str, message: Message, mandatory: bool) -> bool:
-        """Route and enqueue; returns whether any queue took it. Inside a transaction: buffered."""
+    def publish(self, exchange_name: str, routing_key: str, message: Message, mandatory: bool) -> int:
+        """Route and enqueue: UNROUTED, ROUTED or REJECTED. Inside a transaction: buffered (ROUTED)."""
+        vhost = self.vhost
         if not exchange_name and self.tx is None:  # the default exchange: the hot path, one lookup
-            queue = self.vhost.queues.get(routing_key)
+            queue = vhost.queues.get(routing_key)
             if queue is not None:
-                queue.enqueue(message)
-                self.broker.mark_dirty(queue)
                 if queue.congested:
                     self.gate.throttled = True
-                return True
+                return ROUTED if vhost.enqueue(queue, message) else REJECTED
             if routing_key.startswith(REPLY_TO_PREFIX):
-                return self.broker.deliver_reply(routing_key[len(REPLY_TO_PREFIX) :], message)
-            return False
-        exchange = self.vhost.exchanges.get(exchange_name)
+                return ROUTED if self.broker.deliver_reply(routing_key[len(REPLY_TO_PREFIX) :], message) else UNROUTED
+            return UNROUTED
+        exchange = vhost.exchanges.get(exchange_name)
         if exchange is None:
             raise NotFound(f"no exchange '{exchange_name}' in vhost '{self.vhost.name}'")
         if exchange.internal:
             raise AccessRefused(f"cannot publish to internal exchange '{exchange_name}' in vhost '{self.vhost.name}'")
         if self.tx is not None:
             self.tx.publishes.append((exchange_name, routing_key, message, mandatory))
-            return True
-        if not exchange_name and routing_key.startswith(REPLY_TO_PREFIX):
-            return self.broker.deliver_reply(routing_key[len(REPLY_TO_PREFIX) :], message)
-        queues = self.vhost.route(exchange, routing_key, message)
-        broker = self.broker
+            return ROUTED
+        queues = vhost.route(exchange, routing_key, message)
+        if not queues:
+            return UNROUTED
+        outcome = ROUTED
         for queue in queues:
-            queue.enqueue(message)
-            broker.mark_dirty(queue)
             if queue.congested:
                 self.gate.throttled = True
-        return bool(queues)
+            if not vhost.enqueue(queue, message):
+                outcome = REJECTED
+        return outcome
 
     # ---- consuming ------------------------------------------------------------------------------
 
@@ -314,9 +318,9 @@ class Session:
         if self.tx is not None:
             self.tx.settles.extend((tag, item, requeue, is_ack) for tag, item in taken)
             return
-        self._apply_settles([item for _, item in taken], requeue)
+        self._apply_settles([item for _, item in taken], requeue, rejected=not is_ack)
 
-    def _apply_settles(self, items: list[Unacked], requeue: bool) -> None:
+    def _apply_settles(self, items: list[Unacked], requeue: bool, rejected: bool = False) -> None:
         by_queue: dict[Queue, list[Entry]] = {}
         for queue, entry, consumer in items:
             by_queue.setdefault(queue, []).append(entry)
@@ -328,8 +332,9 @@ class Session:
         for queue, entries in by_queue.items():
             if requeue and not queue.deleted:
                 queue.requeue(entries)
+            elif rejected and not queue.deleted:
+                self.vhost.dead_letter(queue, entries, "rejected")  # or dropped, without a DLX
             else:
-                # Rejected without requeue: dropped (dead-lettering is a later feature).
                 queue.settle(entries)
             mark_dirty(queue)
 
@@ -383,10 +388,12 @@ class Session:
         unroutable = []
         try:
             for exchange, routing_key, message, mandatory in tx.publishes:
-                if not self.publish(exchange, routing_key, message, mandatory) and mandatory:
+                if self.publish(exchange, routing_key, message, mandatory) == UNROUTED and mandatory:
                     unroutable.append((exchange, routing_key, message))
-            for requeue in (False, True):
-                self._apply_settles([item for _, item, rq, _ in tx.settles if rq is requeue], requeue)
+            for requeue, is_ack in ((False, True), (False, False), (True, False)):
+                items = [item for _, item, rq, ack in tx.settles if rq is requeue and ack is is_ack]
+                if items:
+                    self._apply_settles(items, requeue, rejected=not is_ack)
         finally:
             self.tx = Transaction()
         return unroutable

@@ -11,14 +11,16 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
+from .arguments import validate_queue_arguments
+from .deadletter import PropertiesCodec, death_headers, died_in
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
 from .message import HeadersReader, Message
-from .queue import Queue
+from .queue import REJECTED, Queue
 
 PREDECLARED = {
     "amq.direct": "direct",
@@ -51,11 +53,22 @@ def _flag(value: bool) -> str:
 
 
 class VirtualHost:
-    def __init__(self, name: str, log: MessageLog, metadata: MetadataStore, read_headers: HeadersReader) -> None:
+    def __init__(
+        self,
+        name: str,
+        log: MessageLog,
+        metadata: MetadataStore,
+        codec: PropertiesCodec,
+        mark_dirty: Callable[[Queue], None],
+        clock: Callable[[], float],
+    ) -> None:
         self.name = name
         self.log = log
         self.metadata = metadata
-        self.read_headers = read_headers
+        self.codec = codec
+        self.read_headers: HeadersReader = codec.headers
+        self.mark_dirty = mark_dirty
+        self.clock = clock
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.default_exchange = make_exchange("direct", "")
@@ -212,6 +225,7 @@ class VirtualHost:
             name = "amq.gen-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
         elif name.startswith("amq."):
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        validate_queue_arguments(name, self.name, arguments)
         existing = self.queues.get(name)
         if existing is not None:
             self.check_access(existing, owner)
@@ -299,6 +313,60 @@ class VirtualHost:
                 visited.add(name)
                 pending.append((target.route(routing_key, message), depth + 1))
         return found
+
+    # ---- dead-lettering --------------------------------------------------------------------------
+
+    def enqueue(self, queue: Queue, message: Message) -> bool:
+        """Enqueue into one queue, with the overflow rules' consequences; False when it refused it."""
+        outcome = queue.enqueue(message)
+        self.mark_dirty(queue)
+        if outcome == REJECTED:
+            if queue.policy.overflow == "reject-publish-dlx":
+                self._dead_letter_message(queue, message, "maxlen")
+            return False
+        if queue.dropped:
+            dropped, queue.dropped = queue.dropped, []
+            self.dead_letter(queue, dropped, "maxlen")
+        return True
+
+    def dead_letter(self, queue: Queue, entries: list[Any], reason: str) -> None:
+        """Entries leave ``queue`` other than by delivery (rejected, maxlen): republish them to its
+        dead-letter exchange if it has one, then forget them in ``queue``."""
+        if queue.policy.dead_letter_exchange is not None:
+            for entry in entries:
+                self._dead_letter_message(queue, entry.message, reason)
+        queue.settle(entries)
+
+    def _dead_letter_message(self, queue: Queue, message: Message, reason: str) -> None:
+        policy = queue.policy
+        exchange = self.exchanges.get(policy.dead_letter_exchange or "")
+        if exchange is None:
+            return  # RabbitMQ drops a message whose dead-letter exchange does not exist
+        codec = self.codec
+        old_headers = codec.headers(message.properties)
+        routing_key = policy.dead_letter_routing_key or message.routing_key
+        headers = death_headers(
+            old_headers,
+            queue=queue.name,
+            reason=reason,
+            exchange=message.exchange,
+            routing_keys=[message.routing_key],
+            now=self.clock(),
+            original_expiration=codec.expiration(message.properties),
+        )
+        copy = Message(
+            exchange.name,
+            routing_key,
+            codec.with_headers(message.properties, headers),
+            message.body,
+            message.persistent,
+            self.read_headers,
+        )
+        for target in self.route(exchange, routing_key, copy):
+            # A cycle without a rejection in it is cut, as in RabbitMQ (dlx.html, "Dead-Lettered Messages").
+            if reason != "rejected" and reason in died_in(old_headers, target.name):
+                continue
+            self.enqueue(target, copy)
 
     def _check_arguments(
         self, kind: str, name: str, current: dict[str, Any], received: dict[str, Any], checked: frozenset[str]

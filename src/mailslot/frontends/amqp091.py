@@ -21,10 +21,11 @@ from .. import __version__
 from ..core import errors as core_errors
 from ..core.broker import Broker, OnCommit
 from ..core.message import Entry, Message
-from ..core.session import REPLY_TO, Gate, Session
+from ..core.session import REJECTED, REPLY_TO, UNROUTED, Gate, Session
 from ..core.vhost import CommandInvalid
 from ..protocols import amqp091 as proto
 from ..protocols.amqp091 import properties as props
+from ..protocols.amqp091.codec import unchecked
 
 log = logging.getLogger("mailslot.amqp")
 
@@ -67,6 +68,32 @@ def server_properties() -> dict[str, Any]:
     }
 
 
+class AMQPPropertiesCodec:
+    """The core's PropertiesCodec for AMQP 0-9-1 property blocks (used when dead-lettering)."""
+
+    headers = staticmethod(props.headers)
+
+    @staticmethod
+    def expiration(raw: bytes) -> str | None:
+        value = props.decode_properties(raw).expiration
+        return None if value is None else str(value)
+
+    @staticmethod
+    def with_headers(raw: bytes, headers: dict[str, Any]) -> bytes:
+        decoded = props.decode_properties(raw)
+        decoded.headers = headers
+        decoded.expiration = None
+        return props.encode_properties(decoded)
+
+
+def _safe_headers(raw: bytes) -> dict[str, Any] | None:
+    """Headers for routing; a headers table that does not decode routes as no headers."""
+    try:
+        return props.headers(raw)
+    except ValueError:
+        return None
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.split("%")[0]).is_loopback
@@ -80,10 +107,13 @@ class Channel:
     def __init__(self, connection: AMQPConnection, number: int) -> None:
         self.connection = connection
         self.number = number
-        self.session: Session = connection.broker.open_session(connection.vhost, connection, self, connection.gate)
+        self.session: Session = connection.broker.open_session(
+            connection.vhost, connection, self, connection.gate
+        )
         self.confirming = False
         self.published = 0  # publish sequence number in confirm mode
         self.confirmed = 0
+        self.rejected: list[int] = []  # publish sequence numbers a full queue refused: nacked
         self.hooked = False
         self.last_queue = ""  # "the last queue declared on this channel" (AMQP shorthand for empty names)
 
@@ -115,8 +145,16 @@ class Channel:
         for entry in entries:
             message = entry.message
             body = message.body
-            send(number, consumer_tag, tag, entry.redelivered, message.exchange, message.routing_key,
-                 message.properties, body)
+            send(
+                number,
+                consumer_tag,
+                tag,
+                entry.redelivered,
+                message.exchange,
+                message.routing_key,
+                message.properties,
+                body,
+            )
             tag += 1
             size += len(body)
         conn.buffered += size + 64 * len(entries)
@@ -125,32 +163,39 @@ class Channel:
         conn.touch()
 
     def consumer_cancelled(self, consumer_tag: str) -> None:
-        self.connection.proto.send_method(self.number, spec.Basic.Cancel(consumer_tag=consumer_tag, nowait=True))
+        self.connection.proto.send_method(
+            self.number, unchecked(spec.Basic.Cancel, consumer_tag=consumer_tag, nowait=True)
+        )
         self.connection.touch()
 
     # ---- publishing -----------------------------------------------------------------------------
 
     def publish(self, method: Any, properties: bytes, body: bytes) -> None:
         conn = self.connection
+        conn.publisher = True  # resource alarms block connections that publish (docs/backpressure.md)
         if method.immediate:
             raise core_errors.NotImplementedFeature("immediate=true")
-        if len(properties) >= 2 and ((properties[0] << 8) | properties[1]) & (FLAG_REPLY_TO | FLAG_USER_ID):
-            properties = self._check_properties(properties)
-        message = Message(
-            method.exchange,
-            method.routing_key,
-            properties,
-            body,
-            props.delivery_mode(properties) == 2,
-            props.headers,
-        )
+        try:
+            if len(properties) >= 2 and ((properties[0] << 8) | properties[1]) & (
+                FLAG_REPLY_TO | FLAG_USER_ID
+            ):
+                properties = self._check_properties(properties)
+            persistent = props.delivery_mode(properties) == 2
+        except ValueError as error:  # the peer's bytes, not our bug: a hard syntax error, not 541
+            raise ConnectionFault(
+                proto.SYNTAX_ERROR, f"malformed content header properties ({error})"
+            ) from None
+        message = Message(method.exchange, method.routing_key, properties, body, persistent, _safe_headers)
         if self.confirming:
             self.published += 1
-        routed = self.session.publish(method.exchange, method.routing_key, message, method.mandatory)
-        if not routed and method.mandatory:
+        outcome = self.session.publish(method.exchange, method.routing_key, message, method.mandatory)
+        if outcome == REJECTED and self.confirming:
+            self.rejected.append(self.published)
+        if outcome == UNROUTED and method.mandatory:
             conn.proto.send_content(
                 self.number,
-                spec.Basic.Return(
+                unchecked(
+                    spec.Basic.Return,
                     reply_code=proto.NO_ROUTE,
                     reply_text="NO_ROUTE",
                     exchange=method.exchange,
@@ -180,14 +225,25 @@ class Channel:
         return raw
 
     def release_confirms(self, upto: int, ok: bool) -> None:
-        """After the group commit: one basic.ack (multiple) for everything its batch covers."""
+        """After the group commit: one basic.ack (multiple) for everything its batch covers, with a
+        basic.nack for each publish a full queue rejected (x-overflow reject-publish)."""
         if upto <= self.confirmed or self.session.closed:
             return
-        multiple = upto - self.confirmed > 1
-        if ok:
-            self.connection.proto.send_ack(self.number, upto, multiple)
+        proto, number = self.connection.proto, self.number
+        cursor = self.confirmed
+        if not ok:
+            proto.send_nack(number, upto, upto - cursor > 1)
         else:
-            self.connection.proto.send_nack(self.number, upto, multiple)
+            nacks = [seq for seq in self.rejected if seq <= upto]
+            if nacks:
+                self.rejected = [seq for seq in self.rejected if seq > upto]
+            for seq in nacks:
+                if seq - 1 > cursor:
+                    proto.send_ack(number, seq - 1, seq - 1 - cursor > 1)
+                proto.send_nack(number, seq, False)
+                cursor = seq
+            if upto > cursor:
+                proto.send_ack(number, upto, upto - cursor > 1)
         self.confirmed = upto
         self.connection.touch()
 
@@ -262,7 +318,9 @@ class Channel:
             name, messages, consumers = queue.name, queue.message_count, len(queue.consumers)
         self.last_queue = name
         if not m.nowait:
-            self.reply(spec.Queue.DeclareOk(queue=name, message_count=messages, consumer_count=consumers))
+            self.reply(
+                unchecked(spec.Queue.DeclareOk, queue=name, message_count=messages, consumer_count=consumers)
+            )
 
     def _queue_and_key(self, m: Any) -> tuple[str, str]:
         """Empty queue name: the last declared queue; then an empty key too: that queue's name (spec 1.7.2.3)."""
@@ -314,12 +372,12 @@ class Channel:
         )
         if not m.nowait:
             # consume-ok must precede the first delivery: deliveries go out at the next flush.
-            self.reply(spec.Basic.ConsumeOk(consumer_tag=tag))
+            self.reply(unchecked(spec.Basic.ConsumeOk, consumer_tag=tag))
 
     def basic_cancel(self, m: Any) -> None:
         self.session.cancel(m.consumer_tag)
         if not m.nowait:
-            self.reply(spec.Basic.CancelOk(consumer_tag=m.consumer_tag))
+            self.reply(unchecked(spec.Basic.CancelOk, consumer_tag=m.consumer_tag))
 
     def basic_get(self, m: Any) -> None:
         got = self.session.get(self._queue_name(m.queue), no_ack=m.no_ack)
@@ -330,7 +388,8 @@ class Channel:
         message = entry.message
         self.connection.proto.send_content(
             self.number,
-            spec.Basic.GetOk(
+            unchecked(
+                spec.Basic.GetOk,
                 delivery_tag=tag,
                 redelivered=entry.redelivered,
                 exchange=message.exchange,
@@ -372,11 +431,15 @@ class Channel:
         self.reply(spec.Tx.SelectOk())
 
     def tx_commit(self, m: Any) -> None:
-        for exchange, routing_key, message in self.session.tx_commit():
+        for exchange, routing_key, message in self.session.tx_commit():  # unroutable mandatory ones
             self.connection.proto.send_content(
                 self.number,
-                spec.Basic.Return(
-                    reply_code=proto.NO_ROUTE, reply_text="NO_ROUTE", exchange=exchange, routing_key=routing_key
+                unchecked(
+                    spec.Basic.Return,
+                    reply_code=proto.NO_ROUTE,
+                    reply_text="NO_ROUTE",
+                    exchange=exchange,
+                    routing_key=routing_key,
                 ),
                 message.properties,
                 message.body,
@@ -388,7 +451,9 @@ class Channel:
             if ok:
                 self.reply(spec.Tx.CommitOk())
             else:
-                self.connection.fail_channel(self, proto.INTERNAL_ERROR, "INTERNAL_ERROR - store write failed")
+                self.connection.fail_channel(
+                    self, proto.INTERNAL_ERROR, "INTERNAL_ERROR - store write failed"
+                )
 
         self.connection.broker.after_commit(OnCommit(committed))
         self.connection.touch()
@@ -493,6 +558,7 @@ class AMQPConnection:
             heartbeat=heartbeat,
             max_message_size=max_message_size,
             now=now,
+            answer_in_order=True,
         )
         self.channels: dict[int, Channel] = {}
         self.gate = Gate()
@@ -501,6 +567,8 @@ class AMQPConnection:
         self.username = ""
         self.vhost: Any = None
         self.closed = False
+        self.publisher = False  # has published: a resource alarm blocks it
+        self._blocked_sent = False
         self.now = now
         self.touch()
 
@@ -511,7 +579,10 @@ class AMQPConnection:
 
     def receive(self, data: bytes, now: float) -> None:
         self.now = now
-        self._handle(self.proto.receive_data(data, now))
+        proto = self.proto
+        self._handle(proto.receive_data(data, now))
+        while proto.more_input and not self.closed:  # replies in the order requests arrived
+            self._handle(proto.receive_data(b"", now))
         self.touch()
 
     def timer(self, now: float) -> None:
@@ -537,6 +608,23 @@ class AMQPConnection:
         if self.gate.open and not was:
             for channel in self.channels.values():
                 channel.session.wake_queues()
+
+    def alarm_blocked(self, reason: str) -> None:
+        """A resource alarm blocks this publisher: connection.blocked, only to a client that announced
+        the capability (rabbit_reader does the same; others just stop being read)."""
+        self.proto.suspend_receive_check()  # its heartbeats now wait unread in the socket
+        if self.proto.is_open and self.proto.capabilities.get("connection.blocked") is True:
+            self.proto.send_blocked(reason)
+            self._blocked_sent = True
+            self.touch()
+
+    def alarm_unblocked(self) -> None:
+        self.proto.resume_receive_check(self.now)
+        if self._blocked_sent:
+            self._blocked_sent = False
+            if self.proto.is_open:
+                self.proto.send_unblocked()
+                self.touch()
 
     def force_close(self, code: int, text: str) -> None:
         """Broker shutdown: connection.close with ``code`` (320 CONNECTION_FORCED)."""
@@ -586,7 +674,9 @@ class AMQPConnection:
                 except Exception:  # our bug, never the peer's: close this connection, keep the broker up
                     log.exception("internal error handling %s from %s", event.method.name, self.peer_host)
                     self._fail_connection(
-                        proto.INTERNAL_ERROR, proto.reply_text(proto.INTERNAL_ERROR, "internal error"), event.method
+                        proto.INTERNAL_ERROR,
+                        proto.reply_text(proto.INTERNAL_ERROR, "internal error"),
+                        event.method,
                     )
             elif kind is proto.ChannelOpened:
                 self.channels[event.channel] = Channel(self, event.channel)
@@ -621,7 +711,9 @@ class AMQPConnection:
             event.username in self.loopback_users and not _is_loopback(self.peer_host)
         ):
             if event.username in self.loopback_users and not _is_loopback(self.peer_host):
-                log.warning("user '%s' can only connect via localhost (peer %s)", event.username, self.peer_host)
+                log.warning(
+                    "user '%s' can only connect via localhost (peer %s)", event.username, self.peer_host
+                )
             else:
                 log.warning("login refused for user '%s' from %s", event.username, self.peer_host)
             # 403 "Login was refused ..." when the client announced authentication_failure_close,
@@ -636,7 +728,9 @@ class AMQPConnection:
     def _open(self, name: str) -> None:
         vhost = self.broker.vhosts.get(name)
         if vhost is None:
-            self._fail_connection(proto.NOT_ALLOWED, proto.reply_text(proto.NOT_ALLOWED, f"vhost {name} not found"))
+            self._fail_connection(
+                proto.NOT_ALLOWED, proto.reply_text(proto.NOT_ALLOWED, f"vhost {name} not found")
+            )
             return
         self.vhost = vhost
         self.proto.accept_open()

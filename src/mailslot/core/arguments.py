@@ -1,0 +1,104 @@
+"""Queue arguments mailslot acts on: one validator table for every front end (AMQP arguments now, the
+management API later).
+
+As RabbitMQ (rabbit_amqqueue:declare_args), a known argument with the wrong type or value gets 406
+PRECONDITION_FAILED naming it, in RabbitMQ's words; arguments mailslot does not know are stored and
+otherwise ignored, so declarations written for RabbitMQ keep working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import PreconditionFailed
+
+OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _non_negative_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f'"expected integer, got {_amqp_type(value)}"'
+    if value < 0:
+        return f"{{value_negative,{value}}}"
+    return None
+
+
+def _string(value: Any) -> str | None:
+    if not isinstance(value, (str, bytes)):
+        return f"{{unacceptable_type,{_amqp_type(value)}}}"
+    return None
+
+
+def _overflow(value: Any) -> str | None:
+    if not isinstance(value, (str, bytes)) or _text(value) not in OVERFLOW_MODES:
+        return "invalid_overflow"
+    return None
+
+
+def _amqp_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "long"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, dict):
+        return "table"
+    if isinstance(value, list):
+        return "array"
+    return "longstr"
+
+
+QUEUE_ARGUMENTS: dict[str, Callable[[Any], str | None]] = {
+    "x-max-length": _non_negative_int,
+    "x-max-length-bytes": _non_negative_int,
+    "x-overflow": _overflow,
+    "x-dead-letter-exchange": _string,
+    "x-dead-letter-routing-key": _string,
+}
+
+
+def validate_queue_arguments(name: str, vhost: str, arguments: dict[str, Any]) -> None:
+    for key, check in QUEUE_ARGUMENTS.items():
+        if key in arguments:
+            problem = check(arguments[key])
+            if problem is not None:
+                raise PreconditionFailed(f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}': {problem}")
+    if "x-dead-letter-routing-key" in arguments and "x-dead-letter-exchange" not in arguments:
+        raise PreconditionFailed(
+            f"invalid arg 'x-dead-letter-routing-key' for queue '{name}' in vhost '{vhost}': "
+            "Routing key but no exchange defined"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """What a queue's arguments make it do, parsed once at declaration."""
+
+    max_length: int | None = None
+    max_length_bytes: int | None = None
+    overflow: str = "drop-head"
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None
+
+    @classmethod
+    def from_arguments(cls, arguments: dict[str, Any]) -> QueuePolicy:
+        dlx = arguments.get("x-dead-letter-exchange")
+        dlrk = arguments.get("x-dead-letter-routing-key")
+        return cls(
+            max_length=arguments.get("x-max-length"),
+            max_length_bytes=arguments.get("x-max-length-bytes"),
+            overflow=_text(arguments.get("x-overflow", "drop-head")),
+            dead_letter_exchange=None if dlx is None else _text(dlx),
+            dead_letter_routing_key=None if dlrk is None else _text(dlrk),
+        )
+
+    @property
+    def bounded(self) -> bool:
+        return self.max_length is not None or self.max_length_bytes is not None
