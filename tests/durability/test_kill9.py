@@ -70,7 +70,7 @@ async def _drain(url: str) -> list[int]:
 @pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("kill_after", [300, 2000])
 async def test_confirmed_persistent_messages_survive_sigkill(tmp_path, kill_after, store):
-    broker = BrokerProcess(tmp_path / "data", store=store)
+    broker = BrokerProcess(store=store, data_dir=tmp_path / "data")
     broker.start()
     try:
         confirmed = await _publish_until_killed(broker, kill_after)
@@ -87,7 +87,7 @@ async def test_confirmed_persistent_messages_survive_sigkill(tmp_path, kill_afte
 
 @pytest.mark.parametrize("store", STORES)
 async def test_transient_messages_and_nondurable_queues_are_gone_after_restart(tmp_path, store):
-    broker = BrokerProcess(tmp_path / "data", store=store)
+    broker = BrokerProcess(store=store, data_dir=tmp_path / "data")
     broker.start()
     try:
         connection = await aio_pika.connect(broker.url)
@@ -123,7 +123,7 @@ async def test_transient_messages_and_nondurable_queues_are_gone_after_restart(t
 
 @pytest.mark.parametrize("store", STORES)
 async def test_sigterm_shuts_down_cleanly_and_keeps_data(tmp_path, store):
-    broker = BrokerProcess(tmp_path / "data", store=store)
+    broker = BrokerProcess(store=store, data_dir=tmp_path / "data")
     broker.start()
     connection = await aio_pika.connect(broker.url)
     closed = asyncio.get_running_loop().create_future()

@@ -5,7 +5,7 @@ Each test runs against both brokers (``broker_url``) and asserts what RabbitMQ d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pika
@@ -16,19 +16,6 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from conftest import Cleanup, wait_for
 
 pytestmark = pytest.mark.timeout(20)
-
-
-@pytest.fixture
-def conn(broker_url: str) -> Iterator[BlockingConnection]:
-    c = pika.BlockingConnection(pika.URLParameters(broker_url))
-    yield c
-    if c.is_open:
-        c.close()
-
-
-@pytest.fixture
-def ch(conn: BlockingConnection) -> BlockingChannel:
-    return conn.channel()
 
 
 def queue(ch: BlockingChannel, **arguments: Any) -> str:

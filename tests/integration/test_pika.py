@@ -7,7 +7,7 @@ Each test asserts concrete observable values (reply codes, order, redelivered fl
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pika
@@ -18,19 +18,6 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from conftest import Cleanup, wait_for
 
 pytestmark = pytest.mark.timeout(20)
-
-
-@pytest.fixture
-def conn(broker_url: str) -> Iterator[BlockingConnection]:
-    c = pika.BlockingConnection(pika.URLParameters(broker_url))
-    yield c
-    if c.is_open:
-        c.close()
-
-
-@pytest.fixture
-def ch(conn: BlockingConnection) -> BlockingChannel:
-    return conn.channel()
 
 
 def tmp_queue(ch: BlockingChannel, **kw: Any) -> str:

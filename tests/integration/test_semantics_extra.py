@@ -12,7 +12,7 @@ import hashlib
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pika
@@ -26,19 +26,6 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from conftest import Cleanup, wait_for
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def conn(broker_url: str) -> Iterator[BlockingConnection]:
-    c = pika.BlockingConnection(pika.URLParameters(broker_url))
-    yield c
-    if c.is_open:
-        c.close()
-
-
-@pytest.fixture
-def ch(conn: BlockingConnection) -> BlockingChannel:
-    return conn.channel()
 
 
 def tmp_queue(ch: BlockingChannel, **kw: Any) -> str:

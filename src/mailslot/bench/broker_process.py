@@ -1,6 +1,7 @@
 """A mailslot broker in a child process (``python -m mailslot serve`` on 127.0.0.1, a free port, a temp data
-dir) for ``mailslot spike --start``: a separate process, so its pid gives the broker's RSS and the load
-generator does not share its event loop (or its CPU core) with it."""
+dir): a separate process, so its pid gives the broker's RSS, the load generator does not share its event
+loop (or its CPU core) with it, and a test can SIGKILL it and start it again on the same data. Used by
+``mailslot spike --start``, the benchmarks and the durability tests."""
 
 from __future__ import annotations
 
@@ -19,28 +20,22 @@ from typing import Self
 LISTENING = re.compile(r"AMQP listening on [^:\s]+:(\d+)")
 
 
-def _serve_has(param: str) -> bool:
-    import inspect
-
-    from mailslot.cli.main import serve
-
-    return param in inspect.signature(serve).parameters
-
-
 class BrokerProcess:
-    def __init__(self, store: str = "segments", data_dir: Path | None = None) -> None:
+    def __init__(
+        self, store: str = "segments", data_dir: Path | None = None, log_level: str = "info", port: int = 0
+    ) -> None:
         self.store = store
+        self.log_level = log_level
         self._own_dir = data_dir is None
-        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="mailslot-spike-"))
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="mailslot-broker-"))
         self.process: subprocess.Popen[str] | None = None
-        self.port = 0
+        self.port = port  # 0: a free one; after a start, restarts reuse the port it got
         self.output: list[str] = []
 
     def start(self, timeout: float = 30.0) -> Self:
-        args = [sys.executable, "-m", "mailslot", "serve", "--host", "127.0.0.1", "--port", "0",
-                "--store", self.store, "--data-dir", str(self.data_dir), "--heartbeat", "0", "--log-level", "info"]
-        if _serve_has("http_port"):
-            args += ["--http-port", "0"]  # never collide with a broker already on the machine
+        args = [sys.executable, "-m", "mailslot", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                "--store", self.store, "--data-dir", str(self.data_dir), "--heartbeat", "0",
+                "--log-level", self.log_level, "--http-port", "0"]  # never collide with a broker already here
         self.process = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -78,6 +73,18 @@ class BrokerProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, nothing is flushed (the data directory stays)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM (a graceful stop) and its exit code; the data directory stays."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
 
     def stop(self) -> int | None:
         """SIGTERM, wait (kill after 20 s); removes the temp data dir. Returns the exit code."""

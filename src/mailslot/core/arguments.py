@@ -23,7 +23,7 @@ def _text(value: Any) -> str:
 
 def _non_negative_int(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
-        return f'"expected integer, got {_amqp_type(value)}"'
+        return f'"expected integer, got {field_type(value)}"'
     if value < 0:
         return f"{{value_negative,{value}}}"
     return None
@@ -31,7 +31,7 @@ def _non_negative_int(value: Any) -> str | None:
 
 def _string(value: Any) -> str | None:
     if not isinstance(value, (str, bytes)):
-        return f"{{unacceptable_type,{_amqp_type(value)}}}"
+        return f"{{unacceptable_type,{field_type(value)}}}"
     return None
 
 
@@ -41,11 +41,13 @@ def _overflow(value: Any) -> str | None:
     return None
 
 
-def _amqp_type(value: Any) -> str:
+def field_type(value: Any) -> str:
+    """The AMQP field-table type name a client most likely sent for this decoded value (RabbitMQ
+    names it in its 406 texts)."""
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "long"
+        return "signedint" if -(2**31) <= value < 2**31 else "long"
     if isinstance(value, float):
         return "double"
     if isinstance(value, dict):

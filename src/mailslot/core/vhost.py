@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
-from .arguments import validate_queue_arguments
+from .arguments import field_type, validate_queue_arguments
 from .deadletter import PropertiesCodec, death_headers, died_in
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
@@ -395,22 +395,7 @@ def _describe(value: Any) -> str:
         return "none"
     if isinstance(value, bytes):
         value = value.decode(errors="replace")
-    return f"the value '{value}' of type '{_field_type(value)}'"
-
-
-def _field_type(value: Any) -> str:
-    """The AMQP field-table type name a client most likely sent for this decoded value."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "signedint" if -(2**31) <= value < 2**31 else "long"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, dict):
-        return "table"
-    if isinstance(value, list):
-        return "array"
-    return "longstr"
+    return f"the value '{value}' of type '{field_type(value)}'"
 
 
 # Arguments RabbitMQ 3.10 checks on redeclare (rabbit_amqqueue:declare_args, rabbit_exchange); others are ignored.

@@ -612,14 +612,12 @@ class AMQPConnection:
     def alarm_blocked(self, reason: str) -> None:
         """A resource alarm blocks this publisher: connection.blocked, only to a client that announced
         the capability (rabbit_reader does the same; others just stop being read)."""
-        self.proto.suspend_receive_check()  # its heartbeats now wait unread in the socket
         if self.proto.is_open and self.proto.capabilities.get("connection.blocked") is True:
             self.proto.send_blocked(reason)
             self._blocked_sent = True
             self.touch()
 
     def alarm_unblocked(self) -> None:
-        self.proto.resume_receive_check(self.now)
         if self._blocked_sent:
             self._blocked_sent = False
             if self.proto.is_open:

@@ -30,6 +30,7 @@ CONNECTION_FORCED = 320
 # Why a stream is not being read (AMQPStream.hold): reading resumes only when no reason is left.
 CREDIT = "credit"  # credit flow: it fed a congested queue (FlushScheduler.throttle)
 ALARM = "alarm"  # a resource alarm blocks it as a publisher (transport/resources.py)
+UNREAD = "unread"  # its peer is not reading what we write: read nothing more from it until it does
 
 
 class FlushScheduler:
@@ -177,6 +178,8 @@ class AMQPStream(asyncio.Protocol):
             return
         if not self._holds and not self.transport.is_closing():
             self.transport.pause_reading()
+            if self.conn is not None:
+                self.conn.proto.suspend_receive_check()  # its heartbeats now wait unread
         self._holds.add(why)
 
     def release(self, why: str) -> None:
@@ -185,6 +188,8 @@ class AMQPStream(asyncio.Protocol):
         self._holds.discard(why)
         if not self._holds and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+            if self.conn is not None:
+                self.conn.proto.resume_receive_check(self.loop.time())
 
     def block(self, reason: str) -> None:
         """Resource alarm: connection.blocked (if the client asked for it), then stop reading."""
@@ -201,12 +206,16 @@ class AMQPStream(asyncio.Protocol):
         self.release(ALARM)
 
     def pause_writing(self) -> None:
+        """Its peer does not read: no more deliveries, and nothing more read from it, since every
+        request it sends makes a reply (confirms, returns with bodies) that would pile up here."""
         self._paused = True
         if self.conn is not None:
             self.conn.set_writable(False)
+        self.hold(UNREAD)
 
     def resume_writing(self) -> None:
         self._paused = False
+        self.release(UNREAD)
         if self.conn is not None:
             self.conn.set_writable(True)
             self.listener.scheduler.request()
