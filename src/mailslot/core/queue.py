@@ -39,6 +39,10 @@ PAGE_IN_BATCH = 2_000
 # What enqueue did with a message.
 ACCEPTED = 1
 REJECTED = 2  # over x-max-length / x-max-length-bytes with x-overflow reject-publish(-dlx)
+# A backlog this deep in front of a consumer that wants more means the broker, not the consumer, is
+# the bottleneck: its publishers are slowed (credit flow) before the backlog has to be paged to disk.
+# RabbitMQ's credit flow engages after a few hundred messages; a few turns' worth of deliveries here.
+CONGESTION_BACKLOG = 10_000
 # Deliveries handed to a single consumer per call; the output gate is checked between batches.
 DELIVERY_BATCH = 256
 
@@ -83,8 +87,8 @@ class Queue:
         self.consumers: list[Consumer] = []
         self._rr = 0
         self.had_consumer = False  # auto-delete applies only once a consumer has come and gone
-        # A backlog beyond the memory window while a consumer could take more: the broker, not the
-        # consumers, is the bottleneck, so its publishers are slowed (see Broker.dispatch).
+        # A deep backlog while a consumer could take more: the broker, not the consumers, is the
+        # bottleneck, so its publishers are slowed (see CONGESTION_BACKLOG and Broker.dispatch).
         self.congested = False
         self.deleted = False
         self.unacked = 0
@@ -142,7 +146,7 @@ class Queue:
             self.dropped.append(entry)
 
     def update_congestion(self) -> None:
-        self.congested = bool(self._overflow or self.paged) and any(c.wants_more() for c in self.consumers)
+        self.congested = self.message_count > CONGESTION_BACKLOG and any(c.wants_more() for c in self.consumers)
 
     def spill(self) -> None:
         """Page this turn's overflow out to the log (the broker commits right after)."""

@@ -166,6 +166,7 @@ def test_reading_a_backlog_back_never_forces_a_commit(harness, monkeypatch):
 
 def _backlog_with_consumer(harness, monkeypatch, *, no_ack, prefetch=0):
     monkeypatch.setattr(queue_module, "WINDOW_MESSAGES", 5)
+    monkeypatch.setattr(queue_module, "CONGESTION_BACKLOG", 10)
     s, _ = harness.session()
     harness.declare(s, "q")
     s.qos(0, prefetch, False)
@@ -202,3 +203,10 @@ def test_prefetch_bound_consumers_do_not_congest(harness, monkeypatch):
     assert not queue.congested
     harness.publish(s, "q", b"x", persistent=False)
     assert not s.gate.throttled
+
+
+def test_a_shallow_backlog_is_not_congestion(harness, monkeypatch):
+    _backlog_with_consumer(harness, monkeypatch, no_ack=True)  # 20 waiting
+    monkeypatch.setattr(queue_module, "CONGESTION_BACKLOG", 50)
+    harness.broker.flush()
+    assert not harness.vhost.queues["q"].congested
