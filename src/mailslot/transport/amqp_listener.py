@@ -3,7 +3,8 @@
 No protocol or broker logic lives here. Per read buffer: feed the bytes to the front end, ask
 for a flush. The flush runs once per event-loop iteration (``call_soon``), so every connection
 that read data in that iteration shares one dispatch pass and one store batch, and each
-connection's output is written with a single ``transport.write``. A batch whose store can write it
+connection's deliveries are written with one ``transport.write`` before the store batch is
+committed (a delivery need not wait for the fsync) and its confirms with one more after it. A batch whose store can write it
 off the loop (``Batch.threadable``) is written and fsynced in one worker thread while the loop goes
 on; the batch cut after it waits (grows) until it lands: group commit that uses the second core.
 """
@@ -58,18 +59,22 @@ class FlushScheduler:
         broker = self.broker
         try:
             broker.dispatch()
+            self._write_outbox()  # deliveries leave now: they need not wait for the fsync, confirms do
             if self._in_flight is None:
                 self._commit(broker.cut())
         except Exception:
             log.exception("broker flush failed")
+        self._write_outbox()  # what the commit released (confirms, tx.commit-ok)
+        if self._throttled and (not broker.congested or self.loop.time() >= self._throttle_deadline):
+            self.loop.call_soon(self._release_throttled)  # read them again from the next loop turn
+
+    def _write_outbox(self) -> None:
         outbox = self.outbox
         while outbox:
             conn = outbox.pop()
             stream = self.streams.get(conn)
             if stream is not None:
                 stream.write_pending()
-        if self._throttled and (not broker.congested or self.loop.time() >= self._throttle_deadline):
-            self.loop.call_soon(self._release_throttled)  # read them again from the next loop turn
 
     def throttle(self, stream: AMQPStream) -> None:
         """Stop reading a publisher that fed a congested queue until a flush has served its consumers."""
