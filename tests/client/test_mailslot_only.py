@@ -1,0 +1,50 @@
+"""Cases that need control over the broker: server-sent connection.close and heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mailslot import client
+from mailslot.testing import running_broker
+
+
+async def test_server_connection_close_raises_connection_closed() -> None:
+    async with running_broker() as broker:
+        conn = await client.connect(broker.amqp_url)
+        ch = await conn.channel()
+        await ch.declare_queue("q")
+        await broker.stop()  # connection.close 320 CONNECTION_FORCED to every client
+        with pytest.raises(client.ConnectionClosed) as info:
+            await asyncio.wait_for(conn.wait_ready(), 5)
+        assert info.value.code == 320
+        with pytest.raises(client.ConnectionClosed):
+            await ch.get("q")
+        await conn.close()
+
+
+async def test_reconnect_after_broker_restart_on_same_port() -> None:
+    async with running_broker() as first:
+        port = first.amqp_port
+        conn = await client.connect(first.amqp_url, reconnect=True, reconnect_delay=0.05)
+        ch = await conn.channel()
+        await ch.declare_queue("q")  # memory store: the restarted broker has no queue until we declare it
+        await ch.confirm_select()
+        await ch.publish("", "q", b"one")
+    async with running_broker(amqp_port=port):
+        await asyncio.wait_for(conn.wait_ready(), 10)
+        assert (await ch.declare_queue("q", passive=True))[1] == 0  # declared again, empty
+        await ch.publish("", "q", b"two")
+        m = await ch.get("q")
+        assert m is not None and m.body == b"two"
+        await conn.close()
+
+
+async def test_heartbeats_keep_an_idle_connection_open() -> None:
+    async with running_broker(heartbeat=1) as broker, await client.connect(broker.amqp_url, heartbeat=1) as conn:
+        assert conn.heartbeat == 1
+        ch = await conn.channel()
+        await asyncio.sleep(3.5)  # the broker closes a client silent for 2 heartbeat intervals
+        assert conn.is_open
+        await ch.declare_queue("still-here")
