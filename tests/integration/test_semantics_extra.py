@@ -676,7 +676,8 @@ def test_reply_to_vanished_requester_dropped(conn: BlockingConnection, ch: Block
     requester = conn.channel()
     requester.basic_consume("amq.rabbitmq.reply-to", lambda *x: None, auto_ack=True)
     requester.basic_publish("", q, b"req", pika.BasicProperties(reply_to="amq.rabbitmq.reply-to"))
-    _m, props, _b = ch.basic_get(q, auto_ack=True)
+    # Unconfirmed publishes are routed asynchronously by RabbitMQ: wait for the request to arrive.
+    _m, props, _b = wait_for(lambda: (got := ch.basic_get(q, auto_ack=True))[0] and got, timeout=5)
     assert props.reply_to.startswith("amq.rabbitmq.reply-to.")
     requester.close()
     server = conn.channel()

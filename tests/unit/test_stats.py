@@ -16,6 +16,7 @@ from mailslot.core.stats import (
     full_seconds,
     queue_limits,
 )
+from mailslot.frontends.amqp091 import AMQPPropertiesCodec
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
 
 
@@ -198,7 +199,7 @@ def test_sampler_forgets_deleted_queues_and_starts_unknown_ones_at_zero() -> Non
 
 
 def test_sampler_reads_a_real_core_queue() -> None:
-    core = Broker(MemoryMessageLog(), MemoryMetadataStore(), lambda raw: None)
+    core = Broker(MemoryMessageLog(), MemoryMetadataStore(), AMQPPropertiesCodec())
     vhost = core.vhosts["/"]
     queue = vhost.declare_queue(
         "jobs",

@@ -17,11 +17,11 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, cast
+from typing import Protocol
 
 from ..storage.api import MessageLog, MetadataStore
 from .deadletter import PropertiesCodec
-from .message import HeadersReader, Message
+from .message import Message
 from .queue import Queue
 from .session import DeliverySink, Gate, Session
 from .vhost import VirtualHost
@@ -69,20 +69,15 @@ class Broker:
         self,
         message_log: MessageLog,
         metadata: MetadataStore,
-        codec: PropertiesCodec | HeadersReader,
+        codec: PropertiesCodec,
         vhosts: Iterable[str] = ("/",),
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``codec`` reads and rewrites encoded message properties for the core (the front end's
-        format); a bare headers reader is enough when nothing is dead-lettered (tests)."""
+        """``codec`` reads and rewrites encoded message properties for the core (the front end's format)."""
         self.log = message_log
         self.metadata = metadata
-        codec = codec if hasattr(codec, "with_headers") else _HeadersOnly(codec)  # type: ignore[arg-type]
-        self.codec = cast(PropertiesCodec, codec)
-        self.read_headers = self.codec.headers
-        self.vhosts = {
-            name: VirtualHost(name, message_log, metadata, self.codec, self.mark_dirty, clock) for name in vhosts
-        }
+        self.codec = codec
+        self.vhosts = {name: VirtualHost(name, message_log, metadata, codec, self.mark_dirty, clock) for name in vhosts}
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
         self._reply_sessions: dict[str, Session] = {}
@@ -244,16 +239,3 @@ class Broker:
         self.flush()
         self.log.close()
         self.metadata.close()
-
-
-class _HeadersOnly:
-    """A PropertiesCodec from a bare headers reader: dead-lettered copies keep their properties."""
-
-    def __init__(self, read_headers: HeadersReader) -> None:
-        self.headers = read_headers
-
-    def expiration(self, raw: bytes) -> str | None:
-        return None
-
-    def with_headers(self, raw: bytes, headers: dict[str, Any]) -> bytes:
-        return raw

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..storage.api import MessageLog, StoredMessage
 from .arguments import QueuePolicy
@@ -45,10 +45,6 @@ REJECTED = 2  # over x-max-length / x-max-length-bytes with x-overflow reject-pu
 CONGESTION_BACKLOG = 10_000
 # Deliveries handed to a single consumer per call; the output gate is checked between batches.
 DELIVERY_BATCH = 256
-
-
-class QueueOwner(Protocol):
-    """Whatever owns an exclusive queue (a connection): compared by identity only."""
 
 
 class Queue:
@@ -110,14 +106,14 @@ class Queue:
         """Append one message (ACCEPTED), or refuse it (REJECTED) when full with a reject-publish
         overflow. With drop-head, the oldest messages over the limit go to ``dropped``."""
         policy = self.policy
-        if policy.bounded and policy.overflow != "drop-head" and self._full():
+        if policy.bounded and policy.overflow != "drop-head" and self._beyond_limits(1):
             return REJECTED
         seq = self.next_seq
         self.next_seq = seq + 1
         self.stats_published += 1
         durable_write = message.persistent and self.durable
         if durable_write:
-            self._stage(seq, message, True)
+            self.log.stage_append([self._row(seq, message, True)])
         entry = Entry(seq, message, False, durable_write)
         if self.paged or self._overflow or len(self._ready) >= WINDOW_MESSAGES or self._window_bytes >= WINDOW_BYTES:
             self._overflow.append(entry)
@@ -129,17 +125,15 @@ class Queue:
             self._drop_head()
         return ACCEPTED
 
-    def _full(self) -> bool:
+    def _beyond_limits(self, extra: int) -> bool:
+        """Over x-max-length / x-max-length-bytes with ``extra`` more (1: would one more fit?)."""
         policy = self.policy
-        return (policy.max_length is not None and self.message_count >= policy.max_length) or (
-            policy.max_length_bytes is not None and self.ready_bytes >= policy.max_length_bytes
+        return (policy.max_length is not None and self.message_count + extra > policy.max_length) or (
+            policy.max_length_bytes is not None and self.ready_bytes + extra > policy.max_length_bytes
         )
 
     def _drop_head(self) -> None:
-        policy = self.policy
-        while (policy.max_length is not None and self.message_count > policy.max_length) or (
-            policy.max_length_bytes is not None and self.ready_bytes > policy.max_length_bytes
-        ):
+        while self._beyond_limits(0):
             entry = self.pop_ready()
             if entry is None:
                 break
@@ -155,25 +149,15 @@ class Queue:
             return
         if not self.paged:
             self._loaded_upto = overflow[0].seq - 1  # everything older is in memory
-        for entry in overflow:
-            if not entry.stored:
-                self._stage(entry.seq, entry.message, False)
+        transient = [self._row(e.seq, e.message, False) for e in overflow if not e.stored]
+        if transient:
+            self.log.stage_append(transient)  # persistent ones were staged on arrival
         self.paged += len(overflow)
         overflow.clear()
 
-    def _stage(self, seq: int, message: Message, persistent: bool) -> None:
-        self.log.stage_append(
-            [
-                StoredMessage(
-                    self.key,
-                    seq,
-                    message.exchange,
-                    message.routing_key,
-                    message.properties,
-                    message.body,
-                    persistent,
-                )
-            ]
+    def _row(self, seq: int, message: Message, persistent: bool) -> StoredMessage:
+        return StoredMessage(
+            self.key, seq, message.exchange, message.routing_key, message.properties, message.body, persistent
         )
 
     # ---- take and give back ---------------------------------------------------------------------
@@ -337,7 +321,7 @@ class Queue:
                 break
             idle = 0
             self.stats_delivered += 1
-            consumer.deliver(self, entry)
+            consumer.session.deliver_many(consumer, self, [entry])
             if self.deleted or len(consumers) != count:
                 break  # a delivery side effect changed the consumer list; next flush continues
         self._rr = i

@@ -8,7 +8,6 @@ flow, and the open transaction. It speaks to its front end only through a ``Deli
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import AccessRefused, NotAllowed, NotFound, NotImplementedFeature, PreconditionFailed
@@ -30,8 +29,6 @@ REPLY_TO_PREFIX = REPLY_TO + "."
 
 class DeliverySink(Protocol):
     """What a session needs from its front end."""
-
-    def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, message: Message) -> None: ...
 
     def deliver_many(self, consumer_tag: str, first_tag: int, entries: list[Entry]) -> None:
         """``entries`` get the delivery tags first_tag, first_tag + 1, ... in order."""
@@ -78,9 +75,6 @@ class Consumer:
         if self.prefetch and self.unacked >= self.prefetch:
             return False
         return not (session.channel_prefetch and session.unacked_count >= session.channel_prefetch)
-
-    def deliver(self, queue: Queue, entry: Entry) -> None:
-        self.session.deliver(self, queue, entry)
 
     def wants_more(self) -> bool:
         """It would take messages now if the broker could write them (prefetch room, flow on, and its
@@ -216,19 +210,6 @@ class Session:
             self.broker.unregister_reply_session(self.reply_name[len(REPLY_TO_PREFIX) :])
         self.reply_consumer = self.reply_name = None
 
-    def deliver(self, consumer: Consumer, queue: Queue, entry: Entry) -> None:
-        tag = self.next_delivery_tag
-        self.next_delivery_tag = tag + 1
-        if consumer.no_ack:
-            if entry.stored:
-                queue.settle([entry])
-        else:
-            self.unacked[tag] = (queue, entry, consumer)
-            consumer.unacked += 1
-            self.unacked_count += 1
-            queue.unacked += 1
-        self.sink.deliver(consumer.tag, tag, entry.redelivered, entry.message)
-
     def deliver_many(self, consumer: Consumer, queue: Queue, entries: list[Entry]) -> None:
         """Several deliveries to one consumer, in order: consecutive delivery tags from one call."""
         first = self.next_delivery_tag
@@ -263,7 +244,7 @@ class Session:
         assert self.reply_consumer is not None
         tag = self.next_delivery_tag
         self.next_delivery_tag = tag + 1
-        self.sink.deliver(self.reply_consumer, tag, False, message)
+        self.sink.deliver_many(self.reply_consumer, tag, [Entry(0, message, False, False)])  # no queue, no ack
 
     def get(self, queue_name: str, *, no_ack: bool) -> tuple[int, Entry, int] | None:
         """basic.get: (delivery tag, entry, messages left) or None when empty. Ignores prefetch, as RabbitMQ."""
@@ -344,7 +325,7 @@ class Session:
         self.requeue_all()
 
     def requeue_all(self) -> None:
-        items = [item for _, item in _sorted_items(self.unacked)]
+        items = list(self.unacked.values())  # order is free: requeues go back by seq
         self.unacked.clear()
         if self.tx is not None:
             items.extend(item for _, item, _, _ in self.tx.settles)
@@ -404,7 +385,7 @@ class Session:
             raise PreconditionFailed("channel is not transactional")
         for tag, item, _, _ in tx.settles:  # acks of a rolled-back transaction never happened
             self.unacked[tag] = item
-        self.unacked = dict(_sorted_items(self.unacked))
+        self.unacked = dict(sorted(self.unacked.items()))  # keep delivery-tag order (see _take)
         self.tx = Transaction()
 
     # ---- end ------------------------------------------------------------------------------------
@@ -420,7 +401,3 @@ class Session:
         self.consumers.clear()
         if self.reply_consumer is not None:
             self._drop_reply_consumer()
-
-
-def _sorted_items(unacked: dict[int, Unacked]) -> Iterator[tuple[int, Unacked]]:
-    return iter(sorted(unacked.items(), key=lambda item: item[0]))

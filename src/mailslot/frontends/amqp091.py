@@ -69,9 +69,16 @@ def server_properties() -> dict[str, Any]:
 
 
 class AMQPPropertiesCodec:
-    """The core's PropertiesCodec for AMQP 0-9-1 property blocks (used when dead-lettering)."""
+    """The core's PropertiesCodec for AMQP 0-9-1 property blocks (headers routing, dead-lettering)."""
 
-    headers = staticmethod(props.headers)
+    @staticmethod
+    def headers(raw: bytes) -> dict[str, Any] | None:
+        """A headers table that does not decode reads as no headers: the peer's bytes must never
+        raise inside the core (routing, paging back in, dead-lettering)."""
+        try:
+            return props.headers(raw)
+        except ValueError:
+            return None
 
     @staticmethod
     def expiration(raw: bytes) -> str | None:
@@ -84,14 +91,6 @@ class AMQPPropertiesCodec:
         decoded.headers = headers
         decoded.expiration = None
         return props.encode_properties(decoded)
-
-
-def _safe_headers(raw: bytes) -> dict[str, Any] | None:
-    """Headers for routing; a headers table that does not decode routes as no headers."""
-    try:
-        return props.headers(raw)
-    except ValueError:
-        return None
 
 
 def _is_loopback(host: str) -> bool:
@@ -118,23 +117,6 @@ class Channel:
         self.last_queue = ""  # "the last queue declared on this channel" (AMQP shorthand for empty names)
 
     # ---- DeliverySink ---------------------------------------------------------------------------
-
-    def deliver(self, consumer_tag: str, delivery_tag: int, redelivered: bool, message: Message) -> None:
-        conn = self.connection
-        conn.proto.send_deliver(
-            self.number,
-            consumer_tag,
-            delivery_tag,
-            redelivered,
-            message.exchange,
-            message.routing_key,
-            message.properties,
-            message.body,
-        )
-        conn.buffered += len(message.body) + 64
-        if conn.buffered > OUTPUT_HIGH_WATER:
-            conn.gate.open = False
-        conn.touch()
 
     def deliver_many(self, consumer_tag: str, first_tag: int, entries: list[Entry]) -> None:
         conn = self.connection
@@ -185,29 +167,25 @@ class Channel:
             raise ConnectionFault(
                 proto.SYNTAX_ERROR, f"malformed content header properties ({error})"
             ) from None
-        message = Message(method.exchange, method.routing_key, properties, body, persistent, _safe_headers)
+        message = Message(method.exchange, method.routing_key, properties, body, persistent, AMQPPropertiesCodec.headers)
         if self.confirming:
             self.published += 1
         outcome = self.session.publish(method.exchange, method.routing_key, message, method.mandatory)
         if outcome == REJECTED and self.confirming:
             self.rejected.append(self.published)
         if outcome == UNROUTED and method.mandatory:
-            conn.proto.send_content(
-                self.number,
-                unchecked(
-                    spec.Basic.Return,
-                    reply_code=proto.NO_ROUTE,
-                    reply_text="NO_ROUTE",
-                    exchange=method.exchange,
-                    routing_key=method.routing_key,
-                ),
-                properties,
-                body,
-            )
-            conn.touch()
+            self.send_return(method.exchange, method.routing_key, properties, body)
         if self.confirming and not self.hooked:
             self.hooked = True
             conn.broker.after_commit(_ConfirmRelease(self))
+
+    def send_return(self, exchange: str, routing_key: str, properties: bytes, body: bytes) -> None:
+        """basic.return 312 NO_ROUTE for an unroutable mandatory publish."""
+        method = unchecked(
+            spec.Basic.Return, reply_code=proto.NO_ROUTE, reply_text="NO_ROUTE", exchange=exchange, routing_key=routing_key
+        )
+        self.connection.proto.send_content(self.number, method, properties, body)
+        self.connection.touch()
 
     def _check_properties(self, raw: bytes) -> bytes:
         """Direct reply-to rewrites reply_to; user_id must be the authenticated user (RabbitMQ validates it)."""
@@ -432,18 +410,7 @@ class Channel:
 
     def tx_commit(self, m: Any) -> None:
         for exchange, routing_key, message in self.session.tx_commit():  # unroutable mandatory ones
-            self.connection.proto.send_content(
-                self.number,
-                unchecked(
-                    spec.Basic.Return,
-                    reply_code=proto.NO_ROUTE,
-                    reply_text="NO_ROUTE",
-                    exchange=exchange,
-                    routing_key=routing_key,
-                ),
-                message.properties,
-                message.body,
-            )
+            self.send_return(exchange, routing_key, message.properties, message.body)
 
         def committed(ok: bool) -> None:  # commit-ok only once the transaction is on disk
             if self.session.closed:

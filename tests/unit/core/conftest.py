@@ -7,6 +7,7 @@ import pytest
 from mailslot.core.broker import Broker
 from mailslot.core.message import Message
 from mailslot.core.session import Gate, Session
+from mailslot.frontends.amqp091 import AMQPPropertiesCodec
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
 
 
@@ -35,7 +36,7 @@ class Harness:
     def __init__(self) -> None:
         self.log = MemoryMessageLog()
         self.meta = MemoryMetadataStore()
-        self.broker = Broker(self.log, self.meta, lambda raw: None)
+        self.broker = Broker(self.log, self.meta, AMQPPropertiesCodec())
         self.vhost = self.broker.vhosts["/"]
 
     def session(self, owner: object | None = None) -> tuple[Session, RecordingSink]:
