@@ -28,7 +28,9 @@ from .vhost import VirtualHost
 
 log = logging.getLogger("mailslot.core")
 
-
+# How often the host calls Broker.tick: the resolution of every broker timer (TTL, x-expires, consumer
+# timeouts, delays). RabbitMQ's own timers are no finer for these (its consumer timeout is checked far less often).
+TICK_SECONDS = 0.1
 
 class CommitWaiter(Protocol):
     """Waits for the batch that holds the writes staged before it was registered."""
@@ -77,7 +79,10 @@ class Broker:
         self.log = message_log
         self.metadata = metadata
         self.codec = codec
+        self.clock = clock
         self.vhosts = {name: VirtualHost(name, message_log, metadata, codec, self.mark_dirty, clock) for name in vhosts}
+        # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
+        self.tickers: list[Callable[[float], None]] = []
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
         self._reply_sessions: dict[str, Session] = {}
@@ -175,6 +180,12 @@ class Broker:
 
     def mark_dirty(self, queue: Queue) -> None:
         self._dirty[queue] = None
+
+    def tick(self) -> None:
+        """Run timer work; the host calls it every ``TICK_SECONDS`` and then flushes."""
+        now = self.clock()
+        for ticker in self.tickers:
+            ticker(now)
 
     def after_commit(self, waiter: CommitWaiter) -> None:
         self._waiters.append(waiter)

@@ -37,6 +37,12 @@ class StoredMessage:
     body: bytes
     persistent: bool
     redelivered: bool = False
+    # A time the core attaches, in ms since the epoch (0: none): in a queue, when the message expires
+    # (x-message-ttl / expiration); in a delay store, when it is due. Stores keep it and give it back.
+    deadline: int = 0
+    # How many times ``stage_mark_redelivered`` named it since it was appended (failed deliveries, for
+    # x-delivery-limit and the x-delivery-count header). A store reports redelivered=True when > 0.
+    requeues: int = 0
 
 
 @dataclass(slots=True)
@@ -99,7 +105,8 @@ class MessageLog(Protocol):
         """Stage the removal of acknowledged / dropped messages. Unknown seqs are ignored."""
 
     def stage_mark_redelivered(self, queue: str, seqs: list[int]) -> None:
-        """Stage the redelivered flag for these messages (so a restart reports redelivered=true)."""
+        """Stage one more requeue of these messages: the redelivered flag and ``requeues`` + 1 (so a
+        restart reports redelivered=true and keeps the delivery count)."""
 
     def stage_purge(self, queue: str) -> None:
         """Stage the removal of every message of ``queue`` (purge, delete)."""

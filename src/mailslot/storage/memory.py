@@ -32,7 +32,8 @@ _APPEND, _REMOVE, _REDELIVER, _PURGE = range(4)
 
 def _copy_message(m: StoredMessage) -> StoredMessage:
     return StoredMessage(
-        m.queue, m.seq, m.exchange, m.routing_key, m.properties, m.body, m.persistent, m.redelivered
+        m.queue, m.seq, m.exchange, m.routing_key, m.properties, m.body, m.persistent, m.redelivered,
+        m.deadline, m.requeues,
     )
 
 
@@ -130,6 +131,7 @@ class MemoryMessageLog:
                         m = q.by_seq.get(seq)
                         if m is not None:
                             m.redelivered = True
+                            m.requeues += 1
                 if not q.by_seq:
                     del queues[a]
 

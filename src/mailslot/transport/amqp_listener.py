@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
-from ..core.broker import Batch, Broker
+from ..core.broker import TICK_SECONDS, Batch, Broker
 from ..frontends.amqp091 import AMQPConnection
 
 log = logging.getLogger("mailslot.transport")
@@ -48,6 +48,17 @@ class FlushScheduler:
         self._throttled: list[AMQPStream] = []
         self._throttle_deadline = 0.0
         broker.request_flush = self.request
+        self._ticker = loop.call_later(TICK_SECONDS, self._tick)
+
+    def _tick(self) -> None:
+        """The broker's timers (TTL, expiry, timeouts, delays), then a flush for what they changed."""
+        self._ticker = self.loop.call_later(TICK_SECONDS, self._tick)
+        try:
+            if self.broker.tickers:
+                self.broker.tick()
+                self.request()
+        except Exception:
+            log.exception("broker tick failed")
 
     def request(self) -> None:
         if not self._scheduled:
@@ -117,6 +128,7 @@ class FlushScheduler:
         self.run()
         if self._in_flight is not None:
             await asyncio.wait([self._in_flight])
+        self._ticker.cancel()
         self._writer.shutdown(wait=True)
 
 
