@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from ..storage.api import MessageLog, MetadataStore
+from . import dedup
 from .deadletter import PropertiesCodec
 from .message import Message
 from .queue import Queue
@@ -83,6 +84,7 @@ class Broker:
         self.vhosts = {name: VirtualHost(name, message_log, metadata, codec, self.mark_dirty, clock) for name in vhosts}
         # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
         self.tickers: list[Callable[[float], None]] = []
+        self.tickers.append(lambda now: dedup.expire_all(self.vhosts.values(), now))
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
         self._reply_sessions: dict[str, Session] = {}
@@ -129,9 +131,12 @@ class Broker:
                     (binding.destination_kind, binding.destination), binding.routing_key, arguments, binding.arguments_key
                 )
         by_key = {queue.key: queue for vhost in self.vhosts.values() for queue in vhost.queues.values()}
+        windows = dedup.windows_by_store_key(self.vhosts.values())
         for recovered in self.log.recover():
             queue = by_key.get(recovered.queue)
-            if queue is None:
+            if queue is None and recovered.queue in windows:
+                windows[recovered.queue].restore()  # a deduplication window's keys
+            elif queue is None:
                 self.log.stage_purge(recovered.queue)  # rows of a queue that no longer exists
             else:
                 queue.restore(recovered.count, recovered.max_seq)

@@ -16,6 +16,9 @@ class PropertiesCodec(Protocol):
 
     def expiration(self, raw: bytes) -> str | None: ...
 
+    def message_id(self, raw: bytes) -> str | None:
+        """The message_id property (deduplication by message id); None when absent or unreadable."""
+
     def with_headers(self, raw: bytes, headers: dict[str, Any]) -> bytes:
         """The same properties with these headers and no ``expiration`` (a dead-lettered copy
         must not expire again on the way, as in RabbitMQ)."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .dedup import EXCHANGE_TYPE as DEDUP_EXCHANGE_TYPE
+from .dedup import DedupWindow
 from .errors import PreconditionFailed
 
 # A destination is ("queue" | "exchange", name); bindings are (destination, routing key, arguments key).
@@ -238,8 +240,27 @@ def _headers_match(mode: str, wanted: dict[str, Any], headers: dict[str, Any]) -
     return any(k in headers and (v is None or headers[k] == v) for k, v in wanted.items())
 
 
+class DeduplicationExchange(FanoutExchange):
+    """``x-message-deduplication`` (RabbitMQ's message-deduplication plugin): routes as fanout, except
+    that a message whose key its window holds goes nowhere (core.dedup keeps the window)."""
+
+    type = DEDUP_EXCHANGE_TYPE
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.window: DedupWindow | None = None  # attached by the vhost (core.dedup.attach_to_exchange)
+        self.dropped: Any = None  # the last message dropped as a duplicate (see dedup.dropped_as_duplicate)
+
+    def route(self, routing_key: str, message: Any) -> Iterable[Destination]:
+        window = self.window
+        if window is not None and not window.admit(message):
+            self.dropped = message
+            return ()
+        return self._destinations
+
+
 _TYPES: dict[str, type[Exchange]] = {
-    cls.type: cls for cls in (DirectExchange, FanoutExchange, TopicExchange, HeadersExchange)
+    cls.type: cls for cls in (DirectExchange, FanoutExchange, TopicExchange, HeadersExchange, DeduplicationExchange)
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import dedup
 from .errors import AccessRefused, NotAllowed, NotFound, NotImplementedFeature, PreconditionFailed
 from .message import Entry, Message
 from .queue import Queue
@@ -146,13 +147,15 @@ class Session:
             return ROUTED
         queues = vhost.route(exchange, routing_key, message)
         if not queues:
-            return UNROUTED
+            return ROUTED if dedup.dropped_as_duplicate(exchange, message) else UNROUTED
         outcome = ROUTED
         for queue in queues:
             if queue.congested:
                 self.gate.throttled = True
             if not vhost.enqueue(queue, message):
                 outcome = REJECTED
+        if outcome == REJECTED:
+            dedup.refused(exchange, message)
         return outcome
 
     # ---- consuming ------------------------------------------------------------------------------
@@ -217,8 +220,8 @@ class Session:
         self.next_delivery_tag = first + count
         if consumer.no_ack:
             stored = [entry for entry in entries if entry.stored]
-            if stored:
-                queue.settle(stored)
+            if stored or queue.dedup is not None:  # a deduplicating queue forgets the keys it hands out
+                queue.settle(entries)
         else:
             unacked = self.unacked
             tag = first

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
-from .arguments import field_type, validate_queue_arguments
+from . import dedup
+from .arguments import field_type, validate_exchange_arguments, validate_queue_arguments
 from .deadletter import PropertiesCodec, death_headers, died_in
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
@@ -71,6 +72,7 @@ class VirtualHost:
         self.clock = clock
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        self.dedup_windows: dict[str, dedup.DedupWindow] = {}  # by store key (core.dedup)
         self.default_exchange = make_exchange("direct", "")
         self.exchanges[""] = self.default_exchange
         for name_, type_ in PREDECLARED.items():
@@ -130,9 +132,11 @@ class VirtualHost:
             return existing
         if name.startswith("amq."):
             raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        validate_exchange_arguments(type_, arguments)
         exchange = make_exchange(
             type_, name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
         )
+        dedup.attach_to_exchange(self, exchange)
         self.exchanges[name] = exchange
         if durable:
             self.metadata.save_exchange(
@@ -154,6 +158,7 @@ class VirtualHost:
                 self._forget_binding(other, dest, routing_key, args_key)
         if exchange.durable:
             self.metadata.delete_exchange(self.name, name)
+        dedup.detach(self, dedup.exchange_store_key(self.name, name))
 
     # ---- bindings -------------------------------------------------------------------------------
 
@@ -249,6 +254,7 @@ class VirtualHost:
             read_headers=self.read_headers,
         )
         self.queues[name] = queue
+        dedup.attach_to_queue(self, queue)
         if durable and not exclusive:
             self.metadata.save_queue(QueueDefinition(name, self.name, durable, exclusive, auto_delete, arguments))
         return queue
@@ -283,6 +289,7 @@ class VirtualHost:
                 self._forget_binding(exchange, dest, routing_key, args_key)
         if queue.durable:
             self.metadata.delete_queue(self.name, queue.name)
+        dedup.detach(self, dedup.queue_store_key(self.name, queue.name))
         return count
 
     # ---- routing --------------------------------------------------------------------------------

@@ -86,6 +86,13 @@ class AMQPPropertiesCodec:
         return None if value is None else str(value)
 
     @staticmethod
+    def message_id(raw: bytes) -> str | None:
+        try:
+            return props.message_id(raw)
+        except ValueError:
+            return None
+
+    @staticmethod
     def with_headers(raw: bytes, headers: dict[str, Any]) -> bytes:
         decoded = props.decode_properties(raw)
         decoded.headers = headers

@@ -78,6 +78,30 @@ def headers(raw: bytes) -> dict[str, Any] | None:
         raise ValueError(f"malformed property block: {exc}") from exc
 
 
+# After the headers table: delivery-mode and priority (octets), then correlation-id, reply-to and
+# expiration (shortstrs) come before message-id.
+_BEFORE_MESSAGE_ID = ((0x1000, 1), (0x0800, 1), (0x0400, 0), (0x0200, 0), (0x0100, 0))
+FLAG_MESSAGE_ID = 0x0080
+
+
+def message_id(raw: bytes) -> str | None:
+    """message-id of a raw property block (deduplication keys), walking the flags; None when absent."""
+    try:
+        flags, p = _skip_flag_words(raw)
+        if not flags & FLAG_MESSAGE_ID:
+            return None
+        p = _offset_after_headers(raw, flags, p)
+        for flag, octets in _BEFORE_MESSAGE_ID:
+            if flags & flag:
+                p += octets or 1 + raw[p]
+        length = raw[p]
+        if p + 1 + length > len(raw):
+            raise ValueError("message-id exceeds the property block")
+        return bytes(raw[p + 1 : p + 1 + length]).decode("utf-8", errors="surrogateescape")
+    except (struct.error, IndexError) as exc:
+        raise ValueError(f"malformed property block: {exc}") from exc
+
+
 def decode_properties(raw: bytes) -> commands.Basic.Properties:
     """Full decode with pamqp (slow path: management, basic.get, dead-lettering...)."""
     try:
