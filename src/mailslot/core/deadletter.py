@@ -16,6 +16,9 @@ class PropertiesCodec(Protocol):
 
     def expiration(self, raw: bytes) -> str | None: ...
 
+    def header(self, raw: bytes, name: str) -> Any:
+        """One header's value, None when absent or unreadable (without decoding the whole table)."""
+
     def message_id(self, raw: bytes) -> str | None:
         """The message_id property (deduplication by message id); None when absent or unreadable."""
 

@@ -278,7 +278,7 @@ class DedupWindow:
     def key_of(self, message: Message) -> bytes | None:
         if self.settings.key_source == "message_id":
             return key_bytes(self.codec.message_id(message.properties))
-        return key_bytes(message.headers.get(KEY_HEADER))
+        return key_bytes(self.codec.header(message.properties, KEY_HEADER))
 
     def check(self, message: Message) -> bytes | None:
         """The message's key (remember it once the message is in), None when it has none, or
@@ -316,7 +316,7 @@ class DedupWindow:
         settings = self.settings
         ttl = settings.ttl_ms
         if not settings.until_settled:
-            ttl = _positive(message.headers.get(TTL_HEADER)) or ttl
+            ttl = _positive(self.codec.header(message.properties, TTL_HEADER)) or ttl
         expiry = self._now_ms() + ttl if ttl else 0
         seq = self._next_seq
         self._next_seq = seq + 1

@@ -86,6 +86,13 @@ class AMQPPropertiesCodec:
         return None if value is None else str(value)
 
     @staticmethod
+    def header(raw: bytes, name: str) -> Any:
+        try:
+            return props.header(raw, name)
+        except ValueError:
+            return None
+
+    @staticmethod
     def message_id(raw: bytes) -> str | None:
         try:
             return props.message_id(raw)

@@ -440,3 +440,44 @@ def test_plugin_style_string_numbers_are_accepted(world):
     world.publish(b"a", props("a"), exchange="dx")
     world.publish(b"a", props("a"), exchange="dx")
     assert world.drain() == [b"a"]
+
+
+# ---- the codec's single-header reader --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-deduplication-header": "k", "x-cache-ttl": 500},
+        {"a": [1, 2], "b": {"c": 1.5}, "x-deduplication-header": 42, "d": None},
+        {"x-deduplication-header": "caf\u00e9", "t": True},
+        {"x-deduplication-header": 2.5},
+        {"other": "v"},
+    ],
+)
+def test_header_reader_agrees_with_the_full_decode(headers):
+    raw = commands.Basic.Properties(content_type="text/plain", headers=headers, delivery_mode=2).marshal()
+    full = AMQPPropertiesCodec.headers(raw) or {}
+    for name in ("x-deduplication-header", "x-cache-ttl", "missing"):
+        assert AMQPPropertiesCodec.header(raw, name) == full.get(name)
+
+
+def test_header_reader_never_raises_on_a_truncated_block():
+    raw = commands.Basic.Properties(headers={"x-deduplication-header": "key"}).marshal()
+    for cut in range(len(raw)):
+        AMQPPropertiesCodec.header(raw[:cut], "x-deduplication-header")  # None or a value, never an error
+        AMQPPropertiesCodec.message_id(raw[:cut])
+
+
+def test_a_window_bounded_by_size_keeps_memory_bounded(world):
+    world.queue(**{"x-message-deduplication": True, "x-cache-size": 1000})
+    window = world.vhost.dedup_windows[queue_store_key("/", "q")]
+    for i in range(20_000):
+        world.session.publish("", "q", Message("", "q", props(f"k{i}"), b"", True, AMQPPropertiesCodec.headers), False)
+        if i % 1000 == 999:
+            world.broker.flush()
+            world.drain()
+    world.broker.flush()
+    assert len(window.index) == 1000
+    assert window.index.nbytes() < 1000 * 200
+    assert len(world.log.read(queue_store_key("/", "q"), 0, 5000)) == 1000  # evicted rows left the log

@@ -78,6 +78,63 @@ def headers(raw: bytes) -> dict[str, Any] | None:
         raise ValueError(f"malformed property block: {exc}") from exc
 
 
+# Field-table values (RabbitMQ's dialect, as pamqp reads them): fixed sizes by type tag; S, A, F and x
+# carry a 4-octet length instead.
+_FIXED_SIZES = {b"t"[0]: 1, b"b"[0]: 1, b"B"[0]: 1, b"s"[0]: 2, b"u"[0]: 2, b"I"[0]: 4, b"i"[0]: 4, b"l"[0]: 8,
+                b"L"[0]: 8, b"f"[0]: 4, b"d"[0]: 8, b"D"[0]: 5, b"T"[0]: 8, b"V"[0]: 0, 0: 0}
+_LENGTH_PREFIXED = frozenset(b"SAFx")
+_INTEGERS = {b"b"[0]: struct.Struct(">b"), b"B"[0]: struct.Struct(">B"), b"s"[0]: struct.Struct(">h"),
+             b"u"[0]: struct.Struct(">H"), b"I"[0]: struct.Struct(">i"), b"i"[0]: struct.Struct(">I"),
+             b"l"[0]: struct.Struct(">q"), b"L"[0]: struct.Struct(">q")}
+
+
+def header(raw: bytes, name: str) -> Any:
+    """One header's value (as pamqp would decode it), or None when absent: walks the table without
+    building it (deduplication reads its key on every publish; a dict per message costs GC time)."""
+    try:
+        flags, p = _skip_flag_words(raw)
+        if not flags & FLAG_HEADERS:
+            return None
+        if flags & FLAG_CONTENT_TYPE:
+            p += 1 + raw[p]
+        if flags & FLAG_CONTENT_ENCODING:
+            p += 1 + raw[p]
+        end = p + 4 + _U32.unpack_from(raw, p)[0]
+        if end > len(raw):
+            raise ValueError("headers table exceeds the property block")
+        p += 4
+        wanted = name.encode()
+        while p < end:
+            key_end = p + 1 + raw[p]
+            key = raw[p + 1 : key_end]
+            tag = raw[key_end]
+            p = key_end + 1
+            size = 4 + _U32.unpack_from(raw, p)[0] if tag in _LENGTH_PREFIXED else _FIXED_SIZES.get(tag)
+            if size is None or p + size > end:
+                raise ValueError(f"bad field in headers table (type {tag})")
+            if key == wanted:
+                if tag == 83:  # S
+                    value = bytes(raw[p + 4 : p + size])
+                    try:
+                        return value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        return value
+                if tag in _INTEGERS:
+                    return _INTEGERS[tag].unpack_from(raw, p)[0]
+                if tag == 120:  # x
+                    return bytes(raw[p + 4 : p + size])
+                if tag == 116:  # t
+                    return bool(raw[p])
+                if tag in (86, 0):  # V
+                    return None
+                table = headers(raw)  # floats, decimals, timestamps, tables, arrays: rare, let pamqp say
+                return None if table is None else table.get(name)
+            p += size
+        return None
+    except (struct.error, IndexError) as exc:
+        raise ValueError(f"malformed property block: {exc}") from exc
+
+
 # After the headers table: delivery-mode and priority (octets), then correlation-id, reply-to and
 # expiration (shortstrs) come before message-id.
 _BEFORE_MESSAGE_ID = ((0x1000, 1), (0x0800, 1), (0x0400, 0), (0x0200, 0), (0x0100, 0))
