@@ -41,6 +41,19 @@ def _overflow(value: Any) -> str | None:
     return None
 
 
+def _retry_delays(value: Any) -> str | None:
+    """A non-empty array of non-negative integers (milliseconds); a mailslot extension."""
+    if not isinstance(value, list):
+        return f"{{unacceptable_type,{field_type(value)}}}"
+    if not value:
+        return '"expected a non-empty array of milliseconds"'
+    for item in value:
+        problem = _non_negative_int(item)
+        if problem is not None:
+            return problem
+    return None
+
+
 def field_type(value: Any) -> str:
     """The AMQP field-table type name a client most likely sent for this decoded value (RabbitMQ
     names it in its 406 texts)."""
@@ -63,6 +76,9 @@ QUEUE_ARGUMENTS: dict[str, Callable[[Any], str | None]] = {
     "x-overflow": _overflow,
     "x-dead-letter-exchange": _string,
     "x-dead-letter-routing-key": _string,
+    "x-delivery-limit": _non_negative_int,
+    "x-consumer-timeout": _non_negative_int,
+    "x-retry-delays": _retry_delays,
 }
 
 
@@ -88,6 +104,10 @@ class QueuePolicy:
     overflow: str = "drop-head"
     dead_letter_exchange: str | None = None
     dead_letter_routing_key: str | None = None
+    # Redelivery (core/redelivery.py, docs/lifecycle-redelivery.md).
+    delivery_limit: int | None = None  # x-delivery-limit: failed deliveries before dead-lettering
+    consumer_timeout: int | None = None  # x-consumer-timeout, ms (0: none); None: the broker-wide setting
+    retry_delays: tuple[int, ...] = ()  # x-retry-delays, ms: a requeued message waits before it is ready
 
     @classmethod
     def from_arguments(cls, arguments: dict[str, Any]) -> QueuePolicy:
@@ -99,6 +119,9 @@ class QueuePolicy:
             overflow=_text(arguments.get("x-overflow", "drop-head")),
             dead_letter_exchange=None if dlx is None else _text(dlx),
             dead_letter_routing_key=None if dlrk is None else _text(dlrk),
+            delivery_limit=arguments.get("x-delivery-limit"),
+            consumer_timeout=arguments.get("x-consumer-timeout"),
+            retry_delays=tuple(arguments.get("x-retry-delays") or ()),
         )
 
     @property

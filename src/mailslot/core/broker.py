@@ -23,6 +23,7 @@ from ..storage.api import MessageLog, MetadataStore
 from .deadletter import PropertiesCodec
 from .message import Message
 from .queue import Queue
+from .redelivery import DEFAULT_CONSUMER_TIMEOUT_MS, Redelivery
 from .session import DeliverySink, Gate, Session
 from .vhost import VirtualHost
 
@@ -74,8 +75,10 @@ class Broker:
         codec: PropertiesCodec,
         vhosts: Iterable[str] = ("/",),
         clock: Callable[[], float] = time.time,
+        consumer_timeout_ms: int | None = DEFAULT_CONSUMER_TIMEOUT_MS,
     ) -> None:
-        """``codec`` reads and rewrites encoded message properties for the core (the front end's format)."""
+        """``codec`` reads and rewrites encoded message properties for the core (the front end's format).
+        ``consumer_timeout_ms``: the broker-wide consumer acknowledgement timeout (None or 0: none)."""
         self.log = message_log
         self.metadata = metadata
         self.codec = codec
@@ -83,6 +86,8 @@ class Broker:
         self.vhosts = {name: VirtualHost(name, message_log, metadata, codec, self.mark_dirty, clock) for name in vhosts}
         # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
         self.tickers: list[Callable[[float], None]] = []
+        self.redelivery = Redelivery(self.mark_dirty, consumer_timeout_ms)  # retry delays, ack timeouts
+        self.tickers.append(self.redelivery.tick)
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
         self._reply_sessions: dict[str, Session] = {}
