@@ -65,6 +65,11 @@ class RetryTimer:
     def watch(self, queue: Queue) -> None:
         self._watched[queue] = None
 
+    @property
+    def watching(self) -> int:
+        """Queues the timer looks at on each tick."""
+        return len(self._watched)
+
     def tick(self, now: float) -> None:
         if not self._watched:
             return

@@ -228,7 +228,7 @@ def test_purge_and_delete_forget_held_messages():
     s.nack(tag, multiple=False, requeue=True)
     w.broker.delete_queue(w.vhost, queue)
     w.run(1.5)  # the timer lets go of a deleted queue
-    assert not w.broker.redelivery.retries._watched
+    assert w.broker.redelivery.retries.watching == 0
 
 
 def test_held_message_after_a_restart_is_ready_at_once_and_keeps_its_count():
