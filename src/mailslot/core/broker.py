@@ -24,6 +24,7 @@ from .deadletter import PropertiesCodec
 from .message import Message
 from .queue import Queue
 from .session import DeliverySink, Gate, Session
+from .ttl import ExpiryTicker, after_dispatch
 from .vhost import VirtualHost
 
 log = logging.getLogger("mailslot.core")
@@ -82,7 +83,7 @@ class Broker:
         self.clock = clock
         self.vhosts = {name: VirtualHost(name, message_log, metadata, codec, self.mark_dirty, clock) for name in vhosts}
         # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
-        self.tickers: list[Callable[[float], None]] = []
+        self.tickers: list[Callable[[float], None]] = [ExpiryTicker(self)]
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
         self._reply_sessions: dict[str, Session] = {}
@@ -200,6 +201,8 @@ class Broker:
             for queue in batch:
                 if not queue.deleted:
                     queue.dispatch()
+                    if queue.expiring:
+                        after_dispatch(queue)  # TTL 0: what no consumer took now expires
                     touched.append(queue)
         congested = self.congested
         for queue in touched:

@@ -250,6 +250,8 @@ class Session:
         """basic.get: (delivery tag, entry, messages left) or None when empty. Ignores prefetch, as RabbitMQ."""
         queue = self.vhost.queue(queue_name)
         self.vhost.check_access(queue, self.owner)
+        if queue.expiry is not None:
+            queue.expiry.used()  # basic.get renews the x-expires lease
         entry = queue.pop_ready()
         if entry is None:
             return None

@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
-from .arguments import field_type, validate_queue_arguments
+from .arguments import field_type, validate_queue_arguments, validate_queue_properties
 from .deadletter import PropertiesCodec, death_headers, died_in
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
-from .message import HeadersReader, Message
+from .message import Entry, HeadersReader, Message
 from .queue import REJECTED, Queue
+from .ttl import QueueExpiry, drop_expired
 
 PREDECLARED = {
     "amq.direct": "direct",
@@ -220,6 +221,7 @@ class VirtualHost:
         if passive:
             queue = self.queue(name)
             self.check_access(queue, owner)
+            self._declared_again(queue)
             return queue
         if not name:
             name = "amq.gen-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
@@ -237,7 +239,9 @@ class VirtualHost:
                 [("durable", existing.durable, durable), ("auto_delete", existing.auto_delete, auto_delete)],
             )
             self._check_arguments("queue", name, existing.arguments, arguments, QUEUE_EQUIVALENT_ARGS)
+            self._declared_again(existing)
             return existing
+        validate_queue_properties(name, self.name, arguments, durable=durable, exclusive=exclusive, auto_delete=auto_delete)
         queue = Queue(
             name,
             self.name,
@@ -248,10 +252,22 @@ class VirtualHost:
             log=self.log,
             read_headers=self.read_headers,
         )
+        policy = queue.policy
+        queue.expiry = QueueExpiry(self.clock, self._expired, policy.message_ttl, policy.expires)
+        queue.expiring = policy.message_ttl is not None
         self.queues[name] = queue
         if durable and not exclusive:
             self.metadata.save_queue(QueueDefinition(name, self.name, durable, exclusive, auto_delete, arguments))
         return queue
+
+    def _declared_again(self, queue: Queue) -> None:
+        """A redeclaration renews the x-expires lease; declare-ok counts no expired head (core/ttl.py)."""
+        if queue.expiry is not None:
+            queue.expiry.used()
+            drop_expired(queue)
+
+    def _expired(self, queue: Queue, entries: list[Entry]) -> None:
+        self.dead_letter(queue, entries, "expired")
 
     def check_access(self, queue: Queue, owner: object) -> None:
         if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
