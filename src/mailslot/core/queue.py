@@ -161,16 +161,12 @@ class Queue:
         overflow.clear()
 
     def _row(self, seq: int, message: Message, persistent: bool, deadline: int = 0) -> StoredMessage:
-        return StoredMessage(
-            self.key,
-            seq,
-            message.exchange,
-            message.routing_key,
-            message.properties,
-            message.body,
-            persistent,
-            deadline=deadline,
+        row = StoredMessage(
+            self.key, seq, message.exchange, message.routing_key, message.properties, message.body, persistent
         )
+        if deadline:  # set apart: a keyword argument would cost every message (~90 ns)
+            row.deadline = deadline
+        return row
 
     # ---- take and give back ---------------------------------------------------------------------
 
