@@ -202,3 +202,39 @@ def test_quorum_queue_declaration(conn: BlockingConnection, uname, cleanup: Clea
         conn.channel().queue_declare(bad, durable=False, arguments={"x-queue-type": "quorum"})
     assert (info.value.reply_code, info.value.reply_text) == (
         406, f"PRECONDITION_FAILED - invalid property 'non-durable' for queue '{bad}' in vhost '/'")
+
+
+def test_passive_declare_renews_the_x_expires_lease(ch: BlockingChannel, uname, cleanup: Cleanup) -> None:
+    q = cleanup.queue(uname("renewed"))
+    ch.queue_declare(q, arguments={"x-expires": 400})
+    for _ in range(8):  # 0.8 s in all, never 0.4 s without a declaration
+        time.sleep(0.1)
+        ch.queue_declare(q, passive=True)
+    ch.confirm_delivery()
+    assert _routable(ch, q)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "problem"),
+    [
+        ({"x-queue-type": "classic"}, {}, None),
+        ({}, {"x-queue-type": "classic"}, None),
+        ({"x-queue-type": "quorum"}, {}, "received none but current is the value 'quorum' of type 'longstr'"),
+        ({}, {"x-queue-type": "quorum"}, "received the value 'quorum' of type 'longstr' but current is none"),
+        ({"x-queue-type": "quorum"}, {"x-queue-type": "classic"}, "received 'classic' but current is 'quorum'"),
+        ({"x-queue-mode": "lazy"}, {}, "received none but current is the value 'lazy' of type 'longstr'"),
+        ({}, {"x-queue-version": 2}, "received the value '2' of type 'signedint' but current is none"),
+    ],
+)
+def test_redeclaring_with_other_no_op_arguments(conn: BlockingConnection, uname, cleanup: Cleanup, first, second,
+                                                problem) -> None:
+    q = cleanup.queue(uname("redeclare"))
+    conn.channel().queue_declare(q, durable=True, arguments=first)
+    if problem is None:
+        conn.channel().queue_declare(q, durable=True, arguments=second)
+        return
+    arg = next(iter(first or second))
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+        conn.channel().queue_declare(q, durable=True, arguments=second)
+    assert (info.value.reply_code, info.value.reply_text) == (
+        406, f"PRECONDITION_FAILED - inequivalent arg '{arg}' for queue '{q}' in vhost '/': {problem}")

@@ -238,6 +238,7 @@ class VirtualHost:
                 name,
                 [("durable", existing.durable, durable), ("auto_delete", existing.auto_delete, auto_delete)],
             )
+            self._check_queue_type(name, existing.arguments, arguments)
             self._check_arguments("queue", name, existing.arguments, arguments, QUEUE_EQUIVALENT_ARGS)
             self._declared_again(existing)
             return existing
@@ -265,6 +266,19 @@ class VirtualHost:
         if queue.expiry is not None:
             queue.expiry.used()
             drop_expired(queue)
+
+    def _check_queue_type(self, name: str, current: dict[str, Any], received: dict[str, Any]) -> None:
+        """As RabbitMQ 3.10: no x-queue-type is the same as "classic"; two explicit types are named bare."""
+        old, new = current.get("x-queue-type"), received.get("x-queue-type")
+        if old == new or {old, new} <= {None, "classic", b"classic"}:
+            return
+        if old is None or new is None:
+            shown = (_describe(new), _describe(old))
+        else:
+            shown = (f"'{_text(new)}'", f"'{_text(old)}'")
+        raise PreconditionFailed(
+            f"inequivalent arg 'x-queue-type' for queue '{name}' {self._where()}: received {shown[0]} but current is {shown[1]}"
+        )
 
     def _expired(self, queue: Queue, entries: list[Entry]) -> None:
         self.dead_letter(queue, entries, "expired")
@@ -405,6 +419,10 @@ class VirtualHost:
                 )
 
 
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
 def _describe(value: Any) -> str:
     """RabbitMQ's wording: ``the value 'ae' of type 'longstr'`` or ``none``."""
     if value is None:
@@ -429,7 +447,7 @@ QUEUE_EQUIVALENT_ARGS = frozenset(
         "x-max-priority",
         "x-overflow",
         "x-queue-mode",
-        "x-queue-type",
+        "x-queue-version",
         "x-single-active-consumer",
         "x-queue-master-locator",
         "x-quorum-initial-group-size",
