@@ -48,6 +48,8 @@ OUTPUT_HIGH_WATER = 4 * 1024 * 1024
 FLAG_REPLY_TO = 1 << 9  # property-flag bits (AMQP 0-9-1 spec 4.2.6.1, basic class properties)
 FLAG_USER_ID = 1 << 4
 FLAG_EXPIRATION = 1 << 8
+# A publish with any of these properties takes the slow path (_check_properties); others cost one test.
+CHECKED_FLAGS = FLAG_REPLY_TO | FLAG_USER_ID | FLAG_EXPIRATION
 
 
 def server_properties() -> dict[str, Any]:
@@ -161,9 +163,7 @@ class Channel:
             raise core_errors.NotImplementedFeature("immediate=true")
         ttl = None
         try:
-            if len(properties) >= 2 and ((properties[0] << 8) | properties[1]) & (
-                FLAG_REPLY_TO | FLAG_USER_ID | FLAG_EXPIRATION
-            ):
+            if len(properties) >= 2 and ((properties[0] << 8) | properties[1]) & CHECKED_FLAGS:
                 properties, ttl = self._check_properties(properties)
             persistent = props.delivery_mode(properties) == 2
         except ValueError as error:  # the peer's bytes, not our bug: a hard syntax error, not 541
@@ -196,12 +196,12 @@ class Channel:
         """Direct reply-to rewrites reply_to; user_id must be the authenticated user (RabbitMQ validates it);
         expiration is read as the message's TTL (406 when it is no count of ms, as RabbitMQ)."""
         decoded = props.decode_properties(raw)
-        ttl = None if decoded.expiration is None else parse_expiration(str(decoded.expiration))
         user_id = decoded.user_id
         if user_id is not None and user_id != self.connection.username:
             raise core_errors.PreconditionFailed(
                 f"user_id property set to '{user_id}' but authenticated user was '{self.connection.username}'"
             )
+        ttl = None if decoded.expiration is None else parse_expiration(str(decoded.expiration))  # after user_id, as RabbitMQ
         if decoded.reply_to == REPLY_TO:
             if self.session.reply_name is None:
                 raise core_errors.PreconditionFailed("fast reply consumer does not exist")
