@@ -166,6 +166,8 @@ class Session:
             return self._consume_replies(tag, no_ack)
         queue = self.vhost.queue(queue_name)
         self.vhost.check_access(queue, self.owner)
+        if exclusive and queue.policy.single_active_consumer:  # RabbitMQ: exclusive_consume_unavailable
+            raise AccessRefused(f"queue '{queue_name}' in vhost '{self.vhost.name}' in exclusive use")
         if queue.consumers and (exclusive or queue.consumers[0].exclusive):
             raise AccessRefused(f"queue '{queue_name}' in vhost '{self.vhost.name}' in exclusive use")
         consumer = Consumer(tag, self, queue, no_ack, exclusive, self.consumer_prefetch, arguments)

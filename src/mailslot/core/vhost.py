@@ -20,6 +20,7 @@ from .deadletter import PropertiesCodec, death_headers, died_in
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
 from .message import HeadersReader, Message
+from .priority import queue_factory
 from .queue import REJECTED, Queue
 
 PREDECLARED = {
@@ -238,7 +239,7 @@ class VirtualHost:
             )
             self._check_arguments("queue", name, existing.arguments, arguments, QUEUE_EQUIVALENT_ARGS)
             return existing
-        queue = Queue(
+        queue = queue_factory(arguments, self.codec.priority)(
             name,
             self.name,
             durable=durable,
