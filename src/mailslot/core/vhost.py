@@ -377,7 +377,7 @@ class VirtualHost:
             if current.get(arg) != received.get(arg):
                 raise PreconditionFailed(
                     f"inequivalent arg '{arg}' for {kind} '{name}' {self._where()}: "
-                    f"received {_describe(received.get(arg))} but current is {_describe(current.get(arg))}"
+                    "received {} but current is {}".format(*_describe_pair(received.get(arg), current.get(arg)))
                 )
 
     def _check_equivalent(self, kind: str, name: str, pairs: list[tuple[str, Any, Any]]) -> None:
@@ -388,6 +388,27 @@ class VirtualHost:
                     f"inequivalent arg '{arg}' for {kind} '{name}' {self._where()}: "
                     f"received '{shown[0]}' but current is '{shown[1]}'"
                 )
+
+
+def _describe_pair(received: Any, current: Any) -> tuple[str, str]:
+    """rabbit_misc:assert_args_equivalence: two values of one type class are shown bare (``'6'``),
+    otherwise with their types (``the value '6' of type 'signedint'``, ``none``)."""
+    if received is not None and current is not None and _type_class(received) == _type_class(current):
+        return _bare(received), _bare(current)
+    return _describe(received), _describe(current)
+
+
+def _type_class(value: Any) -> str:
+    kind = field_type(value)
+    return {"signedint": "int", "long": "int", "double": "float"}.get(kind, kind)
+
+
+def _bare(value: Any) -> str:
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if isinstance(value, bool):
+        value = _flag(value)
+    return f"'{value}'"
 
 
 def _describe(value: Any) -> str:
