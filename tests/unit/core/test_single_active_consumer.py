@@ -73,7 +73,9 @@ def test_when_the_active_cancels_the_next_in_registration_order_takes_the_backlo
     harness.broker.flush()
     assert s1.cancel("a")
     harness.broker.flush()
-    # Unlike RabbitMQ 3.10, which feeds the new active consumer only at the next queue event (publish, ack).
+    assert sink3.bodies() == []  # as RabbitMQ 3.10: the new active consumer starts at the queue's next event
+    harness.publish(s1, "q", b"m6")
+    harness.broker.flush()
     assert sink3.bodies() == [b"m2", b"m3"]
     assert sink2.bodies() == []
     # The cancelled consumer's unacked messages stay with its channel until settled, then go to the active one.
@@ -98,6 +100,22 @@ def test_when_the_active_channel_closes_its_unacked_go_first_to_the_next(harness
     assert [(body, redelivered) for _, _, redelivered, body in sink2.deliveries] == [
         (b"m0", True), (b"m2", True), (b"m3", False), (b"m4", False),
     ]
+
+
+def test_cancel_then_close_requeues_before_the_next_consumer_starts(harness):
+    """What pika does on a graceful close: the old consumer's unacked messages keep their place."""
+    s1, sink1 = harness.session()
+    s2, sink2 = harness.session()
+    harness.declare(s1, "q", arguments=SAC)
+    consume(s1, "a", prefetch=2)
+    consume(s2, "b", prefetch=2)
+    publish_many(harness, s1, 4)
+    harness.broker.flush()
+    s1.cancel("a")
+    harness.broker.flush()  # a turn between the cancel and the close
+    s1.close()
+    harness.broker.flush()
+    assert [(body, redelivered) for _, _, redelivered, body in sink2.deliveries] == [(b"m0", True), (b"m1", True)]
 
 
 def test_a_waiting_consumer_leaving_changes_nothing(harness):
