@@ -89,7 +89,7 @@ def ready_bytes_of(queue: Queue) -> int | None:
 
 def active_consumer_tag(queue: Queue) -> str | None:
     """With x-single-active-consumer, the first registered consumer is the one that gets deliveries."""
-    if queue.policy.single_active_consumer and queue.consumers:
+    if queue.arguments.get("x-single-active-consumer") is True and queue.consumers:
         return queue.consumers[0].tag
     return None
 
