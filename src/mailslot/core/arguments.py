@@ -15,6 +15,7 @@ from typing import Any
 from .errors import PreconditionFailed
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
+MAX_PRIORITY = 255  # RabbitMQ's ?MAX_SUPPORTED_PRIORITY
 
 
 def _text(value: Any) -> str:
@@ -26,6 +27,19 @@ def _non_negative_int(value: Any) -> str | None:
         return f'"expected integer, got {field_type(value)}"'
     if value < 0:
         return f"{{value_negative,{value}}}"
+    return None
+
+
+def _max_priority(value: Any) -> str | None:
+    problem = _non_negative_int(value)
+    if problem is None and value > MAX_PRIORITY:
+        return f"{{max_value_exceeded,{value}}}"
+    return problem
+
+
+def _bool(value: Any) -> str | None:
+    if not isinstance(value, bool):
+        return f"{{unacceptable_type,{field_type(value)}}}"
     return None
 
 
@@ -120,6 +134,8 @@ QUEUE_ARGUMENTS: dict[str, Callable[[Any], str | None]] = {
     "x-max-in-memory-bytes": _non_negative_int,
     "x-quorum-initial-group-size": _non_negative_int,
     "x-dead-letter-strategy": _one_of(DEAD_LETTER_STRATEGIES, "invalid_dlx_strategy"),
+    "x-max-priority": _max_priority,
+    "x-single-active-consumer": _bool,
 }
 
 
@@ -159,6 +175,8 @@ class QueuePolicy:
     dead_letter_routing_key: str | None = None
     message_ttl: int | None = None  # x-message-ttl, ms
     expires: int | None = None  # x-expires, ms
+    max_priority: int = 0  # x-max-priority: 0 is an ordinary FIFO queue, as in RabbitMQ (one level)
+    single_active_consumer: bool = False
 
     @classmethod
     def from_arguments(cls, arguments: dict[str, Any]) -> QueuePolicy:
@@ -172,6 +190,8 @@ class QueuePolicy:
             dead_letter_routing_key=None if dlrk is None else _text(dlrk),
             message_ttl=arguments.get("x-message-ttl"),
             expires=arguments.get("x-expires"),
+            max_priority=arguments.get("x-max-priority", 0),
+            single_active_consumer=arguments.get("x-single-active-consumer") is True,
         )
 
     @property

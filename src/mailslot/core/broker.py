@@ -22,6 +22,7 @@ from typing import Protocol
 from ..storage.api import MessageLog, MetadataStore
 from .deadletter import PropertiesCodec
 from .message import Message
+from .priority import recovering_lane
 from .queue import Queue
 from .session import DeliverySink, Gate, Session
 from .ttl import ExpiryTicker, after_dispatch
@@ -131,7 +132,7 @@ class Broker:
                 )
         by_key = {queue.key: queue for vhost in self.vhosts.values() for queue in vhost.queues.values()}
         for recovered in self.log.recover():
-            queue = by_key.get(recovered.queue)
+            queue = by_key.get(recovered.queue) or recovering_lane(by_key, recovered.queue)
             if queue is None:
                 self.log.stage_purge(recovered.queue)  # rows of a queue that no longer exists
             else:

@@ -292,13 +292,14 @@ class Queue:
     def _dispatch_one(self, consumer: Consumer) -> None:
         """One consumer: hand it batches (one session call and one encode pass per batch)."""
         session = consumer.session
+        count = len(self.consumers)  # more than one only with x-single-active-consumer: the others wait
         while consumer.can_take():
             entries = self.pop_many(min(session.room(consumer), DELIVERY_BATCH))
             if not entries:
                 return
             self.stats_delivered += len(entries)
             session.deliver_many(consumer, self, entries)
-            if self.deleted or len(self.consumers) != 1:
+            if self.deleted or len(self.consumers) != count:
                 return
 
     def restore(self, count: int, max_seq: int) -> None:
@@ -326,7 +327,7 @@ class Queue:
         count = len(consumers)
         if not count:
             return
-        if count == 1:
+        if count == 1 or self.policy.single_active_consumer:  # the first registered consumer is the active one
             self._dispatch_one(consumers[0])
             return
         i = self._rr

@@ -20,6 +20,7 @@ from .deadletter import PropertiesCodec, death_headers, died_in
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
 from .message import Entry, HeadersReader, Message
+from .priority import queue_factory
 from .queue import REJECTED, Queue
 from .ttl import QueueExpiry, drop_expired
 
@@ -243,7 +244,7 @@ class VirtualHost:
             self._declared_again(existing)
             return existing
         validate_queue_properties(name, self.name, arguments, durable=durable, exclusive=exclusive, auto_delete=auto_delete)
-        queue = Queue(
+        queue = queue_factory(arguments, self.codec.priority)(
             name,
             self.name,
             durable=durable,
@@ -406,7 +407,7 @@ class VirtualHost:
             if current.get(arg) != received.get(arg):
                 raise PreconditionFailed(
                     f"inequivalent arg '{arg}' for {kind} '{name}' {self._where()}: "
-                    f"received {_describe(received.get(arg))} but current is {_describe(current.get(arg))}"
+                    "received {} but current is {}".format(*_describe_pair(received.get(arg), current.get(arg)))
                 )
 
     def _check_equivalent(self, kind: str, name: str, pairs: list[tuple[str, Any, Any]]) -> None:
@@ -421,6 +422,25 @@ class VirtualHost:
 
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+def _describe_pair(received: Any, current: Any) -> tuple[str, str]:
+    """rabbit_misc:assert_args_equivalence: two values of one type class are shown bare (``'6'``),
+    otherwise with their types (``the value '6' of type 'signedint'``, ``none``)."""
+    if received is not None and current is not None and _type_class(received) == _type_class(current):
+        return _bare(received), _bare(current)
+    return _describe(received), _describe(current)
+
+
+def _type_class(value: Any) -> str:
+    kind = field_type(value)
+    return {"signedint": "int", "long": "int", "double": "float"}.get(kind, kind)
+
+
+def _bare(value: Any) -> str:
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if isinstance(value, bool):
+        value = _flag(value)
+    return f"'{value}'"
 
 
 def _describe(value: Any) -> str:

@@ -90,6 +90,14 @@ class AMQPPropertiesCodec:
         return None if value is None else str(value)
 
     @staticmethod
+    def priority(raw: bytes) -> int:
+        """Read only for queues with x-max-priority; a malformed block reads as priority 0."""
+        try:
+            return props.priority(raw)
+        except ValueError:
+            return 0
+
+    @staticmethod
     def with_headers(raw: bytes, headers: dict[str, Any]) -> bytes:
         decoded = props.decode_properties(raw)
         decoded.headers = headers
