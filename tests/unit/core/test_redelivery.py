@@ -343,3 +343,25 @@ def test_redeclaring_with_other_retry_delays_is_inequivalent():
     with pytest.raises(PreconditionFailed, match="inequivalent arg 'x-retry-delays'"):
         w.declare("q", **{"x-retry-delays": [200]})
     w.declare("q", **{"x-retry-delays": [100]})
+
+
+def test_priority_queues_count_limit_and_hold_per_lane():
+    w = World()
+    w.declare("dlq")
+    w.declare("work", **{"x-max-priority": 5, "x-delivery-limit": 1, "x-retry-delays": [1000],
+                         "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"})
+    s, _ = w.session()
+    w.publish(s, "work", b"high", encoded(priority=5))
+    w.publish(s, "work", b"low", encoded(priority=1))
+    tag, entry, _ = s.get("work", no_ack=False)
+    assert entry.message.body == b"high"
+    s.nack(tag, multiple=False, requeue=True)
+    assert w.vhost.queue("work").message_count == 2  # held, still counted
+    assert s.get("work", no_ack=True)[1].message.body == b"low"
+    assert s.get("work", no_ack=True) is None
+    w.run(1.1)
+    tag, entry, _ = s.get("work", no_ack=False)
+    assert (entry.message.body, entry.requeues) == (b"high", 1)
+    s.nack(tag, multiple=False, requeue=True)  # past the limit of 1
+    assert s.get("dlq", no_ack=True)[1].message.body == b"high"
+    assert w.vhost.queue("work").message_count == 0
