@@ -481,3 +481,12 @@ def test_a_window_bounded_by_size_keeps_memory_bounded(world):
     assert len(window.index) == 1000
     assert window.index.nbytes() < 1000 * 200
     assert len(world.log.read(queue_store_key("/", "q"), 0, 5000)) == 1000  # evicted rows left the log
+
+
+def test_priority_queues_deduplicate_too(world):
+    world.queue(**{"x-message-deduplication": True, "x-max-priority": 5})
+    world.publish(b"a1", props("a"))
+    world.publish(b"a2", props("a"))
+    assert world.drain() == [b"a1"]
+    world.publish(b"a3", props("a"))  # consumed: free again
+    assert world.drain() == [b"a3"]
