@@ -441,6 +441,41 @@ def attach_to_queue(vhost: VirtualHost, queue: Queue) -> None:
     )
     queue.dedup = window
     vhost.dedup_windows[key] = window
+    _wrap(queue, window)
+
+
+def _wrap(queue: Queue, window: DedupWindow) -> None:
+    """Deduplicate this one queue: its enqueue, settle and purge become wrappers (instance attributes
+    shadow the class's methods), so every other queue runs them without a single extra check. Works
+    for any queue class (plain, priority)."""
+    from .queue import DUPLICATE as DUPLICATE_OUTCOME  # queue imports this module
+    from .queue import REJECTED
+
+    enqueue, settle, purge = queue.enqueue, queue.settle, queue.purge
+
+    def enqueue_deduplicated(message: Message) -> int:
+        key = window.check(message)
+        if key is DUPLICATE:
+            return DUPLICATE_OUTCOME
+        outcome = enqueue(message)
+        # Remembered once the queue took the message (a refused one may be retried); drop-head victims,
+        # the new message among them, are settled by the vhost after this returns, which forgets them.
+        if key is not None and outcome != REJECTED:
+            window.remember(key, message, message.persistent and queue.durable)
+        return outcome
+
+    def settle_deduplicated(entries: list[Entry]) -> None:
+        settle(entries)
+        window.settled(entries)
+
+    def purge_deduplicated() -> int:
+        count = purge()
+        window.clear()
+        return count
+
+    queue.enqueue = enqueue_deduplicated  # type: ignore[method-assign]
+    queue.settle = settle_deduplicated  # type: ignore[method-assign]
+    queue.purge = purge_deduplicated  # type: ignore[method-assign]
 
 
 def attach_to_exchange(vhost: VirtualHost, exchange: Exchange) -> None:

@@ -24,9 +24,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import queue as queue_module
-from .dedup import DUPLICATE as DUPLICATE_KEY
 from .message import Entry, HeadersReader, Message
-from .queue import ACCEPTED, DUPLICATE, REJECTED, Queue
+from .queue import ACCEPTED, REJECTED, Queue
 
 LEVEL_BITS = 8  # x-max-priority is at most 255 (arguments.MAX_PRIORITY)
 LEVEL_MASK = (1 << LEVEL_BITS) - 1
@@ -136,12 +135,6 @@ class PriorityQueue(Queue):
 
     def enqueue(self, message: Message) -> int:
         policy = self.policy
-        dedup = self.dedup  # x-message-deduplication applies to the queue as a whole (core.dedup)
-        key = None
-        if dedup is not None:
-            key = dedup.check(message)
-            if key is DUPLICATE_KEY:
-                return DUPLICATE
         if policy.bounded and policy.overflow != "drop-head" and self._beyond_limits(1):
             return REJECTED
         level = self._read_priority(message.properties)
@@ -153,8 +146,6 @@ class PriorityQueue(Queue):
         in_window = lane.resident()[0]
         lane.enqueue(message)
         self.stats_published += 1
-        if dedup is not None and key is not None:
-            dedup.remember(key, message, message.persistent and self.durable)
         if lane.resident()[0] > in_window:
             self._resident += 1
             self._resident_bytes += len(message.body)
@@ -232,8 +223,6 @@ class PriorityQueue(Queue):
     def settle(self, entries: list[Entry]) -> None:
         for lane, group in self._by_lane(entries).items():
             lane.settle(group)
-        if self.dedup is not None:
-            self.dedup.settled(entries)
 
     def _by_lane(self, entries: list[Entry]) -> Mapping[Lane, list[Entry]]:
         groups: dict[Lane, list[Entry]] = {}
@@ -247,8 +236,6 @@ class PriorityQueue(Queue):
         for lane in self._levels:
             lane.purge()
         self._resident = self._resident_bytes = 0
-        if self.dedup is not None:
-            self.dedup.clear()
         return count
 
     # ---- recovery -------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..storage.api import MessageLog, StoredMessage
 from .arguments import QueuePolicy
-from .dedup import DUPLICATE as DUPLICATE_KEY
 from .message import Entry, HeadersReader, Message
 from .redelivery import retry_delay_ms
 from .ttl import QueueExpiry, deadline_for, pop_live
@@ -43,7 +42,7 @@ PAGE_IN_BATCH = 2_000
 # What enqueue did with a message.
 ACCEPTED = 1
 REJECTED = 2  # over x-max-length / x-max-length-bytes with x-overflow reject-publish(-dlx)
-DUPLICATE = 3  # its deduplication key is in the queue's window: accepted (confirmed), not enqueued
+DUPLICATE = 3  # its deduplication key is in the queue's window (core.dedup): accepted (confirmed), not enqueued
 # A backlog this deep in front of a consumer that wants more means the broker, not the consumer, is
 # the bottleneck: its publishers are slowed (credit flow) before the backlog has to be paged to disk.
 # RabbitMQ's credit flow engages after a few hundred messages; a few turns' worth of deliveries here.
@@ -100,7 +99,9 @@ class Queue:
         # TTL (core/ttl.py): ``expiring`` once an entry may carry a deadline; until then pops check nothing.
         self.expiry: QueueExpiry | None = None
         self.expiring = False
-        self.dedup: DedupWindow | None = None  # x-message-deduplication (core.dedup attaches it)
+        # x-message-deduplication: core.dedup attaches the window and wraps this queue's enqueue, settle
+        # and purge (so queues without it run these methods unchanged).
+        self.dedup: DedupWindow | None = None
 
     # ---- counts -------------------------------------------------------------------------------
 
@@ -115,15 +116,8 @@ class Queue:
 
     def enqueue(self, message: Message) -> int:
         """Append one message (ACCEPTED), or refuse it (REJECTED) when full with a reject-publish
-        overflow. With drop-head, the oldest messages over the limit go to ``dropped``. A duplicate of a
-        key in the deduplication window is DUPLICATE (core.dedup)."""
+        overflow. With drop-head, the oldest messages over the limit go to ``dropped``."""
         policy = self.policy
-        dedup = self.dedup
-        key = None
-        if dedup is not None:
-            key = dedup.check(message)
-            if key is DUPLICATE_KEY:
-                return DUPLICATE
         if policy.bounded and policy.overflow != "drop-head" and self._beyond_limits(1):
             return REJECTED
         seq = self.next_seq
@@ -140,8 +134,6 @@ class Queue:
             self._ready.append(entry)
             self._window_bytes += len(message.body)
         self.ready_bytes += len(message.body)
-        if dedup is not None and key is not None:
-            dedup.remember(key, message, durable_write)
         if policy.bounded and policy.overflow == "drop-head":
             self._drop_head()
         return ACCEPTED
@@ -294,8 +286,6 @@ class Queue:
         stored = [entry.seq for entry in entries if entry.stored]
         if stored:
             self.log.stage_remove(self.key, stored)
-        if self.dedup is not None:
-            self.dedup.settled(entries)
 
     def purge(self) -> int:
         count = self.message_count
@@ -308,8 +298,6 @@ class Queue:
         self.paged = 0
         self._loaded_upto = self.next_seq - 1
         self.log.stage_purge(self.key)
-        if self.dedup is not None:
-            self.dedup.clear()
         return count
 
     def _page_in(self) -> None:
