@@ -21,6 +21,7 @@ from typing import Protocol
 
 from ..storage.api import MessageLog, MetadataStore
 from .deadletter import PropertiesCodec
+from .delayed import release_ticker
 from .message import Message
 from .queue import Queue
 from .session import DeliverySink, Gate, Session
@@ -83,6 +84,7 @@ class Broker:
         self.vhosts = {name: VirtualHost(name, message_log, metadata, codec, self.mark_dirty, clock) for name in vhosts}
         # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
         self.tickers: list[Callable[[float], None]] = []
+        self.tickers.append(release_ticker(self.vhosts.values()))  # delayed messages: one timer for all
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
         self._reply_sessions: dict[str, Session] = {}
@@ -131,6 +133,8 @@ class Broker:
         by_key = {queue.key: queue for vhost in self.vhosts.values() for queue in vhost.queues.values()}
         for recovered in self.log.recover():
             queue = by_key.get(recovered.queue)
+            if queue is None and any(vhost.delays.restore(recovered) for vhost in self.vhosts.values()):
+                continue  # a delayed exchange's scheduled messages (core/delayed.py)
             if queue is None:
                 self.log.stage_purge(recovered.queue)  # rows of a queue that no longer exists
             else:

@@ -92,6 +92,12 @@ class AMQPPropertiesCodec:
         decoded.expiration = None
         return props.encode_properties(decoded)
 
+    @staticmethod
+    def with_header(raw: bytes, name: str, value: Any) -> bytes:
+        decoded = props.decode_properties(raw)
+        decoded.headers = {**(decoded.headers or {}), name: value}
+        return props.encode_properties(decoded)
+
 
 def _is_loopback(host: str) -> bool:
     try:
