@@ -23,8 +23,10 @@ from ..storage.api import MessageLog, MetadataStore
 from .deadletter import PropertiesCodec
 from .delayed import release_ticker
 from .message import Message
+from .priority import recovering_lane
 from .queue import Queue
 from .session import DeliverySink, Gate, Session
+from .ttl import ExpiryTicker, after_dispatch
 from .vhost import VirtualHost
 
 log = logging.getLogger("mailslot.core")
@@ -83,7 +85,7 @@ class Broker:
         self.clock = clock
         self.vhosts = {name: VirtualHost(name, message_log, metadata, codec, self.mark_dirty, clock) for name in vhosts}
         # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
-        self.tickers: list[Callable[[float], None]] = []
+        self.tickers: list[Callable[[float], None]] = [ExpiryTicker(self)]
         self.tickers.append(release_ticker(self.vhosts.values()))  # delayed messages: one timer for all
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
@@ -132,7 +134,7 @@ class Broker:
                 )
         by_key = {queue.key: queue for vhost in self.vhosts.values() for queue in vhost.queues.values()}
         for recovered in self.log.recover():
-            queue = by_key.get(recovered.queue)
+            queue = by_key.get(recovered.queue) or recovering_lane(by_key, recovered.queue)
             if queue is None and any(vhost.delays.restore(recovered) for vhost in self.vhosts.values()):
                 continue  # a delayed exchange's scheduled messages (core/delayed.py)
             if queue is None:
@@ -204,6 +206,8 @@ class Broker:
             for queue in batch:
                 if not queue.deleted:
                     queue.dispatch()
+                    if queue.expiring:
+                        after_dispatch(queue)  # TTL 0: what no consumer took now expires
                     touched.append(queue)
         congested = self.congested
         for queue in touched:

@@ -27,6 +27,7 @@ from ..storage.api import QueueRecovery, StoredMessage
 from .errors import PreconditionFailed
 from .exchanges import Destination, Exchange, HeadersExchange, make_exchange, register_type
 from .message import Message
+from .ttl import parse_expiration
 
 if TYPE_CHECKING:
     from .vhost import VirtualHost
@@ -169,7 +170,8 @@ class Schedule:
         size = len(message.body)
         if delay <= HOT_HORIZON_MS and self._hot_bytes + size <= HOT_BYTES:
             self._hot[seq] = Message(
-                message.exchange, routing_key, properties, message.body, message.persistent, vhost.read_headers
+                message.exchange, routing_key, properties, message.body, message.persistent, vhost.read_headers,
+                message.ttl,
             )
             self._hot_bytes += size
         return True
@@ -237,11 +239,20 @@ class Schedule:
             for row in read(self.key, first - 1, last - first + 1):
                 if row.seq in wanted:
                     found[row.seq] = Message(
-                        row.exchange, row.routing_key, row.properties, row.body, row.persistent, read_headers
+                        row.exchange, row.routing_key, row.properties, row.body, row.persistent, read_headers,
+                        self._ttl(row.properties),
                     )
                     self._misses.pop(row.seq, None)
             i = j
         return found
+
+    def _ttl(self, properties: bytes) -> int | None:
+        """The per-message TTL (``expiration``) of a row read back: it applies in the queues it reaches."""
+        try:
+            expiration = self.vhost.codec.expiration(properties)
+            return None if expiration is None else parse_expiration(expiration)
+        except (ValueError, PreconditionFailed):  # checked at publish; never let stored bytes raise here
+            return None
 
     def restore(self, max_seq: int) -> None:
         """After a restart: rebuild the heap from the rows' deadlines, reading in batches (bodies are

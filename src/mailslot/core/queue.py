@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..storage.api import MessageLog, StoredMessage
 from .arguments import QueuePolicy
 from .message import Entry, HeadersReader, Message
+from .ttl import QueueExpiry, deadline_for, pop_live
 
 if TYPE_CHECKING:
     from .session import Consumer
@@ -90,6 +91,9 @@ class Queue:
         self.unacked = 0
         self.stats_published = 0
         self.stats_delivered = 0
+        # TTL (core/ttl.py): ``expiring`` once an entry may carry a deadline; until then pops check nothing.
+        self.expiry: QueueExpiry | None = None
+        self.expiring = False
 
     # ---- counts -------------------------------------------------------------------------------
 
@@ -111,10 +115,11 @@ class Queue:
         seq = self.next_seq
         self.next_seq = seq + 1
         self.stats_published += 1
+        deadline = deadline_for(self, message, seq) if self.expiring or message.ttl is not None else 0
         durable_write = message.persistent and self.durable
         if durable_write:
-            self.log.stage_append([self._row(seq, message, True)])
-        entry = Entry(seq, message, False, durable_write)
+            self.log.stage_append([self._row(seq, message, True, deadline)])
+        entry = Entry(seq, message, False, durable_write, deadline)
         if self.paged or self._overflow or len(self._ready) >= WINDOW_MESSAGES or self._window_bytes >= WINDOW_BYTES:
             self._overflow.append(entry)
         else:
@@ -149,20 +154,25 @@ class Queue:
             return
         if not self.paged:
             self._loaded_upto = overflow[0].seq - 1  # everything older is in memory
-        transient = [self._row(e.seq, e.message, False) for e in overflow if not e.stored]
+        transient = [self._row(e.seq, e.message, False, e.deadline) for e in overflow if not e.stored]
         if transient:
             self.log.stage_append(transient)  # persistent ones were staged on arrival
         self.paged += len(overflow)
         overflow.clear()
 
-    def _row(self, seq: int, message: Message, persistent: bool) -> StoredMessage:
-        return StoredMessage(
+    def _row(self, seq: int, message: Message, persistent: bool, deadline: int = 0) -> StoredMessage:
+        row = StoredMessage(
             self.key, seq, message.exchange, message.routing_key, message.properties, message.body, persistent
         )
+        if deadline:  # set apart: a keyword argument would cost every message (~90 ns)
+            row.deadline = deadline
+        return row
 
     # ---- take and give back ---------------------------------------------------------------------
 
-    def pop_ready(self) -> Entry | None:
+    def pop_ready(self, skip_expired: bool = True) -> Entry | None:
+        if skip_expired and self.expiring:
+            return pop_live(self)  # expired entries are expired on the way, never handed out
         requeued = self._requeued
         ready = self._ready
         if requeued and (not ready or requeued[0].seq < ready[0].seq):
@@ -187,7 +197,7 @@ class Queue:
         out: list[Entry] = []
         ready = self._ready
         while len(out) < limit:
-            if self._requeued or not ready:
+            if self._requeued or not ready or self.expiring:
                 entry = self.pop_ready()  # requeues, page-in and overflow keep their ordering rules
                 if entry is None:
                     break
@@ -203,6 +213,18 @@ class Queue:
             self._window_bytes -= size
             self.ready_bytes -= size
         return out
+
+    def peek_ready(self) -> Entry | None:
+        """The entry ``pop_ready`` would hand out next, left in place (TTL looks at the head)."""
+        requeued, ready = self._requeued, self._ready
+        if requeued and (not ready or requeued[0].seq < ready[0].seq):
+            return requeued[0]
+        if not ready:
+            if self.paged:
+                self._page_in()
+            elif self._overflow:
+                self._refill_from_overflow()
+        return ready[0] if ready else None
 
     def _refill_from_overflow(self) -> None:
         overflow, ready = self._overflow, self._ready
@@ -252,7 +274,9 @@ class Queue:
                 row.exchange, row.routing_key, row.properties, row.body, row.persistent, self._read_headers
             )
             # Transient rows were paged only for memory; they are dropped from the log once in memory.
-            self._ready.append(Entry(row.seq, message, row.redelivered, row.persistent))
+            self._ready.append(Entry(row.seq, message, row.redelivered, row.persistent, row.deadline))
+            if row.deadline:
+                self.expiring = True  # read back after a restart: its deadline still holds
             self._window_bytes += len(row.body)
             if row.seq <= self._restored_upto:
                 self.ready_bytes += len(row.body)
@@ -268,13 +292,14 @@ class Queue:
     def _dispatch_one(self, consumer: Consumer) -> None:
         """One consumer: hand it batches (one session call and one encode pass per batch)."""
         session = consumer.session
+        count = len(self.consumers)  # more than one only with x-single-active-consumer: the others wait
         while consumer.can_take():
             entries = self.pop_many(min(session.room(consumer), DELIVERY_BATCH))
             if not entries:
                 return
             self.stats_delivered += len(entries)
             session.deliver_many(consumer, self, entries)
-            if self.deleted or len(self.consumers) != 1:
+            if self.deleted or len(self.consumers) != count:
                 return
 
     def restore(self, count: int, max_seq: int) -> None:
@@ -302,7 +327,7 @@ class Queue:
         count = len(consumers)
         if not count:
             return
-        if count == 1:
+        if count == 1 or self.policy.single_active_consumer:  # the first registered consumer is the active one
             self._dispatch_one(consumers[0])
             return
         i = self._rr

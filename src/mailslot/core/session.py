@@ -166,6 +166,8 @@ class Session:
             return self._consume_replies(tag, no_ack)
         queue = self.vhost.queue(queue_name)
         self.vhost.check_access(queue, self.owner)
+        if exclusive and queue.policy.single_active_consumer:  # RabbitMQ: exclusive_consume_unavailable
+            raise AccessRefused(f"queue '{queue_name}' in vhost '{self.vhost.name}' in exclusive use")
         if queue.consumers and (exclusive or queue.consumers[0].exclusive):
             raise AccessRefused(f"queue '{queue_name}' in vhost '{self.vhost.name}' in exclusive use")
         consumer = Consumer(tag, self, queue, no_ack, exclusive, self.consumer_prefetch, arguments)
@@ -191,17 +193,21 @@ class Session:
         consumer = self.consumers.pop(tag, None)
         if consumer is None:
             return False
-        self._detach(consumer)
+        # As RabbitMQ 3.10, a cancel does not run a single-active-consumer queue: the next consumer starts at
+        # the queue's next event. A client that cancels and then closes its channel (pika does) thus has its
+        # unacked messages requeued before the next consumer gets anything, which keeps them in order.
+        self._detach(consumer, wake=not consumer.queue.policy.single_active_consumer)
         return True
 
     def cancelled_by_broker(self, consumer: Consumer) -> None:
         if self.consumers.pop(consumer.tag, None) is not None:
             self.sink.consumer_cancelled(consumer.tag)
 
-    def _detach(self, consumer: Consumer) -> None:
+    def _detach(self, consumer: Consumer, wake: bool = True) -> None:
         queue = consumer.queue
         queue.remove_consumer(consumer)
-        self.broker.mark_dirty(queue)  # its congestion (and auto-delete) must be looked at again
+        if wake:
+            self.broker.mark_dirty(queue)  # its congestion (and auto-delete) must be looked at again
         if queue.auto_delete and not queue.consumers and not queue.deleted and queue.had_consumer:
             self.broker.delete_queue(self.vhost, queue)
 
@@ -250,6 +256,8 @@ class Session:
         """basic.get: (delivery tag, entry, messages left) or None when empty. Ignores prefetch, as RabbitMQ."""
         queue = self.vhost.queue(queue_name)
         self.vhost.check_access(queue, self.owner)
+        if queue.expiry is not None:
+            queue.expiry.used()  # basic.get renews the x-expires lease
         entry = queue.pop_ready()
         if entry is None:
             return None

@@ -317,3 +317,18 @@ def test_one_timer_however_many_messages_and_little_memory_per_message(tmp_path:
     d.advance(0.1)  # RELEASE_PER_TICK (10,000) a tick
     assert len(d.drain("q")) == count
     d.broker.close()
+
+
+@pytest.mark.parametrize("delay_ms", [500, 60_000])  # kept in memory / read back from the log
+def test_per_message_ttl_applies_from_the_release_on(d: Delayed, delay_ms: int) -> None:
+    for body, expiration in ((b"expires", "1000"), (b"stays", None)):
+        raw = props.encode_properties(commands.Basic.Properties(
+            headers={"x-delay": delay_ms}, delivery_mode=2, expiration=expiration))
+        message = Message(EXCHANGE, "q", raw, body, True, AMQPPropertiesCodec.headers,
+                          None if expiration is None else int(expiration))
+        d.session.publish(EXCHANGE, "q", message, False)
+    d.broker.flush()
+    d.advance(delay_ms / 1000)  # released now; the TTL counts from here, not from the publish
+    assert d.vhost.queues["q"].message_count == 2
+    d.advance(1.1)
+    assert d.drain("q") == [b"stays"]
