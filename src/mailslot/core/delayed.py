@@ -152,7 +152,7 @@ class Schedule:
         False when its properties cannot be rewritten (the peer's bytes): then it is routed at once."""
         vhost = self.vhost
         try:
-            properties = vhost.codec.with_header(message.properties, "x-delay", -delay)
+            properties = vhost.codec.with_int_header(message.properties, "x-delay", -delay)
         except ValueError:
             return False
         due = int(vhost.clock() * 1000) + delay

@@ -105,10 +105,8 @@ class AMQPPropertiesCodec:
         return props.encode_properties(decoded)
 
     @staticmethod
-    def with_header(raw: bytes, name: str, value: Any) -> bytes:
-        decoded = props.decode_properties(raw)
-        decoded.headers = {**(decoded.headers or {}), name: value}
-        return props.encode_properties(decoded)
+    def with_int_header(raw: bytes, name: str, value: int) -> bytes:
+        return props.with_int_header(raw, name, value)
 
 
 def _is_loopback(host: str) -> bool:

@@ -332,3 +332,32 @@ def test_per_message_ttl_applies_from_the_release_on(d: Delayed, delay_ms: int) 
     assert d.vhost.queues["q"].message_count == 2
     d.advance(1.1)
     assert d.drain("q") == [b"stays"]
+
+
+def _entry(key: bytes, type_and_value: bytes) -> bytes:
+    return bytes([len(key)]) + key + type_and_value
+
+
+def test_negating_x_delay_leaves_every_other_byte_alone() -> None:
+    # A double ('d') and a long ('l') header would not survive a pamqp decode/encode round trip as they are.
+    table = _entry(b"price", b"d" + b"\x40\x09\x21\xf9\xf0\x1b\x86\x6e") + _entry(b"x-delay", b"l" + (
+        5000).to_bytes(8, "big")) + _entry(b"big", b"l" + (7).to_bytes(8, "big"))
+    flags = props.FLAG_CONTENT_TYPE | props.FLAG_HEADERS | props.FLAG_DELIVERY_MODE
+    raw = (flags.to_bytes(2, "big") + b"\x04text" + len(table).to_bytes(4, "big") + table + b"\x02")
+    rewritten = AMQPPropertiesCodec.with_int_header(raw, "x-delay", -5000)
+    kept = _entry(b"price", b"d" + b"\x40\x09\x21\xf9\xf0\x1b\x86\x6e") + _entry(b"big", b"l" + (7).to_bytes(8, "big"))
+    new_table = kept + _entry(b"x-delay", b"I" + (-5000).to_bytes(4, "big", signed=True))
+    assert rewritten == flags.to_bytes(2, "big") + b"\x04text" + len(new_table).to_bytes(4, "big") + new_table + b"\x02"
+    decoded = props.decode_properties(rewritten)
+    assert (decoded.content_type, decoded.delivery_mode, decoded.headers["x-delay"]) == ("text", 2, -5000)
+
+
+def test_x_delay_header_is_added_to_a_block_without_headers() -> None:
+    raw = props.encode_properties(commands.Basic.Properties(content_type="a/b", delivery_mode=2, priority=3))
+    decoded = props.decode_properties(AMQPPropertiesCodec.with_int_header(raw, "x-delay", -(2**32 - 1)))
+    assert (decoded.headers, decoded.content_type, decoded.delivery_mode, decoded.priority) == (
+        {"x-delay": -(2**32 - 1)}, "a/b", 2, 3)
+    headers_flag = props.FLAG_HEADERS.to_bytes(2, "big")
+    for malformed in (headers_flag + b"\x00\x00\x00\x64abc", headers_flag + b"\x00\x00\x00\x03\x05ab"):
+        with pytest.raises(ValueError):  # the caller routes such a message at once
+            AMQPPropertiesCodec.with_int_header(malformed, "x-delay", 1)
