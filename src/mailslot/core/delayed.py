@@ -185,7 +185,12 @@ class Schedule:
             due.append(heapq.heappop(heap))
         if not due:
             return 0
-        messages = self._fetch([key & SEQ_MASK for key in due])
+        try:
+            messages = self._fetch([key & SEQ_MASK for key in due])
+        except Exception:  # a read failed (I/O): keep them scheduled for the next tick
+            for key in due:
+                heapq.heappush(heap, key)
+            raise
         vhost, exchange = self.vhost, self.exchange
         released: list[int] = []
         for i, key in enumerate(due):
