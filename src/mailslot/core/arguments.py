@@ -100,6 +100,19 @@ def _queue_version(value: Any) -> str | None:
     return problem
 
 
+def _retry_delays(value: Any) -> str | None:
+    """A non-empty array of non-negative integers (milliseconds); a mailslot extension."""
+    if not isinstance(value, list):
+        return f"{{unacceptable_type,{field_type(value)}}}"
+    if not value:
+        return '"expected a non-empty array of milliseconds"'
+    for item in value:
+        problem = _non_negative_int(item)
+        if problem is not None:
+            return problem
+    return None
+
+
 def field_type(value: Any) -> str:
     """The AMQP field-table type name a client most likely sent for this decoded value (RabbitMQ
     names it in its 406 texts)."""
@@ -136,6 +149,9 @@ QUEUE_ARGUMENTS: dict[str, Callable[[Any], str | None]] = {
     "x-dead-letter-strategy": _one_of(DEAD_LETTER_STRATEGIES, "invalid_dlx_strategy"),
     "x-max-priority": _max_priority,
     "x-single-active-consumer": _bool,
+    "x-delivery-limit": _non_negative_int,
+    "x-consumer-timeout": _non_negative_int,
+    "x-retry-delays": _retry_delays,
 }
 
 
@@ -177,6 +193,10 @@ class QueuePolicy:
     expires: int | None = None  # x-expires, ms
     max_priority: int = 0  # x-max-priority: 0 is an ordinary FIFO queue, as in RabbitMQ (one level)
     single_active_consumer: bool = False
+    # Redelivery (core/redelivery.py, docs/lifecycle-redelivery.md).
+    delivery_limit: int | None = None  # x-delivery-limit: failed deliveries before dead-lettering
+    consumer_timeout: int | None = None  # x-consumer-timeout, ms (0: none); None: the broker-wide setting
+    retry_delays: tuple[int, ...] = ()  # x-retry-delays, ms: a requeued message waits before it is ready
 
     @classmethod
     def from_arguments(cls, arguments: dict[str, Any]) -> QueuePolicy:
@@ -192,6 +212,9 @@ class QueuePolicy:
             expires=arguments.get("x-expires"),
             max_priority=arguments.get("x-max-priority", 0),
             single_active_consumer=arguments.get("x-single-active-consumer") is True,
+            delivery_limit=arguments.get("x-delivery-limit"),
+            consumer_timeout=arguments.get("x-consumer-timeout"),
+            retry_delays=tuple(arguments.get("x-retry-delays") or ()),
         )
 
     @property

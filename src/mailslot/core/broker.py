@@ -25,6 +25,7 @@ from .delayed import release_ticker
 from .message import Message
 from .priority import recovering_lane
 from .queue import Queue
+from .redelivery import DEFAULT_CONSUMER_TIMEOUT_MS, Redelivery
 from .session import DeliverySink, Gate, Session
 from .ttl import ExpiryTicker, after_dispatch
 from .vhost import VirtualHost
@@ -77,8 +78,10 @@ class Broker:
         codec: PropertiesCodec,
         vhosts: Iterable[str] = ("/",),
         clock: Callable[[], float] = time.time,
+        consumer_timeout_ms: int | None = DEFAULT_CONSUMER_TIMEOUT_MS,
     ) -> None:
-        """``codec`` reads and rewrites encoded message properties for the core (the front end's format)."""
+        """``codec`` reads and rewrites encoded message properties for the core (the front end's format).
+        ``consumer_timeout_ms``: the broker-wide consumer acknowledgement timeout (None or 0: none)."""
         self.log = message_log
         self.metadata = metadata
         self.codec = codec
@@ -86,6 +89,8 @@ class Broker:
         self.vhosts = {name: VirtualHost(name, message_log, metadata, codec, self.mark_dirty, clock) for name in vhosts}
         # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
         self.tickers: list[Callable[[float], None]] = [ExpiryTicker(self)]
+        self.redelivery = Redelivery(self.mark_dirty, consumer_timeout_ms)  # retry delays, ack timeouts
+        self.tickers.append(self.redelivery.tick)
         self.tickers.append(release_ticker(self.vhosts.values()))  # delayed messages: one timer for all
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []

@@ -26,6 +26,9 @@ class PropertiesCodec(Protocol):
     def with_int_header(self, raw: bytes, name: str, value: int) -> bytes:
         """The same properties with one integer header set and nothing else changed (delayed messages)."""
 
+    def with_header(self, raw: bytes, name: str, value: Any) -> bytes:
+        """The same properties (expiration included) with one header set (x-delivery-count)."""
+
 
 def death_headers(
     headers: dict[str, Any] | None,

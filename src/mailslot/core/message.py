@@ -56,14 +56,19 @@ class Message:
 class Entry:
     """A message's place in one queue: ``seq`` orders the queue and survives requeues and restarts."""
 
-    __slots__ = ("deadline", "message", "redelivered", "seq", "stored")
+    __slots__ = ("deadline", "message", "redelivered", "requeues", "seq", "stored")
 
-    def __init__(self, seq: int, message: Message, redelivered: bool, stored: bool, deadline: int = 0) -> None:
+    def __init__(
+        self, seq: int, message: Message, redelivered: bool, stored: bool, deadline: int = 0, requeues: int = 0
+    ) -> None:
         self.seq = seq
         self.message = message
         self.redelivered = redelivered
         self.stored = stored  # a row exists in the message log (remove it on ack)
         self.deadline = deadline  # expiry in ms since the epoch, 0: never (core/ttl.py); kept across requeues
+        # Failed deliveries so far (nack/reject with requeue, requeued on close): x-delivery-limit and the
+        # x-delivery-count header. Kept by the log as StoredMessage.requeues, so it survives a restart.
+        self.requeues = requeues
 
     def __lt__(self, other: Entry) -> bool:  # requeued entries sit in a heap ordered by seq
         return self.seq < other.seq

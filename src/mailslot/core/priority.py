@@ -204,9 +204,21 @@ class PriorityQueue(Queue):
         self._resident += count - before[0]
         self._resident_bytes += size - before[1]
 
-    def requeue(self, entries: list[Entry]) -> None:
+    def requeue(self, entries: list[Entry], now: float = 0.0) -> list[Entry]:
+        exhausted: list[Entry] = []  # past x-delivery-limit (core/redelivery.py)
         for lane, group in self._by_lane(entries).items():
-            lane.requeue(group)
+            exhausted += lane.requeue(group, now)
+        return exhausted
+
+    @property
+    def holding(self) -> bool:
+        return any(lane.holding for lane in self._levels)
+
+    def release_held(self, now_ms: int) -> bool:
+        released = False
+        for lane in self._levels:
+            released = lane.release_held(now_ms) or released
+        return released
 
     def settle(self, entries: list[Entry]) -> None:
         for lane, group in self._by_lane(entries).items():

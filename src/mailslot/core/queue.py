@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..storage.api import MessageLog, StoredMessage
 from .arguments import QueuePolicy
 from .message import Entry, HeadersReader, Message
+from .redelivery import retry_delay_ms
 from .ttl import QueueExpiry, deadline_for, pop_live
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class Queue:
         self._read_headers = read_headers
         self._ready: deque[Entry] = deque()
         self._requeued: list[Entry] = []
+        # Requeued messages waiting out x-retry-delays: (due ms, seq, entry), a heap by due time.
+        self._held: list[tuple[int, int, Entry]] = []
         self._window_bytes = 0
         self._overflow: deque[Entry] = deque()
         self.paged = 0  # messages in the log beyond the memory window
@@ -99,7 +102,7 @@ class Queue:
 
     @property
     def message_count(self) -> int:
-        return len(self._ready) + len(self._requeued) + self.paged + len(self._overflow)
+        return len(self._ready) + len(self._requeued) + self.paged + len(self._overflow) + len(self._held)
 
     def has_ready(self) -> bool:
         return bool(self._ready or self._requeued or self.paged or self._overflow)
@@ -233,17 +236,45 @@ class Queue:
             ready.append(entry)
             self._window_bytes += len(entry.message.body)
 
-    def requeue(self, entries: list[Entry]) -> None:
-        """Put delivered-but-unacked entries back at their original place, marked redelivered."""
+    def requeue(self, entries: list[Entry], now: float = 0.0) -> list[Entry]:
+        """Put delivered-but-unacked entries back at their original place, marked redelivered, each one
+        failed delivery more (core/redelivery.py). Returns those past x-delivery-limit, not requeued:
+        the caller dead-letters them. With x-retry-delays, entries are held until ``now`` + their delay."""
+        policy = self.policy
+        limit = policy.delivery_limit
+        delays = policy.retry_delays
+        exhausted: list[Entry] = []
         stored = []
         for entry in entries:
             entry.redelivered = True
-            heapq.heappush(self._requeued, entry)
+            count = entry.requeues = entry.requeues + 1
+            if limit is not None and count > limit:
+                exhausted.append(entry)
+                continue
             self.ready_bytes += len(entry.message.body)
             if entry.stored:
                 stored.append(entry.seq)
+            delay = retry_delay_ms(delays, count) if delays else 0
+            if delay:
+                heapq.heappush(self._held, (int(now * 1000) + delay, entry.seq, entry))
+            else:
+                heapq.heappush(self._requeued, entry)
         if stored:
             self.log.stage_mark_redelivered(self.key, stored)
+        return exhausted
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def release_held(self, now_ms: int) -> bool:
+        """Held entries due by ``now_ms`` become ready, in their original place. True if any did."""
+        held = self._held
+        if not held or held[0][0] > now_ms:
+            return False
+        while held and held[0][0] <= now_ms:
+            heapq.heappush(self._requeued, heapq.heappop(held)[2])
+        return True
 
     def settle(self, entries: list[Entry]) -> None:
         """Acked (or dropped): forget the stored rows."""
@@ -255,6 +286,7 @@ class Queue:
         count = self.message_count
         self._ready.clear()
         self._requeued.clear()
+        self._held.clear()
         self._window_bytes = 0
         self.ready_bytes = 0
         self._overflow.clear()
@@ -274,7 +306,7 @@ class Queue:
                 row.exchange, row.routing_key, row.properties, row.body, row.persistent, self._read_headers
             )
             # Transient rows were paged only for memory; they are dropped from the log once in memory.
-            self._ready.append(Entry(row.seq, message, row.redelivered, row.persistent, row.deadline))
+            self._ready.append(Entry(row.seq, message, row.redelivered, row.persistent, row.deadline, row.requeues))
             if row.deadline:
                 self.expiring = True  # read back after a restart: its deadline still holds
             self._window_bytes += len(row.body)

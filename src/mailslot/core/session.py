@@ -36,6 +36,10 @@ class DeliverySink(Protocol):
     def consumer_cancelled(self, consumer_tag: str) -> None:
         """The broker cancelled this consumer (its queue was deleted)."""
 
+    def acknowledgement_timed_out(self, timeout_ms: int) -> None:
+        """The broker closed this session: an unacked delivery outlived the consumer timeout
+        (AMQP: channel.close 406 PRECONDITION_FAILED, as RabbitMQ)."""
+
 
 class Gate:
     """Shared by the sessions of one connection. ``open``: deliveries may be written (the outgoing
@@ -173,6 +177,8 @@ class Session:
         consumer = Consumer(tag, self, queue, no_ack, exclusive, self.consumer_prefetch, arguments)
         self.consumers[tag] = consumer
         queue.add_consumer(consumer)
+        if not no_ack:
+            self.broker.redelivery.ack_timeouts.watch(self, queue)
         self.broker.mark_dirty(queue)
         return tag
 
@@ -269,6 +275,7 @@ class Session:
             self.unacked[tag] = (queue, entry, None)
             self.unacked_count += 1
             queue.unacked += 1
+            self.broker.redelivery.ack_timeouts.watch(self, queue)
         return tag, entry, queue.message_count
 
     # ---- settling -------------------------------------------------------------------------------
@@ -320,7 +327,11 @@ class Session:
         mark_dirty = self.broker.mark_dirty
         for queue, entries in by_queue.items():
             if requeue and not queue.deleted:
-                queue.requeue(entries)
+                exhausted = queue.requeue(entries, self.broker.clock())
+                if exhausted:  # past x-delivery-limit
+                    self.vhost.dead_letter(queue, exhausted, "delivery_limit")
+                if queue.holding:  # x-retry-delays
+                    self.broker.redelivery.retries.watch(queue)
             elif rejected and not queue.deleted:
                 self.vhost.dead_letter(queue, entries, "rejected")  # or dropped, without a DLX
             else:
@@ -403,6 +414,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self.broker.redelivery.ack_timeouts.forget(self)
         self.requeue_all()
         for consumer in list(self.consumers.values()):
             self._detach(consumer)

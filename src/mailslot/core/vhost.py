@@ -482,5 +482,7 @@ QUEUE_EQUIVALENT_ARGS = frozenset(
         "x-queue-master-locator",
         "x-quorum-initial-group-size",
         "x-delivery-limit",
+        "x-consumer-timeout",
+        "x-retry-delays",
     }
 )

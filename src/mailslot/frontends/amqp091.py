@@ -21,6 +21,7 @@ from .. import __version__
 from ..core import errors as core_errors
 from ..core.broker import Broker, OnCommit
 from ..core.message import Entry, Message
+from ..core.redelivery import delivery_properties
 from ..core.session import REJECTED, REPLY_TO, UNROUTED, Gate, Session
 from ..core.ttl import parse_expiration
 from ..core.vhost import CommandInvalid
@@ -108,6 +109,17 @@ class AMQPPropertiesCodec:
     def with_int_header(raw: bytes, name: str, value: int) -> bytes:
         return props.with_int_header(raw, name, value)
 
+    @staticmethod
+    def with_header(raw: bytes, name: str, value: Any) -> bytes:
+        """Properties that do not decode are delivered as published (the peer's bytes must not raise
+        inside a delivery)."""
+        try:
+            decoded = props.decode_properties(raw)
+            decoded.headers = {**(decoded.headers or {}), name: value}
+            return props.encode_properties(decoded)
+        except Exception:  # noqa: BLE001 -- pamqp raises several types on malformed input
+            return raw
+
 
 def _is_loopback(host: str) -> bool:
     try:
@@ -150,7 +162,7 @@ class Channel:
                 entry.redelivered,
                 message.exchange,
                 message.routing_key,
-                message.properties,
+                delivery_properties(conn.broker.codec, entry) if entry.requeues else message.properties,
                 body,
             )
             tag += 1
@@ -165,6 +177,17 @@ class Channel:
             self.number, unchecked(spec.Basic.Cancel, consumer_tag=consumer_tag, nowait=True)
         )
         self.connection.touch()
+
+    def acknowledgement_timed_out(self, timeout_ms: int) -> None:
+        """RabbitMQ's words (rabbit_channel:evaluate_consumer_timeout)."""
+        conn = self.connection
+        if conn.channels.get(self.number) is not self or conn.closed:
+            return  # already closing
+        text = (
+            f"delivery acknowledgement on channel {self.number} timed out. Timeout value used: {timeout_ms} ms. "
+            "This timeout value can be configured, see consumers doc guide to learn more"
+        )
+        conn.fail_channel(self, proto.PRECONDITION_FAILED, proto.reply_text(proto.PRECONDITION_FAILED, text))
 
     # ---- publishing -----------------------------------------------------------------------------
 
@@ -393,7 +416,7 @@ class Channel:
                 routing_key=message.routing_key,
                 message_count=remaining,
             ),
-            message.properties,
+            delivery_properties(self.connection.broker.codec, entry) if entry.requeues else message.properties,
             message.body,
         )
         self.connection.touch()
