@@ -22,6 +22,7 @@ from typing import Protocol
 from ..storage.api import MessageLog, MetadataStore
 from . import dedup
 from .deadletter import PropertiesCodec
+from .delayed import release_ticker
 from .message import Message
 from .priority import recovering_lane
 from .queue import Queue
@@ -91,6 +92,7 @@ class Broker:
         self.tickers: list[Callable[[float], None]] = [ExpiryTicker(self)]
         self.redelivery = Redelivery(self.mark_dirty, consumer_timeout_ms)  # retry delays, ack timeouts
         self.tickers.append(self.redelivery.tick)
+        self.tickers.append(release_ticker(self.vhosts.values()))  # delayed messages: one timer for all
         self.tickers.append(lambda now: dedup.expire_all(self.vhosts.values(), now))
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
@@ -141,6 +143,8 @@ class Broker:
         windows = dedup.windows_by_store_key(self.vhosts.values())
         for recovered in self.log.recover():
             queue = by_key.get(recovered.queue) or recovering_lane(by_key, recovered.queue)
+            if queue is None and any(vhost.delays.restore(recovered) for vhost in self.vhosts.values()):
+                continue  # a delayed exchange's scheduled messages (core/delayed.py)
             if queue is None and recovered.queue in windows:
                 windows[recovered.queue].restore()  # a deduplication window's keys
             elif queue is None:
