@@ -20,7 +20,7 @@ import inspect
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -165,7 +165,12 @@ class Worker:
         try:
             async with ch.consume(self.queue, prefetch=self.concurrency) as messages:
                 while True:
-                    batch_task = asyncio.ensure_future(messages.next_batch(self.concurrency))
+                    # At most `concurrency` messages in flight. The prefetch bounds the unacked ones, but
+                    # at-most-once acks on receipt, so the bound is kept here for every guarantee.
+                    while len(self._tasks) >= self.concurrency and not self._stop.is_set():
+                        await asyncio.wait({*self._tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    free = max(1, self.concurrency - len(self._tasks))
+                    batch_task = asyncio.ensure_future(messages.next_batch(free))
                     await asyncio.wait({batch_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
                     if not batch_task.done():
                         batch_task.cancel()
@@ -189,15 +194,26 @@ class Worker:
         """at-most-once: ack the batch and wait for tx.commit-ok, i.e. the acks are on the broker's disk.
         When the commit's outcome is unknown (connection lost) the batch is not handled: if the acks did
         not apply, the broker redelivers the messages; if they did, they are lost (at most once)."""
-        if not await ch.ack(batch[-1], multiple=True):
-            return False
-        try:
-            await ch.tx_commit()
-        except ConnectionLost as exc:
-            log.warning("worker %s: ack commit of %d message(s) interrupted (%s): not handling them", self.name,
-                        len(batch), exc)
-            return False
-        return True
+        for attempt in (1, 2):
+            if not await self._settle(ch.ack, batch[-1], multiple=True):
+                return False  # delivered on a connection since replaced: the broker redelivers them
+            try:
+                await ch.tx_commit()
+                return True
+            except ConnectionLost as exc:
+                # Either the connection dropped with the commit in flight, or it had dropped before
+                # and this commit reports that the previous transaction was lost (our acks then sit
+                # uncommitted in the new channel's transaction). Roll back and, if the batch's delivery
+                # tags are still alive, ack it again.
+                log.warning("worker %s: ack commit of %d message(s) interrupted (%s)", self.name, len(batch), exc)
+                if attempt == 2:
+                    break
+                try:
+                    await ch.tx_rollback()
+                except ConnectionLost:
+                    break
+        log.warning("worker %s: not handling %d message(s) whose ack commit is unknown", self.name, len(batch))
+        return False
 
     async def _drain_in_flight(self) -> None:
         if not self._tasks:
@@ -229,7 +245,7 @@ class Worker:
                     log.error("worker %s: message without x-deduplication-header or message_id cannot be "
                               "processed exactly once: rejected (dead-lettered if the queue has a "
                               "dead-letter exchange, else dropped)", self.name)
-                    await message.reject(requeue=False)
+                    await self._settle(message.reject, requeue=False)
                     return
                 # Copies of one key in flight in this worker run one after the other: the second then
                 # finds the key and an empty outbox instead of republishing what the first is publishing.
@@ -251,18 +267,18 @@ class Worker:
                 finally:
                     del self._active[key]
                     done.set_result(None)
-                await message.ack()
+                await self._settle(message.ack)
             else:
                 await self._run_handler(job)
                 if job.outputs:
                     await self._publish(publish_ch, job.outputs)
                 if guarantee is Guarantee.AT_LEAST_ONCE:
-                    await message.ack()
+                    await self._settle(message.ack)
             if not repeat:
                 stats.handled += 1
         except asyncio.CancelledError:
             if guarantee is not Guarantee.AT_MOST_ONCE:
-                await message.nack(requeue=True)
+                await message.nack(requeue=True)  # no waiting for a reconnect while shutting down
             raise
         except ConnectionLost as exc:
             # The delivery tag died with the connection: the broker redelivers the message.
@@ -274,11 +290,29 @@ class Worker:
             if guarantee is Guarantee.AT_MOST_ONCE:
                 outcome = "lost (at-most-once: acked before handling)"
             else:
-                outcome = "requeued" if await message.nack(requeue=True) else "redelivered after reconnect"
+                outcome = ("requeued" if await self._settle(message.nack, requeue=True)
+                           else "redelivered after reconnect")
             log.error("worker %s: handler failed: key=%s delivery=%s redelivered=%s: %s: %s; %s", self.name,
                       key, count if count is not None else "?", message.redelivered, type(exc).__name__, exc,
                       outcome)
             log.debug("traceback of the failure", exc_info=True)
+
+    async def _settle(self, settle: Callable[..., Awaitable[bool]], *args: Any, **kwargs: Any) -> bool:
+        """ack/nack/reject; False when the delivery died with its connection (the broker redelivers it).
+
+        mailslot.client drops a settle made while a reconnect is still restoring channels, even for a
+        message delivered on the new connection; such a settle is made again once the connection is ready.
+        """
+        if await settle(*args, **kwargs):
+            return True
+        conn = self.connection
+        if conn is None or conn.is_open:
+            return False
+        try:
+            await conn.wait_ready()
+        except ConnectionLost:
+            return False
+        return await settle(*args, **kwargs)
 
     async def _run_handler(self, job: Job) -> None:
         if self._async_handler:
