@@ -177,6 +177,88 @@ def test_mark_redelivered_on_a_staged_append(backend: Backend) -> None:
     assert [(m.seq, m.redelivered) for m in backend.log.read("q", 0, 10)] == [(1, False), (2, True)]
 
 
+# -- deadline and requeue count ---------------------------------------------------------------------
+
+
+def state(b: Backend, queue: str = "q") -> list[tuple[int, bool, int, int]]:
+    """(seq, redelivered, requeues, deadline) of every message of ``queue``."""
+    return [(m.seq, m.redelivered, m.requeues, m.deadline) for m in b.log.read(queue, 0, 10**6)]
+
+
+def test_deadline_round_trips(backend: Backend) -> None:
+    far = 2**63 - 1  # the largest deadline an int64 holds
+    ms = [msg(1), msg(2), msg(3), msg(4, persistent=False)]
+    for m, d in zip(ms, (1_700_000_000_123, 0, far, 5)):
+        m.deadline = d
+    backend.log.stage_append(ms)
+    backend.log.commit()
+    expected = [(1, False, 0, 1_700_000_000_123), (2, False, 0, 0), (3, False, 0, far), (4, False, 0, 5)]
+    assert state(backend) == expected
+    backend.log.stage_mark_redelivered("q", [1])  # a requeue keeps the deadline
+    backend.log.commit()
+    backend.reopen()
+    assert state(backend) == [(1, True, 1, 1_700_000_000_123), *expected[1:]]
+
+
+def test_requeues_count_over_several_commits_and_reopens(backend: Backend) -> None:
+    backend.log.stage_append([msg(1), msg(2), msg(3)])
+    backend.log.commit()
+    backend.log.stage_mark_redelivered("q", [1, 2])
+    backend.log.commit()
+    assert state(backend) == [(1, True, 1, 0), (2, True, 1, 0), (3, False, 0, 0)]
+    backend.log.stage_mark_redelivered("q", [1])
+    backend.log.stage_mark_redelivered("q", [1, 3])  # twice in one batch counts twice
+    backend.log.commit()
+    backend.reopen()
+    assert state(backend) == [(1, True, 3, 0), (2, True, 1, 0), (3, True, 1, 0)]
+    backend.log.stage_mark_redelivered("q", [1])
+    backend.log.stage_remove("q", [2])
+    backend.log.commit()
+    backend.reopen()
+    assert state(backend) == [(1, True, 4, 0), (3, True, 1, 0)]
+
+
+def test_requeues_of_a_staged_append_count_too(backend: Backend) -> None:
+    backend.log.stage_append([msg(1), msg(2)])
+    backend.log.stage_mark_redelivered("q", [2])
+    backend.log.stage_mark_redelivered("q", [2])
+    backend.log.commit()
+    assert state(backend) == [(1, False, 0, 0), (2, True, 2, 0)]
+    backend.reopen()
+    backend.log.stage_mark_redelivered("q", [2])
+    backend.log.commit()
+    assert state(backend) == [(1, False, 0, 0), (2, True, 3, 0)]
+
+
+def test_appended_redelivered_flag_and_count_are_kept(backend: Backend) -> None:
+    """A message may arrive with a count (moved between store keys) or with only the flag set."""
+    flagged = StoredMessage("q", 1, "", "", b"", b"a", True, redelivered=True)
+    counted = StoredMessage("q", 2, "", "", b"", b"b", True, redelivered=True, requeues=5)
+    implied = StoredMessage("q", 3, "", "", b"", b"c", True, redelivered=False, requeues=2)
+    backend.log.stage_append([flagged, counted, implied])
+    backend.log.commit()
+    backend.reopen()
+    # requeues > 0 is reported as redelivered whatever the flag said (storage/api.py).
+    assert state(backend) == [(1, True, 0, 0), (2, True, 5, 0), (3, True, 2, 0)]
+    backend.log.stage_mark_redelivered("q", [1, 2, 3])
+    backend.log.commit()
+    backend.reopen()
+    assert state(backend) == [(1, True, 1, 0), (2, True, 6, 0), (3, True, 3, 0)]
+
+
+def test_purge_forgets_requeue_counts(backend: Backend) -> None:
+    backend.log.stage_append([msg(1), msg(2)])
+    backend.log.commit()
+    backend.log.stage_mark_redelivered("q", [1, 1, 2])
+    backend.log.commit()
+    backend.log.stage_purge("q")
+    backend.log.commit()
+    backend.log.stage_append([msg(3)])
+    backend.log.commit()
+    backend.reopen()
+    assert state(backend) == [(3, False, 0, 0)]
+
+
 def test_purge(backend: Backend) -> None:
     backend.log.stage_append([msg(1), msg(2), msg(1, "other")])
     backend.log.commit()

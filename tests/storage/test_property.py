@@ -61,19 +61,32 @@ class LogMachine(RuleBasedStateMachine):
     @rule(
         queue=st.sampled_from(QUEUES),
         n=st.integers(1, 5),
-        flags=st.lists(st.tuples(st.booleans(), st.booleans()), min_size=5, max_size=5),
+        flags=st.lists(
+            st.tuples(st.booleans(), st.booleans(), st.integers(0, 3), st.sampled_from([0, 1, 2**40, 2**63 - 1])),
+            min_size=5,
+            max_size=5,
+        ),
         body=st.binary(max_size=40),
         interleave=st.sampled_from([None] + QUEUES),
     )
     def append(
-        self, queue: str, n: int, flags: list[tuple[bool, bool]], body: bytes, interleave: str | None
+        self,
+        queue: str,
+        n: int,
+        flags: list[tuple[bool, bool, int, int]],
+        body: bytes,
+        interleave: str | None,
     ) -> None:
         msgs = []
         for i in range(n):
             seq = self.next_seq[queue]
             self.next_seq[queue] += 1
-            persistent, redelivered = flags[i]
-            msgs.append(StoredMessage(queue, seq, "ex", f"rk{seq}", b"p", body, persistent, redelivered))
+            persistent, redelivered, requeues, deadline = flags[i]
+            msgs.append(
+                StoredMessage(
+                    queue, seq, "ex", f"rk{seq}", b"p", body, persistent, redelivered, deadline, requeues
+                )
+            )
             if interleave is not None and interleave != queue and i == 0:
                 s2 = self.next_seq[interleave]
                 self.next_seq[interleave] += 1

@@ -22,7 +22,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import invariant, rule
 
 from mailslot.storage.api import QueueRecovery, StoredMessage
-from mailslot.storage.segments import LOG_DIRNAME, SegmentCorruptError, SegmentMessageLog, open_segment_store
+from mailslot.storage.segments import (
+    LOG_DIRNAME,
+    SegmentCorruptError,
+    SegmentFormatError,
+    SegmentMessageLog,
+    open_segment_store,
+)
 from mailslot.storage.segments._format import SEG_MASK, SEG_SHIFT
 
 from .test_property import SETTINGS, LogMachine
@@ -280,6 +286,61 @@ def test_compaction_moves_stragglers_so_disk_use_stays_bounded(tmp_path: Path) -
     assert [m.seq for m in got] == kept and all(m.redelivered for m in got)
     assert all(m.body == m.seq.to_bytes(8, "big") * 32 for m in got)
     log.close()
+
+
+def test_compaction_keeps_deadline_and_requeue_count(tmp_path: Path) -> None:
+    """Stragglers requeued 1-3 times, with deadlines, are copied forward by compaction and keep both."""
+    log = SegmentMessageLog(tmp_path, segment_bytes=64 * 1024)
+    expected: dict[int, tuple[int, int]] = {}  # seq -> (requeues, deadline)
+    previous: list[StoredMessage] = []
+    seq = 0
+    for r in range(300):
+        batch = [msg(seq + i, size=256) for i in range(1, 51)]
+        for m in batch:
+            m.deadline = 1_700_000_000_000 + m.seq
+        seq += 50
+        log.stage_append(batch)
+        if previous:  # keep the previous batch's first message, requeued (r % 3) + 1 times
+            kept = previous[0].seq
+            for _ in range(r % 3 + 1):
+                log.stage_mark_redelivered("q", [kept])
+            expected[kept] = (r % 3 + 1, previous[0].deadline)
+            log.stage_remove("q", [m.seq for m in previous[1:]])
+        log.commit()
+        previous = batch
+    log.stage_remove("q", [m.seq for m in previous])
+    log.commit()
+    assert log.stats["compacted_bytes"] > 0 and 1 not in log.segments()  # the first kept one moved
+
+    def check(log: SegmentMessageLog) -> None:
+        got = log.read("q", 0, 10**6)
+        assert {m.seq: (m.requeues, m.deadline) for m in got} == expected
+        assert all(m.redelivered for m in got) and [m.seq for m in got] == sorted(expected)
+
+    check(log)
+    check_accounting(log)
+    first = min(expected)
+    log.stage_mark_redelivered("q", [first])  # a requeue after the copy counts on top of it
+    log.commit()
+    expected[first] = (expected[first][0] + 1, expected[first][1])
+    log.close()
+    log = SegmentMessageLog(tmp_path)
+    check(log)
+    check_accounting(log)
+    log.close()
+
+
+def test_a_segment_of_another_format_version_is_refused(tmp_path: Path) -> None:
+    log = SegmentMessageLog(tmp_path)
+    log.stage_append([msg(1)])
+    log.commit()
+    log.close()
+    seg = tmp_path / "00000001.seg"
+    with open(seg, "r+b") as f:
+        f.write(b"MSLGSEG1")  # the version-1 magic: append records without deadline and count
+    with pytest.raises(SegmentFormatError, match="MSLGSEG1"):
+        SegmentMessageLog(tmp_path)
+    assert seg.read_bytes()[:8] == b"MSLGSEG1"  # refused, not reset as a headerless segment would be
 
 
 # -- index memory --------------------------------------------------------------------------------------

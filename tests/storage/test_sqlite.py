@@ -56,6 +56,29 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         SqliteMessageLog(path)
 
 
+def test_a_version_1_database_is_migrated_keeping_its_messages(tmp_path: Path) -> None:
+    path = tmp_path / DB_FILENAME
+    with sqlite3.connect(path) as conn:
+        conn.executescript(migrations()[0][1])
+        conn.execute("PRAGMA user_version = 1")
+        conn.executemany(
+            "INSERT INTO messages (queue, seq, persistent, redelivered, exchange, routing_key, properties, body)"
+            " VALUES ('q', ?, 1, ?, 'ex', 'rk', x'', x'00')",
+            [(1, 0), (2, 1)],
+        )
+    log = SqliteMessageLog(path)
+    # Version 1 kept a flag only: a redelivered row reads as requeued once; no row has a deadline.
+    assert [(m.seq, m.redelivered, m.requeues, m.deadline) for m in log.read("q", 0, 10)] == [
+        (1, False, 0, 0), (2, True, 1, 0)
+    ]
+    log.stage_mark_redelivered("q", [2])
+    log.commit()
+    assert [m.requeues for m in log.read("q", 0, 10)] == [0, 2]
+    log.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() >= 2
+
+
 def test_read_is_an_index_range_scan(tmp_path: Path) -> None:
     SqliteMessageLog(tmp_path / DB_FILENAME).close()
     with sqlite3.connect(tmp_path / DB_FILENAME) as conn:

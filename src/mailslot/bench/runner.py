@@ -28,6 +28,7 @@ from mailslot.protocols.amqp091.client import Confirm, Delivery
 from mailslot.protocols.amqp091.events import Event
 
 from .driver import AMQPUrl, ClientProtocol, connect
+from .ticker import Ticker
 
 STAMP = struct.Struct(">QQ")  # send time (monotonic ns), sequence number
 STAMP_SIZE = STAMP.size
@@ -103,7 +104,7 @@ class Producer:
         self.stopped = False
         self.done = asyncio.get_running_loop().create_future()
         self.started_at = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._ticker = Ticker(RATE_TICK, self.pump)
         self._scheduled = False
         proto.handler = self.on_events
         proto.on_resume = self.pump
@@ -111,22 +112,14 @@ class Producer:
     def start(self) -> None:
         self.started_at = self.loop.time()
         if self.cfg.rate:
-            self._tick()
+            self._ticker.start()
         else:
             self.pump()
 
     def stop(self) -> None:
         self.stopped = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._ticker.stop()
         self._finish_if_done()
-
-    def _tick(self) -> None:
-        self._timer = None
-        if self.stopped:
-            return
-        self.pump()
-        self._timer = self.loop.call_later(RATE_TICK, self._tick)
 
     def _resched(self) -> None:
         self._scheduled = False
@@ -144,8 +137,7 @@ class Producer:
             allow = min(allow, cfg.count - self.seq)
         if allow <= 0:
             if cfg.count and self.seq >= cfg.count:
-                self.stopped = True
-                self._finish_if_done()
+                self.stop()
             return
         now = time.monotonic_ns()
         first = self.seq + 1
@@ -161,8 +153,7 @@ class Producer:
             self._scheduled = True
             self.loop.call_soon(self._resched)
         if cfg.count and self.seq >= cfg.count:
-            self.stopped = True
-            self._finish_if_done()
+            self.stop()
 
     def _finish_if_done(self) -> None:
         if self.stopped and not self.done.done() and (not self.window or self.acked_upto >= self.seq):

@@ -35,6 +35,7 @@ from mailslot.protocols.amqp091.events import Event
 from .driver import AMQPUrl, BenchConnectionError, ClientProtocol, connect
 from .ledger import Ledger
 from .pacing import TokenBucket, rate_series, split_rate
+from .ticker import Ticker
 
 STAMP = struct.Struct(">QIIQ")  # send time (monotonic ns), run id, producer index, sequence number
 STAMP_SIZE = STAMP.size
@@ -85,27 +86,18 @@ class SpikeProducer:
         self.decided = 0  # acked + nacked
         self.stopped = False
         self.done: asyncio.Future[None] = self.loop.create_future()
-        self._timer: asyncio.TimerHandle | None = None
+        self._ticker = Ticker(PRODUCER_TICK, self.pump)
         proto.handler = self.on_events
         proto.on_resume = self.pump
 
     def start(self) -> None:
         self.bucket = TokenBucket(self.bucket.rate, self.loop.time(), burst=self.bucket.burst)
-        self._tick()
+        self._ticker.start()
 
     def stop(self) -> None:
         self.stopped = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._ticker.stop()
         self._check_done()
-
-    def _tick(self) -> None:
-        self._timer = None
-        if self.stopped:
-            return
-        self.pump()
-        self._timer = self.loop.call_later(PRODUCER_TICK, self._tick)
 
     def pump(self) -> None:
         if self.stopped or self.proto.paused:
@@ -161,21 +153,19 @@ class Worker:
         self.max_wait_ns = 0  # longest publish -> processed time
         self.last_progress = self.loop.time()
         self.stopped = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._ticker = Ticker(WORKER_TICK, self._process)
         proto.handler = self.on_events
 
     def start(self) -> None:
         self.bucket = TokenBucket(self.bucket.rate, self.loop.time(), burst=self.bucket.burst)
-        self._tick()
+        self._ticker.start()
 
     def set_rate(self, rate: float) -> None:
         self.bucket.set_rate(rate, self.loop.time())
 
     def stop(self) -> None:
         self.stopped = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._ticker.stop()
 
     def on_events(self, events: list[Event]) -> None:
         other = None
@@ -198,10 +188,8 @@ class Worker:
         if other:
             self.proto.control(other)
 
-    def _tick(self) -> None:
-        self._timer = None
-        if self.stopped:
-            return
+    def _process(self) -> None:
+        """Ack what the paced rate allows of the buffered deliveries."""
         buf = self.buffer
         n = self.bucket.take(self.loop.time(), len(buf)) if buf else 0
         if n:
@@ -221,7 +209,6 @@ class Worker:
             self.last_progress = self.loop.time()
         else:
             self.bucket.take(self.loop.time(), 0)  # keep the clock moving; credit stays capped
-        self._timer = self.loop.call_later(WORKER_TICK, self._tick)
 
 
 # ---------------------------------------------------------------------------------------------- monitors

@@ -31,9 +31,10 @@ _APPEND, _REMOVE, _REDELIVER, _PURGE = range(4)
 
 
 def _copy_message(m: StoredMessage) -> StoredMessage:
+    # A message with requeues > 0 is redelivered (storage/api.py), whatever flag it was handed with.
     return StoredMessage(
-        m.queue, m.seq, m.exchange, m.routing_key, m.properties, m.body, m.persistent, m.redelivered,
-        m.deadline, m.requeues,
+        m.queue, m.seq, m.exchange, m.routing_key, m.properties, m.body, m.persistent,
+        m.redelivered or m.requeues > 0, m.deadline, m.requeues,
     )
 
 

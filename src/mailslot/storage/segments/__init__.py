@@ -9,7 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mailslot.storage.segments.log import SEGMENT_BYTES, SegmentCorruptError, SegmentMessageLog
+from mailslot.storage.segments.log import (
+    SEGMENT_BYTES,
+    SegmentCorruptError,
+    SegmentFormatError,
+    SegmentMessageLog,
+)
 from mailslot.storage.sqlite import DB_FILENAME, SqliteMetadataStore
 
 LOG_DIRNAME = "log"
@@ -37,6 +42,7 @@ __all__ = [
     "LOG_DIRNAME",
     "SEGMENT_BYTES",
     "SegmentCorruptError",
+    "SegmentFormatError",
     "SegmentMessageLog",
     "open_segment_store",
 ]

@@ -14,7 +14,9 @@ from __future__ import annotations
 import struct
 import sys
 
-SEGMENT_MAGIC = b"MSLGSEG1"
+# Version 2 (deadline and requeue count in append records). Segments of another version are refused.
+SEGMENT_MAGIC = b"MSLGSEG2"
+SEGMENT_MAGIC_PREFIX = b"MSLGSEG"
 BATCH_MAGIC = b"MSB1"
 SEGMENT_SUFFIX = ".seg"
 
@@ -35,10 +37,12 @@ REC = struct.Struct("<IB")
 QREC = struct.Struct("<IBI")
 # T_REMOVE / T_REDELIVER: len, type, qid, count, then count x int64 seqs.
 SEQS = struct.Struct("<IBII")
-# T_APPEND: len, type, qid, seq, flags, len(exchange), len(routing key), len(properties), then
-# exchange (UTF-8), routing key (UTF-8), properties, body (up to the record's end).
-APPEND = struct.Struct("<IBIqBHHI")
+# T_APPEND: len, type, qid, seq, flags, len(exchange), len(routing key), len(properties), deadline
+# (ms since the epoch, 0: none), requeue count, then exchange (UTF-8), routing key (UTF-8), properties,
+# body (up to the record's end).
+APPEND = struct.Struct("<IBIqBHHIqI")
 APPEND_FLAGS_AT = 4 + 1 + 4 + 8  # offset of the flags byte inside an append record
+MAX_REQUEUES = (1 << 32) - 1  # the count saturates here (a u32 in the record)
 
 F_PERSISTENT = 1
 F_REDELIVERED = 2
@@ -46,6 +50,7 @@ F_REDELIVERED = 2
 BIG_ENDIAN_HOST = sys.byteorder == "big"  # int64 seq lists are written little-endian
 
 # An index location: bit 63 redelivered, bit 62 transient, bits 40..61 segment id, bits 0..39 offset.
+# With bit 63 set the requeue count is 1 unless the queue's index lists another one (_QueueIndex.counts).
 # 0 is never a valid location (offset 0 is the segment header), so 0 marks a tombstone.
 LOC_REDELIVERED = 1 << 63
 LOC_TRANSIENT = 1 << 62

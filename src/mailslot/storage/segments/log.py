@@ -10,8 +10,9 @@ Rules of this module:
   applies it to the in-memory index. If the write or the sync fails, the bytes are truncated away, the
   index is untouched and the batch stays staged.
 * The index holds live messages only: per queue, parallel arrays of seq, location and record length
-  (20 bytes a message), sorted by seq. Reads ``pread`` the records it points to; they see committed
-  data only.
+  (20 bytes a message), sorted by seq, plus the requeue counts that the location's redelivered bit does
+  not imply (see :class:`_QueueIndex`). Reads ``pread`` the records it points to; they see committed
+  data only. The deadline lives in the record alone.
 * A segment may be deleted only when it holds no live append AND every older segment its remove /
   purge / flag records point into is gone already; otherwise a restart could resurrect a removed
   message. Segments carry their own queue-name records so any subset of them can be replayed.
@@ -39,12 +40,14 @@ from mailslot.storage.segments._format import (
     F_REDELIVERED,
     LOC_REDELIVERED,
     LOC_TRANSIENT,
+    MAX_REQUEUES,
     OFF_MASK,
     QREC,
     REC,
     SEG_MASK,
     SEG_SHIFT,
     SEGMENT_MAGIC,
+    SEGMENT_MAGIC_PREFIX,
     SEGMENT_SUFFIX,
     SEQS,
     T_APPEND,
@@ -74,12 +77,17 @@ _APPEND_PACK = APPEND.pack
 _BATCH_SIZE = BATCH.size
 
 
-# A staged append: exchange, routing key, properties, body, flags (packed into a record at commit).
-_Row = tuple[str, str, bytes, bytes, int]
+# A staged append: exchange, routing key, properties, body, flags, deadline, requeues (packed into a
+# record at commit).
+_Row = tuple[str, str, bytes, bytes, int, int, int]
 
 
 class SegmentCorruptError(RuntimeError):
     """A segment other than the last one fails its checks: real corruption, not a torn write."""
+
+
+class SegmentFormatError(RuntimeError):
+    """A segment written in another version of the format (refused rather than misread or reset)."""
 
 
 class _QueueIndex:
@@ -88,9 +96,14 @@ class _QueueIndex:
     Appends come in increasing seq (the core's order), so they are array appends; head removals (acks
     in order) move ``head``; other removals leave a tombstone, compacted away once tombstones outnumber
     live entries. Everything before ``head`` is garbage, trimmed now and then.
+
+    Requeue counts: a live entry without the redelivered bit has 0, one with it has 1 unless ``counts``
+    (seq -> count) says otherwise. Most messages are never requeued and most requeued ones once, so the
+    dict stays small (empty for most queues); it holds messages requeued more than once and those
+    appended as redelivered with no count (0).
     """
 
-    __slots__ = ("head", "lens", "live", "locs", "seqs")
+    __slots__ = ("counts", "head", "lens", "live", "locs", "seqs")
 
     def __init__(self) -> None:
         self.seqs = array("q")
@@ -98,6 +111,29 @@ class _QueueIndex:
         self.lens = array("I")
         self.head = 0
         self.live = 0
+        self.counts: dict[int, int] = {}
+
+    def set_requeues(self, seq: int, loc: int, requeues: int) -> None:
+        """Record the count of a (re)placed entry whose location is ``loc``."""
+        counts = self.counts
+        if counts:
+            counts.pop(seq, None)
+        if loc & LOC_REDELIVERED and requeues != 1:
+            counts[seq] = requeues
+
+    def requeue(self, i: int) -> None:
+        """One more requeue of the live entry at ``i``."""
+        loc = self.locs[i]
+        if not loc & LOC_REDELIVERED:
+            self.locs[i] = loc | LOC_REDELIVERED
+            return
+        seq = self.seqs[i]
+        counts = self.counts
+        n = counts.get(seq, 1) + 1
+        if n == 1:
+            del counts[seq]  # it was 0 ("redelivered, none counted")
+        else:
+            counts[seq] = n
 
     def find(self, seq: int) -> int:
         """Position of the live entry for ``seq``, or -1."""
@@ -181,8 +217,9 @@ class _QueueIndex:
         return [(seqs[i], locs[i], lens[i]) for i in range(self.head, len(locs)) if locs[i]]
 
     def nbytes(self) -> int:
-        """Bytes held by the arrays (capacity, not just length)."""
-        return sum(a.__sizeof__() for a in (self.seqs, self.locs, self.lens))
+        """Bytes held by the arrays (capacity, not just length) and the requeue counts."""
+        counts = self.counts.__sizeof__() + 56 * len(self.counts) if self.counts else 0  # + its int objects
+        return sum(a.__sizeof__() for a in (self.seqs, self.locs, self.lens)) + counts
 
 
 def _seq_bytes(seqs: list[int]) -> bytes:
@@ -272,12 +309,15 @@ class SegmentMessageLog:
                 last = q
             # Packed at commit: a message acked before the commit (the common case when consumers
             # keep up) costs one tuple here and nothing more.
+            requeues = m.requeues
             rows[m.seq] = (
                 m.exchange,
                 m.routing_key,
                 m.properties,
                 m.body,
-                (F_PERSISTENT if m.persistent else 0) | (F_REDELIVERED if m.redelivered else 0),
+                (F_PERSISTENT if m.persistent else 0) | (F_REDELIVERED if m.redelivered or requeues else 0),
+                m.deadline,
+                requeues if requeues <= MAX_REQUEUES else MAX_REQUEUES,  # noqa: FURB136 (cheaper than min())
             )
 
     def stage_remove(self, queue: str, seqs: list[int]) -> None:
@@ -307,8 +347,10 @@ class SegmentMessageLog:
             row = rows.get(s) if rows else None
             if row is None:
                 rest.append(s)
-            elif not row[4] & F_REDELIVERED:
-                rows[s] = (row[0], row[1], row[2], row[3], row[4] | F_REDELIVERED)  # type: ignore[index]
+            else:
+                rows[s] = (  # type: ignore[index]
+                    row[0], row[1], row[2], row[3], row[4] | F_REDELIVERED, row[5], min(row[6] + 1, MAX_REQUEUES)
+                )
         if rest:
             self._marks.setdefault(queue, []).extend(rest)
 
@@ -387,23 +429,29 @@ class SegmentMessageLog:
         off = base + _BATCH_SIZE + sum(map(len, parts))
         segbase = active << SEG_SHIFT
         pack = _APPEND_PACK
-        placed: list[tuple[str, list[int], list[int], list[int], bool]] = []
+        placed: list[tuple[str, list[int], list[int], list[int], bool, list[tuple[int, int]]]] = []
         for q, rows in appends:
             qid = qids[q]
             q_seqs: list[int] = []
             q_locs: list[int] = []
             q_lens: list[int] = []
+            q_counts: list[tuple[int, int]] = []  # (seq, requeues) the redelivered bit does not imply
             in_order = True
             prev = None
-            for seq, (ex, rk, props, body, flags) in rows.items():
+            for seq, (ex, rk, props, body, flags, deadline, requeues) in rows.items():
                 exb = ex.encode()
                 rkb = rk.encode()
                 n = _APPEND_SIZE + len(exb) + len(rkb) + len(props) + len(body)
-                parts += (pack(n, T_APPEND, qid, seq, flags, len(exb), len(rkb), len(props)), exb, rkb, props, body)
+                parts += (
+                    pack(n, T_APPEND, qid, seq, flags, len(exb), len(rkb), len(props), deadline, requeues),
+                    exb, rkb, props, body,
+                )
                 loc = segbase | off
                 if flags != F_PERSISTENT:
                     if flags & F_REDELIVERED:
                         loc |= LOC_REDELIVERED
+                        if requeues != 1:
+                            q_counts.append((seq, requeues))
                     if not flags & F_PERSISTENT:
                         loc |= LOC_TRANSIENT
                 if prev is not None and seq <= prev:
@@ -413,7 +461,7 @@ class SegmentMessageLog:
                 q_locs.append(loc)
                 q_lens.append(n)
                 off += n
-            placed.append((q, q_seqs, q_locs, q_lens, in_order))
+            placed.append((q, q_seqs, q_locs, q_lens, in_order, q_counts))
         for kind, staged in ((T_REDELIVER, marks), (T_REMOVE, removes)):
             for q, seqs in staged.items():
                 parts.append(SEQS.pack(SEQS.size + 8 * len(seqs), kind, qids[q], len(seqs)))
@@ -444,7 +492,7 @@ class SegmentMessageLog:
         live = self._live
         live_bytes = self._live_bytes
         added = added_bytes = 0
-        for q, q_seqs, q_locs, q_lens, in_order in placed:
+        for q, q_seqs, q_locs, q_lens, in_order, q_counts in placed:
             idx = index.get(q)
             if idx is None:
                 idx = index[q] = _QueueIndex()
@@ -459,10 +507,15 @@ class SegmentMessageLog:
                 idx.live += len(q_seqs)
             else:
                 put = idx.put
+                counts = idx.counts
                 for seq, loc, n in zip(q_seqs, q_locs, q_lens):
                     old = put(seq, loc, n)
                     if old is not None:
                         self._forget(old[0], old[1], active, touched)
+                    if counts:
+                        counts.pop(seq, None)  # a replaced entry's count goes with it
+            if q_counts:
+                idx.counts.update(q_counts)
             added += len(q_seqs)
             added_bytes += sum(q_lens)
         live[active] += added
@@ -493,6 +546,7 @@ class SegmentMessageLog:
         deps = self._deps[active]
         find = idx.find
         drop = idx.drop
+        counts = idx.counts
         for s in seqs:
             i = find(s)
             if i < 0:
@@ -500,6 +554,8 @@ class SegmentMessageLog:
             loc = idx.locs[i]
             length = idx.lens[i]
             drop(i)
+            if counts:
+                counts.pop(s, None)
             seg = (loc >> SEG_SHIFT) & SEG_MASK
             live[seg] -= 1
             live_bytes[seg] -= length
@@ -519,8 +575,8 @@ class SegmentMessageLog:
         for s in seqs:
             i = idx.find(s)
             if i >= 0:
-                loc = idx.locs[i]
-                locs[i] = loc | LOC_REDELIVERED
+                loc = locs[i]
+                idx.requeue(i)
                 seg = (loc >> SEG_SHIFT) & SEG_MASK
                 if seg != active:
                     deps.add(seg)
@@ -651,7 +707,7 @@ class SegmentMessageLog:
             while p < end:
                 length, kind = unpack_rec(data, p)
                 if kind == T_APPEND:
-                    _, _, qid, seq, flags, exl, rkl, pl = unpack_append(data, p)
+                    _, _, qid, seq, flags, exl, rkl, pl, deadline, _ = unpack_append(data, p)
                     q = qnames[qid]
                     idx = index.get(q)
                     j = idx.find(seq) if idx is not None else -1
@@ -662,13 +718,16 @@ class SegmentMessageLog:
                             b = a + exl
                             c = b + rkl
                             d = c + pl
-                            if loc & LOC_REDELIVERED:
+                            requeues = 0
+                            if loc & LOC_REDELIVERED:  # the current state, requeues since the append included
                                 flags |= F_REDELIVERED
+                                requeues = min(idx.counts.get(seq, 1), MAX_REQUEUES)
                             rows = staged.get(q)
                             if rows is None:
                                 rows = staged[q] = {}
                             rows[seq] = (
-                                data[a:b].decode(), data[b:c].decode(), data[c:d], data[d : p + length], flags
+                                data[a:b].decode(), data[b:c].decode(), data[c:d], data[d : p + length], flags,
+                                deadline, requeues,
                             )
                             moved += length
                 p += length
@@ -689,7 +748,7 @@ class SegmentMessageLog:
         idx = self._index.get(queue)
         if idx is None:
             return []
-        seqs, locs, lens = idx.seqs, idx.locs, idx.lens
+        seqs, locs, lens, counts = idx.seqs, idx.locs, idx.lens, idx.counts
         n = len(seqs)
         i = bisect_right(seqs, after_seq, idx.head)
         picked: list[tuple[int, int, int]] = []
@@ -718,11 +777,12 @@ class SegmentMessageLog:
             buf = _pread_all(fds[seg], end - start, start)
             p = 0
             for seq, loc, length in picked[j:k]:
-                _, _, _, _, flags, exl, rkl, pl = unpack(buf, p)
+                _, _, _, _, flags, exl, rkl, pl, deadline, _ = unpack(buf, p)
                 a = p + _APPEND_SIZE
                 b = a + exl
                 c = b + rkl
                 d = c + pl
+                redelivered = loc & LOC_REDELIVERED
                 out.append(
                     StoredMessage(
                         queue,
@@ -732,7 +792,9 @@ class SegmentMessageLog:
                         buf[c:d],
                         buf[d : p + length],
                         bool(flags & F_PERSISTENT),
-                        bool(loc & LOC_REDELIVERED),
+                        bool(redelivered),
+                        deadline,
+                        (counts.get(seq, 1) if counts else 1) if redelivered else 0,
                     )
                 )
                 p += length
@@ -813,6 +875,11 @@ class SegmentMessageLog:
         data = _pread_all(fd, size, 0)
         magic = len(SEGMENT_MAGIC)
         if len(data) < magic or data[:magic] != SEGMENT_MAGIC:
+            if data[:magic].startswith(SEGMENT_MAGIC_PREFIX):
+                raise SegmentFormatError(
+                    f"{path}: segment format {data[:magic].decode(errors='replace')!r}, this mailslot reads"
+                    f" {SEGMENT_MAGIC.decode()!r} only"
+                )
             if not last:
                 raise SegmentCorruptError(f"{path}: bad segment header")
             # Created, then the process died before its header reached the disk.
@@ -855,7 +922,7 @@ class SegmentMessageLog:
         while pos < end:
             length, kind = unpack_rec(data, pos)
             if kind == T_APPEND:
-                _, _, qid, seq, flags, _, _, _ = unpack_append(data, pos)
+                _, _, qid, seq, flags, _, _, _, _, requeues = unpack_append(data, pos)
                 q = qnames[qid]
                 idx = index.get(q)
                 if idx is None:
@@ -868,6 +935,8 @@ class SegmentMessageLog:
                 old = idx.put(seq, loc, length)
                 if old is not None:
                     self._forget(old[0], old[1], seg, touched)
+                if idx.counts or loc & LOC_REDELIVERED:
+                    idx.set_requeues(seq, loc, requeues)
                 live[seg] += 1
                 live_bytes[seg] += length
             elif kind == T_REMOVE or kind == T_REDELIVER:

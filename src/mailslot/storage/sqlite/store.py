@@ -7,7 +7,7 @@ Rules of this module:
   once: that is the group commit. A crash before COMMIT returns loses the batch and nothing else.
 * A message appended and then removed in the same uncommitted batch (published, delivered and acked
   within one loop iteration) never reaches SQLite: the removal cancels the staged row.
-* Staged writes are applied in this order: purges, inserts, redelivered flags, deletes. It is
+* Staged writes are applied in this order: purges, inserts, requeue counts, deletes. It is
   observably the same as applying them in staging order (the memory store's way) because staging
   folds every later operation into the earlier ones: a purge drops the queue's staged rows, removes and
   flags aimed at a staged row edit that row instead of being queued.
@@ -38,18 +38,19 @@ from mailslot.storage.sqlite._schema import connect
 
 DB_FILENAME = "mailslot.db"
 
-# Row layout of a staged append; the column order of _INSERT.
-_Row = tuple[str, int, bool, bool, str, str, bytes, bytes]
+# Row layout of a staged append; the column order of _INSERT. The ``redelivered`` column holds the
+# requeue count, -1 for "redelivered, none counted" (migrations/0002_deadline_requeues.sql).
+_Row = tuple[str, int, bool, int, int, str, str, bytes, bytes]
 _INSERT = (
     "INSERT OR REPLACE INTO messages"
-    " (queue, seq, persistent, redelivered, exchange, routing_key, properties, body)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " (queue, seq, persistent, redelivered, deadline, exchange, routing_key, properties, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _DELETE = "DELETE FROM messages WHERE queue = ? AND seq = ?"
-_REDELIVER = "UPDATE messages SET redelivered = 1 WHERE queue = ? AND seq = ?"
+_REDELIVER = "UPDATE messages SET redelivered = max(redelivered, 0) + 1 WHERE queue = ? AND seq = ?"
 _PURGE = "DELETE FROM messages WHERE queue = ?"
 _READ = (
-    "SELECT seq, persistent, redelivered, exchange, routing_key, properties, body FROM messages"
+    "SELECT seq, persistent, redelivered, deadline, exchange, routing_key, properties, body FROM messages"
     " WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?"
 )
 
@@ -80,7 +81,8 @@ class SqliteMessageLog:
                     rows = appends[q] = {}
                 last_queue = q
             rows[m.seq] = (
-                q, m.seq, m.persistent, m.redelivered, m.exchange, m.routing_key, m.properties, m.body
+                q, m.seq, m.persistent, m.requeues or -m.redelivered, m.deadline, m.exchange, m.routing_key,
+                m.properties, m.body,
             )
 
     def stage_remove(self, queue: str, seqs: list[int]) -> None:
@@ -97,8 +99,8 @@ class SqliteMessageLog:
             row = rows.get(s) if rows else None
             if row is None:
                 self._redelivers.append((queue, s))
-            elif not row[3]:
-                rows[s] = (row[0], row[1], row[2], True, row[4], row[5], row[6], row[7])  # type: ignore[index]
+            else:
+                rows[s] = (row[0], row[1], row[2], max(row[3], 0) + 1, *row[4:])  # type: ignore[index,assignment]
 
     def stage_purge(self, queue: str) -> None:
         # Everything staged so far for this queue is void; the purge itself runs first at commit.
@@ -159,8 +161,11 @@ class SqliteMessageLog:
         with self._lock:  # waits for a batch being written in the broker's commit thread
             rows = self._connection().execute(_READ, (queue, after_seq, limit)).fetchall()
         return [
-            StoredMessage(queue, seq, exchange, rk, props, body, bool(persistent), bool(redelivered))
-            for seq, persistent, redelivered, exchange, rk, props, body in rows
+            StoredMessage(
+                queue, seq, exchange, rk, props, body, bool(persistent), requeues != 0, deadline,
+                max(0, requeues),
+            )
+            for seq, persistent, requeues, deadline, exchange, rk, props, body in rows
         ]
 
     def recover(self) -> list[QueueRecovery]:
