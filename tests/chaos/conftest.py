@@ -1,5 +1,5 @@
 """The PostgreSQL run needs 127.0.0.1:5432 (database ``test``): skipped when absent unless
-MAILSLOT_REQUIRE_SERVICES=1 (same rule as tests/worker)."""
+MAILSLOT_REQUIRE_SERVICES=1 (same rule as tests/worker_guarantees)."""
 
 from __future__ import annotations
 

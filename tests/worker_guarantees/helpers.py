@@ -10,8 +10,9 @@ from typing import Any
 from mailslot.worker import DEDUP_HEADER, Worker, WorkerStats
 
 
-async def publish_keyed(ch: Any, queue: str, keys: list[str], body: Callable[[str], bytes] | None = None) -> None:
-    await ch.declare_queue(queue)
+async def publish_keyed(ch: Any, queue: str, keys: list[str], body: Callable[[str], bytes] | None = None,
+                        arguments: dict[str, Any] | None = None) -> None:
+    await ch.declare_queue(queue, arguments=arguments)
     await asyncio.gather(*(ch.publish("", queue, body(k) if body else k.encode(), headers={DEDUP_HEADER: k})
                            for k in keys))
 

@@ -214,3 +214,19 @@ async def test_stop_deadline_requeues_what_is_still_running(broker_url, channel)
     stats = await asyncio.wait_for(task, 10)
     assert stats.handled == 0
     assert await queue_depth(channel, "stuck") == 2
+
+
+async def test_at_least_once_retry_waits_for_the_queues_retry_delay(broker_url, channel):
+    times: list[float] = []
+
+    def handler(job):
+        times.append(time.monotonic())
+        if len(times) == 1:
+            raise RuntimeError("first attempt fails")
+
+    args = {"x-retry-delays": [400]}
+    await publish_keyed(channel, "backoff", ["r1"], arguments=args)
+    worker = Worker(broker_url, "backoff", handler, queue_arguments=args)
+    async with running(worker):
+        await wait_until(lambda: worker.stats.handled == 1)
+    assert len(times) == 2 and times[1] - times[0] >= 0.35  # the requeue waited in the broker
