@@ -20,7 +20,7 @@ import inspect
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -195,7 +195,7 @@ class Worker:
         When the commit's outcome is unknown (connection lost) the batch is not handled: if the acks did
         not apply, the broker redelivers the messages; if they did, they are lost (at most once)."""
         for attempt in (1, 2):
-            if not await self._settle(ch.ack, batch[-1], multiple=True):
+            if not await ch.ack(batch[-1], multiple=True):
                 return False  # delivered on a connection since replaced: the broker redelivers them
             try:
                 await ch.tx_commit()
@@ -245,7 +245,7 @@ class Worker:
                     log.error("worker %s: message without x-deduplication-header or message_id cannot be "
                               "processed exactly once: rejected (dead-lettered if the queue has a "
                               "dead-letter exchange, else dropped)", self.name)
-                    await self._settle(message.reject, requeue=False)
+                    await message.reject(requeue=False)
                     return
                 # Copies of one key in flight in this worker run one after the other: the second then
                 # finds the key and an empty outbox instead of republishing what the first is publishing.
@@ -267,13 +267,13 @@ class Worker:
                 finally:
                     del self._active[key]
                     done.set_result(None)
-                await self._settle(message.ack)
+                await message.ack()
             else:
                 await self._run_handler(job)
                 if job.outputs:
                     await self._publish(publish_ch, job.outputs)
                 if guarantee is Guarantee.AT_LEAST_ONCE:
-                    await self._settle(message.ack)
+                    await message.ack()
             if not repeat:
                 stats.handled += 1
         except asyncio.CancelledError:
@@ -290,29 +290,12 @@ class Worker:
             if guarantee is Guarantee.AT_MOST_ONCE:
                 outcome = "lost (at-most-once: acked before handling)"
             else:
-                outcome = ("requeued" if await self._settle(message.nack, requeue=True)
+                outcome = ("requeued" if await message.nack(requeue=True)
                            else "redelivered after reconnect")
             log.error("worker %s: handler failed: key=%s delivery=%s redelivered=%s: %s: %s; %s", self.name,
                       key, count if count is not None else "?", message.redelivered, type(exc).__name__, exc,
                       outcome)
             log.debug("traceback of the failure", exc_info=True)
-
-    async def _settle(self, settle: Callable[..., Awaitable[bool]], *args: Any, **kwargs: Any) -> bool:
-        """ack/nack/reject; False when the delivery died with its connection (the broker redelivers it).
-
-        mailslot.client drops a settle made while a reconnect is still restoring channels, even for a
-        message delivered on the new connection; such a settle is made again once the connection is ready.
-        """
-        if await settle(*args, **kwargs):
-            return True
-        conn = self.connection
-        if conn is None or conn.is_open:
-            return False
-        try:
-            await conn.wait_ready()
-        except ConnectionLost:
-            return False
-        return await settle(*args, **kwargs)
 
     async def _run_handler(self, job: Job) -> None:
         if self._async_handler:
