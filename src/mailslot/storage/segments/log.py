@@ -546,7 +546,6 @@ class SegmentMessageLog:
         deps = self._deps[active]
         find = idx.find
         drop = idx.drop
-        counts = idx.counts
         for s in seqs:
             i = find(s)
             if i < 0:
@@ -554,8 +553,6 @@ class SegmentMessageLog:
             loc = idx.locs[i]
             length = idx.lens[i]
             drop(i)
-            if counts:
-                counts.pop(s, None)
             seg = (loc >> SEG_SHIFT) & SEG_MASK
             live[seg] -= 1
             live_bytes[seg] -= length
@@ -563,6 +560,10 @@ class SegmentMessageLog:
                 deps.add(seg)
             if not live[seg]:
                 touched.add(seg)
+        counts = idx.counts
+        if counts:  # the removed messages' requeue counts go with them
+            for s in seqs:
+                counts.pop(s, None)
         if not idx.live:
             del self._index[queue]
 
