@@ -51,6 +51,9 @@ class BrokerConfig:
     disk_free_limit: str | int = DEFAULT_DISK_FREE_LIMIT
     resource_check_interval: float = 1.0  # seconds between readings
     resource_reader: Callable[[], tuple[int, int]] | None = None  # (rss, free disk) for tests; None: real
+    # Seconds an unacknowledged delivery may be held before its channel is closed with 406 (0 or None:
+    # never); RabbitMQ's consumer_timeout, 30 minutes by default. Queues override it with x-consumer-timeout.
+    consumer_timeout: float | None = 1800.0
 
 
 class Broker:
@@ -70,7 +73,13 @@ class Broker:
         loop = asyncio.get_running_loop()
         limits = self._limits(config.memory_high_watermark, config.disk_free_limit)  # LimitError: before binding
         message_log, metadata = self._open_store()
-        core = CoreBroker(message_log, metadata, AMQPPropertiesCodec(), vhosts=config.vhosts)
+        core = CoreBroker(
+            message_log,
+            metadata,
+            AMQPPropertiesCodec(),
+            vhosts=config.vhosts,
+            consumer_timeout_ms=round(config.consumer_timeout * 1000) if config.consumer_timeout else None,
+        )
         core.recover()
 
         def make_connection(peer_host: str, outbox: set[AMQPConnection]) -> AMQPConnection:

@@ -111,6 +111,14 @@ def serve(
             callback=_check_disk_free_limit,
         ),
     ] = "50MB",
+    consumer_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Close a channel whose unacknowledged delivery is older than this, seconds (0 = never); "
+            "queues may set their own with x-consumer-timeout (ms). RabbitMQ's consumer_timeout.",
+            min=0,
+        ),
+    ] = 1800.0,
     log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.info,
 ) -> None:
     """Run the broker until Ctrl-C or SIGTERM."""
@@ -126,6 +134,7 @@ def serve(
         heartbeat=heartbeat,
         memory_high_watermark=memory_high_watermark,
         disk_free_limit=disk_free_limit,
+        consumer_timeout=consumer_timeout,
     )
     raise typer.Exit(run_serve(config, log_level=log_level.value))
 

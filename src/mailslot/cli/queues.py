@@ -90,6 +90,7 @@ def _limit_text(arguments: dict[str, Any]) -> str:
 
 def render_table(queues: list[dict[str, Any]], source: str) -> RenderableType:
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     show_vhost = len({q.get("vhost") for q in queues}) > 1
@@ -127,6 +128,9 @@ def render_table(queues: list[dict[str, Any]], source: str) -> RenderableType:
             full,
             limit or "-",
         ]
+        active = q.get("single_active_consumer_tag")
+        if active:  # x-single-active-consumer: the consumer that gets the deliveries
+            row[0] += f" (active: {escape(str(active))})"
         table.add_row(*([str(q.get("vhost", ""))] if show_vhost else []), *row)
     table.caption = (
         f"{len(queues)} queue{'s' if len(queues) != 1 else ''}, {total:,} messages. "

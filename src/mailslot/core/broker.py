@@ -22,8 +22,11 @@ from typing import Protocol
 from ..storage.api import MessageLog, MetadataStore
 from .deadletter import PropertiesCodec
 from .message import Message
+from .priority import recovering_lane
 from .queue import Queue
+from .redelivery import DEFAULT_CONSUMER_TIMEOUT_MS, Redelivery
 from .session import DeliverySink, Gate, Session
+from .ttl import ExpiryTicker, after_dispatch
 from .vhost import VirtualHost
 
 log = logging.getLogger("mailslot.core")
@@ -74,15 +77,19 @@ class Broker:
         codec: PropertiesCodec,
         vhosts: Iterable[str] = ("/",),
         clock: Callable[[], float] = time.time,
+        consumer_timeout_ms: int | None = DEFAULT_CONSUMER_TIMEOUT_MS,
     ) -> None:
-        """``codec`` reads and rewrites encoded message properties for the core (the front end's format)."""
+        """``codec`` reads and rewrites encoded message properties for the core (the front end's format).
+        ``consumer_timeout_ms``: the broker-wide consumer acknowledgement timeout (None or 0: none)."""
         self.log = message_log
         self.metadata = metadata
         self.codec = codec
         self.clock = clock
         self.vhosts = {name: VirtualHost(name, message_log, metadata, codec, self.mark_dirty, clock) for name in vhosts}
         # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
-        self.tickers: list[Callable[[float], None]] = []
+        self.tickers: list[Callable[[float], None]] = [ExpiryTicker(self)]
+        self.redelivery = Redelivery(self.mark_dirty, consumer_timeout_ms)  # retry delays, ack timeouts
+        self.tickers.append(self.redelivery.tick)
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
         self._reply_sessions: dict[str, Session] = {}
@@ -130,7 +137,7 @@ class Broker:
                 )
         by_key = {queue.key: queue for vhost in self.vhosts.values() for queue in vhost.queues.values()}
         for recovered in self.log.recover():
-            queue = by_key.get(recovered.queue)
+            queue = by_key.get(recovered.queue) or recovering_lane(by_key, recovered.queue)
             if queue is None:
                 self.log.stage_purge(recovered.queue)  # rows of a queue that no longer exists
             else:
@@ -200,6 +207,8 @@ class Broker:
             for queue in batch:
                 if not queue.deleted:
                     queue.dispatch()
+                    if queue.expiring:
+                        after_dispatch(queue)  # TTL 0: what no consumer took now expires
                     touched.append(queue)
         congested = self.congested
         for queue in touched:

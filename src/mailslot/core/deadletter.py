@@ -16,9 +16,15 @@ class PropertiesCodec(Protocol):
 
     def expiration(self, raw: bytes) -> str | None: ...
 
+    def priority(self, raw: bytes) -> int:
+        """The message priority (0 when absent): read only for queues with x-max-priority."""
+
     def with_headers(self, raw: bytes, headers: dict[str, Any]) -> bytes:
         """The same properties with these headers and no ``expiration`` (a dead-lettered copy
         must not expire again on the way, as in RabbitMQ)."""
+
+    def with_header(self, raw: bytes, name: str, value: Any) -> bytes:
+        """The same properties (expiration included) with one header set (x-delivery-count)."""
 
 
 def death_headers(

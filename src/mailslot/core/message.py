@@ -19,7 +19,7 @@ def _no_headers(_: bytes) -> None:
 
 
 class Message:
-    __slots__ = ("_headers", "_read_headers", "body", "exchange", "persistent", "properties", "routing_key")
+    __slots__ = ("_headers", "_read_headers", "body", "exchange", "persistent", "properties", "routing_key", "ttl")
 
     def __init__(
         self,
@@ -29,6 +29,7 @@ class Message:
         body: bytes,
         persistent: bool,
         read_headers: HeadersReader = _no_headers,
+        ttl: int | None = None,
     ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
@@ -37,6 +38,7 @@ class Message:
         self.persistent = persistent
         self._read_headers = read_headers
         self._headers: Any = _no_headers  # sentinel: not decoded yet
+        self.ttl = ttl  # per-message TTL in ms (AMQP ``expiration``), None when it has none (core/ttl.py)
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -54,13 +56,19 @@ class Message:
 class Entry:
     """A message's place in one queue: ``seq`` orders the queue and survives requeues and restarts."""
 
-    __slots__ = ("message", "redelivered", "seq", "stored")
+    __slots__ = ("deadline", "message", "redelivered", "requeues", "seq", "stored")
 
-    def __init__(self, seq: int, message: Message, redelivered: bool, stored: bool) -> None:
+    def __init__(
+        self, seq: int, message: Message, redelivered: bool, stored: bool, deadline: int = 0, requeues: int = 0
+    ) -> None:
         self.seq = seq
         self.message = message
         self.redelivered = redelivered
         self.stored = stored  # a row exists in the message log (remove it on ack)
+        self.deadline = deadline  # expiry in ms since the epoch, 0: never (core/ttl.py); kept across requeues
+        # Failed deliveries so far (nack/reject with requeue, requeued on close): x-delivery-limit and the
+        # x-delivery-count header. Kept by the log as StoredMessage.requeues, so it survives a restart.
+        self.requeues = requeues
 
     def __lt__(self, other: Entry) -> bool:  # requeued entries sit in a heap ordered by seq
         return self.seq < other.seq

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from ..storage.api import MessageLog, StoredMessage
 from .arguments import QueuePolicy
 from .message import Entry, HeadersReader, Message
+from .redelivery import retry_delay_ms
+from .ttl import QueueExpiry, deadline_for, pop_live
 
 if TYPE_CHECKING:
     from .session import Consumer
@@ -74,6 +76,8 @@ class Queue:
         self._read_headers = read_headers
         self._ready: deque[Entry] = deque()
         self._requeued: list[Entry] = []
+        # Requeued messages waiting out x-retry-delays: (due ms, seq, entry), a heap by due time.
+        self._held: list[tuple[int, int, Entry]] = []
         self._window_bytes = 0
         self._overflow: deque[Entry] = deque()
         self.paged = 0  # messages in the log beyond the memory window
@@ -90,12 +94,15 @@ class Queue:
         self.unacked = 0
         self.stats_published = 0
         self.stats_delivered = 0
+        # TTL (core/ttl.py): ``expiring`` once an entry may carry a deadline; until then pops check nothing.
+        self.expiry: QueueExpiry | None = None
+        self.expiring = False
 
     # ---- counts -------------------------------------------------------------------------------
 
     @property
     def message_count(self) -> int:
-        return len(self._ready) + len(self._requeued) + self.paged + len(self._overflow)
+        return len(self._ready) + len(self._requeued) + self.paged + len(self._overflow) + len(self._held)
 
     def has_ready(self) -> bool:
         return bool(self._ready or self._requeued or self.paged or self._overflow)
@@ -111,10 +118,11 @@ class Queue:
         seq = self.next_seq
         self.next_seq = seq + 1
         self.stats_published += 1
+        deadline = deadline_for(self, message, seq) if self.expiring or message.ttl is not None else 0
         durable_write = message.persistent and self.durable
         if durable_write:
-            self.log.stage_append([self._row(seq, message, True)])
-        entry = Entry(seq, message, False, durable_write)
+            self.log.stage_append([self._row(seq, message, True, deadline)])
+        entry = Entry(seq, message, False, durable_write, deadline)
         if self.paged or self._overflow or len(self._ready) >= WINDOW_MESSAGES or self._window_bytes >= WINDOW_BYTES:
             self._overflow.append(entry)
         else:
@@ -149,20 +157,25 @@ class Queue:
             return
         if not self.paged:
             self._loaded_upto = overflow[0].seq - 1  # everything older is in memory
-        transient = [self._row(e.seq, e.message, False) for e in overflow if not e.stored]
+        transient = [self._row(e.seq, e.message, False, e.deadline) for e in overflow if not e.stored]
         if transient:
             self.log.stage_append(transient)  # persistent ones were staged on arrival
         self.paged += len(overflow)
         overflow.clear()
 
-    def _row(self, seq: int, message: Message, persistent: bool) -> StoredMessage:
-        return StoredMessage(
+    def _row(self, seq: int, message: Message, persistent: bool, deadline: int = 0) -> StoredMessage:
+        row = StoredMessage(
             self.key, seq, message.exchange, message.routing_key, message.properties, message.body, persistent
         )
+        if deadline:  # set apart: a keyword argument would cost every message (~90 ns)
+            row.deadline = deadline
+        return row
 
     # ---- take and give back ---------------------------------------------------------------------
 
-    def pop_ready(self) -> Entry | None:
+    def pop_ready(self, skip_expired: bool = True) -> Entry | None:
+        if skip_expired and self.expiring:
+            return pop_live(self)  # expired entries are expired on the way, never handed out
         requeued = self._requeued
         ready = self._ready
         if requeued and (not ready or requeued[0].seq < ready[0].seq):
@@ -187,7 +200,7 @@ class Queue:
         out: list[Entry] = []
         ready = self._ready
         while len(out) < limit:
-            if self._requeued or not ready:
+            if self._requeued or not ready or self.expiring:
                 entry = self.pop_ready()  # requeues, page-in and overflow keep their ordering rules
                 if entry is None:
                     break
@@ -204,6 +217,18 @@ class Queue:
             self.ready_bytes -= size
         return out
 
+    def peek_ready(self) -> Entry | None:
+        """The entry ``pop_ready`` would hand out next, left in place (TTL looks at the head)."""
+        requeued, ready = self._requeued, self._ready
+        if requeued and (not ready or requeued[0].seq < ready[0].seq):
+            return requeued[0]
+        if not ready:
+            if self.paged:
+                self._page_in()
+            elif self._overflow:
+                self._refill_from_overflow()
+        return ready[0] if ready else None
+
     def _refill_from_overflow(self) -> None:
         overflow, ready = self._overflow, self._ready
         while overflow and len(ready) < WINDOW_MESSAGES and self._window_bytes < WINDOW_BYTES:
@@ -211,17 +236,45 @@ class Queue:
             ready.append(entry)
             self._window_bytes += len(entry.message.body)
 
-    def requeue(self, entries: list[Entry]) -> None:
-        """Put delivered-but-unacked entries back at their original place, marked redelivered."""
+    def requeue(self, entries: list[Entry], now: float = 0.0) -> list[Entry]:
+        """Put delivered-but-unacked entries back at their original place, marked redelivered, each one
+        failed delivery more (core/redelivery.py). Returns those past x-delivery-limit, not requeued:
+        the caller dead-letters them. With x-retry-delays, entries are held until ``now`` + their delay."""
+        policy = self.policy
+        limit = policy.delivery_limit
+        delays = policy.retry_delays
+        exhausted: list[Entry] = []
         stored = []
         for entry in entries:
             entry.redelivered = True
-            heapq.heappush(self._requeued, entry)
+            count = entry.requeues = entry.requeues + 1
+            if limit is not None and count > limit:
+                exhausted.append(entry)
+                continue
             self.ready_bytes += len(entry.message.body)
             if entry.stored:
                 stored.append(entry.seq)
+            delay = retry_delay_ms(delays, count) if delays else 0
+            if delay:
+                heapq.heappush(self._held, (int(now * 1000) + delay, entry.seq, entry))
+            else:
+                heapq.heappush(self._requeued, entry)
         if stored:
             self.log.stage_mark_redelivered(self.key, stored)
+        return exhausted
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def release_held(self, now_ms: int) -> bool:
+        """Held entries due by ``now_ms`` become ready, in their original place. True if any did."""
+        held = self._held
+        if not held or held[0][0] > now_ms:
+            return False
+        while held and held[0][0] <= now_ms:
+            heapq.heappush(self._requeued, heapq.heappop(held)[2])
+        return True
 
     def settle(self, entries: list[Entry]) -> None:
         """Acked (or dropped): forget the stored rows."""
@@ -233,6 +286,7 @@ class Queue:
         count = self.message_count
         self._ready.clear()
         self._requeued.clear()
+        self._held.clear()
         self._window_bytes = 0
         self.ready_bytes = 0
         self._overflow.clear()
@@ -252,7 +306,9 @@ class Queue:
                 row.exchange, row.routing_key, row.properties, row.body, row.persistent, self._read_headers
             )
             # Transient rows were paged only for memory; they are dropped from the log once in memory.
-            self._ready.append(Entry(row.seq, message, row.redelivered, row.persistent))
+            self._ready.append(Entry(row.seq, message, row.redelivered, row.persistent, row.deadline, row.requeues))
+            if row.deadline:
+                self.expiring = True  # read back after a restart: its deadline still holds
             self._window_bytes += len(row.body)
             if row.seq <= self._restored_upto:
                 self.ready_bytes += len(row.body)
@@ -268,13 +324,14 @@ class Queue:
     def _dispatch_one(self, consumer: Consumer) -> None:
         """One consumer: hand it batches (one session call and one encode pass per batch)."""
         session = consumer.session
+        count = len(self.consumers)  # more than one only with x-single-active-consumer: the others wait
         while consumer.can_take():
             entries = self.pop_many(min(session.room(consumer), DELIVERY_BATCH))
             if not entries:
                 return
             self.stats_delivered += len(entries)
             session.deliver_many(consumer, self, entries)
-            if self.deleted or len(self.consumers) != 1:
+            if self.deleted or len(self.consumers) != count:
                 return
 
     def restore(self, count: int, max_seq: int) -> None:
@@ -302,7 +359,7 @@ class Queue:
         count = len(consumers)
         if not count:
             return
-        if count == 1:
+        if count == 1 or self.policy.single_active_consumer:  # the first registered consumer is the active one
             self._dispatch_one(consumers[0])
             return
         i = self._rr

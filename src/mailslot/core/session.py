@@ -36,6 +36,10 @@ class DeliverySink(Protocol):
     def consumer_cancelled(self, consumer_tag: str) -> None:
         """The broker cancelled this consumer (its queue was deleted)."""
 
+    def acknowledgement_timed_out(self, timeout_ms: int) -> None:
+        """The broker closed this session: an unacked delivery outlived the consumer timeout
+        (AMQP: channel.close 406 PRECONDITION_FAILED, as RabbitMQ)."""
+
 
 class Gate:
     """Shared by the sessions of one connection. ``open``: deliveries may be written (the outgoing
@@ -166,11 +170,15 @@ class Session:
             return self._consume_replies(tag, no_ack)
         queue = self.vhost.queue(queue_name)
         self.vhost.check_access(queue, self.owner)
+        if exclusive and queue.policy.single_active_consumer:  # RabbitMQ: exclusive_consume_unavailable
+            raise AccessRefused(f"queue '{queue_name}' in vhost '{self.vhost.name}' in exclusive use")
         if queue.consumers and (exclusive or queue.consumers[0].exclusive):
             raise AccessRefused(f"queue '{queue_name}' in vhost '{self.vhost.name}' in exclusive use")
         consumer = Consumer(tag, self, queue, no_ack, exclusive, self.consumer_prefetch, arguments)
         self.consumers[tag] = consumer
         queue.add_consumer(consumer)
+        if not no_ack:
+            self.broker.redelivery.ack_timeouts.watch(self, queue)
         self.broker.mark_dirty(queue)
         return tag
 
@@ -191,17 +199,21 @@ class Session:
         consumer = self.consumers.pop(tag, None)
         if consumer is None:
             return False
-        self._detach(consumer)
+        # As RabbitMQ 3.10, a cancel does not run a single-active-consumer queue: the next consumer starts at
+        # the queue's next event. A client that cancels and then closes its channel (pika does) thus has its
+        # unacked messages requeued before the next consumer gets anything, which keeps them in order.
+        self._detach(consumer, wake=not consumer.queue.policy.single_active_consumer)
         return True
 
     def cancelled_by_broker(self, consumer: Consumer) -> None:
         if self.consumers.pop(consumer.tag, None) is not None:
             self.sink.consumer_cancelled(consumer.tag)
 
-    def _detach(self, consumer: Consumer) -> None:
+    def _detach(self, consumer: Consumer, wake: bool = True) -> None:
         queue = consumer.queue
         queue.remove_consumer(consumer)
-        self.broker.mark_dirty(queue)  # its congestion (and auto-delete) must be looked at again
+        if wake:
+            self.broker.mark_dirty(queue)  # its congestion (and auto-delete) must be looked at again
         if queue.auto_delete and not queue.consumers and not queue.deleted and queue.had_consumer:
             self.broker.delete_queue(self.vhost, queue)
 
@@ -250,6 +262,8 @@ class Session:
         """basic.get: (delivery tag, entry, messages left) or None when empty. Ignores prefetch, as RabbitMQ."""
         queue = self.vhost.queue(queue_name)
         self.vhost.check_access(queue, self.owner)
+        if queue.expiry is not None:
+            queue.expiry.used()  # basic.get renews the x-expires lease
         entry = queue.pop_ready()
         if entry is None:
             return None
@@ -261,6 +275,7 @@ class Session:
             self.unacked[tag] = (queue, entry, None)
             self.unacked_count += 1
             queue.unacked += 1
+            self.broker.redelivery.ack_timeouts.watch(self, queue)
         return tag, entry, queue.message_count
 
     # ---- settling -------------------------------------------------------------------------------
@@ -312,7 +327,11 @@ class Session:
         mark_dirty = self.broker.mark_dirty
         for queue, entries in by_queue.items():
             if requeue and not queue.deleted:
-                queue.requeue(entries)
+                exhausted = queue.requeue(entries, self.broker.clock())
+                if exhausted:  # past x-delivery-limit
+                    self.vhost.dead_letter(queue, exhausted, "delivery_limit")
+                if queue.holding:  # x-retry-delays
+                    self.broker.redelivery.retries.watch(queue)
             elif rejected and not queue.deleted:
                 self.vhost.dead_letter(queue, entries, "rejected")  # or dropped, without a DLX
             else:
@@ -395,6 +414,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self.broker.redelivery.ack_timeouts.forget(self)
         self.requeue_all()
         for consumer in list(self.consumers.values()):
             self._detach(consumer)

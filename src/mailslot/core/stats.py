@@ -87,6 +87,13 @@ def ready_bytes_of(queue: Queue) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def active_consumer_tag(queue: Queue) -> str | None:
+    """With x-single-active-consumer, the first registered consumer is the one that gets deliveries."""
+    if queue.arguments.get("x-single-active-consumer") is True and queue.consumers:
+        return queue.consumers[0].tag
+    return None
+
+
 # ---- rates ------------------------------------------------------------------------------------------
 
 
@@ -160,6 +167,7 @@ class QueueStats:
     deliver_rate: float
     drain_seconds: float | None
     full_seconds: float | None
+    single_active_consumer_tag: str | None = None  # x-single-active-consumer: who gets the deliveries
 
     @property
     def messages(self) -> int:
@@ -242,6 +250,7 @@ class StatsSampler:
             deliver_rate=deliver,
             drain_seconds=drain_seconds(ready, publish, deliver),
             full_seconds=full,
+            single_active_consumer_tag=active_consumer_tag(queue),
         )
 
     def totals(self, queues: Iterable[Queue]) -> BrokerTotals:

@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
-from .arguments import field_type, validate_queue_arguments
+from .arguments import field_type, validate_queue_arguments, validate_queue_properties
 from .deadletter import PropertiesCodec, death_headers, died_in
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
-from .message import HeadersReader, Message
+from .message import Entry, HeadersReader, Message
+from .priority import queue_factory
 from .queue import REJECTED, Queue
+from .ttl import QueueExpiry, drop_expired
 
 PREDECLARED = {
     "amq.direct": "direct",
@@ -220,6 +222,7 @@ class VirtualHost:
         if passive:
             queue = self.queue(name)
             self.check_access(queue, owner)
+            self._declared_again(queue)
             return queue
         if not name:
             name = "amq.gen-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
@@ -236,9 +239,12 @@ class VirtualHost:
                 name,
                 [("durable", existing.durable, durable), ("auto_delete", existing.auto_delete, auto_delete)],
             )
+            self._check_queue_type(name, existing.arguments, arguments)
             self._check_arguments("queue", name, existing.arguments, arguments, QUEUE_EQUIVALENT_ARGS)
+            self._declared_again(existing)
             return existing
-        queue = Queue(
+        validate_queue_properties(name, self.name, arguments, durable=durable, exclusive=exclusive, auto_delete=auto_delete)
+        queue = queue_factory(arguments, self.codec.priority)(
             name,
             self.name,
             durable=durable,
@@ -248,10 +254,35 @@ class VirtualHost:
             log=self.log,
             read_headers=self.read_headers,
         )
+        policy = queue.policy
+        queue.expiry = QueueExpiry(self.clock, self._expired, policy.message_ttl, policy.expires)
+        queue.expiring = policy.message_ttl is not None
         self.queues[name] = queue
         if durable and not exclusive:
             self.metadata.save_queue(QueueDefinition(name, self.name, durable, exclusive, auto_delete, arguments))
         return queue
+
+    def _declared_again(self, queue: Queue) -> None:
+        """A redeclaration renews the x-expires lease; declare-ok counts no expired head (core/ttl.py)."""
+        if queue.expiry is not None:
+            queue.expiry.used()
+            drop_expired(queue)
+
+    def _check_queue_type(self, name: str, current: dict[str, Any], received: dict[str, Any]) -> None:
+        """As RabbitMQ 3.10: no x-queue-type is the same as "classic"; two explicit types are named bare."""
+        old, new = current.get("x-queue-type"), received.get("x-queue-type")
+        if old == new or {old, new} <= {None, "classic", b"classic"}:
+            return
+        if old is None or new is None:
+            shown = (_describe(new), _describe(old))
+        else:
+            shown = (f"'{_text(new)}'", f"'{_text(old)}'")
+        raise PreconditionFailed(
+            f"inequivalent arg 'x-queue-type' for queue '{name}' {self._where()}: received {shown[0]} but current is {shown[1]}"
+        )
+
+    def _expired(self, queue: Queue, entries: list[Entry]) -> None:
+        self.dead_letter(queue, entries, "expired")
 
     def check_access(self, queue: Queue, owner: object) -> None:
         if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
@@ -376,7 +407,7 @@ class VirtualHost:
             if current.get(arg) != received.get(arg):
                 raise PreconditionFailed(
                     f"inequivalent arg '{arg}' for {kind} '{name}' {self._where()}: "
-                    f"received {_describe(received.get(arg))} but current is {_describe(current.get(arg))}"
+                    "received {} but current is {}".format(*_describe_pair(received.get(arg), current.get(arg)))
                 )
 
     def _check_equivalent(self, kind: str, name: str, pairs: list[tuple[str, Any, Any]]) -> None:
@@ -387,6 +418,29 @@ class VirtualHost:
                     f"inequivalent arg '{arg}' for {kind} '{name}' {self._where()}: "
                     f"received '{shown[0]}' but current is '{shown[1]}'"
                 )
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+def _describe_pair(received: Any, current: Any) -> tuple[str, str]:
+    """rabbit_misc:assert_args_equivalence: two values of one type class are shown bare (``'6'``),
+    otherwise with their types (``the value '6' of type 'signedint'``, ``none``)."""
+    if received is not None and current is not None and _type_class(received) == _type_class(current):
+        return _bare(received), _bare(current)
+    return _describe(received), _describe(current)
+
+
+def _type_class(value: Any) -> str:
+    kind = field_type(value)
+    return {"signedint": "int", "long": "int", "double": "float"}.get(kind, kind)
+
+
+def _bare(value: Any) -> str:
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if isinstance(value, bool):
+        value = _flag(value)
+    return f"'{value}'"
 
 
 def _describe(value: Any) -> str:
@@ -413,10 +467,12 @@ QUEUE_EQUIVALENT_ARGS = frozenset(
         "x-max-priority",
         "x-overflow",
         "x-queue-mode",
-        "x-queue-type",
+        "x-queue-version",
         "x-single-active-consumer",
         "x-queue-master-locator",
         "x-quorum-initial-group-size",
         "x-delivery-limit",
+        "x-consumer-timeout",
+        "x-retry-delays",
     }
 )

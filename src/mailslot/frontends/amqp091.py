@@ -21,7 +21,9 @@ from .. import __version__
 from ..core import errors as core_errors
 from ..core.broker import Broker, OnCommit
 from ..core.message import Entry, Message
+from ..core.redelivery import delivery_properties
 from ..core.session import REJECTED, REPLY_TO, UNROUTED, Gate, Session
+from ..core.ttl import parse_expiration
 from ..core.vhost import CommandInvalid
 from ..protocols import amqp091 as proto
 from ..protocols.amqp091 import properties as props
@@ -46,6 +48,9 @@ OUTPUT_HIGH_WATER = 4 * 1024 * 1024
 
 FLAG_REPLY_TO = 1 << 9  # property-flag bits (AMQP 0-9-1 spec 4.2.6.1, basic class properties)
 FLAG_USER_ID = 1 << 4
+FLAG_EXPIRATION = 1 << 8
+# A publish with any of these properties takes the slow path (_check_properties); others cost one test.
+CHECKED_FLAGS = FLAG_REPLY_TO | FLAG_USER_ID | FLAG_EXPIRATION
 
 
 def server_properties() -> dict[str, Any]:
@@ -86,11 +91,30 @@ class AMQPPropertiesCodec:
         return None if value is None else str(value)
 
     @staticmethod
+    def priority(raw: bytes) -> int:
+        """Read only for queues with x-max-priority; a malformed block reads as priority 0."""
+        try:
+            return props.priority(raw)
+        except ValueError:
+            return 0
+
+    @staticmethod
     def with_headers(raw: bytes, headers: dict[str, Any]) -> bytes:
         decoded = props.decode_properties(raw)
         decoded.headers = headers
         decoded.expiration = None
         return props.encode_properties(decoded)
+
+    @staticmethod
+    def with_header(raw: bytes, name: str, value: Any) -> bytes:
+        """Properties that do not decode are delivered as published (the peer's bytes must not raise
+        inside a delivery)."""
+        try:
+            decoded = props.decode_properties(raw)
+            decoded.headers = {**(decoded.headers or {}), name: value}
+            return props.encode_properties(decoded)
+        except Exception:  # noqa: BLE001 -- pamqp raises several types on malformed input
+            return raw
 
 
 def _is_loopback(host: str) -> bool:
@@ -134,7 +158,7 @@ class Channel:
                 entry.redelivered,
                 message.exchange,
                 message.routing_key,
-                message.properties,
+                delivery_properties(conn.broker.codec, entry) if entry.requeues else message.properties,
                 body,
             )
             tag += 1
@@ -150,6 +174,17 @@ class Channel:
         )
         self.connection.touch()
 
+    def acknowledgement_timed_out(self, timeout_ms: int) -> None:
+        """RabbitMQ's words (rabbit_channel:evaluate_consumer_timeout)."""
+        conn = self.connection
+        if conn.channels.get(self.number) is not self or conn.closed:
+            return  # already closing
+        text = (
+            f"delivery acknowledgement on channel {self.number} timed out. Timeout value used: {timeout_ms} ms. "
+            "This timeout value can be configured, see consumers doc guide to learn more"
+        )
+        conn.fail_channel(self, proto.PRECONDITION_FAILED, proto.reply_text(proto.PRECONDITION_FAILED, text))
+
     # ---- publishing -----------------------------------------------------------------------------
 
     def publish(self, method: Any, properties: bytes, body: bytes) -> None:
@@ -157,17 +192,18 @@ class Channel:
         conn.publisher = True  # resource alarms block connections that publish (docs/backpressure.md)
         if method.immediate:
             raise core_errors.NotImplementedFeature("immediate=true")
+        ttl = None
         try:
-            if len(properties) >= 2 and ((properties[0] << 8) | properties[1]) & (
-                FLAG_REPLY_TO | FLAG_USER_ID
-            ):
-                properties = self._check_properties(properties)
+            if len(properties) >= 2 and ((properties[0] << 8) | properties[1]) & CHECKED_FLAGS:
+                properties, ttl = self._check_properties(properties)
             persistent = props.delivery_mode(properties) == 2
         except ValueError as error:  # the peer's bytes, not our bug: a hard syntax error, not 541
             raise ConnectionFault(
                 proto.SYNTAX_ERROR, f"malformed content header properties ({error})"
             ) from None
-        message = Message(method.exchange, method.routing_key, properties, body, persistent, AMQPPropertiesCodec.headers)
+        message = Message(
+            method.exchange, method.routing_key, properties, body, persistent, AMQPPropertiesCodec.headers, ttl
+        )
         if self.confirming:
             self.published += 1
         outcome = self.session.publish(method.exchange, method.routing_key, message, method.mandatory)
@@ -187,20 +223,22 @@ class Channel:
         self.connection.proto.send_content(self.number, method, properties, body)
         self.connection.touch()
 
-    def _check_properties(self, raw: bytes) -> bytes:
-        """Direct reply-to rewrites reply_to; user_id must be the authenticated user (RabbitMQ validates it)."""
+    def _check_properties(self, raw: bytes) -> tuple[bytes, int | None]:
+        """Direct reply-to rewrites reply_to; user_id must be the authenticated user (RabbitMQ validates it);
+        expiration is read as the message's TTL (406 when it is no count of ms, as RabbitMQ)."""
         decoded = props.decode_properties(raw)
         user_id = decoded.user_id
         if user_id is not None and user_id != self.connection.username:
             raise core_errors.PreconditionFailed(
                 f"user_id property set to '{user_id}' but authenticated user was '{self.connection.username}'"
             )
+        ttl = None if decoded.expiration is None else parse_expiration(str(decoded.expiration))  # after user_id, as RabbitMQ
         if decoded.reply_to == REPLY_TO:
             if self.session.reply_name is None:
                 raise core_errors.PreconditionFailed("fast reply consumer does not exist")
             decoded.reply_to = self.session.reply_name
-            return props.encode_properties(decoded)
-        return raw
+            return props.encode_properties(decoded), ttl
+        return raw, ttl
 
     def release_confirms(self, upto: int, ok: bool) -> None:
         """After the group commit: one basic.ack (multiple) for everything its batch covers, with a
@@ -374,7 +412,7 @@ class Channel:
                 routing_key=message.routing_key,
                 message_count=remaining,
             ),
-            message.properties,
+            delivery_properties(self.connection.broker.codec, entry) if entry.requeues else message.properties,
             message.body,
         )
         self.connection.touch()

@@ -66,7 +66,29 @@ def queue_document(stats: QueueStats) -> dict[str, Any]:
         "deliver_rate": _round(stats.deliver_rate),
         "drain_seconds": _round(stats.drain_seconds),
         "full_seconds": _round(stats.full_seconds),
+        "single_active_consumer_tag": stats.single_active_consumer_tag,
     }
+
+
+def consumer_details(queue: Queue) -> list[dict[str, Any]]:
+    """The queue's consumers in registration order, with RabbitMQ's ``active`` / ``activity_status``
+    (``single_active`` and ``waiting`` with x-single-active-consumer, ``up`` otherwise)."""
+    single = queue.policy.single_active_consumer
+    details = []
+    for i, consumer in enumerate(queue.consumers):
+        active = not single or i == 0
+        details.append(
+            {
+                "consumer_tag": consumer.tag,
+                "active": active,
+                "activity_status": ("single_active" if active else "waiting") if single else "up",
+                "exclusive": consumer.exclusive,
+                "ack_required": not consumer.no_ack,
+                "prefetch_count": consumer.prefetch,
+                "queue": {"name": queue.name, "vhost": queue.vhost},
+            }
+        )
+    return details
 
 
 def queues_document(core: Broker, sampler: StatsSampler) -> list[dict[str, Any]]:

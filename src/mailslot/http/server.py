@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..core.broker import Broker
 from ..core.stats import SAMPLE_INTERVAL, StatsSampler
-from .api import all_queues, overview_document, queue_document, queues_document
+from .api import all_queues, consumer_details, overview_document, queue_document, queues_document
 
 log = logging.getLogger("mailslot.http")
 
@@ -128,4 +128,6 @@ class HTTPServer:
         queue = None if vhost is None else vhost.queues.get(request.match_info["name"])
         if queue is None:
             return _not_found()
-        return web.json_response(queue_document(self.sampler.queue_stats(queue)))
+        document = queue_document(self.sampler.queue_stats(queue))
+        document["consumer_details"] = consumer_details(queue)  # as RabbitMQ's /api/queues/{vhost}/{name}
+        return web.json_response(document)

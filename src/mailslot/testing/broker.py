@@ -6,7 +6,8 @@
 
 Both take the same arguments: ``store`` ("memory" by default: fast, nothing on disk; "segments" or "sqlite" for
 durability tests), ``data_dir`` (a temporary directory, removed afterwards, when None) and any other
-:class:`~mailslot.bootstrap.BrokerConfig` field as a keyword (``heartbeat=5``, ``users={...}``).
+:class:`~mailslot.bootstrap.BrokerConfig` field as a keyword (``heartbeat=5``, ``users={...}``,
+``consumer_timeout=1.0`` for a short consumer acknowledgement timeout, in seconds).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ FLAG_CONTENT_TYPE = 0x8000
 FLAG_CONTENT_ENCODING = 0x4000
 FLAG_HEADERS = 0x2000
 FLAG_DELIVERY_MODE = 0x1000
+FLAG_PRIORITY = 0x0800
 
 #: The empty property block: one flag word, nothing set.
 EMPTY = b"\x00\x00"
@@ -55,6 +56,20 @@ def delivery_mode(raw: bytes) -> int:
         if not flags & FLAG_DELIVERY_MODE:
             return 0
         return raw[_offset_after_headers(raw, flags, p)]
+    except (struct.error, IndexError) as exc:
+        raise ValueError(f"malformed property block: {exc}") from exc
+
+
+def priority(raw: bytes) -> int:
+    """The priority of a raw property block; 0 when absent. Raises ValueError on a truncated block."""
+    try:
+        flags, p = _skip_flag_words(raw)
+        if not flags & FLAG_PRIORITY:
+            return 0
+        p = _offset_after_headers(raw, flags, p)
+        if flags & FLAG_DELIVERY_MODE:
+            p += 1
+        return raw[p]
     except (struct.error, IndexError) as exc:
         raise ValueError(f"malformed property block: {exc}") from exc
 

@@ -1,0 +1,85 @@
+"""TTL deadlines are stored with persistent messages: across a graceful restart and a kill -9 (segment
+store) a message expires at the time it was given when published, not a full TTL after the restart, and
+what expired while the broker was down is dead-lettered once it is back."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pika
+import pytest
+from pika.adapters.blocking_connection import BlockingChannel
+
+from conftest import wait_for
+from mailslot.bench.broker_process import BrokerProcess
+from mailslot.testing import broker_in_thread
+
+pytestmark = pytest.mark.timeout(60)
+
+PERSISTENT = 2
+
+
+def _setup(url: str) -> float:
+    """Declare durable queues and publish confirmed persistent messages; returns when they were published."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    ch = conn.channel()
+    ch.queue_declare("dead", durable=True)
+    ch.queue_declare("work", durable=True, arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"})
+    ch.queue_declare("queue-ttl", durable=True, arguments={"x-message-ttl": 1200})
+    ch.confirm_delivery()
+    published = time.monotonic()
+    ch.basic_publish("", "work", b"gone-while-down", pika.BasicProperties(delivery_mode=PERSISTENT, expiration="300"))
+    ch.basic_publish("", "queue-ttl", b"q", pika.BasicProperties(delivery_mode=PERSISTENT))
+    conn.close()
+    return published
+
+
+def _count(ch: BlockingChannel, name: str) -> int:
+    return int(ch.queue_declare(name, durable=True, passive=True).method.message_count)
+
+
+def _check_after_restart(url: str, published: float) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    ch = conn.channel()
+    try:
+        # Expired during the downtime: dead-lettered by the first timer run, with its x-death.
+        _m, props, body = wait_for(lambda: _got(ch, "dead"), timeout=5, what="the dead-lettered message")
+        assert body == b"gone-while-down"
+        assert props.headers["x-death"][0]["reason"] == "expired"
+        assert _count(ch, "work") == 0
+        # x-message-ttl 1200 counts from the publish, not from the restart.
+        assert time.monotonic() - published < 1.1, "the restart took too long for this check to mean anything"
+        assert _count(ch, "queue-ttl") == 1
+        wait_for(lambda: _count(ch, "queue-ttl") == 0, timeout=5, interval=0.02, what="the TTL to run out")
+        elapsed = time.monotonic() - published
+        assert 1.15 <= elapsed < 1.7, f"expired {elapsed:.2f}s after publishing, the TTL is 1.2s"
+    finally:
+        conn.close()
+
+
+def _got(ch: BlockingChannel, name: str):
+    got = ch.basic_get(name, auto_ack=True)
+    return got if got[0] is not None else None
+
+
+def test_deadlines_survive_a_graceful_restart(tmp_path: Path) -> None:
+    with broker_in_thread(store="segments", data_dir=tmp_path) as broker:
+        published = _setup(str(broker.amqp_url))
+    time.sleep(0.4)  # the per-message TTL (300 ms) runs out while the broker is down
+    with broker_in_thread(store="segments", data_dir=tmp_path) as broker:
+        _check_after_restart(str(broker.amqp_url), published)
+
+
+@pytest.mark.slow
+def test_deadlines_survive_kill_9(tmp_path: Path) -> None:
+    broker = BrokerProcess(store="segments", data_dir=tmp_path / "data")
+    broker.start()
+    try:
+        published = _setup(broker.url)
+        broker.kill()
+        time.sleep(max(0.0, 0.4 - (time.monotonic() - published)))
+        broker.start()
+        _check_after_restart(broker.url, published)
+    finally:
+        broker.stop()

@@ -1,0 +1,316 @@
+"""Message TTL, TTL 0 and x-expires in the core, on a FakeClock (no sleeping)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pamqp import commands
+
+from mailslot.core.arguments import validate_queue_arguments, validate_queue_properties
+from mailslot.core.broker import Broker
+from mailslot.core.errors import PreconditionFailed
+from mailslot.core.message import Message
+from mailslot.core.session import Gate, Session
+from mailslot.core.ttl import parse_expiration
+from mailslot.frontends.amqp091 import AMQPPropertiesCodec
+from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
+from mailslot.testing import FakeClock
+
+from .conftest import RecordingSink
+
+START = 1_700_000_000.0
+
+
+def properties(expiration: str | None = None) -> bytes:
+    return bytes(commands.Basic.Properties(expiration=expiration, delivery_mode=2).marshal())
+
+
+class World:
+    def __init__(self, log: MemoryMessageLog | None = None, meta: MemoryMetadataStore | None = None,
+                 clock: FakeClock | None = None) -> None:
+        self.clock = clock or FakeClock(START)
+        self.log = log or MemoryMessageLog()
+        self.meta = meta or MemoryMetadataStore()
+        self.broker = Broker(self.log, self.meta, AMQPPropertiesCodec(), clock=self.clock)
+        self.broker.recover()
+        self.vhost = self.broker.vhosts["/"]
+        self.session, self.sink = self.open()
+
+    def open(self) -> tuple[Session, RecordingSink]:
+        sink = RecordingSink()
+        return self.broker.open_session(self.vhost, object(), sink, Gate()), sink
+
+    def declare(self, name: str, **arguments: Any) -> str:
+        self.vhost.declare_queue(name, passive=False, durable=True, exclusive=False, auto_delete=False,
+                                 arguments=arguments, owner=self.session.owner)
+        return name
+
+    def publish(self, queue: str, body: bytes, ttl: int | None = None) -> None:
+        raw = properties(None if ttl is None else str(ttl))
+        self.session.publish("", queue, Message("", queue, raw, body, True, AMQPPropertiesCodec.headers, ttl), False)
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.broker.tick()
+        self.broker.flush()
+
+    def count(self, queue: str) -> int:
+        return self.vhost.declare_queue(queue, passive=True, durable=True, exclusive=False, auto_delete=False,
+                                        arguments={}, owner=self.session.owner).message_count
+
+    def get_all(self, queue: str) -> list[bytes]:
+        out = []
+        while (got := self.session.get(queue, no_ack=True)) is not None:
+            out.append(got[1].message.body)
+        return out
+
+    def dead_letter_queue(self, source: str, **arguments: Any) -> str:
+        """``source`` dead-letters through the default exchange into a queue ``source + '.dead'``."""
+        dead = self.declare(source + ".dead")
+        self.declare(source, **{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}, **arguments)
+        return dead
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_queue_ttl_expires_without_consumers(world: World) -> None:
+    q = world.declare("q", **{"x-message-ttl": 1000})
+    world.publish(q, b"a")
+    world.advance(0.5)
+    world.publish(q, b"b")
+    world.broker.flush()
+    world.advance(0.6)  # a is 1.1 s old, b 0.6 s
+    assert world.count(q) == 1
+    world.advance(0.5)
+    assert world.count(q) == 0
+
+
+def test_get_never_returns_an_expired_message_even_before_the_timer(world: World) -> None:
+    q = world.declare("q", **{"x-message-ttl": 100})
+    world.publish(q, b"old")
+    world.broker.flush()
+    world.clock.advance(0.2)  # no tick: the pop itself must skip it
+    world.publish(q, b"new")
+    assert world.get_all(q) == [b"new"]
+
+
+def test_expired_messages_are_dead_lettered_with_x_death(world: World) -> None:
+    dead = world.dead_letter_queue("src", **{"x-message-ttl": 300})
+    world.publish("src", b"per-message", ttl=100)
+    world.publish("src", b"queue-ttl")
+    world.broker.flush()
+    world.advance(0.2)
+    world.advance(0.2)
+    got = []
+    while (item := world.session.get(dead, no_ack=True)) is not None:
+        got.append(item[1].message)
+    assert [m.body for m in got] == [b"per-message", b"queue-ttl"]
+    first, second = (AMQPPropertiesCodec.headers(m.properties) or {} for m in got)
+    death = first["x-death"][0]
+    assert (death["reason"], death["queue"], death["count"], death["exchange"], death["routing-keys"]) == (
+        "expired", "src", 1, "", ["src"])
+    assert death["original-expiration"] == "100"
+    assert first["x-first-death-reason"] == "expired"
+    assert "original-expiration" not in second["x-death"][0]  # expired by the queue's TTL
+    assert AMQPPropertiesCodec.expiration(got[0].properties) is None  # the copy does not expire again
+
+
+def test_lower_of_queue_and_message_ttl_applies(world: World) -> None:
+    q = world.declare("q", **{"x-message-ttl": 500})
+    world.publish(q, b"long", ttl=5000)
+    world.broker.flush()
+    world.advance(0.6)
+    assert world.count(q) == 0
+    world.publish(q, b"short", ttl=100)
+    world.broker.flush()
+    world.advance(0.2)
+    assert world.count(q) == 0
+
+
+def test_per_message_ttl_expires_only_at_the_head(world: World) -> None:
+    dead = world.dead_letter_queue("q")
+    world.publish("q", b"long", ttl=10_000)
+    world.publish("q", b"short", ttl=100)
+    world.broker.flush()
+    world.advance(0.2)
+    assert world.count("q") == 2  # "short" has expired but is not at the head yet (as RabbitMQ)
+    assert world.get_all("q") == [b"long"]  # and it is never handed out
+    assert world.get_all(dead) == [b"short"]
+
+
+def test_ttl_zero_is_delivered_to_a_consumer_that_can_take_it(world: World) -> None:
+    q = world.declare("q", **{"x-message-ttl": 0})
+    world.session.consume(q, "c", no_ack=False, exclusive=False, arguments={})
+    world.publish(q, b"now")
+    world.clock.advance(0.05)  # the flush comes a little later: still deliverable
+    world.broker.flush()
+    assert world.sink.bodies() == [b"now"]
+
+
+def test_ttl_zero_without_a_consumer_is_dead_lettered_at_once(world: World) -> None:
+    dead = world.dead_letter_queue("q", **{"x-message-ttl": 0})
+    world.publish("q", b"nobody")
+    assert world.get_all("q") == []  # even in the same batch, before any flush
+    world.publish("q", b"nobody2")
+    world.broker.flush()
+    assert world.count("q") == 0
+    assert world.get_all(dead) == [b"nobody", b"nobody2"]
+
+
+def test_ttl_zero_expires_when_the_consumer_has_no_room(world: World) -> None:
+    dead = world.dead_letter_queue("q")
+    world.session.qos(0, 1, False)
+    world.session.consume("q", "c", no_ack=False, exclusive=False, arguments={})
+    world.publish("q", b"taken", ttl=0)
+    world.publish("q", b"no-room", ttl=0)
+    world.broker.flush()
+    assert world.sink.bodies() == [b"taken"]
+    assert world.count("q") == 0
+    assert world.get_all(dead) == [b"no-room"]
+
+
+def test_requeued_message_keeps_its_original_expiry(world: World) -> None:
+    q = world.declare("q", **{"x-message-ttl": 1000})
+    world.publish(q, b"m")
+    world.broker.flush()
+    tag, _entry, _left = world.session.get(q, no_ack=False) or (0, None, 0)
+    world.clock.advance(1.5)
+    world.session.nack(tag, False, requeue=True)
+    world.advance(0.1)
+    assert world.count(q) == 0
+
+
+def test_queue_without_ttl_stays_off_the_expiry_path(world: World) -> None:
+    q = world.declare("plain")
+    for i in range(3):
+        world.publish(q, b"%d" % i)
+    world.broker.flush()
+    assert not world.vhost.queues[q].expiring
+    world.publish(q, b"x", ttl=100)
+    assert world.vhost.queues[q].expiring
+
+
+def test_x_expires_deletes_an_unused_queue(world: World) -> None:
+    q = world.declare("q", **{"x-expires": 1000})
+    world.publish(q, b"lost with the queue")
+    world.advance(0.6)
+    world.session.get(q, no_ack=True)  # basic.get renews the lease
+    world.advance(0.6)
+    world.declare(q, **{"x-expires": 1000})  # so does a redeclaration
+    world.advance(0.9)
+    assert q in world.vhost.queues
+    world.advance(0.2)
+    assert q not in world.vhost.queues
+
+
+def test_x_expires_waits_for_consumers_to_leave(world: World) -> None:
+    q = world.declare("q", **{"x-expires": 200})
+    world.session.consume(q, "c", no_ack=True, exclusive=False, arguments={})
+    for _ in range(10):
+        world.advance(0.1)
+    assert q in world.vhost.queues
+    world.clock.advance(0.09)
+    world.session.cancel("c")  # unused from here on
+    world.advance(0.01)
+    world.advance(0.15)
+    assert q in world.vhost.queues  # unused for 0.16 s only: never early, though the last tick saw a consumer
+    world.advance(0.1)
+    assert q not in world.vhost.queues
+
+
+def test_deadlines_survive_a_restart() -> None:
+    first = World()
+    dead = first.dead_letter_queue("q")
+    first.publish("q", b"soon", ttl=1000)
+    first.publish("q", b"later", ttl=5000)
+    first.broker.flush()
+    first.broker.close()
+    clock = first.clock
+    clock.advance(2)
+    second = World(first.log, first.meta, clock)
+    second.advance(0.1)  # the timer finds the recovered head's deadline
+    assert second.count("q") == 1
+    assert second.get_all(dead) == [b"soon"]
+    clock.advance(3)
+    assert second.get_all("q") == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "value_or_text"),
+    [
+        ("0", 0),
+        ("+5", 5),
+        ("315360000000", 315_360_000_000),
+        ("abc", "invalid expiration 'abc': no_integer"),
+        ("", "invalid expiration '': no_integer"),
+        (" 10", "invalid expiration ' 10': no_integer"),
+        ("１２", "invalid expiration '１２': no_integer"),
+        ("1.5", "invalid expiration '1.5': {leftover_string,\".5\"}"),
+        ("-1", "invalid expiration '-1': {value_negative,-1}"),
+        ("315360000001", "invalid expiration '315360000001': {value_too_large,315360000001}"),
+        ("9999999999999999999",
+         "invalid expiration '9999999999999999999': {value_too_large,\n" + " " * 43 + "9999999999999999999}"),
+    ],
+)
+def test_parse_expiration_as_rabbitmq(raw: str, value_or_text: int | str) -> None:
+    if isinstance(value_or_text, int):
+        assert parse_expiration(raw) == value_or_text
+    else:
+        with pytest.raises(PreconditionFailed) as info:
+            parse_expiration(raw)
+        assert info.value.text == value_or_text
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ({"x-message-ttl": -1}, "invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {value_negative,-1}"),
+        ({"x-message-ttl": "10"}, "invalid arg 'x-message-ttl' for queue 'q' in vhost '/': "
+                                  '"expected integer, got longstr"'),
+        ({"x-message-ttl": 10**12}, "invalid arg 'x-message-ttl' for queue 'q' in vhost '/': "
+                                    "{value_too_large,1000000000000}"),
+        ({"x-expires": 0}, "invalid arg 'x-expires' for queue 'q' in vhost '/': {value_zero,0}"),
+        ({"x-expires": True}, "invalid arg 'x-expires' for queue 'q' in vhost '/': \"expected integer, got bool\""),
+        ({"x-queue-mode": "eager"}, "invalid arg 'x-queue-mode' for queue 'q' in vhost '/': "
+                                    "\"unsupported queue mode 'eager'\""),
+        ({"x-queue-type": "stream"}, "invalid arg 'x-queue-type' for queue 'q' in vhost '/': "
+                                     "\"unsupported queue type 'stream'\""),
+        ({"x-queue-type": 1}, "invalid arg 'x-queue-type' for queue 'q' in vhost '/': {unacceptable_type,signedint}"),
+        ({"x-queue-version": 3}, "invalid arg 'x-queue-version' for queue 'q' in vhost '/': "
+                                 "\"unsupported queue version '3'\""),
+        ({"x-queue-leader-locator": "x"}, "invalid arg 'x-queue-leader-locator' for queue 'q' in vhost '/': "
+                                          "invalid_queue_locator_arg"),
+        ({"x-dead-letter-strategy": "x"}, "invalid arg 'x-dead-letter-strategy' for queue 'q' in vhost '/': "
+                                          "invalid_dlx_strategy"),
+    ],
+)
+def test_invalid_arguments(arguments: dict[str, Any], problem: str) -> None:
+    with pytest.raises(PreconditionFailed) as info:
+        validate_queue_arguments("q", "/", arguments)
+    assert info.value.text == problem
+
+
+def test_no_op_arguments_are_accepted() -> None:
+    validate_queue_arguments("q", "/", {
+        "x-queue-mode": "lazy", "x-queue-type": "quorum", "x-queue-version": 2, "x-max-in-memory-length": 5,
+        "x-max-in-memory-bytes": 0, "x-queue-master-locator": "min-masters", "x-queue-leader-locator": "balanced",
+        "x-quorum-initial-group-size": 3, "x-dead-letter-strategy": "at-least-once", "x-ha-policy": "all",
+    })
+
+
+def test_quorum_queues_must_be_durable_and_shared() -> None:
+    quorum = {"x-queue-type": "quorum"}
+    validate_queue_properties("q", "/", quorum, durable=True, exclusive=False, auto_delete=False)
+    validate_queue_properties("q", "/", {}, durable=False, exclusive=True, auto_delete=True)  # classic: anything
+    for flags, prop in (
+        ({"durable": False, "exclusive": False, "auto_delete": True}, "auto-delete"),
+        ({"durable": True, "exclusive": True, "auto_delete": False}, "exclusive-owner"),
+        ({"durable": False, "exclusive": False, "auto_delete": False}, "non-durable"),
+    ):
+        with pytest.raises(PreconditionFailed) as info:
+            validate_queue_properties("q", "/", quorum, **flags)
+        assert info.value.text == f"invalid property '{prop}' for queue 'q' in vhost '/'"
