@@ -336,11 +336,12 @@ def test_a_segment_of_an_unknown_format_version_is_refused(tmp_path: Path) -> No
     log.commit()
     log.close()
     seg = tmp_path / "00000001.seg"
-    with open(seg, "r+b") as f:
-        f.write(b"MSLGSEG9")  # a future version
-    with pytest.raises(SegmentFormatError, match="MSLGSEG9"):
-        SegmentMessageLog(tmp_path)
-    assert seg.read_bytes()[:8] == b"MSLGSEG9"  # refused, not reset as a headerless segment would be
+    for version in (b"MSLGSEG2", b"MSLGSEG9"):  # the short-lived fixed-header version 2, a future one
+        with open(seg, "r+b") as f:
+            f.write(version)
+        with pytest.raises(SegmentFormatError, match=version.decode()):
+            SegmentMessageLog(tmp_path)
+        assert seg.read_bytes()[:8] == version  # refused, not reset as a headerless segment would be
 
 
 def test_a_version_1_segment_is_read_as_it_is(tmp_path: Path) -> None:

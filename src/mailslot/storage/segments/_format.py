@@ -14,9 +14,10 @@ from __future__ import annotations
 import struct
 import sys
 
-# Version 2 added extended append records (F_EXTENDED). Version 1 segments have none, so they are read
-# as they are; an older mailslot refuses version 2 segments. Any other version is refused here.
-SEGMENT_MAGIC = b"MSLGSEG2"
+# Version 3 added extended append records (F_EXTENDED). Version 1 segments have none, so they are read
+# as they are; an older mailslot refuses version 3 segments. Version 2 (every append header 38 bytes)
+# lived briefly on the development branch and is refused, as is any other version.
+SEGMENT_MAGIC = b"MSLGSEG3"
 SEGMENT_MAGIC_PREFIX = b"MSLGSEG"
 READABLE_MAGICS = (b"MSLGSEG1", SEGMENT_MAGIC)
 BATCH_MAGIC = b"MSB1"
