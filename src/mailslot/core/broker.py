@@ -21,6 +21,7 @@ from typing import Protocol
 
 from ..storage.api import MessageLog, MetadataStore
 from .deadletter import PropertiesCodec
+from .delayed import release_ticker
 from .message import Message
 from .priority import recovering_lane
 from .queue import Queue
@@ -90,6 +91,7 @@ class Broker:
         self.tickers: list[Callable[[float], None]] = [ExpiryTicker(self)]
         self.redelivery = Redelivery(self.mark_dirty, consumer_timeout_ms)  # retry delays, ack timeouts
         self.tickers.append(self.redelivery.tick)
+        self.tickers.append(release_ticker(self.vhosts.values()))  # delayed messages: one timer for all
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
         self._reply_sessions: dict[str, Session] = {}
@@ -138,6 +140,8 @@ class Broker:
         by_key = {queue.key: queue for vhost in self.vhosts.values() for queue in vhost.queues.values()}
         for recovered in self.log.recover():
             queue = by_key.get(recovered.queue) or recovering_lane(by_key, recovered.queue)
+            if queue is None and any(vhost.delays.restore(recovered) for vhost in self.vhosts.values()):
+                continue  # a delayed exchange's scheduled messages (core/delayed.py)
             if queue is None:
                 self.log.stage_purge(recovered.queue)  # rows of a queue that no longer exists
             else:

@@ -23,8 +23,9 @@ class PropertiesCodec(Protocol):
         """The same properties with these headers and no ``expiration`` (a dead-lettered copy
         must not expire again on the way, as in RabbitMQ)."""
 
-    def with_header(self, raw: bytes, name: str, value: Any) -> bytes:
-        """The same properties (expiration included) with one header set (x-delivery-count)."""
+    def with_int_header(self, raw: bytes, name: str, value: int) -> bytes:
+        """The same properties with one integer header set and nothing else changed (x-delay,
+        x-delivery-count); ValueError when ``raw`` does not parse."""
 
 
 def death_headers(

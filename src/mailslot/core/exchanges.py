@@ -243,6 +243,11 @@ _TYPES: dict[str, type[Exchange]] = {
 }
 
 
+def register_type(cls: type[Exchange]) -> None:
+    """Add an exchange type defined outside this module (core/delayed.py: x-delayed-message)."""
+    _TYPES[cls.type] = cls
+
+
 def make_exchange(type_: str, name: str, **kwargs: Any) -> Exchange:
     return _TYPES[type_](name, **kwargs)
 

@@ -50,8 +50,13 @@ def retry_delay_ms(delays: tuple[int, ...], requeues: int) -> int:
 
 
 def delivery_properties(codec: PropertiesCodec, entry: Entry) -> bytes:
-    """The properties to deliver ``entry`` with: call only when ``entry.requeues`` > 0."""
-    return codec.with_header(entry.message.properties, DELIVERY_COUNT_HEADER, entry.requeues)
+    """The properties to deliver ``entry`` with: call only when ``entry.requeues`` > 0. Only the header
+    changes (a decode/encode round trip would retype the others); properties that do not parse are
+    delivered as published, since a peer's bytes must not fail a delivery."""
+    try:
+        return codec.with_int_header(entry.message.properties, DELIVERY_COUNT_HEADER, entry.requeues)
+    except ValueError:
+        return entry.message.properties
 
 
 class RetryTimer:

@@ -17,6 +17,7 @@ from typing import Any
 from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
 from .arguments import field_type, validate_queue_arguments, validate_queue_properties
 from .deadletter import PropertiesCodec, death_headers, died_in
+from .delayed import DELAYED_TYPE, DelayedExchange, DelayedMessages, delayed_routing_type
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
 from .message import Entry, HeadersReader, Message
@@ -77,6 +78,7 @@ class VirtualHost:
         self.exchanges[""] = self.default_exchange
         for name_, type_ in PREDECLARED.items():
             self.exchanges[name_] = make_exchange(type_, name_, durable=True)
+        self.delays = DelayedMessages(self)  # scheduled messages of x-delayed-message exchanges
 
     # ---- naming ---------------------------------------------------------------------------------
 
@@ -132,10 +134,16 @@ class VirtualHost:
             return existing
         if name.startswith("amq."):
             raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        if type_ == DELAYED_TYPE:  # the plugin's checks: 406 without a routing type, 503 for an unknown one
+            routing_type = delayed_routing_type(arguments)
+            if not is_known_type(routing_type):
+                raise CommandInvalid(f"unknown exchange type '{routing_type}'")
         exchange = make_exchange(
             type_, name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
         )
         self.exchanges[name] = exchange
+        if isinstance(exchange, DelayedExchange):
+            self.delays.attach(exchange)
         if durable:
             self.metadata.save_exchange(
                 ExchangeDefinition(name, type_, self.name, durable, auto_delete, internal, arguments)
@@ -149,6 +157,8 @@ class VirtualHost:
         if if_unused and exchange.bindings:
             raise PreconditionFailed(f"exchange '{name}' {self._where()} in use")
         del self.exchanges[name]  # first: removing its bindings must not auto-delete it a second time
+        if isinstance(exchange, DelayedExchange):
+            self.delays.drop(exchange)
         for key in list(exchange.bindings):
             self._remove_binding(exchange, *key)
         for other in list(self.exchanges.values()):  # bindings *to* this exchange

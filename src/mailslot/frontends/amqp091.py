@@ -106,15 +106,8 @@ class AMQPPropertiesCodec:
         return props.encode_properties(decoded)
 
     @staticmethod
-    def with_header(raw: bytes, name: str, value: Any) -> bytes:
-        """Properties that do not decode are delivered as published (the peer's bytes must not raise
-        inside a delivery)."""
-        try:
-            decoded = props.decode_properties(raw)
-            decoded.headers = {**(decoded.headers or {}), name: value}
-            return props.encode_properties(decoded)
-        except Exception:  # noqa: BLE001 -- pamqp raises several types on malformed input
-            return raw
+    def with_int_header(raw: bytes, name: str, value: int) -> bytes:
+        return props.with_int_header(raw, name, value)
 
 
 def _is_loopback(host: str) -> bool:

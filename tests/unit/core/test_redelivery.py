@@ -154,14 +154,21 @@ def test_delivery_count_is_stored_and_survives_a_restart():
     assert (entry.requeues, entry.redelivered) == (3, True)
 
 
-def test_with_header_keeps_other_properties_and_survives_malformed_properties():
-    raw = encoded(headers={"a": 1}, expiration="5000", content_type="text/plain", delivery_mode=2, priority=3)
-    out = props.decode_properties(CODEC.with_header(raw, DELIVERY_COUNT_HEADER, 4))
+def delivered_with_count(raw: bytes, count: int) -> bytes:
+    entry = Entry(1, Message("", "q", raw, b"", True), True, False)
+    entry.requeues = count
+    return delivery_properties(CODEC, entry)
+
+
+def test_delivery_count_header_keeps_other_properties_and_survives_malformed_properties():
+    raw = encoded(headers={"a": 1, "d": 0.5}, expiration="5000", content_type="text/plain", delivery_mode=2,
+                  priority=3)
+    out = props.decode_properties(delivered_with_count(raw, 4))
     assert (out.headers, out.expiration, out.content_type, out.delivery_mode, out.priority) == (
-        {"a": 1, DELIVERY_COUNT_HEADER: 4}, "5000", "text/plain", 2, 3)
-    assert props.decode_properties(CODEC.with_header(b"\x00\x00", "h", 1)).headers == {"h": 1}
+        {"a": 1, "d": 0.5, DELIVERY_COUNT_HEADER: 4}, "5000", "text/plain", 2, 3)
+    assert props.decode_properties(delivered_with_count(b"\x00\x00", 1)).headers == {DELIVERY_COUNT_HEADER: 1}
     malformed = b"\x20\x00\x00\x00\x00\x09"  # headers flag, table length 9, nothing after it
-    assert CODEC.with_header(malformed, "h", 1) == malformed
+    assert delivered_with_count(malformed, 1) == malformed
 
 
 # ---- retry delays -----------------------------------------------------------------------------------

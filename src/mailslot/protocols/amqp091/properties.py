@@ -115,3 +115,48 @@ def decode_properties(raw: bytes) -> commands.Basic.Properties:
 def encode_properties(props: commands.Basic.Properties) -> bytes:
     """Encode pamqp properties into a raw property block."""
     return props.marshal()
+
+
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+
+
+def with_int_header(raw: bytes, name: str, value: int) -> bytes:
+    """``raw`` with header ``name`` set to the integer ``value`` (signed 32-bit, ``I``, as RabbitMQ writes
+    one; 64-bit beyond that). Every other byte stays as it was: a pamqp decode/encode round trip would
+    change other headers' field types (a double comes back as a 32-bit float, a long as a byte)."""
+    try:
+        flags, p = _skip_flag_words(raw)
+        if flags & FLAG_CONTENT_TYPE:
+            p += 1 + raw[p]
+        if flags & FLAG_CONTENT_ENCODING:
+            p += 1 + raw[p]
+        key = name.encode()
+        entry = bytes([len(key)]) + key
+        entry += b"I" + _I32.pack(value) if -(2**31) <= value < 2**31 else b"l" + _I64.pack(value)
+        if not flags & FLAG_HEADERS:
+            table = _U32.pack(len(entry)) + entry
+            return _U16.pack(flags | FLAG_HEADERS) + bytes(raw[2:p]) + table + bytes(raw[p:])
+        length = _U32.unpack_from(raw, p)[0]
+        end = p + 4 + length
+        if end > len(raw):
+            raise ValueError("headers table exceeds the property block")
+        kept = bytearray()
+        i = p + 4
+        while i < end:
+            start = i
+            key_length = raw[i]
+            found = bytes(raw[i + 1 : i + 1 + key_length])
+            i += 1 + key_length
+            if i >= end:
+                raise ValueError("headers table entry exceeds the table")
+            consumed, _ = decode.embedded_value(bytes(raw[i:end]))
+            i += consumed
+            if i > end:
+                raise ValueError("headers table entry exceeds the table")
+            if found != key:
+                kept += raw[start:i]
+        kept += entry
+        return bytes(raw[:p]) + _U32.pack(len(kept)) + bytes(kept) + bytes(raw[end:])
+    except (struct.error, IndexError) as exc:
+        raise ValueError(f"malformed property block: {exc}") from exc
