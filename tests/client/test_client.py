@@ -264,3 +264,40 @@ async def test_no_reconnect_fails_everything(proxy: tuple[Proxy, str], queue_nam
     with pytest.raises(ConnectionLost):
         await conn.channel()
     await conn.close()
+
+
+async def test_deliveries_on_a_reopened_channel_can_be_acked_while_others_still_reopen(
+        proxy: tuple[Proxy, str], queue_name: QueueName, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a reconnect, channels reopen one by one; a consumer's channel that is back gets deliveries
+    before the connection is ready, and acking them must reach the broker (they used to be dropped,
+    leaving the messages unacked for as long as the connection lived)."""
+    px, url = proxy
+    q = queue_name()
+    async with await client.connect(url, reconnect=True, reconnect_delay=0.05) as conn:
+        first = await conn.channel()
+        second = await conn.channel()
+        await first.declare_queue(q)
+        await first.publish_many([("", q, b"a"), ("", q, b"b")])
+        release = asyncio.Event()
+        original_open = client.Channel._open
+
+        async def slow_open(self: client.Channel) -> None:
+            if self is second and conn.reconnects == 0 and not release.is_set():
+                await release.wait()  # hold the connection in recovery after `first` has reopened
+            await original_open(self)
+
+        async with first.consume(q, prefetch=10) as messages:
+            got = await asyncio.wait_for(messages.__anext__(), 5)
+            monkeypatch.setattr(client.Channel, "_open", slow_open)
+            px.drop()
+            redelivered = []
+            while len(redelivered) < 2:  # both come again on the reopened channel, redelivered
+                m = await asyncio.wait_for(messages.__anext__(), 10)
+                if m.redelivered:
+                    redelivered.append(m)
+            assert not conn.is_open  # `second` is still being reopened
+            assert not await got.ack()  # a tag of the old connection is dead
+            assert all([await m.ack() for m in redelivered])  # these were sent
+            release.set()
+            await asyncio.wait_for(conn.wait_ready(), 10)
+        assert await second.declare_queue(q, passive=True) == (q, 0, 0)

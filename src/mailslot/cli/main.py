@@ -225,3 +225,7 @@ app.command(name="queues")(_queues)
 from mailslot.cli.spike import spike as _spike
 
 app.command(name="spike")(_spike)
+
+from mailslot.cli.worker import worker as _worker
+
+app.command(name="worker")(_worker)

@@ -52,6 +52,9 @@ class Channel:
         self._consumers: dict[str, Consumer] = {}
         self._error: ClientError | None = None  # set while the channel is unusable
         self._generation = 0  # bumped on every (re)open: delivery tags of older generations are dead
+        # channel.open-ok received on the current connection: its deliveries can be settled, even while
+        # other channels are still being reopened after a reconnect (the connection is not ready yet).
+        self._live = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -81,6 +84,7 @@ class Channel:
         self._confirms = ConfirmTracker()
         self._error = None
         await self._call(lambda cc, n: cc.open_channel(n), commands.Channel.OpenOk, usable=False)
+        self._live = True
         if self._confirm_mode:
             await self._call(lambda cc, n: cc.confirm_select(n), commands.Confirm.SelectOk, usable=False)
         if self._tx_mode:
@@ -159,6 +163,7 @@ class Channel:
 
     def _closed(self, error: ClientError, reconnecting: bool) -> None:
         """The channel (or its connection) is gone; with ``reconnecting`` it will be reopened."""
+        self._live = False
         while self._rpc:
             _, fut = self._rpc.popleft()
             if not fut.done():
@@ -401,7 +406,7 @@ class Channel:
         """0 ack, 1 nack, 2 reject. False (nothing sent) when the delivery belongs to an older channel
         or connection: its tag is dead and the broker will redeliver the message."""
         conn = self._conn
-        if generation != self._generation or self._error is not None or not conn._ready:
+        if generation != self._generation or self._error is not None or not self._live:
             return False
         cc = conn._cc
         if kind == 0:

@@ -1,0 +1,73 @@
+"""``mailslot worker module:function`` as a process: handles, stops gracefully on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import typer
+
+from mailslot.cli.worker import load_handler
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+
+HANDLER = '''
+def handle(job):
+    job.db.execute("INSERT INTO effects VALUES (?)", (job.key,))
+'''
+
+
+def test_load_handler_errors():
+    with pytest.raises(typer.BadParameter, match="module:function"):
+        load_handler("nocolon")
+    with pytest.raises(typer.BadParameter, match="cannot import"):
+        load_handler("no_such_module_xyz:f")
+    with pytest.raises(typer.BadParameter, match="no attribute"):
+        load_handler("os:no_such_function")
+    assert load_handler("os.path:join") is os.path.join
+
+
+def test_worker_command_runs_exactly_once_and_stops_on_sigterm(tmp_path: Path):
+    import pika
+
+    from mailslot.testing import broker_in_thread
+
+    (tmp_path / "myhandlers.py").write_text(HANDLER)
+    db_path = tmp_path / "app.db"
+    db = sqlite3.connect(db_path)
+    db.execute("CREATE TABLE effects (k TEXT)")
+    db.commit()
+    with broker_in_thread(store="memory") as broker:
+        conn = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+        ch = conn.channel()
+        ch.queue_declare("cli-in", durable=True)
+        for key in ["a", "b", "a"]:
+            ch.basic_publish("", "cli-in", b"x", pika.BasicProperties(message_id=key, delivery_mode=2))
+        src = str(Path(__file__).resolve().parents[2] / "src")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailslot", "worker", "myhandlers:handle", "-q", "cli-in", "--url",
+             broker.amqp_url, "--guarantee", "exactly-once", "--sqlite", str(db_path)],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while db.execute("SELECT count(*) FROM effects").fetchone()[0] < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            while ch.queue_declare("cli-in", passive=True).method.message_count and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        conn.close()
+    assert proc.returncode == 0, out
+    assert sorted(k for (k,) in db.execute("SELECT k FROM effects")) == ["a", "b"]
+    assert "already processed" in out and "handled 2, already processed 1" in out
