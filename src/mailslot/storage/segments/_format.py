@@ -44,7 +44,6 @@ SEQS = struct.Struct("<IBII")
 # F_EXTENDED only, APPEND_EXT; then exchange (UTF-8), routing key (UTF-8), properties, body (up to the
 # record's end).
 APPEND = struct.Struct("<IBIqBHHI")
-APPEND_FLAGS_AT = 4 + 1 + 4 + 8  # offset of the flags byte inside an append record
 # Deadline (ms since the epoch, 0: none) and requeue count. Without F_EXTENDED the deadline is 0 and the
 # count is 1 with F_REDELIVERED, else 0: the common message pays nothing for them.
 APPEND_EXT = struct.Struct("<qI")
