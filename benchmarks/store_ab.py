@@ -43,10 +43,10 @@ def batch(q, start, n):
 
 def rate(fn):
     fn()
-    done, t0 = 0, time.perf_counter()
+    done, t0, c0 = 0, time.perf_counter(), time.process_time()
     while (el := time.perf_counter() - t0) < secs:
         done += fn()
-    return done / el
+    return [done / el, done / max(time.process_time() - c0, 1e-9)]
 
 def append(n, ack_previous=False):
     def run():
@@ -78,11 +78,11 @@ else:
     r = rate(read_all)
 log.close()
 meta.close()
-print(json.dumps(r))
+print(json.dumps(r))  # [units per wall second, units per CPU second of this process]
 """
 
 
-def run_child(tree: Path, backend: str, root: Path, secs: float, workload: str) -> float:
+def run_child(tree: Path, backend: str, root: Path, secs: float, workload: str) -> list[float]:
     data = root / "data"
     shutil.rmtree(data, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -91,7 +91,7 @@ def run_child(tree: Path, backend: str, root: Path, secs: float, workload: str) 
         env=env, check=True, capture_output=True, text=True,
     ).stdout
     shutil.rmtree(data, ignore_errors=True)
-    return float(json.loads(out))
+    return [float(x) for x in json.loads(out)]
 
 
 def main() -> None:
@@ -105,7 +105,7 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mailslot-ab-", dir=args.dir))
     backends = args.backends.split(",")
-    results: dict[tuple[str, str, str], list[float]] = {}
+    results: dict[tuple[str, str, str], list[list[float]]] = {}
     try:
         for r in range(args.rounds):
             for backend in backends:
@@ -117,13 +117,19 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"A = {args.a}   B = {args.b}   medians of {args.rounds} interleaved rounds, {args.seconds} s each")
-    print(f"{'backend':<10}{'workload':<46}{'A':>12}{'B':>12}{'B/A':>8}   B/A per round")
+    print("wall: units per second; cpu: units per CPU-second of the benchmark process (fsync waits excluded;")
+    print("steadier than wall time on a shared machine)")
+    print(f"{'backend':<10}{'workload':<46}{'A wall':>11}{'B wall':>11}{'B/A':>7}{'A cpu':>11}{'B cpu':>11}{'B/A':>7}"
+          "   cpu B/A per round")
     for backend in backends:
         for w in WORKLOADS:
             a, b = results[(backend, w, "A")], results[(backend, w, "B")]
-            ma, mb = statistics.median(a), statistics.median(b)
-            per_round = " ".join(f"{y / x:.2f}" for x, y in zip(a, b))
-            print(f"{backend:<10}{w:<46}{ma:>12,.0f}{mb:>12,.0f}{mb / ma:>8.3f}   {per_round}")
+            cells = ""
+            for k in (0, 1):
+                ma, mb = statistics.median(x[k] for x in a), statistics.median(x[k] for x in b)
+                cells += f"{ma:>11,.0f}{mb:>11,.0f}{mb / ma:>7.3f}"
+            per_round = " ".join(f"{y[1] / x[1]:.2f}" for x, y in zip(a, b))
+            print(f"{backend:<10}{w:<46}{cells}   {per_round}")
 
 
 if __name__ == "__main__":

@@ -330,17 +330,50 @@ def test_compaction_keeps_deadline_and_requeue_count(tmp_path: Path) -> None:
     log.close()
 
 
-def test_a_segment_of_another_format_version_is_refused(tmp_path: Path) -> None:
+def test_a_segment_of_an_unknown_format_version_is_refused(tmp_path: Path) -> None:
     log = SegmentMessageLog(tmp_path)
     log.stage_append([msg(1)])
     log.commit()
     log.close()
     seg = tmp_path / "00000001.seg"
+    for version in (b"MSLGSEG2", b"MSLGSEG9"):  # the short-lived fixed-header version 2, a future one
+        with open(seg, "r+b") as f:
+            f.write(version)
+        with pytest.raises(SegmentFormatError, match=version.decode()):
+            SegmentMessageLog(tmp_path)
+        assert seg.read_bytes()[:8] == version  # refused, not reset as a headerless segment would be
+
+
+def test_a_version_1_segment_is_read_as_it_is(tmp_path: Path) -> None:
+    """Version 1 had no extended appends: its records are version 2 records without a deadline."""
+    log = SegmentMessageLog(tmp_path)
+    log.stage_append([msg(1), msg(2), msg(3)])
+    log.stage_mark_redelivered("q", [2])
+    log.commit()
+    log.close()
+    seg = tmp_path / "00000001.seg"
     with open(seg, "r+b") as f:
-        f.write(b"MSLGSEG1")  # the version-1 magic: append records without deadline and count
-    with pytest.raises(SegmentFormatError, match="MSLGSEG1"):
-        SegmentMessageLog(tmp_path)
-    assert seg.read_bytes()[:8] == b"MSLGSEG1"  # refused, not reset as a headerless segment would be
+        f.write(b"MSLGSEG1")
+    log = SegmentMessageLog(tmp_path)
+    assert [(m.seq, m.redelivered, m.requeues, m.deadline) for m in log.read("q", 0, 10)] == [
+        (1, False, 0, 0), (2, True, 1, 0), (3, False, 0, 0)
+    ]
+    log.close()
+
+
+def test_common_records_carry_no_deadline_or_count_bytes(tmp_path: Path) -> None:
+    """A message with no deadline and no requeue count costs the 26-byte header, as in version 1."""
+    plain = SegmentMessageLog(tmp_path / "plain")
+    plain.stage_append([msg(1)])
+    plain.commit()
+    timed = SegmentMessageLog(tmp_path / "timed")
+    m = msg(1)
+    m.deadline = 1
+    timed.stage_append([m])
+    timed.commit()
+    assert timed.stats["bytes_written"] - plain.stats["bytes_written"] == 12  # i64 deadline + u32 count
+    plain.close()
+    timed.close()
 
 
 # -- index memory --------------------------------------------------------------------------------------

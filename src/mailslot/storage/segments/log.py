@@ -2,8 +2,8 @@
 
 Rules of this module:
 
-* Staging builds bytes: ``stage_append`` packs each message into its final record at once;
-  removes, redelivered flags and purges are folded into per-queue lists the way the SQLite store does
+* Staging builds bytes: ``stage_append`` keeps each message's fields in a tuple, packed into its final
+  record at commit; removes, redelivered flags and purges are folded into per-queue lists the way the SQLite store does
   (an append removed in the same batch is dropped, a flag on a staged append edits its record, a purge
   drops the queue's staged work). ``commit()`` writes the batch as ONE framed, checksummed write
   (purges, queue names, appends, flags, removes, in that order) and ``fdatasync``s it, and only then
@@ -33,9 +33,11 @@ from pathlib import Path
 from mailslot.storage.api import QueueRecovery, StoredMessage
 from mailslot.storage.segments._format import (
     APPEND,
+    APPEND_EXT,
     BATCH,
     BATCH_MAGIC,
     BIG_ENDIAN_HOST,
+    F_EXTENDED,
     F_PERSISTENT,
     F_REDELIVERED,
     LOC_REDELIVERED,
@@ -43,6 +45,7 @@ from mailslot.storage.segments._format import (
     MAX_REQUEUES,
     OFF_MASK,
     QREC,
+    READABLE_MAGICS,
     REC,
     SEG_MASK,
     SEG_SHIFT,
@@ -74,12 +77,28 @@ _log = logging.getLogger(__name__)
 
 _APPEND_SIZE = APPEND.size
 _APPEND_PACK = APPEND.pack
+_EXT_SIZE = APPEND_EXT.size
+_EXT_PACK = APPEND_EXT.pack
 _BATCH_SIZE = BATCH.size
 
 
-# A staged append: exchange, routing key, properties, body, flags, deadline, requeues (packed into a
-# record at commit).
-_Row = tuple[str, str, bytes, bytes, int, int, int]
+# A staged append: exchange, routing key, properties, body, and the record's flags, packed into a record
+# at commit. For an extended record the last item is (flags, deadline, requeues) (see _row_flags).
+_Flags = int | tuple[int, int, int]
+_Row = tuple[str, str, bytes, bytes, _Flags]
+
+
+def _row_flags(persistent: bool, redelivered: bool, deadline: int, requeues: int) -> _Flags:
+    """The flags of a staged append; with the deadline and the requeue count when the plain record cannot
+    say them (a deadline, or a count other than the one F_REDELIVERED implies)."""
+    flags = F_PERSISTENT if persistent else 0
+    if redelivered or requeues:  # requeues > 0 is redelivered (storage/api.py)
+        flags |= F_REDELIVERED
+        if requeues != 1 or deadline:
+            return flags | F_EXTENDED, deadline, min(requeues, MAX_REQUEUES)
+    elif deadline:
+        return flags | F_EXTENDED, deadline, 0
+    return flags
 
 
 class SegmentCorruptError(RuntimeError):
@@ -309,16 +328,11 @@ class SegmentMessageLog:
                 last = q
             # Packed at commit: a message acked before the commit (the common case when consumers
             # keep up) costs one tuple here and nothing more.
-            requeues = m.requeues
-            rows[m.seq] = (
-                m.exchange,
-                m.routing_key,
-                m.properties,
-                m.body,
-                (F_PERSISTENT if m.persistent else 0) | (F_REDELIVERED if m.redelivered or requeues else 0),
-                m.deadline,
-                requeues if requeues <= MAX_REQUEUES else MAX_REQUEUES,  # noqa: FURB136 (cheaper than min())
-            )
+            if m.deadline or m.requeues or m.redelivered:
+                flags = _row_flags(m.persistent, m.redelivered, m.deadline, m.requeues)
+            else:
+                flags = F_PERSISTENT if m.persistent else 0
+            rows[m.seq] = (m.exchange, m.routing_key, m.properties, m.body, flags)
 
     def stage_remove(self, queue: str, seqs: list[int]) -> None:
         if not seqs:
@@ -348,8 +362,13 @@ class SegmentMessageLog:
             if row is None:
                 rest.append(s)
             else:
+                f = row[4]
+                if isinstance(f, tuple):
+                    flags, deadline, requeues = f
+                else:
+                    flags, deadline, requeues = f, 0, 1 if f & F_REDELIVERED else 0
                 rows[s] = (  # type: ignore[index]
-                    row[0], row[1], row[2], row[3], row[4] | F_REDELIVERED, row[5], min(row[6] + 1, MAX_REQUEUES)
+                    row[0], row[1], row[2], row[3], _row_flags(bool(flags & F_PERSISTENT), True, deadline, requeues + 1)
                 )
         if rest:
             self._marks.setdefault(queue, []).extend(rest)
@@ -438,22 +457,28 @@ class SegmentMessageLog:
             q_counts: list[tuple[int, int]] = []  # (seq, requeues) the redelivered bit does not imply
             in_order = True
             prev = None
-            for seq, (ex, rk, props, body, flags, deadline, requeues) in rows.items():
+            for seq, (ex, rk, props, body, flags) in rows.items():
                 exb = ex.encode()
                 rkb = rk.encode()
                 n = _APPEND_SIZE + len(exb) + len(rkb) + len(props) + len(body)
-                parts += (
-                    pack(n, T_APPEND, qid, seq, flags, len(exb), len(rkb), len(props), deadline, requeues),
-                    exb, rkb, props, body,
-                )
                 loc = segbase | off
-                if flags != F_PERSISTENT:
+                if flags == F_PERSISTENT:  # the common record
+                    parts += (pack(n, T_APPEND, qid, seq, flags, len(exb), len(rkb), len(props)), exb, rkb, props, body)
+                else:
+                    ext = b""
+                    if isinstance(flags, tuple):
+                        flags, deadline, requeues = flags
+                        ext = _EXT_PACK(deadline, requeues)
+                        n += _EXT_SIZE
+                        if flags & F_REDELIVERED and requeues != 1:
+                            q_counts.append((seq, requeues))
                     if flags & F_REDELIVERED:
                         loc |= LOC_REDELIVERED
-                        if requeues != 1:
-                            q_counts.append((seq, requeues))
                     if not flags & F_PERSISTENT:
                         loc |= LOC_TRANSIENT
+                    parts += (
+                        pack(n, T_APPEND, qid, seq, flags, len(exb), len(rkb), len(props)), ext, exb, rkb, props, body
+                    )
                 if prev is not None and seq <= prev:
                     in_order = False
                 prev = seq
@@ -546,7 +571,6 @@ class SegmentMessageLog:
         deps = self._deps[active]
         find = idx.find
         drop = idx.drop
-        counts = idx.counts
         for s in seqs:
             i = find(s)
             if i < 0:
@@ -554,8 +578,6 @@ class SegmentMessageLog:
             loc = idx.locs[i]
             length = idx.lens[i]
             drop(i)
-            if counts:
-                counts.pop(s, None)
             seg = (loc >> SEG_SHIFT) & SEG_MASK
             live[seg] -= 1
             live_bytes[seg] -= length
@@ -563,6 +585,10 @@ class SegmentMessageLog:
                 deps.add(seg)
             if not live[seg]:
                 touched.add(seg)
+        counts = idx.counts
+        if counts:  # the removed messages' requeue counts go with them
+            for s in seqs:
+                counts.pop(s, None)
         if not idx.live:
             del self._index[queue]
 
@@ -707,7 +733,7 @@ class SegmentMessageLog:
             while p < end:
                 length, kind = unpack_rec(data, p)
                 if kind == T_APPEND:
-                    _, _, qid, seq, flags, exl, rkl, pl, deadline, _ = unpack_append(data, p)
+                    _, _, qid, seq, flags, exl, rkl, pl = unpack_append(data, p)
                     q = qnames[qid]
                     idx = index.get(q)
                     j = idx.find(seq) if idx is not None else -1
@@ -715,19 +741,22 @@ class SegmentMessageLog:
                         loc = idx.locs[j]
                         if loc & ~(LOC_REDELIVERED | LOC_TRANSIENT) == segbase | (base + p):
                             a = p + _APPEND_SIZE
+                            deadline = 0
+                            if flags & F_EXTENDED:
+                                deadline = APPEND_EXT.unpack_from(data, a)[0]
+                                a += _EXT_SIZE
                             b = a + exl
                             c = b + rkl
                             d = c + pl
-                            requeues = 0
-                            if loc & LOC_REDELIVERED:  # the current state, requeues since the append included
-                                flags |= F_REDELIVERED
-                                requeues = min(idx.counts.get(seq, 1), MAX_REQUEUES)
+                            # The current state: requeues since the append included.
+                            redelivered = bool(loc & LOC_REDELIVERED)
+                            requeues = idx.counts.get(seq, 1) if redelivered else 0
                             rows = staged.get(q)
                             if rows is None:
                                 rows = staged[q] = {}
                             rows[seq] = (
-                                data[a:b].decode(), data[b:c].decode(), data[c:d], data[d : p + length], flags,
-                                deadline, requeues,
+                                data[a:b].decode(), data[b:c].decode(), data[c:d], data[d : p + length],
+                                _row_flags(bool(flags & F_PERSISTENT), redelivered, deadline, requeues),
                             )
                             moved += length
                 p += length
@@ -777,8 +806,12 @@ class SegmentMessageLog:
             buf = _pread_all(fds[seg], end - start, start)
             p = 0
             for seq, loc, length in picked[j:k]:
-                _, _, _, _, flags, exl, rkl, pl, deadline, _ = unpack(buf, p)
+                _, _, _, _, flags, exl, rkl, pl = unpack(buf, p)
                 a = p + _APPEND_SIZE
+                deadline = 0
+                if flags & F_EXTENDED:
+                    deadline = APPEND_EXT.unpack_from(buf, a)[0]
+                    a += _EXT_SIZE
                 b = a + exl
                 c = b + rkl
                 d = c + pl
@@ -874,11 +907,11 @@ class SegmentMessageLog:
         size = os.fstat(fd).st_size
         data = _pread_all(fd, size, 0)
         magic = len(SEGMENT_MAGIC)
-        if len(data) < magic or data[:magic] != SEGMENT_MAGIC:
+        if len(data) < magic or data[:magic] not in READABLE_MAGICS:
             if data[:magic].startswith(SEGMENT_MAGIC_PREFIX):
                 raise SegmentFormatError(
                     f"{path}: segment format {data[:magic].decode(errors='replace')!r}, this mailslot reads"
-                    f" {SEGMENT_MAGIC.decode()!r} only"
+                    f" {' and '.join(repr(m.decode()) for m in READABLE_MAGICS)} only"
                 )
             if not last:
                 raise SegmentCorruptError(f"{path}: bad segment header")
@@ -922,7 +955,7 @@ class SegmentMessageLog:
         while pos < end:
             length, kind = unpack_rec(data, pos)
             if kind == T_APPEND:
-                _, _, qid, seq, flags, _, _, _, _, requeues = unpack_append(data, pos)
+                _, _, qid, seq, flags, _, _, _ = unpack_append(data, pos)
                 q = qnames[qid]
                 idx = index.get(q)
                 if idx is None:
@@ -935,8 +968,10 @@ class SegmentMessageLog:
                 old = idx.put(seq, loc, length)
                 if old is not None:
                     self._forget(old[0], old[1], seg, touched)
-                if idx.counts or loc & LOC_REDELIVERED:
-                    idx.set_requeues(seq, loc, requeues)
+                if flags & F_EXTENDED:
+                    idx.set_requeues(seq, loc, APPEND_EXT.unpack_from(data, pos + _APPEND_SIZE)[1])
+                elif idx.counts:
+                    idx.counts.pop(seq, None)  # a replaced entry's count goes with it; this one's is implied
                 live[seg] += 1
                 live_bytes[seg] += length
             elif kind == T_REMOVE or kind == T_REDELIVER:
