@@ -230,3 +230,42 @@ async def test_at_least_once_retry_waits_for_the_queues_retry_delay(broker_url, 
     async with running(worker):
         await wait_until(lambda: worker.stats.handled == 1)
     assert len(times) == 2 and times[1] - times[0] >= 0.35  # the requeue waited in the broker
+
+
+@pytest.mark.parametrize("deduplicating", [True, False])
+async def test_a_rerun_after_its_outputs_went_out_publishes_nothing_new(broker_url, channel, tmp_path, deduplicating):
+    """The worker dies after its outputs were confirmed but before it dropped them from the outbox: the
+    redelivered input republishes them with the same derived keys, and a deduplicating output queue
+    (the broker's durable window) drops the copies. Without deduplication the copies land: that is the
+    contrast that shows what the keys are for."""
+    path, inbox = _sqlite_app(tmp_path)
+    runs: list[str] = []
+
+    def handler(job):
+        runs.append(job.key)
+        job.db.execute("INSERT INTO effects VALUES (?)", (job.key,))
+        job.publish("out", b"first")
+        job.publish("out", b"second")
+
+    arguments = {"x-message-deduplication": True, "x-cache-size": 1000} if deduplicating else {}
+    await channel.declare_queue("out", arguments=arguments)
+    await publish_keyed(channel, "in", ["x"])
+    worker = Worker(broker_url, "in", handler, guarantee="exactly-once", inbox=inbox)
+    forget = worker._outputs_confirmed
+    dropped: list[str] = []
+
+    def die_before_dropping_the_outbox(key: str) -> None:
+        if not dropped:
+            dropped.append(key)
+            raise OSError("killed after the outputs were confirmed, before the outbox was cleared")
+        forget(key)
+
+    worker._outputs_confirmed = die_before_dropping_the_outbox  # type: ignore[method-assign]
+    async with running(worker):
+        await wait_until(lambda: worker.stats.already_processed == 1)
+    assert runs == ["x"] and _effects(path) == ["x"]  # the effect ran once either way
+    bodies = []
+    while (m := await channel.get("out", no_ack=True)) is not None:
+        bodies.append((m.body, m.headers[DEDUP_HEADER]))
+    once = [(b"first", "in:x:0"), (b"second", "in:x:1")]
+    assert bodies == (once if deduplicating else once + once)
