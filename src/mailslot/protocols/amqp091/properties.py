@@ -36,7 +36,26 @@ def _skip_flag_words(raw: bytes) -> tuple[int, int]:
     return flags, p
 
 
+def _headers_at(raw: bytes, flags: int, p: int) -> int:
+    """Offset of the headers table (its length field), or of where it would go: after content-type and
+    content-encoding, the two shortstrs before it."""
+    if flags & FLAG_CONTENT_TYPE:
+        p += 1 + raw[p]
+    if flags & FLAG_CONTENT_ENCODING:
+        p += 1 + raw[p]
+    return p
+
+
+def _table_end(raw: bytes, p: int) -> int:
+    """End offset of the headers table whose length field is at ``p``."""
+    end = p + 4 + _U32.unpack_from(raw, p)[0]
+    if end > len(raw):
+        raise ValueError("headers table exceeds the property block")
+    return end
+
+
 def _offset_after_headers(raw: bytes, flags: int, p: int) -> int:
+    # _headers_at written out: delivery_mode() runs on every publish, and a call costs more than these lines.
     if flags & FLAG_CONTENT_TYPE:
         p += 1 + raw[p]
     if flags & FLAG_CONTENT_ENCODING:
@@ -80,14 +99,8 @@ def headers(raw: bytes) -> dict[str, Any] | None:
         flags, p = _skip_flag_words(raw)
         if not flags & FLAG_HEADERS:
             return None
-        if flags & FLAG_CONTENT_TYPE:
-            p += 1 + raw[p]
-        if flags & FLAG_CONTENT_ENCODING:
-            p += 1 + raw[p]
-        length = _U32.unpack_from(raw, p)[0]
-        if p + 4 + length > len(raw):
-            raise ValueError("headers table exceeds the property block")
-        _, table = decode.field_table(bytes(raw[p:p + 4 + length]))
+        p = _headers_at(raw, flags, p)
+        _, table = decode.field_table(bytes(raw[p : _table_end(raw, p)]))
         return table
     except (struct.error, IndexError) as exc:
         raise ValueError(f"malformed property block: {exc}") from exc
@@ -110,13 +123,8 @@ def header(raw: bytes, name: str) -> Any:
         flags, p = _skip_flag_words(raw)
         if not flags & FLAG_HEADERS:
             return None
-        if flags & FLAG_CONTENT_TYPE:
-            p += 1 + raw[p]
-        if flags & FLAG_CONTENT_ENCODING:
-            p += 1 + raw[p]
-        end = p + 4 + _U32.unpack_from(raw, p)[0]
-        if end > len(raw):
-            raise ValueError("headers table exceeds the property block")
+        p = _headers_at(raw, flags, p)
+        end = _table_end(raw, p)
         p += 4
         wanted = name.encode()
         while p < end:
@@ -208,20 +216,14 @@ def with_int_header(raw: bytes, name: str, value: int) -> bytes:
     change other headers' field types (a double comes back as a 32-bit float, a long as a byte)."""
     try:
         flags, p = _skip_flag_words(raw)
-        if flags & FLAG_CONTENT_TYPE:
-            p += 1 + raw[p]
-        if flags & FLAG_CONTENT_ENCODING:
-            p += 1 + raw[p]
+        p = _headers_at(raw, flags, p)
         key = name.encode()
         entry = bytes([len(key)]) + key
         entry += b"I" + _I32.pack(value) if -(2**31) <= value < 2**31 else b"l" + _I64.pack(value)
         if not flags & FLAG_HEADERS:
             table = _U32.pack(len(entry)) + entry
             return _U16.pack(flags | FLAG_HEADERS) + bytes(raw[2:p]) + table + bytes(raw[p:])
-        length = _U32.unpack_from(raw, p)[0]
-        end = p + 4 + length
-        if end > len(raw):
-            raise ValueError("headers table exceeds the property block")
+        end = _table_end(raw, p)
         kept = bytearray()
         i = p + 4
         while i < end:
