@@ -30,11 +30,16 @@ def _non_negative_int(value: Any) -> str | None:
     return None
 
 
-def _max_priority(value: Any) -> str | None:
-    problem = _non_negative_int(value)
-    if problem is None and value > MAX_PRIORITY:
-        return f"{{max_value_exceeded,{value}}}"
-    return problem
+def _int_at_most(maximum: int, tag: str) -> Callable[[Any], str | None]:
+    """A non-negative integer up to ``maximum``; above it, RabbitMQ's ``{tag,Value}``."""
+
+    def check(value: Any) -> str | None:
+        problem = _non_negative_int(value)
+        if problem is None and value > maximum:
+            return f"{{{tag},{value}}}"
+        return problem
+
+    return check
 
 
 def _bool(value: Any) -> str | None:
@@ -84,12 +89,8 @@ LEADER_LOCATORS = ("client-local", "balanced")
 DEAD_LETTER_STRATEGIES = ("at-most-once", "at-least-once")
 
 
-def _ttl(value: Any) -> str | None:
-    """x-message-ttl: 0 .. ten years (0 is TTL 0: deliver now or expire)."""
-    problem = _non_negative_int(value)
-    if problem is None and value > MAX_TTL:
-        return f"{{value_too_large,{value}}}"
-    return problem
+_ttl = _int_at_most(MAX_TTL, "value_too_large")  # x-message-ttl: 0 (TTL 0: deliver now or expire) .. ten years
+_max_priority = _int_at_most(MAX_PRIORITY, "max_value_exceeded")
 
 
 def _expires(value: Any) -> str | None:
