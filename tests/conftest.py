@@ -60,10 +60,29 @@ def rabbitmq_reachable(timeout: float = 1.0) -> bool:
 def _rabbitmq_url_or_skip() -> str:
     if rabbitmq_reachable():
         return RABBITMQ_URL
-    msg = f"RabbitMQ not reachable on {RABBITMQ_HOST}:{RABBITMQ_PORT}"
+    _service_missing(f"RabbitMQ not reachable on {RABBITMQ_HOST}:{RABBITMQ_PORT}")
+
+
+def _service_missing(msg: str) -> Any:
+    """Skip, or fail when CI requires the services (so it cannot silently skip)."""
     if _require_services():
         pytest.fail(msg + " and MAILSLOT_REQUIRE_SERVICES=1")
     pytest.skip(msg)
+
+
+POSTGRES_DSN = os.environ.get("MAILSLOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    """The PostgreSQL at 127.0.0.1:5432, database ``test`` (worker inbox and chaos runs)."""
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_DSN, connect_timeout=2):
+            return POSTGRES_DSN
+    except Exception as exc:
+        return str(_service_missing(f"PostgreSQL not reachable at {POSTGRES_DSN}: {exc}"))
 
 
 @contextlib.contextmanager

@@ -1,10 +1,8 @@
 """Fixtures of the worker tests: an in-process broker in the test's loop, a mailslot.client publisher,
-and the PostgreSQL at 127.0.0.1:5432 (database ``test``; skipped when absent unless
-MAILSLOT_REQUIRE_SERVICES=1)."""
+and a table prefix in the PostgreSQL of tests/conftest.py's ``postgres_dsn``."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -13,28 +11,13 @@ import pytest
 
 import mailslot.client
 
-POSTGRES_DSN = os.environ.get("MAILSLOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def postgres_dsn_or_skip() -> str:
-    try:
-        import psycopg
-
-        with psycopg.connect(POSTGRES_DSN, connect_timeout=2):
-            return POSTGRES_DSN
-    except Exception as exc:
-        msg = f"PostgreSQL not reachable at {POSTGRES_DSN}: {exc}"
-        if os.environ.get("MAILSLOT_REQUIRE_SERVICES", "") == "1":
-            pytest.fail(msg + " and MAILSLOT_REQUIRE_SERVICES=1")
-        pytest.skip(msg)
-
 
 @pytest.fixture
-def pg() -> Iterator[tuple[str, str]]:
+def pg(postgres_dsn: str) -> Iterator[tuple[str, str]]:
     """(dsn, a unique table prefix); the tables with that prefix are dropped afterwards."""
     import psycopg
 
-    dsn = postgres_dsn_or_skip()
+    dsn = postgres_dsn
     prefix = f"t{uuid.uuid4().hex[:10]}_"
     yield dsn, prefix
     with psycopg.connect(dsn, autocommit=True) as conn:
