@@ -15,7 +15,7 @@ import time
 import aio_pika
 import pytest
 
-from .broker_process import BrokerProcess
+from .broker_process import BrokerProcess, publish_until_killed
 
 pytestmark = pytest.mark.slow
 
@@ -54,15 +54,7 @@ async def _publish_until_killed(broker: BrokerProcess, mode: str, kill_after: in
         confirmed.add(i)
 
     try:
-        for start in range(0, N, 50):  # 50 in flight: the broker group-commits them
-            batch = [publish(i) for i in range(start, min(start + 50, N))]
-            if start + 50 >= kill_after:
-                tasks = [asyncio.ensure_future(p) for p in batch]
-                await asyncio.sleep(0)
-                broker.kill()  # mid-batch: some of it committed, some confirmed, some neither
-                await asyncio.gather(*tasks, return_exceptions=True)
-                break
-            await asyncio.gather(*batch)
+        await publish_until_killed(broker, publish, kill_after, total=N)
     finally:
         try:
             await asyncio.wait_for(connection.close(), 2)

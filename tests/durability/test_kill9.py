@@ -13,7 +13,7 @@ import asyncio
 import aio_pika
 import pytest
 
-from .broker_process import BrokerProcess
+from .broker_process import BrokerProcess, publish_until_killed
 
 pytestmark = pytest.mark.slow
 
@@ -33,19 +33,8 @@ async def _publish_until_killed(broker: BrokerProcess, kill_after: int) -> list[
         )
         confirmed.append(i)
 
-    i = 0
     try:
-        while True:
-            batch = [publish(i + k) for k in range(50)]  # 50 in flight: the broker commits them in groups
-            i += 50
-            if i >= kill_after:
-                # Kill while this batch is in flight: some of it is confirmed, some is not.
-                tasks = [asyncio.ensure_future(p) for p in batch]
-                await asyncio.sleep(0)
-                broker.kill()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                break
-            await asyncio.gather(*batch)
+        await publish_until_killed(broker, publish, kill_after)
     finally:
         try:
             await asyncio.wait_for(connection.close(), 2)
