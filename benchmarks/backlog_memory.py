@@ -17,59 +17,23 @@ import argparse
 import asyncio
 import struct
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
 from pamqp import commands
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _broker import MailslotProcess
+from _common import MB, RssSampler, open_confirm_channel, publish_confirmed
 
 from mailslot.bench.driver import AMQPUrl, connect
-from mailslot.protocols.amqp091.client import Confirm, Delivery
+from mailslot.protocols.amqp091.client import Delivery
 from mailslot.protocols.amqp091.events import Event
 
 SEQ = struct.Struct(">Q")
 WINDOW = 1000
 PREFETCH = 1000
 MULTI_ACK = 100
-MB = 1024 * 1024
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, pid: int | None, interval: float = 0.5) -> None:
-        super().__init__(daemon=True)
-        self.proc = psutil.Process(pid) if pid else None
-        self.interval = interval
-        self.phase = "idle"
-        self.samples: list[tuple[float, str, int]] = []
-        self._stop = threading.Event()
-
-    def sample(self) -> int:
-        if self.proc is None:
-            return 0
-        try:
-            rss = int(self.proc.memory_info().rss)
-        except psutil.Error:
-            return 0
-        self.samples.append((time.monotonic(), self.phase, rss))
-        return rss
-
-    def run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def peak(self, phase: str) -> int:
-        return max((r for _, p, r in self.samples if p == phase), default=0)
-
-    @property
-    def last(self) -> int:
-        return self.samples[-1][2] if self.samples else 0
 
 
 def show(line: str) -> None:
@@ -78,54 +42,21 @@ def show(line: str) -> None:
 
 
 async def publish(url: AMQPUrl, queue: str, count: int, size: int, rss: RssSampler) -> float:
-    proto = await connect(url, "backlog-producer")
+    proto = await open_confirm_channel(url, "backlog-producer", queue)
     conn = proto.conn
-    await proto.call(1, lambda: conn.open_channel(1), commands.Channel.OpenOk)
-    await proto.call(1, lambda: conn.queue_declare(1, queue, durable=True), commands.Queue.DeclareOk)
-    await proto.call(1, lambda: conn.confirm_select(1), commands.Confirm.SelectOk)
     template = conn.publish_template(1, "", queue, b"\x00" * size,
                                      properties=commands.Basic.Properties(delivery_mode=2), stamp_size=SEQ.size)
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    state = {"seq": 0, "acked": 0, "nacks": 0}
 
-    def pump() -> None:
-        n = min(WINDOW - (state["seq"] - state["acked"]), count - state["seq"])
-        if n > 0 and not proto.paused:
-            first = state["seq"] + 1
-            state["seq"] = conn.publish_stamped(template, [SEQ.pack(s) for s in range(first, first + n)])
-            proto.flush()
+    def send(first: int, n: int) -> None:
+        conn.publish_stamped(template, [SEQ.pack(s) for s in range(first + 1, first + n + 1)])
 
-    def on_events(events: list[Event]) -> None:
-        other = []
-        for ev in events:
-            if type(ev) is Confirm:
-                if not ev.ack:
-                    state["nacks"] += 1
-                # one producer, one queue: confirms come in order, so the highest tag is the low-water mark
-                state["acked"] = max(state["acked"], ev.delivery_tag)  # type: ignore[attr-defined]
-            else:
-                other.append(ev)
-        if other:
-            proto.control(other)
-        if state["acked"] >= count and not done.done():
-            done.set_result(None)
-        pump()
+    def progress(acked: int, el: float) -> None:
+        show(f"publishing {acked:>9,}/{count:,} confirmed  {acked / el:>8,.0f} msg/s  RSS {rss.last / MB:6.1f} MB")
 
-    proto.handler = on_events
-    proto.on_resume = pump
-    t0 = time.monotonic()
-    pump()
-    while not done.done():
-        await asyncio.wait([done, proto.lost], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-        if proto.lost.done() and not done.done():
-            raise RuntimeError(f"producer connection lost: {proto.error}")
-        el = time.monotonic() - t0
-        show(f"publishing {state['acked']:>9,}/{count:,} confirmed  {state['acked'] / el:>8,.0f} msg/s  "
-             f"RSS {rss.last / MB:6.1f} MB")
-    elapsed = time.monotonic() - t0
-    if state["nacks"]:
-        print(f"\n{state['nacks']} nack frames!", file=sys.stderr)
+    elapsed, nacks = await publish_confirmed(proto, count, send, window=WINDOW, progress=progress,
+                                             lost="producer connection")
+    if nacks:
+        print(f"\n{nacks} nack frames!", file=sys.stderr)
     await proto.close()
     return count / elapsed
 

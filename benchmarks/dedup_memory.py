@@ -28,17 +28,15 @@ from pamqp import commands
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _broker import MailslotProcess
+from _common import MB, open_confirm_channel, publish_confirmed
 
-from mailslot.bench.driver import AMQPUrl, connect
+from mailslot.bench.driver import AMQPUrl
 from mailslot.core.dedup import DedupSettings, DedupWindow
 from mailslot.core.message import Message
 from mailslot.frontends.amqp091 import AMQPPropertiesCodec
-from mailslot.protocols.amqp091.client import Confirm
-from mailslot.protocols.amqp091.events import Event
 from mailslot.protocols.amqp091.properties import encode_properties
 from mailslot.storage.memory import MemoryMessageLog
 
-MB = 1024 * 1024
 WINDOW = 1000
 DIGITS = 12  # keys are "order-" + 12 digits: every property block has the same length
 
@@ -80,51 +78,22 @@ def property_template() -> tuple[bytes, bytes]:
 
 
 async def publish(url: AMQPUrl, queue: str, arguments: dict[str, object], count: int) -> float:
-    proto = await connect(url, "dedup-bench")
+    proto = await open_confirm_channel(url, "dedup-bench", queue, arguments)
     conn = proto.conn
-    await proto.call(1, lambda: conn.open_channel(1), commands.Channel.OpenOk)
-    await proto.call(1, lambda: conn.queue_declare(1, queue, durable=True, arguments=arguments), commands.Queue.DeclareOk)
-    await proto.call(1, lambda: conn.confirm_select(1), commands.Confirm.SelectOk)
     template = property_template()
     body = b"\x00" * 64
-    done = asyncio.get_running_loop().create_future()
-    state = {"seq": 0, "acked": 0, "nacks": 0}
 
-    def pump() -> None:
-        n = min(WINDOW - (state["seq"] - state["acked"]), count - state["seq"])
-        if n > 0 and not proto.paused:
-            for i in range(state["seq"], state["seq"] + n):
-                conn.publish_raw(1, "", queue, properties_for(i, template), body)
-            state["seq"] += n
-            proto.flush()
+    def send(first: int, n: int) -> None:
+        for i in range(first, first + n):
+            conn.publish_raw(1, "", queue, properties_for(i, template), body)
 
-    def on_events(events: list[Event]) -> None:
-        other = []
-        for ev in events:
-            if type(ev) is Confirm:
-                state["nacks"] += not ev.ack  # type: ignore[attr-defined]
-                state["acked"] = max(state["acked"], ev.delivery_tag)  # type: ignore[attr-defined]
-            else:
-                other.append(ev)
-        if other:
-            proto.control(other)
-        if state["acked"] >= count and not done.done():
-            done.set_result(None)
-        pump()
+    def progress(acked: int, _el: float) -> None:
+        sys.stderr.write(f"\r  {acked:>9,}/{count:,} confirmed".ljust(60))
 
-    proto.handler = on_events
-    proto.on_resume = pump
-    t0 = time.monotonic()
-    pump()
-    while not done.done():
-        await asyncio.wait([done, proto.lost], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-        if proto.lost.done() and not done.done():
-            raise RuntimeError(f"connection lost: {proto.error}")
-        sys.stderr.write(f"\r  {state['acked']:>9,}/{count:,} confirmed".ljust(60))
-    elapsed = time.monotonic() - t0
+    elapsed, nacks = await publish_confirmed(proto, count, send, window=WINDOW, progress=progress)
     sys.stderr.write("\n")
-    if state["nacks"]:
-        raise RuntimeError(f"{state['nacks']} nacks")
+    if nacks:
+        raise RuntimeError(f"{nacks} nacks")
     await proto.close()
     return count / elapsed
 

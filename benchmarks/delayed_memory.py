@@ -22,40 +22,17 @@ import asyncio
 import random
 import struct
 import sys
-import threading
 import time
 from pathlib import Path
 
 import aio_pika
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _broker import MailslotProcess
+from _common import MB, RssSampler
 
-MB = 1024 * 1024
 WINDOW = 1000
 STAMP = struct.Struct(">Qd")  # id, due (epoch seconds, as the publisher computed it)
-
-
-class RssSampler(threading.Thread):
-    def __init__(self, pid: int, interval: float = 0.25) -> None:
-        super().__init__(daemon=True)
-        self.proc = psutil.Process(pid)
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def sample(self) -> int:
-        rss = int(self.proc.memory_info().rss)
-        self.peak = max(self.peak, rss)
-        return rss
-
-    def run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 async def declare(channel: aio_pika.abc.AbstractChannel) -> tuple[aio_pika.abc.AbstractExchange, str]:
@@ -117,7 +94,7 @@ class Consumer:
 async def main(args: argparse.Namespace) -> int:
     broker = MailslotProcess(store=args.store)
     broker.start()
-    rss = RssSampler(broker.pid)
+    rss = RssSampler(broker.pid, interval=0.25)
     try:
         connection = await aio_pika.connect(broker.url)
         async with connection:
@@ -158,7 +135,7 @@ async def main(args: argparse.Namespace) -> int:
                 await draining
                 got = len(consumer.seen) - warm
                 print(f"drain: {got:,}/{args.count:,} arrived, {consumer.duplicates} duplicates, "
-                      f"{consumer.early} before due; peak RSS while scheduling and releasing {rss.peak / MB:.1f} MB")
+                      f"{consumer.early} before due; peak RSS while scheduling and releasing {rss.peak() / MB:.1f} MB")
                 ok = ok and got == args.count and not consumer.duplicates and not consumer.early
             else:
                 draining.cancel()
