@@ -40,7 +40,10 @@ import time
 import urllib.request
 import uuid
 from array import array
+from collections.abc import Coroutine
 from typing import Any
+
+from mailslot.bench.runner import percentiles
 
 STAMP = struct.Struct(">QQ")  # send time (monotonic ns), sequence number
 NATS_URL = "nats://127.0.0.1:4222"
@@ -59,17 +62,6 @@ def reachable(name: str, timeout: float = 0.5) -> bool:
         return False
 
 
-def percentiles(values: array[int], ps: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
-    """Nearest-rank percentiles in milliseconds, plus max (as mailslot.bench.runner.percentiles)."""
-    if not values:
-        return {**{f"p{p:g}": 0.0 for p in ps}, "max": 0.0}
-    s = sorted(values)
-    n = len(s)
-    out = {f"p{p:g}": s[min(n - 1, max(0, int(-(-p * n // 100)) - 1))] / 1e6 for p in ps}
-    out["max"] = s[-1] / 1e6
-    return out
-
-
 class Stats:
     def __init__(self) -> None:
         self.published = 0
@@ -82,6 +74,27 @@ class Stats:
 
 def _body(size: int) -> bytearray:
     return bytearray(max(size, STAMP.size))
+
+
+async def _run_for(
+    duration: float, produce: Coroutine[Any, Any, None], consume: Coroutine[Any, Any, None], stats: Stats,
+    stop: asyncio.Event,
+) -> float:
+    """Run producer and consumer for ``duration`` seconds (or until one fails); the seconds it took."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    tasks = [asyncio.ensure_future(consume), asyncio.ensure_future(produce)]
+    done, _ = await asyncio.wait(tasks, timeout=duration, return_when=asyncio.FIRST_EXCEPTION)
+    elapsed = loop.time() - t0
+    stats.recording = False
+    stop.set()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for t in done:
+        if t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+    return elapsed
 
 
 def _result(system: str, cfg: dict[str, Any], stats: Stats, elapsed: float) -> dict[str, Any]:
@@ -116,7 +129,6 @@ async def run_nats(duration: float, size: int = 256, window: int = 1000, batch: 
     js_pub = nc_pub.jetstream(publish_async_max_pending=window)
     js_sub = nc_sub.jetstream()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     try:
         await js_sub.add_stream(api.StreamConfig(
             name=stream, subjects=[subject], storage=api.StorageType.FILE,
@@ -182,18 +194,7 @@ async def run_nats(duration: float, size: int = 256, window: int = 1000, batch: 
             await pull()
             await stop.wait()
 
-        t0 = loop.time()
-        tasks = [asyncio.ensure_future(consume()), asyncio.ensure_future(produce())]
-        done, _ = await asyncio.wait(tasks, timeout=duration, return_when=asyncio.FIRST_EXCEPTION)
-        elapsed = loop.time() - t0
-        stats.recording = False
-        stop.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for t in done:
-            if t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
+        elapsed = await _run_for(duration, produce(), consume(), stats, stop)
     finally:
         with contextlib.suppress(Exception):  # best-effort cleanup
             await js_sub.delete_stream(stream)
@@ -264,7 +265,6 @@ async def run_redis(duration: float, size: int = 256, window: int = 1000, batch:
     pub = aredis.Redis(host=REDIS_HOST, port=REDIS_PORT, single_connection_client=True)
     sub = aredis.Redis(host=REDIS_HOST, port=REDIS_PORT, single_connection_client=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     try:
         await sub.xgroup_create(key, group, id="$", mkstream=True)
 
@@ -303,18 +303,7 @@ async def run_redis(duration: float, size: int = 256, window: int = 1000, batch:
                         stats.deliver_lat.append(now - unpack(fields[b"b"])[0])
                 await sub.xack(key, group, *ids)
 
-        t0 = loop.time()
-        tasks = [asyncio.ensure_future(consume()), asyncio.ensure_future(produce())]
-        done, _ = await asyncio.wait(tasks, timeout=duration, return_when=asyncio.FIRST_EXCEPTION)
-        elapsed = loop.time() - t0
-        stats.recording = False
-        stop.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for t in done:
-            if t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
+        elapsed = await _run_for(duration, produce(), consume(), stats, stop)
     finally:
         # a cancelled pipeline/blocking read may leave its connection mid-reply: clean up on a fresh one
         await asyncio.gather(pub.aclose(), sub.aclose(), return_exceptions=True)
