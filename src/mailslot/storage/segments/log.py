@@ -806,6 +806,8 @@ class SegmentMessageLog:
             buf = _pread_all(fds[seg], end - start, start)
             p = 0
             for seq, loc, length in picked[j:k]:
+                # Record decoding written out here and in _compact_segment: as a shared function (one call
+                # and one tuple per row) it cost this page-in path ~9% (790k -> 730k rows/s).
                 _, _, _, _, flags, exl, rkl, pl = unpack(buf, p)
                 a = p + _APPEND_SIZE
                 deadline = 0
