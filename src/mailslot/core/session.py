@@ -73,24 +73,21 @@ class Consumer:
 
     def can_take(self) -> bool:
         session = self.session
-        if not (session.flow_active and session.gate.open):
-            return False
-        if self.no_ack:
-            return True
-        if self.prefetch and self.unacked >= self.prefetch:
-            return False
-        return not (session.channel_prefetch and session.unacked_count >= session.channel_prefetch)
+        return session.flow_active and session.gate.open and self.has_prefetch_room()
 
     def wants_more(self) -> bool:
         """It would take messages now if the broker could write them (prefetch room, flow on, and its
         peer keeps up): a backlog in front of such a consumer means the broker is the bottleneck."""
         session = self.session
-        if not session.flow_active or session.gate.socket_full:
-            return False
+        return session.flow_active and not session.gate.socket_full and self.has_prefetch_room()
+
+    def has_prefetch_room(self) -> bool:
+        """basic.qos allows one more unacked delivery (per consumer and per channel); no-ack: always."""
         if self.no_ack:
             return True
         if self.prefetch and self.unacked >= self.prefetch:
             return False
+        session = self.session
         return not (session.channel_prefetch and session.unacked_count >= session.channel_prefetch)
 
 
