@@ -38,13 +38,13 @@ def bench(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress line each second.")] = False,
 ) -> None:
     """Publish and consume as fast as allowed; report throughput and latency percentiles."""
-    import asyncio
     import json
     import sys
 
     from rich.console import Console
 
     from mailslot.bench.runner import BenchConfig, run_bench
+    from mailslot.cli.event_loop import run
 
     err = Console(stderr=True, highlight=False)
 
@@ -59,7 +59,7 @@ def bench(
                       persistent=persistent, confirm=confirm, prefetch=prefetch, multi_ack=multi_ack, rate=rate,
                       duration=duration, count=count, auto_ack=auto_ack, progress=None if quiet else progress)
     try:
-        result = _run(run_bench(cfg), asyncio)
+        result = run(run_bench(cfg))
     except (OSError, RuntimeError, ValueError) as exc:
         err.print(f"[red]bench failed:[/] {type(exc).__name__}: {exc}")
         raise typer.Exit(1) from None
@@ -76,12 +76,3 @@ def bench(
     for name, lat in (("publish->confirm", c), ("publish->deliver", d)):
         out.print(f"  {name:<17} p50 {lat['p50']:7.2f}  p95 {lat['p95']:7.2f}  p99 {lat['p99']:7.2f}  "
                   f"max {lat['max']:7.2f} ms")
-
-
-def _run(coro: Any, asyncio: Any) -> dict[str, Any]:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        return asyncio.run(coro)  # type: ignore[no-any-return]
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)  # type: ignore[no-any-return]

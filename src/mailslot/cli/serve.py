@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from mailslot.bootstrap import Broker, BrokerConfig, PortInUseError
+from mailslot.cli.event_loop import loop_factory
 
 log = logging.getLogger("mailslot.serve")
 
@@ -25,7 +26,7 @@ def run_serve(config: BrokerConfig, log_level: str = "info") -> int:
     """Serve until a stop signal; returns the process exit code."""
     with _logging_to_stderr(log_level):
         try:
-            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
                 return runner.run(_serve(config))
         except PortInUseError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -70,14 +71,6 @@ def _stop_signals(callback: Callable[[], None]) -> Iterator[None]:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:  # optional: not built for every platform (e.g. Windows)
-        return None
-    return uvloop.new_event_loop
 
 
 @contextlib.contextmanager

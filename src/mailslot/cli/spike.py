@@ -67,7 +67,6 @@ def spike(
 ) -> None:
     """Black Friday: publish a spike (default 10,000 msg/s for 60 s, persistent, confirmed) into a queue that
     workers drain at 500 msg/s; show it live; report lost/duplicate messages exactly; draw it."""
-    import asyncio
     import json
     import sys
 
@@ -75,6 +74,7 @@ def spike(
 
     from mailslot.bench.driver import BenchConnectionError
     from mailslot.bench.spike import SpikeConfig, run_spike
+    from mailslot.cli.event_loop import run
 
     err = Console(stderr=True, highlight=False)
     broker = None
@@ -98,7 +98,7 @@ def spike(
     try:
         if live:
             live.start()
-        result = _run(run_spike(cfg), asyncio)
+        result = run(run_spike(cfg))
     except (OSError, RuntimeError, ValueError, BenchConnectionError) as exc:
         if live:
             live.stop()
@@ -223,12 +223,3 @@ class _LiveView:
         t.add_row(f"{s['published']:,}", f"{s['confirmed']:,}", f"{s['rejected']:,}", f"{s['delivered']:,}",
                   "", "", style="dim")
         self.live.update(t, refresh=True)
-
-
-def _run(coro: Any, asyncio: Any) -> dict[str, Any]:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        return asyncio.run(coro)  # type: ignore[no-any-return]
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)  # type: ignore[no-any-return]
