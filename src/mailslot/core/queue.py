@@ -204,9 +204,12 @@ class Queue:
         """Up to ``limit`` ready entries in order (the dispatch fast path for a single consumer)."""
         out: list[Entry] = []
         ready = self._ready
+        expiry = self.expiry
+        # TTL: one clock reading per batch; an entry past it goes the slow way (pop_live expires it).
+        now = int(expiry.clock() * 1000) if self.expiring and expiry is not None else 0
         while len(out) < limit:
-            if self._requeued or not ready or self.expiring:
-                entry = self.pop_ready()  # requeues, page-in and overflow keep their ordering rules
+            if self._requeued or not ready or (now and 0 < ready[0].deadline <= now):
+                entry = self.pop_ready()  # requeues, page-in, overflow and expiry keep their rules
                 if entry is None:
                     break
                 out.append(entry)
@@ -214,10 +217,19 @@ class Queue:
             take = min(limit - len(out), len(ready))
             popleft = ready.popleft
             size = 0
-            for _ in range(take):
-                entry = popleft()
-                size += len(entry.message.body)
-                out.append(entry)
+            if now:
+                for _ in range(take):
+                    deadline = ready[0].deadline
+                    if 0 < deadline <= now:
+                        break
+                    entry = popleft()
+                    size += len(entry.message.body)
+                    out.append(entry)
+            else:
+                for _ in range(take):
+                    entry = popleft()
+                    size += len(entry.message.body)
+                    out.append(entry)
             self._window_bytes -= size
             self.ready_bytes -= size
         return out

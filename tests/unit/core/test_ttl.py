@@ -314,3 +314,16 @@ def test_quorum_queues_must_be_durable_and_shared() -> None:
         with pytest.raises(PreconditionFailed) as info:
             validate_queue_properties("q", "/", quorum, **flags)
         assert info.value.text == f"invalid property '{prop}' for queue 'q' in vhost '/'"
+
+
+def test_a_consumer_batch_skips_expired_entries_behind_a_live_head(world: World) -> None:
+    """Per-message TTL expires at the head only, so expired entries can sit behind live ones; the batch
+    that hands a consumer many entries at once must still drop each of them on the way."""
+    q = world.declare("q")
+    for i in range(10):
+        world.publish(q, f"m{i}".encode(), ttl=100 if i % 2 else None)
+    world.advance(0.2)  # odd ones expired, each behind a live even one
+    world.session.consume(q, "c", no_ack=True, exclusive=False, arguments={})
+    world.broker.flush()
+    assert world.sink.bodies() == [b"m0", b"m2", b"m4", b"m6", b"m8"]
+    assert world.count(q) == 0
