@@ -444,3 +444,39 @@ def test_loaded_definitions_are_copies(backend: Backend) -> None:
 def test_empty_metadata(backend: Backend) -> None:
     d = backend.meta.load()
     assert (d.exchanges, d.queues, d.bindings, d.binding_arguments) == ([], [], [], {})
+
+
+# -- runtime configuration records ------------------------------------------------------------------
+
+
+def test_records_round_trip_per_kind_in_first_save_order(backend: Backend) -> None:
+    backend.meta.save_record("user", "bob", {"tags": ["management"], "hash": "abc"})
+    backend.meta.save_record("policy", "/\x00ha", {"pattern": "^ha\\.", "priority": 1})
+    backend.meta.save_record("user", "alice", {"tags": [], "hash": "def"})
+    backend.meta.save_record("user", "bob", {"tags": ["administrator"], "hash": "abc"})  # re-save keeps its place
+    backend.reopen()
+    assert list(backend.meta.load_records("user").items()) == [
+        ("bob", {"tags": ["administrator"], "hash": "abc"}),
+        ("alice", {"tags": [], "hash": "def"}),
+    ]
+    assert backend.meta.load_records("policy") == {"/\x00ha": {"pattern": "^ha\\.", "priority": 1}}
+    assert backend.meta.load_records("vhost") == {}
+
+
+def test_record_delete_and_unknown_delete(backend: Backend) -> None:
+    backend.meta.save_record("vhost", "/", {})
+    backend.meta.save_record("vhost", "prod", {"description": "x"})
+    backend.meta.delete_record("vhost", "/")
+    backend.meta.delete_record("vhost", "missing")
+    backend.meta.delete_record("user", "prod")  # same key, other kind: nothing
+    backend.reopen()
+    assert backend.meta.load_records("vhost") == {"prod": {"description": "x"}}
+
+
+def test_record_values_are_copies(backend: Backend) -> None:
+    value = {"tags": ["a"]}
+    backend.meta.save_record("user", "u", value)
+    value["tags"].append("b")
+    loaded = backend.meta.load_records("user")
+    loaded["u"]["tags"].append("c")
+    assert backend.meta.load_records("user") == {"u": {"tags": ["a"]}}

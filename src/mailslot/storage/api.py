@@ -144,4 +144,18 @@ class MetadataStore(Protocol):
 
     def load(self) -> Definitions: ...
 
+    # Runtime configuration that is not topology: users, vhosts, permissions, policies, limits,
+    # parameters. One generic record per (kind, key) instead of a method pair per kind, so a new kind
+    # costs the store nothing. ``value`` is anything ``json.dumps`` takes; ``kind`` names its owner
+    # ("user", "policy", ...).
+
+    def save_record(self, kind: str, key: str, value: Any) -> None:
+        """Insert or replace one record; durable when it returns."""
+
+    def delete_record(self, kind: str, key: str) -> None:
+        """Delete one record; an unknown one is ignored."""
+
+    def load_records(self, kind: str) -> dict[str, Any]:
+        """Every record of ``kind``, key -> value, in first-save order (a re-save keeps its place)."""
+
     def close(self) -> None: ...

@@ -15,6 +15,7 @@ Rules of this module:
 from __future__ import annotations
 
 import copy
+import json
 from bisect import bisect_left, bisect_right
 from typing import Any
 
@@ -168,6 +169,7 @@ class MemoryMetadataStore:
         self._exchanges: dict[tuple[str, str], ExchangeDefinition] = {}
         self._queues: dict[tuple[str, str], QueueDefinition] = {}
         self._bindings: dict[BindingDefinition, dict[str, Any]] = {}
+        self._records: dict[str, dict[str, str]] = {}  # kind -> key -> JSON (stored as the SQLite store does)
 
     def save_exchange(self, exchange: ExchangeDefinition) -> None:
         self._exchanges[(exchange.vhost, exchange.name)] = copy.deepcopy(exchange)
@@ -186,6 +188,15 @@ class MemoryMetadataStore:
 
     def delete_binding(self, binding: BindingDefinition) -> None:
         self._bindings.pop(binding, None)
+
+    def save_record(self, kind: str, key: str, value: Any) -> None:
+        self._records.setdefault(kind, {})[key] = json.dumps(value)
+
+    def delete_record(self, kind: str, key: str) -> None:
+        self._records.get(kind, {}).pop(key, None)
+
+    def load_records(self, kind: str) -> dict[str, Any]:
+        return {key: json.loads(value) for key, value in self._records.get(kind, {}).items()}
 
     def load(self) -> Definitions:
         return Definitions(

@@ -18,6 +18,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -298,6 +299,22 @@ class SqliteMetadataStore:
             " AND destination_kind = ? AND routing_key = ? AND arguments_key = ?",
             _binding_key(binding),
         )
+
+    def save_record(self, kind: str, key: str, value: Any) -> None:
+        self._write(
+            "INSERT INTO records (kind, key, value) VALUES (?, ?, ?)"
+            " ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
+            (kind, key, json.dumps(value)),
+        )
+
+    def delete_record(self, kind: str, key: str) -> None:
+        self._write("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+
+    def load_records(self, kind: str) -> dict[str, Any]:
+        rows = self._connection().execute(
+            "SELECT key, value FROM records WHERE kind = ? ORDER BY rowid", (kind,)
+        )
+        return {key: json.loads(value) for key, value in rows}
 
     def load(self) -> Definitions:
         conn = self._connection()
