@@ -15,7 +15,7 @@ from pamqp import commands
 from mailslot.core.broker import Broker
 from mailslot.core.message import Entry, Message
 from mailslot.core.session import Gate
-from mailslot.frontends.amqp091 import AMQPPropertiesCodec
+from mailslot.frontends.amqp091 import AMQP_CODEC
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
 
 CASES: dict[str, dict[str, Any]] = {
@@ -36,7 +36,7 @@ class _Sink:
 
 
 def run(arguments: dict[str, Any], count: int, batch: int = 500) -> float:
-    broker = Broker(MemoryMessageLog(), MemoryMetadataStore(), AMQPPropertiesCodec())
+    broker = Broker(MemoryMessageLog(), MemoryMetadataStore(), [AMQP_CODEC])
     broker.recover()
     vhost = broker.vhosts["/"]
     sink = _Sink()
@@ -48,7 +48,7 @@ def run(arguments: dict[str, Any], count: int, batch: int = 500) -> float:
     t0 = time.perf_counter()
     for _ in range(0, count, batch):
         for _ in range(batch):
-            session.publish("", "q", Message("", "q", raw, b"x" * 64, True), False)
+            session.publish("", "q", Message("", "q", raw, b"x" * 64, True, AMQP_CODEC), False)
         broker.flush()
         session.ack(sink.last, True)
         broker.flush()

@@ -33,7 +33,7 @@ from _common import MB, open_confirm_channel, publish_confirmed
 from mailslot.bench.driver import AMQPUrl
 from mailslot.core.dedup import DedupSettings, DedupWindow
 from mailslot.core.message import Message
-from mailslot.frontends.amqp091 import AMQPPropertiesCodec
+from mailslot.frontends.amqp091 import AMQP_CODEC
 from mailslot.protocols.amqp091.properties import encode_properties
 from mailslot.storage.memory import MemoryMessageLog
 
@@ -48,14 +48,13 @@ def rss() -> int:
 def index_figures(count: int) -> dict[str, float]:
     gc.collect()
     log = MemoryMessageLog()
-    window = DedupWindow("bench", DedupSettings(size=count), durable=True, log=log,
-                         codec=AMQPPropertiesCodec(), clock=time.time)
+    window = DedupWindow("bench", DedupSettings(size=count), durable=True, log=log, clock=time.time)
     before = rss()
     t0 = time.perf_counter()
     body = b""
     for i in range(count):
         key = b"sorder-%012d" % i
-        window.remember(key, Message("", "q", b"\x00\x00", body, True), True)
+        window.remember(key, Message("", "q", b"\x00\x00", body, True, AMQP_CODEC), True)
         if i % 100_000 == 99_999:
             log = MemoryMessageLog()  # the rows are the store's business, not the index's
             window.log = log

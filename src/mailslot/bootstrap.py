@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .core.alarms import DEFAULT_DISK_FREE_LIMIT, DEFAULT_MEMORY_HIGH_WATERMARK, Limits, ResourceMonitor
 from .core.broker import Broker as CoreBroker
-from .frontends.amqp091 import AMQPConnection, AMQPPropertiesCodec
+from .frontends.amqp091 import AMQP_CODEC, AMQPConnection
 from .http.server import HTTPServer
 from .storage.api import MessageLog, MetadataStore
 from .storage.memory import MemoryMessageLog, MemoryMetadataStore
@@ -76,7 +76,7 @@ class Broker:
         core = CoreBroker(
             message_log,
             metadata,
-            AMQPPropertiesCodec(),
+            [AMQP_CODEC],  # the properties codec of every front end (messages stored by any of them)
             vhosts=config.vhosts,
             consumer_timeout_ms=round(config.consumer_timeout * 1000) if config.consumer_timeout else None,
         )

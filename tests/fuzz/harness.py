@@ -23,7 +23,7 @@ from typing import Any
 from pamqp import base, commands, encode
 
 from mailslot.core.broker import Broker
-from mailslot.frontends.amqp091 import AMQPConnection, AMQPPropertiesCodec
+from mailslot.frontends.amqp091 import AMQP_CODEC, AMQPConnection
 from mailslot.protocols.amqp091 import properties
 from mailslot.protocols.amqp091.peer import ClientPeer, method
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
@@ -220,7 +220,7 @@ class Net:
     """One core broker on memory stores; connections are made with ``connect()``."""
 
     def __init__(self, *, max_message_size: int = 1024 * 1024, frame_max: int = 131072) -> None:
-        self.core = Broker(MemoryMessageLog(), MemoryMetadataStore(), AMQPPropertiesCodec())
+        self.core = Broker(MemoryMessageLog(), MemoryMetadataStore(), [AMQP_CODEC])
         self.outbox: set[AMQPConnection] = set()
         self.max_message_size = max_message_size
         self.frame_max = frame_max

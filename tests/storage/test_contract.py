@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from mailslot.storage.api import (
+    DEFAULT_CODEC,
     BindingDefinition,
     ExchangeDefinition,
     QueueDefinition,
@@ -244,6 +245,24 @@ def test_appended_redelivered_flag_and_count_are_kept(backend: Backend) -> None:
     backend.log.commit()
     backend.reopen()
     assert state(backend) == [(1, True, 1, 0), (2, True, 6, 0), (3, True, 3, 0)]
+
+
+def test_codec_round_trips_and_defaults_to_amqp091(backend: Backend) -> None:
+    """Which protocol encoded the properties (storage/api.py): kept through requeues and restarts; a
+    message that names none is AMQP 0-9-1's, as every message written before the field existed."""
+    mqtt = StoredMessage("q", 1, "", "t", b"{}", b"a", True, codec="mqtt5")
+    plain = msg(2)
+    requeued = StoredMessage("q", 3, "", "t", b"{}", b"c", True, deadline=7, codec="sqs")
+    backend.log.stage_append([mqtt, plain, requeued])
+    backend.log.stage_mark_redelivered("q", [3])  # on a staged append
+    backend.log.commit()
+    backend.log.stage_mark_redelivered("q", [1, 3])  # on committed ones
+    backend.log.commit()
+    backend.reopen()
+    got = backend.log.read("q", 0, 10)
+    assert [(m.seq, m.codec, m.requeues, m.deadline) for m in got] == [
+        (1, "mqtt5", 1, 0), (2, DEFAULT_CODEC, 0, 0), (3, "sqs", 2, 7)]
+    assert DEFAULT_CODEC == "amqp091" and [m.body for m in got] == [b"a", b"body 2", b"c"]
 
 
 def test_purge_forgets_requeue_counts(backend: Backend) -> None:

@@ -288,23 +288,26 @@ def test_compaction_moves_stragglers_so_disk_use_stays_bounded(tmp_path: Path) -
     log.close()
 
 
-def test_compaction_keeps_deadline_and_requeue_count(tmp_path: Path) -> None:
-    """Stragglers requeued 1-3 times, with deadlines, are copied forward by compaction and keep both."""
+def test_compaction_keeps_deadline_requeue_count_and_codec(tmp_path: Path) -> None:
+    """Stragglers requeued 1-3 times, with deadlines, some from another protocol's codec, are copied
+    forward by compaction and keep all three."""
     log = SegmentMessageLog(tmp_path, segment_bytes=64 * 1024)
-    expected: dict[int, tuple[int, int]] = {}  # seq -> (requeues, deadline)
+    expected: dict[int, tuple[int, int, str]] = {}  # seq -> (requeues, deadline, codec)
     previous: list[StoredMessage] = []
     seq = 0
     for r in range(300):
         batch = [msg(seq + i, size=256) for i in range(1, 51)]
         for m in batch:
             m.deadline = 1_700_000_000_000 + m.seq
+            if r % 4 == 1:
+                m.codec = "mqtt5"
         seq += 50
         log.stage_append(batch)
         if previous:  # keep the previous batch's first message, requeued (r % 3) + 1 times
             kept = previous[0].seq
             for _ in range(r % 3 + 1):
                 log.stage_mark_redelivered("q", [kept])
-            expected[kept] = (r % 3 + 1, previous[0].deadline)
+            expected[kept] = (r % 3 + 1, previous[0].deadline, previous[0].codec)
             log.stage_remove("q", [m.seq for m in previous[1:]])
         log.commit()
         previous = batch
@@ -314,7 +317,7 @@ def test_compaction_keeps_deadline_and_requeue_count(tmp_path: Path) -> None:
 
     def check(log: SegmentMessageLog) -> None:
         got = log.read("q", 0, 10**6)
-        assert {m.seq: (m.requeues, m.deadline) for m in got} == expected
+        assert {m.seq: (m.requeues, m.deadline, m.codec) for m in got} == expected
         assert all(m.redelivered for m in got) and [m.seq for m in got] == sorted(expected)
 
     check(log)
@@ -322,7 +325,7 @@ def test_compaction_keeps_deadline_and_requeue_count(tmp_path: Path) -> None:
     first = min(expected)
     log.stage_mark_redelivered("q", [first])  # a requeue after the copy counts on top of it
     log.commit()
-    expected[first] = (expected[first][0] + 1, expected[first][1])
+    expected[first] = (expected[first][0] + 1, *expected[first][1:])
     log.close()
     log = SegmentMessageLog(tmp_path)
     check(log)
@@ -361,6 +364,31 @@ def test_a_version_1_segment_is_read_as_it_is(tmp_path: Path) -> None:
     log.close()
 
 
+# A version-3 segment (MSLGSEG3) as mailslot wrote it before codecs were stored: queue "/\x00q", seq 1 an
+# AMQP 0-9-1 message (content-type text/plain, delivery-mode 2, headers {k: v}, message-id m-1), seq 2 a
+# redelivered one (requeued 3 times: an extended record) with the property block of delivery-mode 2.
+V3_SEGMENT = (Path(__file__).parent / "golden" / "segment_v3.seg").read_bytes()
+V3_PROPERTIES = bytes.fromhex("b0800a746578742f706c61696e00000008016b53000000017602036d2d31")
+
+
+def test_a_version_3_segment_reads_as_amqp091_and_new_records_go_to_a_new_segment(tmp_path: Path) -> None:
+    (tmp_path / "00000001.seg").write_bytes(V3_SEGMENT)
+    log = SegmentMessageLog(tmp_path)
+    got = log.read("/\x00q", 0, 10)
+    assert [(m.seq, m.exchange, m.properties, m.body, m.codec) for m in got] == [
+        (1, "", V3_PROPERTIES, b"hello", "amqp091"), (2, "amq.direct", b"\x10\x00\x02", b"again", "amqp091")]
+    assert [(m.redelivered, m.requeues, m.deadline) for m in got] == [(False, 0, 0), (True, 3, 0)]
+    log.stage_append([StoredMessage("/\x00q", 3, "", "q", b"{}", b"new", True, codec="mqtt5")])
+    log.commit()
+    assert log.segments() == [1, 2]  # an older reader refuses version 4: it never sees an F_CODEC record
+    assert (tmp_path / "00000002.seg").read_bytes()[:8] == b"MSLGSEG4"
+    assert (tmp_path / "00000001.seg").read_bytes()[:8] == b"MSLGSEG3"
+    log.close()
+    log = SegmentMessageLog(tmp_path)
+    assert [(m.seq, m.codec) for m in log.read("/\x00q", 0, 10)] == [(1, "amqp091"), (2, "amqp091"), (3, "mqtt5")]
+    log.close()
+
+
 def test_common_records_carry_no_deadline_or_count_bytes(tmp_path: Path) -> None:
     """A message with no deadline and no requeue count costs the 26-byte header, as in version 1."""
     plain = SegmentMessageLog(tmp_path / "plain")
@@ -372,8 +400,15 @@ def test_common_records_carry_no_deadline_or_count_bytes(tmp_path: Path) -> None
     timed.stage_append([m])
     timed.commit()
     assert timed.stats["bytes_written"] - plain.stats["bytes_written"] == 12  # i64 deadline + u32 count
+    other = SegmentMessageLog(tmp_path / "other")
+    m = msg(1)
+    m.codec = "mqtt5"  # another protocol's codec: extended, plus a length octet and the name
+    other.stage_append([m])
+    other.commit()
+    assert other.stats["bytes_written"] - plain.stats["bytes_written"] == 12 + 1 + len("mqtt5")
     plain.close()
     timed.close()
+    other.close()
 
 
 # -- index memory --------------------------------------------------------------------------------------

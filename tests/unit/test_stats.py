@@ -16,7 +16,7 @@ from mailslot.core.stats import (
     full_seconds,
     queue_limits,
 )
-from mailslot.frontends.amqp091 import AMQPPropertiesCodec
+from mailslot.frontends.amqp091 import AMQP_CODEC
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
 
 
@@ -199,7 +199,7 @@ def test_sampler_forgets_deleted_queues_and_starts_unknown_ones_at_zero() -> Non
 
 
 def test_sampler_reads_a_real_core_queue() -> None:
-    core = Broker(MemoryMessageLog(), MemoryMetadataStore(), AMQPPropertiesCodec())
+    core = Broker(MemoryMessageLog(), MemoryMetadataStore(), [AMQP_CODEC])
     vhost = core.vhosts["/"]
     queue = vhost.declare_queue(
         "jobs",

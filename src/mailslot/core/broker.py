@@ -21,9 +21,8 @@ from typing import Protocol
 
 from ..storage.api import MessageLog, MetadataStore
 from . import dedup
-from .deadletter import PropertiesCodec
 from .delayed import release_ticker
-from .message import Message
+from .message import Codecs, Message, PropertiesCodec
 from .priority import recovering_lane
 from .queue import Queue
 from .redelivery import DEFAULT_CONSUMER_TIMEOUT_MS, Redelivery
@@ -76,18 +75,21 @@ class Broker:
         self,
         message_log: MessageLog,
         metadata: MetadataStore,
-        codec: PropertiesCodec,
+        codecs: Iterable[PropertiesCodec],
         vhosts: Iterable[str] = ("/",),
         clock: Callable[[], float] = time.time,
         consumer_timeout_ms: int | None = DEFAULT_CONSUMER_TIMEOUT_MS,
     ) -> None:
-        """``codec`` reads and rewrites encoded message properties for the core (the front end's format).
-        ``consumer_timeout_ms``: the broker-wide consumer acknowledgement timeout (None or 0: none)."""
+        """``codecs``: the properties codec of every front end (core/message.py), by which messages read back
+        from the store are rebuilt. ``consumer_timeout_ms``: the broker-wide consumer acknowledgement
+        timeout (None or 0: none)."""
         self.log = message_log
         self.metadata = metadata
-        self.codec = codec
+        self.codecs = Codecs(codecs)
         self.clock = clock
-        self.vhosts = {name: VirtualHost(name, message_log, metadata, codec, self.mark_dirty, clock) for name in vhosts}
+        self.vhosts = {
+            name: VirtualHost(name, message_log, metadata, self.codecs, self.mark_dirty, clock) for name in vhosts
+        }
         # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
         self.tickers: list[Callable[[float], None]] = [ExpiryTicker(self)]
         self.redelivery = Redelivery(self.mark_dirty, consumer_timeout_ms)  # retry delays, ack timeouts

@@ -1,37 +1,14 @@
 """Dead-lettering: the ``x-death`` bookkeeping RabbitMQ writes on a message that leaves a queue
 other than by delivery (https://www.rabbitmq.com/docs/dlx).
 
-The semantics live here; changing the encoded properties is the front end's job, handed in as a
-``PropertiesCodec`` so the core never parses a wire format.
+The semantics live here; the encoded properties are read and rewritten by the message's own codec
+(core/message.py), so the core never parses a wire format.
 """
 
 from __future__ import annotations
 
 import datetime
-from typing import Any, Protocol
-
-
-class PropertiesCodec(Protocol):
-    def headers(self, raw: bytes) -> dict[str, Any] | None: ...
-
-    def expiration(self, raw: bytes) -> str | None: ...
-
-    def priority(self, raw: bytes) -> int:
-        """The message priority (0 when absent): read only for queues with x-max-priority."""
-
-    def header(self, raw: bytes, name: str) -> Any:
-        """One header's value, None when absent or unreadable (without decoding the whole table)."""
-
-    def message_id(self, raw: bytes) -> str | None:
-        """The message_id property (deduplication by message id); None when absent or unreadable."""
-
-    def with_headers(self, raw: bytes, headers: dict[str, Any]) -> bytes:
-        """The same properties with these headers and no ``expiration`` (a dead-lettered copy
-        must not expire again on the way, as in RabbitMQ)."""
-
-    def with_int_header(self, raw: bytes, name: str, value: int) -> bytes:
-        """The same properties with one integer header set and nothing else changed (x-delay,
-        x-delivery-count); ValueError when ``raw`` does not parse."""
+from typing import Any
 
 
 def death_headers(

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..storage.api import MessageLog, StoredMessage
-from .deadletter import PropertiesCodec
 from .message import Entry, Message
 
 if TYPE_CHECKING:
@@ -260,14 +259,12 @@ class DedupWindow:
         *,
         durable: bool,
         log: MessageLog,
-        codec: PropertiesCodec,
         clock: Callable[[], float],
     ) -> None:
         self.store_key = store_key
         self.settings = settings
         self.durable = durable
         self.log = log
-        self.codec = codec
         self.clock = clock
         self.index = KeyIndex()
         self._next_seq = 1
@@ -277,8 +274,8 @@ class DedupWindow:
 
     def key_of(self, message: Message) -> bytes | None:
         if self.settings.key_source == "message_id":
-            return key_bytes(self.codec.message_id(message.properties))
-        return key_bytes(self.codec.header(message.properties, KEY_HEADER))
+            return key_bytes(message.message_id)
+        return key_bytes(message.header(KEY_HEADER))
 
     def check(self, message: Message) -> bytes | None:
         """The message's key (remember it once the message is in), None when it has none, or
@@ -316,7 +313,7 @@ class DedupWindow:
         settings = self.settings
         ttl = settings.ttl_ms
         if not settings.until_settled:
-            ttl = _positive(self.codec.header(message.properties, TTL_HEADER)) or ttl
+            ttl = _positive(message.header(TTL_HEADER)) or ttl
         expiry = self._now_ms() + ttl if ttl else 0
         seq = self._next_seq
         self._next_seq = seq + 1
@@ -437,7 +434,7 @@ def attach_to_queue(vhost: VirtualHost, queue: Queue) -> None:
         return
     key = queue_store_key(vhost.name, queue.name)
     window = DedupWindow(
-        key, settings, durable=queue.durable, log=vhost.log, codec=vhost.codec, clock=vhost.clock
+        key, settings, durable=queue.durable, log=vhost.log, clock=vhost.clock
     )
     queue.dedup = window
     vhost.dedup_windows[key] = window
@@ -489,7 +486,6 @@ def attach_to_exchange(vhost: VirtualHost, exchange: Exchange) -> None:
         DedupSettings.for_exchange(exchange.arguments),
         durable=exchange.durable,
         log=vhost.log,
-        codec=vhost.codec,
         clock=vhost.clock,
     )
     exchange.window = window

@@ -152,7 +152,7 @@ class Schedule:
         False when its properties cannot be rewritten (the peer's bytes): then it is routed at once."""
         vhost = self.vhost
         try:
-            properties = vhost.codec.with_int_header(message.properties, "x-delay", -delay)
+            properties = message.with_int_header("x-delay", -delay)
         except ValueError:
             return False
         due = int(vhost.clock() * 1000) + delay
@@ -162,7 +162,7 @@ class Schedule:
             [
                 StoredMessage(
                     self.key, seq, message.exchange, routing_key, properties, message.body,
-                    message.persistent, deadline=due,
+                    message.persistent, deadline=due, codec=message.codec.name,
                 )
             ]
         )
@@ -170,7 +170,7 @@ class Schedule:
         size = len(message.body)
         if delay <= HOT_HORIZON_MS and self._hot_bytes + size <= HOT_BYTES:
             self._hot[seq] = Message(
-                message.exchange, routing_key, properties, message.body, message.persistent, vhost.read_headers,
+                message.exchange, routing_key, properties, message.body, message.persistent, message.codec,
                 message.ttl,
             )
             self._hot_bytes += size
@@ -233,7 +233,7 @@ class Schedule:
         if not missing:
             return found
         missing.sort()
-        read, read_headers = self.vhost.log.read, self.vhost.read_headers
+        read, codecs = self.vhost.log.read, self.vhost.codecs
         i, count = 0, len(missing)
         while i < count:
             j = i + 1
@@ -243,18 +243,19 @@ class Schedule:
             wanted = set(missing[i:j])
             for row in read(self.key, first - 1, last - first + 1):
                 if row.seq in wanted:
-                    found[row.seq] = Message(
-                        row.exchange, row.routing_key, row.properties, row.body, row.persistent, read_headers,
-                        self._ttl(row.properties),
+                    message = Message(
+                        row.exchange, row.routing_key, row.properties, row.body, row.persistent, codecs[row.codec]
                     )
+                    message.ttl = self._ttl(message)
+                    found[row.seq] = message
                     self._misses.pop(row.seq, None)
             i = j
         return found
 
-    def _ttl(self, properties: bytes) -> int | None:
+    def _ttl(self, message: Message) -> int | None:
         """The per-message TTL (``expiration``) of a row read back: it applies in the queues it reaches."""
         try:
-            expiration = self.vhost.codec.expiration(properties)
+            expiration = message.expiration
             return None if expiration is None else parse_expiration(expiration)
         except (ValueError, PreconditionFailed):  # checked at publish; never let stored bytes raise here
             return None

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import queue as queue_module
-from .message import Entry, HeadersReader, Message
+from .message import Entry, Message
 from .queue import ACCEPTED, REJECTED, Queue
 
 LEVEL_BITS = 8  # x-max-priority is at most 255 (arguments.MAX_PRIORITY)
@@ -34,9 +34,6 @@ LANE_SEPARATOR = "\x00p"
 QUEUE_WIDE_ARGUMENTS = frozenset(
     {"x-max-length", "x-max-length-bytes", "x-overflow", "x-max-priority", "x-single-active-consumer", "x-expires"}
 )
-
-PriorityReader = Callable[[bytes], int]
-
 
 def lane_key(queue_key: str, level: int) -> str:
     return f"{queue_key}{LANE_SEPARATOR}{level}"
@@ -54,7 +51,7 @@ class Lane(Queue):
             auto_delete=False,
             arguments={k: v for k, v in owner.arguments.items() if k not in QUEUE_WIDE_ARGUMENTS},
             log=owner.log,
-            read_headers=owner.read_headers,
+            codecs=owner.codecs,
         )
         self.key = lane_key(owner.key, level)
         self.owner = owner
@@ -79,11 +76,9 @@ class Lane(Queue):
 
 
 class PriorityQueue(Queue):
-    def __init__(self, name: str, vhost: str, *, read_priority: PriorityReader, **options: Any) -> None:
+    def __init__(self, name: str, vhost: str, **options: Any) -> None:
         super().__init__(name, vhost, **options)
-        self.read_headers: HeadersReader = options["read_headers"]
         self.max_priority: int = self.policy.max_priority
-        self._read_priority = read_priority
         self._lanes: list[Lane | None] = [None] * (self.max_priority + 1)
         self._levels: list[Lane] = []  # lanes in use, highest level first
         self._resident = 0  # messages in the lanes' windows together
@@ -137,7 +132,7 @@ class PriorityQueue(Queue):
         policy = self.policy
         if policy.bounded and policy.overflow != "drop-head" and self._beyond_limits(1):
             return REJECTED
-        level = self._read_priority(message.properties)
+        level = message.priority
         level = min(level, self.max_priority)  # RabbitMQ treats a priority above the maximum as the maximum
         lane = self._lanes[level] or self.lane(level)
         seq = self.next_seq
@@ -248,10 +243,10 @@ class PriorityQueue(Queue):
         self.next_seq = max(self.next_seq, (max_seq >> LEVEL_BITS) + 1)
 
 
-def queue_factory(arguments: Mapping[str, Any], read_priority: PriorityReader) -> Callable[..., Queue]:
+def queue_factory(arguments: Mapping[str, Any]) -> Callable[..., Queue]:
     """The queue class for these (validated) arguments: a priority queue for x-max-priority >= 1."""
     if arguments.get("x-max-priority", 0) >= 1:
-        return lambda name, vhost, **options: PriorityQueue(name, vhost, read_priority=read_priority, **options)
+        return PriorityQueue
     return Queue
 
 

@@ -21,9 +21,9 @@ import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ..storage.api import MessageLog, StoredMessage
+from ..storage.api import DEFAULT_CODEC, MessageLog, StoredMessage
 from .arguments import QueuePolicy
-from .message import Entry, HeadersReader, Message
+from .message import Codecs, Entry, Message
 from .redelivery import retry_delay_ms
 from .ttl import QueueExpiry, deadline_for, pop_live
 
@@ -62,7 +62,7 @@ class Queue:
         auto_delete: bool,
         arguments: dict[str, Any],
         log: MessageLog,
-        read_headers: HeadersReader,
+        codecs: Codecs,
     ) -> None:
         self.name = name
         self.vhost = vhost
@@ -75,7 +75,7 @@ class Queue:
         self.ready_bytes = 0  # body bytes of ready messages (x-max-length-bytes); 0 after a restart
         self.dropped: list[Entry] = []  # drop-head victims, for the vhost to dead-letter
         self.log = log
-        self._read_headers = read_headers
+        self.codecs = codecs
         self._ready: deque[Entry] = deque()
         self._requeued: list[Entry] = []
         # Requeued messages waiting out x-retry-delays: (due ms, seq, entry), a heap by due time.
@@ -174,6 +174,9 @@ class Queue:
         )
         if deadline:  # set apart: a keyword argument would cost every message (~90 ns)
             row.deadline = deadline
+        codec = message.codec.name
+        if codec != DEFAULT_CODEC:  # the same: the common case pays one comparison
+            row.codec = codec
         return row
 
     # ---- take and give back ---------------------------------------------------------------------
@@ -320,7 +323,7 @@ class Queue:
             rows = self.log.read(self.key, self._loaded_upto, min(PAGE_IN_BATCH, self.paged))
         for row in rows:
             message = Message(
-                row.exchange, row.routing_key, row.properties, row.body, row.persistent, self._read_headers
+                row.exchange, row.routing_key, row.properties, row.body, row.persistent, self.codecs[row.codec]
             )
             # Transient rows were paged only for memory; they are dropped from the log once in memory.
             self._ready.append(Entry(row.seq, message, row.redelivered, row.persistent, row.deadline, row.requeues))

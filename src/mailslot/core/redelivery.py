@@ -30,8 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .deadletter import PropertiesCodec
-from .message import Entry
+from .message import Entry, PropertiesCodec
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -49,14 +48,19 @@ def retry_delay_ms(delays: tuple[int, ...], requeues: int) -> int:
     return delays[min(requeues, len(delays)) - 1]
 
 
-def delivery_properties(codec: PropertiesCodec, entry: Entry) -> bytes:
-    """The properties to deliver ``entry`` with: call only when ``entry.requeues`` > 0. Only the header
-    changes (a decode/encode round trip would retype the others); properties that do not parse are
-    delivered as published, since a peer's bytes must not fail a delivery."""
+def delivery_properties(entry: Entry, codec: PropertiesCodec) -> bytes:
+    """The properties to deliver ``entry`` with, in ``codec``'s encoding (the delivering front end's): the
+    message's own bytes unless it was requeued (then with the x-delivery-count header) or published in
+    another encoding. Only the header changes (a decode/encode round trip would retype the others);
+    properties that do not parse are delivered as published, since a peer's bytes must not fail a delivery."""
+    message = entry.message
+    raw = message.properties_for(codec)
+    if not entry.requeues:
+        return raw
     try:
-        return codec.with_int_header(entry.message.properties, DELIVERY_COUNT_HEADER, entry.requeues)
+        return codec.with_int_header(raw, DELIVERY_COUNT_HEADER, entry.requeues)
     except ValueError:
-        return entry.message.properties
+        return raw
 
 
 class RetryTimer:

@@ -22,11 +22,11 @@ from .arguments import (
     validate_queue_arguments,
     validate_queue_properties,
 )
-from .deadletter import PropertiesCodec, death_headers, died_in
+from .deadletter import death_headers, died_in
 from .delayed import DELAYED_TYPE, DelayedExchange, DelayedMessages, delayed_routing_type
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
-from .message import Entry, HeadersReader, Message
+from .message import Codecs, Entry, Message
 from .priority import queue_factory
 from .queue import REJECTED, Queue
 from .ttl import QueueExpiry, drop_expired
@@ -67,15 +67,14 @@ class VirtualHost:
         name: str,
         log: MessageLog,
         metadata: MetadataStore,
-        codec: PropertiesCodec,
+        codecs: Codecs,
         mark_dirty: Callable[[Queue], None],
         clock: Callable[[], float],
     ) -> None:
         self.name = name
         self.log = log
         self.metadata = metadata
-        self.codec = codec
-        self.read_headers: HeadersReader = codec.headers
+        self.codecs = codecs  # to rebuild messages read back from the store (StoredMessage.codec)
         self.mark_dirty = mark_dirty
         self.clock = clock
         self.exchanges: dict[str, Exchange] = {}
@@ -264,7 +263,7 @@ class VirtualHost:
             self._declared_again(existing)
             return existing
         validate_queue_properties(name, self.name, arguments, durable=durable, exclusive=exclusive, auto_delete=auto_delete)
-        queue = queue_factory(arguments, self.codec.priority)(
+        queue = queue_factory(arguments)(
             name,
             self.name,
             durable=durable,
@@ -272,7 +271,7 @@ class VirtualHost:
             auto_delete=auto_delete,
             arguments=arguments,
             log=self.log,
-            read_headers=self.read_headers,
+            codecs=self.codecs,
         )
         policy = queue.policy
         queue.expiry = QueueExpiry(self.clock, self._expired, policy.message_ttl, policy.expires)
@@ -395,8 +394,7 @@ class VirtualHost:
         exchange = self.exchanges.get(policy.dead_letter_exchange or "")
         if exchange is None:
             return  # RabbitMQ drops a message whose dead-letter exchange does not exist
-        codec = self.codec
-        old_headers = codec.headers(message.properties)
+        old_headers = message.codec.headers(message.properties)
         routing_key = policy.dead_letter_routing_key or message.routing_key
         headers = death_headers(
             old_headers,
@@ -405,15 +403,10 @@ class VirtualHost:
             exchange=message.exchange,
             routing_keys=[message.routing_key],
             now=self.clock(),
-            original_expiration=codec.expiration(message.properties),
+            original_expiration=message.expiration,
         )
         copy = Message(
-            exchange.name,
-            routing_key,
-            codec.with_headers(message.properties, headers),
-            message.body,
-            message.persistent,
-            self.read_headers,
+            exchange.name, routing_key, message.with_headers(headers), message.body, message.persistent, message.codec
         )
         for target in self.route(exchange, routing_key, copy):
             # A cycle without a rejection in it is cut, as in RabbitMQ (dlx.html, "Dead-Lettered Messages").

@@ -18,6 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+#: The codec of a stored message whose record names none: every message written before the codec was
+#: stored came from AMQP 0-9-1 (so old data directories read as they always did), and stores keep the
+#: common case at no extra cost by writing the name only when it differs from this one.
+DEFAULT_CODEC = "amqp091"
+
 
 @dataclass(slots=True)
 class StoredMessage:
@@ -25,8 +30,9 @@ class StoredMessage:
 
     ``queue`` is an opaque queue key chosen by the core (it encodes the vhost); stores never parse it.
 
-    ``properties`` is the raw AMQP 0-9-1 content-header property block (flags + property list),
-    kept encoded so that a delivery never re-encodes it; other front ends translate at their edge.
+    ``properties`` are the message properties as the publishing protocol encoded them, kept encoded so
+    that a delivery in the same protocol never re-encodes them; ``codec`` names that encoding (the core's
+    ``PropertiesCodec.name``, e.g. the AMQP 0-9-1 content-header property block). Stores keep both opaque.
     """
 
     queue: str
@@ -43,6 +49,7 @@ class StoredMessage:
     # How many times ``stage_mark_redelivered`` named it since it was appended (failed deliveries, for
     # x-delivery-limit and the x-delivery-count header). A store reports redelivered=True when > 0.
     requeues: int = 0
+    codec: str = DEFAULT_CODEC
 
 
 @dataclass(slots=True)

@@ -35,7 +35,7 @@ def _copy_message(m: StoredMessage) -> StoredMessage:
     # A message with requeues > 0 is redelivered (storage/api.py), whatever flag it was handed with.
     return StoredMessage(
         m.queue, m.seq, m.exchange, m.routing_key, m.properties, m.body, m.persistent,
-        m.redelivered or m.requeues > 0, m.deadline, m.requeues,
+        m.redelivered or m.requeues > 0, m.deadline, m.requeues, m.codec,
     )
 
 

@@ -7,8 +7,8 @@ import pytest
 from mailslot.core.broker import Broker
 from mailslot.core.message import Message
 from mailslot.core.session import Gate, Session
-from mailslot.frontends.amqp091 import AMQPPropertiesCodec
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
+from mailslot.testing.codec import JSON_CODEC
 
 
 class RecordingSink:
@@ -36,7 +36,7 @@ class Harness:
     def __init__(self) -> None:
         self.log = MemoryMessageLog()
         self.meta = MemoryMetadataStore()
-        self.broker = Broker(self.log, self.meta, AMQPPropertiesCodec())
+        self.broker = Broker(self.log, self.meta, [JSON_CODEC])
         self.vhost = self.broker.vhosts["/"]
 
     def session(self, owner: object | None = None) -> tuple[Session, RecordingSink]:
@@ -49,7 +49,7 @@ class Harness:
         return self.vhost.declare_queue(name, owner=session.owner, **options).name
 
     def publish(self, session: Session, routing_key: str, body: bytes, exchange: str = "", persistent: bool = True) -> bool:
-        return session.publish(exchange, routing_key, Message(exchange, routing_key, b"\x00\x00", body, persistent), False)
+        return session.publish(exchange, routing_key, Message(exchange, routing_key, b"", body, persistent, JSON_CODEC), False)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ def test_rejection_loop_is_allowed_and_counts_up() -> None:
         world.broker.flush()
         got = world.session.get("r", no_ack=False)
         assert got is not None
-        headers = world.broker.codec.headers(got[1].message.properties) or {}
+        headers = got[1].message.headers
         assert headers["x-death"][0]["count"] == expected and headers["x-death"][0]["reason"] == "rejected"
         world.session.nack(got[0], multiple=False, requeue=True)
         world.broker.flush()

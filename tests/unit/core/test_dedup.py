@@ -12,16 +12,15 @@ import random
 from typing import Any
 
 import pytest
-from pamqp import commands
 
 from mailslot.core.broker import Broker
 from mailslot.core.dedup import KeyIndex, exchange_store_key, key_bytes, queue_store_key
 from mailslot.core.errors import PreconditionFailed
 from mailslot.core.message import Message
 from mailslot.core.session import REJECTED, ROUTED, UNROUTED, Gate, Session
-from mailslot.frontends.amqp091 import AMQPPropertiesCodec
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
 from mailslot.testing import FakeClock
+from mailslot.testing.codec import JSON_CODEC
 
 from .conftest import RecordingSink
 
@@ -34,9 +33,7 @@ def props(key: Any = None, *, message_id: str | None = None, ttl: Any = None, pe
         headers["x-deduplication-header"] = key
     if ttl is not None:
         headers["x-cache-ttl"] = ttl
-    return commands.Basic.Properties(
-        headers=headers or None, message_id=message_id, delivery_mode=2 if persistent else 1
-    ).marshal()
+    return JSON_CODEC.block(headers=headers, message_id=message_id)
 
 
 class World:
@@ -49,7 +46,7 @@ class World:
         self.start()
 
     def start(self) -> None:
-        self.broker = Broker(self.log, self.meta, AMQPPropertiesCodec(), clock=self.clock)
+        self.broker = Broker(self.log, self.meta, [JSON_CODEC], clock=self.clock)
         self.broker.recover()
         self.vhost = self.broker.vhosts["/"]
         self.sink = RecordingSink()
@@ -72,7 +69,7 @@ class World:
 
     def publish(self, body: bytes, raw: bytes, routing_key: str = "q", exchange: str = "", session: Session | None = None,
                 persistent: bool = True) -> int:
-        message = Message(exchange, routing_key, raw, body, persistent, AMQPPropertiesCodec.headers)
+        message = Message(exchange, routing_key, raw, body, persistent, JSON_CODEC)
         outcome = (session or self.session).publish(exchange, routing_key, message, False)
         self.broker.flush()
         return outcome
@@ -339,7 +336,7 @@ def test_deleting_the_exchange_drops_its_window_rows(world):
 
 def test_key_row_is_staged_in_the_batch_of_its_message(world):
     world.queue(**{"x-message-deduplication": True})
-    message = Message("", "q", props("a"), b"a1", True, AMQPPropertiesCodec.headers)
+    message = Message("", "q", props("a"), b"a1", True, JSON_CODEC)
     world.session.publish("", "q", message, False)
     key = queue_store_key("/", "q")
     assert world.log.read(key, 0, 10) == [] and world.log.read("/\x00q", 0, 10) == []  # nothing committed yet
@@ -442,38 +439,11 @@ def test_plugin_style_string_numbers_are_accepted(world):
     assert world.drain() == [b"a"]
 
 
-# ---- the codec's single-header reader --------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "headers",
-    [
-        {"x-deduplication-header": "k", "x-cache-ttl": 500},
-        {"a": [1, 2], "b": {"c": 1.5}, "x-deduplication-header": 42, "d": None},
-        {"x-deduplication-header": "caf\u00e9", "t": True},
-        {"x-deduplication-header": 2.5},
-        {"other": "v"},
-    ],
-)
-def test_header_reader_agrees_with_the_full_decode(headers):
-    raw = commands.Basic.Properties(content_type="text/plain", headers=headers, delivery_mode=2).marshal()
-    full = AMQPPropertiesCodec.headers(raw) or {}
-    for name in ("x-deduplication-header", "x-cache-ttl", "missing"):
-        assert AMQPPropertiesCodec.header(raw, name) == full.get(name)
-
-
-def test_header_reader_never_raises_on_a_truncated_block():
-    raw = commands.Basic.Properties(headers={"x-deduplication-header": "key"}).marshal()
-    for cut in range(len(raw)):
-        AMQPPropertiesCodec.header(raw[:cut], "x-deduplication-header")  # None or a value, never an error
-        AMQPPropertiesCodec.message_id(raw[:cut])
-
-
 def test_a_window_bounded_by_size_keeps_memory_bounded(world):
     world.queue(**{"x-message-deduplication": True, "x-cache-size": 1000})
     window = world.vhost.dedup_windows[queue_store_key("/", "q")]
     for i in range(20_000):
-        world.session.publish("", "q", Message("", "q", props(f"k{i}"), b"", True, AMQPPropertiesCodec.headers), False)
+        world.session.publish("", "q", Message("", "q", props(f"k{i}"), b"", True, JSON_CODEC), False)
         if i % 1000 == 999:
             world.broker.flush()
             world.drain()

@@ -7,7 +7,6 @@ import tracemalloc
 from typing import Any
 
 import pytest
-from pamqp import commands
 
 from mailslot.core import delayed
 from mailslot.core.broker import Broker
@@ -16,10 +15,9 @@ from mailslot.core.errors import PreconditionFailed
 from mailslot.core.message import Message
 from mailslot.core.session import ROUTED, UNROUTED, Gate, Session
 from mailslot.core.vhost import CommandInvalid
-from mailslot.frontends.amqp091 import AMQPPropertiesCodec
-from mailslot.protocols.amqp091 import properties as props
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
 from mailslot.testing import FakeClock
+from mailslot.testing.codec import JSON_CODEC
 
 from .conftest import RecordingSink
 
@@ -29,9 +27,7 @@ EXCHANGE = "delayed"
 def properties(delay: Any = None, persistent: bool = True, **headers: Any) -> bytes:
     if delay is not None:
         headers["x-delay"] = delay
-    return props.encode_properties(
-        commands.Basic.Properties(headers=headers or None, delivery_mode=2 if persistent else 1)
-    )
+    return JSON_CODEC.block(headers=headers)
 
 
 class Delayed:
@@ -42,7 +38,7 @@ class Delayed:
         self.log = log if log is not None else MemoryMessageLog()
         self.meta = meta if meta is not None else MemoryMetadataStore()
         self.clock = clock or FakeClock(1_700_000_000.0)
-        self.broker = Broker(self.log, self.meta, AMQPPropertiesCodec(), clock=self.clock)
+        self.broker = Broker(self.log, self.meta, [JSON_CODEC], clock=self.clock)
         self.vhost = self.broker.vhosts["/"]
         self.owner = object()
         self.session, self.sink = self.open()
@@ -66,7 +62,7 @@ class Delayed:
     def publish(self, body: bytes, delay: Any = None, routing_key: str = "q", persistent: bool = True,
                 **headers: Any) -> int:
         raw = properties(delay, persistent, **headers)
-        message = Message(EXCHANGE, routing_key, raw, body, persistent, AMQPPropertiesCodec.headers)
+        message = Message(EXCHANGE, routing_key, raw, body, persistent, JSON_CODEC)
         outcome = self.session.publish(EXCHANGE, routing_key, message, False)
         self.broker.flush()
         return outcome
@@ -115,8 +111,7 @@ def test_messages_are_released_in_due_order_and_not_before(d: Delayed) -> None:
 def test_same_due_time_keeps_publish_order(d: Delayed) -> None:
     bodies = [str(i).encode() for i in range(50)]
     for body in bodies:
-        d.session.publish(EXCHANGE, "q", Message(EXCHANGE, "q", properties(500), body, True,
-                                                 AMQPPropertiesCodec.headers), False)
+        d.session.publish(EXCHANGE, "q", Message(EXCHANGE, "q", properties(500), body, True, JSON_CODEC), False)
     d.broker.flush()
     d.advance(0.5)
     assert d.drain("q") == bodies
@@ -133,15 +128,13 @@ def test_routing_uses_the_bindings_at_release_time(d: Delayed) -> None:
 
 
 def test_delivered_message_carries_the_negated_delay_and_its_other_properties(d: Delayed) -> None:
-    raw = props.encode_properties(commands.Basic.Properties(
-        headers={"x-delay": 1500, "app": "kept"}, delivery_mode=2, expiration="60000", message_id="m-1"))
-    d.session.publish(EXCHANGE, "q", Message(EXCHANGE, "q", raw, b"x", True, AMQPPropertiesCodec.headers), False)
+    raw = JSON_CODEC.block(headers={"x-delay": 1500, "app": "kept"}, expiration="60000", message_id="m-1")
+    d.session.publish(EXCHANGE, "q", Message(EXCHANGE, "q", raw, b"x", True, JSON_CODEC), False)
     d.advance(1.5)
     message = d.get("q")
     assert message is not None
-    decoded = props.decode_properties(message.properties)
-    assert decoded.headers == {"x-delay": -1500, "app": "kept"}
-    assert (decoded.expiration, decoded.message_id, decoded.delivery_mode) == ("60000", "m-1", 2)
+    assert message.headers == {"x-delay": -1500, "app": "kept"}
+    assert (message.expiration, message.message_id, message.codec) == ("60000", "m-1", JSON_CODEC)
     assert (message.exchange, message.routing_key, message.persistent) == (EXCHANGE, "q", True)
 
 
@@ -150,7 +143,7 @@ def test_no_positive_integer_delay_routes_at_once_untouched(d: Delayed, header: 
     assert d.publish(b"now", header) == ROUTED
     message = d.get("q")
     assert message is not None and message.body == b"now"
-    assert (props.headers(message.properties) or {}).get("x-delay") == header
+    assert message.header("x-delay") == header
 
 
 def test_delay_as_a_string_of_digits_is_honoured(d: Delayed) -> None:
@@ -264,7 +257,7 @@ def test_a_backlog_is_released_a_bounded_number_per_tick(d: Delayed, monkeypatch
     monkeypatch.setattr(delayed, "RELEASE_PER_TICK", 10)
     for i in range(25):
         d.session.publish(EXCHANGE, "q", Message(EXCHANGE, "q", properties(100 + i), b"%d" % i, True,
-                                                 AMQPPropertiesCodec.headers), False)
+                                                 JSON_CODEC), False)
     d.broker.flush()
     d.broker.tickers.clear()  # re-create the ticker so it reads the patched budget
     d.broker.tickers.append(delayed.release_ticker(d.broker.vhosts.values()))
@@ -279,7 +272,7 @@ def test_bodies_are_read_back_from_the_log_beyond_the_hot_window(d: Delayed) -> 
     # Long delays are not kept in memory: the release reads them back (in publish-order ranges).
     for i in range(300):
         d.session.publish(EXCHANGE, "q", Message(EXCHANGE, "q", properties(60_000 - (i % 3) * 10_000),
-                                                 b"%d" % i, True, AMQPPropertiesCodec.headers), False)
+                                                 b"%d" % i, True, JSON_CODEC), False)
     d.broker.flush()
     schedule = d.vhost.delays.schedules[EXCHANGE]
     assert schedule._hot == {}  # noqa: SLF001 -- the memory claim is the point of this test
@@ -302,7 +295,7 @@ def test_one_timer_however_many_messages_and_little_memory_per_message(tmp_path:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i in range(count):
-        message = Message(EXCHANGE, "q", raw, body, True, AMQPPropertiesCodec.headers)
+        message = Message(EXCHANGE, "q", raw, body, True, JSON_CODEC)
         d.session.publish(EXCHANGE, "q", message, False)
         if i % 1000 == 999:
             d.broker.flush()
@@ -322,10 +315,8 @@ def test_one_timer_however_many_messages_and_little_memory_per_message(tmp_path:
 @pytest.mark.parametrize("delay_ms", [500, 60_000])  # kept in memory / read back from the log
 def test_per_message_ttl_applies_from_the_release_on(d: Delayed, delay_ms: int) -> None:
     for body, expiration in ((b"expires", "1000"), (b"stays", None)):
-        raw = props.encode_properties(commands.Basic.Properties(
-            headers={"x-delay": delay_ms}, delivery_mode=2, expiration=expiration))
-        message = Message(EXCHANGE, "q", raw, body, True, AMQPPropertiesCodec.headers,
-                          None if expiration is None else int(expiration))
+        raw = JSON_CODEC.block(headers={"x-delay": delay_ms}, expiration=expiration)
+        message = Message(EXCHANGE, "q", raw, body, True, JSON_CODEC, None if expiration is None else int(expiration))
         d.session.publish(EXCHANGE, "q", message, False)
     d.broker.flush()
     d.advance(delay_ms / 1000)  # released now; the TTL counts from here, not from the publish
@@ -334,30 +325,3 @@ def test_per_message_ttl_applies_from_the_release_on(d: Delayed, delay_ms: int) 
     assert d.drain("q") == [b"stays"]
 
 
-def _entry(key: bytes, type_and_value: bytes) -> bytes:
-    return bytes([len(key)]) + key + type_and_value
-
-
-def test_negating_x_delay_leaves_every_other_byte_alone() -> None:
-    # A double ('d') and a long ('l') header would not survive a pamqp decode/encode round trip as they are.
-    table = _entry(b"price", b"d" + b"\x40\x09\x21\xf9\xf0\x1b\x86\x6e") + _entry(b"x-delay", b"l" + (
-        5000).to_bytes(8, "big")) + _entry(b"big", b"l" + (7).to_bytes(8, "big"))
-    flags = props.FLAG_CONTENT_TYPE | props.FLAG_HEADERS | props.FLAG_DELIVERY_MODE
-    raw = (flags.to_bytes(2, "big") + b"\x04text" + len(table).to_bytes(4, "big") + table + b"\x02")
-    rewritten = AMQPPropertiesCodec.with_int_header(raw, "x-delay", -5000)
-    kept = _entry(b"price", b"d" + b"\x40\x09\x21\xf9\xf0\x1b\x86\x6e") + _entry(b"big", b"l" + (7).to_bytes(8, "big"))
-    new_table = kept + _entry(b"x-delay", b"I" + (-5000).to_bytes(4, "big", signed=True))
-    assert rewritten == flags.to_bytes(2, "big") + b"\x04text" + len(new_table).to_bytes(4, "big") + new_table + b"\x02"
-    decoded = props.decode_properties(rewritten)
-    assert (decoded.content_type, decoded.delivery_mode, decoded.headers["x-delay"]) == ("text", 2, -5000)
-
-
-def test_x_delay_header_is_added_to_a_block_without_headers() -> None:
-    raw = props.encode_properties(commands.Basic.Properties(content_type="a/b", delivery_mode=2, priority=3))
-    decoded = props.decode_properties(AMQPPropertiesCodec.with_int_header(raw, "x-delay", -(2**32 - 1)))
-    assert (decoded.headers, decoded.content_type, decoded.delivery_mode, decoded.priority) == (
-        {"x-delay": -(2**32 - 1)}, "a/b", 2, 3)
-    headers_flag = props.FLAG_HEADERS.to_bytes(2, "big")
-    for malformed in (headers_flag + b"\x00\x00\x00\x64abc", headers_flag + b"\x00\x00\x00\x03\x05ab"):
-        with pytest.raises(ValueError):  # the caller routes such a message at once
-            AMQPPropertiesCodec.with_int_header(malformed, "x-delay", 1)

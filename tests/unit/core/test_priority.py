@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from pamqp import commands
 
 from mailslot.core import queue as queue_module
 from mailslot.core.broker import Broker
@@ -11,17 +10,15 @@ from mailslot.core.errors import PreconditionFailed
 from mailslot.core.message import Message
 from mailslot.core.priority import PriorityQueue, lane_key
 from mailslot.core.queue import Queue
-from mailslot.frontends.amqp091 import AMQPPropertiesCodec
-from mailslot.protocols.amqp091 import properties as props
+from mailslot.testing.codec import JSON_CODEC
 
 
 def encoded(priority: int | None = None, **fields) -> bytes:
-    return props.encode_properties(commands.Basic.Properties(priority=priority, **fields))
+    return JSON_CODEC.block(priority=priority, **fields)
 
 
 def publish(harness, session, queue: str, body: bytes, priority: int | None, persistent: bool = True) -> None:
-    raw = encoded(priority, delivery_mode=2 if persistent else 1)
-    assert session.publish("", queue, Message("", queue, raw, body, persistent), False)
+    assert session.publish("", queue, Message("", queue, encoded(priority), body, persistent, JSON_CODEC), False)
 
 
 def drain(session, queue: str) -> list[bytes]:
@@ -45,29 +42,6 @@ MIXED_ORDER = [b"m2", b"m3", b"m6", b"m8", b"m5", b"m1", b"m0", b"m4", b"m7"]
 
 
 # ---- reading the priority -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {},
-        {"priority": 7},
-        {"priority": 0, "delivery_mode": 2},
-        {"priority": 255, "content_type": "text/plain", "content_encoding": "gzip", "headers": {"a": 1, "b": [1, "x"]}},
-        {"priority": 4, "headers": {}, "delivery_mode": 1, "expiration": "100", "message_id": "m"},
-        {"delivery_mode": 2, "headers": {"x": "y"}},
-    ],
-)
-def test_priority_is_read_from_the_raw_block_as_pamqp_decodes_it(fields):
-    raw = props.encode_properties(commands.Basic.Properties(**fields))
-    assert props.priority(raw) == (props.decode_properties(raw).priority or 0)
-
-
-@pytest.mark.parametrize("raw", [b"", b"\x08", b"\x08\x00", b"\x28\x00\x00\x00\x00\x09"])
-def test_a_malformed_block_reads_as_priority_zero_in_the_codec(raw):
-    with pytest.raises(ValueError):
-        props.priority(raw)
-    assert AMQPPropertiesCodec.priority(raw) == 0
 
 
 # ---- declaring ------------------------------------------------------------------------------------
@@ -185,7 +159,7 @@ def test_reject_publish_counts_every_level(harness):
     s, _ = harness.session()
     declare(harness, s, max_priority=5, max_length=2, overflow="reject-publish")
     raw = encoded(5)
-    outcomes = [s.publish("", "q", Message("", "q", raw, b"%d" % i, False), False) for i in range(3)]
+    outcomes = [s.publish("", "q", Message("", "q", raw, b"%d" % i, False, JSON_CODEC), False) for i in range(3)]
     assert outcomes == [1, 1, 2]
 
 
@@ -207,7 +181,7 @@ def test_acked_and_purged_messages_leave_the_log(harness):
 
 
 def restart(harness) -> Broker:
-    broker = Broker(harness.log, harness.meta, AMQPPropertiesCodec())
+    broker = Broker(harness.log, harness.meta, [JSON_CODEC])
     broker.recover()
     harness.broker, harness.vhost = broker, broker.vhosts["/"]
     return broker

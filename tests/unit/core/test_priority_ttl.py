@@ -3,21 +3,15 @@
 
 from __future__ import annotations
 
-from pamqp import commands
-
 from mailslot.core.message import Message
-from mailslot.frontends.amqp091 import AMQPPropertiesCodec
+from mailslot.testing.codec import JSON_CODEC
 
 from .test_ttl import World
 
 
 def publish(world: World, queue: str, body: bytes, priority: int, ttl: int | None = None) -> None:
-    raw = bytes(
-        commands.Basic.Properties(
-            priority=priority, delivery_mode=2, expiration=None if ttl is None else str(ttl)
-        ).marshal()
-    )
-    message = Message("", queue, raw, body, True, AMQPPropertiesCodec.headers, ttl)
+    raw = JSON_CODEC.block(priority=priority, expiration=None if ttl is None else str(ttl))
+    message = Message("", queue, raw, body, True, JSON_CODEC, ttl)
     world.session.publish("", queue, message, False)
 
 
@@ -32,7 +26,7 @@ def test_queue_ttl_expires_every_level_and_dead_letters_under_the_queue_name() -
     assert world.count("pq") == 0
     got = []
     while (item := world.session.get(dead, no_ack=True)) is not None:
-        headers = AMQPPropertiesCodec().headers(item[1].message.properties) or {}
+        headers = item[1].message.headers
         got.append((item[1].message.body, headers["x-death"][0]["queue"], headers["x-death"][0]["reason"]))
     assert sorted(got) == [(b"high", "pq", "expired"), (b"low", "pq", "expired")]
 

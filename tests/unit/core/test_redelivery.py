@@ -5,23 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pamqp import commands
 
 from mailslot.core.broker import Broker
 from mailslot.core.errors import PreconditionFailed
 from mailslot.core.message import Entry, Message
 from mailslot.core.redelivery import DELIVERY_COUNT_HEADER, delivery_properties, retry_delay_ms
 from mailslot.core.session import Gate, Session
-from mailslot.frontends.amqp091 import AMQPPropertiesCodec
-from mailslot.protocols.amqp091 import properties as props
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
 from mailslot.testing import FakeClock
+from mailslot.testing.codec import JSON_CODEC
 
-CODEC = AMQPPropertiesCodec()
+CODEC = JSON_CODEC
 
 
 def encoded(**kwargs: Any) -> bytes:
-    return props.encode_properties(commands.Basic.Properties(**kwargs))
+    return CODEC.block(**kwargs)
 
 
 class Sink:
@@ -33,7 +31,7 @@ class Sink:
 
     def deliver_many(self, consumer_tag: str, first_tag: int, entries: list[Entry]) -> None:
         for i, entry in enumerate(entries):
-            sent = delivery_properties(CODEC, entry) if entry.requeues else entry.message.properties
+            sent = delivery_properties(entry, CODEC)
             self.deliveries.append((first_tag + i, entry.message.body, entry.requeues, sent))
 
     def consumer_cancelled(self, consumer_tag: str) -> None:
@@ -52,7 +50,7 @@ class World:
         self.clock = FakeClock(1_000_000.0)
         self.log = log or MemoryMessageLog()
         self.meta = meta or MemoryMetadataStore()
-        self.broker = Broker(self.log, self.meta, CODEC, clock=self.clock, consumer_timeout_ms=consumer_timeout_ms)
+        self.broker = Broker(self.log, self.meta, [CODEC], clock=self.clock, consumer_timeout_ms=consumer_timeout_ms)
         self.vhost = self.broker.vhosts["/"]
 
     def session(self) -> tuple[Session, Sink]:
@@ -63,8 +61,8 @@ class World:
         self.vhost.declare_queue(name, passive=False, durable=True, exclusive=False, auto_delete=False,
                                  arguments=arguments, owner=None)
 
-    def publish(self, session: Session, queue: str, body: bytes, properties: bytes = b"\x00\x00") -> None:
-        session.publish("", queue, Message("", queue, properties, body, True, CODEC.headers), False)
+    def publish(self, session: Session, queue: str, body: bytes, properties: bytes = b"") -> None:
+        session.publish("", queue, Message("", queue, properties, body, True, CODEC), False)
 
     def run(self, seconds: float, step: float = 0.1) -> None:
         """Let time pass as the transport does: a tick and a flush every ``step``."""
@@ -155,19 +153,19 @@ def test_delivery_count_is_stored_and_survives_a_restart():
 
 
 def delivered_with_count(raw: bytes, count: int) -> bytes:
-    entry = Entry(1, Message("", "q", raw, b"", True), True, False)
+    entry = Entry(1, Message("", "q", raw, b"", True, CODEC), True, False)
     entry.requeues = count
-    return delivery_properties(CODEC, entry)
+    return delivery_properties(entry, CODEC)
 
 
 def test_delivery_count_header_keeps_other_properties_and_survives_malformed_properties():
-    raw = encoded(headers={"a": 1, "d": 0.5}, expiration="5000", content_type="text/plain", delivery_mode=2,
-                  priority=3)
-    out = props.decode_properties(delivered_with_count(raw, 4))
-    assert (out.headers, out.expiration, out.content_type, out.delivery_mode, out.priority) == (
-        {"a": 1, "d": 0.5, DELIVERY_COUNT_HEADER: 4}, "5000", "text/plain", 2, 3)
-    assert props.decode_properties(delivered_with_count(b"\x00\x00", 1)).headers == {DELIVERY_COUNT_HEADER: 1}
-    malformed = b"\x20\x00\x00\x00\x00\x09"  # headers flag, table length 9, nothing after it
+    raw = encoded(headers={"a": 1, "d": 0.5}, expiration="5000", content_type="text/plain", priority=3)
+    out = CODEC.decode(delivered_with_count(raw, 4))
+    assert (out.headers, out.expiration, out.content_type, out.priority) == (
+        {"a": 1, "d": 0.5, DELIVERY_COUNT_HEADER: 4}, "5000", "text/plain", 3)
+    assert CODEC.headers(delivered_with_count(b"", 1)) == {DELIVERY_COUNT_HEADER: 1}
+    assert delivered_with_count(raw, 0) is raw  # never requeued: the published bytes, untouched
+    malformed = b'{"headers": '  # the peer's bytes: delivered as published, never an error
     assert delivered_with_count(malformed, 1) == malformed
 
 

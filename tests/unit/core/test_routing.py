@@ -7,6 +7,7 @@ import pytest
 from mailslot.core.errors import AccessRefused, NotFound, PreconditionFailed
 from mailslot.core.exchanges import make_exchange
 from mailslot.core.message import Message
+from mailslot.testing.codec import JSON_CODEC
 
 TOPIC_CASES = [
     ("a.b.c", "a.b.c", True),
@@ -35,14 +36,14 @@ TOPIC_CASES = [
 def test_topic_matching(pattern, key, matches):
     exchange = make_exchange("topic", "t")
     exchange.bind(("queue", "q"), pattern, {}, "")
-    message = Message("t", key, b"", b"", False)
+    message = Message("t", key, b"", b"", False, JSON_CODEC)
     assert (("queue", "q") in set(exchange.route(key, message))) is matches
 
 
 def test_topic_unbind_prunes_and_clears_cache():
     exchange = make_exchange("topic", "t")
     exchange.bind(("queue", "q"), "a.*", {}, "")
-    message = Message("t", "a.b", b"", b"", False)
+    message = Message("t", "a.b", b"", b"", False, JSON_CODEC)
     assert list(exchange.route("a.b", message)) == [("queue", "q")]
     exchange.unbind(("queue", "q"), "a.*", "")
     assert list(exchange.route("a.b", message)) == []
@@ -63,7 +64,7 @@ def test_topic_unbind_prunes_and_clears_cache():
 def test_headers_matching(arguments, headers, matches):
     exchange = make_exchange("headers", "h")
     exchange.bind(("queue", "q"), "", arguments, "k")
-    message = Message("h", "", b"", b"", False, read_headers=lambda raw: headers)
+    message = Message("h", "", JSON_CODEC.block(headers=headers), b"", False, JSON_CODEC)
     assert (("queue", "q") in set(exchange.route("", message))) is matches
 
 
@@ -79,7 +80,7 @@ def test_exchange_to_exchange_routing_and_cycles(harness):
     vhost.bind("e2", ("exchange", "e3"), "k", {}, s.owner)
     vhost.bind("e3", ("exchange", "e1"), "", {}, s.owner)  # a cycle
     vhost.bind("e3", ("queue", "q2"), "", {}, s.owner)
-    queues = vhost.route(vhost.exchanges["e1"], "k", Message("e1", "k", b"", b"", False))
+    queues = vhost.route(vhost.exchanges["e1"], "k", Message("e1", "k", b"", b"", False, JSON_CODEC))
     assert sorted(q.name for q in queues) == ["q1", "q2"]
 
 

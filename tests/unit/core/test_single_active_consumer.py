@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from pamqp import commands
 
 from mailslot.core import queue as queue_module
 from mailslot.core.errors import AccessRefused, PreconditionFailed
 from mailslot.core.message import Message
-from mailslot.protocols.amqp091 import properties as props
+from mailslot.testing.codec import JSON_CODEC
 
 SAC = {"x-single-active-consumer": True}
 
@@ -163,8 +162,8 @@ def test_priority_and_single_active_consumer_together(harness):
     s2, sink2 = harness.session()
     harness.declare(s1, "q", arguments={**SAC, "x-max-priority": 3})
     for i, priority in enumerate([0, 3, 1, 3]):
-        raw = props.encode_properties(commands.Basic.Properties(priority=priority))
-        s1.publish("", "q", Message("", "q", raw, b"m%d" % i, True), False)
+        raw = JSON_CODEC.block(priority=priority)
+        s1.publish("", "q", Message("", "q", raw, b"m%d" % i, True, JSON_CODEC), False)
     consume(s1, "a", no_ack=True)
     consume(s2, "b", no_ack=True)
     harness.broker.flush()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pamqp import commands
 
 from mailslot.core.arguments import validate_queue_arguments, validate_queue_properties
 from mailslot.core.broker import Broker
@@ -13,9 +12,9 @@ from mailslot.core.errors import PreconditionFailed
 from mailslot.core.message import Message
 from mailslot.core.session import Gate, Session
 from mailslot.core.ttl import parse_expiration
-from mailslot.frontends.amqp091 import AMQPPropertiesCodec
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
 from mailslot.testing import FakeClock
+from mailslot.testing.codec import JSON_CODEC
 
 from .conftest import RecordingSink
 
@@ -23,7 +22,7 @@ START = 1_700_000_000.0
 
 
 def properties(expiration: str | None = None) -> bytes:
-    return bytes(commands.Basic.Properties(expiration=expiration, delivery_mode=2).marshal())
+    return JSON_CODEC.block(expiration=expiration)
 
 
 class World:
@@ -32,7 +31,7 @@ class World:
         self.clock = clock or FakeClock(START)
         self.log = log or MemoryMessageLog()
         self.meta = meta or MemoryMetadataStore()
-        self.broker = Broker(self.log, self.meta, AMQPPropertiesCodec(), clock=self.clock)
+        self.broker = Broker(self.log, self.meta, [JSON_CODEC], clock=self.clock)
         self.broker.recover()
         self.vhost = self.broker.vhosts["/"]
         self.session, self.sink = self.open()
@@ -48,7 +47,7 @@ class World:
 
     def publish(self, queue: str, body: bytes, ttl: int | None = None) -> None:
         raw = properties(None if ttl is None else str(ttl))
-        self.session.publish("", queue, Message("", queue, raw, body, True, AMQPPropertiesCodec.headers, ttl), False)
+        self.session.publish("", queue, Message("", queue, raw, body, True, JSON_CODEC, ttl), False)
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -109,14 +108,14 @@ def test_expired_messages_are_dead_lettered_with_x_death(world: World) -> None:
     while (item := world.session.get(dead, no_ack=True)) is not None:
         got.append(item[1].message)
     assert [m.body for m in got] == [b"per-message", b"queue-ttl"]
-    first, second = (AMQPPropertiesCodec.headers(m.properties) or {} for m in got)
+    first, second = (m.headers for m in got)
     death = first["x-death"][0]
     assert (death["reason"], death["queue"], death["count"], death["exchange"], death["routing-keys"]) == (
         "expired", "src", 1, "", ["src"])
     assert death["original-expiration"] == "100"
     assert first["x-first-death-reason"] == "expired"
     assert "original-expiration" not in second["x-death"][0]  # expired by the queue's TTL
-    assert AMQPPropertiesCodec.expiration(got[0].properties) is None  # the copy does not expire again
+    assert got[0].expiration is None  # the copy does not expire again
 
 
 def test_lower_of_queue_and_message_ttl_applies(world: World) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from pamqp import commands
 
 from mailslot.core.broker import Broker
-from mailslot.frontends.amqp091 import AMQPConnection, AMQPPropertiesCodec
+from mailslot.frontends.amqp091 import AMQP_CODEC, AMQPConnection
 from mailslot.protocols.amqp091.peer import ClientPeer, method
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
 
@@ -38,7 +38,7 @@ class Wire:
 
     def __init__(self, *, peer_host: str = "127.0.0.1", client: ClientPeer | None = None) -> None:
         self.log = CountingLog()
-        self.core = Broker(self.log, MemoryMetadataStore(), AMQPPropertiesCodec())
+        self.core = Broker(self.log, MemoryMetadataStore(), [AMQP_CODEC])
         self.outbox: set[AMQPConnection] = set()
         self.conn = AMQPConnection(
             self.core,

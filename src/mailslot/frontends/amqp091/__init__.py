@@ -7,7 +7,8 @@
   (handlers typed with pamqp's method classes).
 * ``confirms``: publisher confirms released after each group commit.
 * ``auth``: who may log in (users, loopback-only users); SASL decoding is the protocol layer's.
-* ``properties``: the core's ``PropertiesCodec`` for AMQP property blocks.
+* ``properties``: AMQP 0-9-1's ``PropertiesCodec`` (core/message.py): how the core reads a message published
+  here, and how a message published in another protocol is encoded for delivery here.
 
 See docs/amqp091-frontend.md.
 """
@@ -15,6 +16,6 @@ See docs/amqp091-frontend.md.
 from .auth import Users
 from .channel import Channel
 from .connection import AMQPConnection, server_properties
-from .properties import AMQPPropertiesCodec
+from .properties import AMQP_CODEC, AMQPPropertiesCodec
 
-__all__ = ["AMQPConnection", "AMQPPropertiesCodec", "Channel", "Users", "server_properties"]
+__all__ = ["AMQP_CODEC", "AMQPConnection", "AMQPPropertiesCodec", "Channel", "Users", "server_properties"]

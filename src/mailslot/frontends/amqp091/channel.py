@@ -20,7 +20,7 @@ from ...protocols.amqp091 import ReplyCode
 from ...protocols.amqp091 import properties as props
 from ...protocols.amqp091.codec import unchecked
 from .confirms import ConfirmRelease, PublisherConfirms
-from .properties import CHECKED_FLAGS, AMQPPropertiesCodec
+from .properties import AMQP_CODEC, CHECKED_FLAGS
 
 if TYPE_CHECKING:
     from .connection import AMQPConnection
@@ -65,6 +65,7 @@ class Channel:
         number = self.number
         tag = first_tag
         size = 0
+        amqp = AMQP_CODEC
         for entry in entries:
             message = entry.message
             body = message.body
@@ -75,7 +76,8 @@ class Channel:
                 entry.redelivered,
                 message.exchange,
                 message.routing_key,
-                delivery_properties(conn.broker.codec, entry) if entry.requeues else message.properties,
+                # As published (no decode), unless requeued (x-delivery-count) or published in another protocol.
+                message.properties if message.codec is amqp and not entry.requeues else delivery_properties(entry, amqp),
                 body,
             )
             tag += 1
@@ -119,9 +121,7 @@ class Channel:
             raise ConnectionFault(
                 ReplyCode.SYNTAX_ERROR, f"malformed content header properties ({error})"
             ) from None
-        message = Message(
-            method.exchange, method.routing_key, properties, body, persistent, AMQPPropertiesCodec.headers, ttl
-        )
+        message = Message(method.exchange, method.routing_key, properties, body, persistent, AMQP_CODEC, ttl)
         confirms = self.confirms
         if confirms is not None:
             confirms.published += 1
@@ -319,7 +319,7 @@ class Channel:
                 routing_key=message.routing_key,
                 message_count=remaining,
             ),
-            delivery_properties(self.connection.broker.codec, entry) if entry.requeues else message.properties,
+            delivery_properties(entry, AMQP_CODEC),
             message.body,
         )
         self.connection.touch()
@@ -356,7 +356,7 @@ class Channel:
 
     def tx_commit(self, m: spec.Tx.Commit) -> None:
         for exchange, routing_key, message in self.session.tx_commit():  # unroutable mandatory ones
-            self.send_return(exchange, routing_key, message.properties, message.body)
+            self.send_return(exchange, routing_key, message.properties_for(AMQP_CODEC), message.body)
 
         def committed(ok: bool) -> None:  # commit-ok only once the transaction is on disk
             if self.session.closed:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import struct
 import sys
 
-# Version 3 added extended append records (F_EXTENDED). Version 1 segments have none, so they are read
-# as they are; an older mailslot refuses version 3 segments. Version 2 (every append header 38 bytes)
-# lived briefly on the development branch and is refused, as is any other version.
-SEGMENT_MAGIC = b"MSLGSEG3"
+# Version 3 added extended append records (F_EXTENDED), version 4 the codec name (F_CODEC). Older
+# versions have neither, so they are read as they are; an older mailslot refuses newer segments. Version 2
+# (every append header 38 bytes) lived briefly on the development branch and is refused, as is any other.
+SEGMENT_MAGIC = b"MSLGSEG4"
 SEGMENT_MAGIC_PREFIX = b"MSLGSEG"
-READABLE_MAGICS = (b"MSLGSEG1", SEGMENT_MAGIC)
+READABLE_MAGICS = (b"MSLGSEG1", b"MSLGSEG3", SEGMENT_MAGIC)
 BATCH_MAGIC = b"MSB1"
 SEGMENT_SUFFIX = ".seg"
 
@@ -41,8 +41,8 @@ QREC = struct.Struct("<IBI")
 # T_REMOVE / T_REDELIVER: len, type, qid, count, then count x int64 seqs.
 SEQS = struct.Struct("<IBII")
 # T_APPEND: len, type, qid, seq, flags, len(exchange), len(routing key), len(properties), then, with
-# F_EXTENDED only, APPEND_EXT; then exchange (UTF-8), routing key (UTF-8), properties, body (up to the
-# record's end).
+# F_EXTENDED only, APPEND_EXT; then, with F_CODEC only (always with F_EXTENDED), the codec name (one length
+# octet + ASCII); then exchange (UTF-8), routing key (UTF-8), properties, body (up to the record's end).
 APPEND = struct.Struct("<IBIqBHHI")
 # Deadline (ms since the epoch, 0: none) and requeue count. Without F_EXTENDED the deadline is 0 and the
 # count is 1 with F_REDELIVERED, else 0: the common message pays nothing for them.
@@ -52,6 +52,9 @@ MAX_REQUEUES = (1 << 32) - 1  # the count saturates here (a u32 in the record)
 F_PERSISTENT = 1
 F_REDELIVERED = 2
 F_EXTENDED = 4
+# The record names the codec of its properties (StoredMessage.codec); without it the codec is
+# storage.api.DEFAULT_CODEC, so every record written before F_CODEC existed reads as before.
+F_CODEC = 8
 
 BIG_ENDIAN_HOST = sys.byteorder == "big"  # int64 seq lists are written little-endian
 

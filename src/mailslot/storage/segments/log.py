@@ -30,13 +30,14 @@ from array import array
 from bisect import bisect_left, bisect_right
 from pathlib import Path
 
-from mailslot.storage.api import QueueRecovery, StoredMessage
+from mailslot.storage.api import DEFAULT_CODEC, QueueRecovery, StoredMessage
 from mailslot.storage.segments._format import (
     APPEND,
     APPEND_EXT,
     BATCH,
     BATCH_MAGIC,
     BIG_ENDIAN_HOST,
+    F_CODEC,
     F_EXTENDED,
     F_PERSISTENT,
     F_REDELIVERED,
@@ -83,22 +84,35 @@ _BATCH_SIZE = BATCH.size
 
 
 # A staged append: exchange, routing key, properties, body, and the record's flags, packed into a record
-# at commit. For an extended record the last item is (flags, deadline, requeues) (see _row_flags).
-_Flags = int | tuple[int, int, int]
+# at commit. For an extended record the last item is (flags, deadline, requeues, codec) (see _row_flags).
+_Flags = int | tuple[int, int, int, str]
 _Row = tuple[str, str, bytes, bytes, _Flags]
 
 
-def _row_flags(persistent: bool, redelivered: bool, deadline: int, requeues: int) -> _Flags:
-    """The flags of a staged append; with the deadline and the requeue count when the plain record cannot
-    say them (a deadline, or a count other than the one F_REDELIVERED implies)."""
+def _row_flags(persistent: bool, redelivered: bool, deadline: int, requeues: int,
+               codec: str = DEFAULT_CODEC) -> _Flags:
+    """The flags of a staged append; with the deadline, the requeue count and the codec when the plain
+    record cannot say them (a deadline, a count other than the one F_REDELIVERED implies, a codec other
+    than the default)."""
     flags = F_PERSISTENT if persistent else 0
+    if codec != DEFAULT_CODEC:
+        if redelivered or requeues:
+            flags |= F_REDELIVERED
+            requeues = max(requeues, 1)
+        return flags | F_EXTENDED | F_CODEC, deadline, min(requeues, MAX_REQUEUES), codec
     if redelivered or requeues:  # requeues > 0 is redelivered (storage/api.py)
         flags |= F_REDELIVERED
         if requeues != 1 or deadline:
-            return flags | F_EXTENDED, deadline, min(requeues, MAX_REQUEUES)
+            return flags | F_EXTENDED, deadline, min(requeues, MAX_REQUEUES), codec
     elif deadline:
-        return flags | F_EXTENDED, deadline, 0
+        return flags | F_EXTENDED, deadline, 0, codec
     return flags
+
+
+def _codec_at(data: bytes, a: int) -> tuple[str, int]:
+    """The codec name of an F_CODEC record at ``a`` (after APPEND_EXT), and the offset after it."""
+    n = data[a]
+    return bytes(data[a + 1:a + 1 + n]).decode("ascii"), a + 1 + n
 
 
 class SegmentCorruptError(RuntimeError):
@@ -328,8 +342,8 @@ class SegmentMessageLog:
                 last = q
             # Packed at commit: a message acked before the commit (the common case when consumers
             # keep up) costs one tuple here and nothing more.
-            if m.deadline or m.requeues or m.redelivered:
-                flags = _row_flags(m.persistent, m.redelivered, m.deadline, m.requeues)
+            if m.deadline or m.requeues or m.redelivered or m.codec != DEFAULT_CODEC:
+                flags = _row_flags(m.persistent, m.redelivered, m.deadline, m.requeues, m.codec)
             else:
                 flags = F_PERSISTENT if m.persistent else 0
             rows[m.seq] = (m.exchange, m.routing_key, m.properties, m.body, flags)
@@ -364,11 +378,12 @@ class SegmentMessageLog:
             else:
                 f = row[4]
                 if isinstance(f, tuple):
-                    flags, deadline, requeues = f
+                    flags, deadline, requeues, codec = f
                 else:
-                    flags, deadline, requeues = f, 0, 1 if f & F_REDELIVERED else 0
+                    flags, deadline, requeues, codec = f, 0, 1 if f & F_REDELIVERED else 0, DEFAULT_CODEC
                 rows[s] = (  # type: ignore[index]
-                    row[0], row[1], row[2], row[3], _row_flags(bool(flags & F_PERSISTENT), True, deadline, requeues + 1)
+                    row[0], row[1], row[2], row[3],
+                    _row_flags(bool(flags & F_PERSISTENT), True, deadline, requeues + 1, codec),
                 )
         if rest:
             self._marks.setdefault(queue, []).extend(rest)
@@ -467,9 +482,12 @@ class SegmentMessageLog:
                 else:
                     ext = b""
                     if isinstance(flags, tuple):
-                        flags, deadline, requeues = flags
+                        flags, deadline, requeues, codec = flags
                         ext = _EXT_PACK(deadline, requeues)
-                        n += _EXT_SIZE
+                        if flags & F_CODEC:
+                            name = codec.encode("ascii")
+                            ext += bytes((len(name),)) + name
+                        n += len(ext)
                         if flags & F_REDELIVERED and requeues != 1:
                             q_counts.append((seq, requeues))
                     if flags & F_REDELIVERED:
@@ -742,9 +760,12 @@ class SegmentMessageLog:
                         if loc & ~(LOC_REDELIVERED | LOC_TRANSIENT) == segbase | (base + p):
                             a = p + _APPEND_SIZE
                             deadline = 0
+                            codec = DEFAULT_CODEC
                             if flags & F_EXTENDED:
                                 deadline = APPEND_EXT.unpack_from(data, a)[0]
                                 a += _EXT_SIZE
+                                if flags & F_CODEC:
+                                    codec, a = _codec_at(data, a)
                             b = a + exl
                             c = b + rkl
                             d = c + pl
@@ -756,7 +777,7 @@ class SegmentMessageLog:
                                 rows = staged[q] = {}
                             rows[seq] = (
                                 data[a:b].decode(), data[b:c].decode(), data[c:d], data[d : p + length],
-                                _row_flags(bool(flags & F_PERSISTENT), redelivered, deadline, requeues),
+                                _row_flags(bool(flags & F_PERSISTENT), redelivered, deadline, requeues, codec),
                             )
                             moved += length
                 p += length
@@ -811,9 +832,12 @@ class SegmentMessageLog:
                 _, _, _, _, flags, exl, rkl, pl = unpack(buf, p)
                 a = p + _APPEND_SIZE
                 deadline = 0
+                codec = DEFAULT_CODEC
                 if flags & F_EXTENDED:
                     deadline = APPEND_EXT.unpack_from(buf, a)[0]
                     a += _EXT_SIZE
+                    if flags & F_CODEC:
+                        codec, a = _codec_at(buf, a)
                 b = a + exl
                 c = b + rkl
                 d = c + pl
@@ -830,6 +854,7 @@ class SegmentMessageLog:
                         bool(redelivered),
                         deadline,
                         (counts.get(seq, 1) if counts else 1) if redelivered else 0,
+                        codec,
                     )
                 )
                 p += length
@@ -889,15 +914,17 @@ class SegmentMessageLog:
             for p in self.directory.iterdir()
             if p.name.endswith(SEGMENT_SUFFIX) and p.name[: -len(SEGMENT_SUFFIX)].isdigit()
         )
+        older = False
         for n, seg in enumerate(ids):
-            self._replay_segment(seg, last=n == len(ids) - 1)
+            older = self._replay_segment(seg, last=n == len(ids) - 1)
         if ids:
             # Recovery may leave segments that died while their targets were still around.
             self._delete_dead({s for s in self._fds if not self._live[s]})
-        else:
-            self._roll()
+        if not ids or older:
+            self._roll()  # new records go to a segment of the current version, which older readers refuse
 
-    def _replay_segment(self, seg: int, last: bool) -> None:
+    def _replay_segment(self, seg: int, last: bool) -> bool:
+        """Replay one segment into the index; True when it is of an older (readable) format version."""
         path = self._path(seg)
         fd = os.open(path, os.O_RDWR)
         self._fds[seg] = fd
@@ -913,7 +940,7 @@ class SegmentMessageLog:
             if data[:magic].startswith(SEGMENT_MAGIC_PREFIX):
                 raise SegmentFormatError(
                     f"{path}: segment format {data[:magic].decode(errors='replace')!r}, this mailslot reads"
-                    f" {' and '.join(repr(m.decode()) for m in READABLE_MAGICS)} only"
+                    f" {', '.join(repr(m.decode()) for m in READABLE_MAGICS)} only"
                 )
             if not last:
                 raise SegmentCorruptError(f"{path}: bad segment header")
@@ -922,7 +949,7 @@ class SegmentMessageLog:
             os.pwrite(fd, SEGMENT_MAGIC, 0)
             os.fdatasync(fd)
             self._size[seg] = magic
-            return
+            return False
         view = memoryview(data)
         pos = magic
         while pos < size:
@@ -944,6 +971,7 @@ class SegmentMessageLog:
             self._preallocate(fd, pos)
             os.fdatasync(fd)
         self._size[seg] = pos
+        return data[:magic] != SEGMENT_MAGIC
 
     def _replay_batch(self, seg: int, data: bytes, pos: int, end: int) -> None:
         index = self._index

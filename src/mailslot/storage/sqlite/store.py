@@ -41,17 +41,17 @@ DB_FILENAME = "mailslot.db"
 
 # Row layout of a staged append; the column order of _INSERT. The ``redelivered`` column holds the
 # requeue count, -1 for "redelivered, none counted" (migrations/0002_deadline_requeues.sql).
-_Row = tuple[str, int, bool, int, int, str, str, bytes, bytes]
+_Row = tuple[str, int, bool, int, int, str, str, bytes, bytes, str]
 _INSERT = (
     "INSERT OR REPLACE INTO messages"
-    " (queue, seq, persistent, redelivered, deadline, exchange, routing_key, properties, body)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " (queue, seq, persistent, redelivered, deadline, exchange, routing_key, properties, body, codec)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _DELETE = "DELETE FROM messages WHERE queue = ? AND seq = ?"
 _REDELIVER = "UPDATE messages SET redelivered = max(redelivered, 0) + 1 WHERE queue = ? AND seq = ?"
 _PURGE = "DELETE FROM messages WHERE queue = ?"
 _READ = (
-    "SELECT seq, persistent, redelivered, deadline, exchange, routing_key, properties, body FROM messages"
+    "SELECT seq, persistent, redelivered, deadline, exchange, routing_key, properties, body, codec FROM messages"
     " WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?"
 )
 
@@ -83,7 +83,7 @@ class SqliteMessageLog:
                 last_queue = q
             rows[m.seq] = (
                 q, m.seq, m.persistent, m.requeues or -m.redelivered, m.deadline, m.exchange, m.routing_key,
-                m.properties, m.body,
+                m.properties, m.body, m.codec,
             )
 
     def stage_remove(self, queue: str, seqs: list[int]) -> None:
@@ -165,8 +165,9 @@ class SqliteMessageLog:
             StoredMessage(
                 queue, seq, exchange, rk, props, body, bool(persistent), requeues != 0, deadline,
                 requeues if requeues > 0 else 0,  # noqa: FURB136 (a max() call costs ~30% of this loop)
+                codec,
             )
-            for seq, persistent, requeues, deadline, exchange, rk, props, body in rows
+            for seq, persistent, requeues, deadline, exchange, rk, props, body, codec in rows
         ]
 
     def recover(self) -> list[QueueRecovery]:
