@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..storage.api import DEFAULT_CODEC
+
 
 @dataclass(slots=True)
 class Properties:
@@ -100,6 +102,11 @@ class Codecs:
             self._by_name[codec.name] = codec
         if not self._by_name:
             raise ValueError("the broker needs at least one properties codec")
+
+    @property
+    def default(self) -> PropertiesCodec | None:
+        """The codec a stored message names when it names none (storage.api.DEFAULT_CODEC), if known."""
+        return self._by_name.get(DEFAULT_CODEC)
 
     def __getitem__(self, name: str) -> PropertiesCodec:
         codec = self._by_name.get(name)

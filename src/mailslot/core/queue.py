@@ -21,7 +21,7 @@ import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ..storage.api import DEFAULT_CODEC, MessageLog, StoredMessage
+from ..storage.api import MessageLog, StoredMessage
 from .arguments import QueuePolicy
 from .message import Codecs, Entry, Message
 from .redelivery import retry_delay_ms
@@ -76,6 +76,7 @@ class Queue:
         self.dropped: list[Entry] = []  # drop-head victims, for the vhost to dead-letter
         self.log = log
         self.codecs = codecs
+        self._default_codec = codecs.default
         self._ready: deque[Entry] = deque()
         self._requeued: list[Entry] = []
         # Requeued messages waiting out x-retry-delays: (due ms, seq, entry), a heap by due time.
@@ -174,9 +175,8 @@ class Queue:
         )
         if deadline:  # set apart: a keyword argument would cost every message (~90 ns)
             row.deadline = deadline
-        codec = message.codec.name
-        if codec != DEFAULT_CODEC:  # the same: the common case pays one comparison
-            row.codec = codec
+        if message.codec is not self._default_codec:  # the same: the common case pays one identity test
+            row.codec = message.codec.name
         return row
 
     # ---- take and give back ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ class AMQPPropertiesCodec:
     """Reads and rewrites AMQP 0-9-1 property blocks for the core. Readers never raise on the peer's bytes
     (routing, paging back in, dead-lettering must not fail on them): what does not decode reads as absent."""
 
+    __slots__ = ()  # no instance dict: ``codec.name`` is read for every stored message
     name = "amqp091"  # stored with each durable message: never change it (storage/api.py DEFAULT_CODEC)
 
     @staticmethod
