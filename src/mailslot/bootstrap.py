@@ -56,8 +56,9 @@ class BrokerConfig:
     consumer_timeout: float | None = 1800.0
 
 
-class Broker:
-    """A whole broker: ``await start()``, then ``amqp_port`` / ``amqp_url``; ``await stop()``."""
+class BrokerServer:
+    """A whole broker process's worth: the core, its store, listeners and front ends. ``await start()``,
+    then ``amqp_port`` / ``amqp_url``; ``await stop()``. (The core alone is ``mailslot.core.broker.Broker``.)"""
 
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config

@@ -17,7 +17,7 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from conftest import async_wait_for
-from mailslot.bootstrap import Broker
+from mailslot.bootstrap import BrokerServer
 from mailslot.testing import broker_in_thread, running_broker
 
 pytestmark = pytest.mark.timeout(30)
@@ -82,7 +82,7 @@ def drain(channel: BlockingChannel, queue: str, idle: float = 0.3) -> list[str]:
 
 
 def _scenario(
-    broker: Broker, set_alarm: Callable[[], None], clear_alarm: Callable[[], None], reason: str
+    broker: BrokerServer, set_alarm: Callable[[], None], clear_alarm: Callable[[], None], reason: str
 ) -> None:
     url = broker.amqp_url
     publisher = Publisher(url)

@@ -2,7 +2,7 @@
 
 Rules of this module: a problem the user can fix (the port is taken, the data directory cannot be
 written) ends the process with one ``error: ...`` line on stderr and exit code 1, never a traceback;
-a signal stops the broker gracefully (``Broker.stop``) and exits 0.
+a signal stops the broker gracefully (``BrokerServer.stop``) and exits 0.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 
-from mailslot.bootstrap import Broker, BrokerConfig, PortInUseError
+from mailslot.bootstrap import BrokerConfig, BrokerServer, PortInUseError
 from mailslot.cli.event_loop import loop_factory
 
 log = logging.getLogger("mailslot.serve")
@@ -42,9 +42,9 @@ async def _serve(config: BrokerConfig) -> int:
     stop = asyncio.Event()
     # Installed before start() so that a signal during start-up still ends in a graceful stop.
     with _stop_signals(stop.set):
-        broker = Broker(config)
+        broker = BrokerServer(config)
         await broker.start()
-        # Broker.start logs where it listens ("AMQP listening on HOST:PORT") and where it stores
+        # BrokerServer.start logs where it listens ("AMQP listening on HOST:PORT") and where it stores
         # (broker.storage_description), once for every way of running it (CLI or mailslot.testing).
         try:
             await stop.wait()

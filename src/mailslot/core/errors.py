@@ -1,7 +1,7 @@
 """Errors the core raises, named for what went wrong, not for a protocol.
 
-Each front end maps these onto its own wire form (AMQP 0-9-1: the reply codes in
-``frontends/amqp091``). ``scope`` says what the failure closes: the session (a channel) or the
+Each front end maps these onto its own wire form (AMQP 0-9-1: ``REPLY_CODES`` in
+``frontends/amqp091/connection.py``). ``scope`` says what the failure closes: the session (a channel) or the
 whole connection, as RabbitMQ decides it.
 """
 
@@ -40,6 +40,13 @@ class NotAllowed(BrokerError):
 
 class NotImplementedFeature(BrokerError):
     """A valid request mailslot (like RabbitMQ) does not implement (AMQP 540, closes the connection)."""
+
+    scope = "connection"
+
+
+class CommandInvalid(BrokerError):
+    """A request no broker could carry out, e.g. an unknown exchange type (AMQP 503, closes the connection
+    as RabbitMQ does)."""
 
     scope = "connection"
 

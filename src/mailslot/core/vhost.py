@@ -24,7 +24,7 @@ from .arguments import (
 )
 from .deadletter import death_headers, died_in
 from .delayed import DELAYED_TYPE, DelayedExchange, DelayedMessages, delayed_routing_type
-from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
+from .errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
 from .message import Codecs, Entry, Message
 from .priority import queue_factory
@@ -40,14 +40,6 @@ PREDECLARED = {
     "amq.rabbitmq.trace": "topic",
 }
 MAX_ROUTE_DEPTH = 32  # exchange-to-exchange hops; cycles are cut by the visited set anyway
-
-
-class CommandInvalid(Exception):
-    """Unknown exchange type: RabbitMQ closes the connection with 503 COMMAND_INVALID."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
 
 
 def _arguments_key(arguments: dict[str, Any]) -> str:

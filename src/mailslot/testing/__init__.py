@@ -5,6 +5,7 @@
 - ``with broker_in_thread() as broker:`` a broker in a background thread (pika, kombu, Celery).
 - pytest fixtures ``mailslot_broker`` and ``mailslot_url``, registered automatically.
 - :class:`FakeClock` for code that takes time as an input.
+- ``BrokerServer``: the type of the broker the helpers and fixtures hand you (for annotations).
 
 Names are imported on first use (PEP 562): pytest imports this package for its plugin in every
 project that has mailslot installed, and that must not load the whole broker.
@@ -16,12 +17,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mailslot.bootstrap import BrokerServer
     from mailslot.testing.broker import broker_in_thread, make_config, running_broker
     from mailslot.testing.clock import FakeClock
 
-__all__ = ["FakeClock", "broker_in_thread", "make_config", "running_broker"]
+__all__ = ["BrokerServer", "FakeClock", "broker_in_thread", "make_config", "running_broker"]
 
 _HOMES = {
+    "BrokerServer": "mailslot.bootstrap",
     "FakeClock": "mailslot.testing.clock",
     "broker_in_thread": "mailslot.testing.broker",
     "make_config": "mailslot.testing.broker",

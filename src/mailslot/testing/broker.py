@@ -21,7 +21,7 @@ from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from mailslot.bootstrap import Broker, BrokerConfig
+from mailslot.bootstrap import BrokerConfig, BrokerServer
 
 # Generous: start-up is quick, but CI machines are slow and shared. A hang is reported, not waited on.
 DEFAULT_TIMEOUT = 30.0
@@ -39,7 +39,7 @@ def make_config(store: str = "memory", data_dir: str | Path | None = None, **ove
 @asynccontextmanager
 async def running_broker(
     store: str = "memory", data_dir: str | Path | None = None, **config_overrides: Any
-) -> AsyncIterator[Broker]:
+) -> AsyncIterator[BrokerServer]:
     """``async with running_broker() as broker:`` a started broker; ``broker.amqp_url`` to connect.
 
     Stopped gracefully (``await broker.stop()``) on exit, even if the body raised.
@@ -50,7 +50,7 @@ async def running_broker(
             data_dir = cleanup.enter_context(
                 tempfile.TemporaryDirectory(prefix="mailslot-test-", ignore_cleanup_errors=True)
             )
-        broker = Broker(make_config(store, data_dir, **config_overrides))
+        broker = BrokerServer(make_config(store, data_dir, **config_overrides))
         await broker.start()
         try:
             yield broker
@@ -65,7 +65,7 @@ def broker_in_thread(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     **config_overrides: Any,
-) -> Iterator[Broker]:
+) -> Iterator[BrokerServer]:
     """``with broker_in_thread() as broker:`` a broker serving from a background thread.
 
     Entering returns once the broker is bound (so ``broker.amqp_url`` is connectable) and re-raises
@@ -87,10 +87,10 @@ class _ThreadRunner:
         self._started = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._broker: Broker | None = None
+        self._broker: BrokerServer | None = None
         self._error: BaseException | None = None
 
-    def start(self, timeout: float) -> Broker:
+    def start(self, timeout: float) -> BrokerServer:
         self._thread.start()
         if not self._started.wait(timeout):
             raise TimeoutError(f"mailslot broker did not start within {timeout} s")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from mailslot.bootstrap import Broker
+    from mailslot.bootstrap import BrokerServer
 
 # The broker is imported inside the fixtures, not here: pytest loads this plugin in every project
 # that has mailslot installed, and it must cost nothing (and risk nothing) where no test uses it.
@@ -31,7 +31,7 @@ def mailslot_broker_options() -> dict[str, Any]:
 
 
 @pytest.fixture
-def mailslot_broker(mailslot_broker_options: dict[str, Any]) -> Iterator[Broker]:
+def mailslot_broker(mailslot_broker_options: dict[str, Any]) -> Iterator[BrokerServer]:
     """A started mailslot broker (in-memory store by default) serving from a background thread."""
     from mailslot.testing.broker import broker_in_thread
 
@@ -40,6 +40,6 @@ def mailslot_broker(mailslot_broker_options: dict[str, Any]) -> Iterator[Broker]
 
 
 @pytest.fixture
-def mailslot_url(mailslot_broker: Broker) -> str:
+def mailslot_url(mailslot_broker: BrokerServer) -> str:
     """``amqp://guest:guest@127.0.0.1:<port>/%2F`` of the ``mailslot_broker`` fixture."""
     return mailslot_broker.amqp_url

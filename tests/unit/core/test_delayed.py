@@ -11,10 +11,9 @@ import pytest
 from mailslot.core import delayed
 from mailslot.core.broker import Broker
 from mailslot.core.delayed import delay_key, delay_of
-from mailslot.core.errors import PreconditionFailed
+from mailslot.core.errors import BrokerError, CommandInvalid, PreconditionFailed
 from mailslot.core.message import Message
 from mailslot.core.session import ROUTED, UNROUTED, Gate, Session
-from mailslot.core.vhost import CommandInvalid
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
 from mailslot.testing import FakeClock
 from mailslot.testing.codec import JSON_CODEC
@@ -216,6 +215,7 @@ def test_declaration_errors_are_the_plugin_s() -> None:
     with pytest.raises(CommandInvalid) as unknown:
         d.declare_exchange("x4", **{"x-delayed-type": "nonsense"})
     assert unknown.value.text == "unknown exchange type 'nonsense'"
+    assert isinstance(unknown.value, BrokerError) and unknown.value.scope == "connection"  # 503 closes it
     assert not {"x1", "x2", "x3", "x4"} & set(d.vhost.exchanges)
 
 

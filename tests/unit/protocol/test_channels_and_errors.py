@@ -9,7 +9,6 @@ from pamqp import frame as pframe
 
 from mailslot.protocols.amqp091 import (
     ChannelCloseReceived,
-    ChannelError,
     ChannelOpened,
     ConnectionTerminated,
     MethodReceived,
@@ -269,14 +268,6 @@ def test_server_channel_close_ignores_until_close_ok() -> None:
     assert isinstance(frames(server)[0][1], commands.Channel.CloseOk)
     assert server.receive_data(method(1, commands.Channel.CloseOk()), 0) == []
     _open(server, client, 1)
-
-
-def test_send_error_routes_by_kind() -> None:
-    server, client = _running()
-    _open(server, client)
-    server.send_error(1, ChannelError.of(404, "no exchange 'x' in vhost '/'", 60, 40))
-    _ch, close = channel_close_of(server)
-    assert close.reply_text == "NOT_FOUND - no exchange 'x' in vhost '/'"
 
 
 def test_garbage_never_raises() -> None:

@@ -15,7 +15,7 @@ from ...core.message import Entry, Message
 from ...core.redelivery import delivery_properties
 from ...core.session import REJECTED, REPLY_TO, UNROUTED, Session
 from ...core.ttl import parse_expiration
-from ...core.vhost import CommandInvalid, VirtualHost
+from ...core.vhost import VirtualHost
 from ...protocols.amqp091 import ReplyCode
 from ...protocols.amqp091 import properties as props
 from ...protocols.amqp091.codec import unchecked
@@ -39,8 +39,8 @@ class UnexpectedMethod(Exception):
 
 
 class ConnectionFault(Exception):
-    """The peer's request is a connection error that no core error names (503 COMMAND_INVALID for an
-    unknown exchange type, 502 SYNTAX_ERROR for a malformed property block)."""
+    """The peer's request is a connection error that no core error names: 502 SYNTAX_ERROR for a
+    malformed property block (AMQP's own bytes, which the core never sees)."""
 
     def __init__(self, code: ReplyCode, text: str) -> None:
         super().__init__(text)
@@ -190,18 +190,15 @@ class Channel:
         return self.last_queue
 
     def exchange_declare(self, m: spec.Exchange.Declare) -> None:
-        try:
-            self.session.vhost.declare_exchange(
-                m.exchange,
-                m.exchange_type,
-                passive=m.passive,
-                durable=m.durable,
-                auto_delete=m.auto_delete,
-                internal=m.internal,
-                arguments=m.arguments or {},
-            )
-        except CommandInvalid as error:
-            raise ConnectionFault(ReplyCode.COMMAND_INVALID, error.text) from None
+        self.session.vhost.declare_exchange(
+            m.exchange,
+            m.exchange_type,
+            passive=m.passive,
+            durable=m.durable,
+            auto_delete=m.auto_delete,
+            internal=m.internal,
+            arguments=m.arguments or {},
+        )
         if not m.nowait:
             self.reply(spec.Exchange.DeclareOk())
 

@@ -45,6 +45,7 @@ REPLY_CODES: dict[type[core_errors.BrokerError], ReplyCode] = {
     core_errors.AccessRefused: ReplyCode.ACCESS_REFUSED,
     core_errors.NotAllowed: ReplyCode.NOT_ALLOWED,
     core_errors.NotImplementedFeature: ReplyCode.NOT_IMPLEMENTED,
+    core_errors.CommandInvalid: ReplyCode.COMMAND_INVALID,
     core_errors.StoreFailure: ReplyCode.INTERNAL_ERROR,
 }
 

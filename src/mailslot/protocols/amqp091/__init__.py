@@ -7,8 +7,9 @@ blocks), ``errors`` (reply codes), ``events``, ``peer`` (a minimal pamqp-only cl
 """
 
 from . import properties
-from .connection import CLOSING_TIMEOUT, HANDSHAKE_TIMEOUT, PROTOCOL_HEADER, ServerConnection, State
-from .errors import AMQPConnectionError, AMQPError, ChannelError, ReplyCode, is_hard, reply_text
+from .codec import PROTOCOL_HEADER
+from .connection import CLOSING_TIMEOUT, HANDSHAKE_TIMEOUT, ServerConnection, State
+from .errors import ReplyCode, is_hard, reply_text
 from .events import (
     AckReceived,
     ChannelCloseReceived,
@@ -25,7 +26,7 @@ from .properties import decode_properties, delivery_mode, encode_properties, hea
 
 __all__ = [
     "CLOSING_TIMEOUT", "HANDSHAKE_TIMEOUT", "PROTOCOL_HEADER",
-    "AMQPConnectionError", "AMQPError", "AckReceived", "ChannelCloseReceived", "ChannelError", "ChannelOpened",
+    "AckReceived", "ChannelCloseReceived", "ChannelOpened",
     "ConnectionCloseReceived", "ConnectionOpen", "ConnectionStartOk", "ConnectionTerminated",
     "ContentReceived", "Event", "MethodReceived", "ReplyCode", "ServerConnection", "State", "decode_properties",
     "delivery_mode", "encode_properties", "headers", "is_hard", "properties", "reply_text",

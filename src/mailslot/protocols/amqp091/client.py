@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from pamqp import base, commands
 
 from . import codec
-from .codec import FRAME_END, DecodeError
+from .codec import FRAME_END, PROTOCOL_HEADER, DecodeError
 from .events import (
     ChannelCloseReceived,
     Confirm,
@@ -44,8 +44,6 @@ from .events import (
 from .frames import EXPECT_HEADER, EXPECT_METHOD, ChannelAssembly, FrameReader
 from .properties import encode_properties
 from .sasl import plain_response
-
-PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 
 _TAG_BIT = struct.Struct(">QB")  # delivery-tag u64 + bit octet (basic.deliver)
 _INDEX = commands.INDEX_MAPPING
@@ -372,7 +370,7 @@ class ClientConnection(FrameReader[_Channel]):
         elif index == commands.Channel.Close.index:
             self.send_method(ch, commands.Channel.CloseOk())
             del self._channels[ch]
-            events.append(ChannelCloseReceived(ch, m.reply_code or 0, m.reply_text or "", m.class_id or 0, m.method_id or 0))
+            events.append(ChannelCloseReceived.of(ch, m))
         else:
             if index == commands.Channel.CloseOk.index:
                 del self._channels[ch]  # the close we asked for is done

@@ -21,6 +21,9 @@ from typing import Any
 
 from pamqp import base, commands, encode
 
+#: AMQP 0-9-1 section 4.2.2: what a client sends first (0, 0, 9, 1: protocol id 0, version 0-9-1).
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+
 FRAME_METHOD = 1
 FRAME_HEADER = 2
 FRAME_BODY = 3

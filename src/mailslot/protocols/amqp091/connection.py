@@ -26,8 +26,8 @@ from typing import Any, ClassVar, NoReturn
 from pamqp import base, commands
 
 from . import codec
-from .codec import FRAME_END, FRAME_END_BYTE, DecodeError
-from .errors import AMQPError, ChannelError, ReplyCode, is_hard
+from .codec import FRAME_END, FRAME_END_BYTE, PROTOCOL_HEADER, DecodeError
+from .errors import ReplyCode
 from .events import (
     AckReceived,
     ChannelCloseReceived,
@@ -41,8 +41,6 @@ from .events import (
 )
 from .frames import EXPECT_HEADER, EXPECT_METHOD, ChannelAssembly, FrameReader
 from .sasl import DEFAULT_MECHANISMS, Mechanism
-
-PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 
 #: rabbit.handshake_timeout default: the handshake must complete (connection.open-ok) within 10 s.
 HANDSHAKE_TIMEOUT = 10.0
@@ -426,7 +424,7 @@ class ServerConnection(FrameReader[ChannelAssembly]):
             self._queue_method(ch, commands.Channel.CloseOk())
             del self._channels[ch]
             self.open_channels.discard(ch)
-            events.append(ChannelCloseReceived(ch, m.reply_code or 0, m.reply_text or "", m.class_id or 0, m.method_id or 0))
+            events.append(ChannelCloseReceived.of(ch, m))
         elif index == _CHANNEL_OPEN:
             self._hard_error(events, ReplyCode.CHANNEL_ERROR, "second 'channel.open' seen", index)
         elif index == commands.Channel.Flow.index:
@@ -559,15 +557,6 @@ class ServerConnection(FrameReader[ChannelAssembly]):
         chan.closing = True
         chan.parts = []
         self.open_channels.discard(channel)
-
-    def send_error(self, channel: int, error: AMQPError) -> None:
-        """ChannelError -> close the channel; AMQPConnectionError -> close the connection; a plain AMQPError
-        is routed by its code (soft codes on a non-zero channel close the channel)."""
-        if isinstance(error, ChannelError) or (
-                type(error) is AMQPError and channel and not is_hard(error.code)):
-            self.close_channel(channel, error.code, error.text, error.class_id, error.method_id)
-        else:
-            self.close_connection(error.code, error.text, error.class_id, error.method_id)
 
     # ------------------------------------------------------------------ output
     def _queue_method(self, channel: int, method: base.Frame) -> None:

@@ -1,4 +1,4 @@
-"""AMQP 0-9-1 reply codes and the exceptions that carry them.
+"""AMQP 0-9-1 reply codes.
 
 Reply texts follow RabbitMQ: ``"<NAME> - <detail>"`` (rabbit_binary_generator:map_exception), e.g.
 ``"NOT_FOUND - no queue 'x' in vhost '/'"``. Which codes are "hard" (close the connection) and which are
@@ -61,30 +61,3 @@ def reply_text(code: int, detail: str) -> str:
         return ReplyCode(code).text(detail)
     except ValueError:
         return f"{code} - {detail}"
-
-
-class AMQPError(Exception):
-    """An AMQP exception: a reply code, the full reply text and the failing method's ids."""
-
-    def __init__(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
-        super().__init__(code, text, class_id, method_id)
-        self.code = code
-        self.text = text
-        self.class_id = class_id
-        self.method_id = method_id
-
-    @classmethod
-    def of(cls, code: int, detail: str, class_id: int = 0, method_id: int = 0) -> AMQPError:
-        """Build the error with RabbitMQ's text format from a bare detail."""
-        return cls(code, reply_text(code, detail), class_id, method_id)
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.text}"
-
-
-class ChannelError(AMQPError):
-    """Soft error: closes the channel (channel.close)."""
-
-
-class AMQPConnectionError(AMQPError):
-    """Hard error: closes the connection (connection.close)."""

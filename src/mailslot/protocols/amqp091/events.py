@@ -76,6 +76,11 @@ class ChannelCloseReceived(Event):
         self.class_id = class_id
         self.method_id = method_id
 
+    @classmethod
+    def of(cls, channel: int, m: commands.Channel.Close) -> ChannelCloseReceived:
+        """The event for a decoded channel.close (pamqp types its fields optional; decoded, they are set)."""
+        return cls(channel, m.reply_code or 0, m.reply_text or "", m.class_id or 0, m.method_id or 0)
+
 
 class ConnectionCloseReceived(Event):
     """The peer sent connection.close; close-ok is queued. A ConnectionTerminated follows."""

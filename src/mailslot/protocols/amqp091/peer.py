@@ -12,9 +12,9 @@ from typing import Any
 
 from pamqp import base, body, commands, frame, header, heartbeat
 
+from .codec import PROTOCOL_HEADER
 from .sasl import amqplain_response, plain_response
 
-PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 Frame = Any
 
 
