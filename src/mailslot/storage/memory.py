@@ -162,12 +162,12 @@ class MemoryMessageLog:
             else:
                 del self._queues[name]
         # The core numbers new messages from a queue's highest seq: no watermark may reach above it.
+        highest = {r.queue: r.max_seq for r in out}
         for name, upto in list(self._delivered.items()):
-            q = self._queues.get(name)
-            if q is None:
-                del self._delivered[name]
+            if name in highest:
+                self._delivered[name] = min(upto, highest[name])
             else:
-                self._delivered[name] = min(upto, max(q.by_seq))
+                del self._delivered[name]
         return out
 
     def close(self) -> None:
