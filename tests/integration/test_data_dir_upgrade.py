@@ -32,12 +32,12 @@ def old_segments_dir(data_dir: Path) -> None:
 
 
 def old_sqlite_dir(data_dir: Path) -> None:
-    """SQLite store at schema version 3 (no codec column), holding the same two messages."""
+    """SQLite store at schema version 4 (main before codecs: no codec column), holding the same two messages."""
     data_dir.mkdir(parents=True)
     with sqlite3.connect(data_dir / DB_FILENAME) as conn:
-        for _, script in migrations()[:3]:
+        for _, script in migrations()[:4]:
             conn.executescript(script)
-        conn.execute("PRAGMA user_version = 3")
+        conn.execute("PRAGMA user_version = 4")
         conn.executemany(
             "INSERT INTO messages (queue, seq, persistent, redelivered, deadline, exchange, routing_key, properties,"
             " body) VALUES ('/' || char(0) || 'q', ?, 1, ?, 0, ?, 'q', ?, ?)",

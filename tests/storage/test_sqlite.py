@@ -56,13 +56,13 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         SqliteMessageLog(path)
 
 
-def test_a_version_3_database_reads_its_messages_as_amqp091(tmp_path: Path) -> None:
-    """Before migration 4 no row named its codec: every one of them came from AMQP 0-9-1."""
+def test_a_version_4_database_reads_its_messages_as_amqp091(tmp_path: Path) -> None:
+    """Before migration 5 no row named its codec: every one of them came from AMQP 0-9-1."""
     path = tmp_path / DB_FILENAME
     with sqlite3.connect(path) as conn:
-        for _, script in migrations()[:3]:
+        for _, script in migrations()[:4]:
             conn.executescript(script)
-        conn.execute("PRAGMA user_version = 3")
+        conn.execute("PRAGMA user_version = 4")
         conn.execute("INSERT INTO messages (queue, seq, persistent, redelivered, deadline, exchange, routing_key,"
                      " properties, body) VALUES ('q', 1, 1, 0, 0, 'ex', 'rk', x'100002', x'6869')")
     log = SqliteMessageLog(path)
@@ -73,7 +73,7 @@ def test_a_version_3_database_reads_its_messages_as_amqp091(tmp_path: Path) -> N
     assert [m.codec for m in log.read("q", 0, 10)] == ["amqp091", "mqtt5"]
     log.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() >= 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema_version() >= 5
 
 
 def test_a_version_1_database_is_migrated_keeping_its_messages(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@
 - ``with broker_in_thread() as broker:`` a broker in a background thread (pika, kombu, Celery).
 - pytest fixtures ``mailslot_broker`` and ``mailslot_url``, registered automatically.
 - :class:`FakeClock` for code that takes time as an input.
+- :class:`CoreHarness` (with :class:`RecordingSink`, :class:`Delivery`): mailslot's broker core driven
+  by hand on a fake clock, for tests of the core itself (flush, advance, restart, crash).
 - ``BrokerServer``: the type of the broker the helpers and fixtures hand you (for annotations).
 
 Names are imported on first use (PEP 562): pytest imports this package for its plugin in every
@@ -20,12 +22,25 @@ if TYPE_CHECKING:
     from mailslot.bootstrap import BrokerServer
     from mailslot.testing.broker import broker_in_thread, make_config, running_broker
     from mailslot.testing.clock import FakeClock
+    from mailslot.testing.core import CoreHarness, Delivery, RecordingSink
 
-__all__ = ["BrokerServer", "FakeClock", "broker_in_thread", "make_config", "running_broker"]
+__all__ = [
+    "BrokerServer",
+    "CoreHarness",
+    "Delivery",
+    "FakeClock",
+    "RecordingSink",
+    "broker_in_thread",
+    "make_config",
+    "running_broker",
+]
 
 _HOMES = {
     "BrokerServer": "mailslot.bootstrap",
+    "CoreHarness": "mailslot.testing.core",
+    "Delivery": "mailslot.testing.core",
     "FakeClock": "mailslot.testing.clock",
+    "RecordingSink": "mailslot.testing.core",
     "broker_in_thread": "mailslot.testing.broker",
     "make_config": "mailslot.testing.broker",
     "running_broker": "mailslot.testing.broker",

@@ -16,6 +16,7 @@ from pamqp import base
 from ... import __version__
 from ...core import errors as core_errors
 from ...core.broker import Broker
+from ...core.peer import PeerCertificate
 from ...core.session import Gate
 from ...core.vhost import VirtualHost
 from ...protocols.amqp091 import (
@@ -112,6 +113,9 @@ class AMQPConnection:
         self.vhost: VirtualHost | None = None
         self.closed = False
         self.publisher = False  # has published: a resource alarm blocks it
+        # The client certificate a TLS handshake verified (set by the transport before the first byte is
+        # read; None on plain TCP or when the client sent none): what SASL EXTERNAL logs in with.
+        self.peer_certificate: PeerCertificate | None = None
         self._blocked_sent = False
         self.now = now
         self.touch()
