@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from mailslot.bootstrap import BrokerServer
 from mailslot.config import ConfigError
 from mailslot.core.broker import Broker as CoreBroker
-from mailslot.frontends.amqp091 import AMQPConnection, AMQP_CODEC
+from mailslot.frontends.amqp091 import AMQP_CODEC, AMQPConnection
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
 from mailslot.testing import broker_in_thread, running_broker
 from mailslot.testing.certificates import CertificateAuthority, PemFiles

@@ -7,6 +7,7 @@ import pytest
 
 from mailslot.core.errors import AccessRefused, NotFound
 from mailslot.core.message import Message
+from mailslot.frontends.amqp091 import AMQP_CODEC
 
 from .conftest import World
 
@@ -30,7 +31,7 @@ def declare_exchange(session, name: str, type_: str = "direct", **kwargs) -> Non
 
 
 def publish(session, exchange: str, routing_key: str) -> int:
-    return session.publish(exchange, routing_key, Message(exchange, routing_key, b"\x00\x00", b"x", False), False)
+    return session.publish(exchange, routing_key, Message(exchange, routing_key, b"\x00\x00", b"x", False, AMQP_CODEC), False)
 
 
 def test_queue_declare_needs_configure_passive_needs_nothing(world: World) -> None:

@@ -14,6 +14,7 @@ from mailslot.core.access.records import AlreadyExists, NoSuchUser, NoSuchVhost
 from mailslot.core.access.throttle import FREE_FAILURES, MAX_DELAY, LoginThrottle, source_of
 from mailslot.core.errors import AccessRefused, NotAllowed, PreconditionFailed
 from mailslot.core.message import Message
+from mailslot.frontends.amqp091 import AMQP_CODEC
 from mailslot.storage.memory import MemoryMetadataStore
 
 from .conftest import World
@@ -189,7 +190,7 @@ def test_deleting_a_vhost_removes_everything_in_it(world: World) -> None:
                                    internal=False, arguments={})
     session.vhost.bind("orders.x", ("queue", "orders"), "k", {}, session.owner)
     for i in range(3):
-        session.publish("", "orders", Message("", "orders", b"\x00\x00", b"m%d" % i, True), False)
+        session.publish("", "orders", Message("", "orders", b"\x00\x00", b"m%d" % i, True, AMQP_CODEC), False)
     world.core.flush()
     assert len(world.log.read("shop\x00orders", 0, 10)) == 3  # on "disk"
     world.admin.delete_vhost("shop")
