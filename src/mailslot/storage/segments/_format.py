@@ -14,12 +14,13 @@ from __future__ import annotations
 import struct
 import sys
 
-# Version 3 added extended append records (F_EXTENDED). Version 1 segments have none, so they are read
-# as they are; an older mailslot refuses version 3 segments. Version 2 (every append header 38 bytes)
-# lived briefly on the development branch and is refused, as is any other version.
-SEGMENT_MAGIC = b"MSLGSEG3"
+# Version 3 added extended append records (F_EXTENDED), version 4 body references (F_BODYREF). Versions 1
+# and 3 hold neither or only the first, so they are read as they are; an older mailslot refuses newer
+# segments. Version 2 (every append header 38 bytes) lived briefly on the development branch and is
+# refused, as is any other version.
+SEGMENT_MAGIC = b"MSLGSEG4"
 SEGMENT_MAGIC_PREFIX = b"MSLGSEG"
-READABLE_MAGICS = (b"MSLGSEG1", SEGMENT_MAGIC)
+READABLE_MAGICS = (b"MSLGSEG1", b"MSLGSEG3", SEGMENT_MAGIC)
 BATCH_MAGIC = b"MSB1"
 SEGMENT_SUFFIX = ".seg"
 
@@ -42,8 +43,12 @@ QREC = struct.Struct("<IBI")
 SEQS = struct.Struct("<IBII")
 # T_APPEND: len, type, qid, seq, flags, len(exchange), len(routing key), len(properties), then, with
 # F_EXTENDED only, APPEND_EXT; then exchange (UTF-8), routing key (UTF-8), properties, body (up to the
-# record's end).
+# record's end) or, with F_BODYREF, a BODYREF to the body of an earlier append in the same batch.
 APPEND = struct.Struct("<IBIqBHHI")
+# F_BODYREF: the offset in this segment where the shared body starts, and its length. A message routed to
+# several queues is written once per batch (docs/storage-format.md, "Shared bodies"); the other queues'
+# records point at the first copy, which lives as long as its segment, which lives while they do.
+BODYREF = struct.Struct("<QI")
 # Deadline (ms since the epoch, 0: none) and requeue count. Without F_EXTENDED the deadline is 0 and the
 # count is 1 with F_REDELIVERED, else 0: the common message pays nothing for them.
 APPEND_EXT = struct.Struct("<qI")
@@ -52,6 +57,7 @@ MAX_REQUEUES = (1 << 32) - 1  # the count saturates here (a u32 in the record)
 F_PERSISTENT = 1
 F_REDELIVERED = 2
 F_EXTENDED = 4
+F_BODYREF = 8
 
 BIG_ENDIAN_HOST = sys.byteorder == "big"  # int64 seq lists are written little-endian
 
