@@ -17,7 +17,7 @@ Rules of this module (everything that affects the connection state machine lives
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, cast
 
 from pamqp import base, commands, decode
 
@@ -110,8 +110,17 @@ class _Channel:
         self.method: Any = None
         self.props = b""
         self.remaining = 0
-        self.parts: list[Any] = []
+        # The body of a message that spans several frames, copied frame by frame as it arrives: the
+        # copy is spread over the reads (a 100 MB body would otherwise be joined in one ~60 ms stall of
+        # the event loop), the read buffers are freed at once, and the finished bytearray IS the body.
+        self.parts = bytearray()
         self.discard = False
+
+
+def _as_body(assembled: bytearray) -> bytes:
+    """A body assembled from several frames, handed on as it is (no copy): a bytearray that nothing
+    changes afterwards works wherever bytes do (slicing, joining, writing, storing)."""
+    return cast(bytes, assembled)
 
 
 class _Halt(Exception):
@@ -330,7 +339,7 @@ class ServerConnection:
                     if remaining > 0:
                         if view is None:
                             view = memoryview(data)
-                        chan.parts.append(view[p:end])
+                        chan.parts += view[p:end]
                         chan.remaining = remaining
                         continue
                     if remaining == 0:
@@ -338,9 +347,9 @@ class ServerConnection:
                         if parts:
                             if view is None:
                                 view = memoryview(data)
-                            parts.append(view[p:end])
-                            body = b"".join(parts)
-                            chan.parts = []
+                            parts += view[p:end]
+                            body = _as_body(parts)
+                            chan.parts = bytearray()
                         else:
                             body = data[p:end]
                         chan.asm = _ASM_METHOD
@@ -549,7 +558,7 @@ class ServerConnection:
                 return
             chan.asm = _ASM_BODY
             chan.remaining = body_size
-            chan.parts = []
+            chan.parts = bytearray()
             chan.props = data[p + 12:end]
             if body_size > self.max_message_size and not chan.closing:
                 # rabbit_channel:check_msg_size, but checked when the header arrives so the body is
@@ -571,12 +580,12 @@ class ServerConnection:
                                          f"{-remaining} octets", index)
             chan.remaining = remaining
             if not chan.closing:
-                chan.parts.append(memoryview(data)[p:end])
+                chan.parts += memoryview(data)[p:end]
             if remaining == 0:
                 chan.asm = _ASM_METHOD
                 if not chan.closing:
-                    events.append(ContentReceived(ch, chan.method, chan.props, b"".join(chan.parts)))
-                chan.parts = []
+                    events.append(ContentReceived(ch, chan.method, chan.props, _as_body(chan.parts)))
+                chan.parts = bytearray()
                 chan.method = None
 
     def _channel_method(self, events: list[Event], ch: int, chan: _Channel, index: int, m: Any) -> None:
@@ -739,7 +748,7 @@ class ServerConnection:
         self._queue_method(channel, commands.Channel.Close(reply_code=code, reply_text=_truncate(text),
                                                            class_id=class_id, method_id=method_id))
         chan.closing = True
-        chan.parts = []
+        chan.parts = bytearray()
         self.open_channels.discard(channel)
 
     def send_error(self, channel: int, error: AMQPError) -> None:

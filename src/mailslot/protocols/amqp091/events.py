@@ -88,7 +88,7 @@ class ContentReceived(Event):
     """basic.publish + content header + all body frames.
 
     ``properties`` is the raw property block (property flags + property list) of the content header;
-    decode it lazily with :mod:`.properties`. ``body`` is bytes.
+    decode it lazily with :mod:`.properties`. ``body`` is bytes (a bytearray when it came in several frames; never changed afterwards).
     """
 
     __slots__ = ("body", "channel", "method", "properties")

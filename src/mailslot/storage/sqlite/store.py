@@ -100,7 +100,7 @@ class SqliteMessageLog:
                 q, m.seq, m.persistent, m.requeues or -m.redelivered, m.deadline, m.exchange, m.routing_key,
                 m.properties, body,
             )
-            if type(body) is bytes and len(body) >= SHARE_MIN_BYTES:
+            if type(body) in (bytes, bytearray) and len(body) >= SHARE_MIN_BYTES:
                 self._large.setdefault(id(body), []).append((q, m.seq))
 
     def stage_remove(self, queue: str, seqs: list[int]) -> None:
