@@ -16,7 +16,11 @@ Rules of this module:
 * A segment may be deleted only when it holds no live append AND every older segment its remove /
   purge / flag records point into is gone already; otherwise a restart could resurrect a removed
   message. Segments carry their own queue-name records so any subset of them can be replayed.
-* One process at a time: an exclusive ``flock`` on ``<directory>/LOCK``. One thread at a time.
+* One process at a time: an exclusive ``flock`` on ``<directory>/LOCK``. The loop thread calls it, except a
+  batch with large bodies that :meth:`SegmentMessageLog.prepare_commit` detached for the broker's commit
+  thread; ``_lock`` serialises that writer with everything that reads the index or the files.
+* A body several queues got in one batch (the same object) is written once; the other appends refer to
+  it (F_BODYREF, in the same batch and so the same segment, which lives while any of them does).
 """
 
 from __future__ import annotations
