@@ -7,7 +7,8 @@ Rules of this module:
   once: that is the group commit. A crash before COMMIT returns loses the batch and nothing else.
 * A message appended and then removed in the same uncommitted batch (published, delivered and acked
   within one loop iteration) never reaches SQLite: the removal cancels the staged row.
-* Staged writes are applied in this order: purges, inserts, requeue counts, deletes. It is
+* Staged writes are applied in this order: purges, inserts, requeue counts, deletes, delivery
+  watermarks (one row per queue in ``delivered``, never a write to the message rows). It is
   observably the same as applying them in staging order (the memory store's way) because staging
   folds every later operation into the earlier ones: a purge drops the queue's staged rows, removes and
   flags aimed at a staged row edit that row instead of being queued.
@@ -50,12 +51,18 @@ _INSERT = (
 _DELETE = "DELETE FROM messages WHERE queue = ? AND seq = ?"
 _REDELIVER = "UPDATE messages SET redelivered = max(redelivered, 0) + 1 WHERE queue = ? AND seq = ?"
 _PURGE = "DELETE FROM messages WHERE queue = ?"
+_PURGE_DELIVERED = "DELETE FROM delivered WHERE queue = ?"
+_DELIVERED = (
+    "INSERT INTO delivered (queue, seq) VALUES (?, ?)"
+    " ON CONFLICT (queue) DO UPDATE SET seq = max(seq, excluded.seq)"
+)
+_WATERMARK = "SELECT seq FROM delivered WHERE queue = ?"
 _READ = (
     "SELECT seq, persistent, redelivered, deadline, exchange, routing_key, properties,"
     " CASE WHEN body_id IS NULL THEN body ELSE (SELECT b.body FROM bodies b WHERE b.id = body_id) END"
     " FROM messages WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?"
 )
-# Shared bodies (migration 4): one ``bodies`` row per body several queues got in one batch.
+# Shared bodies (migration 5): one ``bodies`` row per body several queues got in one batch.
 _INSERT_BODY = "INSERT INTO bodies (refs, body) VALUES (?, ?)"
 _INSERT_SHARED = (
     "INSERT OR REPLACE INTO messages"
@@ -78,6 +85,7 @@ class SqliteMessageLog:
         self._removes: list[tuple[str, int]] = []
         self._redelivers: list[tuple[str, int]] = []
         self._purges: set[str] = set()
+        self._delivered: dict[str, int] = {}  # queue -> staged delivery watermark
         # id(body) -> where it was staged, for bodies of SHARE_MIN_BYTES and more (the staged rows keep
         # the bodies alive, so the ids stay unique until the batch is written).
         self._large: dict[int, list[tuple[str, int]]] = {}
@@ -120,9 +128,15 @@ class SqliteMessageLog:
             else:
                 rows[s] = (row[0], row[1], row[2], max(row[3], 0) + 1, *row[4:])  # type: ignore[index,assignment]
 
+    def stage_delivered(self, queue: str, seq: int) -> None:
+        # Kept even when lower than the committed watermark (the upsert keeps the higher one), so that
+        # has_staged() answers as the reference store does.
+        self._delivered[queue] = max(seq, self._delivered.get(queue, 0))
+
     def stage_purge(self, queue: str) -> None:
         # Everything staged so far for this queue is void; the purge itself runs first at commit.
         self._appends.pop(queue, None)
+        self._delivered.pop(queue, None)
         if self._removes:
             self._removes = [r for r in self._removes if r[0] != queue]
         if self._redelivers:
@@ -130,7 +144,7 @@ class SqliteMessageLog:
         self._purges.add(queue)
 
     def has_staged(self) -> bool:
-        return bool(self._appends or self._removes or self._redelivers or self._purges)
+        return bool(self._appends or self._removes or self._redelivers or self._purges or self._delivered)
 
     def commit(self) -> None:
         """Apply the batch in one transaction; returns once the WAL is fsynced.
@@ -151,27 +165,34 @@ class SqliteMessageLog:
         return self._detach()
 
     def _detach(self) -> _BatchWrite | None:
-        if not (self._appends or self._removes or self._redelivers or self._purges):
+        if not self.has_staged():
             return None
-        batch = _BatchWrite(self, self._appends, self._removes, self._redelivers, self._purges, self._large)
+        batch = _BatchWrite(
+            self, self._appends, self._removes, self._redelivers, self._purges, self._delivered, self._large
+        )
         self._appends = {}
         self._removes = []
         self._redelivers = []
         self._purges = set()
+        self._delivered = {}
         self._large = {}
         return batch
 
     def _restage(self, batch: _BatchWrite) -> None:
         """A failed synchronous commit: put the batch back in front of whatever was staged since."""
-        later = (self._appends, self._removes, self._redelivers, self._purges)
-        self._appends, self._removes, self._redelivers, self._purges = (
-            batch.appends, batch.removes, batch.redelivers, batch.purges
+        later = (self._appends, self._removes, self._redelivers, self._purges, self._delivered)
+        self._appends, self._removes, self._redelivers, self._purges, self._delivered = (
+            batch.appends, batch.removes, batch.redelivers, batch.purges, batch.delivered
         )
         for queue, rows in later[0].items():
             self._appends.setdefault(queue, {}).update(rows)
         self._removes.extend(later[1])
         self._redelivers.extend(later[2])
         self._purges |= later[3]
+        for queue in later[3]:
+            self._delivered.pop(queue, None)  # purged after the failed batch: its watermark goes too
+        for queue, seq in later[4].items():
+            self.stage_delivered(queue, seq)
         for key, where in batch.large.items():
             self._large.setdefault(key, []).extend(where)
 
@@ -180,10 +201,14 @@ class SqliteMessageLog:
         if limit <= 0:
             return []
         with self._lock:  # waits for a batch being written in the broker's commit thread
-            rows = self._connection().execute(_READ, (queue, after_seq, limit)).fetchall()
+            conn = self._connection()
+            rows = conn.execute(_READ, (queue, after_seq, limit)).fetchall()
+            found = conn.execute(_WATERMARK, (queue,)).fetchone() if rows else None
+        delivered_upto = found[0] if found else 0
         return [
             StoredMessage(
-                queue, seq, exchange, rk, props, body, bool(persistent), requeues != 0, deadline,
+                queue, seq, exchange, rk, props, body, bool(persistent), requeues != 0 or seq <= delivered_upto,
+                deadline,
                 requeues if requeues > 0 else 0,  # noqa: FURB136 (a max() call costs ~30% of this loop)
             )
             for seq, persistent, requeues, deadline, exchange, rk, props, body in rows
@@ -202,6 +227,13 @@ class SqliteMessageLog:
             rows = conn.execute(
                 "SELECT queue, count(*), max(seq) FROM messages GROUP BY queue ORDER BY queue"
             ).fetchall()
+            # The core numbers new messages from a queue's highest seq: no watermark may reach above it.
+            highest = {q: max_seq for q, _count, max_seq in rows}
+            for q, upto in conn.execute("SELECT queue, seq FROM delivered").fetchall():
+                if q not in highest:
+                    conn.execute(_PURGE_DELIVERED, (q,))
+                elif upto > highest[q]:
+                    conn.execute("UPDATE delivered SET seq = ? WHERE queue = ?", (highest[q], q))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -227,7 +259,7 @@ class SqliteMessageLog:
 class _BatchWrite:
     """One detached batch and the transaction that makes it durable."""
 
-    __slots__ = ("appends", "large", "log", "purges", "redelivers", "removes")
+    __slots__ = ("appends", "delivered", "large", "log", "purges", "redelivers", "removes")
 
     def __init__(
         self,
@@ -236,10 +268,11 @@ class _BatchWrite:
         removes: list[tuple[str, int]],
         redelivers: list[tuple[str, int]],
         purges: set[str],
+        delivered: dict[str, int],
         large: dict[int, list[tuple[str, int]]],
     ) -> None:
-        self.log, self.appends, self.removes, self.redelivers, self.purges, self.large = (
-            log, appends, removes, redelivers, purges, large
+        self.log, self.appends, self.removes, self.redelivers, self.purges, self.delivered, self.large = (
+            log, appends, removes, redelivers, purges, delivered, large
         )
 
     def _shared_rows(self) -> dict[int, list[_Row]]:
@@ -269,7 +302,9 @@ class _BatchWrite:
             conn.execute("BEGIN")
             try:
                 if self.purges:
-                    conn.executemany(_PURGE, [(q,) for q in self.purges])
+                    purged = [(q,) for q in self.purges]
+                    conn.executemany(_PURGE, purged)
+                    conn.executemany(_PURGE_DELIVERED, purged)
                 if shared:
                     self._insert_shared(conn, shared)
                     stored = {(row[0], row[1]) for group in shared.values() for row in group}
@@ -281,6 +316,8 @@ class _BatchWrite:
                     conn.executemany(_REDELIVER, self.redelivers)
                 if self.removes:
                     conn.executemany(_DELETE, self.removes)
+                if self.delivered:
+                    conn.executemany(_DELIVERED, self.delivered.items())
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

@@ -1,5 +1,5 @@
--- mailslot embedded store, schema version 4: a body that several queues got in one batch (one message
--- routed to several queues) is stored once. Never edit a released migration: add 0005_*.sql instead.
+-- mailslot embedded store, schema version 5: a body that several queues got in one batch (one message
+-- routed to several queues) is stored once. Never edit a released migration: add 0006_*.sql instead.
 
 -- One row per shared body; `refs` counts the `messages` rows that point at it.
 CREATE TABLE bodies (
