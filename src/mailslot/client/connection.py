@@ -196,7 +196,8 @@ class Connection:
                                                    "authentication_failure_close": True},
                               })
         transport, proto = await asyncio.wait_for(
-            self._loop.create_connection(lambda: _Protocol(self, cc), p.host, p.port), p.connect_timeout)
+            self._loop.create_connection(lambda: _Protocol(self, cc), p.host, p.port, ssl=p.ssl_context(),
+                                         server_hostname=p.server_hostname), p.connect_timeout)
         self._proto, self._cc = proto, cc
         try:
             connected = await asyncio.wait_for(asyncio.shield(proto.connected), p.connect_timeout)
