@@ -279,16 +279,16 @@ async def test_deliveries_on_a_reopened_channel_can_be_acked_while_others_still_
         await first.declare_queue(q)
         await first.publish_many([("", q, b"a"), ("", q, b"b")])
         release = asyncio.Event()
-        original_open = client.Channel._open
+        original_restore = client.Channel.restore
 
-        async def slow_open(self: client.Channel) -> None:
+        async def slow_restore(self: client.Channel) -> None:
             if self is second and conn.reconnects == 0 and not release.is_set():
                 await release.wait()  # hold the connection in recovery after `first` has reopened
-            await original_open(self)
+            await original_restore(self)
 
         async with first.consume(q, prefetch=10) as messages:
             got = await asyncio.wait_for(messages.__anext__(), 5)
-            monkeypatch.setattr(client.Channel, "_open", slow_open)
+            monkeypatch.setattr(client.Channel, "restore", slow_restore)
             px.drop()
             redelivered = []
             while len(redelivered) < 2:  # both come again on the reopened channel, redelivered

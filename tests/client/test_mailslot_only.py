@@ -48,3 +48,34 @@ async def test_heartbeats_keep_an_idle_connection_open() -> None:
         await asyncio.sleep(3.5)  # the broker closes a client silent for 2 heartbeat intervals
         assert conn.is_open
         await ch.declare_queue("still-here")
+
+
+async def test_a_server_that_breaks_the_protocol_loses_the_connection() -> None:
+    """A misbehaving server (here: a delivery on a channel the client never opened) is a protocol error in
+    the sans-IO layer; the client aborts the connection and operations in flight raise ConnectionLost."""
+    from mailslot.protocols.amqp091 import ChannelOpened, ConnectionOpen, ConnectionStartOk, ServerConnection
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server = ServerConnection(server_properties={"product": "broken"})
+        while data := await reader.read(65536):
+            for event in server.receive_data(data, 0.0):
+                if isinstance(event, ConnectionStartOk):
+                    server.accept_login()
+                elif isinstance(event, ConnectionOpen):
+                    server.accept_open()
+                elif isinstance(event, ChannelOpened):
+                    server.send_deliver(event.channel + 8, "ctag", 1, False, "", "q", b"\x00\x00", b"x")
+            writer.write(server.data_to_send())
+        writer.close()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        conn = await client.connect(f"amqp://guest:guest@127.0.0.1:{port}/%2F")
+        with pytest.raises(client.ConnectionLost, match="protocol error: .*channel 9, which is not open"):
+            await asyncio.wait_for(conn.channel(), 5)
+        assert not conn.is_open
+        await conn.close()
+    finally:
+        listener.close()
+        await listener.wait_closed()

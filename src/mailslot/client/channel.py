@@ -6,28 +6,31 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from pamqp import commands
 
 from mailslot.protocols.amqp091.client import ClientConnection
-from mailslot.protocols.amqp091.events import ContentReceived, Delivery
+from mailslot.protocols.amqp091.events import (
+    ChannelCloseReceived,
+    Confirm,
+    ContentReceived,
+    Delivery,
+    Event,
+    MethodReceived,
+)
 
 from .confirms import ConfirmTracker
 from .consumer import Consumer
 from .errors import ChannelClosed, ClientError, ConnectionClosed, ConnectionLost
+from .link import ConnectionLink, Send
 from .message import PERSISTENT, TRANSIENT, Message, build_properties
 
 if TYPE_CHECKING:
     import datetime
 
-    from .connection import Connection
-
 log = logging.getLogger("mailslot.client")
-
-#: One send + expected reply, replayable after a reconnect: ``send(client_connection, channel_number)``.
-Send = Callable[[ClientConnection, int], None]
 
 _tags = itertools.count(1)
 
@@ -39,7 +42,7 @@ class Channel:
     matched in order (the server answers a channel's synchronous methods in the order it got them).
     """
 
-    def __init__(self, connection: Connection, number: int) -> None:
+    def __init__(self, connection: ConnectionLink, number: int) -> None:
         self._conn = connection
         self.number = number
         self._rpc: deque[tuple[tuple[type, ...], asyncio.Future[Any]]] = deque()
@@ -59,13 +62,13 @@ class Channel:
     # ------------------------------------------------------------------ state
     @property
     def is_open(self) -> bool:
-        return self._error is None and self._conn._ready
+        return self._error is None and self._conn.is_open
 
     async def _usable(self) -> None:
         if self._error is not None:
             raise self._error
-        if not self._conn._ready:
-            await self._conn._wait_ready()
+        if not self._conn.is_open:
+            await self._conn.wait_ready()
             if self._error is not None:
                 raise self._error
 
@@ -74,12 +77,23 @@ class Channel:
             await self._usable()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._rpc.append((reply, fut))
-        send(self._conn._cc, self.number)
-        self._conn._flush()
+        send(self._conn.wire, self.number)
+        self._conn.flush()
         return await fut
 
-    async def _open(self) -> None:
-        """channel.open, then restore the modes the channel had (confirm/tx/qos) and its consumers."""
+    async def call(self, send: Send, *reply: type) -> Any:
+        """Send a request and wait for one of the ``reply`` method classes, whatever state the channel or
+        connection is in (a connection re-declaring its topology uses it)."""
+        return await self._call(send, *reply, usable=False)
+
+    @property
+    def failed(self) -> ClientError | None:
+        """Why the channel is unusable (closed by the server or the client), or None."""
+        return self._error
+
+    async def restore(self) -> None:
+        """channel.open, then restore the modes the channel had (confirm/tx/qos) and its consumers
+        (called by the connection: on a new channel, and on each channel after a reconnect)."""
         self._generation += 1
         self._confirms = ConfirmTracker()
         self._error = None
@@ -102,19 +116,19 @@ class Channel:
         transaction mode and prefetch are restored; consumers ended with the close and are not."""
         if self._error is None:
             return
-        await self._conn._wait_ready()
+        await self._conn.wait_ready()
         self._consumers.clear()
-        self._conn._channels[self.number] = self
-        await self._open()
+        self._conn.attach(self.number, self)
+        await self.restore()
 
     async def close(self) -> None:
         if self._error is not None:
             return
-        if self._conn._ready:
+        if self._conn.is_open:
             await self._call(_send(commands.Channel.Close(reply_code=200, reply_text="Goodbye", class_id=0,
                                                           method_id=0)), commands.Channel.CloseOk)
-        self._closed(ClientError("channel closed by the client"), reconnecting=False)
-        self._conn._channels.pop(self.number, None)
+        self.connection_lost(ClientError("channel closed by the client"), reconnecting=False)
+        self._conn.detach(self.number)
 
     async def __aenter__(self) -> Self:
         return self
@@ -123,6 +137,21 @@ class Channel:
         await self.close()
 
     # ------------------------------------------------------------------ events (called by Connection)
+    def event_received(self, event: Event) -> None:
+        match event:
+            case Delivery():
+                self._on_delivery(event)
+            case Confirm(delivery_tag=tag, multiple=multiple, ack=ack):
+                self._confirms.on_confirm(tag, multiple, ack)
+            case MethodReceived(method=method):
+                self._on_method(method)
+            case ContentReceived():
+                self._on_content(event)
+            case ChannelCloseReceived(reply_code=code, reply_text=text):
+                self.connection_lost(ChannelClosed(code, text), reconnecting=False)
+            case _:
+                log.debug("channel %d: ignored %r", self.number, event)
+
     def _on_method(self, method: Any) -> None:
         t = type(method)
         if t is commands.Basic.Cancel:  # consumer_cancel_notify: the queue went away
@@ -131,7 +160,7 @@ class Channel:
                 consumer._end(ClientError(f"consumer {method.consumer_tag} cancelled by the broker"))
             return
         if t is commands.Channel.Flow:
-            self._conn._cc.send_method(self.number, commands.Channel.FlowOk(active=method.active))
+            self._conn.wire.send_method(self.number, commands.Channel.FlowOk(active=method.active))
             return
         rpc = self._rpc
         if rpc and isinstance(method, rpc[0][0]):
@@ -153,16 +182,13 @@ class Channel:
     def _on_delivery(self, ev: Delivery) -> None:
         consumer = self._consumers.get(ev.consumer_tag)
         if consumer is None:  # arrived after our basic.cancel: give it back
-            self._conn._cc.basic_nack(self.number, ev.delivery_tag, False, True)
+            self._conn.wire.basic_nack(self.number, ev.delivery_tag, False, True)
             return
         consumer._push(Message(self, self._generation, ev.delivery_tag, ev.redelivered, ev.exchange,
                                ev.routing_key, ev.properties, ev.body, ev.consumer_tag))
 
-    def _on_server_close(self, code: int, text: str) -> None:
-        self._closed(ChannelClosed(code, text), reconnecting=False)
-
-    def _closed(self, error: ClientError, reconnecting: bool) -> None:
-        """The channel (or its connection) is gone; with ``reconnecting`` it will be reopened."""
+    def connection_lost(self, error: ClientError, reconnecting: bool) -> None:
+        """The channel (or its connection) is gone; with ``reconnecting`` it will be restored."""
         self._live = False
         while self._rpc:
             _, fut = self._rpc.popleft()
@@ -189,7 +215,7 @@ class Channel:
                              passive=passive, arguments=arguments)
         ok = await self._call(send, commands.Queue.DeclareOk)
         if name and not passive:
-            self._conn._remember(("queue", name), send, commands.Queue.DeclareOk)
+            self._conn.remember(("queue", name), send, commands.Queue.DeclareOk)
         return ok.queue, ok.message_count, ok.consumer_count
 
     async def declare_exchange(self, name: str, type: str = "direct", *, durable: bool = True,
@@ -200,26 +226,26 @@ class Channel:
                                                arguments=arguments))
         await self._call(send, commands.Exchange.DeclareOk)
         if not passive:
-            self._conn._remember(("exchange", name), send, commands.Exchange.DeclareOk)
+            self._conn.remember(("exchange", name), send, commands.Exchange.DeclareOk)
 
     async def bind_queue(self, queue: str, exchange: str, routing_key: str = "",
                          arguments: dict[str, Any] | None = None) -> None:
         send = _send(commands.Queue.Bind(queue=queue, exchange=exchange, routing_key=routing_key,
                                          arguments=arguments))
         await self._call(send, commands.Queue.BindOk)
-        self._conn._remember(("bind", queue, exchange, routing_key, repr(arguments)), send, commands.Queue.BindOk)
+        self._conn.remember(("bind", queue, exchange, routing_key, repr(arguments)), send, commands.Queue.BindOk)
 
     async def unbind_queue(self, queue: str, exchange: str, routing_key: str = "",
                            arguments: dict[str, Any] | None = None) -> None:
         await self._call(_send(commands.Queue.Unbind(queue=queue, exchange=exchange, routing_key=routing_key,
                                                      arguments=arguments)), commands.Queue.UnbindOk)
-        self._conn._forget(("bind", queue, exchange, routing_key, repr(arguments)))
+        self._conn.forget(("bind", queue, exchange, routing_key, repr(arguments)))
 
     async def delete_queue(self, name: str, *, if_unused: bool = False, if_empty: bool = False) -> int:
         """queue.delete -> the number of messages deleted with it."""
         ok = await self._call(_send(commands.Queue.Delete(queue=name, if_unused=if_unused, if_empty=if_empty)),
                               commands.Queue.DeleteOk)
-        self._conn._forget(("queue", name))
+        self._conn.forget(("queue", name))
         return int(ok.message_count)
 
     async def purge_queue(self, name: str) -> int:
@@ -229,7 +255,7 @@ class Channel:
     async def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
         await self._call(_send(commands.Exchange.Delete(exchange=name, if_unused=if_unused)),
                          commands.Exchange.DeleteOk)
-        self._conn._forget(("exchange", name))
+        self._conn.forget(("exchange", name))
 
     # ------------------------------------------------------------------ modes
     async def confirm_select(self) -> None:
@@ -276,13 +302,13 @@ class Channel:
         """basic.publish. In confirm mode returns when the broker confirmed it (basic.nack raises
         :class:`PublishNacked`; a connection drop raises :class:`ConnectionLost`: the message may or may
         not have been enqueued). Otherwise returns once it is handed to the socket buffer."""
-        if self._error is not None or not self._conn._ready:
+        if self._error is not None or not self._conn.is_open:
             await self._usable()
         raw = build_properties(persistent, headers, message_id, content_type, correlation_id, reply_to,
                                expiration, priority, timestamp, type, app_id)
         conn = self._conn
-        seq = conn._cc.publish_raw(self.number, exchange, routing_key, raw, body, mandatory)
-        conn._schedule_flush()
+        seq = conn.wire.publish_raw(self.number, exchange, routing_key, raw, body, mandatory)
+        conn.flush_soon()
         if self._confirm_mode:
             tracker = self._confirms
             tracker.seq = seq
@@ -290,8 +316,8 @@ class Channel:
             return
         if self._tx_mode:
             self._tx_dirty = True
-        if conn._paused():
-            await conn._drain()
+        if conn.write_paused:
+            await conn.drain()
 
     async def publish_many(self, messages: Sequence[tuple[str, str, bytes]], *, window: int = 1000,
                            persistent: bool = True, mandatory: bool = False) -> int:
@@ -315,11 +341,11 @@ class Channel:
         if self._tx_mode:
             for i in range(0, n, window):
                 await self._usable()
-                conn._cc.publish_batch(number, messages[i:i + window], raw, mandatory)
-                conn._flush()
+                conn.wire.publish_batch(number, messages[i:i + window], raw, mandatory)
+                conn.flush()
                 self._tx_dirty = True
-                if conn._paused():
-                    await conn._drain()
+                if conn.write_paused:
+                    await conn.drain()
             return n
         tracker = self._confirms
         start = tracker.seq + 1
@@ -333,12 +359,12 @@ class Channel:
                 if room <= 0:
                     await tracker.wait_progress()
                     continue
-                if conn._paused():
-                    await conn._drain()
+                if conn.write_paused:
+                    await conn.drain()
                     continue
                 chunk = messages[i:i + room]
-                tracker.seq = conn._cc.publish_batch(number, chunk, raw, mandatory)
-                conn._flush()
+                tracker.seq = conn.wire.publish_batch(number, chunk, raw, mandatory)
+                conn.flush()
                 i += len(chunk)
             fut = tracker.add_waiter(start, tracker.seq)
         finally:
@@ -408,7 +434,7 @@ class Channel:
         conn = self._conn
         if generation != self._generation or self._error is not None or not self._live:
             return False
-        cc = conn._cc
+        cc = conn.wire
         if kind == 0:
             cc.basic_ack(self.number, tag, multiple)
         elif kind == 1:
@@ -417,7 +443,7 @@ class Channel:
             cc.send_method(self.number, commands.Basic.Reject(delivery_tag=tag, requeue=requeue))
         if self._tx_mode:
             self._tx_dirty = True
-        conn._schedule_flush()
+        conn.flush_soon()
         return True
 
 

@@ -14,6 +14,8 @@ import dataclasses
 import logging
 from typing import Any, Self
 
+from pamqp import commands
+
 from mailslot.protocols.amqp091.client import ClientConnection, ClientProtocolError
 from mailslot.protocols.amqp091.events import (
     ChannelCloseReceived,
@@ -27,8 +29,9 @@ from mailslot.protocols.amqp091.events import (
     MethodReceived,
 )
 
-from .channel import Channel, Send
+from .channel import Channel
 from .errors import ClientError, ConnectionClosed, ConnectionLost
+from .link import LinkedChannel, Send, TopologyKey
 from .url import ConnectParams
 
 log = logging.getLogger("mailslot.client")
@@ -102,7 +105,11 @@ class _Protocol(asyncio.Protocol):
 
 
 class Connection:
-    """One AMQP connection. Use :func:`connect`; ``async with`` closes it."""
+    """One AMQP connection. Use :func:`connect`; ``async with`` closes it.
+
+    It is the :class:`~.link.ConnectionLink` of its channels: they queue frames on :attr:`wire` and
+    ask for a flush; it routes each channel's events to it (:class:`~.link.LinkedChannel`).
+    """
 
     def __init__(self, params: ConnectParams, *, reconnect: bool = False, reconnect_delay: float = 0.1,
                  reconnect_max_delay: float = 5.0, name: str | None = None) -> None:
@@ -118,12 +125,12 @@ class Connection:
         self._loop = asyncio.get_running_loop()
         self._proto: _Protocol | None = None
         self._cc = ClientConnection()
-        self._channels: dict[int, Channel] = {}
+        self._channels: dict[int, LinkedChannel] = {}
         self._ready = False
         self._ready_event = asyncio.Event()
         self._closing = False
         self._error: ClientError | None = None  # final: the connection is closed for good
-        self._topology: dict[tuple[str, ...], tuple[Send, type]] = {}
+        self._topology: dict[TopologyKey, tuple[Send, type]] = {}
         self._reconnect_task: asyncio.Task[None] | None = None
         self._hb_handle: asyncio.TimerHandle | None = None
         self._hb_missed = 0
@@ -139,9 +146,10 @@ class Connection:
         number = next(i for i in range(1, 65536) if i not in self._channels)
         if self._cc.channel_max and number > self._cc.channel_max:
             raise ClientError(f"no free channel (channel_max {self._cc.channel_max})")
-        ch = self._channels[number] = Channel(self, number)
+        ch = Channel(self, number)
+        self._channels[number] = ch
         try:
-            await ch._open()
+            await ch.restore()
         except BaseException:
             self._channels.pop(number, None)
             raise
@@ -246,56 +254,69 @@ class Connection:
         confirm/tx/qos modes and consumers)."""
         if self._topology:
             number = next(i for i in range(1, 65536) if i not in self._channels)
-            tmp = self._channels[number] = Channel(self, number)
+            tmp = Channel(self, number)
+            self._channels[number] = tmp
             try:
-                await tmp._open()
+                await tmp.restore()
                 # exchanges before queues before bindings, each in declaration order
                 for kind in ("exchange", "queue", "bind"):
                     for key, (send, reply) in list(self._topology.items()):
                         if key[0] != kind:
                             continue
                         try:
-                            await tmp._call(send, reply, usable=False)
+                            await tmp.call(send, reply)
                         except ClientError as exc:
-                            if not tmp._error:
+                            if not tmp.failed:
                                 raise
                             log.warning("could not declare %s again after reconnect: %s", key, exc)
-                            await tmp._open()
-                await tmp._call(lambda cc, n: cc.close_channel(n), _close_ok(), usable=False)
+                            await tmp.restore()
+                await tmp.call(lambda cc, n: cc.close_channel(n), commands.Channel.CloseOk)
             finally:
                 self._channels.pop(number, None)
-        for ch in sorted(self._channels.values(), key=lambda c: c.number):
-            if ch._error is None:
-                await ch._open()
+        for number in sorted(self._channels):
+            ch = self._channels[number]
+            if ch.failed is None:
+                await ch.restore()
 
-    def _remember(self, key: tuple[str, ...], send: Send, reply: type) -> None:
+    # ------------------------------------------------------------------ ConnectionLink (for channels)
+    @property
+    def wire(self) -> ClientConnection:
+        return self._cc
+
+    def remember(self, key: TopologyKey, send: Send, reply: type) -> None:
         self._topology[key] = (send, reply)
 
-    def _forget(self, key: tuple[str, ...]) -> None:
+    def attach(self, number: int, channel: LinkedChannel) -> None:
+        self._channels[number] = channel
+
+    def detach(self, number: int) -> None:
+        self._channels.pop(number, None)
+
+    def forget(self, key: TopologyKey) -> None:
         self._topology.pop(key, None)
         if key[0] == "queue":  # its bindings went with it
             for k in [k for k in self._topology if k[0] == "bind" and k[1] == key[1]]:
                 del self._topology[k]
 
-    # ------------------------------------------------------------------ I/O
-    def _flush(self) -> None:
+    def flush(self) -> None:
         if self._proto is not None:
             self._proto.flush()
 
-    def _schedule_flush(self) -> None:
+    def flush_soon(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush_soon)
+            self._loop.call_soon(self._flush_scheduled_now)
 
-    def _flush_soon(self) -> None:
+    def _flush_scheduled_now(self) -> None:
         self._flush_scheduled = False
         if self._proto is not None:
             self._proto.flush()
 
-    def _paused(self) -> bool:
+    @property
+    def write_paused(self) -> bool:
         return self._proto is not None and self._proto.paused
 
-    async def _drain(self) -> None:
+    async def drain(self) -> None:
         proto = self._proto
         while proto is not None and proto.paused:
             if proto.resumed is None or proto.resumed.done():
@@ -306,49 +327,39 @@ class Connection:
     def _dispatch(self, proto: _Protocol, events: list[Event]) -> None:
         if proto is not self._proto:
             return  # a connection we already gave up on
-        chans = self._channels
+        channels = self._channels
         for ev in events:
-            t = type(ev)
-            if t is Delivery:
-                ch = chans.get(ev.channel)  # type: ignore[attr-defined]
-                if ch is not None:
-                    ch._on_delivery(ev)  # type: ignore[arg-type]
-            elif t is Confirm:
-                ch = chans.get(ev.channel)  # type: ignore[attr-defined]
-                if ch is not None:
-                    ch._confirms.on_confirm(ev.delivery_tag, ev.multiple, ev.ack)  # type: ignore[attr-defined]
-            elif t is MethodReceived:
-                if ev.channel == 0:  # type: ignore[attr-defined]
-                    self._on_connection_method(ev.method)  # type: ignore[attr-defined]
-                else:
-                    ch = chans.get(ev.channel)  # type: ignore[attr-defined]
+            match ev:
+                case Delivery() | Confirm() | ContentReceived():  # the hot ones first
+                    ch = channels.get(ev.channel)
                     if ch is not None:
-                        ch._on_method(ev.method)  # type: ignore[attr-defined]
-            elif t is ContentReceived:
-                ch = chans.get(ev.channel)  # type: ignore[attr-defined]
-                if ch is not None:
-                    ch._on_content(ev)  # type: ignore[arg-type]
-            elif t is ChannelCloseReceived:
-                ch = chans.pop(ev.channel, None)  # type: ignore[attr-defined]
-                if ch is not None:
-                    ch._on_server_close(ev.reply_code, ev.reply_text)  # type: ignore[attr-defined]
-            elif t is ConnectionCloseReceived:
-                code, text = ev.reply_code, ev.reply_text  # type: ignore[attr-defined]
-                log.warning("server closed the connection: %d %s", code, text)
-                proto.close_error = ConnectionClosed(code, text)
-            elif t is ConnectionTerminated:
-                proto.flush()  # close-ok
-                proto.transport.close()
-            elif t is Connected and not proto.connected.done():
-                proto.connected.set_result(ev)  # type: ignore[arg-type]
+                        ch.event_received(ev)
+                case MethodReceived(channel=0, method=method):
+                    self._on_connection_method(method)
+                case MethodReceived(channel=number):
+                    ch = channels.get(number)
+                    if ch is not None:
+                        ch.event_received(ev)
+                case ChannelCloseReceived(channel=number):
+                    ch = channels.pop(number, None)
+                    if ch is not None:
+                        ch.event_received(ev)
+                case ConnectionCloseReceived(reply_code=code, reply_text=text):
+                    log.warning("server closed the connection: %d %s", code, text)
+                    proto.close_error = ConnectionClosed(code, text)
+                case ConnectionTerminated():
+                    proto.flush()  # close-ok
+                    proto.transport.close()
+                case Connected() if not proto.connected.done():
+                    proto.connected.set_result(ev)
 
     def _on_connection_method(self, method: Any) -> None:
-        name = type(method).__name__
-        if name == "Blocked":
-            self.blocked = True
-            log.warning("connection blocked by the broker: %s", getattr(method, "reason", ""))
-        elif name == "Unblocked":
-            self.blocked = False
+        match method:
+            case commands.Connection.Blocked(reason=reason):
+                self.blocked = True
+                log.warning("connection blocked by the broker: %s", reason)
+            case commands.Connection.Unblocked():
+                self.blocked = False
 
     def _on_lost(self, proto: _Protocol, error: ClientError) -> None:
         if proto is not self._proto:
@@ -359,7 +370,7 @@ class Connection:
         reconnecting = self.reconnect and not self._closing and (
             not isinstance(error, ConnectionClosed) or error.code in RECONNECT_CODES)
         for ch in list(self._channels.values()):
-            ch._closed(error, reconnecting)
+            ch.connection_lost(error, reconnecting)
         if not reconnecting:
             self._finish(error)
             return
@@ -372,7 +383,7 @@ class Connection:
             self._error = error
         self._ready = False
         for ch in list(self._channels.values()):
-            ch._closed(self._error, reconnecting=False)
+            ch.connection_lost(self._error, reconnecting=False)
         self._channels.clear()
         self._ready_event.set()  # wakes waiters, who find self._error
 
@@ -408,12 +419,6 @@ class Connection:
             proto.flush()
         proto.wrote = False
         self._hb_handle = self._loop.call_later(self.heartbeat / 2, self._heartbeat_tick)
-
-
-def _close_ok() -> type:
-    from pamqp import commands
-
-    return commands.Channel.CloseOk
 
 
 async def connect(url: str = "amqp://guest:guest@localhost:5672/%2F", *, reconnect: bool = False,

@@ -11,7 +11,8 @@ from pamqp import commands
 if TYPE_CHECKING:
     from mailslot.protocols.amqp091.client import ClientConnection
 
-    from .channel import Channel, Send
+    from .channel import Channel
+    from .link import Send
     from .message import Message
 
 

@@ -76,7 +76,8 @@ class Message:
 
     @property
     def message_id(self) -> str | None:
-        return self.properties.message_id  # type: ignore[no-any-return]
+        value = self.properties.message_id
+        return None if value is None else str(value)
 
     @property
     def persistent(self) -> bool:
