@@ -23,6 +23,7 @@ class FakeLink:
         self.wire = ClientConnection()
         self.is_open = True
         self.write_paused = False
+        self.blocked = False
         self.written = b""
         self.topology: dict[tuple[str, ...], tuple[Send, type]] = {}
         self.attached: dict[int, Any] = {}
@@ -37,6 +38,9 @@ class FakeLink:
         self.flush()
 
     async def drain(self) -> None:
+        return None
+
+    async def wait_unblocked(self) -> None:
         return None
 
     def remember(self, key: tuple[str, ...], send: Send, reply: type) -> None:

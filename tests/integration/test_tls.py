@@ -398,3 +398,76 @@ def test_sighup_reloads_the_certificates_of_mailslot_serve(pki: PKI) -> None:
             time.sleep(0.05)
         assert _server_certificate(broker.tls_port, pki.client_context()).serial_number == served.serial_number
         assert broker.alive()
+
+
+# -- the clients mailslot ships, over TLS -------------------------------------------------------------
+
+
+def _client_url(pki: PKI, port: int, cert: bool = True) -> str:
+    url = f"amqps://guest:guest@localhost:{port}/%2F?cacertfile={pki.ca_file}"
+    return url + (f"&certfile={pki.client.cert}&keyfile={pki.client.key}" if cert else "")
+
+
+def test_publish_and_consume_commands_over_tls(pki: PKI) -> None:
+    from typer.testing import CliRunner
+
+    from mailslot.cli.main import app
+
+    runner = CliRunner()
+    settings = pki.broker_settings(tls_verify_peer=True, tls_fail_if_no_peer_cert=True, amqp_port=None)
+    with broker_in_thread(**settings) as broker:
+        url = _client_url(pki, broker.amqps_port)
+        published = runner.invoke(app, ["publish", "--url", url, "--declare", "--confirm", "-r", "tls-cli", "hi"])
+        assert published.exit_code == 0, published.output
+        consumed = runner.invoke(app, ["consume", "--url", url, "-q", "tls-cli", "--count", "1"])
+        assert consumed.exit_code == 0, consumed.output
+        assert consumed.stdout.splitlines() == ["tls-cli\thi"]
+        # Without the client certificate the broker refuses the handshake: one line, exit 1.
+        refused = runner.invoke(app, ["publish", "--url", _client_url(pki, broker.amqps_port, cert=False), "x"])
+        assert refused.exit_code == 1 and len(refused.stderr.splitlines()) == 1
+        assert refused.stderr.startswith("error: cannot connect to the broker")
+        # A server name the certificate does not carry: the client refuses the broker.
+        wrong = runner.invoke(app, ["publish", "--url", url + "&server_name_indication=elsewhere.example", "x"])
+        assert wrong.exit_code == 1 and "certificate" in wrong.stderr.lower()
+
+
+async def test_bench_and_spike_over_tls(pki: PKI) -> None:
+    from mailslot.bench import BenchConfig, run_bench
+    from mailslot.bench.spike import SpikeConfig, run_spike
+
+    async with running_broker(**pki.broker_settings(tls_verify_peer=True, tls_fail_if_no_peer_cert=True)) as broker:
+        url = _client_url(pki, broker.amqps_port)
+        result = await run_bench(BenchConfig(url=url, count=300, size=64, confirm=50, multi_ack=10))
+        assert result["published"] == result["consumed"] == result["confirmed"] == 300
+        spike = await run_spike(SpikeConfig(url=url, rate=300, duration=0.5, worker_rate=1000, workers=1, producers=1))
+        assert spike["report"]["lost"] == 0 and spike["report"]["published"] > 0
+
+
+async def test_mailslot_client_and_worker_over_tls(pki: PKI) -> None:
+    from mailslot import client
+    from mailslot.worker import Worker
+
+    async with running_broker(**pki.broker_settings(tls_verify_peer=True, tls_fail_if_no_peer_cert=True)) as broker:
+        url = _client_url(pki, broker.amqps_port)
+        conn = await client.connect(url)
+        try:
+            channel = await conn.channel()
+            await channel.declare_queue("tls-worker", durable=True)
+            await channel.confirm_select()
+            for i in range(3):
+                await channel.publish("", "tls-worker", f"job {i}".encode())
+        finally:
+            await conn.close()
+        handled: list[bytes] = []
+
+        async def handle(job: Any) -> None:
+            handled.append(bytes(job.body))
+            if len(handled) == 3:
+                worker.stop()
+
+        worker = Worker(url, "tls-worker", handle, shutdown_timeout=5)
+        await asyncio.wait_for(worker.run(), 30)
+        assert sorted(handled) == [b"job 0", b"job 1", b"job 2"]
+        # No client certificate: refused in the handshake (TLS 1.3 reports it after the client finished).
+        with pytest.raises((OSError, client.ConnectionLost)):
+            await client.connect(_client_url(pki, broker.amqps_port, cert=False))

@@ -593,3 +593,85 @@ def test_record_values_are_copies(backend: Backend) -> None:
     loaded = backend.meta.load_records("user")
     loaded["u"]["tags"].append("c")
     assert backend.meta.load_records("user") == {"u": {"tags": ["a"]}}
+
+
+# -- one body, several queues (a message routed to several queues; stores may keep the body once) ---
+
+
+def _fanout(body: bytes, queues: list[str], seq: int = 1, **fields: Any) -> list[StoredMessage]:
+    return [
+        StoredMessage(q, seq, "amq.fanout", "", b"\x80\x00\x02", body, True, **fields) for q in queues
+    ]
+
+
+def test_a_body_staged_for_several_queues_outlives_each_removal(backend: Backend) -> None:
+    body = bytes(range(256)) * 80  # 20 KiB: above any store's sharing threshold
+    queues = ["a", "b", "c", "d", "e"]
+    backend.log.stage_append(_fanout(body, queues))
+    backend.log.stage_append([msg(2, "a", body=b"small")])
+    backend.log.commit()
+    # Removed from the first copy's queue (whichever a store keeps the bytes in): the others still read it.
+    backend.log.stage_remove("a", [1])
+    backend.log.stage_purge("b")
+    backend.log.commit()
+    for q in ["c", "d", "e"]:
+        assert [m.body for m in backend.log.read(q, 0, 10)] == [body]
+    assert [m.body for m in backend.log.read("a", 0, 10)] == [b"small"]
+    backend.reopen()
+    assert [rec.queue for rec in backend.log.recover()] == ["a", "c", "d", "e"]
+    for q in ["c", "d", "e"]:
+        assert backend.log.read(q, 0, 10) == _fanout(body, [q])
+    backend.log.stage_remove("c", [1])
+    backend.log.stage_remove("d", [1])
+    backend.log.stage_mark_redelivered("e", [1])
+    backend.log.commit()
+    backend.reopen()
+    [again] = backend.log.read("e", 0, 10)
+    assert (again.body, again.redelivered, again.requeues) == (body, True, 1)
+    backend.log.stage_remove("e", [1])
+    backend.log.commit()
+    assert [backend.log.read(q, 0, 10) for q in queues] == [[msg(2, "a", body=b"small")], [], [], [], []]
+
+
+def test_a_shared_body_with_per_queue_fields(backend: Backend) -> None:
+    """The queues share the body, not the rest: each keeps its own deadline, flags and persistence."""
+    body = b"\x07" * 50_000
+    rows = _fanout(body, ["x", "y"], seq=3)
+    rows[0].deadline = 1_700_000_000_000
+    rows[1].persistent = False
+    backend.log.stage_append(rows)
+    backend.log.commit()
+    assert backend.log.read("x", 0, 10) == [rows[0]]
+    assert backend.log.read("y", 0, 10) == [rows[1]]
+    backend.reopen()
+    backend.log.recover()  # the transient copy goes; the persistent one keeps the body
+    assert backend.log.read("x", 0, 10) == [rows[0]]
+    assert backend.log.read("y", 0, 10) == []
+
+
+def test_a_shared_body_appended_and_acked_in_one_batch(backend: Backend) -> None:
+    body = b"\x01" * 10_000
+    backend.log.stage_append(_fanout(body, ["p", "q", "r"]))
+    backend.log.stage_remove("p", [1])  # delivered and acked before the commit
+    backend.log.stage_purge("q")
+    backend.log.commit()
+    backend.reopen()
+    backend.log.recover()
+    assert [m.body for m in backend.log.read("r", 0, 10)] == [body]
+    assert backend.log.read("p", 0, 10) == [] and backend.log.read("q", 0, 10) == []
+
+
+def test_a_shared_body_keeps_each_copys_codec(backend: Backend) -> None:
+    """A body shared by several queues (one message routed to each) and a codec other than the default
+    (one length-prefixed name in the segment record, one column in SQLite) in the same record round-trip."""
+    body = b"\x05" * 60_000
+    rows = _fanout(body, ["x", "y", "z"], seq=4)
+    for row in rows:
+        row.codec = "mqtt5"
+    rows[2].deadline = 9
+    backend.log.stage_append(rows)
+    backend.log.commit()
+    backend.reopen()
+    got = [backend.log.read(q, 0, 10) for q in ("x", "y", "z")]
+    assert [[(m.seq, m.codec, m.deadline, m.body == body) for m in g] for g in got] == [
+        [(4, "mqtt5", 0, True)], [(4, "mqtt5", 0, True)], [(4, "mqtt5", 9, True)]]

@@ -94,6 +94,23 @@ class LogMachine(RuleBasedStateMachine):
         self.ref.stage_append(msgs)
         self.log.stage_append(list(msgs))
 
+    @rule(
+        queues=st.lists(st.sampled_from(QUEUES), min_size=2, max_size=len(QUEUES), unique=True),
+        fill=st.integers(0, 255),
+        persistent=st.booleans(),
+    )
+    def fanout(self, queues: list[str], fill: int, persistent: bool) -> None:
+        """One message routed to several queues: the same body object, big enough for the stores to
+        keep it once (a segment log with tiny segments then rolls at every such batch)."""
+        body = bytes([fill]) * 5000
+        msgs = []
+        for queue in queues:
+            seq = self.next_seq[queue]
+            self.next_seq[queue] += 1
+            msgs.append(StoredMessage(queue, seq, "fan", "", b"p", body, persistent))
+        self.ref.stage_append(msgs)
+        self.log.stage_append(list(msgs))
+
     @rule(queue=st.sampled_from(QUEUES), data=st.data())
     def remove(self, queue: str, data: st.DataObject) -> None:
         seqs = data.draw(self._known(queue))

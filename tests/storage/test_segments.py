@@ -29,7 +29,7 @@ from mailslot.storage.segments import (
     SegmentMessageLog,
     open_segment_store,
 )
-from mailslot.storage.segments._format import SEG_MASK, SEG_SHIFT
+from mailslot.storage.segments._format import SEG_MASK, SEG_SHIFT, SEGMENT_MAGIC
 
 from .test_property import SETTINGS, LogMachine
 
@@ -403,7 +403,7 @@ def test_an_older_version_segment_gets_a_new_segment_for_new_record_types(tmp_pa
     log.stage_delivered("q", 1)
     log.commit()
     log.close()
-    assert old.read_bytes()[:8] == b"MSLGSEG3" and (tmp_path / "00000002.seg").read_bytes()[:8] == b"MSLGSEG5"
+    assert old.read_bytes()[:8] == b"MSLGSEG3" and (tmp_path / "00000002.seg").read_bytes()[:8] == SEGMENT_MAGIC
     log = SegmentMessageLog(tmp_path)
     assert [(m.seq, m.redelivered) for m in log.read("q", 0, 10)] == [(1, True), (2, False)]
     log.close()

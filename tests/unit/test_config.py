@@ -241,3 +241,9 @@ def test_an_unsupported_field_type_fails_loudly() -> None:
 
     with pytest.raises(TypeError, match="Odd.callback|callback: type"):
         Schema(Odd)
+
+
+def test_every_setting_is_documented() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    missing = [name for name in Schema(BrokerConfig).settings if f"| `{name}` |" not in page]
+    assert not missing, f"add these settings to the table in docs/configuration.md: {missing}"

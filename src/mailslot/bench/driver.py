@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from pamqp import base
 
+from mailslot.client.url import ConnectParams
 from mailslot.protocols.amqp091.client import ClientConnection
 from mailslot.protocols.amqp091.events import (
     ChannelCloseReceived,
@@ -29,22 +28,9 @@ class BenchConnectionError(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class AMQPUrl:
-    host: str
-    port: int
-    username: str
-    password: str
-    vhost: str
-
-    @classmethod
-    def parse(cls, url: str) -> AMQPUrl:
-        parts = urlsplit(url)
-        if parts.scheme not in ("amqp", ""):
-            raise ValueError(f"only amqp:// URLs are supported, not {url!r}")
-        path = parts.path.removeprefix("/")
-        return cls(parts.hostname or "localhost", parts.port or 5672, unquote(parts.username or "guest"),
-                   unquote(parts.password or "guest"), unquote(path) if path else "/")
+# The bench's URL is the clients' one: amqp:// or amqps:// with RabbitMQ's query parameters (CA, client
+# certificate and key, server name; mailslot/client/url.py).
+AMQPUrl = ConnectParams
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -173,6 +159,8 @@ async def connect(url: AMQPUrl, name: str = "mailslot-bench", timeout: float = 1
         "capabilities": {"publisher_confirms": True, "basic.nack": True, "consumer_cancel_notify": True,
                          "authentication_failure_close": True},
     })
-    _, proto = await loop.create_connection(lambda: ClientProtocol(conn), url.host, url.port)
+    _, proto = await loop.create_connection(
+        lambda: ClientProtocol(conn), url.host, url.port, ssl=url.ssl_context(), server_hostname=url.server_hostname
+    )
     await asyncio.wait_for(proto.connected, timeout)
     return proto

@@ -19,6 +19,8 @@ from pika.adapters.blocking_connection import BlockingChannel
 from rich.console import Console
 from rich.markup import escape
 
+from mailslot.client.url import ConnectParams
+
 _PERSISTENT = 2  # AMQP 0-9-1 basic.properties delivery-mode: 1 non-persistent, 2 persistent
 _TRANSIENT = 1
 
@@ -156,18 +158,37 @@ def describe_error(exc: BaseException) -> str:
 
 @contextmanager
 def _channel(url: str) -> Iterator[BlockingChannel]:
-    if not url.startswith(("amqp://", "amqps://")):
-        raise CommandError(f"invalid --url {_redact(url)!r}: expected amqp://user:password@host:port/vhost")
-    try:
-        parameters = pika.URLParameters(url)
-    except Exception as exc:  # pika raises assorted errors for malformed URLs
-        raise CommandError(f"invalid --url {_redact(url)!r}: {exc}") from exc
-    connection = pika.BlockingConnection(parameters)
+    connection = pika.BlockingConnection(pika_parameters(url))
     try:
         yield connection.channel()
     finally:
         if connection.is_open:
             connection.close()
+
+
+def pika_parameters(url: str) -> pika.ConnectionParameters:
+    """pika's parameters for a URL read by the one parser of mailslot's clients (amqp:// or amqps:// with
+    RabbitMQ's query parameters: cacertfile, certfile, keyfile, server_name_indication, verify)."""
+    if not url.startswith(("amqp://", "amqps://")):
+        raise CommandError(f"invalid --url {_redact(url)!r}: expected amqp[s]://user:password@host:port/vhost")
+    try:
+        params = ConnectParams.parse(url)
+    except ValueError as exc:
+        raise CommandError(f"invalid --url {_redact(url)!r}: {exc}") from None
+    try:
+        context = params.ssl_context()
+    except OSError as exc:  # ssl.SSLError too: an unreadable or unusable CA, certificate or key file
+        raise CommandError(f"cannot set up TLS for --url {_redact(url)!r}: {exc.strerror or exc}") from None
+    return pika.ConnectionParameters(
+        params.host,
+        params.port,
+        params.vhost,
+        pika.PlainCredentials(params.username, params.password),
+        heartbeat=params.heartbeat,
+        frame_max=params.frame_max,
+        socket_timeout=params.connect_timeout,
+        ssl_options=pika.SSLOptions(context, params.server_hostname) if context is not None else None,
+    )
 
 
 def _redact(url: str) -> str:

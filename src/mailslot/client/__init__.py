@@ -13,7 +13,15 @@ from __future__ import annotations
 from .channel import Channel
 from .connection import Connection, connect
 from .consumer import Consumer
-from .errors import ChannelClosed, ClientError, ConnectionClosed, ConnectionLost, PublishNacked
+from .errors import (
+    ChannelClosed,
+    ClientError,
+    ConnectionClosed,
+    ConnectionLost,
+    MessageReturned,
+    PublishNacked,
+    ReturnedMessage,
+)
 from .message import Message, build_properties
 from .url import ConnectParams
 
@@ -27,7 +35,9 @@ __all__ = [
     "ConnectionLost",
     "Consumer",
     "Message",
+    "MessageReturned",
     "PublishNacked",
+    "ReturnedMessage",
     "build_properties",
     "connect",
 ]

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from pamqp import commands
@@ -23,7 +23,14 @@ from mailslot.protocols.amqp091.events import (
 
 from .confirms import ConfirmTracker
 from .consumer import Consumer
-from .errors import ChannelClosed, ClientError, ConnectionClosed, ConnectionLost
+from .errors import (
+    ChannelClosed,
+    ClientError,
+    ConnectionClosed,
+    ConnectionLost,
+    MessageReturned,
+    ReturnedMessage,
+)
 from .link import ConnectionLink, Send
 from .message import PERSISTENT, TRANSIENT, Message, build_properties
 
@@ -58,6 +65,10 @@ class Channel:
         # channel.open-ok received on the current connection: its deliveries can be settled, even while
         # other channels are still being reopened after a reconnect (the connection is not ready yet).
         self._live = False
+        self._return_listeners: list[Callable[[ReturnedMessage], None]] = []
+        # Confirm-mode mandatory publishes waiting for their confirm: a basic.return arriving first marks
+        # the oldest one with the same exchange, routing key and body (returns come in publish order).
+        self._mandatory: deque[_Mandatory] = deque()
 
     # ------------------------------------------------------------------ state
     @property
@@ -71,6 +82,14 @@ class Channel:
             await self._conn.wait_ready()
             if self._error is not None:
                 raise self._error
+
+    async def _publishable(self) -> None:
+        """Usable, and not blocked: while the broker has sent connection.blocked (a resource alarm) it
+        reads nothing from this connection, so a publish now would only pile up in the socket."""
+        await self._usable()
+        while self._conn.blocked:
+            await self._conn.wait_unblocked()
+            await self._usable()
 
     async def _call(self, send: Send, *reply: type, usable: bool = True) -> Any:
         if usable:
@@ -177,7 +196,40 @@ class Channel:
             if not fut.done():
                 fut.set_result(ev)
             return
-        log.debug("channel %d: ignored %s (mandatory publish returned?)", self.number, ev.method)
+        if type(ev.method) is commands.Basic.Return:
+            self._on_return(ev)
+            return
+        log.debug("channel %d: ignored %s", self.number, ev.method)
+
+    def _on_return(self, ev: ContentReceived) -> None:
+        m = ev.method
+        returned = ReturnedMessage(m.reply_code, m.reply_text, m.exchange, m.routing_key, ev.properties, bytes(ev.body))
+        matched = False
+        for pending in self._mandatory:
+            if pending.returned is None and pending.matches(returned):
+                pending.returned = returned  # raised by its publish once the broker confirms it
+                matched = True
+                break
+        for listener in list(self._return_listeners):
+            try:
+                listener(returned)
+            except Exception:
+                log.exception("return listener %r failed", listener)
+        if not matched and not self._return_listeners:
+            log.warning("channel %d: message returned: %d %s (exchange %r, routing key %r)", self.number,
+                        returned.reply_code, returned.reply_text, returned.exchange, returned.routing_key)
+
+    def on_return(self, listener: Callable[[ReturnedMessage], None]) -> Callable[[], None]:
+        """Call ``listener(returned)`` for every message the broker returns on this channel (a
+        ``mandatory=True`` publish it could not route); returns a function that removes the listener.
+        In confirm mode :meth:`publish` also raises :class:`MessageReturned` for its own message."""
+        self._return_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._return_listeners:
+                self._return_listeners.remove(listener)
+
+        return remove
 
     def _on_delivery(self, ev: Delivery) -> None:
         consumer = self._consumers.get(ev.consumer_tag)
@@ -302,8 +354,8 @@ class Channel:
         """basic.publish. In confirm mode returns when the broker confirmed it (basic.nack raises
         :class:`PublishNacked`; a connection drop raises :class:`ConnectionLost`: the message may or may
         not have been enqueued). Otherwise returns once it is handed to the socket buffer."""
-        if self._error is not None or not self._conn.is_open:
-            await self._usable()
+        if self._error is not None or not self._conn.is_open or self._conn.blocked:
+            await self._publishable()
         raw = build_properties(persistent, headers, message_id, content_type, correlation_id, reply_to,
                                expiration, priority, timestamp, type, app_id)
         conn = self._conn
@@ -312,7 +364,17 @@ class Channel:
         if self._confirm_mode:
             tracker = self._confirms
             tracker.seq = seq
-            await tracker.add_waiter(seq, seq)
+            if not mandatory:
+                await tracker.add_waiter(seq, seq)
+                return
+            pending = _Mandatory(exchange, routing_key, body)
+            self._mandatory.append(pending)
+            try:
+                await tracker.add_waiter(seq, seq)
+            finally:
+                self._mandatory.remove(pending)
+            if pending.returned is not None:
+                raise MessageReturned(pending.returned)
             return
         if self._tx_mode:
             self._tx_dirty = True
@@ -331,7 +393,7 @@ class Channel:
         """
         if window < 1:
             raise ValueError("window must be >= 1")
-        await self._usable()
+        await self._publishable()
         if not self._tx_mode:
             await self.confirm_select()
         raw = PERSISTENT if persistent else TRANSIENT
@@ -340,7 +402,7 @@ class Channel:
         number = self.number
         if self._tx_mode:
             for i in range(0, n, window):
-                await self._usable()
+                await self._publishable()
                 conn.wire.publish_batch(number, messages[i:i + window], raw, mandatory)
                 conn.flush()
                 self._tx_dirty = True
@@ -361,6 +423,9 @@ class Channel:
                     continue
                 if conn.write_paused:
                     await conn.drain()
+                    continue
+                if conn.blocked:
+                    await self._publishable()
                     continue
                 chunk = messages[i:i + room]
                 tracker.seq = conn.wire.publish_batch(number, chunk, raw, mandatory)
@@ -459,3 +524,16 @@ def _with_confirmed(error: BaseException, confirmed: int) -> BaseException:
     if isinstance(error, ConnectionLost):
         return ConnectionLost(str(error), confirmed)
     return error
+
+
+class _Mandatory:
+    """A confirm-mode mandatory publish in flight, and its basic.return if one came before the confirm."""
+
+    __slots__ = ("body", "exchange", "returned", "routing_key")
+
+    def __init__(self, exchange: str, routing_key: str, body: bytes) -> None:
+        self.exchange, self.routing_key, self.body = exchange, routing_key, body
+        self.returned: ReturnedMessage | None = None
+
+    def matches(self, returned: ReturnedMessage) -> bool:
+        return (self.exchange, self.routing_key) == (returned.exchange, returned.routing_key) and self.body == returned.body

@@ -121,7 +121,9 @@ class Connection:
         self.reconnects = 0  # how many times the connection was re-established
         self.server_properties: dict[str, Any] = {}
         self.heartbeat = 0  # negotiated, seconds
-        self.blocked = False  # connection.blocked from the server (resource alarm)
+        self.blocked = False  # connection.blocked from the server (resource alarm): publishes wait
+        self._unblocked = asyncio.Event()
+        self._unblocked.set()
         self._loop = asyncio.get_running_loop()
         self._proto: _Protocol | None = None
         self._cc = ClientConnection()
@@ -193,6 +195,13 @@ class Connection:
         """Wait until the connection is (re-)established; raises once it is closed for good."""
         await self._wait_ready()
 
+    async def wait_unblocked(self) -> None:
+        """Wait while the broker has this connection blocked (connection.blocked: a memory or disk
+        alarm; https://www.rabbitmq.com/docs/connection-blocked). Publishing then would only fill the
+        socket: the broker does not read it. Returns at connection.unblocked, a reconnect or a close."""
+        while self.blocked and self._error is None:
+            await self._unblocked.wait()
+
     # ------------------------------------------------------------------ connecting
     async def _connect_once(self) -> None:
         p = self.params
@@ -204,7 +213,8 @@ class Connection:
                                                    "authentication_failure_close": True},
                               })
         transport, proto = await asyncio.wait_for(
-            self._loop.create_connection(lambda: _Protocol(self, cc), p.host, p.port), p.connect_timeout)
+            self._loop.create_connection(lambda: _Protocol(self, cc), p.host, p.port, ssl=p.ssl_context(),
+                                         server_hostname=p.server_hostname), p.connect_timeout)
         self._proto, self._cc = proto, cc
         try:
             connected = await asyncio.wait_for(asyncio.shield(proto.connected), p.connect_timeout)
@@ -355,16 +365,25 @@ class Connection:
     def _on_connection_method(self, method: Any) -> None:
         match method:
             case commands.Connection.Blocked(reason=reason):
-                self.blocked = True
-                log.warning("connection blocked by the broker: %s", reason)
+                self._set_blocked(True)
+                log.warning("connection blocked by the broker: %s; publishes wait", reason)
             case commands.Connection.Unblocked():
-                self.blocked = False
+                self._set_blocked(False)
+                log.info("connection unblocked by the broker")
+
+    def _set_blocked(self, blocked: bool) -> None:
+        self.blocked = blocked
+        if blocked:
+            self._unblocked.clear()
+        else:
+            self._unblocked.set()
 
     def _on_lost(self, proto: _Protocol, error: ClientError) -> None:
         if proto is not self._proto:
             return
         self._ready = False
         self._ready_event.clear()
+        self._set_blocked(False)  # a new connection starts unblocked; a closed one holds nobody
         self._stop_heartbeat()
         reconnecting = self.reconnect and not self._closing and (
             not isinstance(error, ConnectionClosed) or error.code in RECONNECT_CODES)
@@ -381,6 +400,7 @@ class Connection:
         if self._error is None:
             self._error = error
         self._ready = False
+        self._set_blocked(False)
         for ch in list(self._channels.values()):
             ch.connection_lost(self._error, reconnecting=False)
         self._channels.clear()

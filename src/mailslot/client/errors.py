@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class ClientError(Exception):
     """Base class of every mailslot.client error."""
@@ -50,3 +52,28 @@ class PublishNacked(ClientError):
     def __init__(self, indexes: list[int]) -> None:
         super().__init__(f"{len(indexes)} message(s) nacked by the broker")
         self.indexes = indexes
+
+
+@dataclass(frozen=True)
+class ReturnedMessage:
+    """A mandatory publish the broker could not route, sent back with basic.return (AMQP 0-9-1 section
+    1.8.3.10): ``reply_code`` 312 NO_ROUTE; ``properties`` is the raw property block."""
+
+    reply_code: int
+    reply_text: str
+    exchange: str
+    routing_key: str
+    properties: bytes
+    body: bytes
+
+
+class MessageReturned(ClientError):
+    """A ``mandatory=True`` publish on a confirm-mode channel was returned as unroutable (the broker
+    then confirms it: it was not enqueued anywhere). ``returned`` is what came back."""
+
+    def __init__(self, returned: ReturnedMessage) -> None:
+        super().__init__(
+            f"message returned: {returned.reply_code} {returned.reply_text} "
+            f"(exchange {returned.exchange!r}, routing key {returned.routing_key!r})"
+        )
+        self.returned = returned

@@ -43,6 +43,13 @@ class ConnectionLink(Protocol):
         """Write what is queued at the end of this loop turn: small writes of one turn are coalesced."""
 
     @property
+    def blocked(self) -> bool:
+        """The broker sent connection.blocked (a resource alarm): publishers should ``await wait_unblocked()``."""
+
+    async def wait_unblocked(self) -> None:
+        """Wait until the broker unblocks the connection (or it is lost or closed)."""
+
+    @property
     def write_paused(self) -> bool:
         """The socket's write buffer is full: a publisher should ``await drain()``."""
 

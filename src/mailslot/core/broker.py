@@ -271,9 +271,12 @@ class Broker:
         write: Callable[[], None] | None = None
         threadable = False
         if log.has_staged():
+            # A store with prepare_commit may detach the batch for the commit thread (SQLite always, the
+            # segment log when it carries large bodies); None from it means: commit here, on the loop.
             prepare = getattr(log, "prepare_commit", None)
-            if prepare is not None:
-                write, threadable = prepare(), True
+            write = prepare() if prepare is not None else None
+            if write is not None:
+                threadable = True
             else:
                 write = log.commit
         waiters = self._waiters

@@ -109,6 +109,7 @@ class ServerConnection(FrameReader[ChannelAssembly]):
 
     HOT_CONTENT = _PUBLISH
     HOT_CONTENT_MEMO = codec.PUBLISH_CACHE
+    BODY_AS_ASSEMBLED = True  # a large body goes on to the core and the store without another copy
     HOT_ACKS = frozenset({_ACK})
     ACK_EVENT = AckReceived
     _decode_hot_content = staticmethod(codec.decode_publish_cached)
@@ -555,7 +556,7 @@ class ServerConnection(FrameReader[ChannelAssembly]):
         self._queue_method(channel, commands.Channel.Close(reply_code=code, reply_text=_truncate(text),
                                                            class_id=class_id, method_id=method_id))
         chan.closing = True
-        chan.parts = []
+        chan.parts = bytearray()
         self.open_channels.discard(channel)
 
     # ------------------------------------------------------------------ output

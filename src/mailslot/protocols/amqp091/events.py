@@ -50,7 +50,8 @@ class ContentReceived(Event):
     side: basic.get-ok and basic.return, deliveries are :class:`Delivery`).
 
     ``properties`` is the raw property block (property flags + property list) of the content header;
-    decode it lazily with :mod:`.properties`. ``body`` is bytes. ``method`` may be shared between events
+    decode it lazily with :mod:`.properties`. ``body`` is bytes (server side: a bytearray when it came in
+    several frames, which nothing changes afterwards). ``method`` may be shared between events
     (the publish memo, see codec.PUBLISH_CACHE): never mutate it.
     """
 

@@ -3,7 +3,7 @@
 :class:`FrameReader` turns a byte stream into events: it splits frames (``struct.unpack_from`` on the
 7-octet header; a partial frame stays as the tail for the next call), checks the frame size and the
 frame-end octet, and assembles content per channel (method frame -> content header -> body frames ->
-one event, the body joined once from slices of the input). :class:`~.connection.ServerConnection` and
+one event; a body that spans frames is copied into one buffer frame by frame as they arrive). :class:`~.connection.ServerConnection` and
 :class:`~.client.ClientConnection` are its two subclasses; they differ in data, not in this loop:
 
 * the *hot content method* (server: basic.publish, decoded through a memo into a shared pamqp
@@ -21,7 +21,7 @@ and builds one object per event.
 from __future__ import annotations
 
 import struct
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from .codec import FRAME_HEADER_STRUCT, FRAME_OVERHEAD, DecodeError
 from .events import ContentReceived, Event
@@ -34,6 +34,12 @@ _HEADER_FRAME = struct.Struct(">BHIHHQ")  # frame header + class, weight, body s
 _ACK_METHOD = struct.Struct(">IQB")  # method index + delivery tag + bits: a 13-octet basic.ack/nack frame
 _METHOD_ID = struct.Struct(">I")
 _new = object.__new__
+
+
+def _body(assembled: bytearray, as_assembled: bool) -> bytes:
+    """A body assembled from several frames: the bytearray itself (no copy; it works wherever bytes do, and
+    nothing changes it afterwards) or a bytes copy of it."""
+    return cast(bytes, assembled) if as_assembled else bytes(assembled)
 
 
 class ChannelAssembly:
@@ -53,7 +59,10 @@ class ChannelAssembly:
         self.delivery: Any = None
         self.props = b""
         self.remaining = 0
-        self.parts: list[Any] = []
+        # A body that spans several frames, copied frame by frame as it arrives: the copy is spread over
+        # the reads (a 100 MB body joined at the end would stall the event loop ~60 ms at once) and the
+        # read buffers are freed at once.
+        self.parts = bytearray()
 
 
 _C = TypeVar("_C", bound=ChannelAssembly)
@@ -83,6 +92,9 @@ class FrameReader(Generic[_C]):
     ACK_EVENT: ClassVar[type[Event]] = Event
     #: when set, the ack event gets ``ack = index != NACK_INDEX`` (client confirms)
     NACK_INDEX: ClassVar[int] = 0
+    #: a body that came in several frames is handed on as the bytearray it was assembled in (the server:
+    #: no second copy of a large body on the event loop; nothing changes it afterwards), else as bytes
+    BODY_AS_ASSEMBLED: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._channels: dict[int, _C] = {}
@@ -134,6 +146,7 @@ class FrameReader(Generic[_C]):
         hot_acks = cls.HOT_ACKS
         ack_event = cls.ACK_EVENT
         nack_index = cls.NACK_INDEX
+        as_assembled = cls.BODY_AS_ASSEMBLED
         channels = self._channels
         append = events.append
         new = _new
@@ -254,7 +267,7 @@ class FrameReader(Generic[_C]):
                     if remaining > 0:
                         if view is None:
                             view = memoryview(data)
-                        chan.parts.append(view[p:end])
+                        chan.parts += view[p:end]
                         chan.remaining = remaining
                         continue
                     if remaining == 0:
@@ -262,9 +275,9 @@ class FrameReader(Generic[_C]):
                         if parts:
                             if view is None:
                                 view = memoryview(data)
-                            parts.append(view[p:end])
-                            body = b"".join(parts)
-                            chan.parts = []
+                            parts += view[p:end]
+                            body = _body(parts, as_assembled)
+                            chan.parts = bytearray()
                         else:
                             body = data[p:end]
                         chan.expect = EXPECT_METHOD
@@ -331,7 +344,7 @@ class FrameReader(Generic[_C]):
                 return
             chan.expect = EXPECT_BODY
             chan.remaining = body_size
-            chan.parts = []
+            chan.parts = bytearray()
             chan.props = data[p + 12:end]
             if body_size > self._max_body and not chan.closing:
                 self._body_too_large(events, ch, chan, body_size, index)
@@ -346,15 +359,15 @@ class FrameReader(Generic[_C]):
                                      f"octets", index)
         chan.remaining = remaining
         if not chan.closing:
-            chan.parts.append(memoryview(data)[p:end])
+            chan.parts += memoryview(data)[p:end]
         if remaining == 0:
-            self._complete(events, ch, chan, chan.props, b"".join(chan.parts))
+            self._complete(events, ch, chan, chan.props, _body(chan.parts, type(self).BODY_AS_ASSEMBLED))
 
     @staticmethod
     def _complete(events: list[Event], ch: int, chan: ChannelAssembly, props: bytes, body: bytes) -> None:
         """The content is whole: one event (none on a closing channel); the channel expects a method."""
         chan.expect = EXPECT_METHOD
-        chan.parts = []
+        chan.parts = bytearray()
         if not chan.closing:
             ev = chan.delivery
             if ev is None:

@@ -15,9 +15,10 @@ import struct
 import sys
 
 # Version 3 added extended append records (F_EXTENDED), version 4 delivery watermark records
-# (T_DELIVERED), version 5 the codec name of an append (F_CODEC). Older segments simply have none, so they
-# are read as they are; an older mailslot refuses newer segments. Version 2 (every append header 38 bytes)
-# lived briefly on the development branch and is refused, as is any other version.
+# (T_DELIVERED), version 5 the codec name of an append (F_CODEC) and body references (F_BODYREF). Older
+# segments simply have none, so they are read as they are; an older mailslot refuses newer segments.
+# Version 2 (every append header 38 bytes) lived briefly on the development branch and is refused, as is
+# any other version.
 SEGMENT_MAGIC = b"MSLGSEG5"
 SEGMENT_MAGIC_PREFIX = b"MSLGSEG"
 READABLE_MAGICS = (b"MSLGSEG1", b"MSLGSEG3", b"MSLGSEG4", SEGMENT_MAGIC)
@@ -46,8 +47,13 @@ DREC = struct.Struct("<IBIq")
 SEQS = struct.Struct("<IBII")
 # T_APPEND: len, type, qid, seq, flags, len(exchange), len(routing key), len(properties), then, with
 # F_EXTENDED only, APPEND_EXT; then, with F_CODEC only (always with F_EXTENDED), the codec name (one length
-# octet + ASCII); then exchange (UTF-8), routing key (UTF-8), properties, body (up to the record's end).
+# octet + ASCII); then exchange (UTF-8), routing key (UTF-8), properties, body (up to the record's end) or,
+# with F_BODYREF, a BODYREF to the body of an earlier append in the same batch.
 APPEND = struct.Struct("<IBIqBHHI")
+# F_BODYREF: the offset in this segment where the shared body starts, and its length. A message routed to
+# several queues is written once per batch (docs/storage-format.md, "Shared bodies"); the other queues'
+# records point at the first copy, which lives as long as its segment, which lives while they do.
+BODYREF = struct.Struct("<QI")
 # Deadline (ms since the epoch, 0: none) and requeue count. Without F_EXTENDED the deadline is 0 and the
 # count is 1 with F_REDELIVERED, else 0: the common message pays nothing for them.
 APPEND_EXT = struct.Struct("<qI")
@@ -59,6 +65,7 @@ F_EXTENDED = 4
 # The record names the codec of its properties (StoredMessage.codec); without it the codec is
 # storage.api.DEFAULT_CODEC, so every record written before F_CODEC existed reads as before.
 F_CODEC = 8
+F_BODYREF = 16
 
 BIG_ENDIAN_HOST = sys.byteorder == "big"  # int64 seq lists are written little-endian
 

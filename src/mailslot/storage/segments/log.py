@@ -21,7 +21,11 @@ Rules of this module:
   repeats every watermark in force, so the newest segment always holds them all and any older
   segment may go. That is why a segment left dead by a roll is deleted only after the new segment's
   first batch is on disk.
-* One process at a time: an exclusive ``flock`` on ``<directory>/LOCK``. One thread at a time.
+* A body several queues got in one batch (the same object) is written once; the other appends refer to
+  it (F_BODYREF, in the same batch and so the same segment, which lives while any of them does).
+* One process at a time: an exclusive ``flock`` on ``<directory>/LOCK``. The loop thread calls it, except a
+  batch with large bodies that :meth:`SegmentMessageLog.prepare_commit` detached for the broker's commit
+  thread; ``_lock`` serialises that writer with everything that reads the index or the files.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ import errno
 import fcntl
 import logging
 import os
+import threading
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from pathlib import Path
 
 from mailslot.storage.api import DEFAULT_CODEC, QueueRecovery, StoredMessage
@@ -42,7 +48,9 @@ from mailslot.storage.segments._format import (
     BATCH,
     BATCH_MAGIC,
     BIG_ENDIAN_HOST,
+    BODYREF,
     DREC,
+    F_BODYREF,
     F_CODEC,
     F_EXTENDED,
     F_PERSISTENT,
@@ -80,6 +88,18 @@ COMPACT_STEP_BYTES = 4 * 1024 * 1024
 # Adjacent records are read with one pread up to this size.
 READ_GROUP_BYTES = 4 * 1024 * 1024
 LOCK_FILENAME = "LOCK"
+# A body at least this large that several queues got in one batch (the same object: one message routed
+# to several queues) is written once; the other records refer to it (F_BODYREF). Below it, a reference
+# (12 bytes, and a second read when paging in) buys too little.
+SHARE_MIN_BYTES = 4096
+# A body at least this large goes to pwritev as its own buffer instead of being copied into the payload.
+LARGE_BODY_BYTES = 256 * 1024
+# A batch carrying at least this many body bytes is written and fsynced in the broker's commit thread
+# (prepare_commit) rather than on the event loop: a 100 MB message takes ~0.3-0.5 s to write and sync
+# here, and every other connection would wait that long. Smaller batches stay on the loop (packing needs
+# the loop anyway, and the thread hop would cost more than the write; docs/concurrency.md).
+THREADED_COMMIT_BYTES = 4 * 1024 * 1024
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 
 _log = logging.getLogger(__name__)
 
@@ -325,8 +345,12 @@ class SegmentMessageLog:
         self._delivered_staged: dict[str, int] = {}
         self._delivered: dict[str, int] = {}  # queue -> committed delivery watermark
         self._active_format = SEGMENT_MAGIC  # the header of the last segment replayed
+        self._large_bytes = 0  # bytes of staged bodies of LARGE_BODY_BYTES and more
         self._dirty = False
         self._closed = False
+        # Held while a batch is written (the broker's commit thread, or commit()) and by everything that
+        # reads the index or the files; staging needs no lock (it touches only the staged batch).
+        self._lock = threading.Lock()
         self.stats = {"commits": 0, "bytes_written": 0, "segments_deleted": 0, "compacted_bytes": 0}
         try:
             self._load()
@@ -356,7 +380,10 @@ class SegmentMessageLog:
                 flags = _row_flags(m.persistent, m.redelivered, m.deadline, m.requeues, m.codec)
             else:
                 flags = F_PERSISTENT if m.persistent else 0
-            rows[m.seq] = (m.exchange, m.routing_key, m.properties, m.body, flags)
+            body = m.body
+            if len(body) >= LARGE_BODY_BYTES:
+                self._large_bytes += len(body)
+            rows[m.seq] = (m.exchange, m.routing_key, m.properties, body, flags)
 
     def stage_remove(self, queue: str, seqs: list[int]) -> None:
         if not seqs:
@@ -436,19 +463,51 @@ class SegmentMessageLog:
         self._check_open()
         if not self._dirty:
             return
-        appends = [(q, rows) for q, rows in self._appends.items() if rows]
-        removes = self._removes
-        marks = self._marks
-        purges = self._purges
-        delivered = self._delivered_staged
-        if appends or removes or marks or purges or delivered:
-            self._write_and_apply(appends, removes, marks, purges, delivered)
+        with self._lock:
+            self._write_staged(self._appends, self._removes, self._marks, self._purges, self._delivered_staged)
+            self._detach()
+
+    def prepare_commit(self) -> Callable[[], None] | None:
+        """A batch with THREADED_COMMIT_BYTES of large bodies: detach it and return the function that
+        writes it, run by the broker in its commit thread while the loop goes on (one at a time, in
+        order). Anything smaller (or with a purge, whose watermark bookkeeping stage_delivered reads):
+        None, and the broker calls :meth:`commit` on the loop.
+
+        The detached batch is the broker's from then on: if its write raises, it is not staged again
+        (the broker nacks what waited on it), as with the SQLite store."""
+        if self._large_bytes < THREADED_COMMIT_BYTES or not self._dirty or self._purges:
+            return None
+        staged = (self._appends, self._removes, self._marks, self._purges, self._delivered_staged)
+        self._detach()
+
+        def write() -> None:
+            with self._lock:
+                self._check_open()
+                self._write_staged(*staged)
+
+        return write
+
+    def _detach(self) -> None:
         self._appends = {}
         self._removes = {}
         self._marks = {}
         self._purges = {}
         self._delivered_staged = {}
+        self._large_bytes = 0
         self._dirty = False
+
+    def _write_staged(
+        self,
+        appends: dict[str, dict[int, _Row]],
+        removes: dict[str, list[int]],
+        marks: dict[str, list[int]],
+        purges: dict[str, None],
+        delivered: dict[str, int],
+    ) -> None:
+        """Write (with the lock held) and apply one staged batch, then a compaction step."""
+        rows = [(q, r) for q, r in appends.items() if r]
+        if rows or removes or marks or purges or delivered:
+            self._write_and_apply(rows, removes, marks, purges, delivered)
         if self.compact_enabled:
             try:
                 self._maybe_compact()
@@ -488,6 +547,8 @@ class SegmentMessageLog:
         segbase = active << SEG_SHIFT
         pack = _APPEND_PACK
         placed: list[tuple[str, list[int], list[int], list[int], bool, list[tuple[int, int]]]] = []
+        shared: dict[int, int] = {}  # id(body) -> offset of its first copy in this batch
+        large = False  # a body of LARGE_BODY_BYTES or more: pass it to pwritev uncopied
         for q, rows in appends:
             qid = qids[q]
             q_seqs: list[int] = []
@@ -499,9 +560,10 @@ class SegmentMessageLog:
             for seq, (ex, rk, props, body, flags) in rows.items():
                 exb = ex.encode()
                 rkb = rk.encode()
-                n = _APPEND_SIZE + len(exb) + len(rkb) + len(props) + len(body)
+                blen = len(body)
+                n = _APPEND_SIZE + len(exb) + len(rkb) + len(props) + blen
                 loc = segbase | off
-                if flags == F_PERSISTENT:  # the common record
+                if flags == F_PERSISTENT and blen < SHARE_MIN_BYTES:  # the common record
                     parts += (pack(n, T_APPEND, qid, seq, flags, len(exb), len(rkb), len(props)), exb, rkb, props, body)
                 else:
                     ext = b""
@@ -518,6 +580,15 @@ class SegmentMessageLog:
                         loc |= LOC_REDELIVERED
                     if not flags & F_PERSISTENT:
                         loc |= LOC_TRANSIENT
+                    if blen >= SHARE_MIN_BYTES:
+                        first = shared.get(id(body))  # the rows hold every body, so ids are unique here
+                        if first is None:
+                            shared[id(body)] = off + n - blen
+                            large = large or blen >= LARGE_BODY_BYTES
+                        else:
+                            body = BODYREF.pack(first, blen)
+                            n += len(body) - blen
+                            flags |= F_BODYREF
                     parts += (
                         pack(n, T_APPEND, qid, seq, flags, len(exb), len(rkb), len(props)), ext, exb, rkb, props, body
                     )
@@ -535,10 +606,19 @@ class SegmentMessageLog:
                 parts.append(_seq_bytes(seqs))
         for q, seq in delivered.items():
             parts.append(DREC.pack(DREC.size, T_DELIVERED, qids[q], seq))
-        payload = b"".join(parts)
-        header = BATCH.pack(BATCH_MAGIC, len(payload), zlib.crc32(payload))
+        if large:
+            chunks = _coalesce(parts)
+            size = sum(map(len, chunks))
+            crc = 0
+            for chunk in chunks:
+                crc = zlib.crc32(chunk, crc)  # releases the GIL on large buffers
+        else:
+            chunks = [b"".join(parts)]
+            size = len(chunks[0])
+            crc = zlib.crc32(chunks[0])
+        header = BATCH.pack(BATCH_MAGIC, size, crc)
         try:
-            _pwrite_all(fd, header, payload, base)
+            _pwrite_all(fd, [header, *chunks], base)
             os.fdatasync(fd)
         except BaseException:
             try:
@@ -547,7 +627,7 @@ class SegmentMessageLog:
             except OSError:
                 pass
             raise
-        end = base + _BATCH_SIZE + len(payload)
+        end = base + _BATCH_SIZE + size
         self._size[active] = end
         declared.update(new_declared)
         self.stats["commits"] += 1
@@ -769,6 +849,7 @@ class SegmentMessageLog:
         unpack_rec = REC.unpack_from
         unpack_append = APPEND.unpack_from
         staged: dict[str, dict[int, _Row]] = {}
+        bodies: dict[int, bytes] = {}  # offset in the segment -> a shared body already read in this step
         moved = 0
         base = pos
         data = _pread_all(fd, min(size - pos, COMPACT_STEP_BYTES), pos)
@@ -812,8 +893,14 @@ class SegmentMessageLog:
                             rows = staged.get(q)
                             if rows is None:
                                 rows = staged[q] = {}
+                            if flags & F_BODYREF:
+                                body = self._shared_body(fd, data, base, bodies, *BODYREF.unpack_from(data, d))
+                            else:
+                                body = data[d : p + length]
+                                if len(body) >= SHARE_MIN_BYTES:
+                                    bodies[base + d] = body  # copies referring to it share this object again
                             rows[seq] = (
-                                data[a:b].decode(), data[b:c].decode(), data[c:d], data[d : p + length],
+                                data[a:b].decode(), data[b:c].decode(), data[c:d], body,
                                 _row_flags(bool(flags & F_PERSISTENT), redelivered, deadline, requeues, codec),
                             )
                             moved += length
@@ -827,8 +914,23 @@ class SegmentMessageLog:
         if seg in self._fds and not self._live[seg]:
             self._delete_dead({seg})
 
+    @staticmethod
+    def _shared_body(fd: int, data: bytes, base: int, bodies: dict[int, bytes], offset: int, length: int) -> bytes:
+        """The body an F_BODYREF record points at (``offset`` in the segment of ``fd``): from ``data``
+        (read from ``base``) when it holds it, else read; kept in ``bodies`` so copies share it again."""
+        body = bodies.get(offset)
+        if body is None:
+            start = offset - base
+            body = data[start : start + length] if 0 <= start and start + length <= len(data) else _pread_all(fd, length, offset)
+            bodies[offset] = body
+        return body
+
     # -- reading -------------------------------------------------------------------------------------
     def read(self, queue: str, after_seq: int, limit: int) -> list[StoredMessage]:
+        with self._lock:
+            return self._read(queue, after_seq, limit)
+
+    def _read(self, queue: str, after_seq: int, limit: int) -> list[StoredMessage]:
         self._check_open()
         if limit <= 0:
             return []
@@ -848,6 +950,7 @@ class SegmentMessageLog:
         out: list[StoredMessage] = []
         fds = self._fds
         unpack = APPEND.unpack_from
+        bodies: dict[int, dict[int, bytes]] = {}  # segment -> offset -> shared body read by this call
         j = 0
         count = len(picked)
         while j < count:
@@ -887,7 +990,9 @@ class SegmentMessageLog:
                         buf[a:b].decode(),
                         buf[b:c].decode(),
                         buf[c:d],
-                        buf[d : p + length],
+                        buf[d : p + length] if not flags & F_BODYREF else self._shared_body(
+                            fds[seg], buf, start, bodies.setdefault(seg, {}), *BODYREF.unpack_from(buf, d)
+                        ),
                         bool(flags & F_PERSISTENT),
                         bool(redelivered) or seq <= delivered_upto,
                         deadline,
@@ -926,10 +1031,12 @@ class SegmentMessageLog:
 
     def index_bytes(self) -> int:
         """Memory held by the per-queue index arrays (for tests and capacity planning)."""
-        return sum(idx.nbytes() for idx in self._index.values())
+        with self._lock:
+            return sum(idx.nbytes() for idx in self._index.values())
 
     def segments(self) -> list[int]:
-        return sorted(self._fds)
+        with self._lock:
+            return sorted(self._fds)
 
     # -- open / close --------------------------------------------------------------------------------
     def close(self) -> None:
@@ -938,7 +1045,8 @@ class SegmentMessageLog:
         try:
             self.commit()
         finally:
-            self._release()
+            with self._lock:  # a batch still being written in the commit thread lands first
+                self._release()
 
     def _release(self) -> None:
         self._closed = True
@@ -1080,16 +1188,38 @@ class SegmentMessageLog:
             pos += length
 
 
-def _pwrite_all(fd: int, header: bytes, payload: bytes, offset: int) -> None:
-    total = len(header) + len(payload)
-    written = os.pwritev(fd, [header, payload], offset)
-    if written < total:  # short write (rare on regular files): finish with plain pwrites
-        rest = memoryview(header + payload)[written:]
-        pos = offset + written
-        while rest:
-            n = os.pwrite(fd, rest, pos)
-            rest = rest[n:]
-            pos += n
+def _coalesce(parts: list[bytes]) -> list[bytes]:
+    """``parts`` as few buffers: runs of small parts joined, large bodies left as they are (not copied)."""
+    chunks: list[bytes] = []
+    run: list[bytes] = []
+    for part in parts:
+        if len(part) >= LARGE_BODY_BYTES:
+            if run:
+                chunks.append(b"".join(run))
+                run = []
+            chunks.append(part)
+        else:
+            run.append(part)
+    if run:
+        chunks.append(b"".join(run))
+    return chunks
+
+
+def _pwrite_all(fd: int, buffers: list[bytes], offset: int) -> None:
+    """Write ``buffers`` back to back at ``offset``: pwritev in groups of IOV_MAX, short writes finished."""
+    pos = offset
+    for i in range(0, len(buffers), _IOV_MAX):
+        group = buffers[i : i + _IOV_MAX]
+        total = sum(map(len, group))
+        written = os.pwritev(fd, group, pos)
+        if written < total:  # short write (rare on regular files): finish with plain pwrites
+            rest = memoryview(b"".join(group))[written:]
+            p = pos + written
+            while rest:
+                n = os.pwrite(fd, rest, p)
+                rest = rest[n:]
+                p += n
+        pos += total
 
 
 def _pread_all(fd: int, size: int, offset: int) -> bytes:

@@ -82,6 +82,9 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
         conn.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
+        # The delete trigger of migration 6 (shared bodies) must also fire for the rows INSERT OR REPLACE
+        # deletes, which SQLite does only with recursive triggers on.
+        conn.execute("PRAGMA recursive_triggers = ON")
         _migrate(conn, path)
     except BaseException:
         conn.close()

@@ -58,9 +58,20 @@ _DELIVERED = (
 )
 _WATERMARK = "SELECT seq FROM delivered WHERE queue = ?"
 _READ = (
-    "SELECT seq, persistent, redelivered, deadline, exchange, routing_key, properties, body, codec FROM messages"
-    " WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?"
+    "SELECT seq, persistent, redelivered, deadline, exchange, routing_key, properties,"
+    " CASE WHEN body_id IS NULL THEN body ELSE (SELECT b.body FROM bodies b WHERE b.id = body_id) END,"
+    " codec FROM messages WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?"
 )
+# Shared bodies (migration 6): one ``bodies`` row per body several queues got in one batch.
+_INSERT_BODY = "INSERT INTO bodies (refs, body) VALUES (?, ?)"
+_INSERT_SHARED = (
+    "INSERT OR REPLACE INTO messages"
+    " (queue, seq, persistent, redelivered, deadline, exchange, routing_key, properties, body, codec, body_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, x'', ?, ?)"
+)
+# A body at least this large that several queues got in one batch is stored once (in ``bodies``);
+# smaller ones are cheaper inline (one B-tree row, no second lookup when read).
+SHARE_MIN_BYTES = 4096
 
 
 class SqliteMessageLog:
@@ -75,6 +86,9 @@ class SqliteMessageLog:
         self._redelivers: list[tuple[str, int]] = []
         self._purges: set[str] = set()
         self._delivered: dict[str, int] = {}  # queue -> staged delivery watermark
+        # id(body) -> where it was staged, for bodies of SHARE_MIN_BYTES and more (the staged rows keep
+        # the bodies alive, so the ids stay unique until the batch is written).
+        self._large: dict[int, list[tuple[str, int]]] = {}
         self._lock = threading.Lock()  # one writer or reader on the connection at a time
 
     # -- staging -------------------------------------------------------------------------------------
@@ -89,10 +103,13 @@ class SqliteMessageLog:
                 if rows is None:
                     rows = appends[q] = {}
                 last_queue = q
+            body = m.body
             rows[m.seq] = (
                 q, m.seq, m.persistent, m.requeues or -m.redelivered, m.deadline, m.exchange, m.routing_key,
-                m.properties, m.body, m.codec,
+                m.properties, body, m.codec,
             )
+            if type(body) in (bytes, bytearray) and len(body) >= SHARE_MIN_BYTES:
+                self._large.setdefault(id(body), []).append((q, m.seq))
 
     def stage_remove(self, queue: str, seqs: list[int]) -> None:
         rows = self._appends.get(queue)
@@ -150,12 +167,15 @@ class SqliteMessageLog:
     def _detach(self) -> _BatchWrite | None:
         if not self.has_staged():
             return None
-        batch = _BatchWrite(self, self._appends, self._removes, self._redelivers, self._purges, self._delivered)
+        batch = _BatchWrite(
+            self, self._appends, self._removes, self._redelivers, self._purges, self._delivered, self._large
+        )
         self._appends = {}
         self._removes = []
         self._redelivers = []
         self._purges = set()
         self._delivered = {}
+        self._large = {}
         return batch
 
     def _restage(self, batch: _BatchWrite) -> None:
@@ -173,6 +193,8 @@ class SqliteMessageLog:
             self._delivered.pop(queue, None)  # purged after the failed batch: its watermark goes too
         for queue, seq in later[4].items():
             self.stage_delivered(queue, seq)
+        for key, where in batch.large.items():
+            self._large.setdefault(key, []).extend(where)
 
     # -- reading -------------------------------------------------------------------------------------
     def read(self, queue: str, after_seq: int, limit: int) -> list[StoredMessage]:
@@ -238,7 +260,7 @@ class SqliteMessageLog:
 class _BatchWrite:
     """One detached batch and the transaction that makes it durable."""
 
-    __slots__ = ("appends", "delivered", "log", "purges", "redelivers", "removes")
+    __slots__ = ("appends", "delivered", "large", "log", "purges", "redelivers", "removes")
 
     def __init__(
         self,
@@ -248,15 +270,35 @@ class _BatchWrite:
         redelivers: list[tuple[str, int]],
         purges: set[str],
         delivered: dict[str, int],
+        large: dict[int, list[tuple[str, int]]],
     ) -> None:
-        self.log, self.appends, self.removes, self.redelivers, self.purges, self.delivered = (
-            log, appends, removes, redelivers, purges, delivered
+        self.log, self.appends, self.removes, self.redelivers, self.purges, self.delivered, self.large = (
+            log, appends, removes, redelivers, purges, delivered, large
         )
+
+    def _shared_rows(self) -> dict[int, list[_Row]]:
+        """Staged rows whose body another staged row has too (by identity): ``{id(body): rows}``. Rows
+        removed or purged before the commit are not counted. ``appends`` is left as it is (a failed
+        commit stages it again)."""
+        shared: dict[int, list[_Row]] = {}
+        for key, where in self.large.items():
+            if len(where) < 2:
+                continue
+            rows = [row for q, s in where if (row := self.appends.get(q, {}).get(s)) is not None]
+            if len(rows) >= 2:
+                shared[key] = rows
+        return shared
+
+    def _insert_shared(self, conn: sqlite3.Connection, shared: dict[int, list[_Row]]) -> None:
+        for rows in shared.values():
+            body_id = conn.execute(_INSERT_BODY, (len(rows), rows[0][8])).lastrowid
+            conn.executemany(_INSERT_SHARED, [(*row[:8], row[9], body_id) for row in rows])
 
     def __call__(self) -> None:
         log = self.log
         with log._lock:
             conn = log._connection()
+            shared = self._shared_rows() if self.large else {}
             rows = [rows for rows in self.appends.values() if rows]
             conn.execute("BEGIN")
             try:
@@ -264,7 +306,12 @@ class _BatchWrite:
                     purged = [(q,) for q in self.purges]
                     conn.executemany(_PURGE, purged)
                     conn.executemany(_PURGE_DELIVERED, purged)
-                if rows:
+                if shared:
+                    self._insert_shared(conn, shared)
+                    stored = {(row[0], row[1]) for group in shared.values() for row in group}
+                    plain = [row for row in chain.from_iterable(r.values() for r in rows) if (row[0], row[1]) not in stored]
+                    conn.executemany(_INSERT, plain)
+                elif rows:
                     conn.executemany(_INSERT, chain.from_iterable(r.values() for r in rows))
                 if self.redelivers:
                     conn.executemany(_REDELIVER, self.redelivers)
