@@ -157,6 +157,11 @@ class MemoryMessageLog:
     def close(self) -> None:
         self.commit()
 
+    def drop_staged(self) -> None:
+        """Forget what is staged, as a crash would (not part of the MessageLog interface: the core
+        never calls it; ``mailslot.testing.CoreHarness.crash`` does)."""
+        self._staged.clear()
+
 
 class MemoryMetadataStore:
     """Reference :class:`~mailslot.storage.api.MetadataStore`; nothing survives the process.
