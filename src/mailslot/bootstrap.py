@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError
+from .core.access.admin import AccessAdmin, seed_defaults
+from .core.access.control import InternalAccessControl
 from .core.alarms import (
     DEFAULT_DISK_FREE_LIMIT,
     DEFAULT_MEMORY_HIGH_WATERMARK,
@@ -20,6 +22,14 @@ from .core.alarms import (
 from .core.alarms import disk_free_limit as parse_disk_free_limit
 from .core.alarms import memory_limit as parse_memory_limit
 from .core.broker import Broker as CoreBroker
+from .core.definitions import (
+    DefinitionsError,
+    ImportReport,
+    PolicySink,
+    export_definitions,
+    import_definitions,
+    read_definitions_file,
+)
 from .frontends.amqp091 import AMQPConnection, AMQPPropertiesCodec
 from .http.server import HTTPServer
 from .storage.api import MessageLog, MetadataStore
@@ -74,6 +84,19 @@ class BrokerConfig:
     users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
     loopback_users: frozenset[str] = frozenset({"guest"})  # as RabbitMQ's loopback_users
     vhosts: frozenset[str] = frozenset({"/"})
+    # Access control (docs/access-control.md). A fresh data directory starts with this user (administrator,
+    # every permission on default_vhost), as RabbitMQ's default_user / default_pass / default_vhost; not when
+    # definitions are loaded at boot (RabbitMQ seeds nothing then either).
+    default_user: str = "guest"
+    default_pass: str = "guest"  # or default_pass_file / MAILSLOT_DEFAULT_PASS_FILE (a container secret)
+    default_vhost: str = "/"
+    definitions: Path | None = None  # RabbitMQ definitions JSON imported at every boot (load_definitions)
+    # The handshake (protocol header to connection.open-ok) must finish within this many seconds, or the
+    # socket is closed: RabbitMQ's handshake_timeout, 10 s.
+    handshake_timeout: float = 10.0
+    # Most client connections at once (None: as many as the process's file descriptors allow, keeping
+    # FD_RESERVE for the store and the HTTP API). RabbitMQ's connection_max; see transport/admission.py.
+    max_connections: int | None = None
     # Resource alarms (docs/backpressure.md), RabbitMQ's defaults: memory above 0.4 of RAM (or a size,
     # "512MB"), free disk below 50MB (or relative to RAM, "mem_relative:1.0" / "1.0x").
     memory_high_watermark: str | float = DEFAULT_MEMORY_HIGH_WATERMARK
@@ -110,6 +133,12 @@ class BrokerConfig:
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ConfigError(name, f"{value} is out of range ({low}-{high})")
+        if not self.default_user:
+            raise ConfigError("default_user", "must not be empty")
+        if self.handshake_timeout <= 0:
+            raise ConfigError("handshake_timeout", "must be more than 0 seconds")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ConfigError("max_connections", "must be at least 1 (or none: as many as file descriptors allow)")
         if self.consumer_timeout is not None and self.consumer_timeout < 0:
             raise ConfigError("consumer_timeout", "must not be negative (0 or none: never)")
         if self.log_level.lower() not in LOG_LEVELS:
@@ -150,6 +179,11 @@ class Broker:
         self._ports: dict[str, int] = {}  # "amqp" / "amqps": bound ports of the listeners that run
         self._http: HTTPServer | None = None
         self._tls: ReloadableTLS | None = None
+        self._access: InternalAccessControl | None = None
+        self._admin: AccessAdmin | None = None
+        # Where imported policies go: the core policy engine plugs in here once it exists (until then a
+        # definitions import reports its policies as skipped).
+        self.policies: PolicySink | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -157,15 +191,24 @@ class Broker:
         limits = self._limits(config.memory_high_watermark, config.disk_free_limit)  # LimitError: before binding
         files = config.tls_files
         tls = ReloadableTLS(files) if files is not None else None  # ConfigError (bad files): before binding
+        definitions = self._read_definitions()  # a missing or broken file: ConfigError before anything opens
         message_log, metadata = self._open_store()
+        access = InternalAccessControl(metadata, loopback_users=config.loopback_users)
+        if definitions is None:  # RabbitMQ seeds the default user only when no definitions are loaded
+            seed_defaults(access, config.default_user, config.default_pass, config.default_vhost)
         core = CoreBroker(
             message_log,
             metadata,
             AMQPPropertiesCodec(),
-            vhosts=config.vhosts,
+            vhosts=(),
             consumer_timeout_ms=round(config.consumer_timeout * 1000) if config.consumer_timeout else None,
         )
+        admin = AccessAdmin(access, core)
+        admin.attach()  # the vhosts of the access records, before recovery fills them
         core.recover()
+        self._access, self._admin = access, admin
+        if definitions is not None:
+            self._import_at_boot(definitions, admin, core)
 
         def make_connection(peer_host: str, outbox: set[AMQPConnection]) -> AMQPConnection:
             return AMQPConnection(
@@ -197,6 +240,24 @@ class Broker:
         self._alarms = ResourceAlarms(loop, listener, monitor, config.resource_check_interval)
         self._alarms.start()
         self._loop = loop
+
+    def _read_definitions(self) -> object | None:
+        path = self.config.definitions
+        if path is None:
+            return None
+        try:
+            return read_definitions_file(path)
+        except DefinitionsError as error:
+            raise ConfigError("definitions", error.text) from None
+
+    def _import_at_boot(self, definitions: object, admin: AccessAdmin, core: CoreBroker) -> None:
+        try:
+            report = import_definitions(definitions, admin, core, self.policies)
+        except DefinitionsError as error:
+            core.close()
+            raise ConfigError("definitions", f"{self.config.definitions} cannot be imported: {error.text}") from None
+        core.flush()
+        log.info("definitions from %s: %s", self.config.definitions, report.summary())
 
     async def _listen(self, listener: AMQPListener, http: HTTPServer, tls: ReloadableTLS | None) -> None:
         """Bind every listener that is on (a port of None is off), plain and TLS side by side."""
@@ -287,6 +348,26 @@ class Broker:
     def core(self) -> CoreBroker:
         assert self._core is not None, "broker not started"
         return self._core
+
+    @property
+    def access(self) -> InternalAccessControl:
+        """Logins, permission checks and the table of open connections (core/access)."""
+        assert self._access is not None, "broker not started"
+        return self._access
+
+    @property
+    def access_admin(self) -> AccessAdmin:
+        """Users, vhosts, permissions and limits changed at runtime (core/access/admin.py)."""
+        assert self._admin is not None, "broker not started"
+        return self._admin
+
+    def import_definitions(self, body: object, vhost: str | None = None) -> ImportReport:
+        """Import a RabbitMQ definitions document (parsed JSON) into the running broker (on its loop)."""
+        report = import_definitions(body, self.access_admin, self.core, self.policies, vhost=vhost)
+        return report
+
+    def export_definitions(self, vhost: str | None = None) -> dict[str, object]:
+        return export_definitions(self.access, self.core, self.policies, vhost=vhost)
 
     @property
     def amqp_port(self) -> int:
