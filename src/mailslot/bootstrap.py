@@ -8,9 +8,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from .config import ConfigError
-from .core.access.admin import AccessAdmin, seed_defaults
+from .core.access.admin import AccessAdmin, ensure_configured, seed_defaults
 from .core.access.control import InternalAccessControl
 from .core.alarms import (
     DEFAULT_DISK_FREE_LIMIT,
@@ -36,6 +37,7 @@ from .storage.api import MessageLog, MetadataStore
 from .storage.memory import MemoryMessageLog, MemoryMetadataStore
 from .storage.segments import open_segment_store
 from .storage.sqlite import open_sqlite_store
+from .transport.admission import Admission, connection_cap, raise_fd_limit
 from .transport.amqp_listener import AMQPListener, is_address_in_use
 from .transport.resources import ResourceAlarms, system_reader, total_memory
 from .transport.tls import ReloadableTLS, TLSFiles
@@ -81,9 +83,11 @@ class BrokerConfig:
     # Refused when the content header arrives (406). 16 MiB: RabbitMQ 4.x's default (3.x: 128 MiB); up to
     # MAX_MESSAGE_SIZE_CAP. Bodies are held in memory while they arrive and are routed.
     max_message_size: int = 16 * 1024 * 1024
-    users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
     loopback_users: frozenset[str] = frozenset({"guest"})  # as RabbitMQ's loopback_users
-    vhosts: frozenset[str] = frozenset({"/"})
+    # Users (name -> password) and vhosts that exist at every start, whatever the data directory holds:
+    # each user administrator with every permission on default_vhost (the config wins at each start).
+    users: dict[str, str] = field(default_factory=dict)
+    vhosts: frozenset[str] = frozenset()
     # Access control (docs/access-control.md). A fresh data directory starts with this user (administrator,
     # every permission on default_vhost), as RabbitMQ's default_user / default_pass / default_vhost; not when
     # definitions are loaded at boot (RabbitMQ seeds nothing then either).
@@ -91,6 +95,9 @@ class BrokerConfig:
     default_pass: str = "guest"  # or default_pass_file / MAILSLOT_DEFAULT_PASS_FILE (a container secret)
     default_vhost: str = "/"
     definitions: Path | None = None  # RabbitMQ definitions JSON imported at every boot (load_definitions)
+    # SASL EXTERNAL (TLS client certificates): the username is the certificate's subject DN, or its CN
+    # (RabbitMQ's ssl_cert_login_from, distinguished_name by default).
+    ssl_cert_login_from: Literal["distinguished_name", "common_name"] = "distinguished_name"
     # The handshake (protocol header to connection.open-ok) must finish within this many seconds, or the
     # socket is closed: RabbitMQ's handshake_timeout, 10 s.
     handshake_timeout: float = 10.0
@@ -194,8 +201,9 @@ class Broker:
         definitions = self._read_definitions()  # a missing or broken file: ConfigError before anything opens
         message_log, metadata = self._open_store()
         access = InternalAccessControl(metadata, loopback_users=config.loopback_users)
-        if definitions is None:  # RabbitMQ seeds the default user only when no definitions are loaded
-            seed_defaults(access, config.default_user, config.default_pass, config.default_vhost)
+        # RabbitMQ seeds the default user only when no definitions are loaded.
+        seeded = definitions is None and seed_defaults(access, config.default_user, config.default_pass,
+                                                       config.default_vhost)
         core = CoreBroker(
             message_log,
             metadata,
@@ -205,6 +213,7 @@ class Broker:
         )
         admin = AccessAdmin(access, core)
         admin.attach()  # the vhosts of the access records, before recovery fills them
+        ensure_configured(admin, config.users, config.vhosts, config.default_vhost)
         core.recover()
         self._access, self._admin = access, admin
         if definitions is not None:
@@ -214,8 +223,9 @@ class Broker:
             return AMQPConnection(
                 core,
                 peer_host=peer_host,
-                users=config.users,
-                loopback_users=config.loopback_users,
+                access=access,
+                handshake_timeout=config.handshake_timeout,
+                cert_login_from=config.ssl_cert_login_from,
                 heartbeat=config.heartbeat,
                 frame_max=config.frame_max,
                 channel_max=config.channel_max,
@@ -225,6 +235,7 @@ class Broker:
             )
 
         listener = AMQPListener(loop, core, make_connection)
+        listener.admission = Admission(connection_cap(config.max_connections, raise_fd_limit()))
         http = HTTPServer(core)
         self._core, self._listener, self._http, self._tls = core, listener, http, tls
         try:
@@ -235,6 +246,9 @@ class Broker:
             core.close()
             raise
         log.info("storing messages %s", self.storage_description)
+        if seeded:
+            log.info("a fresh data directory: created user '%s' (administrator) and vhost '%s'",
+                     config.default_user, config.default_vhost)
         read = config.resource_reader or system_reader(Path(config.data_dir))
         monitor = ResourceMonitor(read, limits)
         self._alarms = ResourceAlarms(loop, listener, monitor, config.resource_check_interval)
@@ -276,6 +290,8 @@ class Broker:
         # Logged once everything is bound: a port in use is then the only line a failed start prints.
         for name, port in self._ports.items():
             log.info("%s listening on %s:%d", name.upper(), host, port)
+        if listener.admission is not None:
+            log.info("accepting at most %d client connections at once", listener.admission.cap)
         if config.http_port is not None:
             log.info("HTTP API on %s", self.http_url)
         if config.http_tls_port is not None:

@@ -9,7 +9,6 @@ shorthand, and the method table. Nothing here does I/O: the transport feeds byte
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import platform
 from collections.abc import Callable
@@ -19,7 +18,11 @@ from pamqp import commands as spec
 
 from .. import __version__
 from ..core import errors as core_errors
+from ..core.access import User
+from ..core.access.authorizer import UNRESTRICTED, Authorizer
+from ..core.access.control import InternalAccessControl
 from ..core.broker import Broker, OnCommit
+from ..core.connections import ConnectionInfo
 from ..core.message import Entry, Message
 from ..core.peer import PeerCertificate
 from ..core.redelivery import delivery_properties
@@ -29,6 +32,7 @@ from ..core.vhost import CommandInvalid
 from ..protocols import amqp091 as proto
 from ..protocols.amqp091 import properties as props
 from ..protocols.amqp091.codec import unchecked
+from .login import EXTERNAL, CertLoginFrom, DeferredLogin, authenticate, connection_info
 
 log = logging.getLogger("mailslot.amqp")
 
@@ -125,13 +129,6 @@ class AMQPPropertiesCodec:
         return props.with_int_header(raw, name, value)
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return host in ("localhost", "")
-
-
 class Channel:
     """One AMQP channel: a core session plus confirms and the method table. Implements DeliverySink."""
 
@@ -139,7 +136,7 @@ class Channel:
         self.connection = connection
         self.number = number
         self.session: Session = connection.broker.open_session(
-            connection.vhost, connection, self, connection.gate
+            connection.vhost, connection, self, connection.gate, connection.authz
         )
         self.confirming = False
         self.published = 0  # publish sequence number in confirm mode
@@ -236,7 +233,7 @@ class Channel:
         expiration is read as the message's TTL (406 when it is no count of ms, as RabbitMQ)."""
         decoded = props.decode_properties(raw)
         user_id = decoded.user_id
-        if user_id is not None and user_id != self.connection.username:
+        if user_id is not None and user_id != self.connection.username and not self.connection.impersonator:
             raise core_errors.PreconditionFailed(
                 f"user_id property set to '{user_id}' but authenticated user was '{self.connection.username}'"
             )
@@ -300,6 +297,7 @@ class Channel:
                 auto_delete=m.auto_delete,
                 internal=m.internal,
                 arguments=m.arguments or {},
+                authz=self.session.authz,
             )
         except CommandInvalid as error:
             raise ConnectionFault(proto.COMMAND_INVALID, error.text) from None
@@ -307,21 +305,22 @@ class Channel:
             self.reply(spec.Exchange.DeclareOk())
 
     def exchange_delete(self, m: Any) -> None:
-        vhost = self.session.vhost
-        if m.exchange in vhost.exchanges or not m.exchange or m.exchange.startswith("amq."):
-            vhost.delete_exchange(m.exchange, if_unused=m.if_unused)
+        self.session.vhost.delete_exchange(m.exchange, if_unused=m.if_unused, authz=self.session.authz, missing_ok=True)
         if not m.nowait:
             self.reply(spec.Exchange.DeleteOk())
 
     def exchange_bind(self, m: Any) -> None:
         self.session.vhost.bind(
-            m.source, ("exchange", m.destination), m.routing_key, m.arguments or {}, self.connection
+            m.source, ("exchange", m.destination), m.routing_key, m.arguments or {}, self.connection,
+            self.session.authz,
         )
         if not m.nowait:
             self.reply(spec.Exchange.BindOk())
 
     def exchange_unbind(self, m: Any) -> None:
-        self.session.vhost.unbind(m.source, ("exchange", m.destination), m.routing_key, m.arguments or {})
+        self.session.vhost.unbind(
+            m.source, ("exchange", m.destination), m.routing_key, m.arguments or {}, self.session.authz
+        )
         if not m.nowait:
             self.reply(spec.Exchange.UnbindOk())
 
@@ -338,6 +337,7 @@ class Channel:
                 auto_delete=m.auto_delete,
                 arguments=m.arguments or {},
                 owner=self.connection,
+                authz=self.session.authz,
             )
             name, messages, consumers = queue.name, queue.message_count, len(queue.consumers)
         self.last_queue = name
@@ -353,18 +353,22 @@ class Channel:
 
     def queue_bind(self, m: Any) -> None:
         queue, routing_key = self._queue_and_key(m)
-        self.session.vhost.bind(m.exchange, ("queue", queue), routing_key, m.arguments or {}, self.connection)
+        self.session.vhost.bind(
+            m.exchange, ("queue", queue), routing_key, m.arguments or {}, self.connection, self.session.authz
+        )
         if not m.nowait:
             self.reply(spec.Queue.BindOk())
 
     def queue_unbind(self, m: Any) -> None:
         queue, routing_key = self._queue_and_key(m)
-        self.session.vhost.unbind(m.exchange, ("queue", queue), routing_key, m.arguments or {})
+        self.session.vhost.unbind(m.exchange, ("queue", queue), routing_key, m.arguments or {}, self.session.authz)
         self.reply(spec.Queue.UnbindOk())
 
     def queue_purge(self, m: Any) -> None:
         vhost = self.session.vhost
-        queue = vhost.queue(self._queue_name(m.queue))
+        name = self._queue_name(m.queue)
+        self.session.authz.read("queue", name)  # rabbit_channel: before the lookup
+        queue = vhost.queue(name)
         vhost.check_access(queue, self.connection)
         count = queue.purge()
         if not m.nowait:
@@ -373,6 +377,7 @@ class Channel:
     def queue_delete(self, m: Any) -> None:
         vhost = self.session.vhost
         name = self._queue_name(m.queue)
+        self.session.authz.configure("queue", name)  # rabbit_channel: before the lookup
         count = 0
         queue = vhost.queues.get(name)
         if queue is not None:  # deleting a missing queue is not an error in RabbitMQ
@@ -551,19 +556,20 @@ class AMQPConnection:
         broker: Broker,
         *,
         peer_host: str,
-        users: dict[str, str],
-        loopback_users: frozenset[str],
+        access: InternalAccessControl,
         heartbeat: int,
         frame_max: int,
         channel_max: int,
         max_message_size: int,
         now: float,
         outbox: set[AMQPConnection],
+        handshake_timeout: float = proto.HANDSHAKE_TIMEOUT,
+        cert_login_from: CertLoginFrom = "distinguished_name",
     ) -> None:
         self.broker = broker
         self.peer_host = peer_host
-        self.users = users
-        self.loopback_users = loopback_users
+        self.access = access
+        self.cert_login_from = cert_login_from
         self.proto = proto.ServerConnection(
             server_properties=server_properties(),
             frame_max=frame_max,
@@ -572,21 +578,49 @@ class AMQPConnection:
             max_message_size=max_message_size,
             now=now,
             answer_in_order=True,
+            handshake_timeout=handshake_timeout,
         )
+        self.proto.channel_refusal = self._channel_refusal
+        # Set by the transport when it knows them (the connection table names connections by them).
+        self.peer_port = 0
+        self.local: tuple[str, int] = ("", 0)
+        self.tls = False
+        self.user: User | None = None
+        self.authz: Authorizer = UNRESTRICTED  # replaced by the user's rights once the vhost is open
+        self._info: ConnectionInfo | None = None
+        self._deferred: DeferredLogin | None = None
         self.channels: dict[int, Channel] = {}
         self.gate = Gate()
         self.buffered = 0
         self.outbox = outbox
-        self.username = ""
         self.vhost: Any = None
         self.closed = False
         self.publisher = False  # has published: a resource alarm blocks it
-        # The client certificate a TLS handshake verified (set by the transport before the first byte is
-        # read; None on plain TCP or when the client sent none): what SASL EXTERNAL logs in with.
-        self.peer_certificate: PeerCertificate | None = None
+        self._peer_certificate: PeerCertificate | None = None
         self._blocked_sent = False
         self.now = now
         self.touch()
+
+    @property
+    def peer_certificate(self) -> PeerCertificate | None:
+        """The client certificate a TLS handshake verified (set by the transport before the first byte is
+        read; None on plain TCP or when the client sent none): what SASL EXTERNAL logs in with."""
+        return self._peer_certificate
+
+    @peer_certificate.setter
+    def peer_certificate(self, certificate: PeerCertificate | None) -> None:
+        self._peer_certificate = certificate
+        base = tuple(m for m in self.proto.mechanisms if m != EXTERNAL)
+        self.proto.mechanisms = (*base, EXTERNAL) if certificate is not None else base
+
+    @property
+    def username(self) -> str:
+        return self.user.name if self.user is not None else ""
+
+    @property
+    def impersonator(self) -> bool:
+        """The user may publish with another user_id (RabbitMQ's impersonator tag)."""
+        return self.user is not None and "impersonator" in self.user.tags
 
     # ---- transport side -------------------------------------------------------------------------
 
@@ -602,11 +636,19 @@ class AMQPConnection:
         self.touch()
 
     def timer(self, now: float) -> None:
+        self.now = now
+        deferred = self._deferred
+        if deferred is not None and now >= deferred.due and not self.closed:
+            self._deferred = None
+            deferred.decide()
         self._handle(self.proto.handle_timer(now))
         self.touch()
 
     def next_timer(self) -> float | None:
-        return self.proto.next_timer()
+        due = self.proto.next_timer()
+        if self._deferred is not None and not self.closed:
+            due = self._deferred.due if due is None else min(due, self._deferred.due)
+        return due
 
     def data_to_send(self) -> bytes:
         self.buffered = 0
@@ -652,6 +694,10 @@ class AMQPConnection:
         if self.closed:
             return
         self.closed = True
+        self._deferred = None
+        if self._info is not None:
+            self.access.connections.remove(self._info)
+            self._info = None
         for channel in list(self.channels.values()):
             channel.session.close()
         self.channels.clear()
@@ -662,7 +708,9 @@ class AMQPConnection:
     def _handle(self, events: list[Any]) -> None:
         for event in events:
             kind = type(event)
-            if kind is proto.ContentReceived or kind is proto.MethodReceived:
+            if kind is proto.MethodReceived and event.channel == 0:
+                self._method0(event.method)
+            elif kind is proto.ContentReceived or kind is proto.MethodReceived:
                 channel = self.channels.get(event.channel)
                 if channel is None:
                     continue  # closing: the protocol layer already decided what this frame means
@@ -720,32 +768,67 @@ class AMQPConnection:
         self.connection_lost()
 
     def _login(self, event: Any) -> None:
-        mechanism = event.mechanism
-        if self.users.get(event.username) != event.password or (
-            event.username in self.loopback_users and not _is_loopback(self.peer_host)
-        ):
-            if event.username in self.loopback_users and not _is_loopback(self.peer_host):
-                log.warning(
-                    "user '%s' can only connect via localhost (peer %s)", event.username, self.peer_host
-                )
-            else:
-                log.warning("login refused for user '%s' from %s", event.username, self.peer_host)
+        """Decide the login now, or once the throttle's delay for this source is over (parsing stays
+        paused meanwhile; the handshake timeout still runs)."""
+        delay = self.access.login_delay(self.peer_host)
+        if delay <= 0:
+            self._decide_login(event)
+            return
+        self._deferred = DeferredLogin(self.now + delay, lambda: self._decide_login(event))
+
+    def _decide_login(self, event: Any) -> None:
+        try:
+            self.user = authenticate(self.access, event.mechanism, event.username, event.password, self.peer_host,
+                                     self.peer_certificate, self.cert_login_from)
+        except core_errors.AccessRefused:
             # 403 "Login was refused ..." when the client announced authentication_failure_close,
-            # otherwise a silent close: the protocol layer does what RabbitMQ does.
-            self.proto.refuse_login(mechanism)
+            # otherwise a silent close: the protocol layer does what RabbitMQ does. The reason is logged
+            # by the access control (with the source and user), never sent.
+            self.proto.refuse_login(event.mechanism)
             self.connection_lost()
             return
-        self.username = event.username
         self.proto.accept_login()
         self._handle(self.proto.receive_data(b"", self.now))  # parsing paused until this decision
 
     def _open(self, name: str) -> None:
-        vhost = self.broker.vhosts.get(name)
-        if vhost is None:
-            self._fail_connection(
-                proto.NOT_ALLOWED, proto.reply_text(proto.NOT_ALLOWED, f"vhost {name} not found")
-            )
+        assert self.user is not None
+        try:
+            self.authz = self.access.open_vhost(self.user, name)
+        except core_errors.NotAllowed as error:
+            log.warning("connection from %s (user '%s') refused: %s", self.peer_host, self.user.name, error.text)
+            self._fail_connection(proto.NOT_ALLOWED, proto.reply_text(proto.NOT_ALLOWED, error.text))
             return
-        self.vhost = vhost
+        self.vhost = self.broker.vhosts[name]
+        self._info = connection_info(
+            self.user, name, (self.peer_host, self.peer_port), self.local, lambda: len(self.channels),
+            self._closed_by_broker, tls=self.tls,
+            client_properties=self.proto.client_properties,
+        )
+        self.access.connections.add(self._info)
         self.proto.accept_open()
         self._handle(self.proto.receive_data(b"", self.now))  # parsing paused until this decision
+
+    def _closed_by_broker(self, text: str) -> None:
+        """Its user or vhost was deleted, or its user's password changed (core/access/admin.py)."""
+        self._info = None  # the table already dropped it
+        self.force_close(proto.CONNECTION_FORCED, proto.reply_text(proto.CONNECTION_FORCED, text))
+        self.broker.request_flush()  # write the close now
+
+    def _channel_refusal(self) -> str | None:
+        """A user's max-channels limit, over all its connections (rabbit_reader:create_channel)."""
+        if self.user is None:
+            return None
+        try:
+            self.access.check_channel_open(self.user)
+        except core_errors.NotAllowed as error:
+            return error.text
+        return None
+
+    def _method0(self, method: Any) -> None:
+        """connection.update-secret, as RabbitMQ's reader with its internal backend: the new secret is
+        accepted (internal users' state never expires) and answered with update-secret-ok."""
+        if method.name == "Connection.UpdateSecret":
+            log.info("connection from %s (user '%s') updated its secret, reason: %s", self.peer_host,
+                     self.username, method.reason)
+            self.proto.send_method(0, spec.Connection.UpdateSecretOk())
+            self.touch()

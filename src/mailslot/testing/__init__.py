@@ -7,6 +7,7 @@
 - :class:`FakeClock` for code that takes time as an input.
 - :class:`CoreHarness` (with :class:`RecordingSink`, :class:`Delivery`): mailslot's broker core driven
   by hand on a fake clock, for tests of the core itself (flush, advance, restart, crash).
+- :func:`default_access`: the access control of a fresh broker (guest/guest), for hand-built front ends.
 
 Names are imported on first use (PEP 562): pytest imports this package for its plugin in every
 project that has mailslot installed, and that must not load the whole broker.
@@ -18,6 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mailslot.testing.access import default_access
     from mailslot.testing.broker import broker_in_thread, make_config, running_broker
     from mailslot.testing.clock import FakeClock
     from mailslot.testing.core import CoreHarness, Delivery, RecordingSink
@@ -28,6 +30,7 @@ __all__ = [
     "FakeClock",
     "RecordingSink",
     "broker_in_thread",
+    "default_access",
     "make_config",
     "running_broker",
 ]
@@ -38,6 +41,7 @@ _HOMES = {
     "FakeClock": "mailslot.testing.clock",
     "RecordingSink": "mailslot.testing.core",
     "broker_in_thread": "mailslot.testing.broker",
+    "default_access": "mailslot.testing.access",
     "make_config": "mailslot.testing.broker",
     "running_broker": "mailslot.testing.broker",
 }

@@ -17,6 +17,7 @@ Rules of this module (everything that affects the connection state machine lives
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from pamqp import base, commands, decode
@@ -87,6 +88,9 @@ _DELIVER_PACKERS_MAX = 256
 _METHOD_ID = struct.Struct(">I")
 _U32 = struct.Struct(">I")
 _MECHANISMS = ("PLAIN", "AMQPLAIN")
+#: SASL EXTERNAL: the identity is the TLS client certificate's; the response carries nothing we read
+#: (rabbit_auth_mechanism_ssl ignores it). Offered only when the host adds it to ``mechanisms``.
+EXTERNAL = "EXTERNAL"
 _new = object.__new__
 
 
@@ -123,7 +127,7 @@ class ServerConnection:
 
     def __init__(self, *, server_properties: dict[str, Any], frame_max: int = 131072, channel_max: int = 2047,
                  heartbeat: int = 60, max_message_size: int = 16 * 1024 * 1024, now: float = 0.0,
-                 answer_in_order: bool = False) -> None:
+                 answer_in_order: bool = False, handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
         # answer_in_order: a host that answers events (the broker's front end) sets it, so that parsing
         # stops before a frame this layer would answer itself until the events before it are answered
         # (see ``more_input``); replies then leave in the order their requests arrived, as RabbitMQ's.
@@ -151,7 +155,13 @@ class ServerConnection:
         self._last_recv = now
         self._sent_flag = False
         self._hb_send_at: float | None = None
-        self._handshake_deadline: float | None = now + HANDSHAKE_TIMEOUT
+        self._handshake_deadline: float | None = now + handshake_timeout
+        # SASL mechanisms offered in connection.start (read when the protocol header arrives, so a host may
+        # add EXTERNAL once it knows the peer is a TLS client with a certificate).
+        self.mechanisms: tuple[str, ...] = _MECHANISMS
+        # Asked before a channel is opened: None, or the text of a 530 NOT_ALLOWED that closes the
+        # connection instead (a user's max-channels limit, as rabbit_reader:create_channel).
+        self.channel_refusal: Callable[[], str | None] | None = None
         self._closing_deadline: float | None = None
         self._receive_check_suspended = False
         self._in_order = answer_in_order
@@ -204,7 +214,7 @@ class ServerConnection:
             self._state = _STARTING
             self._queue_method(0, commands.Connection.Start(
                 version_major=0, version_minor=9, server_properties=self.server_properties,
-                mechanisms=" ".join(_MECHANISMS), locales="en_US"))
+                mechanisms=" ".join(self.mechanisms), locales="en_US"))
             data = data[8:]
         if self._state in _PAUSED:
             self._tail = data
@@ -454,13 +464,13 @@ class ServerConnection:
 
     def _start_ok(self, events: list[Event], m: commands.Connection.StartOk) -> None:
         mechanism = m.mechanism
-        if mechanism not in _MECHANISMS:
+        if mechanism not in self.mechanisms:
             # command_invalid "unknown authentication mechanism" while starting: silent close.
             self._terminate(events, f"unknown authentication mechanism {mechanism!r}")
             raise _Halt
         response = m.response
         raw = response.encode() if isinstance(response, str) else bytes(response or b"")
-        creds = _plain(raw) if mechanism == "PLAIN" else _amqplain(raw)
+        creds = ("", "") if mechanism == EXTERNAL else _plain(raw) if mechanism == "PLAIN" else _amqplain(raw)
         if creds is None:
             # syntax_error from the auth mechanism while securing: silent close.
             self._terminate(events, f"{mechanism} response invalid")
@@ -511,6 +521,9 @@ class ServerConnection:
             self._decode_or_error(events, index, data, p, end)
             if index != _CHANNEL_OPEN:
                 self._hard_error(events, CHANNEL_ERROR, "expected 'channel.open'", index)
+            refusal = self.channel_refusal() if self.channel_refusal is not None else None
+            if refusal is not None:
+                self._hard_error(events, NOT_ALLOWED, refusal)  # method "none", as RabbitMQ
             chan = self._channels[ch] = _Channel()
             self.open_channels.add(ch)
             self._queue_method(ch, commands.Channel.OpenOk())
