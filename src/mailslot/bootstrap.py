@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from .config import ConfigError
 from .core.access.admin import AccessAdmin, ensure_configured, seed_defaults
@@ -43,6 +44,7 @@ from .transport.resources import ResourceAlarms, system_reader, total_memory
 from .transport.tls import ReloadableTLS, TLSFiles
 
 log = logging.getLogger("mailslot")
+_T = TypeVar("_T")
 
 
 class PortInUseError(OSError):
@@ -354,6 +356,23 @@ class Broker:
             alarms.set_limits(limits)
         else:
             loop.call_soon_threadsafe(alarms.set_limits, limits)
+
+    def run_threadsafe(self, fn: Callable[[], _T], timeout: float = 30.0) -> _T:
+        """Run ``fn`` on the broker's event loop and return its result; from the loop's own thread it
+        simply runs. The way another thread (a blocking test, an admin tool) changes a running broker."""
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            return fn()
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+                future.set_exception(error)
+
+        loop.call_soon_threadsafe(run)
+        return future.result(timeout)
 
     @property
     def alarms(self) -> frozenset[str]:
