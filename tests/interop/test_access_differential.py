@@ -21,7 +21,6 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -160,7 +159,7 @@ def connect_outcome(fn: Callable[[], Any]) -> tuple[Any, ...]:
     try:
         fn()
     except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as error:
-        found = re.match(r"ConnectionClosedByBroker: \((\d+)\) (['\"])(.*)\2$", str(error.args[0]), re.S)
+        found = re.match(r"ConnectionClosedByBroker: \((\d+)\) (['\"])(.*)\2$", str(error.args[0]), re.DOTALL)
         assert found, error.args
         return ("refused", int(found.group(1)), found.group(3))
     return ("ok",)
