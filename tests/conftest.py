@@ -23,6 +23,9 @@ from typing import Any
 
 import pytest
 
+# The one wait_for lives in helpers.py; re-exported for tests written against ``from conftest import wait_for``.
+from helpers import async_wait_for, wait_for  # noqa: F401
+
 # Let the suites import mailslot from the source tree when the package is not installed in the venv.
 _SRC = Path(__file__).resolve().parent.parent / "src"
 try:  # pragma: no cover - depends on the environment

@@ -257,6 +257,7 @@ class Session:
             consumer.unacked += count
             self.unacked_count += count
             queue.unacked += count
+            queue.mark_delivered(entries)
         self.sink.deliver_many(consumer.tag, first, entries)
 
     def room(self, consumer: Consumer) -> int:
@@ -293,6 +294,7 @@ class Session:
             self.unacked[tag] = (queue, entry, None)
             self.unacked_count += 1
             queue.unacked += 1
+            queue.mark_delivered([entry])
             self.broker.redelivery.ack_timeouts.watch(self, queue)
         return tag, entry, queue.message_count
 
