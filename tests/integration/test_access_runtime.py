@@ -55,13 +55,12 @@ def test_a_bad_definitions_file_stops_the_start(tmp_path: Path) -> None:
     definitions = tmp_path / "definitions.json"
     definitions.write_text(json.dumps({"permissions": [{"user": "ghost", "vhost": "/", "configure": ".*",
                                                         "write": ".*", "read": ".*"}]}))
-    with pytest.raises(ConfigError, match="cannot be imported: .*user 'ghost' does not exist"):
-        with broker_in_thread(definitions=definitions):
-            pass
-    with pytest.raises(ConfigError, match="not valid JSON"):
-        (tmp_path / "broken.json").write_text("{")
-        with broker_in_thread(definitions=tmp_path / "broken.json"):
-            pass
+    with pytest.raises(ConfigError, match="cannot be imported: .*user 'ghost' does not exist"), \
+            broker_in_thread(definitions=definitions):
+        pass
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"), broker_in_thread(definitions=tmp_path / "broken.json"):
+        pass
 
 
 def test_default_user_for_containers() -> None:

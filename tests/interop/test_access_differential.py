@@ -312,27 +312,12 @@ def _both(world: tuple[dict[str, Side], dict[str, str], str], fn: Callable[[Side
     return {name: fn(side) for name, side in world[0].items()}
 
 
-def test_vhost_connection_limit(world: Any, scratch: Callable[[str], tuple[str, str]]) -> None:
-    user, vhost = scratch("vconn")
+@pytest.mark.parametrize("limit", ["set_vhost_limits", "set_user_limits"])
+def test_connection_limits(world: Any, scratch: Callable[[str], tuple[str, str]], limit: str) -> None:
+    user, vhost = scratch("conn")
 
     def run(side: Side) -> tuple[Any, ...]:
-        side.admin("set_vhost_limits", vhost, {"max-connections": 1})
-        first = side.connect(user, vhost)
-        try:
-            return connect_outcome(lambda: side.connect(user, vhost).close())
-        finally:
-            first.close()
-
-    results = _both(world, run)
-    assert results["mailslot"] == results["rabbitmq"]
-    assert results["rabbitmq"][:2] == ("refused", 530)
-
-
-def test_user_connection_limit(world: Any, scratch: Callable[[str], tuple[str, str]]) -> None:
-    user, vhost = scratch("uconn")
-
-    def run(side: Side) -> tuple[Any, ...]:
-        side.admin("set_user_limits", user, {"max-connections": 1})
+        side.admin(limit, vhost if limit == "set_vhost_limits" else user, {"max-connections": 1})
         first = side.connect(user, vhost)
         try:
             return connect_outcome(lambda: side.connect(user, vhost).close())
