@@ -1,4 +1,5 @@
-"""Logging a client in and admitting its connection, for any front end, on top of core/access.
+"""Logging a client in and admitting its connection, on top of core/access (the SASL response itself is
+decoded by :mod:`mailslot.protocols.amqp091.sasl`).
 
 * :func:`authenticate`: the SASL mechanism's credentials (PLAIN, AMQPLAIN) or the TLS client certificate
   (EXTERNAL, as RabbitMQ's rabbit_auth_mechanism_ssl: the subject DN, or its CN with
@@ -15,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..core.access import User
-from ..core.access.control import InternalAccessControl
-from ..core.connections import ConnectionInfo
-from ..core.errors import AccessRefused
-from ..core.peer import PeerCertificate
+from ...core.access import User
+from ...core.access.control import InternalAccessControl
+from ...core.connections import ConnectionInfo
+from ...core.errors import AccessRefused
+from ...core.peer import PeerCertificate
 
 CertLoginFrom = Literal["distinguished_name", "common_name"]
 EXTERNAL = "EXTERNAL"
