@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, TypeVar
 
 from .config import ConfigError
+from .core.access.admin import AccessAdmin, ensure_configured, seed_defaults
+from .core.access.control import InternalAccessControl
 from .core.alarms import (
     DEFAULT_DISK_FREE_LIMIT,
     DEFAULT_MEMORY_HIGH_WATERMARK,
@@ -20,17 +24,27 @@ from .core.alarms import (
 from .core.alarms import disk_free_limit as parse_disk_free_limit
 from .core.alarms import memory_limit as parse_memory_limit
 from .core.broker import Broker as CoreBroker
+from .core.definitions import (
+    DefinitionsError,
+    ImportReport,
+    PolicySink,
+    export_definitions,
+    import_definitions,
+    read_definitions_file,
+)
 from .frontends.amqp091 import AMQP_CODEC, AMQPConnection
 from .http.server import HTTPServer
 from .storage.api import MessageLog, MetadataStore
 from .storage.memory import MemoryMessageLog, MemoryMetadataStore
 from .storage.segments import open_segment_store
 from .storage.sqlite import open_sqlite_store
+from .transport.admission import Admission, connection_cap, raise_fd_limit
 from .transport.amqp_listener import AMQPListener, is_address_in_use
 from .transport.resources import ResourceAlarms, system_reader, total_memory
 from .transport.tls import ReloadableTLS, TLSFiles
 
 log = logging.getLogger("mailslot")
+_T = TypeVar("_T")
 
 
 class PortInUseError(OSError):
@@ -71,9 +85,27 @@ class BrokerConfig:
     # Refused when the content header arrives (406). 16 MiB: RabbitMQ 4.x's default (3.x: 128 MiB); up to
     # MAX_MESSAGE_SIZE_CAP. Bodies are held in memory while they arrive and are routed.
     max_message_size: int = 16 * 1024 * 1024
-    users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
     loopback_users: frozenset[str] = frozenset({"guest"})  # as RabbitMQ's loopback_users
-    vhosts: frozenset[str] = frozenset({"/"})
+    # Users (name -> password) and vhosts that exist at every start, whatever the data directory holds:
+    # each user administrator with every permission on default_vhost (the config wins at each start).
+    users: dict[str, str] = field(default_factory=dict)
+    vhosts: frozenset[str] = frozenset()
+    # Access control (docs/access-control.md). A fresh data directory starts with this user (administrator,
+    # every permission on default_vhost), as RabbitMQ's default_user / default_pass / default_vhost; not when
+    # definitions are loaded at boot (RabbitMQ seeds nothing then either).
+    default_user: str = "guest"
+    default_pass: str = "guest"  # or default_pass_file / MAILSLOT_DEFAULT_PASS_FILE (a container secret)
+    default_vhost: str = "/"
+    definitions: Path | None = None  # RabbitMQ definitions JSON imported at every boot (load_definitions)
+    # SASL EXTERNAL (TLS client certificates): the username is the certificate's subject DN, or its CN
+    # (RabbitMQ's ssl_cert_login_from, distinguished_name by default).
+    ssl_cert_login_from: Literal["distinguished_name", "common_name"] = "distinguished_name"
+    # The handshake (protocol header to connection.open-ok) must finish within this many seconds, or the
+    # socket is closed: RabbitMQ's handshake_timeout, 10 s.
+    handshake_timeout: float = 10.0
+    # Most client connections at once (None: as many as the process's file descriptors allow, keeping
+    # FD_RESERVE for the store and the HTTP API). RabbitMQ's connection_max; see transport/admission.py.
+    max_connections: int | None = None
     # Resource alarms (docs/backpressure.md), RabbitMQ's defaults: memory above 0.4 of RAM (or a size,
     # "512MB"), free disk below 50MB (or relative to RAM, "mem_relative:1.0" / "1.0x").
     memory_high_watermark: str | float = DEFAULT_MEMORY_HIGH_WATERMARK
@@ -110,6 +142,12 @@ class BrokerConfig:
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ConfigError(name, f"{value} is out of range ({low}-{high})")
+        if not self.default_user:
+            raise ConfigError("default_user", "must not be empty")
+        if self.handshake_timeout <= 0:
+            raise ConfigError("handshake_timeout", "must be more than 0 seconds")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ConfigError("max_connections", "must be at least 1 (or none: as many as file descriptors allow)")
         if self.consumer_timeout is not None and self.consumer_timeout < 0:
             raise ConfigError("consumer_timeout", "must not be negative (0 or none: never)")
         if self.log_level.lower() not in LOG_LEVELS:
@@ -151,6 +189,11 @@ class BrokerServer:
         self._ports: dict[str, int] = {}  # "amqp" / "amqps": bound ports of the listeners that run
         self._http: HTTPServer | None = None
         self._tls: ReloadableTLS | None = None
+        self._access: InternalAccessControl | None = None
+        self._admin: AccessAdmin | None = None
+        # Where imported policies go: the core policy engine plugs in here once it exists (until then a
+        # definitions import reports its policies as skipped).
+        self.policies: PolicySink | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -158,22 +201,34 @@ class BrokerServer:
         limits = self._limits(config.memory_high_watermark, config.disk_free_limit)  # LimitError: before binding
         files = config.tls_files
         tls = ReloadableTLS(files) if files is not None else None  # ConfigError (bad files): before binding
+        definitions = self._read_definitions()  # a missing or broken file: ConfigError before anything opens
         message_log, metadata = self._open_store()
+        access = InternalAccessControl(metadata, loopback_users=config.loopback_users)
+        # RabbitMQ seeds the default user only when no definitions are loaded.
+        seeded = definitions is None and seed_defaults(access, config.default_user, config.default_pass,
+                                                       config.default_vhost)
         core = CoreBroker(
             message_log,
             metadata,
             [AMQP_CODEC],  # the properties codec of every front end (messages stored by any of them)
-            vhosts=config.vhosts,
+            vhosts=(),
             consumer_timeout_ms=round(config.consumer_timeout * 1000) if config.consumer_timeout else None,
         )
+        admin = AccessAdmin(access, core)
+        admin.attach()  # the vhosts of the access records, before recovery fills them
+        ensure_configured(admin, config.users, config.vhosts, config.default_vhost)
         core.recover()
+        self._access, self._admin = access, admin
+        if definitions is not None:
+            self._import_at_boot(definitions, admin, core)
 
         def make_connection(peer_host: str, outbox: set[AMQPConnection]) -> AMQPConnection:
             return AMQPConnection(
                 core,
                 peer_host=peer_host,
-                users=config.users,
-                loopback_users=config.loopback_users,
+                access=access,
+                handshake_timeout=config.handshake_timeout,
+                cert_login_from=config.ssl_cert_login_from,
                 heartbeat=config.heartbeat,
                 frame_max=config.frame_max,
                 channel_max=config.channel_max,
@@ -183,6 +238,7 @@ class BrokerServer:
             )
 
         listener = AMQPListener(loop, core, make_connection)
+        listener.admission = Admission(connection_cap(config.max_connections, raise_fd_limit()))
         http = HTTPServer(core)
         self._core, self._listener, self._http, self._tls = core, listener, http, tls
         try:
@@ -193,11 +249,32 @@ class BrokerServer:
             core.close()
             raise
         log.info("storing messages %s", self.storage_description)
+        if seeded:
+            log.info("a fresh data directory: created user '%s' (administrator) and vhost '%s'",
+                     config.default_user, config.default_vhost)
         read = config.resource_reader or system_reader(Path(config.data_dir))
         monitor = ResourceMonitor(read, limits)
         self._alarms = ResourceAlarms(loop, listener, monitor, config.resource_check_interval)
         self._alarms.start()
         self._loop = loop
+
+    def _read_definitions(self) -> object | None:
+        path = self.config.definitions
+        if path is None:
+            return None
+        try:
+            return read_definitions_file(path)
+        except DefinitionsError as error:
+            raise ConfigError("definitions", error.text) from None
+
+    def _import_at_boot(self, definitions: object, admin: AccessAdmin, core: CoreBroker) -> None:
+        try:
+            report = import_definitions(definitions, admin, core, self.policies)
+        except DefinitionsError as error:
+            core.close()
+            raise ConfigError("definitions", f"{self.config.definitions} cannot be imported: {error.text}") from None
+        core.flush()
+        log.info("definitions from %s: %s", self.config.definitions, report.summary())
 
     async def _listen(self, listener: AMQPListener, http: HTTPServer, tls: ReloadableTLS | None) -> None:
         """Bind every listener that is on (a port of None is off), plain and TLS side by side."""
@@ -216,6 +293,8 @@ class BrokerServer:
         # Logged once everything is bound: a port in use is then the only line a failed start prints.
         for name, port in self._ports.items():
             log.info("%s listening on %s:%d", name.upper(), host, port)
+        if listener.admission is not None:
+            log.info("accepting at most %d client connections at once", listener.admission.cap)
         if config.http_port is not None:
             log.info("HTTP API on %s", self.http_url)
         if config.http_tls_port is not None:
@@ -279,6 +358,23 @@ class BrokerServer:
         else:
             loop.call_soon_threadsafe(alarms.set_limits, limits)
 
+    def run_threadsafe(self, fn: Callable[[], _T], timeout: float = 30.0) -> _T:
+        """Run ``fn`` on the broker's event loop and return its result; from the loop's own thread it
+        simply runs. The way another thread (a blocking test, an admin tool) changes a running broker."""
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            return fn()
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+                future.set_exception(error)
+
+        loop.call_soon_threadsafe(run)
+        return future.result(timeout)
+
     @property
     def alarms(self) -> frozenset[str]:
         """Resource alarms in effect: a subset of {"memory", "disk"}."""
@@ -288,6 +384,26 @@ class BrokerServer:
     def core(self) -> CoreBroker:
         assert self._core is not None, "broker not started"
         return self._core
+
+    @property
+    def access(self) -> InternalAccessControl:
+        """Logins, permission checks and the table of open connections (core/access)."""
+        assert self._access is not None, "broker not started"
+        return self._access
+
+    @property
+    def access_admin(self) -> AccessAdmin:
+        """Users, vhosts, permissions and limits changed at runtime (core/access/admin.py)."""
+        assert self._admin is not None, "broker not started"
+        return self._admin
+
+    def import_definitions(self, body: object, vhost: str | None = None) -> ImportReport:
+        """Import a RabbitMQ definitions document (parsed JSON) into the running broker (on its loop)."""
+        report = import_definitions(body, self.access_admin, self.core, self.policies, vhost=vhost)
+        return report
+
+    def export_definitions(self, vhost: str | None = None) -> dict[str, object]:
+        return export_definitions(self.access, self.core, self.policies, vhost=vhost)
 
     @property
     def amqp_port(self) -> int:

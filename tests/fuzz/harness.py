@@ -27,8 +27,15 @@ from mailslot.frontends.amqp091 import AMQP_CODEC, AMQPConnection
 from mailslot.protocols.amqp091 import properties
 from mailslot.protocols.amqp091.peer import ClientPeer, method
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
+from mailslot.testing import default_access
 
-USERS = {"guest": "guest", "alice": "secret"}
+
+def _access() -> Any:
+    """guest/guest (loopback only) and alice/secret, both with every permission on "/"."""
+    access = default_access()
+    access.users.add("alice", "secret")
+    access.permissions.set("alice", "/", ".*", ".*", ".*")
+    return access
 FRAME_END = 0xCE
 _HEAD = struct.Struct(">BHI")
 
@@ -221,13 +228,14 @@ class Net:
 
     def __init__(self, *, max_message_size: int = 1024 * 1024, frame_max: int = 131072) -> None:
         self.core = Broker(MemoryMessageLog(), MemoryMetadataStore(), [AMQP_CODEC])
+        self.access = _access()
         self.outbox: set[AMQPConnection] = set()
         self.max_message_size = max_message_size
         self.frame_max = frame_max
         self.now = 0.0
 
     def connect(self, *, peer_host: str = "127.0.0.1", client: ClientPeer | None = None) -> Client:
-        conn = AMQPConnection(self.core, peer_host=peer_host, users=USERS, loopback_users=frozenset({"guest"}),
+        conn = AMQPConnection(self.core, peer_host=peer_host, access=self.access,
                               heartbeat=60, frame_max=self.frame_max, channel_max=2047,
                               max_message_size=self.max_message_size, now=self.now, outbox=self.outbox)
         return Client(self, conn, client or ClientPeer())

@@ -28,7 +28,7 @@ from mailslot.config import ConfigError
 from mailslot.core.broker import Broker as CoreBroker
 from mailslot.frontends.amqp091 import AMQP_CODEC, AMQPConnection
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
-from mailslot.testing import broker_in_thread, running_broker
+from mailslot.testing import broker_in_thread, default_access, running_broker
 from mailslot.testing.certificates import CertificateAuthority, PemFiles
 from mailslot.transport.amqp_listener import AMQPListener
 from mailslot.transport.tls import TLSFiles, server_context
@@ -308,7 +308,7 @@ async def test_the_connection_carries_the_verified_client_certificate(pki: PKI) 
 
     def make_connection(peer_host: str, outbox: set[AMQPConnection]) -> AMQPConnection:
         conn = AMQPConnection(
-            core, peer_host=peer_host, users={"guest": "guest"}, loopback_users=frozenset({"guest"}), heartbeat=0,
+            core, peer_host=peer_host, access=default_access(), heartbeat=0,
             frame_max=131072, channel_max=2047, max_message_size=1 << 20, now=loop.time(), outbox=outbox,
         )
         made.append(conn)

@@ -190,6 +190,28 @@ def serve(
             help="With --tls-verify-peer: refuse AMQPS clients that send no certificate.",
         ),
     ] = False,
+    default_user: Annotated[
+        str,
+        typer.Option(help="User created on a fresh data directory (administrator on --default-vhost). "
+                     "RabbitMQ's default_user; guest may log in only from localhost."),
+    ] = "guest",
+    default_pass: Annotated[
+        str, typer.Option(help="Its password (or MAILSLOT_DEFAULT_PASS / MAILSLOT_DEFAULT_PASS_FILE).")
+    ] = "guest",
+    default_vhost: Annotated[str, typer.Option(help="Vhost created on a fresh data directory.")] = "/",
+    definitions: Annotated[
+        Path | None,
+        typer.Option(dir_okay=False, help="RabbitMQ definitions JSON to import at boot (rabbitmqctl "
+                     "export_definitions); then no default user is created."),
+    ] = None,
+    handshake_timeout: Annotated[
+        float, typer.Option(help="Seconds a client has to finish the AMQP handshake (RabbitMQ: 10).", min=0.001)
+    ] = 10.0,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(help="Most client connections at once (default: what the file descriptor limit allows).",
+                     min=1),
+    ] = None,
     log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.info,
 ) -> None:
     """Run the broker until Ctrl-C or SIGTERM (SIGHUP reloads the TLS certificates)."""

@@ -328,13 +328,13 @@ class DelayedMessages:
 
 
 def release_ticker(vhosts: Iterable[VirtualHost]) -> Callable[[float], None]:
-    """The broker's one delay timer: called every tick with the clock's time (seconds)."""
-    hosts = list(vhosts)
+    """The broker's one delay timer: called every tick with the clock's time (seconds). ``vhosts`` is read
+    at each tick (a live view), so vhosts created at runtime are served too."""
 
     def tick(now: float) -> None:
         now_ms = int(now * 1000)
         budget = RELEASE_PER_TICK
-        for vhost in hosts:
+        for vhost in list(vhosts):
             if vhost.delays.schedules:
                 budget -= vhost.delays.release(now_ms, budget)
 

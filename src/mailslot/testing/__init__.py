@@ -8,6 +8,7 @@
 - :class:`CoreHarness` (with :class:`RecordingSink`, :class:`Delivery`): mailslot's broker core driven
   by hand on a fake clock, for tests of the core itself (flush, advance, restart, crash).
 - ``BrokerServer``: the type of the broker the helpers and fixtures hand you (for annotations).
+- :func:`default_access`: the access control of a fresh broker (guest/guest), for hand-built front ends.
 
 Names are imported on first use (PEP 562): pytest imports this package for its plugin in every
 project that has mailslot installed, and that must not load the whole broker.
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mailslot.bootstrap import BrokerServer
+    from mailslot.testing.access import default_access
     from mailslot.testing.broker import broker_in_thread, make_config, running_broker
     from mailslot.testing.clock import FakeClock
     from mailslot.testing.core import CoreHarness, Delivery, RecordingSink
@@ -31,6 +33,7 @@ __all__ = [
     "FakeClock",
     "RecordingSink",
     "broker_in_thread",
+    "default_access",
     "make_config",
     "running_broker",
 ]
@@ -42,6 +45,7 @@ _HOMES = {
     "FakeClock": "mailslot.testing.clock",
     "RecordingSink": "mailslot.testing.core",
     "broker_in_thread": "mailslot.testing.broker",
+    "default_access": "mailslot.testing.access",
     "make_config": "mailslot.testing.broker",
     "running_broker": "mailslot.testing.broker",
 }

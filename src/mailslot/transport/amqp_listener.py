@@ -21,6 +21,7 @@ from typing import cast
 
 from ..core.broker import TICK_SECONDS, Batch, Broker
 from ..frontends.amqp091 import AMQPConnection
+from .admission import Admission
 from .tls import HANDSHAKE_TIMEOUT, peer_certificate_of
 
 log = logging.getLogger("mailslot.transport")
@@ -153,6 +154,10 @@ class AMQPStream(asyncio.Protocol):
         self._holds: set[str] = set()  # CREDIT / ALARM: reasons reading is paused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        admission = self.listener.admission
+        if admission is not None and not admission.admit(len(self.listener.streams)):
+            cast(asyncio.Transport, transport).abort()  # over the connection cap: its descriptor is freed at once (transport/admission.py)
+            return
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername") or ("", 0)
         scheduler = self.listener.scheduler
@@ -160,6 +165,10 @@ class AMQPStream(asyncio.Protocol):
         # TLS: the handshake is done before connection_made, so the client certificate is known before
         # the first protocol byte (SASL EXTERNAL reads it from the connection).
         self.conn.peer_certificate = peer_certificate_of(transport)
+        self.conn.peer_port = int(peer[1]) if len(peer) > 1 else 0
+        local = transport.get_extra_info("sockname") or ("", 0)
+        self.conn.local = (str(local[0]), int(local[1]) if len(local) > 1 else 0)
+        self.conn.tls = transport.get_extra_info("ssl_object") is not None
         scheduler.streams[self.conn] = self
         self.listener.streams.add(self)
         # The write buffer watermarks decide when a slow consumer stops getting deliveries.
@@ -294,6 +303,7 @@ class AMQPListener:
         self.streams: set[AMQPStream] = set()
         self.servers: list[asyncio.Server] = []
         self.alarm = ""  # connection.blocked reason while a resource alarm is set (transport/resources.py)
+        self.admission: Admission | None = None  # the connection cap; None: no cap (transport/admission.py)
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         """Bind and listen (AMQPS with ``ssl_context``); returns the bound port. Call once per port: the

@@ -150,7 +150,7 @@ def test_topic_permissions_with_escaped_variables(world: World) -> None:
     with pytest.raises(AccessRefused) as error:
         publish(session, "amq.topic", "kxx.news")  # "k.*" escaped: does not match "kxx"
     assert error.value.text == (
-        "access to topic 'kxx.news' in exchange topic 'amq.topic' in vhost '/' refused for user 'k.*'"
+        "access to topic 'kxx.news' in exchange 'amq.topic' in vhost '/' refused for user 'k.*'"
     )
     declare_queue(session, "tq")
     session.vhost.bind("amq.topic", ("queue", "tq"), "public.#", {}, session.owner, session.authz)

@@ -17,8 +17,15 @@ from mailslot.core.broker import Broker
 from mailslot.frontends.amqp091 import AMQP_CODEC, AMQPConnection
 from mailslot.protocols.amqp091.peer import ClientPeer, method
 from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
+from mailslot.testing import default_access
 
-USERS = {"guest": "guest", "alice": "secret"}
+
+def _access() -> Any:
+    """guest/guest (loopback only) and alice/secret, both with every permission on "/"."""
+    access = default_access()
+    access.users.add("alice", "secret")
+    access.permissions.set("alice", "/", ".*", ".*", ".*")
+    return access
 
 
 class CountingLog(MemoryMessageLog):
@@ -43,8 +50,7 @@ class Wire:
         self.conn = AMQPConnection(
             self.core,
             peer_host=peer_host,
-            users=USERS,
-            loopback_users=frozenset({"guest"}),
+            access=_access(),
             heartbeat=60,
             frame_max=131072,
             channel_max=2047,

@@ -47,8 +47,22 @@ def seed_defaults(access: InternalAccessControl, user: str, password: str, vhost
     access.vhosts.add(vhost, "Default virtual host")
     access.users.add(user, password, DEFAULT_USER_TAGS)
     access.permissions.set(user, vhost, *FULL_PERMISSIONS)
-    log.info("created the default user '%s' and vhost '%s' (a fresh data directory)", user, vhost)
     return True
+
+
+def ensure_configured(admin: AccessAdmin, users: dict[str, str], vhosts: Iterable[str], vhost: str = "/") -> None:
+    """Users and vhosts named in the broker's configuration exist, at every start: each vhost (created
+    when missing), each user with its configured password, administrator with every permission on
+    ``vhost`` (the configuration wins over a password changed at runtime)."""
+    access = admin.access
+    for name in vhosts:
+        if name not in access.vhosts:
+            admin.add_vhost(name)
+    for name, password in users.items():
+        if access.users.verify(name, password) is None:
+            admin.put_user(name, password=password, tags=DEFAULT_USER_TAGS)
+        if vhost in access.vhosts and access.permissions.get(name, vhost) is None:
+            admin.set_permissions(name, vhost, *FULL_PERMISSIONS)
 
 
 class AccessAdmin:

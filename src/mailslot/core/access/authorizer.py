@@ -98,8 +98,9 @@ class Authorizer:
                 self._checked.clear()
             self._checked.add(key)
             return
+        # rabbit_access_control:check_topic_access, as RabbitMQ 3.10 words it (checked differentially).
         raise AccessRefused(
-            f"access to topic '{routing_key}' in exchange {resource_text('topic', exchange, self.vhost)} "
+            f"access to topic '{routing_key}' in exchange '{exchange}' in vhost '{self.vhost}' "
             f"refused for user '{self.user.name}'"
         )
 

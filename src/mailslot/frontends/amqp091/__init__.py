@@ -6,16 +6,16 @@
 * ``channel``: :class:`Channel`, a core ``Session`` plus what is AMQP-only, and the method table
   (handlers typed with pamqp's method classes).
 * ``confirms``: publisher confirms released after each group commit.
-* ``auth``: who may log in (users, loopback-only users); SASL decoding is the protocol layer's.
+* ``auth``: logging in through the access control (PLAIN/AMQPLAIN credentials, EXTERNAL from the TLS
+  client certificate, throttled logins) and the connection-table entry of an open connection.
 * ``properties``: AMQP 0-9-1's ``PropertiesCodec`` (core/message.py): how the core reads a message published
   here, and how a message published in another protocol is encoded for delivery here.
 
 See docs/amqp091-frontend.md.
 """
 
-from .auth import Users
 from .channel import Channel
 from .connection import AMQPConnection, server_properties
 from .properties import AMQP_CODEC, AMQPPropertiesCodec
 
-__all__ = ["AMQP_CODEC", "AMQPConnection", "AMQPPropertiesCodec", "Channel", "Users", "server_properties"]
+__all__ = ["AMQP_CODEC", "AMQPConnection", "AMQPPropertiesCodec", "Channel", "server_properties"]

@@ -53,7 +53,9 @@ class Channel:
     def __init__(self, connection: AMQPConnection, number: int, vhost: VirtualHost) -> None:
         self.connection = connection
         self.number = number
-        self.session: Session = connection.broker.open_session(vhost, connection, self, connection.gate)
+        self.session: Session = connection.broker.open_session(
+            vhost, connection, self, connection.gate, connection.authz
+        )
         self.confirms: PublisherConfirms | None = None  # set by confirm.select
         self.last_queue = ""  # "the last queue declared on this channel" (AMQP shorthand for empty names)
 
@@ -149,7 +151,7 @@ class Channel:
         expiration is read as the message's TTL (406 when it is no count of ms, as RabbitMQ)."""
         decoded = props.decode_properties(raw)
         user_id = decoded.user_id
-        if user_id is not None and user_id != self.connection.username:
+        if user_id is not None and user_id != self.connection.username and not self.connection.impersonator:
             raise core_errors.PreconditionFailed(
                 f"user_id property set to '{user_id}' but authenticated user was '{self.connection.username}'"
             )
@@ -198,26 +200,30 @@ class Channel:
             auto_delete=m.auto_delete,
             internal=m.internal,
             arguments=m.arguments or {},
+            authz=self.session.authz,
         )
         if not m.nowait:
             self.reply(spec.Exchange.DeclareOk())
 
     def exchange_delete(self, m: spec.Exchange.Delete) -> None:
-        vhost = self.session.vhost
-        if m.exchange in vhost.exchanges or not m.exchange or m.exchange.startswith("amq."):
-            vhost.delete_exchange(m.exchange, if_unused=m.if_unused)
+        self.session.vhost.delete_exchange(
+            m.exchange, if_unused=m.if_unused, authz=self.session.authz, missing_ok=True
+        )
         if not m.nowait:
             self.reply(spec.Exchange.DeleteOk())
 
     def exchange_bind(self, m: spec.Exchange.Bind) -> None:
         self.session.vhost.bind(
-            m.source, ("exchange", m.destination), m.routing_key, m.arguments or {}, self.connection
+            m.source, ("exchange", m.destination), m.routing_key, m.arguments or {}, self.connection,
+            self.session.authz,
         )
         if not m.nowait:
             self.reply(spec.Exchange.BindOk())
 
     def exchange_unbind(self, m: spec.Exchange.Unbind) -> None:
-        self.session.vhost.unbind(m.source, ("exchange", m.destination), m.routing_key, m.arguments or {})
+        self.session.vhost.unbind(
+            m.source, ("exchange", m.destination), m.routing_key, m.arguments or {}, self.session.authz
+        )
         if not m.nowait:
             self.reply(spec.Exchange.UnbindOk())
 
@@ -234,6 +240,7 @@ class Channel:
                 auto_delete=m.auto_delete,
                 arguments=m.arguments or {},
                 owner=self.connection,
+                authz=self.session.authz,
             )
             name, messages, consumers = queue.name, queue.message_count, len(queue.consumers)
         self.last_queue = name
@@ -249,18 +256,22 @@ class Channel:
 
     def queue_bind(self, m: spec.Queue.Bind) -> None:
         queue, routing_key = self._queue_and_key(m)
-        self.session.vhost.bind(m.exchange, ("queue", queue), routing_key, m.arguments or {}, self.connection)
+        self.session.vhost.bind(
+            m.exchange, ("queue", queue), routing_key, m.arguments or {}, self.connection, self.session.authz
+        )
         if not m.nowait:
             self.reply(spec.Queue.BindOk())
 
     def queue_unbind(self, m: spec.Queue.Unbind) -> None:
         queue, routing_key = self._queue_and_key(m)
-        self.session.vhost.unbind(m.exchange, ("queue", queue), routing_key, m.arguments or {})
+        self.session.vhost.unbind(m.exchange, ("queue", queue), routing_key, m.arguments or {}, self.session.authz)
         self.reply(spec.Queue.UnbindOk())
 
     def queue_purge(self, m: spec.Queue.Purge) -> None:
         vhost = self.session.vhost
-        queue = vhost.queue(self._queue_name(m.queue))
+        name = self._queue_name(m.queue)
+        self.session.authz.read("queue", name)  # rabbit_channel: before the lookup
+        queue = vhost.queue(name)
         vhost.check_access(queue, self.connection)
         count = queue.purge()
         if not m.nowait:
@@ -269,6 +280,7 @@ class Channel:
     def queue_delete(self, m: spec.Queue.Delete) -> None:
         vhost = self.session.vhost
         name = self._queue_name(m.queue)
+        self.session.authz.configure("queue", name)  # rabbit_channel: before the lookup
         count = 0
         queue = vhost.queues.get(name)
         if queue is not None:  # deleting a missing queue is not an error in RabbitMQ

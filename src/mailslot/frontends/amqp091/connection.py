@@ -11,15 +11,20 @@ import logging
 import platform
 from typing import Any
 
-from pamqp import base
+from pamqp import base, commands
 
 from ... import __version__
 from ...core import errors as core_errors
+from ...core.access import User
+from ...core.access.authorizer import UNRESTRICTED, Authorizer
+from ...core.access.control import InternalAccessControl
 from ...core.broker import Broker
+from ...core.connections import ConnectionInfo
 from ...core.peer import PeerCertificate
 from ...core.session import Gate
 from ...core.vhost import VirtualHost
 from ...protocols.amqp091 import (
+    HANDSHAKE_TIMEOUT,
     AckReceived,
     ChannelCloseReceived,
     ChannelOpened,
@@ -33,7 +38,8 @@ from ...protocols.amqp091 import (
     ReplyCode,
     ServerConnection,
 )
-from .auth import Users
+from ...protocols.amqp091.sasl import DEFAULT_MECHANISMS, External
+from .auth import CertLoginFrom, DeferredLogin, authenticate, connection_info
 from .channel import OUTPUT_HIGH_WATER, Channel, ConnectionFault, UnexpectedMethod
 
 log = logging.getLogger("mailslot.amqp")
@@ -84,18 +90,20 @@ class AMQPConnection:
         broker: Broker,
         *,
         peer_host: str,
-        users: dict[str, str],
-        loopback_users: frozenset[str],
+        access: InternalAccessControl,
         heartbeat: int,
         frame_max: int,
         channel_max: int,
         max_message_size: int,
         now: float,
         outbox: set[AMQPConnection],
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        cert_login_from: CertLoginFrom = "distinguished_name",
     ) -> None:
         self.broker = broker
         self.peer_host = peer_host
-        self.users = Users(users, loopback_users)
+        self.access = access
+        self.cert_login_from = cert_login_from
         self.proto = ServerConnection(
             server_properties=server_properties(),
             frame_max=frame_max,
@@ -104,21 +112,50 @@ class AMQPConnection:
             max_message_size=max_message_size,
             now=now,
             answer_in_order=True,
+            handshake_timeout=handshake_timeout,
         )
+        self.proto.channel_refusal = self._channel_refusal
+        # Set by the transport when it knows them (the connection table names connections by them).
+        self.peer_port = 0
+        self.local: tuple[str, int] = ("", 0)
+        self.tls = False
+        self.user: User | None = None
+        self.authz: Authorizer = UNRESTRICTED  # replaced by the user's rights once the vhost is open
+        self._info: ConnectionInfo | None = None
+        self._deferred: DeferredLogin | None = None
         self.channels: dict[int, Channel] = {}
         self.gate = Gate()
         self.buffered = 0
         self.outbox = outbox
-        self.username = ""
         self.vhost: VirtualHost | None = None
         self.closed = False
         self.publisher = False  # has published: a resource alarm blocks it
-        # The client certificate a TLS handshake verified (set by the transport before the first byte is
-        # read; None on plain TCP or when the client sent none): what SASL EXTERNAL logs in with.
-        self.peer_certificate: PeerCertificate | None = None
+        self._peer_certificate: PeerCertificate | None = None
         self._blocked_sent = False
         self.now = now
         self.touch()
+
+    @property
+    def peer_certificate(self) -> PeerCertificate | None:
+        """The client certificate a TLS handshake verified (set by the transport before the first byte is
+        read; None on plain TCP or when the client sent none): what SASL EXTERNAL logs in with, and only
+        then is EXTERNAL offered."""
+        return self._peer_certificate
+
+    @peer_certificate.setter
+    def peer_certificate(self, certificate: PeerCertificate | None) -> None:
+        self._peer_certificate = certificate
+        extra = (External(),) if certificate is not None else ()
+        self.proto.set_mechanisms((*DEFAULT_MECHANISMS, *extra))
+
+    @property
+    def username(self) -> str:
+        return self.user.name if self.user is not None else ""
+
+    @property
+    def impersonator(self) -> bool:
+        """The user may publish with another user_id (RabbitMQ's impersonator tag)."""
+        return self.user is not None and "impersonator" in self.user.tags
 
     # ---- transport side -------------------------------------------------------------------------
 
@@ -134,11 +171,19 @@ class AMQPConnection:
         self.touch()
 
     def timer(self, now: float) -> None:
+        self.now = now
+        deferred = self._deferred
+        if deferred is not None and now >= deferred.due and not self.closed:
+            self._deferred = None
+            deferred.decide()
         self._handle(self.proto.handle_timer(now))
         self.touch()
 
     def next_timer(self) -> float | None:
-        return self.proto.next_timer()
+        due = self.proto.next_timer()
+        if self._deferred is not None and not self.closed:
+            due = self._deferred.due if due is None else min(due, self._deferred.due)
+        return due
 
     def data_to_send(self) -> bytes:
         self.buffered = 0
@@ -194,6 +239,10 @@ class AMQPConnection:
         if self.closed:
             return
         self.closed = True
+        self._deferred = None
+        if self._info is not None:
+            self.access.connections.remove(self._info)
+            self._info = None
         for channel in list(self.channels.values()):
             channel.session.close()
         self.channels.clear()
@@ -210,6 +259,8 @@ class AMQPConnection:
                 channel = self.channels.get(event.channel)
                 if channel is not None:  # None: closing, the protocol layer already decided what it means
                     self._channel_event(channel, event)
+                elif event.channel == 0 and kind is MethodReceived:
+                    self._method0(event.method)
             elif kind is ChannelOpened:
                 self.channels[event.channel] = Channel(self, event.channel, self._open_vhost())
             elif kind is ChannelCloseReceived:
@@ -264,15 +315,25 @@ class AMQPConnection:
         self.connection_lost()
 
     def _login(self, event: ConnectionStartOk) -> None:
-        refusal = self.users.refusal(event.username, event.password, self.peer_host)
-        if refusal is not None:
-            log.warning("%s", refusal)
+        """Decide the login now, or once the throttle's delay for this source is over (parsing stays
+        paused meanwhile; the handshake timeout still runs)."""
+        delay = self.access.login_delay(self.peer_host)
+        if delay <= 0:
+            self._decide_login(event)
+            return
+        self._deferred = DeferredLogin(self.now + delay, lambda: self._decide_login(event))
+
+    def _decide_login(self, event: ConnectionStartOk) -> None:
+        try:
+            self.user = authenticate(self.access, event.mechanism, event.username, event.password, self.peer_host,
+                                     self.peer_certificate, self.cert_login_from)
+        except core_errors.AccessRefused:
             # 403 "Login was refused ..." when the client announced authentication_failure_close,
-            # otherwise a silent close: the protocol layer does what RabbitMQ does.
+            # otherwise a silent close: the protocol layer does what RabbitMQ does. The reason is logged
+            # by the access control (with the source and the user), never sent.
             self.proto.refuse_login(event.mechanism)
             self.connection_lost()
             return
-        self.username = event.username
         self.proto.accept_login()
         self._handle(self.proto.receive_data(b"", self.now))  # parsing paused until this decision
 
@@ -282,11 +343,48 @@ class AMQPConnection:
         return self.vhost
 
     def _open(self, name: str) -> None:
-        vhost = self.broker.vhosts.get(name)
-        if vhost is None:
+        assert self.user is not None
+        try:
+            self.authz = self.access.open_vhost(self.user, name)
+        except core_errors.NotAllowed as error:
+            log.warning("connection from %s (user '%s') refused: %s", self.peer_host, self.user.name, error.text)
             code = ReplyCode.NOT_ALLOWED
-            self._fail_connection(code, code.text(f"vhost {name} not found"))
+            self._fail_connection(code, code.text(error.text))
             return
-        self.vhost = vhost
+        self.vhost = self.broker.vhosts[name]
+        self._info = connection_info(
+            self.user, name, (self.peer_host, self.peer_port), self.local, lambda: len(self.channels),
+            self._closed_by_broker, tls=self.tls, client_properties=self.proto.client_properties,
+        )
+        self.access.connections.add(self._info)
         self.proto.accept_open()
         self._handle(self.proto.receive_data(b"", self.now))  # parsing paused until this decision
+
+    def _closed_by_broker(self, text: str) -> None:
+        """Its user or vhost was deleted, or its user's password changed (core/access/admin.py)."""
+        self._info = None  # the table already dropped it
+        if not self.proto.terminated and not self.proto.closing:
+            code = ReplyCode.CONNECTION_FORCED
+            self.proto.close_connection(code, code.text(text))
+        self.connection_lost()
+        self.touch()
+        self.broker.request_flush()  # write the close now
+
+    def _channel_refusal(self) -> str | None:
+        """A user's max-channels limit, over all its connections (rabbit_reader:create_channel)."""
+        if self.user is None:
+            return None
+        try:
+            self.access.check_channel_open(self.user)
+        except core_errors.NotAllowed as error:
+            return error.text
+        return None
+
+    def _method0(self, method: Any) -> None:
+        """connection.update-secret, as RabbitMQ's reader with its internal backend: the new secret is
+        accepted (internal users' state never expires) and answered with update-secret-ok."""
+        if method.name == "Connection.UpdateSecret":
+            log.info("connection from %s (user '%s') updated its secret, reason: %s", self.peer_host,
+                     self.username, method.reason)
+            self.proto.send_method(0, commands.Connection.UpdateSecretOk())
+            self.touch()

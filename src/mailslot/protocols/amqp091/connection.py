@@ -116,13 +116,16 @@ class ServerConnection(FrameReader[ChannelAssembly]):
 
     def __init__(self, *, server_properties: dict[str, Any], frame_max: int = 131072, channel_max: int = 2047,
                  heartbeat: int = 60, max_message_size: int = 16 * 1024 * 1024, now: float = 0.0,
-                 answer_in_order: bool = False, mechanisms: Iterable[Mechanism] = DEFAULT_MECHANISMS) -> None:
+                 answer_in_order: bool = False, mechanisms: Iterable[Mechanism] = DEFAULT_MECHANISMS,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
         # answer_in_order: a host that answers events (the broker's front end) sets it, so that parsing
         # stops before a frame this layer would answer itself until the events before it are answered
         # (see ``more_input``); replies then leave in the order their requests arrived, as RabbitMQ's.
         # Bounds: frame_max 131072 and channel_max 2047 are RabbitMQ 3.10's defaults; heartbeat 60 s too.
         # max_message_size 16 MiB is ours (RabbitMQ 3.10: 128 MiB): bodies are buffered in memory.
-        # mechanisms: the SASL mechanisms offered in connection.start, in order (see .sasl).
+        # mechanisms: the SASL mechanisms offered in connection.start, in order (see .sasl); a host may
+        # change them (set_mechanisms) until the protocol header arrives.
+        # handshake_timeout: seconds from now until connection.open-ok must have been sent.
         super().__init__()
         self.server_properties = server_properties
         self._server_frame_max = frame_max
@@ -148,11 +151,23 @@ class ServerConnection(FrameReader[ChannelAssembly]):
         self._last_recv = now
         self._sent_flag = False
         self._hb_send_at: float | None = None
-        self._handshake_deadline: float | None = now + HANDSHAKE_TIMEOUT
+        self._handshake_deadline: float | None = now + handshake_timeout
+        # Asked before a channel is opened: None, or the text of a 530 NOT_ALLOWED that closes the
+        # connection instead (a user's max-channels limit, as rabbit_reader:create_channel).
+        self.channel_refusal: Callable[[], str | None] | None = None
         self._closing_deadline: float | None = None
         self._receive_check_suspended = False
         self._deliver_packers: dict[tuple[int, str, str, str, int], tuple[Any, bytes, bytes]] = {}
         self._deliver_seen: set[tuple[int, str, str, str, int]] = set()
+
+    def set_mechanisms(self, mechanisms: Iterable[Mechanism]) -> None:
+        """The SASL mechanisms to offer (SASL EXTERNAL only once the host knows the peer's certificate);
+        effective until connection.start has been sent."""
+        self._mechanisms = {m.name: m for m in mechanisms}
+
+    @property
+    def mechanisms(self) -> tuple[Mechanism, ...]:
+        return tuple(self._mechanisms.values())
 
     # ------------------------------------------------------------------ state
     @property
@@ -399,6 +414,9 @@ class ServerConnection(FrameReader[ChannelAssembly]):
         self._decode_or_error(events, index, data, p, end)
         if index != _CHANNEL_OPEN:
             self._hard_error(events, ReplyCode.CHANNEL_ERROR, "expected 'channel.open'", index)
+        refusal = self.channel_refusal() if self.channel_refusal is not None else None
+        if refusal is not None:
+            self._hard_error(events, ReplyCode.NOT_ALLOWED, refusal)  # method "none", as RabbitMQ
         self._channels[ch] = ChannelAssembly()
         self.open_channels.add(ch)
         self._queue_method(ch, commands.Channel.OpenOk())

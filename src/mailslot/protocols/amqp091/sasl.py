@@ -75,6 +75,16 @@ class AMQPlain:
         return Credentials(login, password)
 
 
+class External:
+    """SASL EXTERNAL (rabbit_auth_mechanism_ssl): the identity is the TLS client certificate's, so the
+    response is not read; the front end takes the username from the certificate."""
+
+    name = "EXTERNAL"
+
+    def decode(self, response: bytes) -> Credentials | None:
+        return Credentials("", None)
+
+
 #: What a server offers unless told otherwise: RabbitMQ 3.10's default auth_mechanisms.
 DEFAULT_MECHANISMS: tuple[Mechanism, ...] = (Plain(), AMQPlain())
 
