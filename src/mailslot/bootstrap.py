@@ -15,12 +15,18 @@ from .frontends.amqp091 import AMQPConnection, AMQPPropertiesCodec
 from .http.server import HTTPServer
 from .storage.api import MessageLog, MetadataStore
 from .storage.memory import MemoryMessageLog, MemoryMetadataStore
+from .storage.postgres import PostgresSettings, open_postgres_store
+from .storage.postgres import StoreFormatError as PostgresFormatError
 from .storage.segments import open_segment_store
 from .storage.sqlite import open_sqlite_store
 from .transport.amqp_listener import AMQPListener, is_address_in_use
 from .transport.resources import ResourceAlarms, system_reader, total_memory
 
 log = logging.getLogger("mailslot")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work (a missing setting, a store written by a newer mailslot): one line."""
 
 
 class PortInUseError(OSError):
@@ -36,7 +42,7 @@ class BrokerConfig:
     host: str = "0.0.0.0"  # RabbitMQ listens on every interface by default
     amqp_port: int = 5672  # IANA port for AMQP; 0 = ephemeral (tests)
     http_port: int = 15672  # RabbitMQ management's port (read-only stats API, docs/http.md); 0 = ephemeral
-    store: str = "segments"  # "segments" (embedded default), "sqlite" (embedded, one file) or "memory"
+    store: str = "segments"  # "segments" (embedded default), "sqlite" (embedded, one file), "postgres" or "memory"
     data_dir: Path = field(default_factory=lambda: Path("mailslot-data"))
     heartbeat: int = 60  # seconds, RabbitMQ's default
     frame_max: int = 131072  # RabbitMQ's default
@@ -54,6 +60,15 @@ class BrokerConfig:
     # Seconds an unacknowledged delivery may be held before its channel is closed with 406 (0 or None:
     # never); RabbitMQ's consumer_timeout, 30 minutes by default. Queues override it with x-consumer-timeout.
     consumer_timeout: float | None = 1800.0
+    # store = "postgres" (docs/postgres.md): the server (a libpq URL or key=value string; the CLI also reads
+    # MAILSLOT_POSTGRES_DSN), the schema holding this install's tables (created and migrated at start),
+    # this broker's name among the nodes sharing the schema ("": mailslot@<hostname>, as RabbitMQ's
+    # rabbit@<hostname>), and how long a batch commit retries while the server is unreachable before its
+    # publishers are nacked (a restart or failover usually completes within 10 s).
+    postgres_dsn: str = ""
+    postgres_schema: str = "mailslot"
+    node_name: str = ""
+    postgres_commit_timeout: float = 10.0
 
 
 class Broker:
@@ -130,7 +145,23 @@ class Broker:
             return open_sqlite_store(Path(self.config.data_dir))
         if self.config.store == "segments":
             return open_segment_store(Path(self.config.data_dir))
-        raise ValueError(f"unknown store {self.config.store!r}; expected sqlite, segments or memory")
+        if self.config.store == "postgres":
+            try:
+                return open_postgres_store(self.postgres_settings, self.config.postgres_commit_timeout)
+            except PostgresFormatError as exc:
+                raise ConfigError(str(exc)) from None
+        raise ConfigError(f"unknown store {self.config.store!r}; expected segments, sqlite, postgres or memory")
+
+    @property
+    def postgres_settings(self) -> PostgresSettings:
+        """Where ``store = "postgres"`` lives; ConfigError when the DSN or schema is unusable."""
+        config = self.config
+        if not config.postgres_dsn:
+            raise ConfigError("--store postgres needs --postgres-dsn (or MAILSLOT_POSTGRES_DSN)")
+        try:
+            return PostgresSettings(config.postgres_dsn, config.postgres_schema, config.node_name)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     async def stop(self) -> None:
         """Close every connection with 320 CONNECTION_FORCED, then flush and close the store."""
@@ -207,6 +238,9 @@ class Broker:
         """Where messages are stored, for the start-up log line."""
         if self.config.store == "memory":
             return "in memory (nothing survives a restart)"
+        if self.config.store == "postgres":
+            settings = self.postgres_settings
+            return f"in PostgreSQL, schema {settings.schema!r}, as node {settings.node_name!r}"
         kind = "SQLite, WAL mode" if self.config.store == "sqlite" else "segment log + SQLite metadata"
         return f"in {Path(self.config.data_dir).resolve()} ({kind})"
 

@@ -1,20 +1,16 @@
 """The ``backend`` fixture: every test in test_contract.py runs once per store implementation.
 
-The PostgreSQL backend gets a schema of its own per test (``mailslot_test_<uuid>``), dropped after it,
-on the PostgreSQL at 127.0.0.1:5432 (database ``test``); it is skipped when that server is absent,
-unless MAILSLOT_REQUIRE_SERVICES=1 (tests/conftest.py's ``postgres_dsn``).
+The PostgreSQL backend gets a schema of its own per test (tests/conftest.py's ``postgres_settings``),
+dropped after it, on the PostgreSQL at 127.0.0.1:5432 (database ``test``); it is skipped when that
+server is absent, unless MAILSLOT_REQUIRE_SERVICES=1.
 """
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from mailslot.storage.api import MessageLog, MetadataStore
 from mailslot.storage.memory import open_memory_store
@@ -62,28 +58,6 @@ class Backend:
     def close(self) -> None:
         self.log.close()
         self.meta.close()
-
-
-def unique_schema() -> str:
-    return f"mailslot_test_{uuid.uuid4().hex[:16]}"
-
-
-@contextlib.contextmanager
-def postgres_schema(dsn: str) -> Iterator[PostgresSettings]:
-    """Settings for a schema no other test uses; the schema is dropped afterwards."""
-    schema = unique_schema()
-    settings = PostgresSettings(dsn, schema=schema, node_name=f"test-{schema[-16:]}")  # unique: tests kill it
-    try:
-        yield settings
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(settings.schema)))
-
-
-@pytest.fixture
-def postgres_settings(postgres_dsn: str) -> Iterator[PostgresSettings]:
-    with postgres_schema(postgres_dsn) as settings:
-        yield settings
 
 
 @pytest.fixture(params=BACKENDS)

@@ -30,7 +30,6 @@ from mailslot.storage.postgres import (
 )
 from mailslot.storage.postgres.log import _Write
 
-from .conftest import postgres_schema
 from .tcp_proxy import TcpProxy
 from .test_property import SETTINGS, LogMachine, MetadataMachine
 
@@ -60,16 +59,16 @@ def store(postgres_settings: PostgresSettings) -> Iterator[tuple[PostgresMessage
 # -- migrations ---------------------------------------------------------------------------------------
 
 
-def test_migrations_produce_exactly_the_reference_schema(postgres_dsn: str) -> None:
+def test_migrations_produce_exactly_the_reference_schema(new_postgres_schema: Any) -> None:
     """procrastinate's check: all migrations applied in order == schema.sql applied at once."""
-    with postgres_schema(postgres_dsn) as migrated, postgres_schema(postgres_dsn) as reference:
-        assert _migrate.migrate(migrated) == schema_version()
-        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(reference.schema)))
-            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(reference.schema)))
-            conn.execute(_migrate.reference_schema())  # type: ignore[arg-type]
-            got = _migrate.describe(conn, migrated.schema)
-            want = _migrate.describe(conn, reference.schema)
+    migrated, reference = new_postgres_schema(), new_postgres_schema()
+    assert _migrate.migrate(migrated) == schema_version()
+    with psycopg.connect(migrated.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(reference.schema)))
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(reference.schema)))
+        conn.execute(_migrate.reference_schema())  # type: ignore[arg-type]
+        got = _migrate.describe(conn, migrated.schema)
+        want = _migrate.describe(conn, reference.schema)
     assert got["columns"] and got["functions"]  # the description sees the tables and fence()
     assert got == want
 

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
@@ -22,9 +23,16 @@ LISTENING = re.compile(r"AMQP listening on [^:\s]+:(\d+)")
 
 class BrokerProcess:
     def __init__(
-        self, store: str = "segments", data_dir: Path | None = None, log_level: str = "info", port: int = 0
+        self,
+        store: str = "segments",
+        data_dir: Path | None = None,
+        log_level: str = "info",
+        port: int = 0,
+        extra_args: Sequence[str] = (),
     ) -> None:
+        """``extra_args`` go to ``mailslot serve`` as they are (``--postgres-dsn ...`` for the PostgreSQL store)."""
         self.store = store
+        self.extra_args = list(extra_args)
         self.log_level = log_level
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="mailslot-broker-"))
@@ -35,7 +43,8 @@ class BrokerProcess:
     def start(self, timeout: float = 30.0) -> Self:
         args = [sys.executable, "-m", "mailslot", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 "--store", self.store, "--data-dir", str(self.data_dir), "--heartbeat", "0",
-                "--log-level", self.log_level, "--http-port", "0"]  # never collide with a broker already here
+                "--log-level", self.log_level, "--http-port", "0",  # never collide with a broker already here
+                *self.extra_args]
         self.process = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -27,6 +27,7 @@ app = typer.Typer(
 class Store(enum.StrEnum):
     sqlite = "sqlite"
     segments = "segments"
+    postgres = "postgres"
     memory = "memory"
 
 
@@ -89,7 +90,7 @@ def serve(
         Store,
         typer.Option(
             help="segments (default): durable segment log, fastest. sqlite: durable, one SQLite file. "
-            "memory: lost on exit."
+            "postgres: durable, in PostgreSQL (--postgres-dsn). memory: lost on exit."
         ),
     ] = Store.segments,
     heartbeat: Annotated[
@@ -119,6 +120,22 @@ def serve(
             min=0,
         ),
     ] = 1800.0,
+    postgres_dsn: Annotated[
+        str,
+        typer.Option(
+            envvar="MAILSLOT_POSTGRES_DSN",
+            help="With --store postgres: the server, as postgresql://user@host:5432/db (libpq URL).",
+            show_default=False,
+        ),
+    ] = "",
+    postgres_schema: Annotated[
+        str, typer.Option(help="With --store postgres: the schema holding this install's tables.")
+    ] = "mailslot",
+    node_name: Annotated[
+        str,
+        typer.Option(help="This broker's name among nodes sharing a PostgreSQL schema (default mailslot@HOST).",
+                     show_default=False),
+    ] = "",
     log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.info,
 ) -> None:
     """Run the broker until Ctrl-C or SIGTERM."""
@@ -135,6 +152,9 @@ def serve(
         memory_high_watermark=memory_high_watermark,
         disk_free_limit=disk_free_limit,
         consumer_timeout=consumer_timeout,
+        postgres_dsn=postgres_dsn,
+        postgres_schema=postgres_schema,
+        node_name=node_name,
     )
     raise typer.Exit(run_serve(config, log_level=log_level.value))
 

@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 
-from mailslot.bootstrap import Broker, BrokerConfig, PortInUseError
+from mailslot.bootstrap import Broker, BrokerConfig, ConfigError, PortInUseError
 from mailslot.cli.event_loop import loop_factory
 
 log = logging.getLogger("mailslot.serve")
@@ -28,10 +28,10 @@ def run_serve(config: BrokerConfig, log_level: str = "info") -> int:
         try:
             with asyncio.Runner(loop_factory=loop_factory()) as runner:
                 return runner.run(_serve(config))
-        except PortInUseError as exc:
+        except (PortInUseError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        except OSError as exc:  # e.g. permission denied on a low port or on --data-dir
+        except OSError as exc:  # e.g. permission denied on a low port or on --data-dir, PostgreSQL down
             print(f"error: cannot start the broker: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:  # Ctrl-C before our own handlers were installed
