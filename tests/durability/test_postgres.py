@@ -14,10 +14,10 @@ from typing import Any
 import aio_pika
 import psycopg
 import pytest
-from storage.tcp_proxy import TcpProxy
 
 from mailslot.storage.postgres import PostgresSettings
 from mailslot.testing import running_broker
+from storage.tcp_proxy import TcpProxy
 
 from .broker_process import BrokerProcess
 from .test_kill9 import QUEUE, _drain, _publish_until_killed
