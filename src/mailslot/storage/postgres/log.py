@@ -166,6 +166,9 @@ class PostgresMessageLog:
         """Write everything staged in one transaction; returns once PostgreSQL committed it.
 
         If it raises, the batch stays staged (written first by the next commit)."""
+        in_flight = self._in_flight
+        if in_flight is not None:  # batches land in the order they were cut: this one after that one
+            in_flight.done.wait()
         write = self.prepare_commit()
         if write is not None:
             write()
