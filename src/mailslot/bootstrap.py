@@ -5,28 +5,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core.alarms import DEFAULT_DISK_FREE_LIMIT, DEFAULT_MEMORY_HIGH_WATERMARK, Limits, ResourceMonitor
+from .config import ConfigError
+from .core.alarms import (
+    DEFAULT_DISK_FREE_LIMIT,
+    DEFAULT_MEMORY_HIGH_WATERMARK,
+    LimitError,
+    Limits,
+    ResourceMonitor,
+)
+from .core.alarms import disk_free_limit as parse_disk_free_limit
+from .core.alarms import memory_limit as parse_memory_limit
 from .core.broker import Broker as CoreBroker
 from .frontends.amqp091 import AMQPConnection, AMQPPropertiesCodec
 from .http.server import HTTPServer
 from .storage.api import MessageLog, MetadataStore
 from .storage.memory import MemoryMessageLog, MemoryMetadataStore
-from .storage.postgres import PostgresSettings, open_postgres_store
+from .storage.postgres import DEFAULT_COMMIT_TIMEOUT, PostgresSettings, open_postgres_store
+from .storage.postgres import DEFAULT_SCHEMA as DEFAULT_POSTGRES_SCHEMA
+from .storage.postgres import SCHEMA_NAME as POSTGRES_SCHEMA_NAME
 from .storage.postgres import StoreFormatError as PostgresFormatError
 from .storage.segments import open_segment_store
 from .storage.sqlite import open_sqlite_store
 from .transport.amqp_listener import AMQPListener, is_address_in_use
 from .transport.resources import ResourceAlarms, system_reader, total_memory
+from .transport.tls import ReloadableTLS, TLSFiles
 
 log = logging.getLogger("mailslot")
-
-
-class ConfigError(ValueError):
-    """The configuration cannot work (a missing setting, a store written by a newer mailslot): one line."""
 
 
 class PortInUseError(OSError):
@@ -37,17 +45,36 @@ class PortInUseError(OSError):
         self.host, self.port, self.flag = host, port, flag
 
 
+# RabbitMQ's hard cap on max_message_size (rabbit_channel ?MAX_MSG_SIZE, 512 MiB); the setting may not exceed it.
+MAX_MESSAGE_SIZE_CAP = 512 * 1024 * 1024
+
+
 @dataclass
 class BrokerConfig:
+    """Everything ``mailslot serve`` can be told. Each field is also a key of the config file and an
+    environment variable ``MAILSLOT_<FIELD>`` (mailslot/config.py derives both from this class;
+    docs/configuration.md lists them). ``None`` for a port: that listener is off."""
+
     host: str = "0.0.0.0"  # RabbitMQ listens on every interface by default
-    amqp_port: int = 5672  # IANA port for AMQP; 0 = ephemeral (tests)
-    http_port: int = 15672  # RabbitMQ management's port (read-only stats API, docs/http.md); 0 = ephemeral
+    amqp_port: int | None = 5672  # IANA port for AMQP; 0 = ephemeral (tests); None = no plain AMQP listener
+    http_port: int | None = 15672  # RabbitMQ management's port (docs/http.md); 0 = ephemeral; None = off
+    # TLS (docs/tls.md): AMQPS and HTTPS listeners, off unless a port is given (RabbitMQ: 5671 and 15671).
+    tls_port: int | None = None
+    http_tls_port: int | None = None
+    tls_cert: Path | None = None  # PEM: the server certificate (and its chain)
+    tls_key: Path | None = None  # PEM: its private key
+    tls_key_password: str | None = None  # when the key is encrypted (or tls_key_password_file)
+    tls_ca: Path | None = None  # PEM: the CAs client certificates are verified against
+    tls_verify_peer: bool = False  # ask AMQPS clients for a certificate (RabbitMQ's verify_peer)
+    tls_fail_if_no_peer_cert: bool = False  # and refuse those without one (fail_if_no_peer_cert)
     store: str = "segments"  # "segments" (embedded default), "sqlite" (embedded, one file), "postgres" or "memory"
     data_dir: Path = field(default_factory=lambda: Path("mailslot-data"))
     heartbeat: int = 60  # seconds, RabbitMQ's default
     frame_max: int = 131072  # RabbitMQ's default
     channel_max: int = 2047  # RabbitMQ's default
-    max_message_size: int = 16 * 1024 * 1024  # 16 MiB, refused when the content header arrives
+    # Refused when the content header arrives (406). 16 MiB: RabbitMQ 4.x's default (3.x: 128 MiB); up to
+    # MAX_MESSAGE_SIZE_CAP. Bodies are held in memory while they arrive and are routed.
+    max_message_size: int = 16 * 1024 * 1024
     users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
     loopback_users: frozenset[str] = frozenset({"guest"})  # as RabbitMQ's loopback_users
     vhosts: frozenset[str] = frozenset({"/"})
@@ -56,19 +83,78 @@ class BrokerConfig:
     memory_high_watermark: str | float = DEFAULT_MEMORY_HIGH_WATERMARK
     disk_free_limit: str | int = DEFAULT_DISK_FREE_LIMIT
     resource_check_interval: float = 1.0  # seconds between readings
-    resource_reader: Callable[[], tuple[int, int]] | None = None  # (rss, free disk) for tests; None: real
+    # (rss, free disk) for tests; None: the real readings. Not a config file key.
+    resource_reader: Callable[[], tuple[int, int]] | None = field(default=None, metadata={"config": False})
     # Seconds an unacknowledged delivery may be held before its channel is closed with 406 (0 or None:
     # never); RabbitMQ's consumer_timeout, 30 minutes by default. Queues override it with x-consumer-timeout.
     consumer_timeout: float | None = 1800.0
-    # store = "postgres" (docs/postgres.md): the server (a libpq URL or key=value string; the CLI also reads
-    # MAILSLOT_POSTGRES_DSN), the schema holding this install's tables (created and migrated at start),
-    # this broker's name among the nodes sharing the schema ("": mailslot@<hostname>, as RabbitMQ's
-    # rabbit@<hostname>), and how long a batch commit retries while the server is unreachable before its
-    # publishers are nacked (a restart or failover usually completes within 10 s).
+    log_level: str = "info"  # mailslot serve's log verbosity: debug, info, warning or error
+    # store = "postgres" (docs/postgres.md): the server (a libpq URL or key=value string; a password may
+    # also come from postgres_dsn_file or ~/.pgpass), the schema holding this install's tables (created
+    # and migrated at start), this broker's name among the nodes sharing the schema ("": mailslot@<host>,
+    # as RabbitMQ's rabbit@<host>), and how long a batch commit retries while the server is unreachable
+    # before its publishers are nacked (a restart or a failover usually completes within 10 s).
     postgres_dsn: str = ""
-    postgres_schema: str = "mailslot"
+    postgres_schema: str = DEFAULT_POSTGRES_SCHEMA
     node_name: str = ""
-    postgres_commit_timeout: float = 10.0
+    postgres_commit_timeout: float = DEFAULT_COMMIT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        """Refuse what the broker cannot use, naming the setting (mailslot/config.py adds the source)."""
+        for name in ("amqp_port", "http_port", "tls_port", "http_tls_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port <= 65535:
+                raise ConfigError(name, f"{port} is not a port number (0-65535, 0 picks a free one)")
+        if not 1 <= self.max_message_size <= MAX_MESSAGE_SIZE_CAP:
+            raise ConfigError(
+                "max_message_size",
+                f"{self.max_message_size} is out of range: at most {MAX_MESSAGE_SIZE_CAP} (512 MiB, "
+                "RabbitMQ's cap), at least 1",
+            )
+        if self.tls_port is not None or self.http_tls_port is not None:
+            for name in ("tls_cert", "tls_key"):
+                if getattr(self, name) is None:
+                    raise ConfigError(name, "is required for the TLS listeners (tls_port, http_tls_port)")
+        if self.tls_fail_if_no_peer_cert and not self.tls_verify_peer:
+            raise ConfigError("tls_fail_if_no_peer_cert", "needs tls_verify_peer (nothing asks for a certificate)")
+        if self.tls_verify_peer and self.tls_ca is None:
+            raise ConfigError("tls_verify_peer", "needs tls_ca (the CA client certificates are checked against)")
+        for name, low, high in (("heartbeat", 0, 65535), ("channel_max", 0, 65535), ("frame_max", 4096, 2**32 - 1)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ConfigError(name, f"{value} is out of range ({low}-{high})")
+        if self.consumer_timeout is not None and self.consumer_timeout < 0:
+            raise ConfigError("consumer_timeout", "must not be negative (0 or none: never)")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError("log_level", f"{self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        if self.store == "postgres" and not self.postgres_dsn:
+            raise ConfigError("postgres_dsn", "is required with store postgres (--postgres-dsn, MAILSLOT_POSTGRES_DSN)")
+        if not POSTGRES_SCHEMA_NAME.fullmatch(self.postgres_schema):
+            raise ConfigError("postgres_schema", f"{self.postgres_schema!r}: use lower-case letters, digits and _")
+        if self.postgres_commit_timeout <= 0:
+            raise ConfigError("postgres_commit_timeout", "must be more than 0 seconds")
+        for name, check in (("memory_high_watermark", parse_memory_limit), ("disk_free_limit", parse_disk_free_limit)):
+            try:
+                check(getattr(self, name), 1)
+            except LimitError as error:
+                raise ConfigError(name, str(error)) from None
+
+    @property
+    def tls_files(self) -> TLSFiles | None:
+        """The TLS identity, when a TLS listener is configured."""
+        if (self.tls_port is None and self.http_tls_port is None) or self.tls_cert is None or self.tls_key is None:
+            return None
+        return TLSFiles(
+            cert=self.tls_cert,
+            key=self.tls_key,
+            ca=self.tls_ca,
+            key_password=self.tls_key_password,
+            verify_peer=self.tls_verify_peer,
+            fail_if_no_peer_cert=self.tls_fail_if_no_peer_cert,
+        )
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class Broker:
@@ -80,13 +166,16 @@ class Broker:
         self._listener: AMQPListener | None = None
         self._alarms: ResourceAlarms | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._port = 0
+        self._ports: dict[str, int] = {}  # "amqp" / "amqps": bound ports of the listeners that run
         self._http: HTTPServer | None = None
+        self._tls: ReloadableTLS | None = None
 
     async def start(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
         limits = self._limits(config.memory_high_watermark, config.disk_free_limit)  # LimitError: before binding
+        files = config.tls_files
+        tls = ReloadableTLS(files) if files is not None else None  # ConfigError (bad files): before binding
         message_log, metadata = self._open_store()
         core = CoreBroker(
             message_log,
@@ -112,31 +201,59 @@ class Broker:
             )
 
         listener = AMQPListener(loop, core, make_connection)
-        try:
-            self._port = await listener.start(config.host, config.amqp_port)
-        except OSError as error:
-            core.close()
-            if is_address_in_use(error):
-                raise PortInUseError(config.host, config.amqp_port, "--port") from None
-            raise
         http = HTTPServer(core)
+        self._core, self._listener, self._http, self._tls = core, listener, http, tls
         try:
-            await http.start(config.host, config.http_port)
-        except OSError as error:
-            await listener.stop()
+            await self._listen(listener, http, tls)
+        except BaseException:
+            await self._close_listeners()
+            self._core = None
             core.close()
-            if is_address_in_use(error):
-                raise PortInUseError(config.host, config.http_port, "--http-port") from None
             raise
-        self._core, self._listener, self._http = core, listener, http
-        log.info("AMQP listening on %s:%d", config.host, self._port)
-        log.info("HTTP API on %s", self.http_url)
         log.info("storing messages %s", self.storage_description)
         read = config.resource_reader or system_reader(Path(config.data_dir))
         monitor = ResourceMonitor(read, limits)
         self._alarms = ResourceAlarms(loop, listener, monitor, config.resource_check_interval)
         self._alarms.start()
         self._loop = loop
+
+    async def _listen(self, listener: AMQPListener, http: HTTPServer, tls: ReloadableTLS | None) -> None:
+        """Bind every listener that is on (a port of None is off), plain and TLS side by side."""
+        config = self.config
+        host = config.host
+        for name, port, flag in (("amqp", config.amqp_port, "--port"), ("amqps", config.tls_port, "--tls-port")):
+            if port is None:
+                continue
+            context = tls.amqp_context if tls is not None and name == "amqps" else None
+            self._ports[name] = await _bind(listener.start(host, port, context), host, port, flag)
+        if config.http_port is not None:
+            await _bind(http.start(host, config.http_port), host, config.http_port, "--http-port")
+        if config.http_tls_port is not None and tls is not None:
+            port = config.http_tls_port
+            await _bind(http.start(host, port, tls.http_context), host, port, "--http-tls-port")
+        # Logged once everything is bound: a port in use is then the only line a failed start prints.
+        for name, port in self._ports.items():
+            log.info("%s listening on %s:%d", name.upper(), host, port)
+        if config.http_port is not None:
+            log.info("HTTP API on %s", self.http_url)
+        if config.http_tls_port is not None:
+            log.info("HTTPS API on %s", self.https_url)
+
+    async def _close_listeners(self) -> None:
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+
+    def reload_tls(self) -> None:
+        """Read the TLS certificate, key and CA files again (SIGHUP, or the management API): new
+        connections use them, open ones keep theirs. Raises ConfigError, keeping the old ones, when the
+        new files are unusable. Safe to call from any thread."""
+        if self._tls is None:
+            raise ConfigError("tls_port", "no TLS listener is configured, nothing to reload")
+        self._tls.reload()
 
     def _open_store(self) -> tuple[MessageLog, MetadataStore]:
         if self.config.store == "memory":
@@ -149,31 +266,21 @@ class Broker:
             try:
                 return open_postgres_store(self.postgres_settings, self.config.postgres_commit_timeout)
             except PostgresFormatError as exc:
-                raise ConfigError(str(exc)) from None
-        raise ConfigError(f"unknown store {self.config.store!r}; expected segments, sqlite, postgres or memory")
+                raise ConfigError("postgres_schema", str(exc)) from None
+        raise ConfigError("store", f"unknown store {self.config.store!r}; expected segments, sqlite, postgres or memory")
 
     @property
     def postgres_settings(self) -> PostgresSettings:
-        """Where ``store = "postgres"`` lives; ConfigError when the DSN or schema is unusable."""
+        """Where ``store = "postgres"`` lives (BrokerConfig checked the fields)."""
         config = self.config
-        if not config.postgres_dsn:
-            raise ConfigError("--store postgres needs --postgres-dsn (or MAILSLOT_POSTGRES_DSN)")
-        try:
-            return PostgresSettings(config.postgres_dsn, config.postgres_schema, config.node_name)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        return PostgresSettings(config.postgres_dsn, config.postgres_schema, config.node_name)
 
     async def stop(self) -> None:
         """Close every connection with 320 CONNECTION_FORCED, then flush and close the store."""
-        if self._http is not None:
-            await self._http.stop()
-            self._http = None
         if self._alarms is not None:
             self._alarms.stop()
             self._alarms = None
-        if self._listener is not None:
-            await self._listener.stop()
-            self._listener = None
+        await self._close_listeners()
         if self._core is not None:
             self._core.close()
             self._core = None
@@ -213,25 +320,46 @@ class Broker:
 
     @property
     def amqp_port(self) -> int:
-        return self._port
+        """The plain AMQP port (0 when that listener is off)."""
+        return self._ports.get("amqp", 0)
+
+    @property
+    def amqps_port(self) -> int:
+        """The AMQPS (TLS) port (0 when that listener is off)."""
+        return self._ports.get("amqps", 0)
 
     @property
     def amqp_url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
 
     @property
+    def amqps_url(self) -> str:
+        """The AMQPS URL on loopback; the client must trust the server certificate's CA."""
+        return f"amqps://guest:guest@127.0.0.1:{self.amqps_port}/%2F"
+
+    @property
     def http_port(self) -> int:
         return self._http.port if self._http is not None else 0
 
     @property
+    def https_port(self) -> int:
+        return self._http.tls_port if self._http is not None else 0
+
+    @property
     def http_url(self) -> str:
         """Base URL of the HTTP API; a wildcard bind address is reached through loopback."""
+        return f"http://{self._url_host}:{self.http_port}"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://{self._url_host}:{self.https_port}"
+
+    @property
+    def _url_host(self) -> str:
         host = self.config.host
         if host in ("", "0.0.0.0", "::"):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.http_port}"
+            return "127.0.0.1"
+        return f"[{host}]" if ":" in host else host
 
     @property
     def storage_description(self) -> str:
@@ -243,6 +371,16 @@ class Broker:
             return f"in PostgreSQL, schema {settings.schema!r}, as node {settings.node_name!r}"
         kind = "SQLite, WAL mode" if self.config.store == "sqlite" else "segment log + SQLite metadata"
         return f"in {Path(self.config.data_dir).resolve()} ({kind})"
+
+
+async def _bind(listening: Awaitable[int], host: str, port: int, flag: str) -> int:
+    """Await a listener's start; a taken port becomes PortInUseError naming the flag that changes it."""
+    try:
+        return await listening
+    except OSError as error:
+        if is_address_in_use(error):
+            raise PortInUseError(host, port, flag) from None
+        raise
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

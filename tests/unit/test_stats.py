@@ -7,7 +7,6 @@ from typing import Any, cast
 
 import pytest
 
-from mailslot.core.broker import Broker
 from mailslot.core.queue import Queue
 from mailslot.core.stats import (
     QueueRates,
@@ -16,8 +15,7 @@ from mailslot.core.stats import (
     full_seconds,
     queue_limits,
 )
-from mailslot.frontends.amqp091 import AMQPPropertiesCodec
-from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
+from mailslot.testing import CoreHarness
 
 
 @dataclass(eq=False)
@@ -199,17 +197,9 @@ def test_sampler_forgets_deleted_queues_and_starts_unknown_ones_at_zero() -> Non
 
 
 def test_sampler_reads_a_real_core_queue() -> None:
-    core = Broker(MemoryMessageLog(), MemoryMetadataStore(), AMQPPropertiesCodec())
-    vhost = core.vhosts["/"]
-    queue = vhost.declare_queue(
-        "jobs",
-        passive=False,
-        durable=True,
-        exclusive=False,
-        auto_delete=False,
-        arguments={"x-max-length": 10},
-        owner=None,
-    )
+    core = CoreHarness()
+    vhost = core.vhost
+    queue = vhost.queues[core.declare("jobs", {"x-max-length": 10})]
     sampler = StatsSampler()
     sampler.sample(0.0, vhost.queues.values())
     sampler.sample(1.0, vhost.queues.values())

@@ -14,11 +14,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
-LISTENING = re.compile(r"AMQP listening on [^:\s]+:(\d+)")
+LISTENING = re.compile(r"(AMQPS?) listening on [^:\s]+:(\d+)")
+STARTED = "storing messages"  # Broker.start logs it once every listener is bound
 
 
 class BrokerProcess:
@@ -28,11 +28,11 @@ class BrokerProcess:
         data_dir: Path | None = None,
         log_level: str = "info",
         port: int = 0,
-        extra_args: Sequence[str] = (),
+        extra_args: tuple[str, ...] = (),
     ) -> None:
-        """``extra_args`` go to ``mailslot serve`` as they are (``--postgres-dsn ...`` for the PostgreSQL store)."""
         self.store = store
-        self.extra_args = list(extra_args)
+        self.extra_args = extra_args  # more ``mailslot serve`` flags (TLS, --max-message-size, ...)
+        self.tls_port = 0  # the AMQPS port, when extra_args turn that listener on
         self.log_level = log_level
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="mailslot-broker-"))
@@ -58,8 +58,11 @@ class BrokerProcess:
                 break
             self.output.append(line)
             m = LISTENING.search(line)
-            if m:
-                self.port = int(m.group(1))
+            if m and m.group(1) == "AMQP":
+                self.port = int(m.group(2))
+            elif m:
+                self.tls_port = int(m.group(2))
+            elif STARTED in line:
                 threading.Thread(target=self._drain, daemon=True).start()  # never let the pipe fill up
                 return self
         self.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -65,7 +66,8 @@ class HTTPServer:
         self._version = _product_version()
         self._runner: web.AppRunner | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self.port = 0
+        self.port = 0  # HTTP
+        self.tls_port = 0  # HTTPS
 
     def _app(self) -> web.Application:
         app = web.Application()
@@ -75,23 +77,34 @@ class HTTPServer:
         app.router.add_get("/api/queues/{vhost}/{name}", self._queue)
         return app
 
-    async def start(self, host: str, port: int) -> int:
-        """Bind and serve; raises OSError (EADDRINUSE when taken) with nothing left running."""
-        runner = web.AppRunner(
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Bind and serve (HTTPS with ``ssl_context``); returns the bound port. Call again to serve the
+        same API on one more port (HTTP and HTTPS side by side). Raises OSError (EADDRINUSE when taken);
+        a first call that fails leaves nothing running."""
+        first = self._runner is None
+        runner = self._runner or web.AppRunner(
             self._app(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        if first:
+            await runner.setup()
+        before = set(runner.addresses)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         try:
             await site.start()
         except BaseException:
-            await runner.cleanup()
+            if first:
+                await runner.cleanup()
             raise
         self._runner = runner
-        addresses: list[Any] = list(runner.addresses)
-        self.port = int(addresses[0][1]) if addresses else port
-        self._tick()  # a first sample now: rates need two
-        return self.port
+        addresses: list[Any] = [a for a in runner.addresses if a not in before]
+        bound = int(addresses[0][1]) if addresses else port
+        if ssl_context is None:
+            self.port = bound
+        else:
+            self.tls_port = bound
+        if first:
+            self._tick()  # a first sample now: rates need two
+        return bound
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()

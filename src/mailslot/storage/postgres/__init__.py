@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import psycopg
 
-from ._connect import DEFAULT_SCHEMA, PostgresSettings, StoreUnavailable, default_node_name
+from ._connect import DEFAULT_SCHEMA, SCHEMA_NAME, PostgresSettings, StoreUnavailable, default_node_name
 from ._migrate import StoreFormatError, migrate, schema_version
 from .log import DEFAULT_COMMIT_TIMEOUT, FencedError, PostgresMessageLog
 from .metadata import PostgresMetadataStore
@@ -16,6 +16,7 @@ from .metadata import PostgresMetadataStore
 __all__ = [
     "DEFAULT_COMMIT_TIMEOUT",
     "DEFAULT_SCHEMA",
+    "SCHEMA_NAME",
     "FencedError",
     "PostgresMessageLog",
     "PostgresMetadataStore",

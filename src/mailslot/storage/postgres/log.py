@@ -60,21 +60,23 @@ class FencedError(RuntimeError):
 
 
 class _Batch:
-    """Staged work detached for one write, applied in this order: purges, appends, flags, removes."""
+    """Staged work detached for one write, applied in this order: purges, appends, requeue counts,
+    delivery watermarks, removes."""
 
-    __slots__ = ("appends", "purges", "redelivers", "removes")
+    __slots__ = ("appends", "delivered", "purges", "redelivers", "removes")
 
     def __init__(self) -> None:
         self.appends: dict[str, dict[int, _Row]] = {}  # key -> seq -> row
         self.removes: dict[str, list[int]] = {}
         self.redelivers: dict[str, list[int]] = {}
+        self.delivered: dict[str, int] = {}  # key -> the highest watermark staged
         self.purges: set[str] = set()
 
     def __bool__(self) -> bool:
-        return bool(self.appends or self.removes or self.redelivers or self.purges)
+        return bool(self.appends or self.removes or self.redelivers or self.purges or self.delivered)
 
     def keys(self) -> set[str]:
-        return {*self.appends, *self.removes, *self.redelivers, *self.purges}
+        return {*self.appends, *self.removes, *self.redelivers, *self.purges, *self.delivered}
 
 
 class PostgresMessageLog:
@@ -140,11 +142,17 @@ class PostgresMessageLog:
             else:
                 rows[s] = (row[0], row[1], max(row[2], 0) + 1, *row[3:])  # type: ignore[index,assignment]
 
+    def stage_delivered(self, queue: str, seq: int) -> None:
+        delivered = self._staged.delivered
+        if seq > delivered.get(queue, seq - 1):
+            delivered[queue] = seq
+
     def stage_purge(self, queue: str) -> None:
         staged = self._staged
         staged.appends.pop(queue, None)
         staged.removes.pop(queue, None)
         staged.redelivers.pop(queue, None)
+        staged.delivered.pop(queue, None)
         staged.purges.add(queue)
 
     def has_staged(self) -> bool:
@@ -229,7 +237,9 @@ class PostgresMessageLog:
                 })
             for part in parts:
                 if part.purges:
-                    cur.execute(Q["purge_logs"], {"log_ids": [ids[k][0] for k in part.purges]})
+                    purged = {"log_ids": [ids[k][0] for k in part.purges]}
+                    cur.execute(Q["purge_logs"], purged)
+                    cur.execute(Q["forget_delivered"], purged)
                 if part.appends:
                     _copy_rows(cur, part.appends, ids)
                 with conn.pipeline():
@@ -237,6 +247,10 @@ class PostgresMessageLog:
                         counts = Counter(seqs)
                         cur.execute(Q["mark_redelivered"], {
                             "log_id": ids[key][0], "seqs": list(counts), "counts": list(counts.values())
+                        })
+                    if part.delivered:
+                        cur.execute(Q["mark_delivered"], {
+                            "log_ids": [ids[k][0] for k in part.delivered], "seqs": list(part.delivered.values())
                         })
                     for key, seqs in part.removes.items():
                         cur.execute(Q["remove_messages"], {"log_id": ids[key][0], "seqs": _int_array(seqs)})
@@ -282,10 +296,10 @@ class PostgresMessageLog:
         rows = self._reader.run(select)
         return [
             StoredMessage(
-                queue, seq, exchange.decode(), rk.decode(), props, body, persistent, requeues != 0, deadline,
+                queue, seq, exchange.decode(), rk.decode(), props, body, persistent, redelivered, deadline,
                 requeues if requeues > 0 else 0,  # noqa: FURB136 (as in the SQLite store: max() is slower)
             )
-            for seq, persistent, requeues, deadline, exchange, rk, props, body in rows
+            for seq, persistent, requeues, deadline, exchange, rk, props, body, redelivered in rows
         ]
 
     def recover(self) -> list[QueueRecovery]:
@@ -296,6 +310,7 @@ class PostgresMessageLog:
             with conn.transaction():
                 conn.execute(Q["drop_transient"])
                 conn.execute(Q["drop_empty_logs"])
+                conn.execute(Q["clamp_delivered"])
                 claimed = conn.execute(Q["claim_all_logs"], {"node": self.node}).fetchall()
                 counts = conn.execute(Q["count_messages"]).fetchall()
             self._ids = {bytes(key).decode(): (int(i), int(e)) for i, key, e in claimed}
@@ -322,7 +337,7 @@ class _Write:
         self.done = threading.Event()
 
     def touches(self, key: str) -> bool:
-        return any(key in part.appends or key in part.purges for part in self.parts)
+        return any(key in part.appends or key in part.purges or key in part.delivered for part in self.parts)
 
     def __call__(self) -> None:
         log = self.log

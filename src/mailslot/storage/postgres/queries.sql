@@ -33,6 +33,15 @@ FROM STDIN (FORMAT BINARY);
 -- name: purge_logs
 DELETE FROM messages WHERE log_id = ANY(%(log_ids)s::bigint[]);
 
+-- name: forget_delivered
+UPDATE logs SET delivered = 0 WHERE id = ANY(%(log_ids)s::bigint[]) AND delivered <> 0;
+
+-- name: mark_delivered
+-- One statement for every log the batch delivered from; a lower watermark changes nothing.
+UPDATE logs SET delivered = marked.seq
+FROM unnest(%(log_ids)s::bigint[], %(seqs)s::bigint[]) AS marked(id, seq)
+WHERE logs.id = marked.id AND logs.delivered < marked.seq;
+
 -- name: mark_redelivered
 -- requeues: -1 (flagged, none counted) and 0 both become n; seqs/counts are parallel arrays.
 UPDATE messages SET requeues = greatest(messages.requeues, 0) + marked.n
@@ -43,11 +52,18 @@ WHERE messages.log_id = %(log_id)s AND messages.seq = marked.seq;
 DELETE FROM messages WHERE log_id = %(log_id)s AND seq = ANY(%(seqs)s::bigint[]);
 
 -- name: read_messages
-SELECT seq, persistent, requeues, deadline, exchange, routing_key, properties, body FROM messages
-WHERE log_id = %(log_id)s AND seq > %(after_seq)s ORDER BY seq LIMIT %(limit)s;
+-- redelivered: requeued (requeues <> 0) or at or below the log's delivery watermark.
+SELECT seq, persistent, requeues, deadline, exchange, routing_key, properties, body,
+    requeues <> 0 OR seq <= (SELECT delivered FROM logs WHERE id = %(log_id)s)
+FROM messages WHERE log_id = %(log_id)s AND seq > %(after_seq)s ORDER BY seq LIMIT %(limit)s;
 
 -- name: drop_transient
 DELETE FROM messages WHERE NOT persistent;
+
+-- name: clamp_delivered
+-- The core numbers a queue's new messages from its highest seq: no watermark may reach above it.
+UPDATE logs SET delivered = coalesce((SELECT max(seq) FROM messages WHERE log_id = logs.id), 0)
+WHERE delivered > coalesce((SELECT max(seq) FROM messages WHERE log_id = logs.id), 0);
 
 -- name: count_messages
 SELECT logs.key, count(*), max(messages.seq) FROM messages JOIN logs ON logs.id = messages.log_id

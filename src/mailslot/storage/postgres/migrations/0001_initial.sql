@@ -24,11 +24,14 @@ CREATE TABLE nodes (
 -- batch transaction checks (id, epoch, owner) of the logs it writes under FOR SHARE (fence() below),
 -- so a takeover (UPDATE ... SET owner, epoch = epoch + 1) waits for a batch in flight and every later
 -- batch of the former owner fails. The scale-out adds the lease expiry here (0003's design).
+-- `delivered`: the delivery watermark (MessageLog.stage_delivered): every message with seq <= it was
+-- handed to a consumer, so read() reports it redelivered after a crash; 0 none.
 CREATE TABLE logs (
-    id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    key   bytea  NOT NULL UNIQUE,
-    owner text,
-    epoch bigint NOT NULL DEFAULT 0
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    key       bytea  NOT NULL UNIQUE,
+    owner     text,
+    epoch     bigint NOT NULL DEFAULT 0,
+    delivered bigint NOT NULL DEFAULT 0
 );
 
 -- Messages of every log, keyed (log_id, seq): read(key, after_seq, limit) is one range scan of the
