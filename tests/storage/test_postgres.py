@@ -139,6 +139,7 @@ def test_a_new_start_under_the_same_node_name_fences_the_old_process(store: Any)
         old.stage_append([msg(2)])
         with pytest.raises(FencedError, match="superseded"):
             old.commit()
+        old.stage_append([msg(4)])
         with pytest.raises(FencedError):  # and every later batch, at once
             old.commit()
         new.stage_append([msg(3)])
@@ -216,6 +217,49 @@ def test_a_commit_whose_reply_was_lost_is_not_written_twice(store: Any, monkeypa
     log.stage_append([msg(3)])
     log.commit()
     assert seqs(log) == [1, 2, 3]
+
+
+def test_a_lost_commit_reply_at_the_deadline_is_resolved_by_the_next_batch(
+    postgres_settings: PostgresSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, when the write gives up at once (no time left to retry): its batch is kept, and the
+    next write learns from the node row that it landed and does not write it again."""
+    log, meta = open_postgres_store(postgres_settings, commit_timeout=0.0)
+    try:
+        real = PostgresMessageLog._transaction
+        calls = []
+
+        def commit_then_break(self: PostgresMessageLog, *args: Any) -> None:
+            calls.append(1)
+            real(self, *args)
+            if len(calls) == 1:
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+        monkeypatch.setattr(PostgresMessageLog, "_transaction", commit_then_break)
+        log.stage_append([msg(1), msg(2)])
+        with pytest.raises(StoreUnavailable):
+            log.commit()
+        assert log.has_staged()  # kept: its outcome is unknown
+        log.stage_append([msg(3)])
+        log.stage_remove("q", [1])
+        log.commit()
+        assert seqs(log) == [2, 3]
+    finally:
+        log.close()
+        meta.close()
+
+
+def test_a_batch_the_server_refuses_is_dropped_not_retried_forever(store: Any) -> None:
+    log, _ = store
+    log.stage_append([msg(1)])
+    log.commit()
+    log.stage_append([msg(1)])  # the same (queue, seq) again: breaks the contract, the server refuses it
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        log.commit()
+    assert not log.has_staged()
+    log.stage_append([msg(2)])
+    log.commit()
+    assert seqs(log) == [1, 2]
 
 
 def test_a_terminated_backend_is_replaced_and_the_batch_written(store: Any) -> None:

@@ -16,7 +16,9 @@ Rules of this module:
 * A write that fails because the connection broke is retried on a new connection until
   ``commit_timeout``; if the break hid whether COMMIT happened, the node row's ``committed_batch``
   tells (each batch writes its number there). A batch that still failed raises, so its waiters are
-  nacked, and is kept: the next batch writes it first, so the log never misses what the core did.
+  nacked, and is kept: the next batch writes it first (or drops it, if the node row shows that its
+  last attempt committed after all), so the log never misses what the core did. A batch the server
+  refuses (fenced, or a bug) is dropped instead: kept, it would fail every batch after it.
 * Reads and recovery use a second connection; a read waits for a batch in flight that holds rows of
   its log (the core reads back only rows it has committed).
 """
@@ -92,6 +94,7 @@ class PostgresMessageLog:
         self._failed: list[_Batch] = []  # written before anything newer (see the module's rules)
         self._failed_lock = threading.Lock()
         self._in_flight: _Write | None = None
+        self._unresolved: int | None = None  # a batch whose COMMIT may or may not have landed
         self._ids: dict[str, tuple[int, int]] = {}  # key -> (log id, epoch we own it at)
         self._fenced: str | None = None
         with self._writer.lock:
@@ -163,10 +166,11 @@ class PostgresMessageLog:
         """Detach the staged batch; the returned function writes it (any thread, once)."""
         staged, self._staged = self._staged, _Batch()
         with self._failed_lock:
-            parts, self._failed = [*self._failed, staged] if staged else self._failed, []
+            failed, self._failed = self._failed, []
+        parts = [*failed, staged] if staged else failed
         if not parts:
             return None
-        write = _Write(self, parts)
+        write = _Write(self, parts, len(failed))
         self._in_flight = write
         return write
 
@@ -181,8 +185,12 @@ class PostgresMessageLog:
         if write is not None:
             write()
 
-    def _write(self, parts: list[_Batch]) -> None:
-        """Write ``parts`` as one transaction, retrying on new connections until the deadline."""
+    def _write(self, write: _Write) -> None:
+        """Write ``write.parts`` as one transaction, retrying on new connections until the deadline.
+
+        Whenever an attempt fails after it may have sent COMMIT, ``_unresolved`` keeps its batch number
+        until a later attempt (of this write or of the next one) reads the node row and learns the
+        outcome: then the parts that committed are dropped instead of being written twice."""
         if self._fenced is not None:
             raise FencedError(self._fenced)
         self._batch_no += 1
@@ -190,15 +198,21 @@ class PostgresMessageLog:
         deadline = time.monotonic() + self.commit_timeout
         pause = RETRY_PAUSE_FIRST
         link = self._writer
-        retry = False
         with link.lock:
             while True:
                 try:
                     conn = link.get(backoff=False)
-                    if retry and self._committed(conn, batch_no):
-                        return  # the last attempt's COMMIT went through before its connection broke
-                    retry = True
-                    self._transaction(conn, parts, batch_no)
+                    unresolved = self._unresolved
+                    if unresolved is not None:
+                        landed = self._committed(conn, unresolved)
+                        self._unresolved = None
+                        if landed:  # that attempt's COMMIT went through before its connection broke
+                            write.drop_landed(everything=unresolved == batch_no)
+                            if not write.parts:
+                                return
+                    self._unresolved = batch_no
+                    self._transaction(conn, write.parts, batch_no)
+                    self._unresolved = None
                     return
                 except (psycopg.OperationalError, StoreUnavailable) as exc:
                     link.broken()
@@ -208,6 +222,7 @@ class PostgresMessageLog:
                     time.sleep(pause)
                     pause = min(pause * 2, RETRY_PAUSE_MAX)
                 except psycopg.Error as exc:
+                    self._unresolved = None  # the server refused it and the transaction rolled back
                     if exc.sqlstate in FENCED_STATES:
                         self._fenced = exc.diag.message_primary or str(exc)
                         log.error("this node is fenced and stops writing: %s", self._fenced)
@@ -229,20 +244,21 @@ class PostgresMessageLog:
         owned = [ids[k] for k in keys]
         try:
             cur = conn.cursor()
-            with conn.pipeline():
-                cur.execute("BEGIN")
-                cur.execute(Q["fence"], {
-                    "node": self.node, "node_epoch": self.epoch, "batch": batch_no,
-                    "log_ids": [i for i, _ in owned], "log_epochs": [e for _, e in owned],
-                })
             for part in parts:
-                if part.purges:
-                    purged = {"log_ids": [ids[k][0] for k in part.purges]}
-                    cur.execute(Q["purge_logs"], purged)
-                    cur.execute(Q["forget_delivered"], purged)
-                if part.appends:
+                with conn.pipeline():  # one round trip
+                    if part is parts[0]:
+                        cur.execute("BEGIN")
+                        cur.execute(Q["fence"], {
+                            "node": self.node, "node_epoch": self.epoch, "batch": batch_no,
+                            "log_ids": [i for i, _ in owned], "log_epochs": [e for _, e in owned],
+                        })
+                    if part.purges:
+                        purged = {"log_ids": [ids[k][0] for k in part.purges]}
+                        cur.execute(Q["purge_logs"], purged)
+                        cur.execute(Q["forget_delivered"], purged)
+                if part.appends:  # COPY cannot run in pipeline mode: its own round trip
                     _copy_rows(cur, part.appends, ids)
-                with conn.pipeline():
+                with conn.pipeline():  # one round trip
                     for key, seqs in part.redelivers.items():
                         counts = Counter(seqs)
                         cur.execute(Q["mark_redelivered"], {
@@ -328,29 +344,40 @@ class PostgresMessageLog:
 
 
 class _Write:
-    """One detached batch write: the broker's commit thread calls it once."""
+    """One detached batch write: the broker's commit thread calls it once. ``parts`` starts with the
+    ``retried`` parts of the write before it that failed."""
 
-    __slots__ = ("done", "log", "parts")
+    __slots__ = ("done", "log", "parts", "retried")
 
-    def __init__(self, log: PostgresMessageLog, parts: list[_Batch]) -> None:
-        self.log, self.parts = log, parts
+    def __init__(self, log: PostgresMessageLog, parts: list[_Batch], retried: int) -> None:
+        self.log, self.parts, self.retried = log, parts, retried
         self.done = threading.Event()
+
+    def drop_landed(self, everything: bool) -> None:
+        """A former attempt committed: all of this write (``everything``) or the retried parts."""
+        self.parts = [] if everything else self.parts[self.retried:]
+        self.retried = 0
 
     def touches(self, key: str) -> bool:
         return any(key in part.appends or key in part.purges or key in part.delivered for part in self.parts)
 
     def __call__(self) -> None:
-        log = self.log
+        owner = self.log
         try:
-            log._write(self.parts)
+            owner._write(self)
+        except StoreUnavailable:  # the server was out of reach: keep the batch for the next write
+            with owner._failed_lock:
+                owner._failed[:0] = self.parts  # before whatever failed since: the order of the writes
+            raise
         except BaseException:
-            with log._failed_lock:
-                log._failed[:0] = self.parts  # before whatever failed since: the order of the writes
+            # Fenced, or refused by the server (our bug, not an outage): keeping it would make every
+            # later batch fail the same way; its waiters are nacked.
+            log.error("PostgreSQL refused a batch; it is dropped and its publishers nacked")
             raise
         finally:
             self.done.set()
-            if log._in_flight is self:
-                log._in_flight = None
+            if owner._in_flight is self:
+                owner._in_flight = None
 
 
 def _copy_rows(cur: psycopg.Cursor[Any], appends: dict[str, dict[int, _Row]], ids: dict[str, tuple[int, int]]) -> None:
