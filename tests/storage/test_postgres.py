@@ -197,12 +197,10 @@ def test_a_takeover_waits_for_a_batch_in_flight(store: Any, postgres_settings: P
 # -- broken connections and outages -------------------------------------------------------------------
 
 
-def test_a_commit_whose_reply_was_lost_is_not_written_twice(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """COMMIT landed but the connection broke before its reply: the retry reads the node's
-    committed_batch and does not write the batch again (the COPY would hit the primary key)."""
-    log, _ = store
+def _lose_the_first_commit_reply(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The first batch transaction commits, then its connection 'breaks'; returns the call count."""
     real = PostgresMessageLog._transaction
-    calls = []
+    calls: list[int] = []
 
     def commit_then_break(self: PostgresMessageLog, *args: Any) -> None:
         calls.append(1)
@@ -211,6 +209,14 @@ def test_a_commit_whose_reply_was_lost_is_not_written_twice(store: Any, monkeypa
             raise psycopg.OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(PostgresMessageLog, "_transaction", commit_then_break)
+    return calls
+
+
+def test_a_commit_whose_reply_was_lost_is_not_written_twice(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """COMMIT landed but the connection broke before its reply: the retry reads the node's
+    committed_batch and does not write the batch again (the COPY would hit the primary key)."""
+    log, _ = store
+    calls = _lose_the_first_commit_reply(monkeypatch)
     log.stage_append([msg(1), msg(2)])
     log.commit()
     assert len(calls) == 1  # resolved by reading committed_batch, no second transaction
@@ -226,16 +232,7 @@ def test_a_lost_commit_reply_at_the_deadline_is_resolved_by_the_next_batch(
     next write learns from the node row that it landed and does not write it again."""
     log, meta = open_postgres_store(postgres_settings, commit_timeout=0.0)
     try:
-        real = PostgresMessageLog._transaction
-        calls = []
-
-        def commit_then_break(self: PostgresMessageLog, *args: Any) -> None:
-            calls.append(1)
-            real(self, *args)
-            if len(calls) == 1:
-                raise psycopg.OperationalError("server closed the connection unexpectedly")
-
-        monkeypatch.setattr(PostgresMessageLog, "_transaction", commit_then_break)
+        _lose_the_first_commit_reply(monkeypatch)
         log.stage_append([msg(1), msg(2)])
         with pytest.raises(StoreUnavailable):
             log.commit()
