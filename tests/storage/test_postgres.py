@@ -194,6 +194,42 @@ def test_a_takeover_waits_for_a_batch_in_flight(store: Any, postgres_settings: P
         log.commit()
 
 
+def test_the_store_vacuums_its_message_table_itself(
+    postgres_settings: PostgresSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Autovacuum may be off (it is on the shared test server): every VACUUM_EVERY_ROWS deletes, the
+    store runs VACUUM on a connection of its own."""
+    monkeypatch.setattr("mailslot.storage.postgres.log.VACUUM_EVERY_ROWS", 50)
+    log, meta = open_postgres_store(postgres_settings)
+
+    def vacuums() -> int:
+        with psycopg.connect(postgres_settings.dsn) as conn:
+            row = conn.execute(
+                "SELECT vacuum_count FROM pg_stat_user_tables WHERE schemaname = %s AND relname = 'messages'",
+                (postgres_settings.schema,),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    try:
+        log.stage_append([msg(s) for s in range(1, 41)])
+        log.commit()
+        log.stage_remove("q", list(range(1, 41)))
+        log.commit()
+        time.sleep(0.2)
+        assert vacuums() == 0  # 40 deleted: below the threshold
+        log.stage_append([msg(s) for s in range(41, 61)])
+        log.commit()
+        log.stage_remove("q", list(range(41, 61)))
+        log.commit()
+        deadline = time.monotonic() + 10
+        while vacuums() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert vacuums() >= 1
+    finally:
+        log.close()
+        meta.close()
+
+
 # -- broken connections and outages -------------------------------------------------------------------
 
 
