@@ -61,6 +61,7 @@ class Run:
     seconds: float
     cpu: dict[str, float] = field(default_factory=dict)  # seconds of CPU, by where
     rows_written: int = 0  # rows inserted into the message table (PostgreSQL systems)
+    round: int = 0
 
     @property
     def rate(self) -> float:
@@ -251,13 +252,21 @@ def server_facts(dsn: str) -> dict[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pgmq-sql", type=Path, required=True, help="pgmq's pgmq-extension/sql/pgmq.sql")
+    parser.add_argument("--pgmq-sql", type=Path, help="pgmq's pgmq-extension/sql/pgmq.sql (required to run)")
     parser.add_argument("--dsn", default=os.environ.get("MAILSLOT_POSTGRES_DSN", DSN))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--pgmq-batch", type=int, default=100, help="messages per send_batch / read / delete")
     parser.add_argument("--json", type=Path, help="also write every run here")
+    parser.add_argument("--report", type=Path, help="only print the report of runs written by --json")
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        report([Run(**r, round=i // 6) if "round" not in r else Run(**r) for i, r in enumerate(saved)],
+               server_facts(args.dsn), args)
+        return 0
+    if args.pgmq_sql is None:
+        parser.error("--pgmq-sql is required (pgmq's pgmq-extension/sql/pgmq.sql)")
     script = args.pgmq_sql.read_text()
 
     systems: list[tuple[str, Callable[[bool], Run]]] = [
@@ -271,6 +280,7 @@ def main() -> int:
         for publish_only in (False, True):
             for name, run in order:
                 result = run(publish_only)
+                result.round = r
                 runs.append(result)
                 print(f"round {r + 1} {result.workload:12s} {name:18s} {result.rate:10.0f} msg/s", flush=True)
     if args.json:
@@ -280,7 +290,8 @@ def main() -> int:
 
 
 def report(runs: list[Run], facts: dict[str, str], args: argparse.Namespace) -> None:
-    print(f"\nPostgreSQL: {facts}; pgmq batch {args.pgmq_batch}; {args.rounds} rounds x {args.duration:.0f} s; "
+    rounds = max(r.round for r in runs) + 1
+    print(f"\nPostgreSQL: {facts}; pgmq batch {args.pgmq_batch}; {rounds} rounds x {args.duration:.0f} s; "
           f"{BODY_SIZE} B bodies")
     for workload in ("end-to-end", "publish-only"):
         print(f"\n{workload}: median msg/s (min-max), rows written to PostgreSQL per message, CPU us per message")
@@ -296,9 +307,17 @@ def report(runs: list[Run], facts: dict[str, str], args: argparse.Namespace) -> 
             rows = statistics.median(r.rows_written / r.messages for r in mine) if system != "mailslot-segments" else 0
             print(f"  {system:18s} {medians[system]:9.0f} ({min(rates):.0f}-{max(rates):.0f})  rows/msg {rows:.2f}  "
                   f"CPU us/msg: {cpu}")
-        print(f"  mailslot-postgres / pgmq:              {medians['mailslot-postgres'] / medians['pgmq']:.2f}x")
-        print(f"  mailslot-postgres / mailslot-segments: "
-              f"{medians['mailslot-postgres'] / medians['mailslot-segments']:.2f}x")
+        # The machine is shared: a ratio within one round (the same load) is steadier than medians of rates.
+        for other in ("pgmq", "mailslot-segments"):
+            ratios = [
+                mine.rate / theirs.rate
+                for mine in runs if mine.system == "mailslot-postgres" and mine.workload == workload
+                for theirs in runs if theirs.system == other and theirs.workload == workload
+                and theirs.round == mine.round
+            ]
+            print(f"  mailslot-postgres / {other}: median of per-round ratios {statistics.median(ratios):.2f}x "
+                  f"({', '.join(f'{x:.2f}' for x in ratios)}); ratio of medians "
+                  f"{medians['mailslot-postgres'] / medians[other]:.2f}x")
 
 
 if __name__ == "__main__":
