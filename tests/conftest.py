@@ -84,6 +84,34 @@ def postgres_dsn() -> str:
         return str(_service_missing(f"PostgreSQL not reachable at {POSTGRES_DSN}: {exc}"))
 
 
+@pytest.fixture
+def new_postgres_schema(postgres_dsn: str) -> Iterator[Callable[[], Any]]:
+    """``new_postgres_schema()`` -> PostgresSettings for a schema no one else uses (``mailslot_test_<uuid>``,
+    node name ``test-<same uuid>``); every schema it made is dropped after the test."""
+    import psycopg
+    from psycopg import sql
+
+    from mailslot.storage.postgres import PostgresSettings
+
+    made: list[str] = []
+
+    def make() -> PostgresSettings:
+        tag = uuid.uuid4().hex[:16]
+        made.append(f"mailslot_test_{tag}")
+        return PostgresSettings(postgres_dsn, schema=made[-1], node_name=f"test-{tag}")
+
+    yield make
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        for schema in made:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def postgres_settings(new_postgres_schema: Callable[[], Any]) -> Any:
+    """PostgresSettings of a fresh schema for this test (the PostgreSQL store's tests)."""
+    return new_postgres_schema()
+
+
 @contextlib.contextmanager
 def _mailslot_broker() -> Iterator[Any]:
     # Imported lazily: collection must not depend on the broker being implemented yet.

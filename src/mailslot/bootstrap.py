@@ -36,6 +36,10 @@ from .frontends.amqp091 import AMQP_CODEC, AMQPConnection
 from .http.server import HTTPServer
 from .storage.api import MessageLog, MetadataStore
 from .storage.memory import MemoryMessageLog, MemoryMetadataStore
+from .storage.postgres import DEFAULT_COMMIT_TIMEOUT, PostgresSettings, open_postgres_store
+from .storage.postgres import DEFAULT_SCHEMA as DEFAULT_POSTGRES_SCHEMA
+from .storage.postgres import SCHEMA_NAME as POSTGRES_SCHEMA_NAME
+from .storage.postgres import StoreFormatError as PostgresFormatError
 from .storage.segments import open_segment_store
 from .storage.sqlite import open_sqlite_store
 from .transport.admission import Admission, connection_cap, raise_fd_limit
@@ -77,7 +81,7 @@ class BrokerConfig:
     tls_ca: Path | None = None  # PEM: the CAs client certificates are verified against
     tls_verify_peer: bool = False  # ask AMQPS clients for a certificate (RabbitMQ's verify_peer)
     tls_fail_if_no_peer_cert: bool = False  # and refuse those without one (fail_if_no_peer_cert)
-    store: str = "segments"  # "segments" (embedded default), "sqlite" (embedded, one file) or "memory"
+    store: str = "segments"  # "segments" (embedded default), "sqlite" (embedded, one file), "postgres" or "memory"
     data_dir: Path = field(default_factory=lambda: Path("mailslot-data"))
     heartbeat: int = 60  # seconds, RabbitMQ's default
     frame_max: int = 131072  # RabbitMQ's default
@@ -117,6 +121,15 @@ class BrokerConfig:
     # never); RabbitMQ's consumer_timeout, 30 minutes by default. Queues override it with x-consumer-timeout.
     consumer_timeout: float | None = 1800.0
     log_level: str = "info"  # mailslot serve's log verbosity: debug, info, warning or error
+    # store = "postgres" (docs/postgres.md): the server (a libpq URL or key=value string; a password may
+    # also come from postgres_dsn_file or ~/.pgpass), the schema holding this install's tables (created
+    # and migrated at start), this broker's name among the nodes sharing the schema ("": mailslot@<host>,
+    # as RabbitMQ's rabbit@<host>), and how long a batch commit retries while the server is unreachable
+    # before its publishers are nacked (a restart or a failover usually completes within 10 s).
+    postgres_dsn: str = ""
+    postgres_schema: str = DEFAULT_POSTGRES_SCHEMA
+    node_name: str = ""
+    postgres_commit_timeout: float = DEFAULT_COMMIT_TIMEOUT
 
     def __post_init__(self) -> None:
         """Refuse what the broker cannot use, naming the setting (mailslot/config.py adds the source)."""
@@ -152,6 +165,12 @@ class BrokerConfig:
             raise ConfigError("consumer_timeout", "must not be negative (0 or none: never)")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ConfigError("log_level", f"{self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        if self.store == "postgres" and not self.postgres_dsn:
+            raise ConfigError("postgres_dsn", "is required with store postgres (--postgres-dsn, MAILSLOT_POSTGRES_DSN)")
+        if not POSTGRES_SCHEMA_NAME.fullmatch(self.postgres_schema):
+            raise ConfigError("postgres_schema", f"{self.postgres_schema!r}: use lower-case letters, digits and _")
+        if self.postgres_commit_timeout <= 0:
+            raise ConfigError("postgres_commit_timeout", "must be more than 0 seconds")
         for name, check in (("memory_high_watermark", parse_memory_limit), ("disk_free_limit", parse_disk_free_limit)):
             try:
                 check(getattr(self, name), 1)
@@ -323,7 +342,18 @@ class BrokerServer:
             return open_sqlite_store(Path(self.config.data_dir))
         if self.config.store == "segments":
             return open_segment_store(Path(self.config.data_dir))
-        raise ConfigError("store", f"unknown store {self.config.store!r}; expected segments, sqlite or memory")
+        if self.config.store == "postgres":
+            try:
+                return open_postgres_store(self.postgres_settings, self.config.postgres_commit_timeout)
+            except PostgresFormatError as exc:
+                raise ConfigError("postgres_schema", str(exc)) from None
+        raise ConfigError("store", f"unknown store {self.config.store!r}; expected segments, sqlite, postgres or memory")
+
+    @property
+    def postgres_settings(self) -> PostgresSettings:
+        """Where ``store = "postgres"`` lives (BrokerConfig checked the fields)."""
+        config = self.config
+        return PostgresSettings(config.postgres_dsn, config.postgres_schema, config.node_name)
 
     async def stop(self) -> None:
         """Close every connection with 320 CONNECTION_FORCED, then flush and close the store."""
@@ -453,6 +483,9 @@ class BrokerServer:
         """Where messages are stored, for the start-up log line."""
         if self.config.store == "memory":
             return "in memory (nothing survives a restart)"
+        if self.config.store == "postgres":
+            settings = self.postgres_settings
+            return f"in PostgreSQL, schema {settings.schema!r}, as node {settings.node_name!r}"
         kind = "SQLite, WAL mode" if self.config.store == "sqlite" else "segment log + SQLite metadata"
         return f"in {Path(self.config.data_dir).resolve()} ({kind})"
 

@@ -1,6 +1,6 @@
 """A publisher-confirmed persistent message survives a SIGKILL of the broker.
 
-The broker runs in a child process on the embedded SQLite store. A publisher keeps a window of
+The broker runs in a child process on each durable store (segments, SQLite, PostgreSQL). A publisher keeps a window of
 persistent messages in flight with confirms (so the broker group-commits batches), the broker is
 SIGKILLed mid-stream, restarted on the same data directory, and every message that had been
 confirmed must be there, once, in publish order.
@@ -9,6 +9,8 @@ confirmed must be there, once, in publish order.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import aio_pika
 import pytest
@@ -18,7 +20,22 @@ from .broker_process import BrokerProcess, publish_until_killed
 pytestmark = pytest.mark.slow
 
 QUEUE = "durable-orders"
-STORES = ["segments", "sqlite"]  # both embedded stores must keep every confirmed message
+STORES = ["segments", "sqlite", "postgres"]  # every durable store must keep every confirmed message
+
+
+@pytest.fixture
+def make_broker(request: pytest.FixtureRequest, tmp_path: Any) -> Callable[[str], BrokerProcess]:
+    """``make_broker(store)``: a broker process on a data directory (or, for PostgreSQL, a schema) of
+    this test's own, which survives its restarts."""
+
+    def make(store: str) -> BrokerProcess:
+        extra: tuple[str, ...] = ()
+        if store == "postgres":
+            pg = request.getfixturevalue("postgres_settings")
+            extra = ("--postgres-dsn", pg.dsn, "--postgres-schema", pg.schema, "--node-name", pg.node_name)
+        return BrokerProcess(store=store, data_dir=tmp_path / "data", extra_args=extra)
+
+    return make
 
 
 async def _publish_until_killed(broker: BrokerProcess, kill_after: int) -> list[int]:
@@ -58,8 +75,8 @@ async def _drain(url: str) -> list[int]:
 
 @pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("kill_after", [300, 2000])
-async def test_confirmed_persistent_messages_survive_sigkill(tmp_path, kill_after, store):
-    broker = BrokerProcess(store=store, data_dir=tmp_path / "data")
+async def test_confirmed_persistent_messages_survive_sigkill(make_broker, kill_after, store):
+    broker = make_broker(store)
     broker.start()
     try:
         confirmed = await _publish_until_killed(broker, kill_after)
@@ -75,8 +92,8 @@ async def test_confirmed_persistent_messages_survive_sigkill(tmp_path, kill_afte
 
 
 @pytest.mark.parametrize("store", STORES)
-async def test_transient_messages_and_nondurable_queues_are_gone_after_restart(tmp_path, store):
-    broker = BrokerProcess(store=store, data_dir=tmp_path / "data")
+async def test_transient_messages_and_nondurable_queues_are_gone_after_restart(make_broker, store):
+    broker = make_broker(store)
     broker.start()
     try:
         connection = await aio_pika.connect(broker.url)
@@ -111,8 +128,8 @@ async def test_transient_messages_and_nondurable_queues_are_gone_after_restart(t
 
 
 @pytest.mark.parametrize("store", STORES)
-async def test_sigterm_shuts_down_cleanly_and_keeps_data(tmp_path, store):
-    broker = BrokerProcess(store=store, data_dir=tmp_path / "data")
+async def test_sigterm_shuts_down_cleanly_and_keeps_data(make_broker, store):
+    broker = make_broker(store)
     broker.start()
     connection = await aio_pika.connect(broker.url)
     closed = asyncio.get_running_loop().create_future()

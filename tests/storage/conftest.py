@@ -1,4 +1,9 @@
-"""The ``backend`` fixture: every test in test_contract.py runs once per store implementation."""
+"""The ``backend`` fixture: every test in test_contract.py runs once per store implementation.
+
+The PostgreSQL backend gets a schema of its own per test (tests/conftest.py's ``postgres_settings``),
+dropped after it, on the PostgreSQL at 127.0.0.1:5432 (database ``test``); it is skipped when that
+server is absent, unless MAILSLOT_REQUIRE_SERVICES=1.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,11 @@ import pytest
 
 from mailslot.storage.api import MessageLog, MetadataStore
 from mailslot.storage.memory import open_memory_store
+from mailslot.storage.postgres import PostgresSettings, open_postgres_store
 from mailslot.storage.segments import open_segment_store
 from mailslot.storage.sqlite import open_sqlite_store
 
-BACKENDS = ["memory", "sqlite", "segments"]
+BACKENDS = ["memory", "sqlite", "segments", "postgres"]
 
 
 class Backend:
@@ -24,9 +30,10 @@ class Backend:
     test_sqlite.py checks on its own.
     """
 
-    def __init__(self, name: str, data_dir: Path) -> None:
+    def __init__(self, name: str, data_dir: Path, postgres: PostgresSettings | None = None) -> None:
         self.name = name
         self.data_dir = data_dir
+        self.postgres = postgres
         self.log: MessageLog
         self.meta: MetadataStore
         self._open()
@@ -36,6 +43,9 @@ class Backend:
             self.log, self.meta = open_memory_store()
         elif self.name == "segments":
             self.log, self.meta = open_segment_store(self.data_dir)
+        elif self.name == "postgres":
+            assert self.postgres is not None
+            self.log, self.meta = open_postgres_store(self.postgres)
         else:
             self.log, self.meta = open_sqlite_store(self.data_dir)
 
@@ -52,6 +62,7 @@ class Backend:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    b = Backend(request.param, tmp_path / "data")
+    settings = request.getfixturevalue("postgres_settings") if request.param == "postgres" else None
+    b = Backend(request.param, tmp_path / "data", settings)
     yield b
     b.close()

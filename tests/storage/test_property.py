@@ -194,11 +194,14 @@ vhosts = st.sampled_from(["/", "v"])
 
 
 class MetadataMachine(RuleBasedStateMachine):
+    # The store under test; test_postgres.py reuses this machine with the PostgreSQL store.
+    open_store = staticmethod(open_sqlite_store)
+
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="mailslot-prop-"))
         self.ref: MetadataStore = MemoryMetadataStore()
-        self.log, self.meta = open_sqlite_store(self.dir)
+        self.log, self.meta = self.open_store(self.dir)
 
     def teardown(self) -> None:
         self.log.close()
@@ -251,7 +254,7 @@ class MetadataMachine(RuleBasedStateMachine):
     def reopen(self) -> None:
         self.log.close()
         self.meta.close()
-        self.log, self.meta = open_sqlite_store(self.dir)
+        self.log, self.meta = self.open_store(self.dir)
 
     @invariant()
     def same_definitions(self) -> None:

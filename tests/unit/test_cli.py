@@ -62,7 +62,7 @@ def test_version() -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        ["serve", "--store", "postgres"],
+        ["serve", "--store", "oracle"],
         ["serve", "--port", "70000"],
         ["serve", "--log-level", "loud"],
         ["publish", "--count", "0", "x"],
@@ -73,6 +73,31 @@ def test_version() -> None:
 def test_bad_arguments_are_usage_errors(args: list[str]) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        ([], "error: postgres_dsn: is required with store postgres (--postgres-dsn, MAILSLOT_POSTGRES_DSN)"),
+        (["--postgres-dsn", "postgresql://x@127.0.0.1/db", "--postgres-schema", "Bad-Name"],
+         "error: postgres_schema: 'Bad-Name': use lower-case letters, digits and _ (--postgres-schema)"),
+    ],
+)
+def test_serve_on_postgres_with_unusable_settings_prints_one_line(args: list[str], line: str) -> None:
+    result = runner.invoke(app, ["serve", "--port", "0", "--http-port", "0", "--store", "postgres", *args])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [line]
+
+
+def test_serve_on_an_unreachable_postgres_prints_one_line_and_exits_1(closed_port: int) -> None:
+    dsn = f"postgresql://postgres:secret@127.0.0.1:{closed_port}/test"
+    result = runner.invoke(
+        app, ["serve", "--port", "0", "--http-port", "0", "--store", "postgres", "--postgres-dsn", dsn]
+    )
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: cannot start the broker: cannot use PostgreSQL at ") and "refused" in line
+    assert "secret" not in line and "Traceback" not in result.output
 
 
 def test_serve_on_a_taken_port_prints_one_line_and_exits_1(taken_port: int) -> None:

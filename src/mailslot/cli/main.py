@@ -27,6 +27,7 @@ app = typer.Typer(
 class Store(enum.StrEnum):
     sqlite = "sqlite"
     segments = "segments"
+    postgres = "postgres"
     memory = "memory"
 
 
@@ -123,7 +124,7 @@ def serve(
         Store,
         typer.Option(
             help="segments (default): durable segment log, fastest. sqlite: durable, one SQLite file. "
-            "memory: lost on exit."
+            "postgres: durable, in PostgreSQL (--postgres-dsn). memory: lost on exit."
         ),
     ] = Store.segments,
     heartbeat: Annotated[
@@ -212,6 +213,24 @@ def serve(
         typer.Option(help="Most client connections at once (default: what the file descriptor limit allows).",
                      min=1),
     ] = None,
+    postgres_dsn: Annotated[
+        str,
+        typer.Option(
+            help="With --store postgres: the server, as postgresql://user@host:5432/db (a libpq URL; env "
+            "MAILSLOT_POSTGRES_DSN).",
+            show_default=False,
+        ),
+    ] = "",
+    postgres_schema: Annotated[
+        str, typer.Option(help="With --store postgres: the schema holding this install's tables.")
+    ] = "mailslot",
+    node_name: Annotated[
+        str,
+        typer.Option(
+            help="This broker's name among the nodes sharing a PostgreSQL schema (default mailslot@HOST).",
+            show_default=False,
+        ),
+    ] = "",
     log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.info,
 ) -> None:
     """Run the broker until Ctrl-C or SIGTERM (SIGHUP reloads the TLS certificates)."""

@@ -60,7 +60,7 @@ def run_serve(config: BrokerConfig, log_level: str = "info") -> int:
         except (PortInUseError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        except OSError as exc:  # e.g. permission denied on a low port or on --data-dir
+        except OSError as exc:  # e.g. permission denied on a low port or on --data-dir, PostgreSQL down
             print(f"error: cannot start the broker: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:  # Ctrl-C before our own handlers were installed

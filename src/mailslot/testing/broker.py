@@ -5,7 +5,7 @@
   (pika's BlockingConnection, kombu, Celery), which would otherwise block the loop they need.
 
 Both take the same arguments: ``store`` ("memory" by default: fast, nothing on disk; "segments" or "sqlite" for
-durability tests), ``data_dir`` (a temporary directory, removed afterwards, when None) and any other
+durability tests; "postgres" with ``postgres_dsn=...`` and a ``postgres_schema`` of the test's own), ``data_dir`` (a temporary directory, removed afterwards, when None) and any other
 :class:`~mailslot.bootstrap.BrokerConfig` field as a keyword (``heartbeat=5``, ``users={...}``,
 ``consumer_timeout=1.0`` for a short consumer acknowledgement timeout, in seconds).
 """
