@@ -29,6 +29,7 @@ from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, ma
 from .message import Entry, HeadersReader, Message
 from .priority import queue_factory
 from .queue import REJECTED, Queue
+from .stats import VhostStats
 from .ttl import QueueExpiry, drop_expired
 
 PREDECLARED = {
@@ -86,6 +87,7 @@ class VirtualHost:
         for name_, type_ in PREDECLARED.items():
             self.exchanges[name_] = make_exchange(type_, name_, durable=True)
         self.delays = DelayedMessages(self)  # scheduled messages of x-delayed-message exchanges
+        self.stats = VhostStats()  # churn, dead-lettering and closed sessions' counters (core/stats.py)
 
     # ---- naming ---------------------------------------------------------------------------------
 
@@ -239,6 +241,7 @@ class VirtualHost:
         arguments: dict[str, Any],
         owner: object,
     ) -> Queue:
+        self.stats.queues_declared += 1
         if passive:
             queue = self.queue(name)
             self.check_access(queue, owner)
@@ -278,6 +281,7 @@ class VirtualHost:
         queue.expiry = QueueExpiry(self.clock, self._expired, policy.message_ttl, policy.expires)
         queue.expiring = policy.message_ttl is not None
         self.queues[name] = queue
+        self.stats.queues_created += 1
         dedup.attach_to_queue(self, queue)
         if durable and not exclusive:
             self.metadata.save_queue(QueueDefinition(name, self.name, durable, exclusive, auto_delete, arguments))
@@ -330,6 +334,7 @@ class VirtualHost:
         count = queue.purge()
         queue.deleted = True
         self.queues.pop(queue.name, None)
+        self.stats.queues_deleted += 1
         for exchange in list(self.exchanges.values()):
             for dest, routing_key, args_key in exchange.unbind_destination(("queue", queue.name)):
                 self._forget_binding(exchange, dest, routing_key, args_key)
@@ -375,6 +380,7 @@ class VirtualHost:
         self.mark_dirty(queue)
         if outcome == REJECTED:
             if queue.policy.overflow == "reject-publish-dlx":
+                self.stats.count_dead_lettered("maxlen", queue.policy.dead_letter_exchange is not None, 1)
                 self._dead_letter_message(queue, message, "maxlen")
             return False
         if queue.dropped:
@@ -385,6 +391,7 @@ class VirtualHost:
     def dead_letter(self, queue: Queue, entries: list[Any], reason: str) -> None:
         """Entries leave ``queue`` other than by delivery (rejected, maxlen): republish them to its
         dead-letter exchange if it has one, then forget them in ``queue``."""
+        self.stats.count_dead_lettered(reason, queue.policy.dead_letter_exchange is not None, len(entries))
         if queue.policy.dead_letter_exchange is not None:
             for entry in entries:
                 self._dead_letter_message(queue, entry.message, reason)

@@ -224,6 +224,7 @@ class Channel:
 
     def send_return(self, exchange: str, routing_key: str, properties: bytes, body: bytes) -> None:
         """basic.return 312 NO_ROUTE for an unroutable mandatory publish."""
+        self.session.stats_returned += 1
         method = unchecked(
             spec.Basic.Return, reply_code=proto.NO_ROUTE, reply_text="NO_ROUTE", exchange=exchange, routing_key=routing_key
         )
@@ -267,6 +268,7 @@ class Channel:
                 cursor = seq
             if upto > cursor:
                 proto.send_ack(number, upto, upto - cursor > 1)
+            self.session.stats_confirmed += upto - self.confirmed - len(nacks)
         self.confirmed = upto
         self.connection.touch()
 
