@@ -9,10 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.access import StaticAccessControl
 from .core.alarms import DEFAULT_DISK_FREE_LIMIT, DEFAULT_MEMORY_HIGH_WATERMARK, Limits, ResourceMonitor
 from .core.broker import Broker as CoreBroker
 from .frontends.amqp091 import AMQPConnection, AMQPPropertiesCodec
-from .http.server import HTTPServer
+from .http.amqp_connections import AMQPConnections
+from .http.context import Listener, ManagementContext, ManagementSettings, NodeInfo, default_node_name
+from .http.server import HTTPServer, process_rss
 from .storage.api import MessageLog, MetadataStore
 from .storage.memory import MemoryMessageLog, MemoryMetadataStore
 from .storage.segments import open_segment_store
@@ -35,7 +38,13 @@ class PortInUseError(OSError):
 class BrokerConfig:
     host: str = "0.0.0.0"  # RabbitMQ listens on every interface by default
     amqp_port: int = 5672  # IANA port for AMQP; 0 = ephemeral (tests)
-    http_port: int = 15672  # RabbitMQ management's port (read-only stats API, docs/http.md); 0 = ephemeral
+    http_port: int = 15672  # RabbitMQ management's port (docs/management-api.md); 0 = ephemeral
+    http_host: str | None = None  # the management API's interface; None: the same as ``host``
+    prometheus_port: int = 15692  # rabbitmq_prometheus' port (docs/metrics.md); 0 = ephemeral
+    prometheus_host: str | None = None  # None: the same as ``http_host``
+    # Health checks (/api/health/checks/*) answer callers without credentials (load balancers, probes).
+    http_open_health_checks: bool = False
+    node_name: str | None = None  # None: mailslot@<short host name>, as RabbitMQ's rabbit@<host>
     store: str = "segments"  # "segments" (embedded default), "sqlite" (embedded, one file) or "memory"
     data_dir: Path = field(default_factory=lambda: Path("mailslot-data"))
     heartbeat: int = 60  # seconds, RabbitMQ's default
@@ -104,21 +113,45 @@ class Broker:
             if is_address_in_use(error):
                 raise PortInUseError(config.host, config.amqp_port, "--port") from None
             raise
-        http = HTTPServer(core)
-        try:
-            await http.start(config.host, config.http_port)
-        except OSError as error:
-            await listener.stop()
-            core.close()
-            if is_address_in_use(error):
-                raise PortInUseError(config.host, config.http_port, "--http-port") from None
-            raise
-        self._core, self._listener, self._http = core, listener, http
-        log.info("AMQP listening on %s:%d", config.host, self._port)
-        log.info("HTTP API on %s", self.http_url)
-        log.info("storing messages %s", self.storage_description)
         read = config.resource_reader or system_reader(Path(config.data_dir))
         monitor = ResourceMonitor(read, limits)
+        node = NodeInfo(
+            name=config.node_name or default_node_name(),
+            data_dir=None if config.store == "memory" else Path(config.data_dir).resolve(),
+            storage=self.storage_description,
+            monitor=monitor,
+        )
+        node.listeners.append(Listener("amqp", *listener.address))
+        ctx = ManagementContext(
+            core,
+            StaticAccessControl(config.users, config.loopback_users),
+            AMQPConnections(listener),
+            node,
+            ManagementSettings(open_health_checks=config.http_open_health_checks),
+            rss=process_rss,
+        )
+        http = HTTPServer(ctx, commit_stats=listener.scheduler.commit_stats)
+        http_host = config.http_host if config.http_host is not None else config.host
+        prometheus_host = config.prometheus_host if config.prometheus_host is not None else http_host
+        for start, host, port, flag, protocol in (
+            (http.start_api, http_host, config.http_port, "--http-port", "http"),
+            (http.start_metrics, prometheus_host, config.prometheus_port, "--prometheus-port", "http/prometheus"),
+        ):
+            try:
+                node.listeners.append(Listener(protocol, *(await start(host, port))))
+            except OSError as error:
+                await http.stop()
+                await listener.stop()
+                core.close()
+                if is_address_in_use(error):
+                    raise PortInUseError(host, port, flag) from None
+                raise
+        self._core, self._listener, self._http = core, listener, http
+        # The addresses really bound (a wildcard host stays a wildcard: say so, and how to reach it).
+        log.info("AMQP listening on %s:%d", *listener.address)
+        log.info("HTTP API listening on %s:%d (%s/api/)", *http.api_address, self.http_url)  # type: ignore[misc]
+        log.info("Prometheus metrics listening on %s:%d (%s/metrics)", *http.metrics_address, self.prometheus_url)  # type: ignore[misc]
+        log.info("storing messages %s", self.storage_description)
         self._alarms = ResourceAlarms(loop, listener, monitor, config.resource_check_interval)
         self._alarms.start()
         self._loop = loop
@@ -190,17 +223,24 @@ class Broker:
 
     @property
     def http_port(self) -> int:
-        return self._http.port if self._http is not None else 0
+        address = self._http.api_address if self._http is not None else None
+        return address[1] if address is not None else 0
 
     @property
     def http_url(self) -> str:
-        """Base URL of the HTTP API; a wildcard bind address is reached through loopback."""
-        host = self.config.host
-        if host in ("", "0.0.0.0", "::"):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.http_port}"
+        """Base URL of the management API; a wildcard bind address is reached through loopback."""
+        address = self._http.api_address if self._http is not None else None
+        return _url(address or (self.config.http_host or self.config.host, 0))
+
+    @property
+    def prometheus_port(self) -> int:
+        address = self._http.metrics_address if self._http is not None else None
+        return address[1] if address is not None else 0
+
+    @property
+    def prometheus_url(self) -> str:
+        address = self._http.metrics_address if self._http is not None else None
+        return _url(address or ("127.0.0.1", 0))
 
     @property
     def storage_description(self) -> str:
@@ -209,6 +249,15 @@ class Broker:
             return "in memory (nothing survives a restart)"
         kind = "SQLite, WAL mode" if self.config.store == "sqlite" else "segment log + SQLite metadata"
         return f"in {Path(self.config.data_dir).resolve()} ({kind})"
+
+
+def _url(address: tuple[str, int]) -> str:
+    host, port = address
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

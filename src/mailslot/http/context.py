@@ -1,0 +1,180 @@
+"""What the management API's handlers work with: the core, the access control, the live connections of the
+front ends, this node's facts, and the settings. Built once by the composition root (bootstrap) and kept
+in the aiohttp application (``request.app[CONTEXT]``), never in a module-level singleton.
+
+Connections belong to the front ends (AMQP today, more protocols later), so the API sees them through the
+small :class:`ConnectionSource` protocol: a front end's adapter (``http/amqp_connections.py``) presents its
+connections and channels as :class:`ConnectionView` / :class:`ChannelView` and closes one on request.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from ..core.access import AccessControl, User
+from ..core.alarms import ResourceMonitor
+from ..core.broker import Broker
+from ..core.session import Session
+from ..core.stats import StatsSampler
+from .runtime_parameters import RuntimeParameters
+
+# RabbitMQ's management.http.max_body_size default (20,000,000 bytes since 3.11; 3.10 had no bound): a
+# definitions file for tens of thousands of queues fits, a runaway upload does not.
+DEFAULT_MAX_BODY_BYTES = 20_000_000
+
+
+def product_version() -> str:
+    try:
+        return version("mailslot")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def default_node_name() -> str:
+    """``mailslot@<host>``, as RabbitMQ names nodes ``rabbit@<host>``."""
+    return f"mailslot@{socket.gethostname().split('.')[0]}"
+
+
+@dataclass
+class ChannelView:
+    """One channel (session) of a connection, as the API shows it."""
+
+    connection: ConnectionView
+    number: int
+    session: Session
+    confirm: bool = False
+    unconfirmed: int = 0  # published on a confirm channel, not yet confirmed
+
+    @property
+    def name(self) -> str:
+        return f"{self.connection.name} ({self.number})"
+
+
+@dataclass(eq=False)
+class ConnectionView:
+    """One client connection of a front end, as the API shows it (RabbitMQ's connection fields)."""
+
+    key: object  # stable identity across ticks (rates)
+    name: str  # "peer_host:peer_port -> host:port", RabbitMQ's form
+    protocol: str  # "AMQP 0-9-1"
+    user: str
+    vhost: str
+    peer_host: str
+    peer_port: int
+    host: str
+    port: int
+    connected_at: int  # ms since the epoch
+    client_properties: dict[str, Any] = field(default_factory=dict)
+    auth_mechanism: str = "PLAIN"
+    frame_max: int = 0
+    channel_max: int = 0
+    timeout: int = 0  # negotiated heartbeat, seconds
+    state: str = "running"  # running | blocked | closing
+    recv_oct: int = 0
+    recv_cnt: int = 0
+    send_oct: int = 0
+    send_cnt: int = 0
+    channels: list[ChannelView] = field(default_factory=list)
+
+
+class ConnectionSource(Protocol):
+    """A front end's live connections."""
+
+    def connections(self) -> list[ConnectionView]: ...
+
+    def close(self, connection: ConnectionView, reason: str) -> None:
+        """Close it from the broker's side (AMQP: connection.close 320 CONNECTION_FORCED, ``reason``)."""
+
+    def churn(self) -> tuple[int, int]:
+        """Connections (opened, closed) since start."""
+
+
+class NoConnections:
+    """A source with no connections (an API served without a front end, in tests)."""
+
+    def connections(self) -> list[ConnectionView]:
+        return []
+
+    def close(self, connection: ConnectionView, reason: str) -> None:
+        pass
+
+    def churn(self) -> tuple[int, int]:
+        return (0, 0)
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A port this node serves (``/api/overview``'s listeners, the port-listener health check)."""
+
+    protocol: str  # "amqp", "http", "http/prometheus"
+    ip_address: str
+    port: int
+
+
+@dataclass
+class NodeInfo:
+    """This node's facts for ``/api/nodes`` and ``/api/overview``."""
+
+    name: str = field(default_factory=default_node_name)
+    started_at: float = field(default_factory=time.time)  # wall clock
+    listeners: list[Listener] = field(default_factory=list)
+    data_dir: Path | None = None
+    storage: str = ""
+    monitor: ResourceMonitor | None = None  # alarms, limits and the last readings (None: not monitored)
+    product_version: str = field(default_factory=product_version)
+
+    @property
+    def cluster_name(self) -> str:
+        return self.name
+
+    def alarms(self) -> frozenset[str]:
+        return self.monitor.active if self.monitor is not None else frozenset()
+
+
+@dataclass
+class ManagementSettings:
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    open_health_checks: bool = False  # health checks answer anonymous callers (load balancers, probes)
+
+
+@dataclass
+class ManagementContext:
+    core: Broker
+    access: AccessControl
+    connections: ConnectionSource = field(default_factory=NoConnections)
+    node: NodeInfo = field(default_factory=NodeInfo)
+    settings: ManagementSettings = field(default_factory=ManagementSettings)
+    sampler: StatsSampler = field(default_factory=StatsSampler)
+    rss: Callable[[], int | None] = lambda: None
+    parameters: RuntimeParameters = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.parameters = RuntimeParameters(self.core.metadata)
+
+    def live_sessions(self) -> list[Session]:
+        return [ch.session for c in self.connections.connections() for ch in c.channels]
+
+
+CONTEXT = web.AppKey("mailslot.management", ManagementContext)
+_USER = "mailslot.user"
+
+
+def context(request: web.Request) -> ManagementContext:
+    return request.app[CONTEXT]
+
+
+def current_user(request: web.Request) -> User:
+    user: User = request[_USER]
+    return user
+
+
+def set_current_user(request: web.Request, user: User) -> None:
+    request[_USER] = user
