@@ -12,18 +12,19 @@ non-auto-delete resource is registered with the ``cleanup`` fixture, which delet
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+
+# The one wait_for lives in helpers.py; re-exported for tests written against ``from conftest import wait_for``.
+from helpers import async_wait_for, wait_for  # noqa: F401
 
 # Let the suites import mailslot from the source tree when the package is not installed in the venv.
 _SRC = Path(__file__).resolve().parent.parent / "src"
@@ -41,8 +42,6 @@ BROKERS = [
     pytest.param("mailslot", id="mailslot"),
     pytest.param("rabbitmq", id="rabbitmq", marks=pytest.mark.interop),
 ]
-
-T = TypeVar("T")
 
 
 def _require_services() -> bool:
@@ -201,36 +200,3 @@ def cleanup(broker_url: str) -> Iterator[Cleanup]:
     c.url = broker_url
     yield c
     c.run()
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01, what: str = "") -> T:
-    """Poll ``predicate`` until it returns a truthy value; return that value or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate!r}")
-        time.sleep(interval)
-
-
-async def async_wait_for(
-    predicate: Callable[[], T | Awaitable[T]], timeout: float = 5.0, interval: float = 0.01, what: str = ""
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-            value = await value
-        if value:
-            return value  # type: ignore[return-value]
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate!r}")
-        await asyncio.sleep(interval)
-
-
-@pytest.fixture(name="wait_for")
-def wait_for_fixture() -> Callable[..., Any]:
-    """The ``wait_for`` helper as a fixture, for tests that prefer not to import conftest."""
-    return wait_for

@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from .core.access import StaticAccessControl
-from .core.alarms import DEFAULT_DISK_FREE_LIMIT, DEFAULT_MEMORY_HIGH_WATERMARK, Limits, ResourceMonitor
+from .config import ConfigError
+from .core.access.admin import AccessAdmin, seed_defaults
+from .core.access.control import InternalAccessControl
+from .core.alarms import (
+    DEFAULT_DISK_FREE_LIMIT,
+    DEFAULT_MEMORY_HIGH_WATERMARK,
+    LimitError,
+    Limits,
+    ResourceMonitor,
+)
+from .core.alarms import disk_free_limit as parse_disk_free_limit
+from .core.alarms import memory_limit as parse_memory_limit
 from .core.broker import Broker as CoreBroker
 from .frontends.amqp091 import AMQPConnection, AMQPPropertiesCodec
 from .http.amqp_connections import AMQPConnections
@@ -22,6 +33,7 @@ from .storage.segments import open_segment_store
 from .storage.sqlite import open_sqlite_store
 from .transport.amqp_listener import AMQPListener, is_address_in_use
 from .transport.resources import ResourceAlarms, system_reader, total_memory
+from .transport.tls import ReloadableTLS, TLSFiles
 
 log = logging.getLogger("mailslot")
 
@@ -34,23 +46,44 @@ class PortInUseError(OSError):
         self.host, self.port, self.flag = host, port, flag
 
 
+# RabbitMQ's hard cap on max_message_size (rabbit_channel ?MAX_MSG_SIZE, 512 MiB); the setting may not exceed it.
+MAX_MESSAGE_SIZE_CAP = 512 * 1024 * 1024
+
+
 @dataclass
 class BrokerConfig:
+    """Everything ``mailslot serve`` can be told. Each field is also a key of the config file and an
+    environment variable ``MAILSLOT_<FIELD>`` (mailslot/config.py derives both from this class;
+    docs/configuration.md lists them). ``None`` for a port: that listener is off."""
+
     host: str = "0.0.0.0"  # RabbitMQ listens on every interface by default
-    amqp_port: int = 5672  # IANA port for AMQP; 0 = ephemeral (tests)
-    http_port: int = 15672  # RabbitMQ management's port (docs/management-api.md); 0 = ephemeral
-    http_host: str | None = None  # the management API's interface; None: the same as ``host``
-    prometheus_port: int = 15692  # rabbitmq_prometheus' port (docs/metrics.md); 0 = ephemeral
+    amqp_port: int | None = 5672  # IANA port for AMQP; 0 = ephemeral (tests); None = no plain AMQP listener
+    http_port: int | None = 15672  # RabbitMQ management's port (docs/management-api.md); 0 = ephemeral; None = off
+    http_host: str | None = None  # the management API's interface (HTTP and HTTPS); None: the same as ``host``
+    prometheus_port: int | None = 15692  # rabbitmq_prometheus' port (docs/metrics.md); 0 = ephemeral; None = off
     prometheus_host: str | None = None  # None: the same as ``http_host``
     # Health checks (/api/health/checks/*) answer callers without credentials (load balancers, probes).
     http_open_health_checks: bool = False
+    # The largest request body the management API reads (RabbitMQ's management.http.max_body_size).
+    http_max_body_size: int = 20_000_000
     node_name: str | None = None  # None: mailslot@<short host name>, as RabbitMQ's rabbit@<host>
+    # TLS (docs/tls.md): AMQPS and HTTPS listeners, off unless a port is given (RabbitMQ: 5671 and 15671).
+    tls_port: int | None = None
+    http_tls_port: int | None = None
+    tls_cert: Path | None = None  # PEM: the server certificate (and its chain)
+    tls_key: Path | None = None  # PEM: its private key
+    tls_key_password: str | None = None  # when the key is encrypted (or tls_key_password_file)
+    tls_ca: Path | None = None  # PEM: the CAs client certificates are verified against
+    tls_verify_peer: bool = False  # ask AMQPS clients for a certificate (RabbitMQ's verify_peer)
+    tls_fail_if_no_peer_cert: bool = False  # and refuse those without one (fail_if_no_peer_cert)
     store: str = "segments"  # "segments" (embedded default), "sqlite" (embedded, one file) or "memory"
     data_dir: Path = field(default_factory=lambda: Path("mailslot-data"))
     heartbeat: int = 60  # seconds, RabbitMQ's default
     frame_max: int = 131072  # RabbitMQ's default
     channel_max: int = 2047  # RabbitMQ's default
-    max_message_size: int = 16 * 1024 * 1024  # 16 MiB, refused when the content header arrives
+    # Refused when the content header arrives (406). 16 MiB: RabbitMQ 4.x's default (3.x: 128 MiB); up to
+    # MAX_MESSAGE_SIZE_CAP. Bodies are held in memory while they arrive and are routed.
+    max_message_size: int = 16 * 1024 * 1024
     users: dict[str, str] = field(default_factory=lambda: {"guest": "guest"})
     loopback_users: frozenset[str] = frozenset({"guest"})  # as RabbitMQ's loopback_users
     vhosts: frozenset[str] = frozenset({"/"})
@@ -59,10 +92,65 @@ class BrokerConfig:
     memory_high_watermark: str | float = DEFAULT_MEMORY_HIGH_WATERMARK
     disk_free_limit: str | int = DEFAULT_DISK_FREE_LIMIT
     resource_check_interval: float = 1.0  # seconds between readings
-    resource_reader: Callable[[], tuple[int, int]] | None = None  # (rss, free disk) for tests; None: real
+    # (rss, free disk) for tests; None: the real readings. Not a config file key.
+    resource_reader: Callable[[], tuple[int, int]] | None = field(default=None, metadata={"config": False})
     # Seconds an unacknowledged delivery may be held before its channel is closed with 406 (0 or None:
     # never); RabbitMQ's consumer_timeout, 30 minutes by default. Queues override it with x-consumer-timeout.
     consumer_timeout: float | None = 1800.0
+    log_level: str = "info"  # mailslot serve's log verbosity: debug, info, warning or error
+
+    def __post_init__(self) -> None:
+        """Refuse what the broker cannot use, naming the setting (mailslot/config.py adds the source)."""
+        for name in ("amqp_port", "http_port", "tls_port", "http_tls_port", "prometheus_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port <= 65535:
+                raise ConfigError(name, f"{port} is not a port number (0-65535, 0 picks a free one)")
+        if not 1 <= self.max_message_size <= MAX_MESSAGE_SIZE_CAP:
+            raise ConfigError(
+                "max_message_size",
+                f"{self.max_message_size} is out of range: at most {MAX_MESSAGE_SIZE_CAP} (512 MiB, "
+                "RabbitMQ's cap), at least 1",
+            )
+        if self.tls_port is not None or self.http_tls_port is not None:
+            for name in ("tls_cert", "tls_key"):
+                if getattr(self, name) is None:
+                    raise ConfigError(name, "is required for the TLS listeners (tls_port, http_tls_port)")
+        if self.tls_fail_if_no_peer_cert and not self.tls_verify_peer:
+            raise ConfigError("tls_fail_if_no_peer_cert", "needs tls_verify_peer (nothing asks for a certificate)")
+        if self.tls_verify_peer and self.tls_ca is None:
+            raise ConfigError("tls_verify_peer", "needs tls_ca (the CA client certificates are checked against)")
+        for name, low, high in (("heartbeat", 0, 65535), ("channel_max", 0, 65535), ("frame_max", 4096, 2**32 - 1)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ConfigError(name, f"{value} is out of range ({low}-{high})")
+        if self.http_max_body_size < 1:
+            raise ConfigError("http_max_body_size", "must be at least 1 byte")
+        if self.consumer_timeout is not None and self.consumer_timeout < 0:
+            raise ConfigError("consumer_timeout", "must not be negative (0 or none: never)")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError("log_level", f"{self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        for name, check in (("memory_high_watermark", parse_memory_limit), ("disk_free_limit", parse_disk_free_limit)):
+            try:
+                check(getattr(self, name), 1)
+            except LimitError as error:
+                raise ConfigError(name, str(error)) from None
+
+    @property
+    def tls_files(self) -> TLSFiles | None:
+        """The TLS identity, when a TLS listener is configured."""
+        if (self.tls_port is None and self.http_tls_port is None) or self.tls_cert is None or self.tls_key is None:
+            return None
+        return TLSFiles(
+            cert=self.tls_cert,
+            key=self.tls_key,
+            ca=self.tls_ca,
+            key_password=self.tls_key_password,
+            verify_peer=self.tls_verify_peer,
+            fail_if_no_peer_cert=self.tls_fail_if_no_peer_cert,
+        )
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class Broker:
@@ -74,13 +162,16 @@ class Broker:
         self._listener: AMQPListener | None = None
         self._alarms: ResourceAlarms | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._port = 0
+        self._ports: dict[str, int] = {}  # "amqp" / "amqps": bound ports of the listeners that run
         self._http: HTTPServer | None = None
+        self._tls: ReloadableTLS | None = None
 
     async def start(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
         limits = self._limits(config.memory_high_watermark, config.disk_free_limit)  # LimitError: before binding
+        files = config.tls_files
+        tls = ReloadableTLS(files) if files is not None else None  # ConfigError (bad files): before binding
         message_log, metadata = self._open_store()
         core = CoreBroker(
             message_log,
@@ -106,55 +197,105 @@ class Broker:
             )
 
         listener = AMQPListener(loop, core, make_connection)
-        try:
-            self._port = await listener.start(config.host, config.amqp_port)
-        except OSError as error:
-            core.close()
-            if is_address_in_use(error):
-                raise PortInUseError(config.host, config.amqp_port, "--port") from None
-            raise
         read = config.resource_reader or system_reader(Path(config.data_dir))
         monitor = ResourceMonitor(read, limits)
+        http = HTTPServer(self._management(core, listener, monitor), commit_stats=listener.scheduler.commit_stats)
+        self._core, self._listener, self._http, self._tls = core, listener, http, tls
+        try:
+            await self._listen(listener, http, tls)
+        except BaseException:
+            await self._close_listeners()
+            self._core = None
+            core.close()
+            raise
+        log.info("storing messages %s", self.storage_description)
+        self._seed_access(http.ctx)
+        self._alarms = ResourceAlarms(loop, listener, monitor, config.resource_check_interval)
+        self._alarms.start()
+        self._loop = loop
+
+    def _management(self, core: CoreBroker, listener: AMQPListener, monitor: ResourceMonitor) -> ManagementContext:
+        """The management API's view of this broker: the access model (users, vhosts and permissions from
+        the metadata store, see _seed_access), the AMQP connections, this node's facts and the settings."""
+        config = self.config
+        access = InternalAccessControl(core.metadata, loopback_users=config.loopback_users)
+        admin = AccessAdmin(access, core)
         node = NodeInfo(
             name=config.node_name or default_node_name(),
             data_dir=None if config.store == "memory" else Path(config.data_dir).resolve(),
             storage=self.storage_description,
             monitor=monitor,
         )
-        node.listeners.append(Listener("amqp", *listener.address))
-        ctx = ManagementContext(
-            core,
-            StaticAccessControl(config.users, config.loopback_users),
-            AMQPConnections(listener),
-            node,
-            ManagementSettings(open_health_checks=config.http_open_health_checks),
-            rss=process_rss,
+        settings = ManagementSettings(
+            max_body_bytes=config.http_max_body_size, open_health_checks=config.http_open_health_checks
         )
-        http = HTTPServer(ctx, commit_stats=listener.scheduler.commit_stats)
-        http_host = config.http_host if config.http_host is not None else config.host
+        return ManagementContext(core, access, AMQPConnections(listener), node, settings, rss=process_rss, admin=admin)
+
+    def _seed_access(self, ctx: ManagementContext) -> None:
+        """A fresh data directory gets the first configured user (administrator, every permission on "/"),
+        as RabbitMQ's default_user; configured vhosts exist as records; every vhost record exists in the
+        core. Done once the listeners are bound, so that a port in use is the only line a failed start prints."""
+        admin = ctx.admin
+        assert admin is not None
+        access = admin.access
+        for user, password in list(self.config.users.items())[:1]:
+            seed_defaults(access, user, password)
+        for name in self.config.vhosts:
+            if name not in access.vhosts:
+                access.vhosts.add(name)
+        admin.attach()
+
+    async def _listen(self, listener: AMQPListener, http: HTTPServer, tls: ReloadableTLS | None) -> None:
+        """Bind every listener that is on (a port of None is off), plain and TLS side by side; each goes
+        into the node's listener list (overview, health checks) with the address it really bound."""
+        config = self.config
+        host = config.host
+        http_host = config.http_host if config.http_host is not None else host
         prometheus_host = config.prometheus_host if config.prometheus_host is not None else http_host
-        for start, host, port, flag, protocol in (
-            (http.start_api, http_host, config.http_port, "--http-port", "http"),
-            (http.start_metrics, prometheus_host, config.prometheus_port, "--prometheus-port", "http/prometheus"),
-        ):
-            try:
-                node.listeners.append(Listener(protocol, *(await start(host, port))))
-            except OSError as error:
-                await http.stop()
-                await listener.stop()
-                core.close()
-                if is_address_in_use(error):
-                    raise PortInUseError(host, port, flag) from None
-                raise
-        self._core, self._listener, self._http = core, listener, http
-        # The addresses really bound (a wildcard host stays a wildcard: say so, and how to reach it).
-        log.info("AMQP listening on %s:%d", *listener.address)
-        log.info("HTTP API listening on %s:%d (%s/api/)", *http.api_address, self.http_url)  # type: ignore[misc]
-        log.info("Prometheus metrics listening on %s:%d (%s/metrics)", *http.metrics_address, self.prometheus_url)  # type: ignore[misc]
-        log.info("storing messages %s", self.storage_description)
-        self._alarms = ResourceAlarms(loop, listener, monitor, config.resource_check_interval)
-        self._alarms.start()
-        self._loop = loop
+        listeners = http.ctx.node.listeners
+        for name, port, flag in (("amqp", config.amqp_port, "--port"), ("amqps", config.tls_port, "--tls-port")):
+            if port is None:
+                continue
+            context = tls.amqp_context if tls is not None and name == "amqps" else None
+            self._ports[name] = await _bind(listener.start(host, port, context), host, port, flag)
+            listeners.append(Listener("amqp" if name == "amqp" else "amqp/ssl", host, self._ports[name]))
+        if config.http_port is not None:
+            bound = await _bind(http.start_api(http_host, config.http_port), http_host, config.http_port, "--http-port")
+            listeners.append(Listener("http", *bound))
+        if config.http_tls_port is not None and tls is not None:
+            port = config.http_tls_port
+            bound = await _bind(http.start_api(http_host, port, tls.http_context), http_host, port, "--http-tls-port")
+            listeners.append(Listener("https", *bound))
+        if config.prometheus_port is not None:
+            port = config.prometheus_port
+            bound = await _bind(http.start_metrics(prometheus_host, port), prometheus_host, port, "--prometheus-port")
+            listeners.append(Listener("http/prometheus", *bound))
+        # Logged once everything is bound (a port in use is then the only line a failed start prints), with
+        # the address each really listens on: a wildcard stays a wildcard, and the URL says how to reach it.
+        for name, port in self._ports.items():
+            log.info("%s listening on %s:%d", name.upper(), host, port)
+        if http.api_address is not None and config.http_port is not None:
+            log.info("HTTP API listening on %s:%d (%s/api/)", *http.api_address, self.http_url)
+        if config.http_tls_port is not None:
+            log.info("HTTPS API listening on %s:%d (%s/api/)", http_host, self.https_port, self.https_url)
+        if http.metrics_address is not None:
+            log.info("Prometheus metrics listening on %s:%d (%s/metrics)", *http.metrics_address, self.prometheus_url)
+
+    async def _close_listeners(self) -> None:
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+
+    def reload_tls(self) -> None:
+        """Read the TLS certificate, key and CA files again (SIGHUP, or the management API): new
+        connections use them, open ones keep theirs. Raises ConfigError, keeping the old ones, when the
+        new files are unusable. Safe to call from any thread."""
+        if self._tls is None:
+            raise ConfigError("tls_port", "no TLS listener is configured, nothing to reload")
+        self._tls.reload()
 
     def _open_store(self) -> tuple[MessageLog, MetadataStore]:
         if self.config.store == "memory":
@@ -163,19 +304,14 @@ class Broker:
             return open_sqlite_store(Path(self.config.data_dir))
         if self.config.store == "segments":
             return open_segment_store(Path(self.config.data_dir))
-        raise ValueError(f"unknown store {self.config.store!r}; expected sqlite, segments or memory")
+        raise ConfigError("store", f"unknown store {self.config.store!r}; expected segments, sqlite or memory")
 
     async def stop(self) -> None:
         """Close every connection with 320 CONNECTION_FORCED, then flush and close the store."""
-        if self._http is not None:
-            await self._http.stop()
-            self._http = None
         if self._alarms is not None:
             self._alarms.stop()
             self._alarms = None
-        if self._listener is not None:
-            await self._listener.stop()
-            self._listener = None
+        await self._close_listeners()
         if self._core is not None:
             self._core.close()
             self._core = None
@@ -215,22 +351,30 @@ class Broker:
 
     @property
     def amqp_port(self) -> int:
-        return self._port
+        """The plain AMQP port (0 when that listener is off)."""
+        return self._ports.get("amqp", 0)
+
+    @property
+    def amqps_port(self) -> int:
+        """The AMQPS (TLS) port (0 when that listener is off)."""
+        return self._ports.get("amqps", 0)
 
     @property
     def amqp_url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
 
     @property
-    def http_port(self) -> int:
-        address = self._http.api_address if self._http is not None else None
-        return address[1] if address is not None else 0
+    def amqps_url(self) -> str:
+        """The AMQPS URL on loopback; the client must trust the server certificate's CA."""
+        return f"amqps://guest:guest@127.0.0.1:{self.amqps_port}/%2F"
 
     @property
-    def http_url(self) -> str:
-        """Base URL of the management API; a wildcard bind address is reached through loopback."""
-        address = self._http.api_address if self._http is not None else None
-        return _url(address or (self.config.http_host or self.config.host, 0))
+    def http_port(self) -> int:
+        return self._http.port if self._http is not None else 0
+
+    @property
+    def https_port(self) -> int:
+        return self._http.tls_port if self._http is not None else 0
 
     @property
     def prometheus_port(self) -> int:
@@ -238,9 +382,28 @@ class Broker:
         return address[1] if address is not None else 0
 
     @property
+    def http_url(self) -> str:
+        """Base URL of the management API; a wildcard bind address is reached through loopback."""
+        return f"http://{self._url_host(self._http_host)}:{self.http_port}"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://{self._url_host(self._http_host)}:{self.https_port}"
+
+    @property
     def prometheus_url(self) -> str:
-        address = self._http.metrics_address if self._http is not None else None
-        return _url(address or ("127.0.0.1", 0))
+        host = self.config.prometheus_host if self.config.prometheus_host is not None else self._http_host
+        return f"http://{self._url_host(host)}:{self.prometheus_port}"
+
+    @property
+    def _http_host(self) -> str:
+        return self.config.http_host if self.config.http_host is not None else self.config.host
+
+    @staticmethod
+    def _url_host(host: str) -> str:
+        if host in ("", "0.0.0.0", "::"):
+            return "127.0.0.1"
+        return f"[{host}]" if ":" in host else host
 
     @property
     def storage_description(self) -> str:
@@ -251,13 +414,17 @@ class Broker:
         return f"in {Path(self.config.data_dir).resolve()} ({kind})"
 
 
-def _url(address: tuple[str, int]) -> str:
-    host, port = address
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
+T = TypeVar("T")
+
+
+async def _bind(listening: Awaitable[T], host: str, port: int, flag: str) -> T:
+    """Await a listener's start; a taken port becomes PortInUseError naming the flag that changes it."""
+    try:
+        return await listening
+    except OSError as error:
+        if is_address_in_use(error):
+            raise PortInUseError(host, port, flag) from None
+        raise
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

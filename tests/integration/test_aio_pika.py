@@ -11,7 +11,8 @@ import pytest
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from conftest import Cleanup, async_wait_for
+from conftest import Cleanup
+from helpers import async_wait_for
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -16,7 +16,7 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from conftest import async_wait_for
+from helpers import async_wait_for
 from mailslot.bootstrap import Broker
 from mailslot.testing import broker_in_thread, running_broker
 

@@ -21,7 +21,7 @@ from pamqp import frame as pframe
 from pamqp import header as pheader
 from pamqp.exceptions import UnmarshalingException
 
-from conftest import wait_for
+from helpers import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -15,6 +15,8 @@ import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
+from helpers import drain
+
 pytestmark = pytest.mark.timeout(30)
 
 
@@ -40,40 +42,31 @@ def publish(ch: BlockingChannel, body: bytes, key: Any = None, *, exchange: str 
     ch.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
 
 
-def bodies(ch: BlockingChannel, queue: str = "q") -> list[bytes]:
-    out = []
-    while True:
-        method, _props, body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            return out
-        out.append(body)
-
-
 def test_queue_duplicate_is_confirmed_and_not_enqueued(ch):
     ch.queue_declare("q", durable=True, arguments={"x-message-deduplication": True})
     publish(ch, b"first", "order-1")
     publish(ch, b"retry", "order-1")  # confirmed: pika would raise NackError otherwise
     publish(ch, b"other", "order-2")
     assert ch.queue_declare("q", passive=True).method.message_count == 2
-    assert bodies(ch) == [b"first", b"other"]
+    assert drain(ch, "q") == [b"first", b"other"]
     publish(ch, b"after-consume", "order-1")  # plugin queue mode: the key left with its message
-    assert bodies(ch) == [b"after-consume"]
+    assert drain(ch, "q") == [b"after-consume"]
 
 
 def test_queue_window_by_size_and_ttl(ch):
     ch.queue_declare("q", durable=True, arguments={"x-message-deduplication": True, "x-cache-size": 2})
     for key in ("a", "b"):
         publish(ch, key.encode(), key)
-    assert bodies(ch) == [b"a", b"b"]
+    assert drain(ch, "q") == [b"a", b"b"]
     publish(ch, b"a-retry", "a")  # remembered after it was consumed
     publish(ch, b"c", "c")  # pushes "a" out of the 2-key window
     publish(ch, b"a-again", "a")
-    assert bodies(ch) == [b"c", b"a-again"]
+    assert drain(ch, "q") == [b"c", b"a-again"]
 
     ch.queue_declare("t", durable=True, arguments={"x-message-deduplication": True, "x-cache-ttl": 300})
     publish(ch, b"k1", "k", routing_key="t")
     publish(ch, b"k2", "k", routing_key="t")
-    assert bodies(ch, "t") == [b"k1"]
+    assert drain(ch, "t") == [b"k1"]
     assert _retry_until_admitted(ch, "k", routing_key="t") == [b"retry"]  # the 300 ms window passed
 
 
@@ -85,7 +78,7 @@ def _retry_until_admitted(ch: BlockingChannel, key: str, **kwargs: Any) -> list[
     while not got and time.monotonic() < deadline:
         time.sleep(0.05)
         publish(ch, b"retry", key, **kwargs)
-        got = bodies(ch, queue)
+        got = drain(ch, queue)
     return got
 
 
@@ -94,7 +87,7 @@ def test_message_id_mode(ch):
     publish(ch, b"1", message_id="m-1")
     publish(ch, b"2", message_id="m-1")
     publish(ch, b"3", message_id="m-2")
-    assert bodies(ch) == [b"1", b"3"]
+    assert drain(ch, "q") == [b"1", b"3"]
 
 
 def test_exchange_type_routes_as_fanout_and_confirms_duplicates_without_returning_them(ch):
@@ -105,10 +98,10 @@ def test_exchange_type_routes_as_fanout_and_confirms_duplicates_without_returnin
     publish(ch, b"one", "k1", exchange="dedup", routing_key="any", mandatory=True)
     publish(ch, b"dup", "k1", exchange="dedup", routing_key="any", mandatory=True)  # no UnroutableError
     publish(ch, b"two", "k2", exchange="dedup", routing_key="", mandatory=True)
-    assert bodies(ch, "q1") == [b"one", b"two"]
-    assert bodies(ch, "q2") == [b"one", b"two"]
+    assert drain(ch, "q1") == [b"one", b"two"]
+    assert drain(ch, "q2") == [b"one", b"two"]
     publish(ch, b"later", "k1", exchange="dedup")  # the exchange window outlives the messages
-    assert bodies(ch, "q1") == []
+    assert drain(ch, "q1") == []
 
 
 def test_exchange_per_message_ttl_header(ch):
@@ -118,7 +111,7 @@ def test_exchange_per_message_ttl_header(ch):
     started = time.monotonic()
     publish(ch, b"short", "k", exchange="dedup", ttl=200)  # this key: 200 ms instead of 60 s
     publish(ch, b"dup", "k", exchange="dedup")
-    assert bodies(ch) == [b"short"]
+    assert drain(ch, "q") == [b"short"]
     assert _retry_until_admitted(ch, "k", exchange="dedup", queue="q") == [b"retry"]
     assert time.monotonic() - started < 5
 

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from typer.testing import CliRunner
 
+from helpers import async_wait_for
 from mailslot.bootstrap import PortInUseError
 from mailslot.cli.main import app
 from mailslot.testing import broker_in_thread, running_broker
@@ -53,14 +54,14 @@ async def queue_doc(session: aiohttp.ClientSession, base: str, name: str) -> dic
 async def poll(
     session: aiohttp.ClientSession, base: str, name: str, condition: Any, timeout: float = 15.0
 ) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        doc = await queue_doc(session, base, name)
-        if condition(doc):
-            return doc
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out; last document: {doc}")
-        await asyncio.sleep(0.1)
+    """The queue's document once ``condition`` holds for it (the rates move with a once-a-second sampler)."""
+    last: list[dict[str, Any]] = []
+
+    async def matching() -> dict[str, Any] | None:
+        last[:] = [await queue_doc(session, base, name)]
+        return last[0] if condition(last[0]) else None
+
+    return await async_wait_for(matching, timeout=timeout, interval=0.1, what=lambda: f"the condition; last document: {last}")
 
 
 async def test_depth_rates_and_forecasts_of_a_slowly_consumed_queue() -> None:

@@ -13,62 +13,43 @@ import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from conftest import Cleanup, wait_for
+from conftest import Cleanup
+from helpers import drain, get_when_there, tmp_queue, wait_for
 
 pytestmark = pytest.mark.timeout(20)
 
 
-def queue(ch: BlockingChannel, **arguments: Any) -> str:
-    """A server-named exclusive queue with these x-arguments (keys given with underscores)."""
-    args = {"x-" + k.replace("_", "-"): v for k, v in arguments.items()}
-    return str(ch.queue_declare("", exclusive=True, arguments=args).method.queue)
-
-
-def bodies(ch: BlockingChannel, name: str) -> list[bytes]:
-    out = []
-    while True:
-        method, _props, body = ch.basic_get(name, auto_ack=True)
-        if method is None:
-            return out
-        out.append(body)
-
-
 def get(ch: BlockingChannel, name: str) -> tuple[Any, bytes]:
     """The next message; polls, since RabbitMQ dead-letters asynchronously."""
-    _method, props, body = wait_for(lambda: _next(ch, name), timeout=5, what=f"a message in {name}")
+    _method, props, body = get_when_there(ch, name)
     return props, body
-
-
-def _next(ch: BlockingChannel, name: str) -> tuple[Any, Any, bytes] | None:
-    got = ch.basic_get(name, auto_ack=True)
-    return got if got[0] is not None else None
 
 
 def dead_letter_setup(ch: BlockingChannel, uname: Callable[[str], str], cleanup: Cleanup, **arguments: Any):
     """A fanout dead-letter exchange bound to a queue that collects what the source queue dead-letters."""
     dlx = cleanup.exchange(uname("dlx"))
     ch.exchange_declare(dlx, "fanout", auto_delete=False)
-    dlq = queue(ch)
+    dlq = tmp_queue(ch)
     ch.queue_bind(dlq, dlx)
-    source = queue(ch, dead_letter_exchange=dlx, **arguments)
+    source = tmp_queue(ch, dead_letter_exchange=dlx, **arguments)
     return dlx, dlq, source
 
 
 def test_drop_head_keeps_the_newest(ch: BlockingChannel) -> None:
-    q = queue(ch, max_length=3)
+    q = tmp_queue(ch, max_length=3)
     ch.confirm_delivery()
     for i in range(5):
         ch.basic_publish("", q, b"%d" % i)
     assert ch.queue_declare(q, passive=True).method.message_count == 3
-    assert bodies(ch, q) == [b"2", b"3", b"4"]
+    assert drain(ch, q) == [b"2", b"3", b"4"]
 
 
 def test_drop_head_by_bytes(ch: BlockingChannel) -> None:
-    q = queue(ch, max_length_bytes=10)
+    q = tmp_queue(ch, max_length_bytes=10)
     ch.confirm_delivery()
     for i in range(4):
         ch.basic_publish("", q, b"%d" % i * 4)  # 4 bytes each: only two fit in 10
-    assert bodies(ch, q) == [b"2222", b"3333"]
+    assert drain(ch, q) == [b"2222", b"3333"]
 
 
 def test_drop_head_dead_letters_with_x_death(ch: BlockingChannel, uname, cleanup) -> None:
@@ -76,7 +57,7 @@ def test_drop_head_dead_letters_with_x_death(ch: BlockingChannel, uname, cleanup
     ch.confirm_delivery()
     ch.basic_publish("", q, b"first", pika.BasicProperties(expiration="60000"))
     ch.basic_publish("", q, b"second")
-    assert bodies(ch, q) == [b"second"]
+    assert drain(ch, q) == [b"second"]
     props, body = get(ch, dlq)
     assert body == b"first"
     assert props.expiration is None  # removed on dead-lettering, kept in x-death
@@ -90,24 +71,24 @@ def test_drop_head_dead_letters_with_x_death(ch: BlockingChannel, uname, cleanup
 
 
 def test_reject_publish_nacks_the_newest(ch: BlockingChannel) -> None:
-    q = queue(ch, max_length=2, overflow="reject-publish")
+    q = tmp_queue(ch, max_length=2, overflow="reject-publish")
     ch.confirm_delivery()
     ch.basic_publish("", q, b"a")
     ch.basic_publish("", q, b"b")
     with pytest.raises(pika.exceptions.NackError):
         ch.basic_publish("", q, b"c")
-    assert bodies(ch, q) == [b"a", b"b"]
+    assert drain(ch, q) == [b"a", b"b"]
     ch.basic_publish("", q, b"d")  # room again: accepted
-    assert bodies(ch, q) == [b"d"]
+    assert drain(ch, q) == [b"d"]
 
 
 def test_reject_publish_without_confirms_drops(ch: BlockingChannel) -> None:
-    q = queue(ch, max_length=1, overflow="reject-publish")
+    q = tmp_queue(ch, max_length=1, overflow="reject-publish")
     ch.basic_publish("", q, b"a")
     ch.basic_publish("", q, b"b")
     # Unconfirmed publishes are asynchronous on RabbitMQ: wait until it has taken the first one.
     assert wait_for(lambda: ch.queue_declare(q, passive=True).method.message_count == 1, timeout=5)
-    assert bodies(ch, q) == [b"a"]
+    assert drain(ch, q) == [b"a"]
 
 
 def test_reject_publish_dlx_nacks_and_dead_letters(ch: BlockingChannel, uname, cleanup) -> None:
@@ -116,7 +97,7 @@ def test_reject_publish_dlx_nacks_and_dead_letters(ch: BlockingChannel, uname, c
     ch.basic_publish("", q, b"kept")
     with pytest.raises(pika.exceptions.NackError):
         ch.basic_publish("", q, b"refused")
-    assert bodies(ch, q) == [b"kept"]
+    assert drain(ch, q) == [b"kept"]
     props, body = get(ch, dlq)
     assert body == b"refused"
     assert props.headers["x-death"][0]["reason"] == "maxlen"
@@ -125,9 +106,9 @@ def test_reject_publish_dlx_nacks_and_dead_letters(ch: BlockingChannel, uname, c
 def test_rejected_messages_are_dead_lettered_with_routing_key(ch: BlockingChannel, uname, cleanup) -> None:
     dlx = cleanup.exchange(uname("dlx"))
     ch.exchange_declare(dlx, "direct")
-    dlq = queue(ch)
+    dlq = tmp_queue(ch)
     ch.queue_bind(dlq, dlx, "dead")
-    q = queue(ch, dead_letter_exchange=dlx, dead_letter_routing_key="dead")
+    q = tmp_queue(ch, dead_letter_exchange=dlx, dead_letter_routing_key="dead")
     ch.confirm_delivery()
     ch.basic_publish("", q, b"bad", pika.BasicProperties(headers={"k": "v"}))
     method, _props, _body = ch.basic_get(q)
@@ -143,7 +124,7 @@ def test_x_death_counts_repeated_deaths(ch: BlockingChannel, uname, cleanup) -> 
     # reject from q -> dlx -> back to q: a cycle through a rejection is allowed; count goes up.
     dlx = cleanup.exchange(uname("dlx"))
     ch.exchange_declare(dlx, "fanout")
-    q = queue(ch, dead_letter_exchange=dlx)
+    q = tmp_queue(ch, dead_letter_exchange=dlx)
     ch.queue_bind(q, dlx)
     ch.confirm_delivery()
     ch.basic_publish("", q, b"again")
@@ -157,7 +138,7 @@ def test_x_death_counts_repeated_deaths(ch: BlockingChannel, uname, cleanup) -> 
 
 
 def test_nack_without_dead_letter_exchange_drops(ch: BlockingChannel) -> None:
-    q = queue(ch)
+    q = tmp_queue(ch)
     ch.basic_publish("", q, b"x")
     method, _p, _b = ch.basic_get(q)
     ch.basic_nack(method.delivery_tag, requeue=False)

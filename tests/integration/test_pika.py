@@ -15,39 +15,10 @@ import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from conftest import Cleanup, wait_for
+from conftest import Cleanup
+from helpers import closed_by_broker, drain, pump_until, tmp_queue, wait_for
 
 pytestmark = pytest.mark.timeout(20)
-
-
-def tmp_queue(ch: BlockingChannel, **kw: Any) -> str:
-    """A server-named exclusive queue (auto-deleted with the connection)."""
-    return str(ch.queue_declare("", exclusive=True, **kw).method.queue)
-
-
-def closed_by_broker(fn: Callable[[], Any]) -> tuple[int, str]:
-    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
-        fn()
-    return info.value.reply_code, info.value.reply_text
-
-
-def drain(ch: BlockingChannel, queue: str) -> list[bytes]:
-    out = []
-    while True:
-        method, _props, body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            return out
-        out.append(body)
-
-
-def pump(conn: BlockingConnection, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """wait_for that lets pika's blocking connection process incoming frames while polling."""
-
-    def tick() -> Any:
-        conn.process_data_events(time_limit=0.01)
-        return predicate()
-
-    return wait_for(tick, timeout=timeout, interval=0)
 
 
 # --------------------------------------------------------------------------- basics
@@ -80,17 +51,17 @@ def test_declare_ok_counts(conn: BlockingConnection, ch: BlockingChannel) -> Non
     for i in range(3):
         ch.basic_publish("", q, b"%d" % i)
     # Declare-ok counts are "ready" messages; let the publishes land first (same channel => ordered).
-    assert pump(conn, lambda: ch.queue_declare(q, passive=True).method.message_count == 3)
+    assert pump_until(conn, lambda: ch.queue_declare(q, passive=True).method.message_count == 3)
     ch2 = conn.channel()
     ch2.basic_consume(q, lambda *a: None, auto_ack=False)
     ch3 = conn.channel()
     ch3.basic_qos(prefetch_count=1)
     ch3.basic_consume(q, lambda *a: None, auto_ack=False)
-    ok = pump(conn, lambda: (r := ch.queue_declare(q, passive=True).method).message_count == 0 and r)
+    ok = pump_until(conn, lambda: (r := ch.queue_declare(q, passive=True).method).message_count == 0 and r)
     assert ok.consumer_count == 2
     ch2.close()
     ch3.close()
-    ok = pump(conn, lambda: (r := ch.queue_declare(q, passive=True).method).message_count == 3 and r)
+    ok = pump_until(conn, lambda: (r := ch.queue_declare(q, passive=True).method).message_count == 3 and r)
     assert ok.consumer_count == 0
 
 
@@ -276,7 +247,7 @@ def test_mandatory_unroutable_returns_312(conn: BlockingConnection, ch: Blocking
     )
     ch.basic_publish(x, "nowhere", b"lost", mandatory=True)
     ch.basic_publish(x, "nowhere", b"dropped", mandatory=False)
-    pump(conn, lambda: returned)
+    pump_until(conn, lambda: returned)
     conn.process_data_events(time_limit=0.1)
     assert returned == [(312, "NO_ROUTE", x, "nowhere", b"lost")]
 
@@ -316,15 +287,15 @@ def test_qos_prefetch_limits_unacked(conn: BlockingConnection, ch: BlockingChann
     ch.basic_qos(prefetch_count=2)
     got: list[tuple[int, bytes]] = []
     ch.basic_consume(q, lambda _c, m, _p, b: got.append((m.delivery_tag, b)))
-    pump(conn, lambda: len(got) >= 2)
+    pump_until(conn, lambda: len(got) >= 2)
     conn.process_data_events(time_limit=0.2)  # short negative window: nothing more may arrive
     assert [b for _, b in got] == [b"0", b"1"]
     ch.basic_ack(got[0][0])
-    pump(conn, lambda: len(got) >= 3)
+    pump_until(conn, lambda: len(got) >= 3)
     conn.process_data_events(time_limit=0.2)
     assert [b for _, b in got] == [b"0", b"1", b"2"]
     ch.basic_ack(got[2][0], multiple=True)  # acks 1 and 2 -> two more may flow
-    pump(conn, lambda: len(got) >= 5)
+    pump_until(conn, lambda: len(got) >= 5)
     assert [b for _, b in got] == [b"0", b"1", b"2", b"3", b"4"]
 
 
@@ -488,7 +459,7 @@ def test_consumer_cancelled_when_queue_deleted(conn: BlockingConnection, ch: Blo
     ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
     tag = ch.basic_consume(q, lambda *a: None)
     conn.channel().queue_delete(q)
-    pump(conn, lambda: cancelled)
+    pump_until(conn, lambda: cancelled)
     assert cancelled == [tag]
     assert ch.is_open  # the channel survives a broker-initiated cancel
     assert ch.consumer_tags == []
@@ -502,7 +473,7 @@ def test_consumers_round_robin(conn: BlockingConnection, ch: BlockingChannel) ->
     pub = conn.channel()
     for i in range(6):
         pub.basic_publish("", q, b"%d" % i)
-    pump(conn, lambda: len(got["a"]) + len(got["b"]) == 6)
+    pump_until(conn, lambda: len(got["a"]) + len(got["b"]) == 6)
     assert got == {"a": [b"0", b"2", b"4"], "b": [b"1", b"3", b"5"]}
 
 
@@ -514,7 +485,7 @@ def test_close_channel_requeues_unacked(conn: BlockingConnection, ch: BlockingCh
     consumer = conn.channel()
     got: list[bytes] = []
     consumer.basic_consume(q, lambda _c, m, _p, b: got.append(b))
-    pump(conn, lambda: len(got) == 4)
+    pump_until(conn, lambda: len(got) == 4)
     consumer.close()
     out = []
     for _ in range(4):
@@ -528,10 +499,10 @@ def test_basic_cancel_requeues_nothing_and_stops_delivery(conn: BlockingConnecti
     got: list[bytes] = []
     tag = ch.basic_consume(q, lambda _c, m, _p, b: got.append(b), auto_ack=True)
     ch.basic_publish("", q, b"1")
-    pump(conn, lambda: got == [b"1"])
+    pump_until(conn, lambda: got == [b"1"])
     ch.basic_cancel(tag)
     ch.basic_publish("", q, b"2")
-    assert pump(conn, lambda: ch.queue_declare(q, passive=True).method.message_count == 1)
+    assert pump_until(conn, lambda: ch.queue_declare(q, passive=True).method.message_count == 1)
     assert got == [b"1"]
 
 
@@ -640,7 +611,7 @@ def test_direct_reply_to_rpc(broker_url: str, conn: BlockingConnection, ch: Bloc
                          lambda _c, m, p, b: replies.append((p.correlation_id, b)), auto_ack=True)
         ch.basic_publish("", rpc_q, b"ping",
                          pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id="c1"))
-        pump(conn, lambda: replies)
+        pump_until(conn, lambda: replies)
         assert replies == [("c1", b"PING")]
         assert seen_reply_to[0].startswith("amq.rabbitmq.reply-to.")
         assert seen_reply_to[0] != "amq.rabbitmq.reply-to"

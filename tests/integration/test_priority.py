@@ -16,7 +16,7 @@ import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from conftest import wait_for
+from helpers import get_all, tmp_queue, wait_for
 from mailslot.core import queue as queue_module
 from mailslot.testing import broker_in_thread
 
@@ -28,23 +28,13 @@ MIXED = [("m0", None), ("m1", 1), ("m2", 5), ("m3", 9), ("m4", 0), ("m5", 3), ("
 MIXED_ORDER = ["m2", "m3", "m6", "m8", "m5", "m1", "m0", "m4", "m7"]
 
 
-def declare(ch: BlockingChannel, **arguments: Any) -> str:
-    args = {"x-" + k.replace("_", "-"): v for k, v in arguments.items()}
-    return str(ch.queue_declare("", exclusive=True, arguments=args).method.queue)
-
-
 def publish(ch: BlockingChannel, queue: str, messages: list[tuple[str, int | None]], persistent: bool = False) -> None:
     for body, priority in messages:
         ch.basic_publish("", queue, body.encode(), pika.BasicProperties(priority=priority, delivery_mode=2 if persistent else 1))
 
 
 def drain(ch: BlockingChannel, queue: str) -> list[tuple[str, int | None, bool]]:
-    out = []
-    while True:
-        method, props, body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            return out
-        out.append((body.decode(), props.priority, method.redelivered))
+    return [(body.decode(), props.priority, method.redelivered) for method, props, body in get_all(ch, queue)]
 
 
 def bodies(ch: BlockingChannel, queue: str) -> list[str]:
@@ -55,7 +45,7 @@ def bodies(ch: BlockingChannel, queue: str) -> list[str]:
 
 
 def test_a_mixed_batch_is_delivered_by_priority_then_publish_order(ch: BlockingChannel) -> None:
-    q = declare(ch, max_priority=5)
+    q = tmp_queue(ch, max_priority=5)
     ch.confirm_delivery()
     publish(ch, q, MIXED)
     assert ch.queue_declare(q, passive=True).method.message_count == len(MIXED)
@@ -66,7 +56,7 @@ def test_a_mixed_batch_is_delivered_by_priority_then_publish_order(ch: BlockingC
 
 
 def test_a_consumer_gets_a_backlog_in_priority_order(conn, ch: BlockingChannel) -> None:
-    q = declare(ch, max_priority=5)
+    q = tmp_queue(ch, max_priority=5)
     ch.confirm_delivery()
     publish(ch, q, MIXED)
     got: list[str] = []
@@ -78,14 +68,14 @@ def test_a_consumer_gets_a_backlog_in_priority_order(conn, ch: BlockingChannel) 
 
 
 def test_max_priority_zero_keeps_publish_order(ch: BlockingChannel) -> None:
-    q = declare(ch, max_priority=0)
+    q = tmp_queue(ch, max_priority=0)
     ch.confirm_delivery()
     publish(ch, q, [("a", None), ("b", 1), ("c", 5), ("d", 0)])
     assert bodies(ch, q) == ["a", "b", "c", "d"]
 
 
 def test_requeued_messages_go_back_to_their_place_in_their_priority(ch: BlockingChannel) -> None:
-    q = declare(ch, max_priority=3)
+    q = tmp_queue(ch, max_priority=3)
     ch.confirm_delivery()
     publish(ch, q, [(f"m{i}", p) for i, p in enumerate([1, 2, 3, 1, 2, 3, 0])])
     taken = []
@@ -106,7 +96,7 @@ def test_requeued_messages_go_back_to_their_place_in_their_priority(ch: Blocking
 
 
 def test_with_prefetch_priority_applies_to_what_is_ready(conn, ch: BlockingChannel) -> None:
-    q = declare(ch, max_priority=10)
+    q = tmp_queue(ch, max_priority=10)
     ch.confirm_delivery()
     publish(ch, q, [(f"low{i}", 1) for i in range(5)])
     got: list[tuple[str, int]] = []
@@ -123,7 +113,7 @@ def test_with_prefetch_priority_applies_to_what_is_ready(conn, ch: BlockingChann
 
 
 def test_drop_head_drops_what_would_be_delivered_next(ch: BlockingChannel) -> None:
-    q = declare(ch, max_priority=5, max_length=2)
+    q = tmp_queue(ch, max_priority=5, max_length=2)
     ch.confirm_delivery()
     publish(ch, q, [("a", 1), ("b", 5), ("c", 1), ("d", 0)])
     assert bodies(ch, q) == ["c", "d"]

@@ -20,7 +20,8 @@ import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from conftest import RABBITMQ_URL, rabbitmq_reachable, wait_for
+from conftest import RABBITMQ_URL, rabbitmq_reachable
+from helpers import connect, get_when_there, wait_for
 from mailslot.testing import broker_in_thread
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,10 +30,6 @@ TIMEOUT_TEXT = (
     "PRECONDITION_FAILED - delivery acknowledgement on channel {channel} timed out. Timeout value used: {ms} ms. "
     "This timeout value can be configured, see consumers doc guide to learn more"
 )
-
-
-def _connect(url: str) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(url))
 
 
 def _declare_with_dlq(ch: BlockingChannel, work: str, dlq: str, **arguments: Any) -> None:
@@ -49,20 +46,12 @@ def _count(properties: pika.BasicProperties) -> Any:
     return (properties.headers or {}).get("x-delivery-count")
 
 
-def _get_when_there(ch: BlockingChannel, queue: str, timeout: float = 5.0) -> tuple[Any, Any, bytes]:
-    def get() -> Any:
-        method, properties, body = ch.basic_get(queue, auto_ack=True)
-        return (method, properties, body) if method is not None else None
-
-    return wait_for(get, timeout=timeout, interval=0.05, what=f"a message in {queue}")
-
-
 # ---- delivery limit and delivery count (differential) ---------------------------------------------------
 
 
 def test_delivery_limit_dead_letters_with_the_count_on_each_redelivery(broker_url, cleanup, uname):
     work, dlq = cleanup.queue(uname("work")), cleanup.queue(uname("dlq"))
-    conn = _connect(broker_url)
+    conn = connect(broker_url)
     try:
         ch = conn.channel()
         _declare_with_dlq(ch, work, dlq, **{"x-delivery-limit": 2})
@@ -76,7 +65,7 @@ def test_delivery_limit_dead_letters_with_the_count_on_each_redelivery(broker_ur
         ch.basic_consume(work, on_message)
         wait_for(lambda: (conn.process_data_events(0.05), len(seen) >= 3)[1], what="three deliveries")
         dead_ch = conn.channel()
-        _, properties, body = _get_when_there(dead_ch, dlq)
+        _, properties, body = get_when_there(dead_ch, dlq)
         conn.process_data_events(0.3)  # no fourth delivery
         assert seen == [(False, None), (True, 1), (True, 2)]
         headers = properties.headers
@@ -93,7 +82,7 @@ def test_delivery_limit_dead_letters_with_the_count_on_each_redelivery(broker_ur
 
 def test_requeue_on_channel_close_counts_as_a_failed_delivery(broker_url, cleanup, uname):
     work, dlq = cleanup.queue(uname("work")), cleanup.queue(uname("dlq"))
-    conn = _connect(broker_url)
+    conn = connect(broker_url)
     try:
         setup = conn.channel()
         _declare_with_dlq(setup, work, dlq, **{"x-delivery-limit": 1})
@@ -105,7 +94,7 @@ def test_requeue_on_channel_close_counts_as_a_failed_delivery(broker_url, cleanu
             n = len(seen)
             wait_for(lambda n=n: (conn.process_data_events(0.05), len(seen) > n)[1], what="a delivery")
             ch.close()
-        _, properties, _ = _get_when_there(setup, dlq)
+        _, properties, _ = get_when_there(setup, dlq)
         assert seen == [(False, None), (True, 1)]
         assert properties.headers["x-death"][0]["reason"] == "delivery_limit"
     finally:
@@ -114,7 +103,7 @@ def test_requeue_on_channel_close_counts_as_a_failed_delivery(broker_url, cleanu
 
 def test_bad_redelivery_arguments_get_406_naming_them():
     with broker_in_thread() as broker:
-        conn = _connect(broker.amqp_url)
+        conn = connect(broker.amqp_url)
         try:
             for arguments, problem in [
                 ({"x-delivery-limit": "three"}, "invalid arg 'x-delivery-limit' for queue 'q' in vhost '/': "
@@ -139,17 +128,17 @@ def test_delivery_count_and_limit_survive_a_restart(tmp_path):
     data = tmp_path / "data"
     arguments = {"x-delivery-limit": 2, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"}
     with broker_in_thread(store="segments", data_dir=data) as broker:
-        conn = _connect(broker.amqp_url)
+        conn = connect(broker.amqp_url)
         ch = conn.channel()
         ch.queue_declare("dlq", durable=True)
         ch.queue_declare("work", durable=True, arguments=arguments)
         ch.basic_publish("", "work", b"m", pika.BasicProperties(delivery_mode=2))
         for _ in range(2):
-            method, _, _ = _wait_get(ch, "work")
+            method, _, _ = get_when_there(ch, "work", auto_ack=False)
             ch.basic_nack(method.delivery_tag, requeue=True)
         conn.close()
     with broker_in_thread(store="segments", data_dir=data) as broker:
-        conn = _connect(broker.amqp_url)
+        conn = connect(broker.amqp_url)
         ch = conn.channel()
         got: list[Any] = []
         ch.basic_consume("work", lambda c, m, p, b: got.append((m, p)))
@@ -157,17 +146,9 @@ def test_delivery_count_and_limit_survive_a_restart(tmp_path):
         method, properties = got[0]
         assert (method.redelivered, _count(properties)) == (True, 2)
         ch.basic_nack(method.delivery_tag, requeue=True)  # the third failure: past the limit
-        _, properties, body = _get_when_there(conn.channel(), "dlq")
+        _, properties, body = get_when_there(conn.channel(), "dlq")
         assert (body, properties.headers["x-death"][0]["reason"]) == (b"m", "delivery_limit")
         conn.close()
-
-
-def _wait_get(ch: BlockingChannel, queue: str) -> tuple[Any, Any, bytes]:
-    def get() -> Any:
-        method, properties, body = ch.basic_get(queue)
-        return (method, properties, body) if method is not None else None
-
-    return wait_for(get, interval=0.02, what=f"a message in {queue}")
 
 
 # ---- consumer acknowledgement timeout -----------------------------------------------------------------------
@@ -177,7 +158,7 @@ def _timeout_scenario(url: str, open_channel: Callable[[pika.BlockingConnection]
                       queue: str) -> tuple[int, str, Any, float]:
     """A consumer that never acks: (reply code, reply text, x-delivery-count of the redelivery to another
     consumer, seconds until the channel closed)."""
-    conn = _connect(url)
+    conn = connect(url)
     try:
         setup = conn.channel()
         setup.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
@@ -249,7 +230,7 @@ def test_consumer_timeout_matches_rabbitmq(rabbitmq_short_timeout_channel, uname
     try:
         rabbit = _timeout_scenario(RABBITMQ_URL, rabbitmq_short_timeout_channel, name)
     finally:
-        conn = _connect(RABBITMQ_URL)
+        conn = connect(RABBITMQ_URL)
         conn.channel().queue_delete(name)
         conn.close()
     with broker_in_thread(consumer_timeout=1.0) as broker:
@@ -259,7 +240,7 @@ def test_consumer_timeout_matches_rabbitmq(rabbitmq_short_timeout_channel, uname
 
 def test_per_queue_consumer_timeout_overrides_the_broker_wide_one():
     with broker_in_thread() as broker:  # the default: 30 minutes
-        conn = _connect(broker.amqp_url)
+        conn = connect(broker.amqp_url)
         try:
             setup = conn.channel()
             setup.queue_declare("patient")
@@ -282,7 +263,7 @@ def test_per_queue_consumer_timeout_overrides_the_broker_wide_one():
 
 def _nacking_consumer(url: str, queue: str, arguments: dict[str, Any], seconds: float) -> list[float]:
     """Publishes one message to ``queue`` and nacks (requeue) every delivery for ``seconds``: delivery times."""
-    conn = _connect(url)
+    conn = connect(url)
     try:
         ch = conn.channel()
         ch.queue_declare(queue, arguments=arguments)

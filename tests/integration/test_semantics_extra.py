@@ -23,32 +23,10 @@ from pamqp import commands as C
 from pamqp import frame as pframe
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from conftest import Cleanup, wait_for
+from conftest import Cleanup
+from helpers import outcome, pump_until, tmp_queue, wait_for
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def tmp_queue(ch: BlockingChannel, **kw: Any) -> str:
-    return str(ch.queue_declare("", exclusive=True, **kw).method.queue)
-
-
-def outcome(fn: Callable[[], Any]) -> tuple[Any, ...]:
-    """("ok",) or ("channel"|"connection", code, text) for what the broker did."""
-    try:
-        fn()
-    except pika.exceptions.ChannelClosedByBroker as e:
-        return ("channel", e.reply_code, e.reply_text)
-    except pika.exceptions.ConnectionClosedByBroker as e:
-        return ("connection", e.reply_code, e.reply_text)
-    return ("ok",)
-
-
-def pump(conn: BlockingConnection, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-    def tick() -> Any:
-        conn.process_data_events(time_limit=0.01)
-        return predicate()
-
-    return wait_for(tick, timeout=timeout, interval=0)
 
 
 def settle(conn: BlockingConnection, seconds: float) -> None:
@@ -502,7 +480,7 @@ def test_cancel_leaves_unacked_with_channel(conn: BlockingConnection, ch: Blocki
     c = conn.channel()
     tags: list[int] = []
     tag = c.basic_consume(q, lambda _c, m, p, b: tags.append(m.delivery_tag))
-    pump(conn, lambda: len(tags) == 3)
+    pump_until(conn, lambda: len(tags) == 3)
     c.basic_cancel(tag)
     settle(conn, 0.2)
     assert ch.queue_declare(q, passive=True).method.message_count == 0
@@ -523,10 +501,10 @@ def test_recover_redelivers_to_consumer(conn: BlockingConnection, ch: BlockingCh
     c = conn.channel()
     got: list[tuple[bytes, int, bool]] = []
     c.basic_consume(q, lambda _c, m, p, b: got.append((b, m.delivery_tag, m.redelivered)))
-    pump(conn, lambda: len(got) == 3)
+    pump_until(conn, lambda: len(got) == 3)
     c.basic_ack(got[1][1])
     c.basic_recover(requeue=True)
-    pump(conn, lambda: len(got) == 5)
+    pump_until(conn, lambda: len(got) == 5)
     assert got[3:] == [(b"0", 4, True), (b"2", 5, True)]
 
 
@@ -551,7 +529,7 @@ def test_confirm_return_precedes_ack_of_unroutable(conn: BlockingConnection, ch:
     impl.confirm_delivery(lambda f: events.append((type(f.method).__name__, f.method.delivery_tag,
                                                    f.method.multiple)))
     q = tmp_queue(ch)
-    pump(conn, lambda: True)
+    pump_until(conn, lambda: True)
     ch.basic_publish("", q, b"1")
     ch.basic_publish("", q + "-nowhere", b"2", mandatory=True)
     ch.basic_publish("", q, b"3")
@@ -560,7 +538,7 @@ def test_confirm_return_precedes_ack_of_unroutable(conn: BlockingConnection, ch:
         acks = [e for e in events if e != "return"]
         return max((e[1] for e in acks), default=0)
 
-    pump(conn, lambda: confirmed_upto() >= 3 and "return" in events)
+    pump_until(conn, lambda: confirmed_upto() >= 3 and "return" in events)
     assert all(e == "return" or e[0] == "Ack" for e in events), events
     first_covering_2 = next(i for i, e in enumerate(events) if e != "return" and (e[1] == 2 or (e[1] > 2 and e[2])))
     assert events.index("return") < first_covering_2, events

@@ -18,7 +18,8 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from typer.testing import CliRunner
 
-from conftest import Cleanup, wait_for
+from conftest import Cleanup
+from helpers import wait_for
 from mailslot.cli.main import app
 from mailslot.testing import running_broker
 

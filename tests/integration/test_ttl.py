@@ -14,15 +14,12 @@ import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from conftest import Cleanup, wait_for
+from conftest import Cleanup
+from helpers import drain, message_count, tmp_queue, wait_for
 
-from .test_length_limits import bodies, dead_letter_setup, get, queue
+from .test_length_limits import dead_letter_setup, get
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def count(ch: BlockingChannel, name: str) -> int:
-    return int(ch.queue_declare(name, passive=True).method.message_count)
 
 
 def expiring(ms: int | str) -> pika.BasicProperties:
@@ -30,13 +27,13 @@ def expiring(ms: int | str) -> pika.BasicProperties:
 
 
 def test_queue_ttl_expires_messages_without_a_consumer(ch: BlockingChannel) -> None:
-    q = queue(ch, message_ttl=200)
+    q = tmp_queue(ch, message_ttl=200)
     ch.confirm_delivery()
     for i in range(3):
         ch.basic_publish("", q, b"%d" % i)
-    assert count(ch, q) == 3
-    assert wait_for(lambda: count(ch, q) == 0, timeout=5, what="the queue TTL to empty the queue")
-    assert bodies(ch, q) == []
+    assert message_count(ch, q) == 3
+    assert wait_for(lambda: message_count(ch, q) == 0, timeout=5, what="the queue TTL to empty the queue")
+    assert drain(ch, q) == []
 
 
 def test_expired_messages_are_dead_lettered_with_x_death(ch: BlockingChannel, uname, cleanup: Cleanup) -> None:
@@ -60,13 +57,13 @@ def test_expired_messages_are_dead_lettered_with_x_death(ch: BlockingChannel, un
 
 
 def test_lower_of_queue_and_message_ttl_applies(ch: BlockingChannel) -> None:
-    q = queue(ch, message_ttl=150)
+    q = tmp_queue(ch, message_ttl=150)
     ch.confirm_delivery()
     ch.basic_publish("", q, b"queue-ttl-wins", expiring(60_000))
-    assert wait_for(lambda: count(ch, q) == 0, timeout=5, what="x-message-ttl 150 to beat expiration 60000")
-    long = queue(ch, message_ttl=60_000)
+    assert wait_for(lambda: message_count(ch, q) == 0, timeout=5, what="x-message-ttl 150 to beat expiration 60000")
+    long = tmp_queue(ch, message_ttl=60_000)
     ch.basic_publish("", long, b"message-ttl-wins", expiring(150))
-    assert wait_for(lambda: count(ch, long) == 0, timeout=5, what="expiration 150 to beat x-message-ttl 60000")
+    assert wait_for(lambda: message_count(ch, long) == 0, timeout=5, what="expiration 150 to beat x-message-ttl 60000")
 
 
 def test_per_message_ttl_expires_at_the_head_only(ch: BlockingChannel, uname, cleanup: Cleanup) -> None:
@@ -75,14 +72,14 @@ def test_per_message_ttl_expires_at_the_head_only(ch: BlockingChannel, uname, cl
     ch.basic_publish("", q, b"long", expiring(60_000))
     ch.basic_publish("", q, b"short", expiring(100))
     time.sleep(0.3)  # "short" has expired, but sits behind "long": both brokers keep counting it
-    assert count(ch, q) == 2
-    assert bodies(ch, q) == [b"long"]  # and neither hands it out
+    assert message_count(ch, q) == 2
+    assert drain(ch, q) == [b"long"]  # and neither hands it out
     _props, body = get(ch, dlq)
     assert body == b"short"
 
 
 def test_ttl_zero_reaches_a_waiting_consumer(conn: BlockingConnection, ch: BlockingChannel) -> None:
-    q = queue(ch, message_ttl=0)
+    q = tmp_queue(ch, message_ttl=0)
     got: list[bytes] = []
     ch.basic_consume(q, lambda c, m, p, body: got.append(body), auto_ack=True)
     ch.basic_publish("", q, b"now")
@@ -97,7 +94,7 @@ def test_ttl_zero_without_a_consumer_is_dead_lettered(ch: BlockingChannel, uname
     ch.confirm_delivery()
     ch.basic_publish("", q, b"nobody-home", expiring(0))
     assert ch.basic_get(q, auto_ack=True)[0] is None
-    assert count(ch, q) == 0
+    assert message_count(ch, q) == 0
     props, body = get(ch, dlq)
     assert body == b"nobody-home"
     death = props.headers["x-death"][0]
@@ -105,13 +102,13 @@ def test_ttl_zero_without_a_consumer_is_dead_lettered(ch: BlockingChannel, uname
 
 
 def test_requeued_message_keeps_its_expiry(ch: BlockingChannel) -> None:
-    q = queue(ch, message_ttl=200)
+    q = tmp_queue(ch, message_ttl=200)
     ch.confirm_delivery()
     ch.basic_publish("", q, b"m")
     method, _props, _body = ch.basic_get(q)
     time.sleep(0.3)  # unacked messages do not expire; its deadline passes meanwhile
     ch.basic_nack(method.delivery_tag, requeue=True)
-    assert wait_for(lambda: count(ch, q) == 0, timeout=5, what="the requeued message to expire")
+    assert wait_for(lambda: message_count(ch, q) == 0, timeout=5, what="the requeued message to expire")
 
 
 def _routable(ch: BlockingChannel, name: str) -> bool:
@@ -172,7 +169,7 @@ def test_invalid_queue_arguments_are_406(conn: BlockingConnection, uname, argume
 )
 def test_invalid_expiration_closes_the_channel(conn: BlockingConnection, expiration: str, problem: str) -> None:
     ch = conn.channel()
-    q = queue(ch)
+    q = tmp_queue(ch)
     ch.confirm_delivery()
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
         ch.basic_publish("", q, b"x", expiring(expiration))
@@ -181,10 +178,10 @@ def test_invalid_expiration_closes_the_channel(conn: BlockingConnection, expirat
 
 
 def test_no_op_arguments_are_accepted(ch: BlockingChannel) -> None:
-    q = queue(ch, queue_mode="lazy", queue_version=2, queue_master_locator="min-masters", ha_policy="all")
+    q = tmp_queue(ch, queue_mode="lazy", queue_version=2, queue_master_locator="min-masters", ha_policy="all")
     ch.confirm_delivery()
     ch.basic_publish("", q, b"as usual")
-    assert bodies(ch, q) == [b"as usual"]
+    assert drain(ch, q) == [b"as usual"]
 
 
 def test_quorum_queue_declaration(conn: BlockingConnection, uname, cleanup: Cleanup) -> None:
@@ -196,7 +193,7 @@ def test_quorum_queue_declaration(conn: BlockingConnection, uname, cleanup: Clea
     })
     ch.confirm_delivery()
     ch.basic_publish("", q, b"kept", pika.BasicProperties(delivery_mode=2))
-    assert bodies(ch, q) == [b"kept"]
+    assert drain(ch, q) == [b"kept"]
     bad = uname("quorum-transient")
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
         conn.channel().queue_declare(bad, durable=False, arguments={"x-queue-type": "quorum"})

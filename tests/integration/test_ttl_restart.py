@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pika
 import pytest
-from pika.adapters.blocking_connection import BlockingChannel
 
-from conftest import wait_for
+from helpers import get_when_there, message_count, wait_for
 from mailslot.bench.broker_process import BrokerProcess
 from mailslot.testing import broker_in_thread
 
@@ -38,22 +37,18 @@ def _setup(url: str) -> float:
     return published
 
 
-def _count(ch: BlockingChannel, name: str) -> int:
-    return int(ch.queue_declare(name, durable=True, passive=True).method.message_count)
-
-
 def _check_after_restart(url: str, published: float, restarted: float) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(url))
     ch = conn.channel()
     try:
         # Expired during the downtime: dead-lettered by the first timer run, with its x-death.
-        _m, props, body = wait_for(lambda: _got(ch, "dead"), timeout=5, what="the dead-lettered message")
+        _m, props, body = get_when_there(ch, "dead")
         assert body == b"gone-while-down"
         assert props.headers["x-death"][0]["reason"] == "expired"
-        assert _count(ch, "work") == 0
+        assert message_count(ch, "work") == 0
         assert time.monotonic() - published < QUEUE_TTL_MS / 1000, "the restart took longer than the queue TTL"
-        assert _count(ch, "queue-ttl") == 1
-        wait_for(lambda: _count(ch, "queue-ttl") == 0, timeout=10, interval=0.02, what="the TTL to run out")
+        assert message_count(ch, "queue-ttl") == 1
+        wait_for(lambda: message_count(ch, "queue-ttl") == 0, timeout=10, interval=0.02, what="the TTL to run out")
         expired = time.monotonic()
         ttl = QUEUE_TTL_MS / 1000
         # Never early, and counted from the publish: a TTL restarted at start-up would run until restarted + ttl.
@@ -64,11 +59,6 @@ def _check_after_restart(url: str, published: float, restarted: float) -> None:
         )
     finally:
         conn.close()
-
-
-def _got(ch: BlockingChannel, name: str):
-    got = ch.basic_get(name, auto_ack=True)
-    return got if got[0] is not None else None
 
 
 def test_deadlines_survive_a_graceful_restart(tmp_path: Path) -> None:

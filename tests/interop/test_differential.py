@@ -11,53 +11,33 @@ Two ways to compare:
 
 from __future__ import annotations
 
-import json
 import os
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pika
 import pika.exceptions
 import pytest
 
-from conftest import wait_for
+from helpers import connect, get_all, message_count, wait_for
+from interop.transcripts import Transcript, assert_matches_golden, assert_same_on_both, uid
 
 pytestmark = pytest.mark.timeout(30)
 
-GOLDEN = Path(__file__).parent / "golden"
-Transcript = list[Any]
 
 
-def _norm(t: Transcript) -> Transcript:
-    return json.loads(json.dumps(t))  # tuples -> lists, bytes already decoded
-
-
-def _connect(url: str) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(url))
-
-
-def _uid() -> str:
-    return uuid.uuid4().hex[:10]
 
 
 def _settled_count(ch: Any, q: str, expect: int, timeout: float = 2.0) -> int:
-    """Ready count once it reaches ``expect`` (or the last value seen after ``timeout``).
+    """Ready count once it reaches ``expect`` (the test fails after ``timeout`` otherwise).
 
     On RabbitMQ a requeue (nack/reject/channel close) is asynchronous with respect to queue.declare-ok's
     message_count: polled right after a nack it read 2, 3 or 5 in successive runs, so counts are polled."""
-    return wait_for(lambda: ch.queue_declare(q, passive=True).method.message_count == expect, timeout=timeout,
-                    what=f"message_count == {expect}") and expect
+    return wait_for(lambda: message_count(ch, q) == expect, timeout=timeout, what=f"message_count == {expect}") and expect
 
 
 def _get_all(ch: Any, q: str) -> list[list[Any]]:
-    out = []
-    while True:
-        m, _p, body = ch.basic_get(q, auto_ack=True)
-        if m is None:
-            return out
-        out.append([body.decode(), m.redelivered])
+    return [[body.decode(), m.redelivered] for m, _p, body in get_all(ch, q)]
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -65,7 +45,7 @@ def _get_all(ch: Any, q: str) -> list[list[Any]]:
 
 def scenario_nack_redelivery_order(url: str) -> Transcript:
     t: Transcript = []
-    conn = _connect(url)
+    conn = connect(url)
     try:
         ch = conn.channel()
         ch.confirm_delivery()
@@ -93,7 +73,7 @@ def scenario_nack_redelivery_order(url: str) -> Transcript:
 
 def scenario_close_with_unacked(url: str) -> Transcript:
     t: Transcript = []
-    conn = _connect(url)
+    conn = connect(url)
     try:
         ch = conn.channel()
         ch.confirm_delivery()
@@ -123,10 +103,10 @@ TOPIC_KEYS = ["", "a", "b", "a.b", "a.c", "a.b.c", "a.x.y.c", "x.b", "a..c", "a.
 
 
 def scenario_topic_matrix(url: str) -> Transcript:
-    conn = _connect(url)
+    conn = connect(url)
     try:
         ch = conn.channel()
-        x = f"mailslot-test.diff-topic.{_uid()}"
+        x = f"mailslot-test.diff-topic.{uid()}"
         ch.exchange_declare(x, "topic", auto_delete=True)
         queues = {}
         for p in TOPIC_PATTERNS:
@@ -163,10 +143,10 @@ HEADER_MESSAGES: dict[str, dict[str, Any] | None] = {
 
 
 def scenario_headers_matrix(url: str) -> Transcript:
-    conn = _connect(url)
+    conn = connect(url)
     try:
         ch = conn.channel()
-        x = f"mailslot-test.diff-headers.{_uid()}"
+        x = f"mailslot-test.diff-headers.{uid()}"
         ch.exchange_declare(x, "headers", auto_delete=True)
         queues = {}
         for label, args in HEADER_BINDINGS.items():
@@ -218,21 +198,21 @@ def _bad_operations(ctx: dict[str, str]) -> list[tuple[str, Callable[[Any], Any]
 
 def scenario_bad_operation_codes(url: str) -> Transcript:
     t: Transcript = []
-    uid = _uid()
-    owner = _connect(url)
-    conn = _connect(url)
+    suffix = uid()
+    owner = connect(url)
+    conn = connect(url)
     try:
         och = owner.channel()
         excl = och.queue_declare("", exclusive=True).method.queue
         ch = conn.channel()
         q = ch.queue_declare("", exclusive=True).method.queue
-        x = f"mailslot-test.diff-bad.{uid}"
+        x = f"mailslot-test.diff-bad.{suffix}"
         ch.exchange_declare(x, "direct", auto_delete=True)
         ch.queue_bind(q, x, "keep-alive")  # auto-delete exchange stays while bound
-        named = f"mailslot-test.diff-bad-q.{uid}"
+        named = f"mailslot-test.diff-bad-q.{suffix}"
         ch.queue_declare(named, auto_delete=True)
         ch.basic_consume(named, lambda *a: None)  # auto-delete queue lives while it has a consumer
-        ctx = {"queue": q, "exchange": x, "exclusive": excl, "named": named, "uid": uid}
+        ctx = {"queue": q, "exchange": x, "exclusive": excl, "named": named, "uid": suffix}
         for name, op in _bad_operations(ctx):
             fresh = conn.channel()
             try:
@@ -243,7 +223,7 @@ def scenario_bad_operation_codes(url: str) -> Transcript:
                     print(name, e.reply_text)
             except pika.exceptions.ConnectionClosedByBroker as e:
                 t.append([name, "connection", e.reply_code, e.reply_text.split(" - ")[0]])
-                conn = _connect(url)
+                conn = connect(url)
             else:
                 t.append([name, "ok"])
                 if fresh.is_open:
@@ -266,16 +246,10 @@ SCENARIOS: dict[str, Callable[[str], Transcript]] = {
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_transcript_matches_golden(scenario: str, broker_name: str, broker_url: str) -> None:
-    got = _norm(SCENARIOS[scenario](broker_url))
-    path = GOLDEN / f"{scenario}.json"
-    if os.environ.get("MAILSLOT_RECORD_GOLDEN") == "1" and broker_name == "rabbitmq":
-        path.write_text(json.dumps(got, indent=1) + "\n")
-    assert path.exists(), f"no golden transcript {path}; record it from RabbitMQ (see module docstring)"
-    assert got == json.loads(path.read_text())
+    assert_matches_golden(SCENARIOS[scenario], f"{scenario}", broker_name, broker_url)
 
 
 @pytest.mark.interop
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_transcripts_equal_differential(scenario: str, broker_pair: dict[str, str]) -> None:
-    transcripts = {name: _norm(SCENARIOS[scenario](url)) for name, url in broker_pair.items()}
-    assert transcripts["mailslot"] == transcripts["rabbitmq"]
+    assert_same_on_both(SCENARIOS[scenario], broker_pair)

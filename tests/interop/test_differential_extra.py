@@ -6,34 +6,21 @@ Golden transcripts are recorded from RabbitMQ 3.10 into ``golden/extra_<scenario
 
 from __future__ import annotations
 
-import json
-import os
 import time
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pika
 import pika.exceptions
 import pytest
 
+from helpers import connect
+from interop.transcripts import Transcript, assert_matches_golden, assert_same_on_both, uid
+
 pytestmark = pytest.mark.timeout(60)
 
-GOLDEN = Path(__file__).parent / "golden"
-Transcript = list[Any]
 
 
-def _norm(t: Transcript) -> Transcript:
-    return json.loads(json.dumps(t))
-
-
-def _connect(url: str) -> pika.BlockingConnection:
-    return pika.BlockingConnection(pika.URLParameters(url))
-
-
-def _uid() -> str:
-    return uuid.uuid4().hex[:10]
 
 
 def _settle(conn: pika.BlockingConnection, seconds: float) -> None:
@@ -128,25 +115,25 @@ def _result(value: Any) -> list[Any]:
 
 def scenario_definition_codes(url: str) -> Transcript:
     t: Transcript = []
-    uid = _uid()
-    owner = _connect(url)
-    conn = _connect(url)
-    named = f"mailslot-test.diffx-named.{uid}"
+    suffix = uid()
+    owner = connect(url)
+    conn = connect(url)
+    named = f"mailslot-test.diffx-named.{suffix}"
     try:
         other_excl = owner.channel().queue_declare("", exclusive=True).method.queue
         ch = conn.channel()
         q = ch.queue_declare("", exclusive=True).method.queue
-        x = f"mailslot-test.diffx.{uid}"
+        x = f"mailslot-test.diffx.{suffix}"
         ch.exchange_declare(x, "direct", auto_delete=True)
         ch.queue_bind(q, x, "k")
-        adx = f"mailslot-test.diffx-ad.{uid}"
+        adx = f"mailslot-test.diffx-ad.{suffix}"
         ch.exchange_declare(adx, "fanout", auto_delete=True)
         ch.queue_bind(q, adx)
-        excl = f"mailslot-test.diffx-excl.{uid}"
+        excl = f"mailslot-test.diffx-excl.{suffix}"
         ch.queue_declare(excl, exclusive=True)
         ch.queue_declare(named, auto_delete=True)
         ch.basic_consume(named, lambda *a: None)
-        ctx = {"uid": uid, "queue": q, "exchange": x, "adx": adx, "excl": excl, "other_excl": other_excl,
+        ctx = {"uid": suffix, "queue": q, "exchange": x, "adx": adx, "excl": excl, "other_excl": other_excl,
                "named": named}
         for name, op in _definition_operations(ctx):
             fresh = conn.channel()
@@ -156,10 +143,10 @@ def scenario_definition_codes(url: str) -> Transcript:
                 t.append([name, e.reply_code, e.reply_text.split(" - ")[0]])
             except pika.exceptions.ConnectionClosedByBroker as e:
                 t.append([name, "connection", e.reply_code, e.reply_text.split(" - ")[0]])
-                conn = _connect(url)
+                conn = connect(url)
             except pika.exceptions.AMQPError as e:  # e.g. the connection died without a close
                 t.append([name, "error", type(e).__name__])
-                conn = _connect(url)
+                conn = connect(url)
             else:
                 t.append([name, *_result(value)])
                 if fresh.is_open:
@@ -168,7 +155,7 @@ def scenario_definition_codes(url: str) -> Transcript:
         for c in (conn, owner):
             if c.is_open:
                 c.close()
-        with _connect(url) as cleanup:
+        with connect(url) as cleanup:
             cleanup.channel().queue_delete(named)
     return t
 
@@ -192,7 +179,7 @@ QOS_SEQUENCES: dict[str, list[tuple[bool, int]]] = {
 def scenario_qos_sequences(url: str) -> Transcript:
     """Three consumers on one channel after a sequence of basic.qos: how many unacked each holds."""
     t: Transcript = []
-    conn = _connect(url)
+    conn = connect(url)
     try:
         for label, sequence in QOS_SEQUENCES.items():
             pub = conn.channel()
@@ -222,7 +209,7 @@ def scenario_qos_sequences(url: str) -> Transcript:
 def scenario_consumer_redelivery(url: str) -> Transcript:
     """Cancel with unacked, recover, nack multiple: what a consumer sees, with tags and redelivered flags."""
     t: Transcript = []
-    conn = _connect(url)
+    conn = connect(url)
     try:
         pub = conn.channel()
         pub.confirm_delivery()
@@ -276,16 +263,10 @@ SCENARIOS: dict[str, Callable[[str], Transcript]] = {
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_extra_transcript_matches_golden(scenario: str, broker_name: str, broker_url: str) -> None:
-    got = _norm(SCENARIOS[scenario](broker_url))
-    path = GOLDEN / f"extra_{scenario}.json"
-    if os.environ.get("MAILSLOT_RECORD_GOLDEN") == "1" and broker_name == "rabbitmq":
-        path.write_text(json.dumps(got, indent=1) + "\n")
-    assert path.exists(), f"no golden transcript {path}; record it from RabbitMQ (see module docstring)"
-    assert got == json.loads(path.read_text())
+    assert_matches_golden(SCENARIOS[scenario], f"extra_{scenario}", broker_name, broker_url)
 
 
 @pytest.mark.interop
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_extra_transcripts_equal_differential(scenario: str, broker_pair: dict[str, str]) -> None:
-    transcripts = {name: _norm(SCENARIOS[scenario](url)) for name, url in broker_pair.items()}
-    assert transcripts["mailslot"] == transcripts["rabbitmq"]
+    assert_same_on_both(SCENARIOS[scenario], broker_pair)

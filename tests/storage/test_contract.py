@@ -291,6 +291,100 @@ def test_read_results_are_copies(backend: Backend) -> None:
     assert backend.log.read("q", 0, 1)[0].redelivered is False
 
 
+# -- delivery watermark (stage_delivered) -----------------------------------------------------------
+
+
+def flags(b: Backend, queue: str = "q") -> list[tuple[int, bool, int]]:
+    """(seq, redelivered, requeues) of every message of ``queue``."""
+    return [(m.seq, m.redelivered, m.requeues) for m in b.log.read(queue, 0, 10**6)]
+
+
+def test_delivered_watermark_flags_what_it_covers_once_committed(backend: Backend) -> None:
+    backend.log.stage_append([msg(s) for s in range(1, 6)] + [msg(1, "other")])
+    backend.log.commit()
+    backend.log.stage_delivered("q", 3)
+    assert backend.log.has_staged()
+    assert flags(backend) == [(s, False, 0) for s in range(1, 6)]  # staged: not yet
+    backend.log.commit()
+    expected = [(1, True, 0), (2, True, 0), (3, True, 0), (4, False, 0), (5, False, 0)]
+    assert flags(backend) == expected  # redelivered, and no failed delivery counted
+    assert flags(backend, "other") == [(1, False, 0)]  # per queue
+    assert [m.seq for m in backend.log.read("q", 2, 2)] == [3, 4]  # paging is unchanged
+    backend.log.stage_delivered("q", 2)  # lower than the watermark: changes nothing
+    backend.log.commit()
+    backend.reopen()
+    assert backend.log.recover() == [QueueRecovery("other", 1, 1), QueueRecovery("q", 5, 5)]
+    assert flags(backend) == expected
+
+
+def test_delivered_watermark_keeps_requeue_counts(backend: Backend) -> None:
+    backend.log.stage_append([msg(1), msg(2)])
+    backend.log.stage_mark_redelivered("q", [1, 1])
+    backend.log.stage_delivered("q", 2)
+    backend.log.commit()
+    backend.reopen()
+    assert flags(backend) == [(1, True, 2), (2, True, 0)]
+
+
+def test_purge_forgets_the_watermark(backend: Backend) -> None:
+    backend.log.stage_append([msg(1), msg(2)])
+    backend.log.stage_delivered("q", 2)
+    backend.log.commit()
+    backend.log.stage_purge("q")  # e.g. deleted, then declared again: its seqs start over
+    backend.log.stage_append([msg(1)])
+    backend.log.commit()
+    assert flags(backend) == [(1, False, 0)]
+    backend.reopen()
+    backend.log.recover()
+    assert flags(backend) == [(1, False, 0)]
+
+
+def test_watermark_staged_after_a_purge_in_the_same_batch_counts(backend: Backend) -> None:
+    backend.log.stage_append([msg(1), msg(2)])
+    backend.log.stage_delivered("q", 2)
+    backend.log.commit()
+    backend.log.stage_purge("q")
+    backend.log.stage_append([msg(3), msg(4)])
+    backend.log.stage_delivered("q", 3)
+    backend.log.commit()
+    backend.reopen()
+    assert flags(backend) == [(3, True, 0), (4, False, 0)]
+
+
+def test_recover_lowers_the_watermark_to_what_the_queue_holds(backend: Backend) -> None:
+    """Delivered 1..5, then 4 and 5 acked: after a restart the core numbers new messages from 4 again,
+    and those must not come back flagged."""
+    backend.log.stage_append([msg(s) for s in range(1, 6)])
+    backend.log.stage_delivered("q", 5)
+    backend.log.commit()
+    backend.log.stage_remove("q", [4, 5])
+    backend.log.commit()
+    backend.reopen()
+    assert backend.log.recover() == [QueueRecovery("q", 3, 3)]
+    assert flags(backend) == [(1, True, 0), (2, True, 0), (3, True, 0)]
+    backend.log.stage_append([msg(4), msg(5)])
+    backend.log.commit()
+    assert flags(backend)[3:] == [(4, False, 0), (5, False, 0)]
+    backend.reopen()
+    backend.log.recover()
+    assert flags(backend) == [(1, True, 0), (2, True, 0), (3, True, 0), (4, False, 0), (5, False, 0)]
+
+
+def test_recover_forgets_the_watermark_of_an_emptied_queue(backend: Backend) -> None:
+    backend.log.stage_append([msg(1), msg(2)])
+    backend.log.stage_delivered("q", 2)
+    backend.log.commit()
+    backend.log.stage_remove("q", [1, 2])
+    backend.log.commit()
+    backend.reopen()
+    assert backend.log.recover() == []
+    backend.log.stage_append([msg(1)])
+    backend.log.commit()
+    backend.reopen()
+    backend.log.recover()
+    assert flags(backend) == [(1, False, 0)]
+
+
 # -- recover -----------------------------------------------------------------------------------------
 
 

@@ -106,6 +106,14 @@ class LogMachine(RuleBasedStateMachine):
         self.ref.stage_mark_redelivered(queue, seqs)
         self.log.stage_mark_redelivered(queue, seqs)
 
+    @rule(queue=st.sampled_from(QUEUES), data=st.data())
+    def delivered(self, queue: str, data: st.DataObject) -> None:
+        if self.next_seq[queue] == 1:
+            return  # nothing handed out yet: the core cannot have delivered anything
+        seq = data.draw(st.integers(1, self.next_seq[queue] - 1))
+        self.ref.stage_delivered(queue, seq)
+        self.log.stage_delivered(queue, seq)
+
     @rule(queue=st.sampled_from(QUEUES))
     def purge(self, queue: str) -> None:
         self.ref.stage_purge(queue)

@@ -361,6 +361,95 @@ def test_a_version_1_segment_is_read_as_it_is(tmp_path: Path) -> None:
     log.close()
 
 
+def test_an_older_version_segment_gets_a_new_segment_for_new_record_types(tmp_path: Path) -> None:
+    """A version 3 segment cannot hold a delivery watermark record: the next batch goes into a new one."""
+    log = SegmentMessageLog(tmp_path)
+    log.stage_append([msg(1), msg(2)])
+    log.commit()
+    log.close()
+    old = tmp_path / "00000001.seg"
+    with open(old, "r+b") as f:
+        f.write(b"MSLGSEG3")
+    log = SegmentMessageLog(tmp_path)
+    assert log.segments() == [1, 2]
+    log.stage_delivered("q", 1)
+    log.commit()
+    log.close()
+    assert old.read_bytes()[:8] == b"MSLGSEG3" and (tmp_path / "00000002.seg").read_bytes()[:8] == b"MSLGSEG4"
+    log = SegmentMessageLog(tmp_path)
+    assert [(m.seq, m.redelivered) for m in log.read("q", 0, 10)] == [(1, True), (2, False)]
+    log.close()
+
+
+# -- delivery watermarks ---------------------------------------------------------------------------------
+
+
+def flagged(log: SegmentMessageLog, queue: str = "q") -> list[int]:
+    return [m.seq for m in log.read(queue, 0, 10**9) if m.redelivered]
+
+
+def churn(log: SegmentMessageLog, rounds: int, start: int) -> int:
+    """Traffic on another queue, published and acked in separate commits: segments roll and die."""
+    for r in range(rounds):
+        batch = [msg(s, "other") for s in range(start + r * 5, start + r * 5 + 5)]
+        log.stage_append(batch)
+        log.commit()
+        log.stage_remove("other", [m.seq for m in batch])
+        log.commit()
+    return start + rounds * 5
+
+
+def test_a_watermark_outlives_the_segment_it_was_written_in(tmp_path: Path) -> None:
+    log = SegmentMessageLog(tmp_path, segment_bytes=2048)
+    log.stage_append([msg(s) for s in (1, 2, 3)])
+    log.commit()
+    nxt = churn(log, 10, 1)
+    log.stage_delivered("q", 2)
+    log.commit()
+    written_in = log._active
+    churn(log, 30, nxt)
+    assert written_in not in log.segments()  # the record's segment is gone (compaction moved q's messages)
+    log._release()  # a crash: nothing more is written
+    log = SegmentMessageLog(tmp_path, segment_bytes=2048)
+    assert flagged(log) == [1, 2]
+    check_accounting(log)
+    log.close()
+
+
+def test_a_roll_then_a_crash_before_the_first_batch_keeps_the_watermarks(tmp_path: Path) -> None:
+    """A segment that dies when the log rolls away from it is deleted only after the new segment holds the
+    watermarks; a crash in between must not lose them, nor a second crash right after the restart."""
+    log = SegmentMessageLog(tmp_path, segment_bytes=1, compact=False)  # every commit rolls
+    log.stage_append([msg(1), msg(2)])
+    log.commit()
+    log.stage_delivered("q", 1)
+    log.commit()
+    watermark_segment = log._active  # holds the watermark and no message: dead once the log rolls on
+    log.stage_append([msg(1, "other")])
+
+    def fail_after_the_roll(*_: Any) -> None:
+        raise OSError("disk gone")
+
+    import mailslot.storage.segments.log as segment_log
+
+    real_write = segment_log._pwrite_all
+    segment_log._pwrite_all = fail_after_the_roll  # type: ignore[assignment]
+    try:
+        with pytest.raises(OSError):
+            log.commit()  # rolled to a new, empty segment; its first batch never made it
+    finally:
+        segment_log._pwrite_all = real_write  # type: ignore[assignment]
+    assert watermark_segment in log.segments()  # not deleted before a batch of the new segment held the marks
+    log._release()
+    log = SegmentMessageLog(tmp_path, segment_bytes=1, compact=False)
+    assert flagged(log) == [1]
+    log._release()  # a second crash at once
+    log = SegmentMessageLog(tmp_path, segment_bytes=1, compact=False)
+    assert flagged(log) == [1]
+    check_accounting(log)
+    log.close()
+
+
 def test_common_records_carry_no_deadline_or_count_bytes(tmp_path: Path) -> None:
     """A message with no deadline and no requeue count costs the 26-byte header, as in version 1."""
     plain = SegmentMessageLog(tmp_path / "plain")

@@ -17,14 +17,6 @@ async def publish_keyed(ch: Any, queue: str, keys: list[str], body: Callable[[st
                            for k in keys))
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.01)
-
-
 @contextlib.asynccontextmanager
 async def running(worker: Worker) -> AsyncIterator[asyncio.Task[WorkerStats]]:
     task = asyncio.ensure_future(worker.run())

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import async_wait_for
 from mailslot.worker import PostgresInbox, Worker
 
-from .helpers import publish_keyed, queue_depth, running, wait_until
+from .helpers import publish_keyed, queue_depth, running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,7 +35,7 @@ async def test_postgres_exactly_once_with_concurrent_copies_of_a_key(broker_url,
     w1, w2 = (Worker(broker_url, "pgq", handler, guarantee="exactly-once", inbox=inbox, concurrency=4)
               for _ in range(2))
     async with running(w1), running(w2):
-        await wait_until(lambda: sum(w.stats.handled + w.stats.already_processed for w in (w1, w2)) == 21,
+        await async_wait_for(lambda: sum(w.stats.handled + w.stats.already_processed for w in (w1, w2)) == 21,
                          timeout=30)
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(f"SELECT k, count(*) FROM {effects} GROUP BY k ORDER BY k").fetchall()

@@ -11,9 +11,10 @@ import time
 
 import pytest
 
+from helpers import async_wait_for
 from mailslot.worker import DEDUP_HEADER, SQLiteInbox, Worker
 
-from .helpers import publish_keyed, queue_depth, running, wait_until
+from .helpers import publish_keyed, queue_depth, running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,7 +31,7 @@ async def test_at_least_once_retries_a_failure_and_logs_it(broker_url, channel, 
     worker = Worker(broker_url, "jobs", handler, guarantee="at-least-once", concurrency=4)
     with caplog.at_level(logging.ERROR, logger="mailslot.worker"):
         async with running(worker):
-            await wait_until(lambda: worker.stats.handled == 3, what="3 handled")
+            await async_wait_for(lambda: worker.stats.handled == 3, what="3 handled")
     assert sorted(seen) == [("k0", False), ("k1", False), ("k1", True), ("k2", False)]
     assert worker.stats.failed == 1
     [line] = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
@@ -49,7 +50,7 @@ async def test_at_most_once_acks_first_so_a_failure_loses_the_message(broker_url
     worker = Worker(broker_url, "fire", handler, guarantee="at-most-once")
     with caplog.at_level(logging.ERROR, logger="mailslot.worker"):
         async with running(worker):
-            await wait_until(lambda: worker.stats.failed == 2)
+            await async_wait_for(lambda: worker.stats.failed == 2)
             await asyncio.sleep(0.2)  # a requeue would show up as a third call
     assert sorted(calls) == ["a", "b"]
     assert any("lost (at-most-once" in r.getMessage() for r in caplog.records)
@@ -86,7 +87,7 @@ async def test_exactly_once_runs_a_repeated_key_once_and_keys_its_outputs(broker
     worker = Worker(broker_url, "in", handler, guarantee="exactly-once", inbox=inbox, concurrency=3)
     with caplog.at_level(logging.INFO, logger="mailslot.worker"):
         async with running(worker):
-            await wait_until(lambda: worker.stats.handled + worker.stats.already_processed == 5)
+            await async_wait_for(lambda: worker.stats.handled + worker.stats.already_processed == 5)
     assert _effects(path) == ["a", "b", "c"]
     assert worker.stats.already_processed == 2
     assert sum("already processed" in r.getMessage() for r in caplog.records) == 2
@@ -110,7 +111,7 @@ async def test_exactly_once_failure_rolls_back_the_effect_and_retries(broker_url
     await publish_keyed(channel, "pay", ["p1"])
     worker = Worker(broker_url, "pay", handler, guarantee="exactly-once", inbox=inbox)
     async with running(worker):
-        await wait_until(lambda: worker.stats.handled == 1)
+        await async_wait_for(lambda: worker.stats.handled == 1)
     assert attempts == [False, True]
     assert _effects(path) == ["p1"]
 
@@ -135,7 +136,7 @@ async def test_crash_between_commit_and_publish_republishes_from_the_outbox(brok
     await publish_keyed(channel, "in", ["x"])
     worker = Worker(broker_url, "in", handler, guarantee="exactly-once", inbox=inbox, after_commit=after_commit)
     async with running(worker):
-        await wait_until(lambda: worker.stats.already_processed == 1)
+        await async_wait_for(lambda: worker.stats.already_processed == 1)
     assert runs == ["x"] and _effects(path) == ["x"]  # the handler ran once
     bodies = []
     while (m := await channel.get("out", no_ack=True)) is not None:
@@ -154,7 +155,7 @@ async def test_exactly_once_rejects_a_message_without_key_to_the_dead_letter_que
     await channel.publish("", "in", b"no key")
     worker = Worker(broker_url, "in", lambda job: None, guarantee="exactly-once", inbox=inbox, queue_arguments=args)
     async with running(worker):
-        await wait_until(lambda: worker.stats.rejected_without_key == 1)
+        await async_wait_for(lambda: worker.stats.rejected_without_key == 1)
     m = await channel.get("dead", no_ack=True)
     assert m is not None and m.body == b"no key"
 
@@ -176,7 +177,7 @@ async def test_messages_run_concurrently(broker_url, channel):
     await publish_keyed(channel, "par", [f"k{i}" for i in range(20)])
     worker = Worker(broker_url, "par", handler, concurrency=8)
     async with running(worker):
-        await wait_until(lambda: worker.stats.handled == 20)
+        await async_wait_for(lambda: worker.stats.handled == 20)
     assert peak > 1
 
 
@@ -228,7 +229,7 @@ async def test_at_least_once_retry_waits_for_the_queues_retry_delay(broker_url, 
     await publish_keyed(channel, "backoff", ["r1"], arguments=args)
     worker = Worker(broker_url, "backoff", handler, queue_arguments=args)
     async with running(worker):
-        await wait_until(lambda: worker.stats.handled == 1)
+        await async_wait_for(lambda: worker.stats.handled == 1)
     assert len(times) == 2 and times[1] - times[0] >= 0.35  # the requeue waited in the broker
 
 
@@ -262,7 +263,7 @@ async def test_a_rerun_after_its_outputs_went_out_publishes_nothing_new(broker_u
 
     worker._outputs_confirmed = die_before_dropping_the_outbox  # type: ignore[method-assign]
     async with running(worker):
-        await wait_until(lambda: worker.stats.already_processed == 1)
+        await async_wait_for(lambda: worker.stats.already_processed == 1)
     assert runs == ["x"] and _effects(path) == ["x"]  # the effect ran once either way
     bodies = []
     while (m := await channel.get("out", no_ack=True)) is not None:

@@ -17,14 +17,22 @@ import time
 from pathlib import Path
 from typing import Self
 
-LISTENING = re.compile(r"AMQP listening on [^:\s]+:(\d+)")
+LISTENING = re.compile(r"(AMQPS?) listening on [^:\s]+:(\d+)")
+STARTED = "storing messages"  # Broker.start logs it once every listener is bound
 
 
 class BrokerProcess:
     def __init__(
-        self, store: str = "segments", data_dir: Path | None = None, log_level: str = "info", port: int = 0
+        self,
+        store: str = "segments",
+        data_dir: Path | None = None,
+        log_level: str = "info",
+        port: int = 0,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.store = store
+        self.extra_args = extra_args  # more ``mailslot serve`` flags (TLS, --max-message-size, ...)
+        self.tls_port = 0  # the AMQPS port, when extra_args turn that listener on
         self.log_level = log_level
         self._own_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="mailslot-broker-"))
@@ -35,7 +43,8 @@ class BrokerProcess:
     def start(self, timeout: float = 30.0) -> Self:
         args = [sys.executable, "-m", "mailslot", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 "--store", self.store, "--data-dir", str(self.data_dir), "--heartbeat", "0",
-                "--log-level", self.log_level, "--http-port", "0"]  # never collide with a broker already here
+                "--log-level", self.log_level, "--http-port", "0",  # never collide with a broker already here
+                *self.extra_args]
         self.process = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -49,8 +58,11 @@ class BrokerProcess:
                 break
             self.output.append(line)
             m = LISTENING.search(line)
-            if m:
-                self.port = int(m.group(1))
+            if m and m.group(1) == "AMQP":
+                self.port = int(m.group(2))
+            elif m:
+                self.tls_port = int(m.group(2))
+            elif STARTED in line:
                 threading.Thread(target=self._drain, daemon=True).start()  # never let the pipe fill up
                 return self
         self.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -75,13 +75,69 @@ def _check_disk_free_limit(value: str) -> str:
     return value
 
 
+def _port_or_none(value: str | int | None) -> int | None:
+    """A port number (0 picks a free one) or ``none``: that listener is off."""
+    if value is None or isinstance(value, int):
+        return value
+    if value.strip().lower() in ("none", "off"):
+        return None
+    try:
+        port = int(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a port number or none") from None
+    if not 0 <= port <= 65535:
+        raise typer.BadParameter(f"{port} is not in the range 0<=x<=65535")
+    return port
+
+
+def _port_option(text: str) -> Any:
+    return typer.Option(parser=_port_or_none, metavar="PORT|none", help=text)
+
+
 @app.command()
 def serve(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="MAILSLOT_CONFIG",
+            dir_okay=False,
+            help="TOML config file (docs/configuration.md). Precedence: flags > MAILSLOT_* environment "
+            "variables > this file > defaults.",
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "0.0.0.0",
-    port: Annotated[int, typer.Option(help="AMQP port (0 picks a free one).", min=0, max=65535)] = 5672,
+    port: Annotated[
+        int | None,
+        _port_option("AMQP port (0 picks a free one; none: no plain AMQP listener)."),
+    ] = 5672,
     http_port: Annotated[
-        int, typer.Option(help="HTTP stats API port (0 picks a free one).", min=0, max=65535)
+        int | None,
+        _port_option("Management API port (0 picks a free one; none: no HTTP listener)."),
     ] = 15672,
+    http_host: Annotated[
+        str | None,
+        typer.Option(help="Interface the management API listens on (default: the same as --host)."),
+    ] = None,
+    prometheus_port: Annotated[
+        int | None,
+        _port_option("Prometheus metrics port (0 picks a free one; none: no metrics listener)."),
+    ] = 15692,
+    prometheus_host: Annotated[
+        str | None,
+        typer.Option(help="Interface the metrics endpoint listens on (default: the same as --http-host)."),
+    ] = None,
+    http_open_health_checks: Annotated[
+        bool,
+        typer.Option(
+            "--http-open-health-checks/--no-http-open-health-checks",
+            help="Let /api/health/checks/* answer callers without credentials (load balancers, probes).",
+        ),
+    ] = False,
+    node_name: Annotated[
+        str | None, typer.Option(help="This node's name in the API and metrics (default: mailslot@<host>).")
+    ] = None,
     data_dir: Annotated[
         Path, typer.Option(help="Where the durable store keeps its files.", file_okay=False)
     ] = Path("mailslot-data"),
@@ -119,24 +175,57 @@ def serve(
             min=0,
         ),
     ] = 1800.0,
+    max_message_size: Annotated[
+        int,
+        typer.Option(
+            help="Largest message body accepted, bytes (16 MiB default as RabbitMQ 4.x; at most 536870912, "
+            "512 MiB). RabbitMQ's max_message_size.",
+            min=1,
+        ),
+    ] = 16 * 1024 * 1024,
+    tls_port: Annotated[
+        int | None,
+        _port_option("AMQPS (AMQP over TLS) port, e.g. 5671; off unless given."),
+    ] = None,
+    http_tls_port: Annotated[
+        int | None,
+        _port_option("HTTPS port for the HTTP API, e.g. 15671; off unless given."),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(dir_okay=False, help="PEM server certificate (with its chain) for TLS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(dir_okay=False, help="PEM private key of --tls-cert.")] = None,
+    tls_ca: Annotated[
+        Path | None, typer.Option(dir_okay=False, help="PEM CA certificates that client certificates must chain to.")
+    ] = None,
+    tls_verify_peer: Annotated[
+        bool,
+        typer.Option(
+            "--tls-verify-peer/--no-tls-verify-peer",
+            help="Ask AMQPS clients for a certificate and verify it against --tls-ca (RabbitMQ's verify_peer).",
+        ),
+    ] = False,
+    tls_fail_if_no_peer_cert: Annotated[
+        bool,
+        typer.Option(
+            "--tls-fail-if-no-peer-cert/--no-tls-fail-if-no-peer-cert",
+            help="With --tls-verify-peer: refuse AMQPS clients that send no certificate.",
+        ),
+    ] = False,
     log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.info,
 ) -> None:
-    """Run the broker until Ctrl-C or SIGTERM."""
-    from mailslot.bootstrap import BrokerConfig
-    from mailslot.cli.serve import run_serve
+    """Run the broker until Ctrl-C or SIGTERM (SIGHUP reloads the TLS certificates)."""
+    import sys
 
-    config = BrokerConfig(
-        host=host,
-        amqp_port=port,
-        http_port=http_port,
-        store=store.value,
-        data_dir=data_dir,
-        heartbeat=heartbeat,
-        memory_high_watermark=memory_high_watermark,
-        disk_free_limit=disk_free_limit,
-        consumer_timeout=consumer_timeout,
-    )
-    raise typer.Exit(run_serve(config, log_level=log_level.value))
+    from mailslot.cli.serve import config_from_command_line, run_serve
+    from mailslot.config import ConfigError
+
+    try:
+        broker_config = config_from_command_line(ctx, config)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    raise typer.Exit(run_serve(broker_config, log_level=broker_config.log_level))
 
 
 UrlOption = Annotated[str, typer.Option("--url", envvar="MAILSLOT_URL", help="Broker URL.")]

@@ -13,13 +13,42 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
 
 from mailslot.bootstrap import Broker, BrokerConfig, PortInUseError
 from mailslot.cli.event_loop import loop_factory
+from mailslot.config import ConfigError, Schema
 
 log = logging.getLogger("mailslot.serve")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# ``mailslot serve``'s parameters whose setting has another name. Every other parameter sets the
+# BrokerConfig field of its own name, so a new flag needs no entry here (docs/configuration.md).
+PARAMETER_SETTINGS = {"port": "amqp_port"}
+NOT_SETTINGS = frozenset({"config"})  # parameters that are not settings themselves
+
+
+def config_from_command_line(ctx: typer.Context, file: Path | None) -> BrokerConfig:
+    """The broker's config: flags given on the command line > MAILSLOT_* environment > ``file`` >
+    BrokerConfig's defaults. Raises ConfigError naming the key, the problem and its source."""
+    flags: dict[str, tuple[Any, str]] = {}
+    for param in ctx.command.params:
+        name = param.name
+        if name is None or name in NOT_SETTINGS:
+            continue
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            flag = param.opts[0] if source.name == "COMMANDLINE" else str(getattr(param, "envvar", ""))
+            flags[PARAMETER_SETTINGS.get(name, name)] = (ctx.params[name], flag)
+    schema = Schema(BrokerConfig)
+    for warning in schema.unknown_env():
+        print(f"warning: {warning}", file=sys.stderr)
+    config: BrokerConfig = schema.load(file, flags=flags)
+    return config
 
 
 def run_serve(config: BrokerConfig, log_level: str = "info") -> int:
@@ -28,7 +57,7 @@ def run_serve(config: BrokerConfig, log_level: str = "info") -> int:
         try:
             with asyncio.Runner(loop_factory=loop_factory()) as runner:
                 return runner.run(_serve(config))
-        except PortInUseError as exc:
+        except (PortInUseError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except OSError as exc:  # e.g. permission denied on a low port or on --data-dir
@@ -47,11 +76,26 @@ async def _serve(config: BrokerConfig) -> int:
         # Broker.start logs where it listens ("AMQP listening on HOST:PORT") and where it stores
         # (broker.storage_description), once for every way of running it (CLI or mailslot.testing).
         try:
+            if config.tls_files is not None:
+                _on_signal(signal.SIGHUP, lambda: _reload_tls(broker))
             await stop.wait()
             log.info("stopping (signal received)")
         finally:
             await broker.stop()
     return 0
+
+
+def _reload_tls(broker: Broker) -> None:
+    """SIGHUP: new TLS connections get the certificate files as they are now; bad files keep the old."""
+    try:
+        broker.reload_tls()
+    except ConfigError as error:
+        log.error("TLS certificates not reloaded, still serving the previous ones: %s", error)
+
+
+def _on_signal(sig: signal.Signals, callback: Callable[[], None]) -> None:
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+        asyncio.get_running_loop().add_signal_handler(sig, callback)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from ..storage.api import MessageLog, MetadataStore
 from . import dedup
+from .access.authorizer import UNRESTRICTED, Authorizer
 from .deadletter import PropertiesCodec
 from .delayed import release_ticker
 from .message import Message
@@ -87,7 +88,9 @@ class Broker:
         self.metadata = metadata
         self.codec = codec
         self.clock = clock
-        self.vhosts = {name: VirtualHost(name, message_log, metadata, codec, self.mark_dirty, clock) for name in vhosts}
+        self.vhosts: dict[str, VirtualHost] = {}
+        for name in vhosts:
+            self.add_vhost(name)
         # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
         self.tickers: list[Callable[[float], None]] = [ExpiryTicker(self)]
         self.redelivery = Redelivery(self.mark_dirty, consumer_timeout_ms)  # retry delays, ack timeouts
@@ -156,8 +159,42 @@ class Broker:
 
     # ---- sessions -------------------------------------------------------------------------------
 
-    def open_session(self, vhost: VirtualHost, owner: object, sink: DeliverySink, gate: Gate) -> Session:
-        return Session(self, vhost, owner, sink, gate)
+    def open_session(
+        self, vhost: VirtualHost, owner: object, sink: DeliverySink, gate: Gate, authz: Authorizer = UNRESTRICTED
+    ) -> Session:
+        """``authz``: the rights of the connection's user in ``vhost`` (core/access); every operation of
+        the session is checked against it."""
+        return Session(self, vhost, owner, sink, gate, authz)
+
+    # ---- vhosts ---------------------------------------------------------------------------------
+
+    def add_vhost(self, name: str) -> VirtualHost:
+        """Create the vhost (the access model keeps its record); an existing one is returned as it is."""
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            vhost = self.vhosts[name] = VirtualHost(
+                name, self.log, self.metadata, self.codec, self.mark_dirty, self.clock
+            )
+        return vhost
+
+    def delete_vhost(self, name: str) -> None:
+        """Delete the vhost with everything in it: its queues (consumers cancelled, messages removed from
+        the store), its exchanges (with their delayed messages and deduplication windows) and bindings.
+        Its connections must be closed first (the access model does it)."""
+        vhost = self.vhosts.pop(name, None)
+        if vhost is None:
+            return
+        for queue in list(vhost.queues.values()):
+            self.delete_queue(vhost, queue)
+        for exchange in list(vhost.exchanges.values()):
+            if exchange.name and not exchange.name.startswith("amq.") and exchange.name in vhost.exchanges:
+                vhost.delete_exchange(exchange.name, if_unused=False)
+        self.request_flush()  # the purges are staged: commit them with the next batch
+
+    def set_queue_limit(self, name: str, limit: int | None) -> None:
+        vhost = self.vhosts.get(name)
+        if vhost is not None:
+            vhost.max_queues = limit
 
     def connection_closed(self, owner: object) -> None:
         """Exclusive queues die with their connection."""

@@ -242,6 +242,10 @@ class PriorityQueue(Queue):
         for lane, group in self._by_lane(entries).items():
             lane.settle(group)
 
+    def mark_delivered(self, entries: list[Entry]) -> None:
+        for lane, group in self._by_lane(entries).items():  # each lane is FIFO: one watermark per lane
+            lane.mark_delivered(group)
+
     def _by_lane(self, entries: list[Entry]) -> Mapping[Lane, list[Entry]]:
         groups: dict[Lane, list[Entry]] = {}
         for entry in entries:

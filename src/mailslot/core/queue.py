@@ -87,6 +87,7 @@ class Queue:
         self._restored_upto = 0
         self._loaded_upto = 0  # highest seq read back from (or kept out of) the log
         self.next_seq = 1
+        self._delivered_upto = 0  # the delivery watermark staged last (mark_delivered)
         self.consumers: list[Consumer] = []
         self._rr = 0
         self.had_consumer = False  # auto-delete applies only once a consumer has come and gone
@@ -326,6 +327,15 @@ class Queue:
         while held and held[0][0] <= now_ms:
             heapq.heappush(self._requeued, heapq.heappop(held)[2])
         return True
+
+    def mark_delivered(self, entries: list[Entry]) -> None:
+        """Handed to a consumer that must ack them (in seq order, as every pop gives them): the log records
+        how far the queue has delivered, one watermark per batch, so that after a crash these messages come
+        back redelivered=true, as RabbitMQ's classic queues do (storage/api.py ``stage_delivered``)."""
+        seq = entries[-1].seq
+        if self.durable and seq > self._delivered_upto:
+            self._delivered_upto = seq
+            self.log.stage_delivered(self.key, seq)
 
     def settle(self, entries: list[Entry]) -> None:
         """Acked (or dropped): forget the stored rows."""

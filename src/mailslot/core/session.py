@@ -11,6 +11,7 @@ import itertools
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import dedup
+from .access.authorizer import UNRESTRICTED, Authorizer
 from .errors import AccessRefused, NotAllowed, NotFound, NotImplementedFeature, PreconditionFailed
 from .message import Entry, Message
 from .queue import Queue
@@ -106,9 +107,19 @@ class Transaction:
 class Session:
     _tags = itertools.count(1)
 
-    def __init__(self, broker: Broker, vhost: VirtualHost, owner: object, sink: DeliverySink, gate: Gate) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        vhost: VirtualHost,
+        owner: object,
+        sink: DeliverySink,
+        gate: Gate,
+        authz: Authorizer = UNRESTRICTED,
+    ) -> None:
         self.broker = broker
         self.vhost = vhost
+        self.authz = authz
+        self.write_ok = authz.write_ok  # exchanges already checked for publishing (one lookup per publish)
         self.owner = owner
         self.sink = sink
         self.gate = gate
@@ -142,7 +153,10 @@ class Session:
     # ---- publishing -----------------------------------------------------------------------------
 
     def publish(self, exchange_name: str, routing_key: str, message: Message, mandatory: bool) -> int:
-        """Route and enqueue: UNROUTED, ROUTED or REJECTED. Inside a transaction: buffered (ROUTED)."""
+        """Route and enqueue: UNROUTED, ROUTED or REJECTED. Inside a transaction: buffered (ROUTED).
+        As rabbit_channel: write permission on the exchange before it is looked up (403 before 404)."""
+        if exchange_name not in self.write_ok:
+            self.authz.may_publish(exchange_name)
         vhost = self.vhost
         self.stats_published += 1
         if not exchange_name and self.tx is None:  # the default exchange: the hot path, one lookup
@@ -162,6 +176,8 @@ class Session:
             raise NotFound(f"no exchange '{exchange_name}' in vhost '{self.vhost.name}'")
         if exchange.internal:
             raise AccessRefused(f"cannot publish to internal exchange '{exchange_name}' in vhost '{self.vhost.name}'")
+        if exchange.type == "topic":
+            self.authz.topic("write", exchange_name, routing_key)
         if self.tx is not None:
             self.tx.publishes.append((exchange_name, routing_key, message, mandatory))
             return ROUTED
@@ -192,6 +208,7 @@ class Session:
             raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
         if queue_name == REPLY_TO:
             return self._consume_replies(tag, no_ack)
+        self.authz.read("queue", queue_name)
         queue = self.vhost.queue(queue_name)
         self.vhost.check_access(queue, self.owner)
         if exclusive and queue.policy.single_active_consumer:  # RabbitMQ: exclusive_consume_unavailable
@@ -267,6 +284,7 @@ class Session:
             consumer.unacked += count
             self.unacked_count += count
             queue.unacked += count
+            queue.mark_delivered(entries)
         self.sink.deliver_many(consumer.tag, first, entries)
 
     def room(self, consumer: Consumer) -> int:
@@ -287,6 +305,7 @@ class Session:
 
     def get(self, queue_name: str, *, no_ack: bool) -> tuple[int, Entry, int] | None:
         """basic.get: (delivery tag, entry, messages left) or None when empty. Ignores prefetch, as RabbitMQ."""
+        self.authz.read("queue", queue_name)
         queue = self.vhost.queue(queue_name)
         self.vhost.check_access(queue, self.owner)
         if queue.expiry is not None:
@@ -310,6 +329,7 @@ class Session:
             self.unacked[tag] = (queue, entry, None)
             self.unacked_count += 1
             queue.unacked += 1
+            queue.mark_delivered([entry])
             self.broker.redelivery.ack_timeouts.watch(self, queue)
         return tag, entry, queue.message_count
 

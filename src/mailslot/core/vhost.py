@@ -16,6 +16,8 @@ from typing import Any
 
 from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
 from . import dedup
+from .access.authorizer import UNRESTRICTED, Authorizer
+from .access.limits import check_queue_count
 from .arguments import (
     field_type,
     validate_exchange_arguments,
@@ -41,6 +43,7 @@ PREDECLARED = {
     "amq.rabbitmq.trace": "topic",
 }
 MAX_ROUTE_DEPTH = 32  # exchange-to-exchange hops; cycles are cut by the visited set anyway
+DEFAULT_EXCHANGE_REFUSED = "operation not permitted on the default exchange"
 
 
 class CommandInvalid(Exception):
@@ -87,6 +90,7 @@ class VirtualHost:
         for name_, type_ in PREDECLARED.items():
             self.exchanges[name_] = make_exchange(type_, name_, durable=True)
         self.delays = DelayedMessages(self)  # scheduled messages of x-delayed-message exchanges
+        self.max_queues: int | None = None  # the vhost's max-queues limit (None or negative: none)
         self.stats = VhostStats()  # churn, dead-lettering and closed sessions' counters (core/stats.py)
 
     # ---- naming ---------------------------------------------------------------------------------
@@ -118,15 +122,21 @@ class VirtualHost:
         auto_delete: bool,
         internal: bool,
         arguments: dict[str, Any],
+        authz: Authorizer = UNRESTRICTED,
     ) -> Exchange:
-        """As rabbit_channel's exchange.declare: default exchange refused, passive looks up, then the
-        type is checked (503, a connection error), then equivalence, then the reserved ``amq.`` prefix."""
-        if not name:
-            raise AccessRefused("operation not permitted on the default exchange")
+        """As rabbit_channel's exchange.declare: passive only looks up (no permission needed); otherwise
+        the type is checked (503, a connection error), the default exchange refused, configure permission
+        checked, then equivalence for an existing exchange, or for a new one the reserved ``amq.`` prefix
+        and, with an alternate exchange, read on this one and write on that one."""
         if passive:
+            if not name:
+                raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
             return self.exchange(name)
         if not is_known_type(type_):
             raise CommandInvalid(f"unknown exchange type '{type_}'")
+        if not name:
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
+        authz.configure("exchange", name)
         existing = self.exchanges.get(name)
         if existing is not None:
             self._check_equivalent(
@@ -143,6 +153,10 @@ class VirtualHost:
             return existing
         if name.startswith("amq."):
             raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        alternate = arguments.get("alternate-exchange")
+        if isinstance(alternate, (str, bytes)):
+            authz.read("exchange", name)
+            authz.write("exchange", _text(alternate))
         validate_exchange_arguments(type_, arguments)
         if type_ == DELAYED_TYPE:  # the plugin's checks: 406 without a routing type, 503 for an unknown one
             routing_type = delayed_routing_type(arguments)
@@ -161,9 +175,18 @@ class VirtualHost:
             )
         return exchange
 
-    def delete_exchange(self, name: str, *, if_unused: bool) -> None:
-        if not name or name.startswith("amq."):
-            raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+    def delete_exchange(
+        self, name: str, *, if_unused: bool, authz: Authorizer = UNRESTRICTED, missing_ok: bool = False
+    ) -> None:
+        """As rabbit_channel's exchange.delete: the default and ``amq.*`` exchanges are refused, then
+        configure permission is checked; ``missing_ok``: deleting a missing exchange is fine (AMQP)."""
+        if not name:
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
+        if name.startswith("amq."):
+            raise AccessRefused(f"deletion of system exchange '{name}' {self._where()} not allowed")
+        authz.configure("exchange", name)
+        if missing_ok and name not in self.exchanges:
+            return
         exchange = self.exchange(name)
         if if_unused and exchange.bindings:
             raise PreconditionFailed(f"exchange '{name}' {self._where()} in use")
@@ -182,8 +205,15 @@ class VirtualHost:
     # ---- bindings -------------------------------------------------------------------------------
 
     def bind(
-        self, source: str, destination: Destination, routing_key: str, arguments: dict[str, Any], owner: object
+        self,
+        source: str,
+        destination: Destination,
+        routing_key: str,
+        arguments: dict[str, Any],
+        owner: object,
+        authz: Authorizer = UNRESTRICTED,
     ) -> None:
+        self._check_binding(source, destination, routing_key, authz)
         exchange = self._bindable(source)
         dest_durable = self._destination(destination, owner)
         if isinstance(exchange, HeadersExchange):
@@ -194,17 +224,37 @@ class VirtualHost:
                 BindingDefinition(source, destination[1], destination[0], routing_key, self.name, args_key), arguments
             )
 
-    def unbind(self, source: str, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> None:
+    def unbind(
+        self,
+        source: str,
+        destination: Destination,
+        routing_key: str,
+        arguments: dict[str, Any],
+        authz: Authorizer = UNRESTRICTED,
+    ) -> None:
         """Unbinding what does not exist (binding, source or destination) is fine, as in RabbitMQ."""
+        self._check_binding(source, destination, routing_key, authz)
         if not source or not destination[1]:
-            raise AccessRefused("operation not permitted on the default exchange")
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
         exchange = self.exchanges.get(source)
         if exchange is not None:
             self._remove_binding(exchange, destination, routing_key, _arguments_key(arguments))
 
+    def _check_binding(self, source: str, destination: Destination, routing_key: str, authz: Authorizer) -> None:
+        """rabbit_channel:binding_action: write on the destination, neither end the default exchange, read
+        on the source, and on a topic source the topic read permission for the routing key."""
+        kind, name = destination
+        authz.write(kind, name)  # type: ignore[arg-type]
+        if (kind == "exchange" and not name) or not source:
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
+        authz.read("exchange", source)
+        exchange = self.exchanges.get(source)
+        if exchange is not None and exchange.type == "topic":
+            authz.topic("read", source, routing_key)
+
     def _bindable(self, source: str) -> Exchange:
         if not source:
-            raise AccessRefused("operation not permitted on the default exchange")
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
         return self.exchange(source)
 
     def _destination(self, destination: Destination, owner: object) -> bool:
@@ -214,7 +264,7 @@ class VirtualHost:
             self.check_access(queue, owner)
             return queue.durable
         if not name:
-            raise AccessRefused("operation not permitted on the default exchange")
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
         return self.exchange(name).durable
 
     def _remove_binding(self, exchange: Exchange, destination: Destination, routing_key: str, args_key: str) -> None:
@@ -240,7 +290,11 @@ class VirtualHost:
         auto_delete: bool,
         arguments: dict[str, Any],
         owner: object,
+        authz: Authorizer = UNRESTRICTED,
     ) -> Queue:
+        """As rabbit_channel's queue.declare: passive only looks up (no permission needed); otherwise the
+        reserved prefix, configure permission, then equivalence for an existing queue, or for a new one
+        the vhost's queue limit (406) and, with a dead-letter exchange, read on the queue and write on it."""
         self.stats.queues_declared += 1
         if passive:
             queue = self.queue(name)
@@ -251,6 +305,7 @@ class VirtualHost:
             name = "amq.gen-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
         elif name.startswith("amq."):
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        authz.configure("queue", name)
         validate_queue_arguments(name, self.name, arguments)
         existing = self.queues.get(name)
         if existing is not None:
@@ -266,6 +321,11 @@ class VirtualHost:
             self._check_arguments("queue", name, existing.arguments, arguments, QUEUE_EQUIVALENT_ARGS)
             self._declared_again(existing)
             return existing
+        check_queue_count(self.name, name, self.max_queues, len(self.queues))
+        dead_letter_exchange = arguments.get("x-dead-letter-exchange")
+        if isinstance(dead_letter_exchange, (str, bytes)):
+            authz.read("queue", name)
+            authz.write("exchange", _text(dead_letter_exchange))
         validate_queue_properties(name, self.name, arguments, durable=durable, exclusive=exclusive, auto_delete=auto_delete)
         queue = queue_factory(arguments, self.codec.priority)(
             name,
@@ -320,7 +380,10 @@ class VirtualHost:
             "that of the original declaration."
         )
 
-    def delete_queue(self, name: str, *, if_unused: bool, if_empty: bool, owner: object) -> int:
+    def delete_queue(
+        self, name: str, *, if_unused: bool, if_empty: bool, owner: object, authz: Authorizer = UNRESTRICTED
+    ) -> int:
+        authz.configure("queue", name)
         queue = self.queue(name)
         self.check_access(queue, owner)
         if if_unused and queue.consumers:

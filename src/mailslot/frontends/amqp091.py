@@ -21,6 +21,7 @@ from .. import __version__
 from ..core import errors as core_errors
 from ..core.broker import Broker, OnCommit
 from ..core.message import Entry, Message
+from ..core.peer import PeerCertificate
 from ..core.redelivery import delivery_properties
 from ..core.session import REJECTED, REPLY_TO, UNROUTED, Gate, Session
 from ..core.ttl import parse_expiration
@@ -582,6 +583,9 @@ class AMQPConnection:
         self.vhost: Any = None
         self.closed = False
         self.publisher = False  # has published: a resource alarm blocks it
+        # The client certificate a TLS handshake verified (set by the transport before the first byte is
+        # read; None on plain TCP or when the client sent none): what SASL EXTERNAL logs in with.
+        self.peer_certificate: PeerCertificate | None = None
         self._blocked_sent = False
         self.now = now
         self.touch()

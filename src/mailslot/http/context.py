@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ..core.access import AccessControl, User
+from ..core.access.admin import AccessAdmin
 from ..core.alarms import ResourceMonitor
 from ..core.broker import Broker
 from ..core.session import Session
@@ -154,6 +155,7 @@ class ManagementContext:
     settings: ManagementSettings = field(default_factory=ManagementSettings)
     sampler: StatsSampler = field(default_factory=StatsSampler)
     rss: Callable[[], int | None] = lambda: None
+    admin: AccessAdmin | None = None  # runtime users, vhosts, permissions, limits (None: read-only access)
     parameters: RuntimeParameters = field(init=False)
 
     def __post_init__(self) -> None:
@@ -164,7 +166,8 @@ class ManagementContext:
 
 
 CONTEXT = web.AppKey("mailslot.management", ManagementContext)
-_USER = "mailslot.user"
+# aiohttp 3.12+ types a request's storage with RequestKey (and warns about plain strings); older ones take strings.
+_USER: Any = web.RequestKey("mailslot.user", User) if hasattr(web, "RequestKey") else "mailslot.user"
 
 
 def context(request: web.Request) -> ManagementContext:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -36,20 +37,22 @@ def process_rss() -> int | None:
         return None
 
 
-async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, tuple[str, int]]:
-    """Bind ``app`` on ``host``:``port`` (0: a free one). Returns the runner and the address it really
-    listens on. Raises OSError (EADDRINUSE when taken) with nothing left running."""
+async def serve(
+    runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> tuple[str, int]:
+    """Add a site for ``runner``'s app on ``host``:``port`` (0: a free one; HTTPS with ``ssl_context``).
+    Returns the address it really listens on. Raises OSError (EADDRINUSE when taken)."""
+    before = set(runner.addresses)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    await site.start()
+    addresses: list[Any] = [a for a in runner.addresses if a not in before]
+    return (str(addresses[0][0]), int(addresses[0][1])) if addresses else (host, port)
+
+
+async def _runner(app: web.Application) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    addresses: list[Any] = list(runner.addresses)
-    bound = (str(addresses[0][0]), int(addresses[0][1])) if addresses else (host, port)
-    return runner, bound
+    return runner
 
 
 class HTTPServer:
@@ -61,25 +64,39 @@ class HTTPServer:
         self.ctx = ctx
         self.interval = interval
         self.commit_stats = commit_stats
-        self.api_address: tuple[str, int] | None = None
+        self.api_address: tuple[str, int] | None = None  # plain HTTP
+        self.tls_address: tuple[str, int] | None = None  # HTTPS
         self.metrics_address: tuple[str, int] | None = None
-        self._runners: list[web.AppRunner] = []
+        self._api: web.AppRunner | None = None
+        self._metrics: web.AppRunner | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     @property
     def port(self) -> int:
         return self.api_address[1] if self.api_address is not None else 0
 
-    async def start_api(self, host: str, port: int) -> tuple[str, int]:
-        runner, self.api_address = await serve(management_app(self.ctx), host, port)
-        self._runners.append(runner)
+    @property
+    def tls_port(self) -> int:
+        return self.tls_address[1] if self.tls_address is not None else 0
+
+    async def start_api(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> tuple[str, int]:
+        """Serve the management API on one more port (HTTP, or HTTPS with ``ssl_context``): the same app
+        on each. Raises OSError (EADDRINUSE when taken)."""
+        if self._api is None:
+            self._api = await _runner(management_app(self.ctx))
+        address = await serve(self._api, host, port, ssl_context)
+        if ssl_context is None:
+            self.api_address = address
+        else:
+            self.tls_address = address
         if self._timer is None:
             self._tick()  # a first sample now: rates need two
-        return self.api_address
+        return address
 
     async def start_metrics(self, host: str, port: int) -> tuple[str, int]:
-        runner, self.metrics_address = await serve(metrics_app(self.ctx, self.commit_stats), host, port)
-        self._runners.append(runner)
+        if self._metrics is None:
+            self._metrics = await _runner(metrics_app(self.ctx, self.commit_stats))
+        self.metrics_address = await serve(self._metrics, host, port)
         return self.metrics_address
 
     def _tick(self) -> None:
@@ -103,6 +120,7 @@ class HTTPServer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        runners, self._runners = self._runners, []
-        for runner in runners:
-            await runner.cleanup()
+        for runner in (self._api, self._metrics):
+            if runner is not None:
+                await runner.cleanup()
+        self._api = self._metrics = None

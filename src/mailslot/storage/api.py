@@ -108,8 +108,17 @@ class MessageLog(Protocol):
         """Stage one more requeue of these messages: the redelivered flag and ``requeues`` + 1 (so a
         restart reports redelivered=true and keeps the delivery count)."""
 
+    def stage_delivered(self, queue: str, seq: int) -> None:
+        """Stage a delivery watermark: every message of ``queue`` with a seq up to ``seq`` has been handed
+        to a consumer (the core calls it once per delivered batch, not per message). Once committed, :meth:`read`
+        reports those messages redelivered=True (``requeues`` unchanged), also after a crash, as RabbitMQ's
+        classic queues flag what was delivered before one. A lower ``seq`` than the
+        queue's watermark changes nothing; a purge forgets the watermark; :meth:`recover` lowers it to
+        the highest seq the queue still holds (forgets it when none), since the core numbers the
+        queue's new messages from there."""
+
     def stage_purge(self, queue: str) -> None:
-        """Stage the removal of every message of ``queue`` (purge, delete)."""
+        """Stage the removal of every message of ``queue`` (purge, delete) and of its delivery watermark."""
 
     def commit(self) -> None:
         """Make every staged write durable (fsync) atomically. One call per batch of work."""

@@ -28,14 +28,15 @@ from mailslot.storage.api import (
     StoredMessage,
 )
 
-_APPEND, _REMOVE, _REDELIVER, _PURGE = range(4)
+_APPEND, _REMOVE, _REDELIVER, _PURGE, _DELIVERED = range(5)
 
 
-def _copy_message(m: StoredMessage) -> StoredMessage:
-    # A message with requeues > 0 is redelivered (storage/api.py), whatever flag it was handed with.
+def _copy_message(m: StoredMessage, delivered_upto: int = 0) -> StoredMessage:
+    # A message with requeues > 0, or at or below the queue's delivery watermark, is redelivered
+    # (storage/api.py), whatever flag it was handed with.
     return StoredMessage(
         m.queue, m.seq, m.exchange, m.routing_key, m.properties, m.body, m.persistent,
-        m.redelivered or m.requeues > 0, m.deadline, m.requeues,
+        m.redelivered or m.requeues > 0 or m.seq <= delivered_upto, m.deadline, m.requeues,
     )
 
 
@@ -68,7 +69,7 @@ class _QueueMessages:
         if self.by_seq.pop(seq, None) is not None and len(self.seqs) > 2 * len(self.by_seq) + 16:
             self.seqs = [s for s in self.seqs if s in self.by_seq]
 
-    def read(self, after_seq: int, limit: int) -> list[StoredMessage]:
+    def read(self, after_seq: int, limit: int, delivered_upto: int) -> list[StoredMessage]:
         out: list[StoredMessage] = []
         if limit <= 0:
             return out
@@ -78,7 +79,7 @@ class _QueueMessages:
         while i < n and len(out) < limit:
             m = by_seq.get(seqs[i])
             if m is not None:
-                out.append(_copy_message(m))
+                out.append(_copy_message(m, delivered_upto))
             i += 1
         return out
 
@@ -88,6 +89,7 @@ class MemoryMessageLog:
 
     def __init__(self) -> None:
         self._queues: dict[str, _QueueMessages] = {}
+        self._delivered: dict[str, int] = {}  # queue -> delivery watermark (stage_delivered)
         self._staged: list[tuple[int, Any, Any]] = []
 
     # -- staging -------------------------------------------------------------------------------------
@@ -102,6 +104,9 @@ class MemoryMessageLog:
     def stage_mark_redelivered(self, queue: str, seqs: list[int]) -> None:
         if seqs:
             self._staged.append((_REDELIVER, queue, list(seqs)))
+
+    def stage_delivered(self, queue: str, seq: int) -> None:
+        self._staged.append((_DELIVERED, queue, seq))
 
     def stage_purge(self, queue: str) -> None:
         self._staged.append((_PURGE, queue, None))
@@ -121,6 +126,10 @@ class MemoryMessageLog:
                     q.add(m)
             elif op == _PURGE:
                 queues.pop(a, None)
+                self._delivered.pop(a, None)
+            elif op == _DELIVERED:
+                if b > self._delivered.get(a, 0):
+                    self._delivered[a] = b
             else:
                 q = queues.get(a)
                 if q is None:
@@ -140,7 +149,7 @@ class MemoryMessageLog:
     # -- reading -------------------------------------------------------------------------------------
     def read(self, queue: str, after_seq: int, limit: int) -> list[StoredMessage]:
         q = self._queues.get(queue)
-        return [] if q is None else q.read(after_seq, limit)
+        return [] if q is None else q.read(after_seq, limit, self._delivered.get(queue, 0))
 
     def recover(self) -> list[QueueRecovery]:
         out: list[QueueRecovery] = []
@@ -152,10 +161,22 @@ class MemoryMessageLog:
                 out.append(QueueRecovery(name, len(q.by_seq), max(q.by_seq)))
             else:
                 del self._queues[name]
+        # The core numbers new messages from a queue's highest seq: no watermark may reach above it.
+        highest = {r.queue: r.max_seq for r in out}
+        for name, upto in list(self._delivered.items()):
+            if name in highest:
+                self._delivered[name] = min(upto, highest[name])
+            else:
+                del self._delivered[name]
         return out
 
     def close(self) -> None:
         self.commit()
+
+    def drop_staged(self) -> None:
+        """Forget what is staged, as a crash would (not part of the MessageLog interface: the core
+        never calls it; ``mailslot.testing.CoreHarness.crash`` does)."""
+        self._staged.clear()
 
 
 class MemoryMetadataStore:

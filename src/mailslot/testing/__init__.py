@@ -5,6 +5,8 @@
 - ``with broker_in_thread() as broker:`` a broker in a background thread (pika, kombu, Celery).
 - pytest fixtures ``mailslot_broker`` and ``mailslot_url``, registered automatically.
 - :class:`FakeClock` for code that takes time as an input.
+- :class:`CoreHarness` (with :class:`RecordingSink`, :class:`Delivery`): mailslot's broker core driven
+  by hand on a fake clock, for tests of the core itself (flush, advance, restart, crash).
 
 Names are imported on first use (PEP 562): pytest imports this package for its plugin in every
 project that has mailslot installed, and that must not load the whole broker.
@@ -18,11 +20,23 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mailslot.testing.broker import broker_in_thread, make_config, running_broker
     from mailslot.testing.clock import FakeClock
+    from mailslot.testing.core import CoreHarness, Delivery, RecordingSink
 
-__all__ = ["FakeClock", "broker_in_thread", "make_config", "running_broker"]
+__all__ = [
+    "CoreHarness",
+    "Delivery",
+    "FakeClock",
+    "RecordingSink",
+    "broker_in_thread",
+    "make_config",
+    "running_broker",
+]
 
 _HOMES = {
+    "CoreHarness": "mailslot.testing.core",
+    "Delivery": "mailslot.testing.core",
     "FakeClock": "mailslot.testing.clock",
+    "RecordingSink": "mailslot.testing.core",
     "broker_in_thread": "mailslot.testing.broker",
     "make_config": "mailslot.testing.broker",
     "running_broker": "mailslot.testing.broker",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from typing import cast
 from ..core.broker import TICK_SECONDS, Batch, Broker
 from ..core.stats import CommitStats
 from ..frontends.amqp091 import AMQPConnection
+from .tls import HANDSHAKE_TIMEOUT, peer_certificate_of
 
 log = logging.getLogger("mailslot.transport")
 
@@ -190,6 +192,9 @@ class AMQPStream(asyncio.Protocol):
         self.listener.opened_total += 1
         scheduler = self.listener.scheduler
         self.conn = self.listener.make_connection(str(peer[0]), scheduler.outbox)
+        # TLS: the handshake is done before connection_made, so the client certificate is known before
+        # the first protocol byte (SASL EXTERNAL reads it from the connection).
+        self.conn.peer_certificate = peer_certificate_of(transport)
         scheduler.streams[self.conn] = self
         self.listener.streams.add(self)
         # The write buffer watermarks decide when a slow consumer stops getting deliveries.
@@ -327,26 +332,31 @@ class AMQPListener:
         self.make_connection = make_connection
         self.scheduler = FlushScheduler(loop, broker)
         self.streams: set[AMQPStream] = set()
-        self.server: asyncio.base_events.Server | None = None
+        self.servers: list[asyncio.Server] = []
         self.alarm = ""  # connection.blocked reason while a resource alarm is set (transport/resources.py)
         self.opened_total = self.closed_total = 0  # connection churn, for the management API and metrics
-        self.address: tuple[str, int] = ("", 0)  # where it really listens (the first bound socket)
 
-    async def start(self, host: str, port: int) -> int:
-        """Bind and listen; returns the bound port. Raises OSError(EADDRINUSE) when taken."""
-        self.server = await self.loop.create_server(
-            lambda: AMQPStream(self), host, port, reuse_address=True, backlog=1024
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Bind and listen (AMQPS with ``ssl_context``); returns the bound port. Call once per port: the
+        plain and the TLS port share this listener's flush scheduler, so they share its store batches.
+        Raises OSError(EADDRINUSE) when taken."""
+        server = await self.loop.create_server(
+            lambda: AMQPStream(self),
+            host,
+            port,
+            reuse_address=True,
+            backlog=1024,
+            ssl=ssl_context,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if ssl_context is not None else None,
         )
-        sockets = self.server.sockets
-        if sockets:
-            name = sockets[0].getsockname()
-            self.address = (str(name[0]), int(name[1]))
+        self.servers.append(server)
+        sockets = server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting, send 320 CONNECTION_FORCED to every client, wait briefly for close-ok."""
-        if self.server is not None:
-            self.server.close()
+        for server in self.servers:
+            server.close()
         for stream in list(self.streams):
             if stream.conn is not None:
                 stream.conn.force_close(CONNECTION_FORCED, SHUTDOWN_TEXT)
@@ -358,8 +368,8 @@ class AMQPListener:
             if stream.transport is not None:
                 stream.transport.abort()
         await self.scheduler.drain()
-        if self.server is not None:
-            await self.server.wait_closed()
+        for server in self.servers:
+            await server.wait_closed()
 
 
 def is_address_in_use(error: OSError) -> bool:

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from .test_ttl import World
+from mailslot.testing import CoreHarness
+
+from .test_ttl import publish
 
 
 def test_expired_message_dead_lettered_back_into_its_own_queue_is_dropped() -> None:
-    world = World()
-    world.declare("loop", **{"x-message-ttl": 100, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "loop"})
-    world.publish("loop", b"m")
+    world = CoreHarness()
+    world.declare("loop", {"x-message-ttl": 100, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "loop"})
+    publish(world, "loop", b"m")
     world.advance(0.2)  # expires, would be dead-lettered back into "loop" where it died for "expired"
     world.advance(0.2)
     assert world.count("loop") == 0
 
 
 def test_expired_cycle_through_two_queues_stops_at_the_second_visit() -> None:
-    world = World()
-    world.declare("a", **{"x-message-ttl": 100, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "b"})
-    world.declare("b", **{"x-message-ttl": 100, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "a"})
-    world.publish("a", b"m")
+    world = CoreHarness()
+    world.declare("a", {"x-message-ttl": 100, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "b"})
+    world.declare("b", {"x-message-ttl": 100, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "a"})
+    publish(world, "a", b"m")
     world.advance(0.15)
     assert (world.count("a"), world.count("b")) == (0, 1)
     world.advance(0.15)
@@ -26,9 +28,9 @@ def test_expired_cycle_through_two_queues_stops_at_the_second_visit() -> None:
 
 
 def test_rejection_loop_is_allowed_and_counts_up() -> None:
-    world = World()
-    world.declare("r", **{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "r"})
-    world.publish("r", b"m")
+    world = CoreHarness()
+    world.declare("r", {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "r"})
+    publish(world, "r", b"m")
     for expected in (1, 2, 3):
         tag, entry, _ = world.session.get("r", no_ack=False)  # type: ignore[misc]
         world.session.nack(tag, multiple=False, requeue=False)

@@ -14,18 +14,11 @@ from typing import Any
 import pytest
 from pamqp import commands
 
-from mailslot.core.broker import Broker
 from mailslot.core.dedup import KeyIndex, exchange_store_key, key_bytes, queue_store_key
 from mailslot.core.errors import PreconditionFailed
-from mailslot.core.message import Message
-from mailslot.core.session import REJECTED, ROUTED, UNROUTED, Gate, Session
+from mailslot.core.session import REJECTED, ROUTED, UNROUTED
 from mailslot.frontends.amqp091 import AMQPPropertiesCodec
-from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
-from mailslot.testing import FakeClock
-
-from .conftest import RecordingSink
-
-START = 1_700_000_000.0  # a wall-clock time: deadlines are ms since the epoch
+from mailslot.testing import CoreHarness
 
 
 def props(key: Any = None, *, message_id: str | None = None, ttl: Any = None, persistent: bool = True) -> bytes:
@@ -39,63 +32,19 @@ def props(key: Any = None, *, message_id: str | None = None, ttl: Any = None, pe
     ).marshal()
 
 
-class World:
-    """A broker on a memory store that can be "restarted" on the same store objects."""
+def publish(world: CoreHarness, body: bytes, raw: bytes, routing_key: str = "q", exchange: str = "",
+            persistent: bool = True) -> int:
+    """Publish through the default session and end the turn (confirms wait for the commit)."""
+    return world.publish(routing_key, body, raw, exchange=exchange, persistent=persistent, flush=True)
 
-    def __init__(self) -> None:
-        self.log = MemoryMessageLog()
-        self.meta = MemoryMetadataStore()
-        self.clock = FakeClock(START)
-        self.start()
 
-    def start(self) -> None:
-        self.broker = Broker(self.log, self.meta, AMQPPropertiesCodec(), clock=self.clock)
-        self.broker.recover()
-        self.vhost = self.broker.vhosts["/"]
-        self.sink = RecordingSink()
-        self.session = self.broker.open_session(self.vhost, object(), self.sink, Gate())
-
-    def restart(self) -> None:
-        self.broker.flush()
-        self.start()
-
-    def queue(self, name: str = "q", durable: bool = True, **arguments: Any) -> None:
-        self.vhost.declare_queue(
-            name, passive=False, durable=durable, exclusive=False, auto_delete=False, arguments=arguments, owner=None
-        )
-
-    def exchange(self, name: str = "dx", durable: bool = True, **arguments: Any) -> None:
-        self.vhost.declare_exchange(
-            name, "x-message-deduplication", passive=False, durable=durable, auto_delete=False, internal=False,
-            arguments=arguments,
-        )
-
-    def publish(self, body: bytes, raw: bytes, routing_key: str = "q", exchange: str = "", session: Session | None = None,
-                persistent: bool = True) -> int:
-        message = Message(exchange, routing_key, raw, body, persistent, AMQPPropertiesCodec.headers)
-        outcome = (session or self.session).publish(exchange, routing_key, message, False)
-        self.broker.flush()
-        return outcome
-
-    def drain(self, name: str = "q") -> list[bytes]:
-        got = []
-        while (result := self.session.get(name, no_ack=True)) is not None:
-            got.append(result[1].message.body)
-        self.broker.flush()
-        return got
-
-    def count(self, name: str = "q") -> int:
-        return self.vhost.queues[name].message_count
-
-    def advance(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        self.broker.tick()
-        self.broker.flush()
+def dedup_exchange(world: CoreHarness, arguments: dict[str, Any], name: str = "dx") -> None:
+    world.declare_exchange(name, "x-message-deduplication", arguments)
 
 
 @pytest.fixture
-def world() -> World:
-    return World()
+def world() -> CoreHarness:
+    return CoreHarness()
 
 
 # ---- the key index ------------------------------------------------------------------------------
@@ -157,100 +106,100 @@ def test_key_bytes_tell_types_apart_and_ignore_what_names_no_key():
 
 
 def test_queue_mode_drops_a_duplicate_while_the_first_is_in_the_queue(world):
-    world.queue(**{"x-message-deduplication": True})
-    assert world.publish(b"a1", props("a")) == ROUTED
-    assert world.publish(b"a2", props("a")) == ROUTED  # confirmed, not enqueued
-    assert world.publish(b"b1", props("b")) == ROUTED
-    assert world.publish(b"n1", props()) == ROUTED  # no key: never deduplicated
-    assert world.publish(b"n2", props()) == ROUTED
-    assert world.drain() == [b"a1", b"b1", b"n1", b"n2"]
+    world.declare("q", {"x-message-deduplication": True})
+    assert publish(world, b"a1", props("a")) == ROUTED
+    assert publish(world, b"a2", props("a")) == ROUTED  # confirmed, not enqueued
+    assert publish(world, b"b1", props("b")) == ROUTED
+    assert publish(world, b"n1", props()) == ROUTED  # no key: never deduplicated
+    assert publish(world, b"n2", props()) == ROUTED
+    assert world.drain("q") == [b"a1", b"b1", b"n1", b"n2"]
     # Consumed: the key is free again (the plugin forgets it on ack).
-    world.publish(b"a3", props("a"))
-    assert world.drain() == [b"a3"]
+    publish(world, b"a3", props("a"))
+    assert world.drain("q") == [b"a3"]
 
 
 def test_queue_mode_keeps_the_key_over_a_requeue_and_forgets_it_on_ack(world):
-    world.queue(**{"x-message-deduplication": True})
-    world.publish(b"a1", props("a"))
+    world.declare("q", {"x-message-deduplication": True})
+    publish(world, b"a1", props("a"))
     tag, _entry, _left = world.session.get("q", no_ack=False)
-    world.publish(b"a2", props("a"))  # delivered but unacked: still in the queue
+    publish(world, b"a2", props("a"))  # delivered but unacked: still in the queue
     world.session.nack(tag, False, True)  # requeued
-    world.publish(b"a3", props("a"))
-    assert world.count() == 1
+    publish(world, b"a3", props("a"))
+    assert world.count("q") == 1
     tag, entry, _ = world.session.get("q", no_ack=False)
     assert entry.message.body == b"a1"
     world.session.ack(tag, False)
     world.broker.flush()
-    world.publish(b"a4", props("a"))
-    assert world.drain() == [b"a4"]
+    publish(world, b"a4", props("a"))
+    assert world.drain("q") == [b"a4"]
 
 
 def test_queue_mode_forgets_keys_of_transient_messages_a_no_ack_consumer_took(world):
-    world.queue(**{"x-message-deduplication": True})
+    world.declare("q", {"x-message-deduplication": True})
     world.session.consume("q", "c", no_ack=True, exclusive=False, arguments={})
-    world.publish(b"a1", props("a", persistent=False), persistent=False)
+    publish(world, b"a1", props("a", persistent=False), persistent=False)
     assert world.sink.bodies() == [b"a1"]
-    world.publish(b"a2", props("a", persistent=False), persistent=False)
+    publish(world, b"a2", props("a", persistent=False), persistent=False)
     assert world.sink.bodies() == [b"a1", b"a2"]
 
 
 def test_queue_mode_forgets_keys_of_messages_dropped_by_max_length_and_purge(world):
-    world.queue(**{"x-message-deduplication": True, "x-max-length": 1})
-    world.publish(b"a1", props("a"))
-    world.publish(b"b1", props("b"))  # drop-head: a1 leaves
-    world.publish(b"a2", props("a"))  # so a is free again; b1 leaves
-    assert world.drain() == [b"a2"]
-    world.publish(b"c1", props("c"))
+    world.declare("q", {"x-message-deduplication": True, "x-max-length": 1})
+    publish(world, b"a1", props("a"))
+    publish(world, b"b1", props("b"))  # drop-head: a1 leaves
+    publish(world, b"a2", props("a"))  # so a is free again; b1 leaves
+    assert world.drain("q") == [b"a2"]
+    publish(world, b"c1", props("c"))
     world.vhost.queues["q"].purge()
-    world.publish(b"c2", props("c"))
-    assert world.drain() == [b"c2"]
+    publish(world, b"c2", props("c"))
+    assert world.drain("q") == [b"c2"]
 
 
 def test_duplicate_into_a_full_reject_publish_queue_is_confirmed_and_a_refused_key_is_not_kept(world):
-    world.queue(**{"x-message-deduplication": True, "x-max-length": 1, "x-overflow": "reject-publish"})
-    assert world.publish(b"a1", props("a")) == ROUTED
-    assert world.publish(b"a2", props("a")) == ROUTED  # a duplicate, not a rejection
-    assert world.publish(b"b1", props("b")) == REJECTED
-    assert world.drain() == [b"a1"]
-    assert world.publish(b"b2", props("b")) == ROUTED  # the refused b was not remembered
-    assert world.drain() == [b"b2"]
+    world.declare("q", {"x-message-deduplication": True, "x-max-length": 1, "x-overflow": "reject-publish"})
+    assert publish(world, b"a1", props("a")) == ROUTED
+    assert publish(world, b"a2", props("a")) == ROUTED  # a duplicate, not a rejection
+    assert publish(world, b"b1", props("b")) == REJECTED
+    assert world.drain("q") == [b"a1"]
+    assert publish(world, b"b2", props("b")) == ROUTED  # the refused b was not remembered
+    assert world.drain("q") == [b"b2"]
 
 
 # ---- queue windows (mailslot extension): keys outlive their messages ------------------------------
 
 
 def test_queue_window_by_size_remembers_consumed_keys_and_forgets_the_oldest(world):
-    world.queue(**{"x-message-deduplication": True, "x-cache-size": 2})
+    world.declare("q", {"x-message-deduplication": True, "x-cache-size": 2})
     for key in ("a", "b"):
-        world.publish(key.encode(), props(key))
-    assert world.drain() == [b"a", b"b"]
-    world.publish(b"a-again", props("a"))  # consumed, but still in the window
-    assert world.drain() == []
-    world.publish(b"c", props("c"))  # the window holds 2: "a" is forgotten
-    world.publish(b"a-third", props("a"))
-    world.publish(b"c-again", props("c"))
-    assert world.drain() == [b"c", b"a-third"]
+        publish(world, key.encode(), props(key))
+    assert world.drain("q") == [b"a", b"b"]
+    publish(world, b"a-again", props("a"))  # consumed, but still in the window
+    assert world.drain("q") == []
+    publish(world, b"c", props("c"))  # the window holds 2: "a" is forgotten
+    publish(world, b"a-third", props("a"))
+    publish(world, b"c-again", props("c"))
+    assert world.drain("q") == [b"c", b"a-third"]
 
 
 def test_queue_window_by_ttl_and_the_per_message_ttl_header(world):
-    world.queue(**{"x-message-deduplication": True, "x-cache-ttl": 1000})
-    world.publish(b"a1", props("a"))
-    world.publish(b"b1", props("b", ttl=5000))  # this key is remembered for 5 s
+    world.declare("q", {"x-message-deduplication": True, "x-cache-ttl": 1000})
+    publish(world, b"a1", props("a"))
+    publish(world, b"b1", props("b", ttl=5000))  # this key is remembered for 5 s
     world.advance(0.9)
-    world.publish(b"a2", props("a"))
+    publish(world, b"a2", props("a"))
     world.advance(0.2)  # 1.1 s: "a" expired
-    world.publish(b"a3", props("a"))
-    world.publish(b"b2", props("b"))
-    assert world.drain() == [b"a1", b"b1", b"a3"]
+    publish(world, b"a3", props("a"))
+    publish(world, b"b2", props("b"))
+    assert world.drain("q") == [b"a1", b"b1", b"a3"]
     world.advance(5)
-    world.publish(b"b3", props("b"))
-    assert world.drain() == [b"b3"]
+    publish(world, b"b3", props("b"))
+    assert world.drain("q") == [b"b3"]
 
 
 def test_expired_keys_leave_the_log_on_the_tick(world):
-    world.queue(**{"x-message-deduplication": True, "x-cache-ttl": 1000})
+    world.declare("q", {"x-message-deduplication": True, "x-cache-ttl": 1000})
     for i in range(10):
-        world.publish(b"x", props(f"k{i}"))
+        publish(world, b"x", props(f"k{i}"))
     key = queue_store_key("/", "q")
     assert len(world.log.read(key, 0, 100)) == 10
     world.advance(2)
@@ -258,89 +207,88 @@ def test_expired_keys_leave_the_log_on_the_tick(world):
 
 
 def test_message_id_mode_takes_the_key_from_the_message_id_property(world):
-    world.queue(**{"x-message-deduplication": True, "x-deduplication-key": "message_id"})
-    world.publish(b"m1", props(message_id="id-1"))
-    world.publish(b"m2", props(message_id="id-1"))
-    world.publish(b"h1", props("id-2"))  # the header is not the key in this mode
-    world.publish(b"h2", props("id-2"))
-    assert world.drain() == [b"m1", b"h1", b"h2"]
+    world.declare("q", {"x-message-deduplication": True, "x-deduplication-key": "message_id"})
+    publish(world, b"m1", props(message_id="id-1"))
+    publish(world, b"m2", props(message_id="id-1"))
+    publish(world, b"h1", props("id-2"))  # the header is not the key in this mode
+    publish(world, b"h2", props("id-2"))
+    assert world.drain("q") == [b"m1", b"h1", b"h2"]
 
 
 def test_transaction_publishes_are_deduplicated_at_commit(world):
-    world.queue(**{"x-message-deduplication": True})
-    world.publish(b"a1", props("a"))
+    world.declare("q", {"x-message-deduplication": True})
+    publish(world, b"a1", props("a"))
     world.session.tx_select()
-    world.publish(b"a2", props("a"))
-    world.publish(b"b1", props("b"))
+    publish(world, b"a2", props("a"))
+    publish(world, b"b1", props("b"))
     world.session.tx_commit()
     world.broker.flush()
-    assert world.drain() == [b"a1", b"b1"]
+    assert world.drain("q") == [b"a1", b"b1"]
 
 
 # ---- the exchange type ------------------------------------------------------------------------------
 
 
 def test_exchange_routes_as_fanout_and_drops_duplicates_without_a_return(world):
-    world.exchange(**{"x-cache-size": 100})
+    dedup_exchange(world, {"x-cache-size": 100})
     for name in ("q1", "q2"):
-        world.queue(name)
+        world.declare(name)
         world.vhost.bind("dx", ("queue", name), "ignored-key", {}, None)
-    assert world.publish(b"a1", props("a"), routing_key="anything", exchange="dx") == ROUTED
-    assert world.publish(b"a2", props("a"), routing_key="other", exchange="dx") == ROUTED  # no basic.return
-    assert world.publish(b"n", props(), routing_key="", exchange="dx") == ROUTED
+    assert publish(world, b"a1", props("a"), routing_key="anything", exchange="dx") == ROUTED
+    assert publish(world, b"a2", props("a"), routing_key="other", exchange="dx") == ROUTED  # no basic.return
+    assert publish(world, b"n", props(), routing_key="", exchange="dx") == ROUTED
     assert world.drain("q1") == [b"a1", b"n"] and world.drain("q2") == [b"a1", b"n"]
-    world.publish(b"a3", props("a"), exchange="dx")  # exchange windows outlive the messages
+    publish(world, b"a3", props("a"), exchange="dx")  # exchange windows outlive the messages
     assert world.count("q1") == 0
 
 
 def test_exchange_without_bindings_still_reports_unrouted_for_new_keys(world):
-    world.exchange(**{"x-cache-size": 10})
-    assert world.publish(b"a", props("a"), exchange="dx") == UNROUTED
+    dedup_exchange(world, {"x-cache-size": 10})
+    assert publish(world, b"a", props("a"), exchange="dx") == UNROUTED
 
 
 def test_exchange_window_size_and_ttl(world):
-    world.exchange(**{"x-cache-size": 2, "x-cache-ttl": 1000})
-    world.queue("q")
+    dedup_exchange(world, {"x-cache-size": 2, "x-cache-ttl": 1000})
+    world.declare("q")
     world.vhost.bind("dx", ("queue", "q"), "", {}, None)
     for key in ("a", "b", "c"):  # "a" falls out of the 2-key window
-        world.publish(key.encode(), props(key), exchange="dx")
-    world.publish(b"a2", props("a"), exchange="dx")
-    world.publish(b"c2", props("c"), exchange="dx")
+        publish(world, key.encode(), props(key), exchange="dx")
+    publish(world, b"a2", props("a"), exchange="dx")
+    publish(world, b"c2", props("c"), exchange="dx")
     world.advance(1.5)
-    world.publish(b"c3", props("c"), exchange="dx")
-    assert world.drain() == [b"a", b"b", b"c", b"a2", b"c3"]
+    publish(world, b"c3", props("c"), exchange="dx")
+    assert world.drain("q") == [b"a", b"b", b"c", b"a2", b"c3"]
 
 
 def test_exchange_key_is_forgotten_when_a_queue_refuses_the_message(world):
-    world.exchange(**{"x-cache-size": 10})
-    world.queue("q", **{"x-max-length": 0, "x-overflow": "reject-publish"})
+    dedup_exchange(world, {"x-cache-size": 10})
+    world.declare("q", {"x-max-length": 0, "x-overflow": "reject-publish"})
     world.vhost.bind("dx", ("queue", "q"), "", {}, None)
-    assert world.publish(b"a1", props("a"), exchange="dx") == REJECTED
-    assert world.publish(b"a2", props("a"), exchange="dx") == REJECTED  # retried: not taken for a duplicate
+    assert publish(world, b"a1", props("a"), exchange="dx") == REJECTED
+    assert publish(world, b"a2", props("a"), exchange="dx") == REJECTED  # retried: not taken for a duplicate
 
 
 def test_deleting_the_exchange_drops_its_window_rows(world):
-    world.exchange(**{"x-cache-size": 10})
-    world.publish(b"a", props("a"), exchange="dx")
+    dedup_exchange(world, {"x-cache-size": 10})
+    publish(world, b"a", props("a"), exchange="dx")
     key = exchange_store_key("/", "dx")
     assert len(world.log.read(key, 0, 10)) == 1
     world.vhost.delete_exchange("dx", if_unused=False)
     world.broker.flush()
     assert world.log.read(key, 0, 10) == []
-    world.exchange(**{"x-cache-size": 10})
-    world.queue("q")
+    dedup_exchange(world, {"x-cache-size": 10})
+    world.declare("q")
     world.vhost.bind("dx", ("queue", "q"), "", {}, None)
-    world.publish(b"a-new", props("a"), exchange="dx")
-    assert world.drain() == [b"a-new"]
+    publish(world, b"a-new", props("a"), exchange="dx")
+    assert world.drain("q") == [b"a-new"]
 
 
 # ---- durability: the window is in the message log ---------------------------------------------------
 
 
 def test_key_row_is_staged_in_the_batch_of_its_message(world):
-    world.queue(**{"x-message-deduplication": True})
-    message = Message("", "q", props("a"), b"a1", True, AMQPPropertiesCodec.headers)
-    world.session.publish("", "q", message, False)
+    world.declare("q", {"x-message-deduplication": True})
+    world.publish("q", b"a1", props("a"))
     key = queue_store_key("/", "q")
     assert world.log.read(key, 0, 10) == [] and world.log.read("/\x00q", 0, 10) == []  # nothing committed yet
     world.broker.flush()  # one commit: both rows or neither
@@ -349,50 +297,50 @@ def test_key_row_is_staged_in_the_batch_of_its_message(world):
 
 
 def test_restart_keeps_queue_mode_keys_of_persistent_messages_only(world):
-    world.queue(**{"x-message-deduplication": True})
-    world.publish(b"a1", props("a"))
-    world.publish(b"t1", props("t", persistent=False), persistent=False)
+    world.declare("q", {"x-message-deduplication": True})
+    publish(world, b"a1", props("a"))
+    publish(world, b"t1", props("t", persistent=False), persistent=False)
     world.restart()
-    world.publish(b"a2", props("a"))
-    world.publish(b"t2", props("t", persistent=False), persistent=False)  # t1 died with the restart
-    assert world.drain() == [b"a1", b"t2"]
+    publish(world, b"a2", props("a"))
+    publish(world, b"t2", props("t", persistent=False), persistent=False)  # t1 died with the restart
+    assert world.drain("q") == [b"a1", b"t2"]
 
 
 def test_restart_keeps_a_window_and_its_deadlines(world):
-    world.queue(**{"x-message-deduplication": True, "x-cache-ttl": 10_000, "x-cache-size": 3})
-    world.exchange(**{"x-cache-size": 5})
-    world.queue("xq")
+    world.declare("q", {"x-message-deduplication": True, "x-cache-ttl": 10_000, "x-cache-size": 3})
+    dedup_exchange(world, {"x-cache-size": 5})
+    world.declare("xq")
     world.vhost.bind("dx", ("queue", "xq"), "", {}, None)
     for key in ("a", "b", "c", "d"):  # "a" falls out of the 3-key window
-        world.publish(key.encode(), props(key))
-    world.publish(b"e", props("e"), exchange="dx")
-    assert len(world.drain()) == 4
+        publish(world, key.encode(), props(key))
+    publish(world, b"e", props("e"), exchange="dx")
+    assert len(world.drain("q")) == 4
     world.restart()
-    world.publish(b"b2", props("b"))
-    world.publish(b"a2", props("a"))
-    world.publish(b"e2", props("e"), exchange="dx")
-    assert world.drain() == [b"a2"]
+    publish(world, b"b2", props("b"))
+    publish(world, b"a2", props("a"))
+    publish(world, b"e2", props("e"), exchange="dx")
+    assert world.drain("q") == [b"a2"]
     assert world.drain("xq") == [b"e"]
     world.clock.advance(11)  # down, then up after the window passed
     world.restart()
-    world.publish(b"b3", props("b"))
-    assert world.drain() == [b"b3"]
+    publish(world, b"b3", props("b"))
+    assert world.drain("q") == [b"b3"]
     assert world.log.read(queue_store_key("/", "q"), 0, 100)[0].body == key_bytes("b")  # expired rows removed
 
 
 def test_non_durable_queue_writes_no_rows(world):
-    world.queue("tq", durable=False, **{"x-message-deduplication": True, "x-cache-size": 10})
-    world.publish(b"a", props("a"), routing_key="tq")
-    world.publish(b"a", props("a"), routing_key="tq")
+    world.declare("tq", {"x-message-deduplication": True, "x-cache-size": 10}, durable=False)
+    publish(world, b"a", props("a"), routing_key="tq")
+    publish(world, b"a", props("a"), routing_key="tq")
     assert world.drain("tq") == [b"a"]
     assert world.log.read(queue_store_key("/", "tq"), 0, 10) == []
 
 
 def test_queues_without_deduplication_are_untouched(world):
-    world.queue()
-    world.publish(b"a1", props("a"))
-    world.publish(b"a2", props("a"))
-    assert world.drain() == [b"a1", b"a2"]
+    world.declare("q")
+    publish(world, b"a1", props("a"))
+    publish(world, b"a2", props("a"))
+    assert world.drain("q") == [b"a1", b"a2"]
     assert world.vhost.dedup_windows == {}
 
 
@@ -412,7 +360,7 @@ def test_queues_without_deduplication_are_untouched(world):
 )
 def test_bad_queue_arguments_get_406_naming_the_argument(world, arguments, named):
     with pytest.raises(PreconditionFailed) as raised:
-        world.queue(**arguments)
+        world.declare("q", arguments)
     assert f"invalid arg '{named}' for queue 'q' in vhost '/'" in raised.value.text
 
 
@@ -428,18 +376,18 @@ def test_bad_queue_arguments_get_406_naming_the_argument(world, arguments, named
 )
 def test_bad_exchange_arguments_get_406_naming_the_argument(world, arguments, named):
     with pytest.raises(PreconditionFailed) as raised:
-        world.exchange(**arguments)
+        dedup_exchange(world, arguments)
     assert f"'{named}'" in raised.value.text
     assert "dx" not in world.vhost.exchanges
 
 
 def test_plugin_style_string_numbers_are_accepted(world):
-    world.exchange(**{"x-cache-size": "2", "x-cache-ttl": "1000", "x-cache-persistence": "disk"})
-    world.queue("q")
+    dedup_exchange(world, {"x-cache-size": "2", "x-cache-ttl": "1000", "x-cache-persistence": "disk"})
+    world.declare("q")
     world.vhost.bind("dx", ("queue", "q"), "", {}, None)
-    world.publish(b"a", props("a"), exchange="dx")
-    world.publish(b"a", props("a"), exchange="dx")
-    assert world.drain() == [b"a"]
+    publish(world, b"a", props("a"), exchange="dx")
+    publish(world, b"a", props("a"), exchange="dx")
+    assert world.drain("q") == [b"a"]
 
 
 # ---- the codec's single-header reader --------------------------------------------------------------
@@ -470,13 +418,13 @@ def test_header_reader_never_raises_on_a_truncated_block():
 
 
 def test_a_window_bounded_by_size_keeps_memory_bounded(world):
-    world.queue(**{"x-message-deduplication": True, "x-cache-size": 1000})
+    world.declare("q", {"x-message-deduplication": True, "x-cache-size": 1000})
     window = world.vhost.dedup_windows[queue_store_key("/", "q")]
     for i in range(20_000):
-        world.session.publish("", "q", Message("", "q", props(f"k{i}"), b"", True, AMQPPropertiesCodec.headers), False)
+        world.publish("q", b"", props(f"k{i}"))
         if i % 1000 == 999:
             world.broker.flush()
-            world.drain()
+            world.drain("q")
     world.broker.flush()
     assert len(window.index) == 1000
     assert window.index.nbytes() < 1000 * 200
@@ -484,9 +432,9 @@ def test_a_window_bounded_by_size_keeps_memory_bounded(world):
 
 
 def test_priority_queues_deduplicate_too(world):
-    world.queue(**{"x-message-deduplication": True, "x-max-priority": 5})
-    world.publish(b"a1", props("a"))
-    world.publish(b"a2", props("a"))
-    assert world.drain() == [b"a1"]
-    world.publish(b"a3", props("a"))  # consumed: free again
-    assert world.drain() == [b"a3"]
+    world.declare("q", {"x-message-deduplication": True, "x-max-priority": 5})
+    publish(world, b"a1", props("a"))
+    publish(world, b"a2", props("a"))
+    assert world.drain("q") == [b"a1"]
+    publish(world, b"a3", props("a"))  # consumed: free again
+    assert world.drain("q") == [b"a3"]

@@ -10,18 +10,13 @@ import pytest
 from pamqp import commands
 
 from mailslot.core import delayed
-from mailslot.core.broker import Broker
 from mailslot.core.delayed import delay_key, delay_of
 from mailslot.core.errors import PreconditionFailed
-from mailslot.core.message import Message
-from mailslot.core.session import ROUTED, UNROUTED, Gate, Session
+from mailslot.core.session import ROUTED, UNROUTED
 from mailslot.core.vhost import CommandInvalid
 from mailslot.frontends.amqp091 import AMQPPropertiesCodec
 from mailslot.protocols.amqp091 import properties as props
-from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
-from mailslot.testing import FakeClock
-
-from .conftest import RecordingSink
+from mailslot.testing import CoreHarness
 
 EXCHANGE = "delayed"
 
@@ -34,72 +29,36 @@ def properties(delay: Any = None, persistent: bool = True, **headers: Any) -> by
     )
 
 
-class Delayed:
-    """A broker on a fake clock (starting at a realistic epoch time) with one delayed exchange."""
+def declare_delayed(h: CoreHarness, name: str = EXCHANGE, arguments: dict[str, Any] | None = None,
+                    routing_type: str = "direct") -> None:
+    h.declare_exchange(name, "x-delayed-message", arguments or {"x-delayed-type": routing_type})
 
-    def __init__(self, log: Any = None, meta: Any = None, clock: FakeClock | None = None,
-                 routing_type: str = "direct") -> None:
-        self.log = log if log is not None else MemoryMessageLog()
-        self.meta = meta if meta is not None else MemoryMetadataStore()
-        self.clock = clock or FakeClock(1_700_000_000.0)
-        self.broker = Broker(self.log, self.meta, AMQPPropertiesCodec(), clock=self.clock)
-        self.vhost = self.broker.vhosts["/"]
-        self.owner = object()
-        self.session, self.sink = self.open()
-        self.routing_type = routing_type
 
-    def open(self) -> tuple[Session, RecordingSink]:
-        sink = RecordingSink()
-        return self.broker.open_session(self.vhost, self.owner, sink, Gate()), sink
+def bound_queue(h: CoreHarness, name: str, routing_key: str | None = None,
+                arguments: dict[str, Any] | None = None) -> None:
+    """A queue bound to the delayed exchange (by its own name unless ``routing_key`` is given)."""
+    h.declare(name)
+    h.bind(EXCHANGE, name, name if routing_key is None else routing_key, arguments)
 
-    def declare_exchange(self, name: str = EXCHANGE, **arguments: Any) -> None:
-        arguments = arguments or {"x-delayed-type": self.routing_type}
-        self.vhost.declare_exchange(name, "x-delayed-message", passive=False, durable=True, auto_delete=False,
-                                    internal=False, arguments=arguments)
 
-    def queue(self, name: str, routing_key: str | None = None, arguments: dict[str, Any] | None = None) -> None:
-        self.vhost.declare_queue(name, passive=False, durable=True, exclusive=False, auto_delete=False,
-                                 arguments={}, owner=self.owner)
-        self.vhost.bind(EXCHANGE, ("queue", name), name if routing_key is None else routing_key,
-                        arguments or {}, self.owner)
-
-    def publish(self, body: bytes, delay: Any = None, routing_key: str = "q", persistent: bool = True,
-                **headers: Any) -> int:
-        raw = properties(delay, persistent, **headers)
-        message = Message(EXCHANGE, routing_key, raw, body, persistent, AMQPPropertiesCodec.headers)
-        outcome = self.session.publish(EXCHANGE, routing_key, message, False)
-        self.broker.flush()
-        return outcome
-
-    def advance(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        self.broker.tick()
-        self.broker.flush()
-
-    def drain(self, queue: str) -> list[bytes]:
-        got = []
-        while (found := self.session.get(queue, no_ack=True)) is not None:
-            got.append(found[1].message.body)
-        self.broker.flush()
-        return got
-
-    def get(self, queue: str) -> Message | None:
-        found = self.session.get(queue, no_ack=True)
-        self.broker.flush()
-        return None if found is None else found[1].message
+def publish(h: CoreHarness, body: bytes, delay: Any = None, routing_key: str = "q", persistent: bool = True,
+            **headers: Any) -> int:
+    """Publish to the delayed exchange and end the turn."""
+    raw = properties(delay, persistent, **headers)
+    return h.publish(routing_key, body, raw, exchange=EXCHANGE, persistent=persistent, flush=True)
 
 
 @pytest.fixture
-def d() -> Delayed:
-    h = Delayed()
-    h.declare_exchange()
-    h.queue("q")
+def d() -> CoreHarness:
+    h = CoreHarness()
+    declare_delayed(h)
+    bound_queue(h, "q")
     return h
 
 
-def test_messages_are_released_in_due_order_and_not_before(d: Delayed) -> None:
+def test_messages_are_released_in_due_order_and_not_before(d: CoreHarness) -> None:
     for body, delay in ((b"c", 3000), (b"a", 1000), (b"b", 2000)):
-        assert d.publish(body, delay) == UNROUTED  # nothing is routed at publish time (as the plugin)
+        assert publish(d, body, delay) == UNROUTED  # nothing is routed at publish time (as the plugin)
     d.advance(0.9)
     assert d.drain("q") == []
     d.advance(0.1)
@@ -112,30 +71,29 @@ def test_messages_are_released_in_due_order_and_not_before(d: Delayed) -> None:
     assert d.log.read(delay_key("/", EXCHANGE), 0, 10) == []  # released rows leave the delay store
 
 
-def test_same_due_time_keeps_publish_order(d: Delayed) -> None:
+def test_same_due_time_keeps_publish_order(d: CoreHarness) -> None:
     bodies = [str(i).encode() for i in range(50)]
     for body in bodies:
-        d.session.publish(EXCHANGE, "q", Message(EXCHANGE, "q", properties(500), body, True,
-                                                 AMQPPropertiesCodec.headers), False)
+        d.publish("q", body, properties(500), exchange=EXCHANGE)
     d.broker.flush()
     d.advance(0.5)
     assert d.drain("q") == bodies
 
 
-def test_routing_uses_the_bindings_at_release_time(d: Delayed) -> None:
-    d.publish(b"late-bound", 1000, routing_key="later")
-    d.publish(b"unbound", 1000, routing_key="q")
-    d.queue("later")  # bound after the publish, before the release
+def test_routing_uses_the_bindings_at_release_time(d: CoreHarness) -> None:
+    publish(d, b"late-bound", 1000, routing_key="later")
+    publish(d, b"unbound", 1000, routing_key="q")
+    bound_queue(d, "later")  # bound after the publish, before the release
     d.vhost.unbind(EXCHANGE, ("queue", "q"), "q", {})  # unbound before the release
     d.advance(1)
     assert d.drain("later") == [b"late-bound"]
     assert d.drain("q") == []  # no route when due: dropped, as the plugin does
 
 
-def test_delivered_message_carries_the_negated_delay_and_its_other_properties(d: Delayed) -> None:
+def test_delivered_message_carries_the_negated_delay_and_its_other_properties(d: CoreHarness) -> None:
     raw = props.encode_properties(commands.Basic.Properties(
         headers={"x-delay": 1500, "app": "kept"}, delivery_mode=2, expiration="60000", message_id="m-1"))
-    d.session.publish(EXCHANGE, "q", Message(EXCHANGE, "q", raw, b"x", True, AMQPPropertiesCodec.headers), False)
+    d.publish("q", b"x", raw, exchange=EXCHANGE)
     d.advance(1.5)
     message = d.get("q")
     assert message is not None
@@ -146,15 +104,15 @@ def test_delivered_message_carries_the_negated_delay_and_its_other_properties(d:
 
 
 @pytest.mark.parametrize("header", [None, 0, -5, 2**32, 1.5, True, "soon", "12x"])
-def test_no_positive_integer_delay_routes_at_once_untouched(d: Delayed, header: Any) -> None:
-    assert d.publish(b"now", header) == ROUTED
+def test_no_positive_integer_delay_routes_at_once_untouched(d: CoreHarness, header: Any) -> None:
+    assert publish(d, b"now", header) == ROUTED
     message = d.get("q")
     assert message is not None and message.body == b"now"
     assert (props.headers(message.properties) or {}).get("x-delay") == header
 
 
-def test_delay_as_a_string_of_digits_is_honoured(d: Delayed) -> None:
-    assert d.publish(b"s", "1500") == UNROUTED
+def test_delay_as_a_string_of_digits_is_honoured(d: CoreHarness) -> None:
+    assert publish(d, b"s", "1500") == UNROUTED
     d.advance(1.4)
     assert d.drain("q") == []
     d.advance(0.1)
@@ -177,13 +135,13 @@ def test_delay_of_matches_the_plugin_rules() -> None:
 ])
 def test_every_routing_type_routes_when_due(routing_type: str, binding: str, routing_key: str,
                                             headers: dict[str, Any]) -> None:
-    d = Delayed(routing_type=routing_type)
-    d.declare_exchange()
+    d = CoreHarness()
+    declare_delayed(d, routing_type=routing_type)
     arguments = {"x-match": "all", "kind": "invoice"} if routing_type == "headers" else {}
-    d.queue("hit", binding, arguments)
-    d.queue("miss", "other.*" if routing_type == "topic" else "", {"x-match": "all", "kind": "x"}
+    bound_queue(d, "hit", binding, arguments)
+    bound_queue(d, "miss", "other.*" if routing_type == "topic" else "", {"x-match": "all", "kind": "x"}
             if routing_type == "headers" else {})
-    d.publish(b"m", 200, routing_key=routing_key, **headers)
+    publish(d, b"m", 200, routing_key=routing_key, **headers)
     assert d.drain("hit") == []
     d.advance(0.2)
     assert d.drain("hit") == [b"m"]
@@ -191,65 +149,59 @@ def test_every_routing_type_routes_when_due(routing_type: str, binding: str, rou
 
 
 def test_headers_routing_type_validates_x_match_on_bind() -> None:
-    d = Delayed(routing_type="headers")
-    d.declare_exchange()
+    d = CoreHarness()
+    declare_delayed(d, routing_type="headers")
     with pytest.raises(PreconditionFailed, match="Invalid x-match field value"):
-        d.queue("q", "", {"x-match": "some"})
+        bound_queue(d, "q", "", {"x-match": "some"})
 
 
-def test_deleting_the_exchange_drops_its_scheduled_messages(d: Delayed) -> None:
-    d.publish(b"gone", 1000)
-    d.publish(b"gone too", 5000, persistent=False)
+def test_deleting_the_exchange_drops_its_scheduled_messages(d: CoreHarness) -> None:
+    publish(d, b"gone", 1000)
+    publish(d, b"gone too", 5000, persistent=False)
     d.vhost.delete_exchange(EXCHANGE, if_unused=False)
     d.broker.flush()
     assert d.log.read(delay_key("/", EXCHANGE), 0, 10) == []
-    d.declare_exchange()  # a new exchange of the same name starts empty
-    d.queue("q")
+    declare_delayed(d)  # a new exchange of the same name starts empty
+    bound_queue(d, "q")
     d.advance(10)
     assert d.drain("q") == []
     assert d.vhost.delays.count == 0
 
 
 def test_declaration_errors_are_the_plugin_s() -> None:
-    d = Delayed()
+    d = CoreHarness()
     with pytest.raises(PreconditionFailed) as missing:
-        d.declare_exchange("x1", other="argument")
+        declare_delayed(d, "x1", {"other": "argument"})
     assert missing.value.text == "Invalid argument, 'x-delayed-type' must be an existing exchange type"
     with pytest.raises(PreconditionFailed, match="'x-delayed-type' must be an existing exchange type"):
-        d.declare_exchange("x2", **{"x-delayed-type": 5})
+        declare_delayed(d, "x2", {"x-delayed-type": 5})
     with pytest.raises(PreconditionFailed) as recursive:
-        d.declare_exchange("x3", **{"x-delayed-type": "x-delayed-message"})
+        declare_delayed(d, "x3", {"x-delayed-type": "x-delayed-message"})
     assert recursive.value.text == "Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'"
     with pytest.raises(CommandInvalid) as unknown:
-        d.declare_exchange("x4", **{"x-delayed-type": "nonsense"})
+        declare_delayed(d, "x4", {"x-delayed-type": "nonsense"})
     assert unknown.value.text == "unknown exchange type 'nonsense'"
     assert not {"x1", "x2", "x3", "x4"} & set(d.vhost.exchanges)
 
 
-def test_restart_rebuilds_the_schedule_and_drops_transient_ones() -> None:
-    first = Delayed()
-    first.declare_exchange()
-    first.queue("q")
-    first.publish(b"kept-late", 5000)
-    first.publish(b"kept-soon", 2000)
-    first.publish(b"transient", 1000, persistent=False)
-    first.clock.advance(1)
-    first.broker.close()
-    # Same stores (the memory store keeps what was committed), new broker: recovery.
-    second = Delayed(first.log, first.meta, first.clock)
-    second.broker.recover()
-    assert second.vhost.delays.count == 2
-    second.advance(0.5)
-    assert second.drain("q") == []  # transient one is gone; the others are not due yet
-    second.advance(0.5)
-    assert second.drain("q") == [b"kept-soon"]
-    second.publish(b"new", 100)  # seqs continue after the recovered ones
-    second.advance(3)
-    assert second.drain("q") == [b"new", b"kept-late"]
+def test_restart_rebuilds_the_schedule_and_drops_transient_ones(d: CoreHarness) -> None:
+    publish(d, b"kept-late", 5000)
+    publish(d, b"kept-soon", 2000)
+    publish(d, b"transient", 1000, persistent=False)
+    d.clock.advance(1)
+    d.restart()  # same stores (the memory store keeps what was committed), new broker: recovery
+    assert d.vhost.delays.count == 2
+    d.advance(0.5)
+    assert d.drain("q") == []  # transient one is gone; the others are not due yet
+    d.advance(0.5)
+    assert d.drain("q") == [b"kept-soon"]
+    publish(d, b"new", 100)  # seqs continue after the recovered ones
+    d.advance(3)
+    assert d.drain("q") == [b"new", b"kept-late"]
 
 
-def test_release_and_row_removal_commit_in_one_batch(d: Delayed) -> None:
-    d.publish(b"once", 100)
+def test_release_and_row_removal_commit_in_one_batch(d: CoreHarness) -> None:
+    publish(d, b"once", 100)
     d.clock.advance(0.1)
     d.broker.tick()
     # Staged, not committed: the delay row is still in the log and the queue has nothing stored yet.
@@ -260,11 +212,10 @@ def test_release_and_row_removal_commit_in_one_batch(d: Delayed) -> None:
     assert [m.body for m in d.log.read(d.vhost.queues["q"].key, 0, 10)] == [b"once"]
 
 
-def test_a_backlog_is_released_a_bounded_number_per_tick(d: Delayed, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_backlog_is_released_a_bounded_number_per_tick(d: CoreHarness, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(delayed, "RELEASE_PER_TICK", 10)
     for i in range(25):
-        d.session.publish(EXCHANGE, "q", Message(EXCHANGE, "q", properties(100 + i), b"%d" % i, True,
-                                                 AMQPPropertiesCodec.headers), False)
+        d.publish("q", b"%d" % i, properties(100 + i), exchange=EXCHANGE)
     d.broker.flush()
     d.broker.tickers.clear()  # re-create the ticker so it reads the patched budget
     d.broker.tickers.append(delayed.release_ticker(d.broker.vhosts.values()))
@@ -275,11 +226,10 @@ def test_a_backlog_is_released_a_bounded_number_per_tick(d: Delayed, monkeypatch
     assert d.drain("q") == [b"%d" % i for i in range(10, 25)]
 
 
-def test_bodies_are_read_back_from_the_log_beyond_the_hot_window(d: Delayed) -> None:
+def test_bodies_are_read_back_from_the_log_beyond_the_hot_window(d: CoreHarness) -> None:
     # Long delays are not kept in memory: the release reads them back (in publish-order ranges).
     for i in range(300):
-        d.session.publish(EXCHANGE, "q", Message(EXCHANGE, "q", properties(60_000 - (i % 3) * 10_000),
-                                                 b"%d" % i, True, AMQPPropertiesCodec.headers), False)
+        d.publish("q", b"%d" % i, properties(60_000 - (i % 3) * 10_000), exchange=EXCHANGE)
     d.broker.flush()
     schedule = d.vhost.delays.schedules[EXCHANGE]
     assert schedule._hot == {}  # noqa: SLF001 -- the memory claim is the point of this test
@@ -291,19 +241,17 @@ def test_bodies_are_read_back_from_the_log_beyond_the_hot_window(d: Delayed) -> 
 def test_one_timer_however_many_messages_and_little_memory_per_message(tmp_path: Any) -> None:
     from mailslot.storage.segments import open_segment_store
 
-    log, meta = open_segment_store(tmp_path)
-    d = Delayed(log, meta)
+    d = CoreHarness(lambda: open_segment_store(tmp_path))
     timers = len(d.broker.tickers)
-    d.declare_exchange()
-    d.queue("q")
+    declare_delayed(d)
+    bound_queue(d, "q")
     body = b"x" * 1024
     count = 20_000
     raw = properties(30_000)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i in range(count):
-        message = Message(EXCHANGE, "q", raw, body, True, AMQPPropertiesCodec.headers)
-        d.session.publish(EXCHANGE, "q", message, False)
+        d.publish("q", body, raw, exchange=EXCHANGE)
         if i % 1000 == 999:
             d.broker.flush()
     d.broker.flush()
@@ -320,13 +268,11 @@ def test_one_timer_however_many_messages_and_little_memory_per_message(tmp_path:
 
 
 @pytest.mark.parametrize("delay_ms", [500, 60_000])  # kept in memory / read back from the log
-def test_per_message_ttl_applies_from_the_release_on(d: Delayed, delay_ms: int) -> None:
+def test_per_message_ttl_applies_from_the_release_on(d: CoreHarness, delay_ms: int) -> None:
     for body, expiration in ((b"expires", "1000"), (b"stays", None)):
         raw = props.encode_properties(commands.Basic.Properties(
             headers={"x-delay": delay_ms}, delivery_mode=2, expiration=expiration))
-        message = Message(EXCHANGE, "q", raw, body, True, AMQPPropertiesCodec.headers,
-                          None if expiration is None else int(expiration))
-        d.session.publish(EXCHANGE, "q", message, False)
+        d.publish("q", body, raw, exchange=EXCHANGE, ttl=None if expiration is None else int(expiration))
     d.broker.flush()
     d.advance(delay_ms / 1000)  # released now; the TTL counts from here, not from the publish
     assert d.vhost.queues["q"].message_count == 2

@@ -6,9 +6,7 @@ import pytest
 from pamqp import commands
 
 from mailslot.core import queue as queue_module
-from mailslot.core.broker import Broker
 from mailslot.core.errors import PreconditionFailed
-from mailslot.core.message import Message
 from mailslot.core.priority import PriorityQueue, lane_key
 from mailslot.core.queue import Queue
 from mailslot.frontends.amqp091 import AMQPPropertiesCodec
@@ -21,19 +19,12 @@ def encoded(priority: int | None = None, **fields) -> bytes:
 
 def publish(harness, session, queue: str, body: bytes, priority: int | None, persistent: bool = True) -> None:
     raw = encoded(priority, delivery_mode=2 if persistent else 1)
-    assert session.publish("", queue, Message("", queue, raw, body, persistent), False)
+    assert harness.publish(queue, body, raw, persistent=persistent, session=session)
 
 
-def drain(session, queue: str) -> list[bytes]:
-    out = []
-    while (got := session.get(queue, no_ack=True)) is not None:
-        out.append(got[1].message.body)
-    return out
-
-
-def declare(harness, session, name: str = "q", **arguments) -> PriorityQueue:
+def declare(harness, name: str = "q", **arguments) -> PriorityQueue:
     args = {"x-" + k.replace("_", "-"): v for k, v in arguments.items()}
-    harness.declare(session, name, arguments=args)
+    harness.declare(name, args)
     queue = harness.vhost.queues[name]
     assert isinstance(queue, PriorityQueue)
     return queue
@@ -84,37 +75,37 @@ def test_a_malformed_block_reads_as_priority_zero_in_the_codec(raw):
     ],
 )
 def test_ill_typed_max_priority_is_refused_as_rabbitmq_does(harness, value, problem):
-    s, _ = harness.session()
+    s, _ = harness.open()
     with pytest.raises(PreconditionFailed) as raised:
-        harness.declare(s, "q", arguments={"x-max-priority": value})
+        harness.declare("q", {"x-max-priority": value})
     assert raised.value.text == f"invalid arg 'x-max-priority' for queue 'q' in vhost '/': {problem}"
 
 
 def test_max_priority_zero_is_an_ordinary_fifo_queue(harness):
-    s, _ = harness.session()
-    harness.declare(s, "q", arguments={"x-max-priority": 0})
+    s, _ = harness.open()
+    harness.declare("q", {"x-max-priority": 0})
     assert type(harness.vhost.queues["q"]) is Queue
     for body, priority in [(b"a", None), (b"b", 1), (b"c", 5), (b"d", 0)]:
         publish(harness, s, "q", body, priority)
-    assert drain(s, "q") == [b"a", b"b", b"c", b"d"]
+    assert harness.drain("q", session=s) == [b"a", b"b", b"c", b"d"]
 
 
 # ---- order ----------------------------------------------------------------------------------------
 
 
 def test_higher_priority_first_fifo_within_a_priority_above_max_is_max(harness):
-    s, _ = harness.session()
-    queue = declare(harness, s, max_priority=5)
+    s, _ = harness.open()
+    queue = declare(harness, max_priority=5)
     for body, priority in MIXED:
         publish(harness, s, "q", body, priority)
     assert queue.message_count == len(MIXED)
-    assert drain(s, "q") == MIXED_ORDER
+    assert harness.drain("q", session=s) == MIXED_ORDER
     assert queue.message_count == 0
 
 
 def test_basic_get_reports_the_messages_left(harness):
-    s, _ = harness.session()
-    declare(harness, s, max_priority=3)
+    s, _ = harness.open()
+    declare(harness, max_priority=3)
     for i, priority in enumerate([0, 3, 1]):
         publish(harness, s, "q", b"%d" % i, priority)
     got = [s.get("q", no_ack=True) for _ in range(3)]
@@ -122,8 +113,8 @@ def test_basic_get_reports_the_messages_left(harness):
 
 
 def test_requeued_messages_go_back_to_their_place_in_their_level(harness):
-    s, _ = harness.session()
-    declare(harness, s, max_priority=3)
+    s, _ = harness.open()
+    declare(harness, max_priority=3)
     for i, priority in enumerate([1, 2, 3, 1, 2, 3, 0]):
         publish(harness, s, "q", b"m%d" % i, priority)
     taken = [s.get("q", no_ack=False) for _ in range(4)]
@@ -143,8 +134,8 @@ def test_requeued_messages_go_back_to_their_place_in_their_level(harness):
 
 
 def test_with_prefetch_priority_orders_what_is_ready(harness):
-    s, sink = harness.session()
-    declare(harness, s, max_priority=10)
+    s, sink = harness.open()
+    declare(harness, max_priority=10)
     for i in range(5):
         publish(harness, s, "q", b"low%d" % i, 1)
     s.qos(0, 2, False)
@@ -154,15 +145,15 @@ def test_with_prefetch_priority_orders_what_is_ready(harness):
         publish(harness, s, "q", b"high%d" % i, 9)
     harness.broker.flush()
     assert sink.bodies() == [b"low0", b"low1"]
-    s.ack(sink.deliveries[-1][1], multiple=True)
+    s.ack(sink.last_tag(), multiple=True)
     harness.broker.flush()
     assert sink.bodies() == [b"low0", b"low1", b"high0", b"high1"]
 
 
 def test_round_robin_consumers_get_priority_order(harness):
-    s1, sink1 = harness.session()
-    s2, sink2 = harness.session()
-    declare(harness, s1, max_priority=2)
+    s1, sink1 = harness.open()
+    s2, sink2 = harness.open()
+    declare(harness, max_priority=2)
     for i, priority in enumerate([0, 1, 2, 0, 1, 2]):
         publish(harness, s1, "q", b"%d" % i, priority)
     s1.consume("q", "a", no_ack=True, exclusive=False, arguments={})
@@ -174,24 +165,24 @@ def test_round_robin_consumers_get_priority_order(harness):
 
 def test_drop_head_drops_the_highest_priority_first(harness):
     """RabbitMQ drops what it would deliver next (checked by the differential test)."""
-    s, _ = harness.session()
-    declare(harness, s, max_priority=5, max_length=2)
+    s, _ = harness.open()
+    declare(harness, max_priority=5, max_length=2)
     for body, priority in [(b"a", 1), (b"b", 5), (b"c", 1), (b"d", 0)]:
         publish(harness, s, "q", body, priority)
-    assert drain(s, "q") == [b"c", b"d"]
+    assert harness.drain("q", session=s) == [b"c", b"d"]
 
 
 def test_reject_publish_counts_every_level(harness):
-    s, _ = harness.session()
-    declare(harness, s, max_priority=5, max_length=2, overflow="reject-publish")
+    s, _ = harness.open()
+    declare(harness, max_priority=5, max_length=2, overflow="reject-publish")
     raw = encoded(5)
-    outcomes = [s.publish("", "q", Message("", "q", raw, b"%d" % i, False), False) for i in range(3)]
+    outcomes = [harness.publish("q", b"%d" % i, raw, persistent=False, session=s) for i in range(3)]
     assert outcomes == [1, 1, 2]
 
 
 def test_acked_and_purged_messages_leave_the_log(harness):
-    s, _ = harness.session()
-    queue = declare(harness, s, max_priority=2)
+    s, _ = harness.open()
+    queue = declare(harness, max_priority=2)
     for i, priority in enumerate([0, 1, 2, 2]):
         publish(harness, s, "q", b"%d" % i, priority)
     tag, _entry, _ = s.get("q", no_ack=False)
@@ -206,16 +197,9 @@ def test_acked_and_purged_messages_leave_the_log(harness):
 # ---- paging and restart ---------------------------------------------------------------------------
 
 
-def restart(harness) -> Broker:
-    broker = Broker(harness.log, harness.meta, AMQPPropertiesCodec())
-    broker.recover()
-    harness.broker, harness.vhost = broker, broker.vhosts["/"]
-    return broker
-
-
 def test_order_survives_a_restart_with_requeued_messages(harness):
-    s, _ = harness.session()
-    declare(harness, s, max_priority=5)
+    s, _ = harness.open()
+    declare(harness, max_priority=5)
     for body, priority in MIXED:
         publish(harness, s, "q", body, priority)
     publish(harness, s, "q", b"transient", 5, persistent=False)
@@ -223,25 +207,25 @@ def test_order_survives_a_restart_with_requeued_messages(harness):
     assert entry.message.body == b"m2"
     s.nack(tag, multiple=False, requeue=True)
     harness.broker.flush()
-    restart(harness)
-    s, _ = harness.session()
+    harness.restart()
+    s, _ = harness.open()
     queue = harness.vhost.queues["q"]
     assert isinstance(queue, PriorityQueue) and queue.message_count == len(MIXED)
     first = s.get("q", no_ack=True)
     assert first is not None and first[1].redelivered and first[1].message.body == b"m2"
-    assert drain(s, "q") == MIXED_ORDER[1:]
+    assert harness.drain("q", session=s) == MIXED_ORDER[1:]
     publish(harness, s, "q", b"after", 0)  # new seqs continue above the recovered ones
     harness.broker.flush()
-    restart(harness)
-    s, _ = harness.session()
-    assert drain(s, "q") == [b"after"]
+    harness.restart()
+    s, _ = harness.open()
+    assert harness.drain("q", session=s) == [b"after"]
 
 
 def test_a_backlog_beyond_the_shared_window_is_paged_and_read_back_in_order(harness, monkeypatch):
     monkeypatch.setattr(queue_module, "WINDOW_MESSAGES", 10)
     monkeypatch.setattr(queue_module, "PAGE_IN_BATCH", 4)
-    s, _ = harness.session()
-    queue = declare(harness, s, max_priority=9)
+    s, _ = harness.open()
+    queue = declare(harness, max_priority=9)
     sent = [(b"%03d" % i, (i * 7) % 10) for i in range(200)]
     for body, priority in sent:
         publish(harness, s, "q", body, priority, persistent=int(body) % 3 == 0)
@@ -261,24 +245,24 @@ def test_a_backlog_beyond_the_shared_window_is_paged_and_read_back_in_order(harn
 
 def test_a_paged_backlog_survives_a_restart(harness, monkeypatch):
     monkeypatch.setattr(queue_module, "WINDOW_MESSAGES", 8)
-    s, _ = harness.session()
-    declare(harness, s, max_priority=3)
+    s, _ = harness.open()
+    declare(harness, max_priority=3)
     sent = [(b"%02d" % i, i % 4) for i in range(40)]
     for body, priority in sent:
         publish(harness, s, "q", body, priority)
     harness.broker.flush()
-    restart(harness)
-    s, _ = harness.session()
+    harness.restart()
+    s, _ = harness.open()
     assert harness.vhost.queues["q"].message_count == 40
-    assert drain(s, "q") == [body for body, _ in sorted(sent, key=lambda item: (-item[1], int(item[0])))]
+    assert harness.drain("q", session=s) == [body for body, _ in sorted(sent, key=lambda item: (-item[1], int(item[0])))]
 
 
 def test_lanes_of_a_deleted_queue_are_dropped_at_start_up(harness):
-    s, _ = harness.session()
-    queue = declare(harness, s, max_priority=2)
+    s, _ = harness.open()
+    queue = declare(harness, max_priority=2)
     publish(harness, s, "q", b"x", 2)
     harness.broker.flush()
     harness.meta.delete_queue("/", "q")  # the definition is gone, the rows are not
-    restart(harness)
+    harness.restart()
     assert "q" not in harness.vhost.queues
     assert harness.log.read(lane_key(queue.key, 2), 0, 10) == []

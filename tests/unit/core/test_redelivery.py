@@ -7,15 +7,13 @@ from typing import Any
 import pytest
 from pamqp import commands
 
-from mailslot.core.broker import Broker
 from mailslot.core.errors import PreconditionFailed
 from mailslot.core.message import Entry, Message
 from mailslot.core.redelivery import DELIVERY_COUNT_HEADER, delivery_properties, retry_delay_ms
-from mailslot.core.session import Gate, Session
+from mailslot.core.session import Session
 from mailslot.frontends.amqp091 import AMQPPropertiesCodec
 from mailslot.protocols.amqp091 import properties as props
-from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
-from mailslot.testing import FakeClock
+from mailslot.testing import CoreHarness, Delivery, RecordingSink
 
 CODEC = AMQPPropertiesCodec()
 
@@ -24,57 +22,7 @@ def encoded(**kwargs: Any) -> bytes:
     return props.encode_properties(commands.Basic.Properties(**kwargs))
 
 
-class Sink:
-    """Records deliveries as (tag, body, requeues at delivery, delivered properties)."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[tuple[int, bytes, int, bytes]] = []
-        self.timed_out: list[int] = []
-
-    def deliver_many(self, consumer_tag: str, first_tag: int, entries: list[Entry]) -> None:
-        for i, entry in enumerate(entries):
-            sent = delivery_properties(CODEC, entry) if entry.requeues else entry.message.properties
-            self.deliveries.append((first_tag + i, entry.message.body, entry.requeues, sent))
-
-    def consumer_cancelled(self, consumer_tag: str) -> None:
-        pass
-
-    def acknowledgement_timed_out(self, timeout_ms: int) -> None:
-        self.timed_out.append(timeout_ms)
-
-    def last_tag(self) -> int:
-        return self.deliveries[-1][0]
-
-
-class World:
-    def __init__(self, consumer_timeout_ms: int | None = None, log: MemoryMessageLog | None = None,
-                 meta: MemoryMetadataStore | None = None) -> None:
-        self.clock = FakeClock(1_000_000.0)
-        self.log = log or MemoryMessageLog()
-        self.meta = meta or MemoryMetadataStore()
-        self.broker = Broker(self.log, self.meta, CODEC, clock=self.clock, consumer_timeout_ms=consumer_timeout_ms)
-        self.vhost = self.broker.vhosts["/"]
-
-    def session(self) -> tuple[Session, Sink]:
-        sink = Sink()
-        return self.broker.open_session(self.vhost, object(), sink, Gate()), sink
-
-    def declare(self, name: str, **arguments: Any) -> None:
-        self.vhost.declare_queue(name, passive=False, durable=True, exclusive=False, auto_delete=False,
-                                 arguments=arguments, owner=None)
-
-    def publish(self, session: Session, queue: str, body: bytes, properties: bytes = b"\x00\x00") -> None:
-        session.publish("", queue, Message("", queue, properties, body, True, CODEC.headers), False)
-
-    def run(self, seconds: float, step: float = 0.1) -> None:
-        """Let time pass as the transport does: a tick and a flush every ``step``."""
-        for _ in range(round(seconds / step)):
-            self.clock.advance(step)
-            self.broker.tick()
-            self.broker.flush()
-
-
-def nack_last(session: Session, sink: Sink) -> None:
+def nack_last(session: Session, sink: RecordingSink) -> None:
     session.nack(sink.last_tag(), multiple=False, requeue=True)
 
 
@@ -82,22 +30,22 @@ def nack_last(session: Session, sink: Sink) -> None:
 
 
 def test_delivery_limit_dead_letters_after_limit_plus_one_deliveries_with_the_count_on_each():
-    w = World()
+    w = CoreHarness()
     w.declare("dlq")
-    w.declare("work", **{"x-delivery-limit": 2, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"})
-    s, sink = w.session()
-    w.publish(s, "work", b"poison", encoded(headers={"app": "x"}, expiration="60000"))
+    w.declare("work", {"x-delivery-limit": 2, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"})
+    s, sink = w.open()
+    w.publish("work", b"poison", encoded(headers={"app": "x"}, expiration="60000"), session=s)
     s.consume("work", "c", no_ack=False, exclusive=False, arguments={})
     for _ in range(3):
         w.broker.flush()
         nack_last(s, sink)
     w.broker.flush()
-    assert [d[2] for d in sink.deliveries] == [0, 1, 2]  # RabbitMQ quorum queue, x-delivery-limit 2
-    first, second, third = (CODEC.headers(d[3]) for d in sink.deliveries)
+    assert [d.requeues for d in sink.deliveries] == [0, 1, 2]  # RabbitMQ quorum queue, x-delivery-limit 2
+    first, second, third = (CODEC.headers(sent(d)) for d in sink.deliveries)
     assert first == {"app": "x"}  # never requeued: sent as published
     assert second == {"app": "x", DELIVERY_COUNT_HEADER: 1}
     assert third == {"app": "x", DELIVERY_COUNT_HEADER: 2}
-    assert CODEC.expiration(sink.deliveries[2][3]) == "60000"  # the copy keeps everything else
+    assert CODEC.expiration(sent(sink.deliveries[2])) == "60000"  # the copy keeps everything else
     assert w.vhost.queue("work").message_count == 0
     got = s.get("dlq", no_ack=True)
     assert got is not None
@@ -109,10 +57,10 @@ def test_delivery_limit_dead_letters_after_limit_plus_one_deliveries_with_the_co
 
 
 def test_delivery_limit_without_dead_letter_exchange_drops_and_forgets_the_stored_row():
-    w = World()
-    w.declare("work", **{"x-delivery-limit": 0})
-    s, _ = w.session()
-    w.publish(s, "work", b"m")
+    w = CoreHarness()
+    w.declare("work", {"x-delivery-limit": 0})
+    s, _ = w.open()
+    w.publish("work", b"m", session=s)
     w.broker.flush()
     tag, entry, _ = s.get("work", no_ack=False)
     assert entry.requeues == 0
@@ -124,13 +72,13 @@ def test_delivery_limit_without_dead_letter_exchange_drops_and_forgets_the_store
 
 
 def test_requeue_on_close_counts_and_nack_without_requeue_does_not():
-    w = World()
-    w.declare("work", **{"x-delivery-limit": 5})
-    s1, _ = w.session()
-    w.publish(s1, "work", b"m")
+    w = CoreHarness()
+    w.declare("work", {"x-delivery-limit": 5})
+    s1, _ = w.open()
+    w.publish("work", b"m", session=s1)
     s1.get("work", no_ack=False)
     s1.close()  # channel gone with the delivery unacked
-    s2, _ = w.session()
+    s2, _ = w.open()
     tag, entry, _ = s2.get("work", no_ack=False)
     assert (entry.requeues, entry.redelivered) == (1, True)
     s2.nack(tag, multiple=False, requeue=False)  # rejected for good: dropped, no count
@@ -138,18 +86,17 @@ def test_requeue_on_close_counts_and_nack_without_requeue_does_not():
 
 
 def test_delivery_count_is_stored_and_survives_a_restart():
-    w = World()
+    w = CoreHarness()
     w.declare("work")
-    s, _ = w.session()
-    w.publish(s, "work", b"m")
+    s, _ = w.open()
+    w.publish("work", b"m", session=s)
     for _ in range(3):
         tag, _, _ = s.get("work", no_ack=False)
         s.nack(tag, multiple=False, requeue=True)
     w.broker.flush()
     assert [row.requeues for row in w.log.read("/\x00work", 0, 10)] == [3]
-    again = World(log=w.log, meta=w.meta)  # a restart on the same store
-    again.broker.recover()
-    s2, _ = again.session()
+    w.restart()  # on the same store
+    s2, _ = w.open()
     _, entry, _ = s2.get("work", no_ack=False)
     assert (entry.requeues, entry.redelivered) == (3, True)
 
@@ -158,6 +105,12 @@ def delivered_with_count(raw: bytes, count: int) -> bytes:
     entry = Entry(1, Message("", "q", raw, b"", True), True, False)
     entry.requeues = count
     return delivery_properties(CODEC, entry)
+
+
+def sent(delivery: Delivery) -> bytes:
+    """The properties the AMQP front end sends ``delivery`` with (x-delivery-count once requeued)."""
+    return delivered_with_count(delivery.message.properties, delivery.requeues) if delivery.requeues else (
+        delivery.message.properties)
 
 
 def test_delivery_count_header_keeps_other_properties_and_survives_malformed_properties():
@@ -180,18 +133,18 @@ def test_retry_delay_grows_with_the_count_and_the_last_one_repeats():
 
 
 def test_a_nacked_message_waits_its_delay_then_comes_back_in_its_place():
-    w = World()
-    w.declare("work", **{"x-retry-delays": [1000, 3000]})
-    s, sink = w.session()
+    w = CoreHarness()
+    w.declare("work", {"x-retry-delays": [1000, 3000]})
+    s, sink = w.open()
     for body in (b"a", b"b"):
-        w.publish(s, "work", body)
+        w.publish("work", body, session=s)
     w.broker.flush()
     tag, entry, _ = s.get("work", no_ack=False)
     assert entry.message.body == b"a"
     s.nack(tag, multiple=False, requeue=True)
     queue = w.vhost.queue("work")
     assert queue.message_count == 2  # held messages are still in the queue
-    w.publish(s, "work", b"c")
+    w.publish("work", b"c", session=s)
     w.run(0.9)
     assert s.get("work", no_ack=True)[1].message.body == b"b"  # "a" is held: not before its delay
     w.run(0.2)
@@ -206,11 +159,11 @@ def test_a_nacked_message_waits_its_delay_then_comes_back_in_its_place():
 
 
 def test_a_poison_message_in_a_nack_loop_is_delivered_once_per_delay():
-    w = World()
-    w.declare("work", **{"x-retry-delays": [500]})
-    s, sink = w.session()
+    w = CoreHarness()
+    w.declare("work", {"x-retry-delays": [500]})
+    s, sink = w.open()
     s.consume("work", "c", no_ack=False, exclusive=False, arguments={})
-    w.publish(s, "work", b"poison")
+    w.publish("work", b"poison", session=s)
     w.broker.flush()
     for _ in range(100):  # 10 s of ticks; the consumer nacks every delivery at once
         if s.unacked:
@@ -220,17 +173,17 @@ def test_a_poison_message_in_a_nack_loop_is_delivered_once_per_delay():
 
 
 def test_purge_and_delete_forget_held_messages():
-    w = World()
-    w.declare("work", **{"x-retry-delays": [1000]})
-    s, sink = w.session()
-    w.publish(s, "work", b"m")
+    w = CoreHarness()
+    w.declare("work", {"x-retry-delays": [1000]})
+    s, sink = w.open()
+    w.publish("work", b"m", session=s)
     tag, _, _ = s.get("work", no_ack=False)
     s.nack(tag, multiple=False, requeue=True)
     queue = w.vhost.queue("work")
     assert queue.purge() == 1
     w.run(1.5)
     assert s.get("work", no_ack=True) is None
-    w.publish(s, "work", b"n")
+    w.publish("work", b"n", session=s)
     tag, _, _ = s.get("work", no_ack=False)
     s.nack(tag, multiple=False, requeue=True)
     w.broker.delete_queue(w.vhost, queue)
@@ -239,16 +192,15 @@ def test_purge_and_delete_forget_held_messages():
 
 
 def test_held_message_after_a_restart_is_ready_at_once_and_keeps_its_count():
-    w = World()
-    w.declare("work", **{"x-retry-delays": [60000]})
-    s, _ = w.session()
-    w.publish(s, "work", b"m")
+    w = CoreHarness()
+    w.declare("work", {"x-retry-delays": [60000]})
+    s, _ = w.open()
+    w.publish("work", b"m", session=s)
     tag, _, _ = s.get("work", no_ack=False)
     s.nack(tag, multiple=False, requeue=True)
     w.broker.flush()
-    again = World(log=w.log, meta=w.meta)
-    again.broker.recover()
-    s2, _ = again.session()
+    w.restart()
+    s2, _ = w.open()
     _, entry, _ = s2.get("work", no_ack=False)
     assert entry.requeues == 1
 
@@ -257,32 +209,32 @@ def test_held_message_after_a_restart_is_ready_at_once_and_keeps_its_count():
 
 
 def test_consumer_timeout_closes_the_session_and_requeues_for_another_consumer():
-    w = World(consumer_timeout_ms=5000)
+    w = CoreHarness(consumer_timeout_ms=5000)
     w.declare("work")
-    s1, sink1 = w.session()
+    s1, sink1 = w.open()
     s1.consume("work", "c1", no_ack=False, exclusive=False, arguments={})
-    w.publish(s1, "work", b"m")
+    w.publish("work", b"m", session=s1)
     w.broker.flush()
     assert len(sink1.deliveries) == 1
     w.run(4.9)
     assert (sink1.timed_out, s1.closed) == ([], False)  # never early
     w.run(2.5)
     assert (sink1.timed_out, s1.closed) == ([5000], True)  # checked once a second: up to ~2 s late
-    s2, sink2 = w.session()
+    s2, sink2 = w.open()
     s2.consume("work", "c2", no_ack=False, exclusive=False, arguments={})
     w.broker.flush()
-    assert [(d[1], d[2]) for d in sink2.deliveries] == [(b"m", 1)]  # requeued, counted as a failed delivery
+    assert [(d.body, d.requeues) for d in sink2.deliveries] == [(b"m", 1)]  # requeued, counted as a failed delivery
 
 
 def test_acked_deliveries_do_not_time_out_and_new_ones_are_timed_from_their_delivery():
-    w = World(consumer_timeout_ms=3000)
+    w = CoreHarness(consumer_timeout_ms=3000)
     w.declare("work")
-    s, sink = w.session()
+    s, sink = w.open()
     s.consume("work", "c", no_ack=False, exclusive=False, arguments={})
-    w.publish(s, "work", b"1")
+    w.publish("work", b"1", session=s)
     w.run(2.0)
     s.ack(sink.last_tag(), multiple=False)
-    w.publish(s, "work", b"2")
+    w.publish("work", b"2", session=s)
     w.run(2.5)  # "1" would be 4.5 s old; "2" is 2.5 s old
     assert sink.timed_out == []
     w.run(2.0)
@@ -290,16 +242,16 @@ def test_acked_deliveries_do_not_time_out_and_new_ones_are_timed_from_their_deli
 
 
 def test_per_queue_consumer_timeout_overrides_the_broker_setting():
-    w = World(consumer_timeout_ms=None)  # no broker-wide timeout
-    w.declare("slow", **{"x-consumer-timeout": 0})
-    w.declare("fast", **{"x-consumer-timeout": 2000})
-    s, sink = w.session()
+    w = CoreHarness(consumer_timeout_ms=None)  # no broker-wide timeout
+    w.declare("slow", {"x-consumer-timeout": 0})
+    w.declare("fast", {"x-consumer-timeout": 2000})
+    s, sink = w.open()
     s.consume("slow", "a", no_ack=False, exclusive=False, arguments={})
     s.consume("fast", "b", no_ack=False, exclusive=False, arguments={})
-    w.publish(s, "slow", b"s")
+    w.publish("slow", b"s", session=s)
     w.run(5.0)
     assert sink.timed_out == []  # 0: this queue never times out
-    w.publish(s, "fast", b"f")  # younger than the "slow" delivery, but its queue's timeout is shorter
+    w.publish("fast", b"f", session=s)  # younger than the "slow" delivery, but its queue's timeout is shorter
     w.run(1.5)
     assert sink.timed_out == []
     w.run(2.0)
@@ -307,15 +259,15 @@ def test_per_queue_consumer_timeout_overrides_the_broker_setting():
 
 
 def test_basic_get_deliveries_time_out_too_and_no_ack_ones_never():
-    w = World(consumer_timeout_ms=1000)
+    w = CoreHarness(consumer_timeout_ms=1000)
     w.declare("work")
-    s, sink = w.session()
+    s, sink = w.open()
     s.consume("work", "c", no_ack=True, exclusive=False, arguments={})
-    w.publish(s, "work", b"auto")
+    w.publish("work", b"auto", session=s)
     w.run(3.0)
     assert sink.timed_out == []
     s.cancel("c")
-    w.publish(s, "work", b"got")
+    w.publish("work", b"got", session=s)
     s.get("work", no_ack=False)
     w.run(3.0)
     assert sink.timed_out == [1000]
@@ -337,29 +289,29 @@ def test_basic_get_deliveries_time_out_too_and_no_ack_ones_never():
     ],
 )
 def test_ill_typed_redelivery_arguments_are_refused_naming_them(name, value, problem):
-    w = World()
+    w = CoreHarness()
     with pytest.raises(PreconditionFailed) as caught:
-        w.declare("q", **{name: value})
+        w.declare("q", {name: value})
     assert caught.value.text == f"invalid arg '{name}' for queue 'q' in vhost '/': {problem}"
     assert "q" not in w.vhost.queues
 
 
 def test_redeclaring_with_other_retry_delays_is_inequivalent():
-    w = World()
-    w.declare("q", **{"x-retry-delays": [100]})
+    w = CoreHarness()
+    w.declare("q", {"x-retry-delays": [100]})
     with pytest.raises(PreconditionFailed, match="inequivalent arg 'x-retry-delays'"):
-        w.declare("q", **{"x-retry-delays": [200]})
-    w.declare("q", **{"x-retry-delays": [100]})
+        w.declare("q", {"x-retry-delays": [200]})
+    w.declare("q", {"x-retry-delays": [100]})
 
 
 def test_priority_queues_count_limit_and_hold_per_lane():
-    w = World()
+    w = CoreHarness()
     w.declare("dlq")
-    w.declare("work", **{"x-max-priority": 5, "x-delivery-limit": 1, "x-retry-delays": [1000],
+    w.declare("work", {"x-max-priority": 5, "x-delivery-limit": 1, "x-retry-delays": [1000],
                          "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"})
-    s, _ = w.session()
-    w.publish(s, "work", b"high", encoded(priority=5))
-    w.publish(s, "work", b"low", encoded(priority=1))
+    s, _ = w.open()
+    w.publish("work", b"high", encoded(priority=5), session=s)
+    w.publish("work", b"low", encoded(priority=1), session=s)
     tag, entry, _ = s.get("work", no_ack=False)
     assert entry.message.body == b"high"
     s.nack(tag, multiple=False, requeue=True)

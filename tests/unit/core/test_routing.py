@@ -69,11 +69,11 @@ def test_headers_matching(arguments, headers, matches):
 
 def test_exchange_to_exchange_routing_and_cycles(harness):
     vhost = harness.vhost
-    s, _ = harness.session()
+    s, _ = harness.open()
     for name, type_ in (("e1", "fanout"), ("e2", "direct"), ("e3", "fanout")):
         vhost.declare_exchange(name, type_, passive=False, durable=True, auto_delete=False, internal=False, arguments={})
-    harness.declare(s, "q1")
-    harness.declare(s, "q2")
+    harness.declare("q1")
+    harness.declare("q2")
     vhost.bind("e1", ("exchange", "e2"), "", {}, s.owner)
     vhost.bind("e2", ("queue", "q1"), "k", {}, s.owner)
     vhost.bind("e2", ("exchange", "e3"), "k", {}, s.owner)
@@ -85,14 +85,14 @@ def test_exchange_to_exchange_routing_and_cycles(harness):
 
 def test_declaration_rules(harness):
     vhost = harness.vhost
-    s, _ = harness.session()
+    s, _ = harness.open()
     with pytest.raises(AccessRefused, match="reserved prefix"):
         vhost.declare_exchange("amq.custom", "direct", passive=False, durable=True, auto_delete=False, internal=False, arguments={})
     with pytest.raises(NotFound, match="no exchange 'nope' in vhost '/'"):
         vhost.declare_exchange("nope", "direct", passive=True, durable=True, auto_delete=False, internal=False, arguments={})
-    harness.declare(s, "q", durable=True)
+    harness.declare("q", durable=True)
     with pytest.raises(PreconditionFailed, match="inequivalent arg 'durable' for queue 'q'"):
-        harness.declare(s, "q", durable=False)
+        harness.declare("q", durable=False)
     with pytest.raises(AccessRefused, match="default exchange"):
         vhost.bind("", ("queue", "q"), "q", {}, s.owner)
-    assert harness.declare(s, "").startswith("amq.gen-")
+    assert harness.declare("").startswith("amq.gen-")

@@ -8,80 +8,38 @@ import pytest
 from pamqp import commands
 
 from mailslot.core.arguments import validate_queue_arguments, validate_queue_properties
-from mailslot.core.broker import Broker
 from mailslot.core.errors import PreconditionFailed
-from mailslot.core.message import Message
-from mailslot.core.session import Gate, Session
 from mailslot.core.ttl import parse_expiration
 from mailslot.frontends.amqp091 import AMQPPropertiesCodec
-from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
-from mailslot.testing import FakeClock
-
-from .conftest import RecordingSink
-
-START = 1_700_000_000.0
+from mailslot.testing import CoreHarness
 
 
 def properties(expiration: str | None = None) -> bytes:
     return bytes(commands.Basic.Properties(expiration=expiration, delivery_mode=2).marshal())
 
 
-class World:
-    def __init__(self, log: MemoryMessageLog | None = None, meta: MemoryMetadataStore | None = None,
-                 clock: FakeClock | None = None) -> None:
-        self.clock = clock or FakeClock(START)
-        self.log = log or MemoryMessageLog()
-        self.meta = meta or MemoryMetadataStore()
-        self.broker = Broker(self.log, self.meta, AMQPPropertiesCodec(), clock=self.clock)
-        self.broker.recover()
-        self.vhost = self.broker.vhosts["/"]
-        self.session, self.sink = self.open()
+def publish(world: CoreHarness, queue: str, body: bytes, ttl: int | None = None) -> None:
+    """A persistent message, with ``expiration`` set to ``ttl`` ms when given (as a front end reads it)."""
+    world.publish(queue, body, properties(None if ttl is None else str(ttl)), ttl=ttl)
 
-    def open(self) -> tuple[Session, RecordingSink]:
-        sink = RecordingSink()
-        return self.broker.open_session(self.vhost, object(), sink, Gate()), sink
 
-    def declare(self, name: str, **arguments: Any) -> str:
-        self.vhost.declare_queue(name, passive=False, durable=True, exclusive=False, auto_delete=False,
-                                 arguments=arguments, owner=self.session.owner)
-        return name
-
-    def publish(self, queue: str, body: bytes, ttl: int | None = None) -> None:
-        raw = properties(None if ttl is None else str(ttl))
-        self.session.publish("", queue, Message("", queue, raw, body, True, AMQPPropertiesCodec.headers, ttl), False)
-
-    def advance(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-        self.broker.tick()
-        self.broker.flush()
-
-    def count(self, queue: str) -> int:
-        return self.vhost.declare_queue(queue, passive=True, durable=True, exclusive=False, auto_delete=False,
-                                        arguments={}, owner=self.session.owner).message_count
-
-    def get_all(self, queue: str) -> list[bytes]:
-        out = []
-        while (got := self.session.get(queue, no_ack=True)) is not None:
-            out.append(got[1].message.body)
-        return out
-
-    def dead_letter_queue(self, source: str, **arguments: Any) -> str:
-        """``source`` dead-letters through the default exchange into a queue ``source + '.dead'``."""
-        dead = self.declare(source + ".dead")
-        self.declare(source, **{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}, **arguments)
-        return dead
+def dead_letter_queue(world: CoreHarness, source: str, arguments: dict[str, Any] | None = None) -> str:
+    """``source`` dead-letters through the default exchange into a queue ``source + '.dead'``."""
+    dead = world.declare(source + ".dead")
+    world.declare(source, {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead, **(arguments or {})})
+    return dead
 
 
 @pytest.fixture
-def world() -> World:
-    return World()
+def world() -> CoreHarness:
+    return CoreHarness()
 
 
-def test_queue_ttl_expires_without_consumers(world: World) -> None:
-    q = world.declare("q", **{"x-message-ttl": 1000})
-    world.publish(q, b"a")
+def test_queue_ttl_expires_without_consumers(world: CoreHarness) -> None:
+    q = world.declare("q", {"x-message-ttl": 1000})
+    publish(world, q, b"a")
     world.advance(0.5)
-    world.publish(q, b"b")
+    publish(world, q, b"b")
     world.broker.flush()
     world.advance(0.6)  # a is 1.1 s old, b 0.6 s
     assert world.count(q) == 1
@@ -89,19 +47,19 @@ def test_queue_ttl_expires_without_consumers(world: World) -> None:
     assert world.count(q) == 0
 
 
-def test_get_never_returns_an_expired_message_even_before_the_timer(world: World) -> None:
-    q = world.declare("q", **{"x-message-ttl": 100})
-    world.publish(q, b"old")
+def test_get_never_returns_an_expired_message_even_before_the_timer(world: CoreHarness) -> None:
+    q = world.declare("q", {"x-message-ttl": 100})
+    publish(world, q, b"old")
     world.broker.flush()
     world.clock.advance(0.2)  # no tick: the pop itself must skip it
-    world.publish(q, b"new")
-    assert world.get_all(q) == [b"new"]
+    publish(world, q, b"new")
+    assert world.drain(q) == [b"new"]
 
 
-def test_expired_messages_are_dead_lettered_with_x_death(world: World) -> None:
-    dead = world.dead_letter_queue("src", **{"x-message-ttl": 300})
-    world.publish("src", b"per-message", ttl=100)
-    world.publish("src", b"queue-ttl")
+def test_expired_messages_are_dead_lettered_with_x_death(world: CoreHarness) -> None:
+    dead = dead_letter_queue(world, "src", {"x-message-ttl": 300})
+    publish(world, "src", b"per-message", ttl=100)
+    publish(world, "src", b"queue-ttl")
     world.broker.flush()
     world.advance(0.2)
     world.advance(0.2)
@@ -119,63 +77,63 @@ def test_expired_messages_are_dead_lettered_with_x_death(world: World) -> None:
     assert AMQPPropertiesCodec.expiration(got[0].properties) is None  # the copy does not expire again
 
 
-def test_lower_of_queue_and_message_ttl_applies(world: World) -> None:
-    q = world.declare("q", **{"x-message-ttl": 500})
-    world.publish(q, b"long", ttl=5000)
+def test_lower_of_queue_and_message_ttl_applies(world: CoreHarness) -> None:
+    q = world.declare("q", {"x-message-ttl": 500})
+    publish(world, q, b"long", ttl=5000)
     world.broker.flush()
     world.advance(0.6)
     assert world.count(q) == 0
-    world.publish(q, b"short", ttl=100)
+    publish(world, q, b"short", ttl=100)
     world.broker.flush()
     world.advance(0.2)
     assert world.count(q) == 0
 
 
-def test_per_message_ttl_expires_only_at_the_head(world: World) -> None:
-    dead = world.dead_letter_queue("q")
-    world.publish("q", b"long", ttl=10_000)
-    world.publish("q", b"short", ttl=100)
+def test_per_message_ttl_expires_only_at_the_head(world: CoreHarness) -> None:
+    dead = dead_letter_queue(world, "q")
+    publish(world, "q", b"long", ttl=10_000)
+    publish(world, "q", b"short", ttl=100)
     world.broker.flush()
     world.advance(0.2)
     assert world.count("q") == 2  # "short" has expired but is not at the head yet (as RabbitMQ)
-    assert world.get_all("q") == [b"long"]  # and it is never handed out
-    assert world.get_all(dead) == [b"short"]
+    assert world.drain("q") == [b"long"]  # and it is never handed out
+    assert world.drain(dead) == [b"short"]
 
 
-def test_ttl_zero_is_delivered_to_a_consumer_that_can_take_it(world: World) -> None:
-    q = world.declare("q", **{"x-message-ttl": 0})
+def test_ttl_zero_is_delivered_to_a_consumer_that_can_take_it(world: CoreHarness) -> None:
+    q = world.declare("q", {"x-message-ttl": 0})
     world.session.consume(q, "c", no_ack=False, exclusive=False, arguments={})
-    world.publish(q, b"now")
+    publish(world, q, b"now")
     world.clock.advance(0.05)  # the flush comes a little later: still deliverable
     world.broker.flush()
     assert world.sink.bodies() == [b"now"]
 
 
-def test_ttl_zero_without_a_consumer_is_dead_lettered_at_once(world: World) -> None:
-    dead = world.dead_letter_queue("q", **{"x-message-ttl": 0})
-    world.publish("q", b"nobody")
-    assert world.get_all("q") == []  # even in the same batch, before any flush
-    world.publish("q", b"nobody2")
+def test_ttl_zero_without_a_consumer_is_dead_lettered_at_once(world: CoreHarness) -> None:
+    dead = dead_letter_queue(world, "q", {"x-message-ttl": 0})
+    publish(world, "q", b"nobody")
+    assert world.drain("q") == []  # even in the same batch, before any flush
+    publish(world, "q", b"nobody2")
     world.broker.flush()
     assert world.count("q") == 0
-    assert world.get_all(dead) == [b"nobody", b"nobody2"]
+    assert world.drain(dead) == [b"nobody", b"nobody2"]
 
 
-def test_ttl_zero_expires_when_the_consumer_has_no_room(world: World) -> None:
-    dead = world.dead_letter_queue("q")
+def test_ttl_zero_expires_when_the_consumer_has_no_room(world: CoreHarness) -> None:
+    dead = dead_letter_queue(world, "q")
     world.session.qos(0, 1, False)
     world.session.consume("q", "c", no_ack=False, exclusive=False, arguments={})
-    world.publish("q", b"taken", ttl=0)
-    world.publish("q", b"no-room", ttl=0)
+    publish(world, "q", b"taken", ttl=0)
+    publish(world, "q", b"no-room", ttl=0)
     world.broker.flush()
     assert world.sink.bodies() == [b"taken"]
     assert world.count("q") == 0
-    assert world.get_all(dead) == [b"no-room"]
+    assert world.drain(dead) == [b"no-room"]
 
 
-def test_requeued_message_keeps_its_original_expiry(world: World) -> None:
-    q = world.declare("q", **{"x-message-ttl": 1000})
-    world.publish(q, b"m")
+def test_requeued_message_keeps_its_original_expiry(world: CoreHarness) -> None:
+    q = world.declare("q", {"x-message-ttl": 1000})
+    publish(world, q, b"m")
     world.broker.flush()
     tag, _entry, _left = world.session.get(q, no_ack=False) or (0, None, 0)
     world.clock.advance(1.5)
@@ -184,31 +142,31 @@ def test_requeued_message_keeps_its_original_expiry(world: World) -> None:
     assert world.count(q) == 0
 
 
-def test_queue_without_ttl_stays_off_the_expiry_path(world: World) -> None:
+def test_queue_without_ttl_stays_off_the_expiry_path(world: CoreHarness) -> None:
     q = world.declare("plain")
     for i in range(3):
-        world.publish(q, b"%d" % i)
+        publish(world, q, b"%d" % i)
     world.broker.flush()
     assert not world.vhost.queues[q].expiring
-    world.publish(q, b"x", ttl=100)
+    publish(world, q, b"x", ttl=100)
     assert world.vhost.queues[q].expiring
 
 
-def test_x_expires_deletes_an_unused_queue(world: World) -> None:
-    q = world.declare("q", **{"x-expires": 1000})
-    world.publish(q, b"lost with the queue")
+def test_x_expires_deletes_an_unused_queue(world: CoreHarness) -> None:
+    q = world.declare("q", {"x-expires": 1000})
+    publish(world, q, b"lost with the queue")
     world.advance(0.6)
     world.session.get(q, no_ack=True)  # basic.get renews the lease
     world.advance(0.6)
-    world.declare(q, **{"x-expires": 1000})  # so does a redeclaration
+    world.declare(q, {"x-expires": 1000})  # so does a redeclaration
     world.advance(0.9)
     assert q in world.vhost.queues
     world.advance(0.2)
     assert q not in world.vhost.queues
 
 
-def test_x_expires_waits_for_consumers_to_leave(world: World) -> None:
-    q = world.declare("q", **{"x-expires": 200})
+def test_x_expires_waits_for_consumers_to_leave(world: CoreHarness) -> None:
+    q = world.declare("q", {"x-expires": 200})
     world.session.consume(q, "c", no_ack=True, exclusive=False, arguments={})
     for _ in range(10):
         world.advance(0.1)
@@ -222,21 +180,17 @@ def test_x_expires_waits_for_consumers_to_leave(world: World) -> None:
     assert q not in world.vhost.queues
 
 
-def test_deadlines_survive_a_restart() -> None:
-    first = World()
-    dead = first.dead_letter_queue("q")
-    first.publish("q", b"soon", ttl=1000)
-    first.publish("q", b"later", ttl=5000)
-    first.broker.flush()
-    first.broker.close()
-    clock = first.clock
-    clock.advance(2)
-    second = World(first.log, first.meta, clock)
-    second.advance(0.1)  # the timer finds the recovered head's deadline
-    assert second.count("q") == 1
-    assert second.get_all(dead) == [b"soon"]
-    clock.advance(3)
-    assert second.get_all("q") == []
+def test_deadlines_survive_a_restart(world: CoreHarness) -> None:
+    dead = dead_letter_queue(world, "q")
+    publish(world, "q", b"soon", ttl=1000)
+    publish(world, "q", b"later", ttl=5000)
+    world.broker.flush()
+    world.restart(downtime=2)
+    world.advance(0.1)  # the timer finds the recovered head's deadline
+    assert world.count("q") == 1
+    assert world.drain(dead) == [b"soon"]
+    world.clock.advance(3)
+    assert world.drain("q") == []
 
 
 @pytest.mark.parametrize(
@@ -316,12 +270,12 @@ def test_quorum_queues_must_be_durable_and_shared() -> None:
         assert info.value.text == f"invalid property '{prop}' for queue 'q' in vhost '/'"
 
 
-def test_a_consumer_batch_skips_expired_entries_behind_a_live_head(world: World) -> None:
+def test_a_consumer_batch_skips_expired_entries_behind_a_live_head(world: CoreHarness) -> None:
     """Per-message TTL expires at the head only, so expired entries can sit behind live ones; the batch
     that hands a consumer many entries at once must still drop each of them on the way."""
     q = world.declare("q")
     for i in range(10):
-        world.publish(q, f"m{i}".encode(), ttl=100 if i % 2 else None)
+        publish(world, q, f"m{i}".encode(), ttl=100 if i % 2 else None)
     world.advance(0.2)  # odd ones expired, each behind a live even one
     world.session.consume(q, "c", no_ack=True, exclusive=False, arguments={})
     world.broker.flush()

@@ -14,12 +14,13 @@ from __future__ import annotations
 import struct
 import sys
 
-# Version 3 added extended append records (F_EXTENDED). Version 1 segments have none, so they are read
-# as they are; an older mailslot refuses version 3 segments. Version 2 (every append header 38 bytes)
-# lived briefly on the development branch and is refused, as is any other version.
-SEGMENT_MAGIC = b"MSLGSEG3"
+# Version 3 added extended append records (F_EXTENDED), version 4 delivery watermark records
+# (T_DELIVERED). Older segments simply have none, so they are read as they are; an older mailslot refuses
+# newer segments. Version 2 (every append header 38 bytes) lived briefly on the development branch and is
+# refused, as is any other version.
+SEGMENT_MAGIC = b"MSLGSEG4"
 SEGMENT_MAGIC_PREFIX = b"MSLGSEG"
-READABLE_MAGICS = (b"MSLGSEG1", SEGMENT_MAGIC)
+READABLE_MAGICS = (b"MSLGSEG1", b"MSLGSEG3", SEGMENT_MAGIC)
 BATCH_MAGIC = b"MSB1"
 SEGMENT_SUFFIX = ".seg"
 
@@ -32,12 +33,15 @@ T_APPEND = 2
 T_REMOVE = 3
 T_REDELIVER = 4
 T_PURGE = 5
+T_DELIVERED = 6  # a queue's delivery watermark (MessageLog.stage_delivered); the last one read wins
 
 # Every record begins with: length of the whole record (header included), type.
 REC = struct.Struct("<IB")
 # T_QUEUE: len, type, qid, then the UTF-8 queue key up to the record's end.
 # T_PURGE: len, type, qid.
 QREC = struct.Struct("<IBI")
+# T_DELIVERED: len, type, qid, seq (0: the queue has none).
+DREC = struct.Struct("<IBIq")
 # T_REMOVE / T_REDELIVER: len, type, qid, count, then count x int64 seqs.
 SEQS = struct.Struct("<IBII")
 # T_APPEND: len, type, qid, seq, flags, len(exchange), len(routing key), len(properties), then, with

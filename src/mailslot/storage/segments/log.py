@@ -16,6 +16,11 @@ Rules of this module:
 * A segment may be deleted only when it holds no live append AND every older segment its remove /
   purge / flag records point into is gone already; otherwise a restart could resurrect a removed
   message. Segments carry their own queue-name records so any subset of them can be replayed.
+* Delivery watermarks (``stage_delivered``) are one small record per queue per batch. A watermark
+  record points at older segments without pinning them: instead the first batch of every segment
+  repeats every watermark in force, so the newest segment always holds them all and any older
+  segment may go. That is why a segment left dead by a roll is deleted only after the new segment's
+  first batch is on disk.
 * One process at a time: an exclusive ``flock`` on ``<directory>/LOCK``. One thread at a time.
 """
 
@@ -37,6 +42,7 @@ from mailslot.storage.segments._format import (
     BATCH,
     BATCH_MAGIC,
     BIG_ENDIAN_HOST,
+    DREC,
     F_EXTENDED,
     F_PERSISTENT,
     F_REDELIVERED,
@@ -54,6 +60,7 @@ from mailslot.storage.segments._format import (
     SEGMENT_SUFFIX,
     SEQS,
     T_APPEND,
+    T_DELIVERED,
     T_PURGE,
     T_QUEUE,
     T_REDELIVER,
@@ -301,6 +308,9 @@ class SegmentMessageLog:
         self._removes: dict[str, list[int]] = {}
         self._marks: dict[str, list[int]] = {}
         self._purges: dict[str, None] = {}
+        self._delivered_staged: dict[str, int] = {}
+        self._delivered: dict[str, int] = {}  # queue -> committed delivery watermark
+        self._active_format = SEGMENT_MAGIC  # the header of the last segment replayed
         self._dirty = False
         self._closed = False
         self.stats = {"commits": 0, "bytes_written": 0, "segments_deleted": 0, "compacted_bytes": 0}
@@ -373,11 +383,20 @@ class SegmentMessageLog:
         if rest:
             self._marks.setdefault(queue, []).extend(rest)
 
+    def stage_delivered(self, queue: str, seq: int) -> None:
+        self._dirty = True  # even when it changes nothing: has_staged() answers as the reference store does
+        staged = self._delivered_staged
+        # Compared with the staged one when there is one or a purge is staged (the committed one will not count).
+        fresh = queue in staged or queue in self._purges
+        if seq > (staged.get(queue, 0) if fresh else self._delivered.get(queue, 0)):
+            staged[queue] = seq
+
     def stage_purge(self, queue: str) -> None:
         self._dirty = True
         self._appends.pop(queue, None)
         self._removes.pop(queue, None)
         self._marks.pop(queue, None)
+        self._delivered_staged.pop(queue, None)
         self._purges[queue] = None
 
     def has_staged(self) -> bool:
@@ -406,12 +425,14 @@ class SegmentMessageLog:
         removes = self._removes
         marks = self._marks
         purges = self._purges
-        if appends or removes or marks or purges:
-            self._write_and_apply(appends, removes, marks, purges)
+        delivered = self._delivered_staged
+        if appends or removes or marks or purges or delivered:
+            self._write_and_apply(appends, removes, marks, purges, delivered)
         self._appends = {}
         self._removes = {}
         self._marks = {}
         self._purges = {}
+        self._delivered_staged = {}
         self._dirty = False
         if self.compact_enabled:
             try:
@@ -427,17 +448,20 @@ class SegmentMessageLog:
         removes: dict[str, list[int]],
         marks: dict[str, list[int]],
         purges: dict[str, None],
+        delivered: dict[str, int],
     ) -> None:
-        if self._size[self._active] >= self.segment_bytes:
-            self._roll()
+        rolled = self._roll() if self._size[self._active] >= self.segment_bytes else 0
         active = self._active
         fd = self._fds[active]
         base = self._size[active]
+        if base == len(SEGMENT_MAGIC) and self._delivered:
+            # The segment's first batch: it repeats every watermark in force (see the module's rules).
+            delivered = {**{q: s for q, s in self._delivered.items() if q not in purges}, **delivered}
         qids = self._qids
         declared = self._declared
         parts: list[bytes] = []
         new_declared: list[int] = []
-        for q in (*purges, *(q for q, _ in appends), *marks, *removes):
+        for q in (*purges, *(q for q, _ in appends), *marks, *removes, *delivered):
             qid = self._qid(q)
             if qid not in declared and qid not in new_declared:
                 key = q.encode()
@@ -491,6 +515,8 @@ class SegmentMessageLog:
             for q, seqs in staged.items():
                 parts.append(SEQS.pack(SEQS.size + 8 * len(seqs), kind, qids[q], len(seqs)))
                 parts.append(_seq_bytes(seqs))
+        for q, seq in delivered.items():
+            parts.append(DREC.pack(DREC.size, T_DELIVERED, qids[q], seq))
         payload = b"".join(parts)
         header = BATCH.pack(BATCH_MAGIC, len(payload), zlib.crc32(payload))
         try:
@@ -549,6 +575,10 @@ class SegmentMessageLog:
             self._mark_index(q, seqs, active)
         for q, seqs in removes.items():
             self._remove_index(q, seqs, active, touched)
+        for q, seq in delivered.items():
+            self._set_delivered(q, seq)
+        if rolled and rolled in self._fds and not self._live[rolled]:
+            touched.add(rolled)  # only now: this first batch of the new segment holds the watermarks
         if touched:
             self._delete_dead(touched)
 
@@ -607,7 +637,14 @@ class SegmentMessageLog:
                 if seg != active:
                     deps.add(seg)
 
+    def _set_delivered(self, queue: str, seq: int) -> None:
+        if seq:
+            self._delivered[queue] = seq
+        else:
+            self._delivered.pop(queue, None)
+
     def _purge_index(self, queue: str, active: int, touched: set[int]) -> None:
+        self._delivered.pop(queue, None)
         idx = self._index.pop(queue, None)
         if idx is None:
             return
@@ -618,8 +655,9 @@ class SegmentMessageLog:
     def _path(self, seg: int) -> Path:
         return self.directory / segment_name(seg)
 
-    def _roll(self) -> None:
-        """Close the active segment and start the next one (header fsynced, then the directory)."""
+    def _roll(self) -> int:
+        """Close the active segment and start the next one (header fsynced, then the directory); returns
+        the closed one (0: none). The caller deletes it if it is dead, once the new one has a batch."""
         old = self._active
         seg = old + 1
         fd = os.open(self._path(seg), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -642,8 +680,7 @@ class SegmentMessageLog:
         self._deps[seg] = set()
         self._active = seg
         self._declared = set()
-        if old and not self._live[old]:
-            self._delete_dead({old})
+        return old
 
     def _preallocate(self, fd: int, start: int) -> None:
         """Reserve the rest of the segment so that a commit's fdatasync need not grow the file
@@ -764,7 +801,7 @@ class SegmentMessageLog:
             pos = base + i
         self._compact_from[seg] = pos
         if staged:
-            self._write_and_apply(list(staged.items()), {}, {}, {})
+            self._write_and_apply(list(staged.items()), {}, {}, {}, {})
             self.stats["compacted_bytes"] += moved
         if seg in self._fds and not self._live[seg]:
             self._delete_dead({seg})
@@ -778,6 +815,7 @@ class SegmentMessageLog:
         if idx is None:
             return []
         seqs, locs, lens, counts = idx.seqs, idx.locs, idx.lens, idx.counts
+        delivered_upto = self._delivered.get(queue, 0)
         n = len(seqs)
         i = bisect_right(seqs, after_seq, idx.head)
         picked: list[tuple[int, int, int]] = []
@@ -827,7 +865,7 @@ class SegmentMessageLog:
                         buf[c:d],
                         buf[d : p + length],
                         bool(flags & F_PERSISTENT),
-                        bool(redelivered),
+                        bool(redelivered) or seq <= delivered_upto,
                         deadline,
                         (counts.get(seq, 1) if counts else 1) if redelivered else 0,
                     )
@@ -852,6 +890,13 @@ class SegmentMessageLog:
             while not idx.locs[i]:
                 i -= 1
             out.append(QueueRecovery(q, idx.live, idx.seqs[i]))
+        # The core numbers new messages from a queue's highest seq: no watermark may reach above it.
+        highest = {r.queue: r.max_seq for r in out}
+        for q, upto in self._delivered.items():
+            if upto > highest.get(q, 0):
+                self._delivered_staged[q] = highest.get(q, 0)
+                self._dirty = True
+        self.commit()
         return out
 
     def index_bytes(self) -> int:
@@ -892,6 +937,12 @@ class SegmentMessageLog:
         for n, seg in enumerate(ids):
             self._replay_segment(seg, last=n == len(ids) - 1)
         if ids:
+            if self._active_format != SEGMENT_MAGIC:
+                self._roll()  # new record types go into a segment whose header announces them
+            if self._delivered and self._size[self._active] == len(SEGMENT_MAGIC):
+                # The segment has no first batch yet (a roll, then a crash): write the watermarks in force
+                # before any older segment that holds them may be deleted below.
+                self._write_and_apply([], {}, {}, {}, {})
             # Recovery may leave segments that died while their targets were still around.
             self._delete_dead({s for s in self._fds if not self._live[s]})
         else:
@@ -909,6 +960,7 @@ class SegmentMessageLog:
         size = os.fstat(fd).st_size
         data = _pread_all(fd, size, 0)
         magic = len(SEGMENT_MAGIC)
+        self._active_format = data[:magic]
         if len(data) < magic or data[:magic] not in READABLE_MAGICS:
             if data[:magic].startswith(SEGMENT_MAGIC_PREFIX):
                 raise SegmentFormatError(
@@ -922,6 +974,7 @@ class SegmentMessageLog:
             os.pwrite(fd, SEGMENT_MAGIC, 0)
             os.fdatasync(fd)
             self._size[seg] = magic
+            self._active_format = SEGMENT_MAGIC
             return
         view = memoryview(data)
         pos = magic
@@ -986,6 +1039,9 @@ class SegmentMessageLog:
             elif kind == T_PURGE:
                 _, _, qid = QREC.unpack_from(data, pos)
                 self._purge_index(qnames[qid], seg, touched)
+            elif kind == T_DELIVERED:
+                _, _, qid, seq = DREC.unpack_from(data, pos)
+                self._set_delivered(qnames[qid], seq)
             elif kind == T_QUEUE:
                 _, _, qid = QREC.unpack_from(data, pos)
                 q = bytes(data[pos + QREC.size : pos + length]).decode()

@@ -7,7 +7,8 @@ Rules of this module:
   once: that is the group commit. A crash before COMMIT returns loses the batch and nothing else.
 * A message appended and then removed in the same uncommitted batch (published, delivered and acked
   within one loop iteration) never reaches SQLite: the removal cancels the staged row.
-* Staged writes are applied in this order: purges, inserts, requeue counts, deletes. It is
+* Staged writes are applied in this order: purges, inserts, requeue counts, deletes, delivery
+  watermarks (one row per queue in ``delivered``, never a write to the message rows). It is
   observably the same as applying them in staging order (the memory store's way) because staging
   folds every later operation into the earlier ones: a purge drops the queue's staged rows, removes and
   flags aimed at a staged row edit that row instead of being queued.
@@ -50,6 +51,12 @@ _INSERT = (
 _DELETE = "DELETE FROM messages WHERE queue = ? AND seq = ?"
 _REDELIVER = "UPDATE messages SET redelivered = max(redelivered, 0) + 1 WHERE queue = ? AND seq = ?"
 _PURGE = "DELETE FROM messages WHERE queue = ?"
+_PURGE_DELIVERED = "DELETE FROM delivered WHERE queue = ?"
+_DELIVERED = (
+    "INSERT INTO delivered (queue, seq) VALUES (?, ?)"
+    " ON CONFLICT (queue) DO UPDATE SET seq = max(seq, excluded.seq)"
+)
+_WATERMARK = "SELECT seq FROM delivered WHERE queue = ?"
 _READ = (
     "SELECT seq, persistent, redelivered, deadline, exchange, routing_key, properties, body FROM messages"
     " WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?"
@@ -67,6 +74,7 @@ class SqliteMessageLog:
         self._removes: list[tuple[str, int]] = []
         self._redelivers: list[tuple[str, int]] = []
         self._purges: set[str] = set()
+        self._delivered: dict[str, int] = {}  # queue -> staged delivery watermark
         self._lock = threading.Lock()  # one writer or reader on the connection at a time
 
     # -- staging -------------------------------------------------------------------------------------
@@ -103,9 +111,15 @@ class SqliteMessageLog:
             else:
                 rows[s] = (row[0], row[1], row[2], max(row[3], 0) + 1, *row[4:])  # type: ignore[index,assignment]
 
+    def stage_delivered(self, queue: str, seq: int) -> None:
+        # Kept even when lower than the committed watermark (the upsert keeps the higher one), so that
+        # has_staged() answers as the reference store does.
+        self._delivered[queue] = max(seq, self._delivered.get(queue, 0))
+
     def stage_purge(self, queue: str) -> None:
         # Everything staged so far for this queue is void; the purge itself runs first at commit.
         self._appends.pop(queue, None)
+        self._delivered.pop(queue, None)
         if self._removes:
             self._removes = [r for r in self._removes if r[0] != queue]
         if self._redelivers:
@@ -113,7 +127,7 @@ class SqliteMessageLog:
         self._purges.add(queue)
 
     def has_staged(self) -> bool:
-        return bool(self._appends or self._removes or self._redelivers or self._purges)
+        return bool(self._appends or self._removes or self._redelivers or self._purges or self._delivered)
 
     def commit(self) -> None:
         """Apply the batch in one transaction; returns once the WAL is fsynced.
@@ -134,36 +148,45 @@ class SqliteMessageLog:
         return self._detach()
 
     def _detach(self) -> _BatchWrite | None:
-        if not (self._appends or self._removes or self._redelivers or self._purges):
+        if not self.has_staged():
             return None
-        batch = _BatchWrite(self, self._appends, self._removes, self._redelivers, self._purges)
+        batch = _BatchWrite(self, self._appends, self._removes, self._redelivers, self._purges, self._delivered)
         self._appends = {}
         self._removes = []
         self._redelivers = []
         self._purges = set()
+        self._delivered = {}
         return batch
 
     def _restage(self, batch: _BatchWrite) -> None:
         """A failed synchronous commit: put the batch back in front of whatever was staged since."""
-        later = (self._appends, self._removes, self._redelivers, self._purges)
-        self._appends, self._removes, self._redelivers, self._purges = (
-            batch.appends, batch.removes, batch.redelivers, batch.purges
+        later = (self._appends, self._removes, self._redelivers, self._purges, self._delivered)
+        self._appends, self._removes, self._redelivers, self._purges, self._delivered = (
+            batch.appends, batch.removes, batch.redelivers, batch.purges, batch.delivered
         )
         for queue, rows in later[0].items():
             self._appends.setdefault(queue, {}).update(rows)
         self._removes.extend(later[1])
         self._redelivers.extend(later[2])
         self._purges |= later[3]
+        for queue in later[3]:
+            self._delivered.pop(queue, None)  # purged after the failed batch: its watermark goes too
+        for queue, seq in later[4].items():
+            self.stage_delivered(queue, seq)
 
     # -- reading -------------------------------------------------------------------------------------
     def read(self, queue: str, after_seq: int, limit: int) -> list[StoredMessage]:
         if limit <= 0:
             return []
         with self._lock:  # waits for a batch being written in the broker's commit thread
-            rows = self._connection().execute(_READ, (queue, after_seq, limit)).fetchall()
+            conn = self._connection()
+            rows = conn.execute(_READ, (queue, after_seq, limit)).fetchall()
+            found = conn.execute(_WATERMARK, (queue,)).fetchone() if rows else None
+        delivered_upto = found[0] if found else 0
         return [
             StoredMessage(
-                queue, seq, exchange, rk, props, body, bool(persistent), requeues != 0, deadline,
+                queue, seq, exchange, rk, props, body, bool(persistent), requeues != 0 or seq <= delivered_upto,
+                deadline,
                 requeues if requeues > 0 else 0,  # noqa: FURB136 (a max() call costs ~30% of this loop)
             )
             for seq, persistent, requeues, deadline, exchange, rk, props, body in rows
@@ -182,6 +205,13 @@ class SqliteMessageLog:
             rows = conn.execute(
                 "SELECT queue, count(*), max(seq) FROM messages GROUP BY queue ORDER BY queue"
             ).fetchall()
+            # The core numbers new messages from a queue's highest seq: no watermark may reach above it.
+            highest = {q: max_seq for q, _count, max_seq in rows}
+            for q, upto in conn.execute("SELECT queue, seq FROM delivered").fetchall():
+                if q not in highest:
+                    conn.execute(_PURGE_DELIVERED, (q,))
+                elif upto > highest[q]:
+                    conn.execute("UPDATE delivered SET seq = ? WHERE queue = ?", (highest[q], q))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -207,7 +237,7 @@ class SqliteMessageLog:
 class _BatchWrite:
     """One detached batch and the transaction that makes it durable."""
 
-    __slots__ = ("appends", "log", "purges", "redelivers", "removes")
+    __slots__ = ("appends", "delivered", "log", "purges", "redelivers", "removes")
 
     def __init__(
         self,
@@ -216,9 +246,10 @@ class _BatchWrite:
         removes: list[tuple[str, int]],
         redelivers: list[tuple[str, int]],
         purges: set[str],
+        delivered: dict[str, int],
     ) -> None:
-        self.log, self.appends, self.removes, self.redelivers, self.purges = (
-            log, appends, removes, redelivers, purges
+        self.log, self.appends, self.removes, self.redelivers, self.purges, self.delivered = (
+            log, appends, removes, redelivers, purges, delivered
         )
 
     def __call__(self) -> None:
@@ -229,13 +260,17 @@ class _BatchWrite:
             conn.execute("BEGIN")
             try:
                 if self.purges:
-                    conn.executemany(_PURGE, [(q,) for q in self.purges])
+                    purged = [(q,) for q in self.purges]
+                    conn.executemany(_PURGE, purged)
+                    conn.executemany(_PURGE_DELIVERED, purged)
                 if rows:
                     conn.executemany(_INSERT, chain.from_iterable(r.values() for r in rows))
                 if self.redelivers:
                     conn.executemany(_REDELIVER, self.redelivers)
                 if self.removes:
                     conn.executemany(_DELETE, self.removes)
+                if self.delivered:
+                    conn.executemany(_DELIVERED, self.delivered.items())
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
