@@ -43,7 +43,7 @@ class BrokerProcess:
     def start(self, timeout: float = 30.0) -> Self:
         args = [sys.executable, "-m", "mailslot", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 "--store", self.store, "--data-dir", str(self.data_dir), "--heartbeat", "0",
-                "--log-level", self.log_level, "--http-port", "0",  # never collide with a broker already here
+                "--log-level", self.log_level, "--http-port", "0", "--prometheus-port", "0",  # never collide with a broker here
                 *self.extra_args]
         self.process = subprocess.Popen(
             args,
