@@ -315,16 +315,17 @@ async def show_channel(request: web.Request) -> web.Response:
 # ---- consumers -----------------------------------------------------------------------------------------
 
 
-@routes.get("/consumers", Rule.VHOST_VISIBLE)
-@routes.get("/consumers/{vhost}", Rule.VHOST_VISIBLE)
+@routes.get("/consumers")
+@routes.get("/consumers/{vhost}")
 async def list_consumers(request: web.Request) -> web.Response:
+    """Everyone may ask; each sees the consumers of the vhosts it sees (RabbitMQ's filter_vhost)."""
     ctx = context(request)
+    visible = set(visible_vhosts(ctx.access, current_user(request), sorted(ctx.core.vhosts)))
     name = request.match_info.get("vhost")
     if name is not None:
-        vhosts = [vhost_or_404(ctx, name)]
-    else:
-        names = visible_vhosts(ctx.access, current_user(request), sorted(ctx.core.vhosts))
-        vhosts = [ctx.core.vhosts[n] for n in names]
+        vhost_or_404(ctx, name)
+        visible &= {name}
+    vhosts = [ctx.core.vhosts[n] for n in sorted(visible)]
     by_session = channels_by_session(ctx)
     pairs = [(consumer, queue) for vhost in vhosts for queue in vhost.queues.values() for consumer in queue.consumers]
     listing = Listing(

@@ -1,7 +1,5 @@
-"""``/api/vhosts``: list and show, with each vhost's message totals and rates.
-
-Creating and deleting vhosts is the access-control issue's runtime vhost management; the PUT and DELETE
-routes come with it.
+"""``/api/vhosts``: list and show, with each vhost's message totals and rates; its description, tags and
+default queue type come from the access model's vhost record. Creating and deleting vhosts: users.py.
 """
 
 from __future__ import annotations
@@ -27,7 +25,10 @@ _SESSION_FIELDS = VHOST_SAMPLE[:12]
 
 
 def vhost_document(ctx: ManagementContext, vhost: VirtualHost) -> dict[str, Any]:
-    description = DEFAULT_DESCRIPTION if vhost.name == "/" else ""
+    record = ctx.admin.access.vhosts.get(vhost.name) if ctx.admin is not None else None
+    description = record.description if record is not None else (DEFAULT_DESCRIPTION if vhost.name == "/" else "")
+    tags = list(record.tags) if record is not None else []
+    queue_type = (record.default_queue_type if record is not None else None) or "undefined"
     counts, rates = broker_totals(ctx, vhost.name)
     ready = sum(q.message_count for q in vhost.queues.values())
     unacked = sum(q.unacked for q in vhost.queues.values())
@@ -38,9 +39,9 @@ def vhost_document(ctx: ManagementContext, vhost: VirtualHost) -> dict[str, Any]
     doc: dict[str, Any] = {
         "name": vhost.name,
         "description": description,
-        "tags": [],
-        "default_queue_type": "undefined",
-        "metadata": {"description": description, "tags": []},
+        "tags": tags,
+        "default_queue_type": queue_type,
+        "metadata": {"description": description, "tags": tags},
         "tracing": False,
         "cluster_state": {ctx.node.name: "running"},
     }
@@ -64,7 +65,7 @@ async def list_vhosts(request: web.Request) -> web.Response:
     return reply_list(request, [ctx.core.vhosts[n] for n in names], listing)
 
 
-@routes.get("/vhosts/{vhost}", Rule.VHOST_VISIBLE)
+@routes.get("/vhosts/{vhost}", Rule.ADMIN)  # as RabbitMQ 3.10 (rabbit_mgmt_wm_vhost)
 async def show_vhost(request: web.Request) -> web.Response:
     ctx = context(request)
     return reply_object(request, vhost_document(ctx, vhost_or_404(ctx, request.match_info["vhost"])))
