@@ -417,31 +417,56 @@ def test_global_parameters(apis: dict[str, ManagementApi]) -> None:
 
 
 def test_definitions_move_between_the_two_brokers(apis: dict[str, ManagementApi]) -> None:
+    """A file exported from RabbitMQ imports into mailslot (users keep their password hashes); one exported
+    from mailslot imports into RabbitMQ. Per vhost and whole."""
     rabbit, mine = apis["rabbitmq"], apis["mailslot"]
-    vhost = unique("defs")
+    vhost, user = unique("defs"), unique("defuser")
     assert rabbit.put(f"/api/vhosts/{q(vhost)}").status == 201
     try:
-        assert rabbit.put(f"/api/permissions/{q(vhost)}/guest", {"configure": ".*", "write": ".*", "read": ".*"}).status == 204
+        rabbit.ok("PUT", f"/api/users/{q(user)}", {"password": "s3cret", "tags": "management"})
+        rabbit.ok("PUT", f"/api/permissions/{q(vhost)}/{q(user)}", {"configure": ".*", "write": ".*", "read": "^d"})
+        rabbit.ok("PUT", f"/api/permissions/{q(vhost)}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+        rabbit.ok("PUT", f"/api/vhost-limits/{q(vhost)}/max-queues", {"value": 100})
         queue, exchange = unique("dq"), unique("dx")
         rabbit.ok("PUT", f"/api/queues/{q(vhost)}/{q(queue)}", {"durable": True, "arguments": {"x-max-length": 10}})
         rabbit.ok("PUT", f"/api/exchanges/{q(vhost)}/{q(exchange)}", {"type": "topic", "durable": True})
         rabbit.ok("POST", f"/api/bindings/{q(vhost)}/e/{q(exchange)}/q/{q(queue)}", {"routing_key": "k.#"})
-        exported = rabbit.ok("GET", f"/api/definitions/{q(vhost)}")
 
-        assert mine.post("/api/definitions/%2F", exported).status == 204  # RabbitMQ's file into mailslot
+        per_vhost = rabbit.ok("GET", f"/api/definitions/{q(vhost)}")
+        assert mine.post("/api/definitions/%2F", per_vhost).status == 204  # RabbitMQ's vhost file into "/"
         assert mine.ok("GET", f"/api/queues/%2F/{q(queue)}")["arguments"] == {"x-max-length": 10}
         assert mine.ok("GET", f"/api/exchanges/%2F/{q(exchange)}")["type"] == "topic"
         assert [b["routing_key"] for b in mine.ok("GET", f"/api/bindings/%2F/e/{q(exchange)}/q/{q(queue)}")] == ["k.#"]
+        assert set(mine.ok("GET", "/api/definitions/%2F")) == set(per_vhost)
 
-        ours = mine.ok("GET", "/api/definitions/%2F")  # and mailslot's back into a fresh RabbitMQ vhost
-        assert set(ours) == set(exported)
-        rabbit.ok("DELETE", f"/api/queues/{q(vhost)}/{q(queue)}")
-        rabbit.ok("DELETE", f"/api/exchanges/{q(vhost)}/{q(exchange)}")
-        assert rabbit.post(f"/api/definitions/{q(vhost)}", ours).status == 204
+        whole = rabbit.ok("GET", "/api/definitions")
+        assert mine.post("/api/definitions", whole).status == 204  # the whole file: users, vhosts, everything
+        assert mine.get("/api/whoami", user=(user, "s3cret")).json == {"name": user, "tags": ["management"]}
+        assert mine.ok("GET", f"/api/permissions/{q(vhost)}/{q(user)}")["read"] == "^d"
+        assert mine.ok("GET", f"/api/vhost-limits/{q(vhost)}") == [{"vhost": vhost, "value": {"max-queues": 100}}]
+        assert mine.ok("GET", f"/api/queues/{q(vhost)}/{q(queue)}")["durable"] is True
+
+        ours = mine.ok("GET", "/api/definitions")  # and mailslot's back into RabbitMQ, after a clean slate
+        assert set(ours) == set(whole)
+        rabbit.ok("DELETE", f"/api/vhosts/{q(vhost)}")
+        rabbit.ok("DELETE", f"/api/users/{q(user)}")
+        mine_only = {
+            **ours,
+            "users": [u for u in ours["users"] if u["name"] == user],
+            "vhosts": [v for v in ours["vhosts"] if v["name"] == vhost],
+            "permissions": [p for p in ours["permissions"] if p["vhost"] == vhost],
+            "topic_permissions": [],
+            "parameters": [p for p in ours["parameters"] if p["vhost"] == vhost],
+            "global_parameters": [],
+            "queues": [x for x in ours["queues"] if x["vhost"] == vhost],
+            "exchanges": [x for x in ours["exchanges"] if x["vhost"] == vhost],
+            "bindings": [x for x in ours["bindings"] if x["vhost"] == vhost],
+        }
+        assert rabbit.post("/api/definitions", mine_only).status == 204
+        assert rabbit.get("/api/whoami", user=(user, "s3cret")).json == {"name": user, "tags": ["management"]}
         assert rabbit.ok("GET", f"/api/queues/{q(vhost)}/{q(queue)}")["arguments"] == {"x-max-length": 10}
         assert [b["routing_key"] for b in rabbit.ok("GET", f"/api/bindings/{q(vhost)}/e/{q(exchange)}/q/{q(queue)}")] == ["k.#"]
-        whole = mine.ok("GET", "/api/definitions")
-        assert set(whole) >= {"rabbit_version", "users", "vhosts", "permissions", "parameters", "global_parameters",
-                              "policies", "queues", "exchanges", "bindings"}
+        assert rabbit.ok("GET", f"/api/vhost-limits/{q(vhost)}") == [{"vhost": vhost, "value": {"max-queues": 100}}]
     finally:
         rabbit.delete(f"/api/vhosts/{q(vhost)}")
+        rabbit.delete(f"/api/users/{q(user)}")

@@ -7,8 +7,11 @@ RabbitMQ, the default exchange, ``amq.*`` exchanges, exclusive queues and the de
 bindings are not exported, and an import applies sections in that order (vhosts before what lives in
 them, queues and exchanges before bindings), each item as the matching API call would.
 
-Sections whose owner is not built yet are exported empty and skipped on import with a warning in the
-log (see ``SECTIONS_NOT_APPLIED``), so that a file exported from RabbitMQ still imports its topology.
+Users, vhosts, permissions, topic permissions and limits go through the access model (AccessAdmin): a
+user keeps the password hash and algorithm it was exported with, so its password works on both brokers.
+Vhost limits travel as RabbitMQ writes them, as a ``vhost-limits`` parameter; user limits inside each user.
+Policies are exported empty and skipped on import with a warning in the log until the policy seam is
+built (``SECTIONS_NOT_APPLIED``), so that a file exported from RabbitMQ still imports everything else.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from .overview import PRODUCT_NAME, RABBITMQ_API_VERSION
 log = logging.getLogger("mailslot.http")
 routes = Routes()
 
-# Sections this build exports empty and does not apply: users and permissions come with the access
-# control issue's runtime management, policies with the policy seam's.
-SECTIONS_NOT_APPLIED = ("users", "permissions", "topic_permissions", "policies")
+# Sections this build exports empty and does not apply: policies come with the policy seam.
+SECTIONS_NOT_APPLIED = ("policies",)
+# RabbitMQ keeps vhost limits as this vhost parameter (rabbit_vhost_limit), and exports them so.
+VHOST_LIMITS_COMPONENT, VHOST_LIMITS_NAME = "vhost-limits", "limits"
 
 
 def _exportable_exchange(name: str) -> bool:
@@ -72,24 +76,54 @@ def _topology(ctx: ManagementContext, vhosts: list[VirtualHost]) -> dict[str, li
 
 
 def _parameters(ctx: ManagementContext, vhost: str | None) -> list[dict[str, Any]]:
-    return [
+    items = [
         {"value": value, "vhost": v, "component": component, "name": name}
         for (v, component, name), value in ctx.parameters.all()
         if vhost is None or v == vhost
     ]
+    if ctx.admin is not None:
+        for name in sorted(ctx.core.vhosts):
+            limits = ctx.admin.access.limits.of_vhost(name)
+            if limits and (vhost is None or name == vhost):
+                items.append({"value": dict(limits), "vhost": name, "component": VHOST_LIMITS_COMPONENT,
+                              "name": VHOST_LIMITS_NAME})
+    return items
+
+
+def _access_sections(ctx: ManagementContext) -> dict[str, list[dict[str, Any]]]:
+    admin = ctx.admin
+    if admin is None:
+        return {"users": [], "permissions": [], "topic_permissions": []}
+    access = admin.access
+    return {
+        "users": [
+            {"name": u.name, "password_hash": u.password_hash, "hashing_algorithm": u.hashing_algorithm,
+             "tags": list(u.tags), "limits": access.limits.of_user(u.name)}
+            for u in access.users
+        ],
+        "permissions": [
+            {"user": p.user, "vhost": p.vhost, "configure": p.configure, "write": p.write, "read": p.read}
+            for p in admin.list_permissions()
+        ],
+        "topic_permissions": [
+            {"user": p.user, "vhost": p.vhost, "exchange": p.exchange, "write": p.write, "read": p.read}
+            for p in admin.list_topic_permissions()
+        ],
+    }
 
 
 def export_all(ctx: ManagementContext) -> dict[str, Any]:
     vhosts = [ctx.core.vhosts[name] for name in sorted(ctx.core.vhosts)]
+    access = _access_sections(ctx)
     return {
         "rabbit_version": RABBITMQ_API_VERSION,
         "rabbitmq_version": RABBITMQ_API_VERSION,
         "product_name": PRODUCT_NAME,
         "product_version": ctx.node.product_version,
-        "users": [],
+        "users": access["users"],
         "vhosts": [{"name": vhost.name} for vhost in vhosts],
-        "permissions": [],
-        "topic_permissions": [],
+        "permissions": access["permissions"],
+        "topic_permissions": access["topic_permissions"],
         "parameters": _parameters(ctx, None),
         "global_parameters": [{"name": name, "value": value} for name, value in ctx.parameters.globals()],
         "policies": [],
@@ -161,18 +195,22 @@ def apply_definitions(ctx: ManagementContext, document: dict[str, Any], only: st
         if document.get(section):
             log.warning("definitions import: section '%s' (%d items) is not applied by this build",
                         section, len(document[section]))
-    if only is None:
-        for item in _items(document, "vhosts"):
-            name = parse_str("vhosts.name", item.get("name"))
-            if name not in ctx.core.vhosts:
-                raise bad_request(f"vhosts: vhost '{name}' does not exist and cannot be created by this build")
-    for item in _items(document, "parameters"):
-        vhost = _vhost_of(ctx, item, "parameters", only)
-        component = parse_str("parameters.component", item.get("component"))
-        name = parse_str("parameters.name", item.get("name"))
-        if item.get("value") is None:
-            raise bad_request("parameters.value: missing (required)")
-        ctx.parameters.set(vhost.name, component, name, item["value"])
+    admin = ctx.admin
+    try:
+        if only is None:
+            _apply_access(ctx, document)
+        for item in _items(document, "parameters"):
+            vhost = _vhost_of(ctx, item, "parameters", only)
+            component = parse_str("parameters.component", item.get("component"))
+            name = parse_str("parameters.name", item.get("name"))
+            if item.get("value") is None:
+                raise bad_request("parameters.value: missing (required)")
+            if component == VHOST_LIMITS_COMPONENT and admin is not None:
+                admin.set_vhost_limits(vhost.name, parse_object("parameters.value", item["value"]))
+            else:
+                ctx.parameters.set(vhost.name, component, name, item["value"])
+    except core_errors.BrokerError as error:
+        raise bad_request(error.text) from None
     if only is None:
         for item in _items(document, "global_parameters"):
             name = parse_str("global_parameters.name", item.get("name"))
@@ -220,6 +258,47 @@ def apply_definitions(ctx: ManagementContext, document: dict[str, Any], only: st
         raise bad_request(error.text) from None
     except core_errors.BrokerError as error:
         raise bad_request(error.text) from None
+
+
+def _apply_access(ctx: ManagementContext, document: dict[str, Any]) -> None:
+    """users, vhosts, permissions, topic permissions (rabbit_definitions' order), as the API calls would."""
+    admin = ctx.admin
+    if admin is None:
+        for section in ("users", "permissions", "topic_permissions"):
+            if document.get(section):
+                raise bad_request(f"{section}: this broker has no runtime access management")
+        for item in _items(document, "vhosts"):
+            name = parse_str("vhosts.name", item.get("name"))
+            if name not in ctx.core.vhosts:
+                raise bad_request(f"vhosts: vhost '{name}' does not exist")
+        return
+    for item in _items(document, "users"):
+        name = parse_str("users.name", item.get("name"))
+        password_hash = item.get("password_hash")
+        admin.put_user(
+            name,
+            password=None if password_hash is not None or item.get("password") is None
+            else parse_str("users.password", item["password"]),
+            password_hash=None if password_hash is None else parse_str("users.password_hash", password_hash),
+            hashing_algorithm=item.get("hashing_algorithm"),
+            tags=item.get("tags") or [],
+            rabbitmq_version=document.get("rabbitmq_version") or document.get("rabbit_version"),
+        )
+        limits = item.get("limits")
+        if limits:
+            admin.set_user_limits(name, parse_object("users.limits", limits))
+    for item in _items(document, "vhosts"):
+        name = parse_str("vhosts.name", item.get("name"))
+        found = item.get("metadata")
+        metadata: dict[str, Any] = found if isinstance(found, dict) else {}
+        admin.add_vhost(name, str(item.get("description", metadata.get("description", "")) or ""),
+                        item.get("tags", metadata.get("tags")) or [], item.get("default_queue_type"), exist_ok=True)
+    for item in _items(document, "permissions"):
+        admin.set_permissions(*(parse_str(f"permissions.{key}", item.get(key))
+                                for key in ("user", "vhost", "configure", "write", "read")))
+    for item in _items(document, "topic_permissions"):
+        admin.set_topic_permissions(*(parse_str(f"topic_permissions.{key}", item.get(key))
+                                      for key in ("user", "vhost", "exchange", "write", "read")))
 
 
 async def _import(request: web.Request, only: str | None) -> web.Response:
