@@ -371,6 +371,10 @@ class RateTable:
     def __len__(self) -> int:
         return len(self._active) + len(self._idle)
 
+    def active(self) -> list[Hashable]:
+        """The objects whose counters moved within the window (every other one has rates of 0)."""
+        return list(self._active)
+
 
 # ---- what the front ends read -----------------------------------------------------------------------
 

@@ -9,11 +9,11 @@ ignores them. The answer is gzip-compressed for a scraper that accepts it.
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ...core.stats import CommitStats
 from ..context import ManagementContext
-from .collector import View, registry
+from .collector import View, scrape
 from .families import GROUPS
 
 CONTEXT = web.AppKey("mailslot.metrics", ManagementContext)
@@ -22,7 +22,7 @@ COMMITS = web.AppKey("mailslot.commit_stats", CommitStats)
 
 def _respond(request: web.Request, view: View) -> web.Response:
     ctx = request.app[CONTEXT]
-    body = generate_latest(registry(ctx, view, request.app.get(COMMITS)))
+    body = scrape(ctx, view, request.app.get(COMMITS))
     response = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         response.enable_compression()

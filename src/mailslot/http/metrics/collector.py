@@ -23,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import psutil
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -35,7 +35,11 @@ from prometheus_client.core import (
 from ...core.queue import Queue
 from ...core.stats import SESSION_COUNTERS, CommitStats, session_counts, session_totals
 from ..context import ChannelView, ConnectionView, ManagementContext
+from .exposition import family_text, labels
 from .families import BROKER, CHANNEL, CONNECTION, FAMILIES, QUEUE, Family
+
+QUEUE_LABELS = ("vhost", "queue")
+CHANNEL_LABELS = ("channel",)  # RabbitMQ labels channel and connection samples with the process id
 
 PREFIX = "rabbitmq_"
 DETAILED_PREFIX = "rabbitmq_detailed_"
@@ -183,87 +187,120 @@ class BrokerCollector:
 
     # ---- collect ------------------------------------------------------------------------------------
 
+    def _families(self) -> list[Family]:
+        groups = self.view.groups
+        return [f for f in FAMILIES if groups is None or f.group in groups]
+
+    def _queue_totals(self) -> QueueSample:
+        """Every queue's numbers summed in one pass, no object per queue (/metrics must stay fast with
+        tens of thousands of queues: about 1 us a queue)."""
+        total = QueueSample()
+        ready = unacked = paged = consumers = ready_bytes = published = 0
+        for vhost in self.ctx.core.vhosts.values():
+            for queue in vhost.queues.values():
+                ready += queue.message_count
+                unacked += queue.unacked
+                paged += queue.paged
+                consumers += len(queue.consumers)
+                ready_bytes += queue.ready_bytes
+                published += queue.stats_published
+        total.ready, total.unacked, total.paged, total.consumers = ready, unacked, paged, consumers
+        total.ready_bytes, total.published = ready_bytes, published
+        total.memory = (ready - paged + unacked) * ENTRY_OVERHEAD + ready_bytes
+        return total
+
     def collect(self) -> Iterator[Metric]:
+        """The families prometheus-client writes: the broker's, every family aggregated (/metrics), and the
+        totals, identity, global counters and alarms. Per-object samples come from :meth:`object_text`."""
         view = self.view
+        aggregated = view.mode == "aggregated"
         connections = self.ctx.connections.connections()
-        per_object = view.mode != "aggregated"
         prefix = DETAILED_PREFIX if view.mode == "detailed" else PREFIX
-        families = [f for f in FAMILIES if view.groups is None or f.group in view.groups]
+        families = self._families()
         wanted = {f.source for f in families}
         snap = self._snapshot(connections) if BROKER in wanted or CHANNEL in wanted or view.mode != "detailed" else None
-        queue_samples: list[QueueSample] = []
-        if QUEUE in wanted:
-            queue_samples = [QueueSample(q) for q in self._queues(view.vhosts if view.mode == "detailed" else None)]
-        channel_samples = self._channels(connections) if CHANNEL in wanted else []
+        queues = self._queue_totals() if aggregated or view.mode == "per-object" else None
+        channels = self._channels(connections) if aggregated and CHANNEL in wanted else []
         for family in families:
-            yield from self._emit(family, prefix, per_object, snap, queue_samples, channel_samples, connections)
+            name = prefix + family.name
+            if family.source == BROKER:
+                metric = _family(name, family.kind, family.help)
+                metric.add_metric((), family.value(snap))
+                yield metric
+            elif aggregated:
+                yield self._aggregated(family, name, snap, queues, channels, connections)
         if view.mode == "detailed":
             yield from self._cluster_groups()
         else:
-            yield from self._totals(connections)
+            assert snap is not None and queues is not None
+            yield from self._totals(connections, queues.consumers)
         yield from self._identity()
         if view.mode != "detailed":
-            assert snap is not None
-            yield from self._global_counters(snap)
+            assert snap is not None and queues is not None
+            yield from self._global_counters(snap, queues.consumers)
             yield from self._alarms()
-            yield from self._mailslot(per_object)
+            yield from self._mailslot(not aggregated)
 
-    def _emit(
+    def _aggregated(
         self,
         family: Family,
-        prefix: str,
-        per_object: bool,
+        name: str,
         snap: Snapshot | None,
-        queues: list[QueueSample],
+        queues: QueueSample | None,
         channels: list[tuple[ChannelView, ChannelSample]],
         connections: list[ConnectionView],
-    ) -> Iterator[Metric]:
-        name, value = prefix + family.name, family.value
-        metric: AnyFamily
-        if family.source == BROKER:
-            metric = _family(name, family.kind, family.help)
-            metric.add_metric((), value(snap))
-        elif family.source == QUEUE:
-            if per_object:
-                metric = _family(name, family.kind, family.help, ("vhost", "queue"))
-                for q in queues:
-                    metric.add_metric((q.vhost, q.name), value(q))
-            else:
-                total = QueueSample()
-                for q in queues:
-                    total.add(q)
-                metric = _family(name, family.kind, family.help)
-                metric.add_metric((), value(total))
+    ) -> Metric:
+        metric = _family(name, family.kind, family.help)
+        if family.source == QUEUE:
+            metric.add_metric((), family.value(queues))
+        elif family.source == CHANNEL and family.kind == "counter":  # every channel ever, closed ones too
+            assert snap is not None
+            metric.add_metric((), family.value(ChannelSample(snap.channel_totals)))
         elif family.source == CHANNEL:
-            if per_object:
-                metric = _family(name, family.kind, family.help, ("channel",))
-                for view, sample in channels:
-                    metric.add_metric((view.name,), value(sample))
-            elif family.kind == "counter":  # every channel ever, closed ones included
-                assert snap is not None
-                metric = _family(name, family.kind, family.help)
-                metric.add_metric((), value(ChannelSample(snap.channel_totals)))
-            else:
-                metric = _family(name, family.kind, family.help)
-                metric.add_metric((), sum(value(sample) for _, sample in channels))
-        elif family.source == CONNECTION:
-            if per_object:
-                metric = _family(name, family.kind, family.help, ("channel",))
-                for conn in connections:
-                    metric.add_metric((conn.name,), value(conn))
-            else:
-                metric = _family(name, family.kind, family.help)
-                metric.add_metric((), sum(value(conn) for conn in connections))
-        else:  # pragma: no cover - every family has one of the four sources
-            return
-        yield metric
+            metric.add_metric((), sum(family.value(sample) for _, sample in channels))
+        else:
+            metric.add_metric((), sum(family.value(conn) for conn in connections))
+        return metric
 
-    def _totals(self, connections: list[ConnectionView]) -> Iterator[Metric]:
+    def object_text(self) -> str:
+        """Per-object samples (per-object and detailed views), in the text format (exposition.py says why
+        not through prometheus-client)."""
+        view = self.view
+        if view.mode == "aggregated":
+            return ""
+        prefix = DETAILED_PREFIX if view.mode == "detailed" else PREFIX
+        families = [f for f in self._families() if f.source != BROKER]
+        sources = {f.source for f in families}
+        parts: list[str] = []
+        if QUEUE in sources:
+            samples = [(labels(QUEUE_LABELS, (q.vhost, q.name)), QueueSample(q))
+                       for q in self._queues(view.vhosts if view.mode == "detailed" else None)]
+            for family in families:
+                if family.source == QUEUE:
+                    value = family.value
+                    parts.append(family_text(prefix + family.name, family.kind, family.help,
+                                             [(label, value(q)) for label, q in samples]))
+        connections = self.ctx.connections.connections() if sources & {CHANNEL, CONNECTION} else []
+        if CHANNEL in sources:
+            channels = [(labels(CHANNEL_LABELS, (view_.name,)), sample) for view_, sample in self._channels(connections)]
+            for family in families:
+                if family.source == CHANNEL:
+                    parts.append(family_text(prefix + family.name, family.kind, family.help,
+                                             [(label, family.value(c)) for label, c in channels]))
+        if CONNECTION in sources:
+            conns = [(labels(CHANNEL_LABELS, (conn.name,)), conn) for conn in connections]
+            for family in families:
+                if family.source == CONNECTION:
+                    parts.append(family_text(prefix + family.name, family.kind, family.help,
+                                             [(label, family.value(c)) for label, c in conns]))
+        return "".join(parts)
+
+    def _totals(self, connections: list[ConnectionView], consumers: int) -> Iterator[Metric]:
         vhosts = self.ctx.core.vhosts.values()
         values = (
             ("connections", "Connections currently open", len(connections)),
             ("channels", "Channels currently open", sum(len(c.channels) for c in connections)),
-            ("consumers", "Consumers currently connected", sum(len(q.consumers) for q in self._queues(None))),
+            ("consumers", "Consumers currently connected", consumers),
             ("queues", "Queues available", sum(len(v.queues) for v in vhosts)),
         )
         for name, help_, value in values:
@@ -295,7 +332,7 @@ class BrokerCollector:
         identity.add_metric((ctx.node.name, str(cluster), str(cluster_id)), 1)
         yield identity
 
-    def _global_counters(self, snap: Snapshot) -> Iterator[Metric]:
+    def _global_counters(self, snap: Snapshot, consumers_now: int) -> Iterator[Metric]:
         """rabbit_global_counters' families: per protocol, and per queue type where RabbitMQ splits them."""
         counts = snap.channel_totals
         by_protocol = (
@@ -349,7 +386,7 @@ class BrokerCollector:
         publishers.add_metric((PROTOCOL,), sum(1 for s in self._live_sessions() if s.stats_published))
         yield publishers
         consumers = GaugeMetricFamily(PREFIX + "global_consumers", "Current number of consumers", labels=("protocol",))
-        consumers.add_metric((PROTOCOL,), sum(len(q.consumers) for q in self._queues(None)))
+        consumers.add_metric((PROTOCOL,), consumers_now)
         yield consumers
 
     def _live_sessions(self) -> list[Any]:
@@ -436,7 +473,11 @@ class BrokerCollector:
             labels=("vhost", "queue"),
         )
         draining = filling = 0
-        for queue in self._queues(None):
+        # A forecast needs rates (a queue that moved within the window) or a limit already reached: idle,
+        # unbounded queues have none, so only those two kinds are looked at (not every queue per scrape).
+        moving = set(sampler.queues.active())
+        candidates = [q for q in self._queues(None) if q in moving or q.policy.bounded]
+        for queue in candidates:
             forecast = sampler.queue_stats(queue)
             if forecast.drain_seconds is not None and forecast.messages_ready:
                 draining += 1
@@ -495,7 +536,9 @@ def _bound(value: float) -> str:
     return "+Inf" if value == float("inf") else repr(value)
 
 
-def registry(ctx: ManagementContext, view: View, commit_stats: CommitStats | None = None) -> CollectorRegistry:
+def scrape(ctx: ManagementContext, view: View, commit_stats: CommitStats | None = None) -> bytes:
+    """One scrape of ``view``: prometheus-client's families, then the per-object samples."""
+    collector = BrokerCollector(ctx, view, commit_stats)
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(BrokerCollector(ctx, view, commit_stats))  # type: ignore[arg-type]
-    return reg
+    reg.register(collector)  # type: ignore[arg-type]
+    return generate_latest(reg) + collector.object_text().encode()
