@@ -115,7 +115,7 @@ def test_an_idle_object_keeps_one_tuple_and_resumes_from_the_last_tick() -> None
     table = RateTable(1, window=5.0)
     for t in range(10):
         table.sample(float(t), [("q", (7,))])
-    assert table._active == {} and table._idle == {"q": (7,)}  # no window of samples kept
+    assert table._active == {} and table._idle == {"q": (9.0, (7,))}  # no window of samples kept
     table.sample(10.0, [("q", (27,))])  # 20 in the last second, not 20 over ten seconds
     assert table.rates("q") == (pytest.approx(20.0),)
 
@@ -315,3 +315,47 @@ def test_a_redeclared_queue_starts_afresh() -> None:
     sampler.sample(2.0, core.vhosts.values(), [cast(Session, FakeSession(vhost))])
     assert sampler.queue_rates(second)["publish"] == 0.0 and sampler.queue_rates(first)["publish"] == 0.0
     assert (vhost.stats.queues_declared, vhost.stats.queues_created, vhost.stats.queues_deleted) == (2, 2, 1)
+
+
+def test_growth_is_timed_from_the_previous_tick_when_marked_and_from_when_seen_otherwise() -> None:
+    table = RateTable(1)
+    table.update(0.0, [("touched", (0,), False), ("swept", (0,), False)])
+    table.update(8.0, [])  # neither looked at: unchanged ("touched" was not touched before this tick)
+    table.update(10.0, [("touched", (90,), True), ("swept", (90,), False)])
+    assert table.rates("touched") == (pytest.approx(45.0),)  # touched since the tick at 8.0: 90 in 2 s
+    assert table.rates("swept") == (pytest.approx(9.0),)  # last seen at 0.0: 90 over 10 s
+
+
+def test_a_tick_reads_touched_moving_and_a_tenth_of_the_other_queues() -> None:
+    from mailslot.core.stats import SWEEP_TICKS
+
+    core = make_core()
+    queues = [declare(core, f"q{i}") for i in range(100)]
+    session, _ = open_session(core)
+    sampler = StatsSampler()
+    sampler.sample(0.0, core.vhosts.values(), [session])
+    read: list[Queue] = []
+    import mailslot.core.stats as stats_module
+
+    original = stats_module.queue_counts
+
+    def counting(queue: Queue) -> tuple[int, ...]:
+        read.append(queue)
+        return original(queue)
+
+    stats_module.queue_counts = counting  # type: ignore[assignment]
+    try:
+        publish(session, "q7", 5)
+        core.flush()  # the batch touches q7 (Queue.stats_dirty)
+        sampler.sample(1.0, core.vhosts.values(), [session])
+        assert queues[7] in read and len(read) <= 100 // SWEEP_TICKS + 1
+        assert sampler.queue_rates(queues[7])["publish"] == pytest.approx(5.0)
+        read.clear()
+        sampler.sample(2.0, core.vhosts.values(), [session])
+        assert queues[7] in read  # still moving: read every tick until its window is quiet
+        core.vhosts["/"].delete_queue("q50", if_unused=False, if_empty=False, owner=None)
+        for t in range(3, 3 + SWEEP_TICKS):
+            sampler.sample(float(t), core.vhosts.values(), [session])
+        assert queues[50] not in sampler.queues.idle_keys() and len(sampler.queues) == 99  # forgotten
+    finally:
+        stats_module.queue_counts = original  # type: ignore[assignment]

@@ -255,6 +255,7 @@ class PriorityQueue(Queue):
 
     def purge(self) -> int:
         count = self.message_count
+        self.stats_dirty = True
         for lane in self._levels:
             lane.purge()
         self._resident = self._resident_bytes = 0

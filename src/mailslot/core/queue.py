@@ -107,6 +107,9 @@ class Queue:
         self.stats_get_empty = 0
         self.stats_acked = 0
         self.stats_redelivered = 0  # handed out again after a requeue (RabbitMQ's redeliver)
+        # Set when the broker touched the queue in a batch (its dispatch), a get or a purge: the stats sampler
+        # reads only touched queues' counters each tick, not every queue's (core/stats.py).
+        self.stats_dirty = False
         # TTL (core/ttl.py): ``expiring`` once an entry may carry a deadline; until then pops check nothing.
         self.expiry: QueueExpiry | None = None
         self.expiring = False
@@ -345,6 +348,7 @@ class Queue:
 
     def purge(self) -> int:
         count = self.message_count
+        self.stats_dirty = True
         self._ready.clear()
         self._requeued.clear()
         self._held.clear()

@@ -310,6 +310,7 @@ class Session:
         self.vhost.check_access(queue, self.owner)
         if queue.expiry is not None:
             queue.expiry.used()  # basic.get renews the x-expires lease
+        queue.stats_dirty = True
         entry = queue.pop_ready()
         if entry is None:
             self.stats_get_empty += 1

@@ -86,9 +86,9 @@ CHURN_COUNTERS = (
     "queue_created",
     "queue_deleted",
 )
-# A vhost (and the whole broker) reports its sessions' counters, its queues' depths and its
-# connections' bytes, as RabbitMQ's /api/vhosts and /api/overview do.
-VHOST_SAMPLE = SESSION_COUNTERS + QUEUE_DEPTHS[:3] + CONNECTION_COUNTERS
+# A vhost (and the whole broker) reports its sessions' counters and its connections' bytes, as RabbitMQ's
+# /api/vhosts and /api/overview do; its depth rates are its queues' (StatsSampler.depth_rates).
+VHOST_SAMPLE = SESSION_COUNTERS + CONNECTION_COUNTERS
 
 Counts = tuple[int, ...]
 
@@ -311,8 +311,9 @@ class RateTable:
     """Sliding-window rates of the counters of many objects of one kind (queues, sessions, ...).
 
     An object that changed within the window keeps its samples (at most one per tick of the window); an
-    object that did not keeps only the counters it had at the last tick. Objects missing from a tick
-    are forgotten (deleted; a redeclared queue is a new object and starts afresh).
+    object that did not keeps one sample: when it was last looked at, and its counters then.
+    :meth:`sample` looks at every object of a small kind each tick and forgets those missing;
+    :meth:`update` looks at the objects given only (the queue pass: see :meth:`StatsSampler.sample`).
     """
 
     __slots__ = ("_active", "_idle", "_last", "width", "window")
@@ -321,43 +322,64 @@ class RateTable:
         self.width = width
         self.window = window
         self._active: dict[Hashable, list[Sample]] = {}
-        self._idle: dict[Hashable, Counts] = {}
+        self._idle: dict[Hashable, Sample] = {}
         self._last: float | None = None  # time of the previous tick
 
     def sample(self, now: float, items: Iterable[tuple[Hashable, Counts]]) -> None:
+        """Every object of the kind, each tick: objects missing from ``items`` are forgotten (deleted; a
+        redeclared queue is a new object and starts afresh)."""
+        given = list(items)
+        if not self.update(now, ((key, counts, True) for key, counts in given)):
+            return
+        present = {key for key, _ in given}
+        for table in (self._active, self._idle):
+            for key in [k for k in table if k not in present]:
+                del table[key]
+
+    def update(self, now: float, items: Iterable[tuple[Hashable, Counts, bool]]) -> bool:
+        """Look at the objects given: (key, counters, ``marked``). ``marked``: it may have changed since the
+        previous tick (its counters then were the ones last seen), so growth is timed from that tick;
+        unmarked, growth is timed from when it was last seen. Objects with samples in the window must be
+        given every tick (their window slides). False (nothing done) for a repeated or earlier ``now``."""
         last = self._last
         if last is not None and now <= last:
-            return  # same instant (or a clock that went back): nothing to learn
-        old_active, old_idle = self._active, self._idle
-        active: dict[Hashable, list[Sample]] = {}
-        idle: dict[Hashable, Counts] = {}
+            return False  # same instant (or a clock that went back): nothing to learn
+        active, idle = self._active, self._idle
         horizon = now - self.window
         zeros = (0,) * self.width
-        for key, counts in items:
-            series = old_active.get(key)
+        for key, counts, marked in items:
+            series = active.get(key)
             if series is None:
-                before = old_idle.get(key)
-                if before is None:
+                seen = idle.get(key)
+                if seen is None:
                     if last is None:
-                        idle[key] = counts  # present at the first tick: its past is not a rate
+                        idle[key] = (now, counts)  # present at the first tick: its past is not a rate
                         continue
                     # New since the previous tick: everything it counts happened after ``last`` (a burst
                     # published right after declare must show as a rate, not vanish).
-                    before = zeros
-                if before == counts:
-                    idle[key] = counts
+                    seen = (last, zeros)
+                elif marked and last is not None:
+                    seen = (last, seen[1])
+                if seen[1] == counts:
+                    idle[key] = (now, counts)
                     continue
-                active[key] = [(last, before), (now, counts)]  # type: ignore[list-item]  # last set above
+                idle.pop(key, None)
+                active[key] = [seen, (now, counts)]
                 continue
             series.append((now, counts))
             # Keep one sample at or before the window's start as the anchor, so a warm window spans it all.
             while len(series) >= 2 and series[1][0] <= horizon:
                 del series[0]
             if series[0][1] == counts and series[0][0] <= horizon:
-                idle[key] = counts  # nothing moved for a whole window: its rates are 0
-            else:
-                active[key] = series
-        self._active, self._idle, self._last = active, idle, now
+                del active[key]
+                idle[key] = (now, counts)  # nothing moved for a whole window: its rates are 0
+        self._last = now
+        return True
+
+    def forget(self, keys: Iterable[Hashable]) -> None:
+        for key in keys:
+            self._active.pop(key, None)
+            self._idle.pop(key, None)
 
     def rates(self, key: Hashable) -> tuple[float, ...]:
         """Per-second growth of each counter over the window (0.0 for an idle or unknown object)."""
@@ -368,12 +390,15 @@ class RateTable:
         span = t1 - t0
         return tuple((b - a) / span for a, b in zip(first, last, strict=True))
 
-    def __len__(self) -> int:
-        return len(self._active) + len(self._idle)
-
     def active(self) -> list[Hashable]:
         """The objects whose counters moved within the window (every other one has rates of 0)."""
         return list(self._active)
+
+    def idle_keys(self) -> list[Hashable]:
+        return list(self._idle)
+
+    def __len__(self) -> int:
+        return len(self._active) + len(self._idle)
 
 
 # ---- what the front ends read -----------------------------------------------------------------------
@@ -400,13 +425,27 @@ class QueueStats:
 
 
 _PUBLISH = QUEUE_SAMPLE.index("publish")
+_DEPTH_INDEXES = tuple(QUEUE_SAMPLE.index(n) for n in ("messages", "messages_ready", "messages_unacknowledged"))
+# Besides the touched and moving queues, a tick reads 1/SWEEP_TICKS of all queues (every queue at least
+# every 10 s), but no more than SWEEP_MAX of them: with 50,000 queues a sweep then takes 25 s and a tick
+# stays a few milliseconds (what the sweep catches is rare: expiry in an idle queue, deleted queues).
+SWEEP_TICKS = 10
+SWEEP_MAX = 2_000
 _DELIVER_GET = QUEUE_SAMPLE.index("deliver_get")
 _READY_BYTES = QUEUE_SAMPLE.index("message_bytes_ready")
 
 
 class StatsSampler:
     """Rates for every queue, session, exchange, connection and vhost, fed by a host timer about once a
-    second: ``sample(now, vhosts, sessions, connections, rss_bytes)``."""
+    second: ``sample(now, vhosts, sessions, connections, rss_bytes, churn)``.
+
+    Queues are many (tens of thousands), so a tick does not read every queue's counters: it reads the
+    queues the broker touched since the previous tick (``Queue.stats_dirty``, set once per batch by the
+    broker's dispatch, and by basic.get and purge), the queues with rates in the window, and a rotating
+    slice of all queues (:data:`SWEEP_TICKS`, :data:`SWEEP_MAX`), which catches changes that bypass the
+    broker's batch (messages expiring in an idle queue) within a sweep, and forgets deleted queues. A tick over 50,000
+    idle queues is one pass over a flag, not 50,000 counter reads.
+    """
 
     def __init__(self, window: float = WINDOW) -> None:
         self.window = window
@@ -417,6 +456,8 @@ class StatsSampler:
         self.vhosts = RateTable(len(VHOST_SAMPLE), window)  # keyed by vhost name; "" is the whole broker
         self.churn = RateTable(len(CHURN_COUNTERS), window)  # key "": the broker
         self.rss_bytes: int | None = None  # the host's last reading of process memory
+        self._sweep = 0  # where the rotating pass over all queues goes on at the next tick
+        self._depth_rates: dict[str, tuple[float, float, float]] = {}
 
     def sample(
         self,
@@ -427,30 +468,21 @@ class StatsSampler:
         rss_bytes: int | None = None,
         churn: Counts | None = None,
     ) -> None:
-        """Read every object's counters. ``vhosts``: the core's VirtualHost objects; ``sessions``: the
-        live sessions of every front end; ``connections``: (key, vhost name, ``CONNECTION_COUNTERS``);
+        """Read the objects' counters. ``vhosts``: the core's VirtualHost objects; ``sessions``: the live
+        sessions of every front end; ``connections``: (key, vhost name, ``CONNECTION_COUNTERS``);
         ``churn``: the broker's :data:`CHURN_COUNTERS`."""
         vhosts = list(vhosts)
         sessions = [s for s in sessions if not s.closed]
         connections = list(connections)
-        queue_items: list[tuple[Hashable, Counts]] = []
+        self._sample_queues(now, vhosts)
         exchange_items: list[tuple[Hashable, Counts]] = []
         per_vhost: dict[str, list[int]] = {}
         for vhost in vhosts:
-            depth = [0, 0, 0]
-            for queue in vhost.queues.values():
-                if queue.deleted:
-                    continue
-                counts = queue_counts(queue)
-                queue_items.append((queue, counts))
-                depth[0] += counts[-4]
-                depth[1] += counts[-3]
-                depth[2] += counts[-2]
             for exchange in vhost.exchanges.values():
                 if exchange.name:
                     exchange_items.append((exchange, exchange_counts(exchange)))
             totals = session_totals(vhost.stats, (s for s in sessions if s.vhost is vhost))
-            per_vhost[vhost.name] = totals + depth + [0, 0]
+            per_vhost[vhost.name] = totals + [0, 0]
         for _key, vhost_name, (recv, send) in connections:
             of_vhost = per_vhost.get(vhost_name)
             if of_vhost is not None:
@@ -459,7 +491,6 @@ class StatsSampler:
         broker = [0] * len(VHOST_SAMPLE)
         for totals in per_vhost.values():
             add_counts(broker, totals)
-        self.queues.sample(now, queue_items)
         self.exchanges.sample(now, exchange_items)
         self.sessions.sample(now, ((s, session_counts(s)) for s in sessions))
         self.connections.sample(now, ((key, counts) for key, _vhost, counts in connections))
@@ -467,6 +498,48 @@ class StatsSampler:
         if churn is not None:
             self.churn.sample(now, [("", churn)])
         self.rss_bytes = rss_bytes
+
+    def _sample_queues(self, now: float, vhosts: list[Any]) -> None:
+        queues: list[Queue] = [q for vhost in vhosts for q in vhost.queues.values()]
+        chosen: dict[Queue, bool] = {}  # queue -> marked (touched since the previous tick)
+        for queue in queues:
+            if queue.stats_dirty:
+                queue.stats_dirty = False
+                chosen[queue] = True
+        table = self.queues
+        moving: list[Queue] = table.active()  # type: ignore[assignment]  # this table's keys are queues
+        gone = [q for q in moving if q.deleted]
+        for queue in moving:
+            if not queue.deleted:
+                chosen.setdefault(queue, False)
+        size = min(-(-len(queues) // SWEEP_TICKS), SWEEP_MAX) if queues else 0
+        start = self._sweep if self._sweep < len(queues) else 0
+        for queue in queues[start : start + size]:
+            chosen.setdefault(queue, False)
+        self._sweep = start + size
+        if self._sweep >= len(queues):  # a sweep is over: forget the queues deleted meanwhile
+            idle: list[Queue] = table.idle_keys()  # type: ignore[assignment]
+            gone += [q for q in idle if q.deleted]
+        table.forget(gone)
+        table.update(now, ((q, queue_counts(q), marked) for q, marked in chosen.items() if not q.deleted))
+        depth: dict[str, list[float]] = {}
+        active: list[Queue] = table.active()  # type: ignore[assignment]
+        for queue in active:
+            rates = table.rates(queue)
+            into = depth.setdefault(queue.vhost, [0.0, 0.0, 0.0])
+            for i, index in enumerate(_DEPTH_INDEXES):
+                into[i] += rates[index]
+        whole = [0.0, 0.0, 0.0]
+        for values in depth.values():
+            for i in range(3):
+                whole[i] += values[i]
+        self._depth_rates = {name: (v[0], v[1], v[2]) for name, v in depth.items()}
+        self._depth_rates[""] = (whole[0], whole[1], whole[2])
+
+    def depth_rates(self, vhost: str = "") -> tuple[float, float, float]:
+        """Growth per second of (messages, ready, unacknowledged) in ``vhost`` ("" : the whole broker), the
+        sum of its queues' rates (RabbitMQ's messages_details.rate of vhosts and the overview)."""
+        return self._depth_rates.get(vhost, (0.0, 0.0, 0.0))
 
     def queue_rates(self, queue: Queue) -> dict[str, float]:
         return dict(zip(QUEUE_SAMPLE, self.queues.rates(queue), strict=True))

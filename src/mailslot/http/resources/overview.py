@@ -99,7 +99,9 @@ async def overview(request: web.Request) -> web.Response:
     ready = sum(q.message_count for v in vhosts for q in v.queues.values())
     unacked = sum(q.unacked for v in vhosts for q in v.queues.values())
     queue_totals: dict[str, Any] = {}
-    depth_rates = rates[len(_SESSION_FIELDS) : len(_SESSION_FIELDS) + 3]
+    depth_rates = ctx.sampler.depth_rates("") if whole else tuple(
+        sum(ctx.sampler.depth_rates(v.name)[i] for v in vhosts) for i in range(3)
+    )
     for name, value, per_second in zip(
         ("messages", "messages_ready", "messages_unacknowledged"), (ready + unacked, ready, unacked), depth_rates,
         strict=True,

@@ -45,13 +45,15 @@ def vhost_document(ctx: ManagementContext, vhost: VirtualHost) -> dict[str, Any]
         "tracing": False,
         "cluster_state": {ctx.node.name: "running"},
     }
-    base = len(_SESSION_FIELDS)
-    for i, (name, value) in enumerate(
-        zip(("messages", "messages_ready", "messages_unacknowledged"), (ready + unacked, ready, unacked), strict=True)
+    depth_rates = ctx.sampler.depth_rates(vhost.name)
+    for name, value, per_second in zip(
+        ("messages", "messages_ready", "messages_unacknowledged"), (ready + unacked, ready, unacked), depth_rates,
+        strict=True,
     ):
-        details(name, value, rates[base + i], doc)
+        details(name, value, per_second, doc)
+    base = len(_SESSION_FIELDS)
     for i, (name, value) in enumerate(zip(CONNECTION_COUNTERS, (recv, send), strict=True)):
-        details(name, value, rates[base + 3 + i], doc)
+        details(name, value, rates[base + i], doc)
     if any(counts):
         doc["message_stats"] = message_stats(_SESSION_FIELDS, counts, rates)
     return doc
