@@ -36,6 +36,7 @@ RABBITMQ_ONLY = {
 MAILSLOT_ONLY = {
     "queue": {"drain_seconds", "full_seconds"},
     "overview": {"python_version", "rss_bytes"},
+    "consumer": {"messages_unacknowledged"},
 }
 SETTLE = 20.0  # seconds to wait for RabbitMQ's statistics to catch up
 

@@ -22,6 +22,7 @@ listing of 50,000 queues cost one sort of 50,000 keys and 100 documents, which i
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -173,26 +174,47 @@ def select_columns(value: Any, columns: Sequence[Sequence[str]]) -> Any:
 # ---- the whole list -------------------------------------------------------------------------------------
 
 
+Getter = Callable[[Any], Any] | str  # a function of the object, or the name of its attribute
+
+
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """How one endpoint lists its objects: their document, and the fields readable without building it."""
+    """How one endpoint lists its objects: their document, and the fields readable without building it
+    (``basic``: each field's getter, returning one comparable type for every object, so these sort as
+    they are; an attribute name sorts fastest, through ``operator.attrgetter``)."""
 
     document: Callable[[Any], dict[str, Any]]
-    basic: Mapping[str, Callable[[Any], Any]]
+    basic: Mapping[str, Getter]
     default_sort: Sequence[str] = DEFAULT_SORT
     name: Callable[[Any], str] | None = None  # the field ``name`` filters on; None: basic["name"]
 
 
+def _getter(getter: Getter) -> Callable[[Any], Any]:
+    return operator.attrgetter(getter) if isinstance(getter, str) else getter
+
+
+def _basic_key(getters: list[Getter]) -> Callable[[Any], Any]:
+    if all(isinstance(g, str) for g in getters):
+        return operator.attrgetter(*getters)  # type: ignore[arg-type]  # all attribute names
+    functions = [_getter(g) for g in getters]
+    return lambda obj: tuple(get(obj) for get in functions)
+
+
 def list_documents(query: ListQuery, items: Sequence[T], listing: Listing) -> Any:
-    """The JSON value answered for ``items``: a sorted list, or the paged envelope."""
+    """The JSON value answered for ``items``: a sorted list, or the paged envelope. The name filter runs
+    before the sort (RabbitMQ sorts first: the result is the same, and sorting what is kept is cheaper)."""
     keys = _sort_keys(query, listing.default_sort)
     basic = listing.basic
     documents: list[dict[str, Any]] | None = None
     objects: list[Any] = list(items)
+    total = len(objects)
+    matches = name_matcher(query)
+    if matches is not None:
+        name_of = listing.name or _getter(basic["name"])
+        objects = [obj for obj in objects if matches(name_of(obj))]
     if keys is not None:
         if all(key in basic for key in keys):
-            getters = [basic[key] for key in keys]
-            objects.sort(key=lambda obj: tuple(_ordered(get(obj)) for get in getters))
+            objects.sort(key=_basic_key([basic[key] for key in keys]))
         else:  # a field only the document has: build them all (RabbitMQ's slow path too)
             built = [(listing.document(obj), obj) for obj in objects]
             built.sort(key=lambda pair: tuple(_ordered(dotted(pair[0], key)) for key in keys))
@@ -202,14 +224,6 @@ def list_documents(query: ListQuery, items: Sequence[T], listing: Listing) -> An
             objects.reverse()
             if documents is not None:
                 documents.reverse()
-    total = len(objects)
-    matches = name_matcher(query)
-    if matches is not None:
-        name_of = listing.name or basic["name"]
-        keep = [i for i, obj in enumerate(objects) if matches(name_of(obj))]
-        objects = [objects[i] for i in keep]
-        if documents is not None:
-            documents = [documents[i] for i in keep]
     if query.page is None:
         page_docs = documents if documents is not None else [listing.document(obj) for obj in objects]
         return page_docs if query.columns is None else select_columns(page_docs, query.columns)

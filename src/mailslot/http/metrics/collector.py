@@ -124,6 +124,7 @@ class BrokerCollector:
     """Yields the families of one view, reading the broker when collected."""
 
     def __init__(self, ctx: ManagementContext, view: View, commit_stats: CommitStats | None = None) -> None:
+        self._bounded: list[Queue] = []  # queues with a length limit, found by _queue_totals
         self.ctx = ctx
         self.view = view
         self.commit_stats = commit_stats
@@ -196,8 +197,11 @@ class BrokerCollector:
         tens of thousands of queues: about 1 us a queue)."""
         total = QueueSample()
         ready = unacked = paged = consumers = ready_bytes = published = 0
+        bounded = self._bounded = []
         for vhost in self.ctx.core.vhosts.values():
             for queue in vhost.queues.values():
+                if queue.policy.bounded:  # the only idle queues that may have a forecast (_mailslot)
+                    bounded.append(queue)
                 ready += queue.message_count
                 unacked += queue.unacked
                 paged += queue.paged
@@ -475,8 +479,8 @@ class BrokerCollector:
         draining = filling = 0
         # A forecast needs rates (a queue that moved within the window) or a limit already reached: idle,
         # unbounded queues have none, so only those two kinds are looked at (not every queue per scrape).
-        moving = set(sampler.queues.active())
-        candidates = [q for q in self._queues(None) if q in moving or q.policy.bounded]
+        moving: list[Queue] = sampler.queues.active()  # type: ignore[assignment]  # keys are queues
+        candidates = list(dict.fromkeys([*(q for q in moving if not q.deleted), *self._bounded]))
         for queue in candidates:
             forecast = sampler.queue_stats(queue)
             if forecast.drain_seconds is not None and forecast.messages_ready:

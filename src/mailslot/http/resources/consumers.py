@@ -143,6 +143,7 @@ def consumer_document(
         "exclusive": consumer.exclusive,
         "prefetch_count": consumer.prefetch,
         "queue": {"name": queue.name, "vhost": queue.vhost},
+        "messages_unacknowledged": consumer.unacked,  # mailslot: what this consumer holds unacknowledged
     }
 
 

@@ -99,10 +99,10 @@ def _listing(ctx: ManagementContext) -> Listing:
     return Listing(
         document=lambda queue: queue_document(ctx, queue),
         basic={
-            "vhost": lambda q: q.vhost,
-            "name": lambda q: q.name,
-            "durable": lambda q: q.durable,
-            "auto_delete": lambda q: q.auto_delete,
+            "vhost": "vhost",
+            "name": "name",
+            "durable": "durable",
+            "auto_delete": "auto_delete",
             "exclusive": lambda q: q.exclusive_owner is not None,
             "consumers": lambda q: len(q.consumers),
             "messages": lambda q: q.message_count + q.unacked,
