@@ -13,8 +13,7 @@ from pamqp import commands
 
 from mailslot.bench.driver import AMQPUrl, ClientProtocol, connect
 from mailslot.bench.spike import RssSampler as RssProbe
-from mailslot.protocols.amqp091.client import Confirm
-from mailslot.protocols.amqp091.events import Event
+from mailslot.protocols.amqp091.events import Confirm, Event
 
 MB = 1024 * 1024
 

@@ -27,8 +27,7 @@ from _broker import MailslotProcess
 from _common import MB, RssSampler, open_confirm_channel, publish_confirmed
 
 from mailslot.bench.driver import AMQPUrl, connect
-from mailslot.protocols.amqp091.client import Delivery
-from mailslot.protocols.amqp091.events import Event
+from mailslot.protocols.amqp091.events import Delivery, Event
 
 SEQ = struct.Struct(">Q")
 WINDOW = 1000

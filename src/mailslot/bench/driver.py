@@ -12,13 +12,15 @@ from urllib.parse import unquote, urlsplit
 
 from pamqp import base
 
-from mailslot.protocols.amqp091.client import (
-    ChannelClosed,
-    ClientConnection,
+from mailslot.protocols.amqp091.client import ClientConnection
+from mailslot.protocols.amqp091.events import (
+    ChannelCloseReceived,
     Connected,
-    ConnectionClosed,
+    ConnectionCloseReceived,
+    ConnectionTerminated,
+    Event,
+    MethodReceived,
 )
-from mailslot.protocols.amqp091.events import Event, MethodReceived
 
 Handler = Callable[[list[Event]], None]
 
@@ -120,19 +122,26 @@ class ClientProtocol(asyncio.Protocol):
             elif t is Connected:
                 if not self.connected.done():
                     self.connected.set_result(ev)  # type: ignore[arg-type]
-            elif t is ChannelClosed or t is ConnectionClosed:
+            elif t is ChannelCloseReceived or t is ConnectionCloseReceived:
                 text = f"{ev.reply_code} {ev.reply_text}"  # type: ignore[attr-defined]
-                if t is ConnectionClosed:
+                if t is ConnectionCloseReceived:
                     self.error = f"connection closed: {text}"
-                    if self.transport is not None:
-                        self.flush()
-                        self.transport.close()
-                for i in reversed(range(len(self._waiters))):
-                    ch, _, fut = self._waiters[i]
-                    if t is ConnectionClosed or ch == ev.channel:  # type: ignore[attr-defined]
-                        del self._waiters[i]
-                        if not fut.done():
-                            fut.set_exception(BenchConnectionError(f"channel closed: {text}"))
+                self._fail_waiters(None if t is ConnectionCloseReceived else ev.channel,  # type: ignore[attr-defined]
+                                   f"channel closed: {text}")
+            elif t is ConnectionTerminated:  # close-ok is queued (the server closed) or arrived (we did)
+                if self.transport is not None:
+                    self.flush()
+                    self.transport.close()
+                self._fail_waiters(None, "channel closed: the connection is closed")
+
+    def _fail_waiters(self, channel: int | None, text: str) -> None:
+        """Fail the waiters of ``channel`` (None: every waiter)."""
+        for i in reversed(range(len(self._waiters))):
+            ch, _, fut = self._waiters[i]
+            if channel is None or ch == channel:
+                del self._waiters[i]
+                if not fut.done():
+                    fut.set_exception(BenchConnectionError(text))
 
     async def call(self, channel: int, send: Callable[[], None], reply: type[base.Frame],
                    timeout: float = 30.0) -> Any:

@@ -24,8 +24,7 @@ from typing import Any
 
 from pamqp import commands
 
-from mailslot.protocols.amqp091.client import Confirm, Delivery
-from mailslot.protocols.amqp091.events import Event
+from mailslot.protocols.amqp091.events import Confirm, Delivery, Event
 
 from .driver import AMQPUrl, ClientProtocol, connect
 from .ticker import Ticker

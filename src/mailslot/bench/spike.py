@@ -29,8 +29,7 @@ from typing import Any
 
 from pamqp import commands
 
-from mailslot.protocols.amqp091.client import Confirm, Delivery
-from mailslot.protocols.amqp091.events import Event
+from mailslot.protocols.amqp091.events import Confirm, Delivery, Event
 
 from .driver import AMQPUrl, BenchConnectionError, ClientProtocol, connect
 from .ledger import Ledger

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from pamqp import commands
 
-from mailslot.protocols.amqp091.client import ClientConnection, Delivery
-from mailslot.protocols.amqp091.events import ContentReceived
+from mailslot.protocols.amqp091.client import ClientConnection
+from mailslot.protocols.amqp091.events import ContentReceived, Delivery
 
 from .confirms import ConfirmTracker
 from .consumer import Consumer

@@ -14,16 +14,18 @@ import dataclasses
 import logging
 from typing import Any, Self
 
-from mailslot.protocols.amqp091.client import ChannelClosed as ChannelCloseEvent
-from mailslot.protocols.amqp091.client import (
-    ClientConnection,
-    ClientProtocolError,
+from mailslot.protocols.amqp091.client import ClientConnection, ClientProtocolError
+from mailslot.protocols.amqp091.events import (
+    ChannelCloseReceived,
     Confirm,
     Connected,
+    ConnectionCloseReceived,
+    ConnectionTerminated,
+    ContentReceived,
     Delivery,
+    Event,
+    MethodReceived,
 )
-from mailslot.protocols.amqp091.client import ConnectionClosed as ConnectionCloseEvent
-from mailslot.protocols.amqp091.events import ContentReceived, Event, MethodReceived
 
 from .channel import Channel, Send
 from .errors import ClientError, ConnectionClosed, ConnectionLost
@@ -325,15 +327,15 @@ class Connection:
                 ch = chans.get(ev.channel)  # type: ignore[attr-defined]
                 if ch is not None:
                     ch._on_content(ev)  # type: ignore[arg-type]
-            elif t is ChannelCloseEvent:
+            elif t is ChannelCloseReceived:
                 ch = chans.pop(ev.channel, None)  # type: ignore[attr-defined]
                 if ch is not None:
                     ch._on_server_close(ev.reply_code, ev.reply_text)  # type: ignore[attr-defined]
-            elif t is ConnectionCloseEvent:
+            elif t is ConnectionCloseReceived:
                 code, text = ev.reply_code, ev.reply_text  # type: ignore[attr-defined]
-                if ev.by_peer:  # type: ignore[attr-defined]
-                    log.warning("server closed the connection: %d %s", code, text)
-                    proto.close_error = ConnectionClosed(code, text)
+                log.warning("server closed the connection: %d %s", code, text)
+                proto.close_error = ConnectionClosed(code, text)
+            elif t is ConnectionTerminated:
                 proto.flush()  # close-ok
                 proto.transport.close()
             elif t is Connected and not proto.connected.done():

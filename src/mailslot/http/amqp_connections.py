@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..transport.amqp_listener import CONNECTION_FORCED, AMQPListener, AMQPStream
+from ..protocols.amqp091 import ReplyCode
+from ..transport.amqp_listener import AMQPListener, AMQPStream
 from .context import ChannelView, ConnectionView
 
 PROTOCOL = "AMQP 0-9-1"
@@ -71,17 +72,23 @@ class AMQPConnections:
                     connection=view,
                     number=number,
                     session=channel.session,
-                    confirm=channel.confirming,
-                    unconfirmed=channel.published - channel.confirmed if channel.confirming else 0,
+                    confirm=channel.confirms is not None,
+                    unconfirmed=channel.confirms.published - channel.confirms.confirmed if channel.confirms else 0,
                 )
             )
         return view
 
     def close(self, connection: ConnectionView, reason: str) -> None:
         stream = connection.key
-        if not isinstance(stream, AMQPStream) or stream.conn is None:
+        conn = stream.conn if isinstance(stream, AMQPStream) else None
+        if conn is None or conn.closed:
             return
-        stream.conn.force_close(CONNECTION_FORCED, f"CONNECTION_FORCED - {reason}")
+        proto = conn.proto
+        if not proto.terminated and not proto.closing:  # connection.close 320, as RabbitMQ's API closes one
+            code = ReplyCode.CONNECTION_FORCED
+            proto.close_connection(code, code.text(reason))
+        conn.connection_lost()
+        conn.touch()
         self.listener.scheduler.request()  # write the close now
 
     def churn(self) -> tuple[int, int]:

@@ -30,8 +30,6 @@ log = logging.getLogger("mailslot.transport")
 # Longest a throttled publisher goes unread while queues stay congested: a publisher must not starve
 # (its other queues may be fine), it only has to yield the loop to deliveries.
 MAX_THROTTLE = 0.05
-SHUTDOWN_TEXT = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
-CONNECTION_FORCED = 320
 # Why a stream is not being read (AMQPStream.hold): reading resumes only when no reason is left.
 CREDIT = "credit"  # credit flow: it fed a congested queue (FlushScheduler.throttle)
 ALARM = "alarm"  # a resource alarm blocks it as a publisher (transport/resources.py)
@@ -237,7 +235,7 @@ class AMQPStream(asyncio.Protocol):
         if not self._holds and not self.transport.is_closing():
             self.transport.pause_reading()
             if self.conn is not None:
-                self.conn.proto.suspend_receive_check()  # its heartbeats now wait unread
+                self.conn.reading_paused()  # its heartbeats now wait unread
         self._holds.add(why)
 
     def release(self, why: str) -> None:
@@ -247,7 +245,7 @@ class AMQPStream(asyncio.Protocol):
         if not self._holds and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
             if self.conn is not None:
-                self.conn.proto.resume_receive_check(self.loop.time())
+                self.conn.reading_resumed(self.loop.time())
 
     def block(self, reason: str) -> None:
         """Resource alarm: connection.blocked (if the client asked for it), then stop reading."""
@@ -354,12 +352,13 @@ class AMQPListener:
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     async def stop(self, grace: float = 2.0) -> None:
-        """Stop accepting, send 320 CONNECTION_FORCED to every client, wait briefly for close-ok."""
+        """Stop accepting, close every connection as its front end closes on shutdown (AMQP: 320
+        CONNECTION_FORCED), wait briefly for the clients to answer."""
         for server in self.servers:
             server.close()
         for stream in list(self.streams):
             if stream.conn is not None:
-                stream.conn.force_close(CONNECTION_FORCED, SHUTDOWN_TEXT)
+                stream.conn.shutdown()
         self.scheduler.run()
         deadline = self.loop.time() + grace
         while self.streams and self.loop.time() < deadline:

@@ -187,3 +187,36 @@ def test_confirm_of_single_publish_is_not_multiple() -> None:
     wire.core.flush()
     acks = [f for _, f in wire.collect() if isinstance(f, commands.Basic.Ack)]
     assert [(a.delivery_tag, a.multiple) for a in acks] == [(1, False)]
+
+
+# --------------------------------------------------------------------------- how a connection closes
+
+
+def test_shutdown_closes_with_320_and_requeues_unacked() -> None:
+    # The front end, not the transport, says how a shutdown closes a connection (RabbitMQ's words).
+    wire = Wire()
+    wire.handshake()
+    wire.send(method(1, commands.Channel.Open()) + method(1, commands.Queue.Declare(queue="q", durable=True)))
+    wire.send(wire.client.publish(1, "", "q", b"m"))
+    wire.send(method(1, commands.Basic.Consume(queue="q", consumer_tag="c")))
+    queue = wire.core.vhosts["/"].queues["q"]
+    assert queue.message_count == 0  # delivered, unacked
+    wire.conn.shutdown()
+    frames = wire.collect()
+    closes = [f for _, f in frames if isinstance(f, commands.Connection.Close)]
+    assert [(c.reply_code, c.reply_text) for c in closes] == [
+        (320, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'")]
+    assert wire.conn.closed and queue.message_count == 1  # back in the queue
+    wire.conn.shutdown()  # twice is harmless: one close frame
+    assert wire.collect() == []
+
+
+def test_ack_with_unknown_tag_closes_the_channel_with_the_ack_method_ids() -> None:
+    # Acks take the protocol layer's fast path (no pamqp object); the error reply still names basic.ack.
+    wire = Wire()
+    wire.handshake()
+    wire.send(method(1, commands.Channel.Open()))
+    frames = wire.send(wire.client.ack(1, 99))
+    closes = [f for _, f in frames if isinstance(f, commands.Channel.Close)]
+    assert [(c.reply_code, c.reply_text, c.class_id, c.method_id) for c in closes] == [
+        (406, "PRECONDITION_FAILED - unknown delivery tag 99", 60, 80)]

@@ -6,10 +6,13 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pamqp import body, commands, header
 from pamqp import frame as pframe
 
 from mailslot.protocols.amqp091 import (
+    AckReceived,
     ChannelOpened,
     ConnectionOpen,
     ConnectionStartOk,
@@ -18,13 +21,13 @@ from mailslot.protocols.amqp091 import (
     ServerConnection,
     properties,
 )
-from mailslot.protocols.amqp091.client import (
-    ChannelClosed,
-    ClientConnection,
-    ClientProtocolError,
+from mailslot.protocols.amqp091.client import ClientConnection, ClientProtocolError
+from mailslot.protocols.amqp091.events import (
+    ChannelCloseReceived,
     Confirm,
     Connected,
-    ConnectionClosed,
+    ConnectionCloseReceived,
+    ConnectionTerminated,
     Delivery,
 )
 
@@ -147,7 +150,7 @@ def test_deliveries_and_multi_ack(size: int) -> None:
     client.basic_ack(1, 5, multiple=True)
     s_events, _ = pump(client, server)
     (ack,) = s_events
-    assert isinstance(ack.method, commands.Basic.Ack) and ack.method.delivery_tag == 5 and ack.method.multiple
+    assert isinstance(ack, AckReceived) and ack.delivery_tag == 5 and ack.multiple
 
 
 def test_deliver_decoding_matches_pamqp_encoding() -> None:
@@ -189,22 +192,102 @@ def test_server_closes_channel_and_connection() -> None:
     pump(client, server)
     server.close_channel(1, 404, "NOT_FOUND - no queue 'x'", 50, 10)
     _, c_events = pump(client, server)
-    assert len(c_events) == 1 and isinstance(c_events[0], ChannelClosed)
+    assert len(c_events) == 1 and isinstance(c_events[0], ChannelCloseReceived)
     assert (c_events[0].reply_code, c_events[0].class_id, c_events[0].method_id) == (404, 50, 10)
     server.close_connection(320, "CONNECTION_FORCED - shutdown")
     _s_events, c_events = pump(client, server)
-    assert isinstance(c_events[-1], ConnectionClosed) and c_events[-1].by_peer
-    assert c_events[-1].reply_code == 320 and client.closed and server.terminated
+    assert [type(e) for e in c_events] == [ConnectionCloseReceived, ConnectionTerminated]
+    assert c_events[0].reply_code == 320 and client.closed and server.terminated
 
 
 def test_client_close_gets_close_ok() -> None:
     client, server = connected()
     client.close()
     _s_events, c_events = pump(client, server)
-    assert isinstance(c_events[-1], ConnectionClosed) and not c_events[-1].by_peer
+    assert [type(e) for e in c_events] == [ConnectionTerminated] and client.closed
 
 
 def test_bad_frame_end_is_a_protocol_error() -> None:
     client = ClientConnection()
     with pytest.raises(ClientProtocolError):
         client.receive_data(b"\x08\x00\x00\x00\x00\x00\x00\x00")
+
+
+def _deliver_frames(channel: int, tag: int = 1) -> bytes:
+    deliver = commands.Basic.Deliver(consumer_tag="c", delivery_tag=tag, redelivered=False, exchange="",
+                                     routing_key="q")
+    return (pframe.marshal(deliver, channel)
+            + pframe.marshal(header.ContentHeader(0, 2, commands.Basic.Properties()), channel)
+            + pframe.marshal(body.ContentBody(b"hi"), channel))
+
+
+@pytest.mark.parametrize("frame", [
+    pytest.param(lambda: _deliver_frames(3), id="basic.deliver"),
+    pytest.param(lambda: pframe.marshal(commands.Basic.Ack(delivery_tag=1), 3), id="basic.ack"),
+    pytest.param(lambda: pframe.marshal(commands.Basic.QosOk(), 3), id="basic.qos-ok"),
+    pytest.param(lambda: pframe.marshal(body.ContentBody(b"x"), 3), id="body frame"),
+])
+def test_frame_on_a_channel_that_is_not_open_is_a_protocol_error(frame) -> None:
+    # Documented: a frame on a channel that is not open is the server's fault (it used to be a KeyError).
+    client = ClientConnection()
+    client.open_channel(1)
+    client.data_to_send()
+    assert [type(e) for e in client.receive_data(_deliver_frames(1))] == [Delivery]
+    with pytest.raises(ClientProtocolError, match="channel 3, which is not open"):
+        client.receive_data(frame())
+
+
+def test_channel_is_gone_after_close_ok_and_after_the_servers_close() -> None:
+    client, server = connected()
+    client.open_channel(1)
+    client.open_channel(2)
+    pump(client, server)
+    client.close_channel(1)
+    server.close_channel(2, 404, "NOT_FOUND - no queue 'x'", 50, 10)
+    _, c_events = pump(client, server)
+    assert [type(e) for e in c_events] == [ChannelCloseReceived, MethodReceived]
+    assert isinstance(c_events[1].method, commands.Channel.CloseOk)
+    for channel in (1, 2):  # each raise drops only the frames of its own receive_data call
+        with pytest.raises(ClientProtocolError, match=f"channel {channel}, which is not open"):
+            client.receive_data(_deliver_frames(channel))
+
+
+def test_content_out_of_order_is_a_protocol_error() -> None:
+    client = ClientConnection()
+    client.open_channel(1)
+    deliver = commands.Basic.Deliver(consumer_tag="c", delivery_tag=1, exchange="", routing_key="q")
+    with pytest.raises(ClientProtocolError, match="expected content header"):
+        client.receive_data(pframe.marshal(deliver, 1) + pframe.marshal(commands.Basic.QosOk(), 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 400), max_size=30), st.sampled_from([4096, 131072]))
+def test_any_split_of_the_stream_gives_the_same_client_events(cuts: list[int], frame_max: int) -> None:
+    # The client reads with the server's frame reader: same guarantee, checked the same way.
+    server = new_server(frame_max=frame_max)
+    server.frame_max = frame_max
+    for tag in range(1, 4):
+        server.send_deliver(1, "ctag", tag, tag == 2, "ex", "rk", b"\x00\x00", bytes([tag]) * 5000 * tag)
+    server.send_ack(1, 7, True)
+    server.send_get_ok(1, 4, False, "", "q", 3, b"\x10\x00\x02", b"")
+    server.send_nack(1, 8, False)
+    wire = server.data_to_send()
+
+    def events_of(chunks: list[bytes]) -> list:
+        client = ClientConnection(frame_max=frame_max)
+        client.open_channel(1)
+        out: list = []
+        for chunk in chunks:
+            out += client.receive_data(chunk)
+        return out
+
+    whole = events_of([wire])
+    chunks, at = [], 0
+    for cut in cuts:
+        chunks.append(wire[at:at + cut])
+        at += cut
+    chunks.append(wire[at:])
+    assert events_of(chunks) == whole
+    assert [type(e) for e in whole] == [Delivery, Delivery, Delivery, Confirm, ContentReceived, Confirm]
+    assert [len(e.body) for e in whole[:3]] == [5000, 10000, 15000]
+    assert (whole[3].ack, whole[5].ack) == (True, False)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from pamqp import body, commands, header
 from pamqp import frame as pframe
 
-from mailslot.protocols.amqp091 import ContentReceived, MethodReceived, properties
+from mailslot.protocols.amqp091 import AckReceived, ContentReceived, MethodReceived, properties
 from mailslot.protocols.amqp091.peer import ClientPeer, method
 
 from .helpers import channel_close_of, close_of, frames, handshake, new_server
@@ -45,8 +45,9 @@ def test_publish_multi_frame_and_empty_body() -> None:
 def test_ack_fast_path() -> None:
     server, client = _ready()
     events = server.receive_data(client.ack(1, 2**63 - 1, True) + client.ack(2, 5), 0)
-    assert [(e.channel, e.method.delivery_tag, e.method.multiple) for e in events] == [(1, 2**63 - 1, True), (2, 5, False)]
-    assert all(isinstance(e.method, commands.Basic.Ack) for e in events)
+    assert [(e.channel, e.delivery_tag, e.multiple) for e in events] == [(1, 2**63 - 1, True), (2, 5, False)]
+    assert all(isinstance(e, AckReceived) for e in events)
+    assert dict(events[0].method) == dict(commands.Basic.Ack(delivery_tag=2**63 - 1, multiple=True))
 
 
 def test_interleaved_channels() -> None:
@@ -87,6 +88,8 @@ def _summary(events):
             out.append(("c", e.channel, e.method.routing_key, e.properties, bytes(e.body)))
         elif isinstance(e, MethodReceived):
             out.append(("m", e.channel, type(e.method).__name__, tuple(e.method)))
+        elif isinstance(e, AckReceived):
+            out.append(("m", e.channel, "Ack", (e.delivery_tag, e.multiple)))
         else:
             out.append(("e", repr(e)))
     return out

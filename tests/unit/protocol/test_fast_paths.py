@@ -18,7 +18,7 @@ from pamqp import body as pbody
 from pamqp import commands, header
 from pamqp import frame as pframe
 
-from mailslot.protocols.amqp091 import ContentReceived, MethodReceived, codec
+from mailslot.protocols.amqp091 import AckReceived, ContentReceived, MethodReceived, codec
 from mailslot.protocols.amqp091.peer import ClientPeer, method
 
 from .helpers import new_server
@@ -107,9 +107,9 @@ def test_thirteen_octet_methods_that_are_not_ack() -> None:
     events = server.receive_data(stream, 0)
     assert type(events[0]) is ContentReceived and events[0].method.exchange == "ab" and events[0].body == b"body"
     assert [type(e.method).__name__ for e in events[1:]] == ["Nack", "Reject", "Ack"]
-    assert all(type(e) is MethodReceived for e in events[1:])
+    assert [type(e) for e in events[1:]] == [MethodReceived, MethodReceived, AckReceived]
     assert (events[1].method.delivery_tag, events[1].method.multiple, events[1].method.requeue) == (7, True, False)
-    assert (events[3].method.delivery_tag, events[3].method.multiple) == (9, False)
+    assert (events[3].delivery_tag, events[3].multiple) == (9, False)
 
 
 def test_whole_buffer_body_in_several_frames() -> None:
@@ -131,8 +131,9 @@ def test_ack_matches_pamqp_decode(tag: int, bits: int) -> None:
     raw = _frame(1, 2, struct.pack(">IQB", codec.ACK_INDEX, tag, bits))
     (e,) = server.receive_data(raw, 0)
     theirs = pframe.unmarshal(raw)[2]
-    assert type(e) is MethodReceived and e.channel == 2 and type(e.method) is commands.Basic.Ack
-    assert dict(e.method) == dict(theirs) and type(e.method.multiple) is bool
+    assert type(e) is AckReceived and e.channel == 2
+    assert {"delivery_tag": e.delivery_tag, "multiple": e.multiple} == dict(theirs)
+    assert type(e.multiple) is bool
 
 
 def _broken(frame_max: int) -> list[list[bytes]]:

@@ -1,35 +1,16 @@
-"""AMQP 0-9-1 protocol layer, sans-IO (no sockets, no asyncio, no clock). See docs/amqp091.md."""
+"""AMQP 0-9-1 protocol layer, sans-IO (no sockets, no asyncio, no clock). See docs/amqp091.md.
+
+Modules: ``frames`` (the frame reader and content assembler both sides share), ``connection`` (the server
+side: handshake table, channels, output, timers), ``client`` (the client side), ``codec`` (frame encoding
+and the hot-path fast paths), ``sasl`` (PLAIN, AMQPLAIN), ``properties`` (raw content-header property
+blocks), ``errors`` (reply codes), ``events``, ``peer`` (a minimal pamqp-only client for tests).
+"""
 
 from . import properties
-from .connection import CLOSING_TIMEOUT, HANDSHAKE_TIMEOUT, PROTOCOL_HEADER, ServerConnection
-from .errors import (
-    ACCESS_REFUSED,
-    CHANNEL_ERROR,
-    COMMAND_INVALID,
-    CONNECTION_FORCED,
-    CONTENT_TOO_LARGE,
-    FRAME_ERROR,
-    INTERNAL_ERROR,
-    INVALID_PATH,
-    NO_CONSUMERS,
-    NO_ROUTE,
-    NOT_ALLOWED,
-    NOT_FOUND,
-    NOT_IMPLEMENTED,
-    PRECONDITION_FAILED,
-    REPLY_SUCCESS,
-    RESOURCE_ERROR,
-    RESOURCE_LOCKED,
-    SYNTAX_ERROR,
-    UNEXPECTED_FRAME,
-    AMQPConnectionError,
-    AMQPError,
-    ChannelError,
-    ConnectionError_,
-    is_hard,
-    reply_text,
-)
+from .connection import CLOSING_TIMEOUT, HANDSHAKE_TIMEOUT, PROTOCOL_HEADER, ServerConnection, State
+from .errors import AMQPConnectionError, AMQPError, ChannelError, ReplyCode, is_hard, reply_text
 from .events import (
+    AckReceived,
     ChannelCloseReceived,
     ChannelOpened,
     ConnectionCloseReceived,
@@ -43,12 +24,9 @@ from .events import (
 from .properties import decode_properties, delivery_mode, encode_properties, headers
 
 __all__ = [
-    "ACCESS_REFUSED", "CHANNEL_ERROR", "CLOSING_TIMEOUT", "COMMAND_INVALID", "CONNECTION_FORCED",
-    "CONTENT_TOO_LARGE", "FRAME_ERROR", "HANDSHAKE_TIMEOUT", "INTERNAL_ERROR", "INVALID_PATH", "NOT_ALLOWED",
-    "NOT_FOUND", "NOT_IMPLEMENTED", "NO_CONSUMERS", "NO_ROUTE", "PRECONDITION_FAILED", "PROTOCOL_HEADER",
-    "REPLY_SUCCESS", "RESOURCE_ERROR", "RESOURCE_LOCKED", "SYNTAX_ERROR", "UNEXPECTED_FRAME",
-    "AMQPConnectionError", "AMQPError", "ChannelCloseReceived", "ChannelError", "ChannelOpened",
-    "ConnectionCloseReceived", "ConnectionError_", "ConnectionOpen", "ConnectionStartOk", "ConnectionTerminated",
-    "ContentReceived", "Event", "MethodReceived", "ServerConnection", "decode_properties", "delivery_mode",
-    "encode_properties", "headers", "is_hard", "properties", "reply_text",
+    "CLOSING_TIMEOUT", "HANDSHAKE_TIMEOUT", "PROTOCOL_HEADER",
+    "AMQPConnectionError", "AMQPError", "AckReceived", "ChannelCloseReceived", "ChannelError", "ChannelOpened",
+    "ConnectionCloseReceived", "ConnectionOpen", "ConnectionStartOk", "ConnectionTerminated",
+    "ContentReceived", "Event", "MethodReceived", "ReplyCode", "ServerConnection", "State", "decode_properties",
+    "delivery_mode", "encode_properties", "headers", "is_hard", "properties", "reply_text",
 ]

@@ -1,131 +1,88 @@
 """Client side of an AMQP 0-9-1 connection, sans-IO and batch-shaped: bytes in -> events out.
 
-Built for load generation (``mailslot bench``) but a complete enough client for tools and tests:
+Built for load generation (``mailslot bench``) and for :mod:`mailslot.client`:
 
-* ``receive_data(data)`` parses the whole buffer in one loop and returns a list of events; a partial
-  frame stays as the tail for the next call. The handshake (PLAIN) answers itself; so do the peer's
-  connection.close and channel.close (close-ok is queued).
+* ``receive_data(data)`` parses the whole buffer in one call (the shared :class:`~.frames.FrameReader`
+  loop, the same as the server's) and returns a list of events; a partial frame stays as the tail for the
+  next call. The handshake (SASL PLAIN) answers itself; so do the peer's connection.close and channel.close
+  (close-ok is queued).
 * Every call that sends something appends bytes to an output list; ``data_to_send()`` joins it once.
 * The hot path is three things and none of them builds pamqp objects: basic.publish from a pre-encoded
-  template (:meth:`ClientConnection.publish` / :meth:`ClientConnection.publish_stamped`), publisher
-  confirms (basic.ack / basic.nack -> :class:`Confirm`), and basic.deliver + content
-  (-> :class:`Delivery`, body as one ``bytes``). Everything else is decoded and encoded by pamqp.
+  template (:meth:`ClientConnection.publish` / :meth:`ClientConnection.publish_stamped`) or a memoised
+  method frame (:meth:`ClientConnection.publish_batch`), publisher confirms (basic.ack / basic.nack ->
+  :class:`~.events.Confirm`), and basic.deliver + content (-> :class:`~.events.Delivery`, body as one
+  ``bytes``). Everything else is decoded and encoded by pamqp.
 
-It shares the server's codec (:mod:`.codec`): frame header struct, method/content/ack encoders and the
-method-index constants. The client-only parts are the deliver/confirm argument decoders below; they
-are checked against pamqp in tests/unit/protocol/test_client.py.
+It shares the server's codec (:mod:`.codec`) and frame reader (:mod:`.frames`); the client-only part is
+the basic.deliver decoder below, checked against pamqp in tests/unit/protocol/test_client.py.
 
-A server that breaks framing (bad frame-end octet, unknown method) is the peer's fault:
-:class:`ClientProtocolError` is raised and the connection is no longer usable.
+A server that breaks the protocol (bad frame-end octet, unknown method or frame type, a frame on a
+channel that is not open, content frames out of order) is the peer's fault: :class:`ClientProtocolError`
+is raised and the connection is no longer usable.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 from pamqp import base, commands
 
 from . import codec
-from .codec import FRAME_END, FRAME_HEADER_STRUCT
-from .events import ContentReceived, Event, MethodReceived
+from .codec import FRAME_END, DecodeError
+from .events import (
+    ChannelCloseReceived,
+    Confirm,
+    Connected,
+    ConnectionCloseReceived,
+    ConnectionTerminated,
+    Delivery,
+    Event,
+    MethodReceived,
+)
+from .frames import EXPECT_HEADER, EXPECT_METHOD, ChannelAssembly, FrameReader
 from .properties import encode_properties
+from .sasl import plain_response
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 
-_U32 = struct.Struct(">I")
-_TAG_BIT = struct.Struct(">QB")  # delivery-tag u64 + bit octet (basic.deliver, basic.ack, basic.nack)
-_HEADER_ARGS = struct.Struct(">HHQ")  # class id, weight, body size
+_TAG_BIT = struct.Struct(">QB")  # delivery-tag u64 + bit octet (basic.deliver)
 _INDEX = commands.INDEX_MAPPING
-_DELIVER = codec.DELIVER_INDEX
-_ACK = codec.ACK_INDEX
-_NACK = codec.NACK_INDEX
 _CONTENT_METHODS = frozenset({commands.Basic.Return.index, commands.Basic.GetOk.index})
-_START = commands.Connection.Start.index
-_TUNE = commands.Connection.Tune.index
-_OPEN_OK = commands.Connection.OpenOk.index
-_CLOSE = commands.Connection.Close.index
-_CLOSE_OK = commands.Connection.CloseOk.index
-_CHANNEL_CLOSE = commands.Channel.Close.index
 _new = object.__new__
 #: publish method frames memoised per ClientConnection; bounded (cleared when full)
 _PUBLISH_METHOD_CACHE_MAX = 1024
 
-_ASM_METHOD, _ASM_HEADER, _ASM_BODY = 0, 1, 2
-
 
 class ClientProtocolError(Exception):
-    """The server sent something that cannot be parsed (framing lost); the connection is unusable."""
+    """The server broke the protocol (framing lost, unknown method or frame type, a frame on a channel
+    that is not open, content out of order); the connection is unusable."""
 
 
-# ---------------------------------------------------------------------------------------------- events
-class Connected(Event):
-    """connection.open-ok arrived: channels can be opened. Holds the negotiated values."""
-
-    __slots__ = ("channel_max", "frame_max", "heartbeat", "server_properties")
-
-    def __init__(self, server_properties: dict[str, Any], frame_max: int, channel_max: int,
-                 heartbeat: int) -> None:
-        self.server_properties = server_properties
-        self.frame_max = frame_max
-        self.channel_max = channel_max
-        self.heartbeat = heartbeat
-
-
-class Confirm(Event):
-    """A publisher confirm: basic.ack (``ack=True``) or basic.nack from the server."""
-
-    __slots__ = ("ack", "channel", "delivery_tag", "multiple")
-
-    def __init__(self, channel: int, delivery_tag: int, multiple: bool, ack: bool) -> None:
-        self.channel = channel
-        self.delivery_tag = delivery_tag
-        self.multiple = multiple
-        self.ack = ack
-
-
-class Delivery(Event):
-    """basic.deliver + content header + body. ``properties`` is the raw property block
-    (decode with :func:`.properties.decode_properties` if needed); ``body`` is bytes."""
-
-    __slots__ = ("body", "channel", "consumer_tag", "delivery_tag", "exchange", "properties", "redelivered",
-                 "routing_key")
-
-    def __init__(self, channel: int, consumer_tag: str, delivery_tag: int, redelivered: bool, exchange: str,
-                 routing_key: str, properties: bytes, body: bytes) -> None:
-        self.channel = channel
-        self.consumer_tag = consumer_tag
-        self.delivery_tag = delivery_tag
-        self.redelivered = redelivered
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.properties = properties
-        self.body = body
-
-
-class ChannelClosed(Event):
-    """The server closed a channel (channel.close-ok is already queued)."""
-
-    __slots__ = ("channel", "class_id", "method_id", "reply_code", "reply_text")
-
-    def __init__(self, channel: int, reply_code: int, reply_text: str, class_id: int, method_id: int) -> None:
-        self.channel = channel
-        self.reply_code = reply_code
-        self.reply_text = reply_text
-        self.class_id = class_id
-        self.method_id = method_id
-
-
-class ConnectionClosed(Event):
-    """The connection is over: the server closed it (``by_peer``, close-ok queued) or answered our close."""
-
-    __slots__ = ("by_peer", "reply_code", "reply_text")
-
-    def __init__(self, reply_code: int, reply_text: str, by_peer: bool) -> None:
-        self.reply_code = reply_code
-        self.reply_text = reply_text
-        self.by_peer = by_peer
+def decode_deliver(data: bytes, p: int, end: int) -> Delivery:
+    """basic.deliver arguments ``data[p:end]`` (after the method id) -> a :class:`Delivery` waiting for its
+    channel, properties and body (the frame reader fills them in). DecodeError when they do not decode."""
+    try:
+        q = p + 1 + data[p]
+        consumer_tag = data[p + 1:q].decode()
+        tag, bits = _TAG_BIT.unpack_from(data, q)
+        q += 9
+        r = q + 1 + data[q]
+        s = r + 1 + data[r]
+        exchange = data[q + 1:r].decode()
+        routing_key = data[r + 1:s].decode()
+    except (IndexError, struct.error, UnicodeDecodeError) as exc:
+        raise DecodeError(str(exc)) from None
+    if s != end:
+        raise DecodeError("basic.deliver arguments do not fill the frame")
+    ev: Any = _new(Delivery)
+    ev.consumer_tag = consumer_tag
+    ev.delivery_tag = tag
+    ev.redelivered = bits & 1 == 1
+    ev.exchange = exchange
+    ev.routing_key = routing_key
+    return ev
 
 
 # ---------------------------------------------------------------------------------------------- publish
@@ -150,22 +107,28 @@ class PublishTemplate:
         self.separator = self.suffix + self.prefix
 
 
-class _Channel:
-    __slots__ = ("asm", "deliver", "method", "parts", "props", "publish_seq", "remaining")
+class _Channel(ChannelAssembly):
+    __slots__ = ("publish_seq",)
 
     def __init__(self) -> None:
-        self.asm = _ASM_METHOD
-        self.deliver: tuple[str, int, bool, str, str] | None = None
-        self.method: Any = None
-        self.props = b""
-        self.remaining = 0
-        self.parts: list[Any] = []
+        super().__init__()
         self.publish_seq = 0  # publisher-confirm sequence: the delivery tag of the last publish
 
 
-class ClientConnection:
+class ClientConnection(FrameReader[_Channel]):
     """One AMQP 0-9-1 client connection (sans-IO). Call :meth:`initiate` first, then feed
-    ``receive_data`` with what the server sends and write ``data_to_send()`` after each call."""
+    ``receive_data`` with what the server sends and write ``data_to_send()`` after each call.
+
+    A channel exists from :meth:`open_channel` until its channel.close-ok arrives (we closed it) or
+    the server's channel.close (close-ok queued); a frame for any other channel is a protocol error.
+    """
+
+    HOT_CONTENT = codec.DELIVER_INDEX
+    HOT_CONTENT_IS_EVENT = True
+    HOT_ACKS = frozenset({codec.ACK_INDEX, codec.NACK_INDEX})
+    ACK_EVENT = Confirm
+    NACK_INDEX = codec.NACK_INDEX
+    _decode_hot_content = staticmethod(decode_deliver)
 
     def __init__(self, username: str = "guest", password: str = "guest", vhost: str = "/", *,
                  frame_max: int = 131072, channel_max: int = 2047, heartbeat: int = 0,
@@ -173,6 +136,8 @@ class ClientConnection:
         # heartbeat 0 = off: a load generator must not be disconnected while the broker is saturated.
         # negotiate_heartbeat=True: answer connection.tune with the lower of ours and the server's (0 = the
         # other one), as RabbitMQ's clients do; False (the default) sends ``heartbeat`` unchanged.
+        super().__init__()
+        self._fast = True  # the frame reader's hot path serves every open channel
         self.negotiate_heartbeat = negotiate_heartbeat
         self.username = username
         self.password = password
@@ -188,9 +153,7 @@ class ClientConnection:
         self.server_properties: dict[str, Any] = {}
         self.is_open = False
         self.closed = False
-        self._channels: dict[int, _Channel] = {}
         self._out: list[bytes] = []
-        self._tail = b""
         # publish_raw/publish_batch: (channel, exchange, routing key, mandatory) -> encoded method frame
         self._publish_methods: dict[tuple[int, str, str, bool], bytes] = {}
         self._content_structs: dict[int, struct.Struct] = {}
@@ -211,7 +174,9 @@ class ClientConnection:
         """Any method without content, via pamqp (setup and teardown; not the hot path)."""
         self._out.append(codec.encode_method(channel, method))
         if channel and isinstance(method, commands.Confirm.Select):
-            self._chan(channel).publish_seq = 0
+            chan = self._channels.get(channel)
+            if chan is not None:
+                chan.publish_seq = 0
 
     def open_channel(self, channel: int) -> None:
         self._channels[channel] = _Channel()
@@ -297,7 +262,8 @@ class ClientConnection:
         return chan.publish_seq
 
     def publish_seq(self, channel: int) -> int:
-        return self._chan(channel).publish_seq
+        chan = self._channels.get(channel)
+        return chan.publish_seq if chan is not None else 0
 
     def _publish_method(self, channel: int, exchange: str, routing_key: str, mandatory: bool) -> bytes:
         key = (channel, exchange, routing_key, mandatory)
@@ -357,102 +323,66 @@ class ClientConnection:
 
     # ------------------------------------------------------------------ input
     def receive_data(self, data: bytes) -> list[Event]:
-        """Parse everything in ``data`` (plus any kept tail); return the events, in order."""
+        """Parse everything in ``data`` (plus any kept tail); return the events, in order. Raises
+        :class:`ClientProtocolError` when the server breaks the protocol."""
         events: list[Event] = []
+        if self._halted:
+            return events
         if self._tail:
             data = self._tail + data
         elif type(data) is not bytes:
             data = bytes(data)
-        unpack = FRAME_HEADER_STRUCT.unpack_from
-        u32 = _U32.unpack_from
-        tag_bit = _TAG_BIT.unpack_from
-        channels = self._channels
-        n = len(data)
-        off = 0
-        view: memoryview | None = None
-        while n - off >= 8:
-            ftype, ch, size = unpack(data, off)
-            p = off + 7
-            end = p + size
-            if end >= n:
-                break
-            if data[end] != FRAME_END:
-                raise ClientProtocolError(f"invalid frame end octet {data[end]:#x}")
-            off = end + 1
-            if ftype == 3:  # ------------------------------------------------ body frame
-                chan = channels[ch]
-                remaining = chan.remaining - size
-                if remaining > 0:
-                    if view is None:
-                        view = memoryview(data)
-                    chan.parts.append(view[p:end])
-                    chan.remaining = remaining
-                    continue
-                if chan.parts:
-                    if view is None:
-                        view = memoryview(data)
-                    chan.parts.append(view[p:end])
-                    body = b"".join(chan.parts)
-                    chan.parts = []
-                else:
-                    body = data[p:end]
-                chan.asm = _ASM_METHOD
-                self._content_done(events, ch, chan, chan.props, body)
-                continue
-            if ftype == 1:  # ------------------------------------------------ method frame
-                index = u32(data, p)[0]
-                if index == _DELIVER:
-                    q = p + 5 + data[p + 4]
-                    consumer_tag = data[p + 5:q].decode()
-                    tag, bits = tag_bit(data, q)
-                    q += 9
-                    r = q + 1 + data[q]
-                    s = r + 1 + data[r]
-                    chan = channels[ch]
-                    chan.deliver = (consumer_tag, tag, bool(bits & 1), data[q + 1:r].decode(),
-                                    data[r + 1:s].decode())
-                    chan.asm = _ASM_HEADER
-                    continue
-                if index == _ACK or index == _NACK:
-                    tag, bits = tag_bit(data, p + 4)
-                    events.append(Confirm(ch, tag, bool(bits & 1), index == _ACK))
-                    continue
-                self._method(events, ch, index, data, p, end)
-                continue
-            if ftype == 2:  # ------------------------------------------------ content header
-                chan = channels[ch]
-                body_size = _HEADER_ARGS.unpack_from(data, p)[2]
-                props = data[p + 12:end]
-                if body_size == 0:
-                    chan.asm = _ASM_METHOD
-                    self._content_done(events, ch, chan, props, b"")
-                else:
-                    chan.asm = _ASM_BODY
-                    chan.props = props
-                    chan.remaining = body_size
-                continue
-            if ftype == 8:
-                continue  # heartbeat: the driver saw bytes arrive, which is all it means
-            raise ClientProtocolError(f"unknown frame type {ftype}")
-        self._tail = data[off:] if off < n else b""
+        self._tail = b""
+        self._read(data, events)
         return events
 
-    def _content_done(self, events: list[Event], ch: int, chan: _Channel, props: bytes, body: bytes) -> None:
-        d = chan.deliver
-        if d is not None:
-            events.append(Delivery(ch, d[0], d[1], d[2], d[3], d[4], props, body))
-            chan.deliver = None
-        else:
-            events.append(ContentReceived(ch, chan.method, props, body))
-            chan.method = None
+    def _framing_lost(self, events: list[Event], ftype: int, ch: int, payload: bytes, error: str) -> None:
+        raise ClientProtocolError(f"framing lost (frame type {ftype}, channel {ch}): {error}")
 
-    def _chan(self, channel: int) -> _Channel:
-        chan = self._channels.get(channel)
+    def _unexpected(self, events: list[Event], detail: str, index: int) -> None:
+        raise ClientProtocolError(f"{detail} (method {index >> 16}.{index & 0xFFFF})")
+
+    def _frame(self, events: list[Event], ftype: int, ch: int, data: bytes, p: int, end: int) -> None:
+        if ftype == 8:
+            return  # heartbeat: the driver saw bytes arrive, which is all it means
+        if ftype not in (1, 2, 3):
+            raise ClientProtocolError(f"unknown frame type {ftype}")
+        if ch == 0:
+            if ftype != 1:
+                raise ClientProtocolError(f"content frame (type {ftype}) on channel 0")
+            self._method0(events, self._method(data, p, end))
+            return
+        chan = self._channels.get(ch)
         if chan is None:
-            chan = self._channels[channel] = _Channel()
-        return chan
+            raise ClientProtocolError(f"frame (type {ftype}) on channel {ch}, which is not open")
+        if chan.expect != EXPECT_METHOD:
+            if ftype == 2 and end - p < 12:
+                raise ClientProtocolError(f"content header of {end - p} octets on channel {ch}")
+            self._assemble(events, ftype, ch, chan, data, p, end)
+            return
+        if ftype != 1:
+            raise ClientProtocolError(f"expected a method frame on channel {ch}, got type {ftype}")
+        m = self._method(data, p, end)
+        index = m.index
+        if index in _CONTENT_METHODS:
+            chan.method = m
+            chan.expect = EXPECT_HEADER
+        elif index == codec.DELIVER_INDEX:
+            raise ClientProtocolError(f"cannot decode basic.deliver {codec.erlang_binary_w(data[p + 4:end])}")
+        elif index == commands.Channel.Close.index:
+            self.send_method(ch, commands.Channel.CloseOk())
+            del self._channels[ch]
+            events.append(ChannelCloseReceived(ch, m.reply_code or 0, m.reply_text or "", m.class_id or 0, m.method_id or 0))
+        else:
+            if index == commands.Channel.CloseOk.index:
+                del self._channels[ch]  # the close we asked for is done
+            events.append(MethodReceived(ch, m))
 
-    def _method(self, events: list[Event], ch: int, index: int, data: bytes, p: int, end: int) -> None:
+    @staticmethod
+    def _method(data: bytes, p: int, end: int) -> Any:
+        if end - p < 4:
+            raise ClientProtocolError(f"method frame of {end - p} octets")
+        index = int.from_bytes(data[p:p + 4], "big")
         cls = _INDEX.get(index)
         if cls is None:
             raise ClientProtocolError(f"unknown method id {index >> 16}.{index & 0xFFFF}")
@@ -461,51 +391,57 @@ class ClientConnection:
             m.unmarshal(data[p + 4:end])
         except Exception as exc:  # noqa: BLE001 - a server we cannot decode is a protocol error
             raise ClientProtocolError(f"cannot decode {cls.__name__}: {exc}") from None
-        if index in _CONTENT_METHODS:
-            chan = self._chan(ch)
-            chan.method = m
-            chan.asm = _ASM_HEADER
-            return
-        if ch == 0:
-            if index == _START:
-                self.server_properties = m.server_properties or {}
-                self.send_method(0, commands.Connection.StartOk(
-                    client_properties=self.client_properties, mechanism="PLAIN",
-                    response=f"\0{self.username}\0{self.password}", locale="en_US"))
-                return
-            if index == _TUNE:
-                self.frame_max = _negotiate(self.frame_max, m.frame_max)
-                self.channel_max = _negotiate(self.channel_max, m.channel_max)
-                if self.negotiate_heartbeat:
-                    self.heartbeat = _negotiate(self.heartbeat, m.heartbeat)
-                self.send_method(0, commands.Connection.TuneOk(channel_max=self.channel_max,
-                                                               frame_max=self.frame_max,
-                                                               heartbeat=self.heartbeat))
-                self.send_method(0, commands.Connection.Open(virtual_host=self.vhost))
-                return
-            if index == _OPEN_OK:
-                self.is_open = True
-                events.append(Connected(self.server_properties, self.frame_max, self.channel_max,
-                                        self.heartbeat))
-                return
-            if index == _CLOSE:
-                self.send_method(0, commands.Connection.CloseOk())
-                self._closed(events, m.reply_code, m.reply_text, True)
-                return
-            if index == _CLOSE_OK:
-                self._closed(events, 200, "", False)
-                return
-        elif index == _CHANNEL_CLOSE:
-            self.send_method(ch, commands.Channel.CloseOk())
-            self._channels.pop(ch, None)
-            events.append(ChannelClosed(ch, m.reply_code, m.reply_text, m.class_id, m.method_id))
-            return
-        events.append(MethodReceived(ch, m))
+        return m
 
-    def _closed(self, events: list[Event], code: int, text: str, by_peer: bool) -> None:
+    # ------------------------------------------------------------------ channel 0
+    def _method0(self, events: list[Event], m: Any) -> None:
+        handler = self._CHANNEL0.get(type(m))
+        if handler is None:
+            events.append(MethodReceived(0, m))  # connection.blocked / unblocked, update-secret-ok
+        else:
+            handler(self, events, m)
+
+    def _on_start(self, events: list[Event], m: commands.Connection.Start) -> None:
+        self.server_properties = m.server_properties or {}
+        self.send_method(0, commands.Connection.StartOk(
+            client_properties=self.client_properties, mechanism="PLAIN",
+            response=plain_response(self.username, self.password), locale="en_US"))
+
+    def _on_tune(self, events: list[Event], m: commands.Connection.Tune) -> None:
+        self.frame_max = _negotiate(self.frame_max, m.frame_max)
+        self.channel_max = _negotiate(self.channel_max, m.channel_max)
+        if self.negotiate_heartbeat:
+            self.heartbeat = _negotiate(self.heartbeat, m.heartbeat)
+        self.send_method(0, commands.Connection.TuneOk(channel_max=self.channel_max, frame_max=self.frame_max,
+                                                       heartbeat=self.heartbeat))
+        self.send_method(0, commands.Connection.Open(virtual_host=self.vhost))
+
+    def _on_open_ok(self, events: list[Event], m: commands.Connection.OpenOk) -> None:
+        self.is_open = True
+        events.append(Connected(self.server_properties, self.frame_max, self.channel_max, self.heartbeat))
+
+    def _on_close(self, events: list[Event], m: commands.Connection.Close) -> None:
+        self.send_method(0, commands.Connection.CloseOk())
+        events.append(ConnectionCloseReceived.of(m))
+        self._terminate(events, "closed by the server")
+
+    def _on_close_ok(self, events: list[Event], m: commands.Connection.CloseOk) -> None:
+        self._terminate(events, "closed")
+
+    def _terminate(self, events: list[Event], reason: str) -> None:
         self.is_open = False
         self.closed = True
-        events.append(ConnectionClosed(code, text, by_peer))
+        self._halted = True
+        events.append(ConnectionTerminated(reason))
+
+    #: channel 0 methods the client answers itself; any other arrives as MethodReceived(0, method)
+    _CHANNEL0: ClassVar[dict[type, Callable[[ClientConnection, list[Event], Any], None]]] = {
+        commands.Connection.Start: _on_start,
+        commands.Connection.Tune: _on_tune,
+        commands.Connection.OpenOk: _on_open_ok,
+        commands.Connection.Close: _on_close,
+        commands.Connection.CloseOk: _on_close_ok,
+    }
 
 
 def _negotiate(ours: int, theirs: int) -> int:

@@ -12,6 +12,8 @@ from typing import Any
 
 from pamqp import base, body, commands, frame, header, heartbeat
 
+from .sasl import amqplain_response, plain_response
+
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 Frame = Any
 
@@ -91,9 +93,8 @@ class ClientPeer:
 
     def response(self) -> str:
         if self.mechanism == "AMQPLAIN":
-            from pamqp import encode
-            return encode.field_table({"LOGIN": self.username, "PASSWORD": self.password})[4:].decode()
-        return f"\0{self.username}\0{self.password}"
+            return amqplain_response(self.username, self.password)
+        return plain_response(self.username, self.password)
 
     def receive_data(self, data: bytes) -> tuple[list[tuple[int, Frame]], bytes]:
         """Parse server bytes; returns (frames, reply bytes the handshake needs)."""
