@@ -258,14 +258,15 @@ class Broker:
                 continue
             context = tls.amqp_context if tls is not None and name == "amqps" else None
             self._ports[name] = await _bind(listener.start(host, port, context), host, port, flag)
-            listeners.append(Listener("amqp" if name == "amqp" else "amqp/ssl", host, self._ports[name]))
+            tls_files = (config.tls_cert, config.tls_ca) if name == "amqps" else (None, None)
+            listeners.append(Listener("amqp" if name == "amqp" else "amqp/ssl", host, self._ports[name], *tls_files))
         if config.http_port is not None:
             bound = await _bind(http.start_api(http_host, config.http_port), http_host, config.http_port, "--http-port")
             listeners.append(Listener("http", *bound))
         if config.http_tls_port is not None and tls is not None:
             port = config.http_tls_port
             bound = await _bind(http.start_api(http_host, port, tls.http_context), http_host, port, "--http-tls-port")
-            listeners.append(Listener("https", *bound))
+            listeners.append(Listener("https", *bound, config.tls_cert, config.tls_ca))
         if config.prometheus_port is not None:
             port = config.prometheus_port
             bound = await _bind(http.start_metrics(prometheus_host, port), prometheus_host, port, "--prometheus-port")

@@ -264,3 +264,20 @@ def test_an_alarm_fails_the_alarm_checks() -> None:
         assert failed.json == {"status": "failed", "reason": "There are alarms in effect on the node",
                                "alarms": [{"resource": "disk space", "node": node}]}
         assert api.ok("GET", "/api/nodes")[0]["disk_free_alarm"] is True
+
+
+def test_certificate_expiration_reads_the_tls_listeners_certificates(tmp_path: Any) -> None:
+    from mailslot.testing.certificates import CertificateAuthority
+
+    ca = CertificateAuthority("mailslot test CA")  # its certificates are valid for 2 days
+    server = ca.issue("localhost", server=True).write(tmp_path, "server")
+    settings = {"tls_port": 0, "http_tls_port": 0, "tls_cert": server.cert, "tls_key": server.key}
+    with broker_in_thread(**settings) as broker:
+        api = ManagementApi(broker.http_url)
+        assert api.ok("GET", "/api/health/checks/certificate-expiration/1/days") == {"status": "ok"}
+        soon = api.get("/api/health/checks/certificate-expiration/3/days")
+        assert soon.status == 503 and soon.json["reason"] == "Certificates expiring"
+        listed = {(x["protocol"], x["port"]) for x in soon.json["expired"]}
+        assert listed == {("amqp/ssl", broker.amqps_port), ("https", broker.https_port)}
+        assert all(x["certfile"] == str(server.cert) and len(x["certfile_expires_on"]) == 1 for x in soon.json["expired"])
+        assert api.get("/api/health/checks/certificate-expiration/1/months").status == 503

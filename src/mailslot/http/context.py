@@ -24,7 +24,7 @@ from ..core.access.admin import AccessAdmin
 from ..core.alarms import ResourceMonitor
 from ..core.broker import Broker
 from ..core.session import Session
-from ..core.stats import StatsSampler
+from ..core.stats import SESSION_COUNTERS, StatsSampler, add_counts, session_totals
 from .runtime_parameters import RuntimeParameters
 
 # RabbitMQ's management.http.max_body_size default (20,000,000 bytes since 3.11; 3.10 had no bound): a
@@ -37,6 +37,18 @@ def product_version() -> str:
         return version("mailslot")
     except PackageNotFoundError:  # running from a source tree that is not installed
         return "unknown"
+
+
+def file_descriptors() -> tuple[int, int]:
+    """(open, limit) of this process's file descriptors; (0, 0) where they cannot be read."""
+    try:
+        import resource
+
+        import psutil
+
+        return int(psutil.Process().num_fds()), int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    except Exception:  # noqa: BLE001 -- not on this platform, or a failed reading: never fail a request for it
+        return 0, 0
 
 
 def default_node_name() -> str:
@@ -115,9 +127,11 @@ class NoConnections:
 class Listener:
     """A port this node serves (``/api/overview``'s listeners, the port-listener health check)."""
 
-    protocol: str  # "amqp", "http", "http/prometheus"
+    protocol: str  # "amqp", "amqp/ssl", "http", "https", "http/prometheus"
     ip_address: str
     port: int
+    certfile: Path | None = None  # TLS listeners: the certificate (the certificate-expiration check)
+    cacertfile: Path | None = None
 
 
 @dataclass
@@ -163,6 +177,29 @@ class ManagementContext:
 
     def live_sessions(self) -> list[Session]:
         return [ch.session for c in self.connections.connections() for ch in c.channels]
+
+    def session_totals(self, vhost: str | None = None, live: list[Session] | None = None) -> list[int]:
+        """Every session's counters ever (closed ones too), of one vhost or all (SESSION_COUNTERS order)."""
+        live = self.live_sessions() if live is None else live
+        vhosts = list(self.core.vhosts.values()) if vhost is None else [self.core.vhosts[vhost]]
+        totals = [0] * len(SESSION_COUNTERS)
+        for each in vhosts:
+            add_counts(totals, session_totals(each.stats, (s for s in live if s.vhost is each)))
+        return totals
+
+    def churn(self) -> tuple[int, ...]:
+        """The broker's CHURN_COUNTERS: connections (from the front ends), channels and queues (the vhosts')."""
+        opened, closed = self.connections.churn()
+        stats = [vhost.stats for vhost in self.core.vhosts.values()]
+        return (
+            opened,
+            closed,
+            sum(s.channels_opened for s in stats),
+            sum(s.channels_closed for s in stats),
+            sum(s.queues_declared for s in stats),
+            sum(s.queues_created for s in stats),
+            sum(s.queues_deleted for s in stats),
+        )
 
 
 CONTEXT = web.AppKey("mailslot.management", ManagementContext)

@@ -19,7 +19,6 @@ from ..core.stats import CommitStats
 from .app import management_app
 from .context import ManagementContext
 from .metrics.app import metrics_app
-from .resources.overview import churn_counts
 
 log = logging.getLogger("mailslot.http")
 
@@ -110,7 +109,7 @@ class HTTPServer:
                 [ch.session for conn in connections for ch in conn.channels],
                 [(conn.key, conn.vhost, (conn.recv_oct, conn.send_oct)) for conn in connections],
                 ctx.rss(),
-                churn_counts(ctx),
+                ctx.churn(),
             )
         except Exception:
             log.exception("stats sampling failed")

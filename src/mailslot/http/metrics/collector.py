@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import psutil
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -33,8 +32,8 @@ from prometheus_client.core import (
 )
 
 from ...core.queue import Queue
-from ...core.stats import SESSION_COUNTERS, CommitStats, session_counts, session_totals
-from ..context import ChannelView, ConnectionView, ManagementContext
+from ...core.stats import SESSION_COUNTERS, CommitStats, memory_estimate, session_counts
+from ..context import ChannelView, ConnectionView, ManagementContext, file_descriptors
 from .exposition import family_text, labels
 from .families import BROKER, CHANNEL, CONNECTION, FAMILIES, QUEUE, Family
 
@@ -48,8 +47,6 @@ RABBITMQ_API_VERSION = "3.10.8"
 # rabbit_global_counters' label values for what mailslot is: AMQP 0-9-1, classic queues.
 PROTOCOL = "amqp091"
 QUEUE_TYPE = "rabbit_classic_queue"
-# Bytes of bookkeeping per in-memory message (see resources/queues.py ENTRY_OVERHEAD).
-ENTRY_OVERHEAD = 250
 
 
 class QueueSample:
@@ -65,7 +62,7 @@ class QueueSample:
         self.ready, self.unacked, self.paged = queue.message_count, queue.unacked, queue.paged
         self.consumers = len(queue.consumers)
         self.ready_bytes = queue.ready_bytes
-        self.memory = (self.ready - self.paged + self.unacked) * ENTRY_OVERHEAD + self.ready_bytes
+        self.memory = memory_estimate(self.ready - self.paged + self.unacked, self.ready_bytes)
         self.published = queue.stats_published
 
     def add(self, other: QueueSample) -> None:
@@ -134,25 +131,8 @@ class BrokerCollector:
     def _snapshot(self, connections: list[ConnectionView]) -> Snapshot:
         ctx = self.ctx
         snap = Snapshot()
-        opened, closed = ctx.connections.churn()
-        stats = [vhost.stats for vhost in ctx.core.vhosts.values()]
-        snap.churn = (
-            opened,
-            closed,
-            sum(s.channels_opened for s in stats),
-            sum(s.channels_closed for s in stats),
-            sum(s.queues_declared for s in stats),
-            sum(s.queues_created for s in stats),
-            sum(s.queues_deleted for s in stats),
-        )
-        try:
-            process = psutil.Process()
-            snap.fd_used = process.num_fds()
-            import resource
-
-            snap.fd_total = int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        except (AttributeError, ImportError, psutil.Error):
-            pass
+        snap.churn = ctx.churn()
+        snap.fd_used, snap.fd_total = file_descriptors()
         snap.sockets_used = len(connections)
         monitor = ctx.node.monitor
         if monitor is not None:
@@ -163,11 +143,7 @@ class BrokerCollector:
             snap.rss = ctx.sampler.rss_bytes or 0
         snap.uptime = time.time() - ctx.node.started_at
         live = [ch.session for conn in connections for ch in conn.channels]
-        totals = [0] * len(SESSION_COUNTERS)
-        for vhost in ctx.core.vhosts.values():
-            for i, value in enumerate(session_totals(vhost.stats, (s for s in live if s.vhost is vhost))):
-                totals[i] += value
-        snap.channel_totals = dict(zip(SESSION_COUNTERS, totals, strict=True))
+        snap.channel_totals = dict(zip(SESSION_COUNTERS, ctx.session_totals(live=live), strict=True))
         return snap
 
     def _queues(self, vhosts: frozenset[str] | None) -> Iterator[Queue]:
@@ -210,7 +186,7 @@ class BrokerCollector:
                 published += queue.stats_published
         total.ready, total.unacked, total.paged, total.consumers = ready, unacked, paged, consumers
         total.ready_bytes, total.published = ready_bytes, published
-        total.memory = (ready - paged + unacked) * ENTRY_OVERHEAD + ready_bytes
+        total.memory = memory_estimate(ready - paged + unacked, ready_bytes)
         return total
 
     def collect(self) -> Iterator[Metric]:

@@ -215,13 +215,9 @@ def _channel_listing(ctx: ManagementContext) -> Listing:
 
 
 @routes.get("/connections")
-async def list_connections(request: web.Request) -> web.Response:
-    return reply_list(request, _visible_connections(request), _connection_listing(context(request)))
-
-
 @routes.get("/vhosts/{vhost}/connections", Rule.VHOST_VISIBLE)
-async def list_vhost_connections(request: web.Request) -> web.Response:
-    conns = _visible_connections(request, request.match_info["vhost"])
+async def list_connections(request: web.Request) -> web.Response:
+    conns = _visible_connections(request, request.match_info.get("vhost"))
     return reply_list(request, conns, _connection_listing(context(request)))
 
 
@@ -287,13 +283,9 @@ def _visible_channels(request: web.Request, vhost: str | None = None) -> list[Ch
 
 
 @routes.get("/channels")
-async def list_channels(request: web.Request) -> web.Response:
-    return reply_list(request, _visible_channels(request), _channel_listing(context(request)))
-
-
 @routes.get("/vhosts/{vhost}/channels", Rule.VHOST_VISIBLE)
-async def list_vhost_channels(request: web.Request) -> web.Response:
-    channels = _visible_channels(request, request.match_info["vhost"])
+async def list_channels(request: web.Request) -> web.Response:
+    channels = _visible_channels(request, request.match_info.get("vhost"))
     return reply_list(request, channels, _channel_listing(context(request)))
 
 

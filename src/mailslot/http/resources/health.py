@@ -8,9 +8,12 @@ while every other endpoint still needs credentials.
 
 from __future__ import annotations
 
+import datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
 
 from ...core import errors as core_errors
 from ...core.message import Message
@@ -36,7 +39,8 @@ PROTOCOL_ALIASES = {
     "prometheus": "http/prometheus",
     "http/prometheus": "http/prometheus",
 }
-SECONDS = {"days": 86_400, "weeks": 7 * 86_400, "months": 30 * 86_400, "years": 365 * 86_400}
+# RabbitMQ's units (rabbit_mgmt_wm_health_check_certificate_expiration): a month is a twelfth of a year.
+SECONDS = {"days": 86_400, "weeks": 7 * 86_400, "months": 365 * 86_400 // 12, "years": 365 * 86_400}
 RESOURCE_NAMES = {"memory": "memory", "disk": "disk space"}  # rabbit_alarm:format_as_map
 
 
@@ -52,16 +56,22 @@ def _alarms(ctx: ManagementContext) -> list[dict[str, str]]:
     return [{"resource": RESOURCE_NAMES.get(a, a), "node": ctx.node.name} for a in sorted(ctx.node.alarms())]
 
 
+ALARM_REASONS = {
+    "/api/health/checks/alarms": "There are alarms in effect in the cluster",
+    "/api/health/checks/local-alarms": "There are alarms in effect on the node",
+}
+LEGACY_ALARM_REASON = "resource alarm(s) in effect"  # RabbitMQ's deprecated /api/healthchecks/node
+
+
 @routes.get("/health/checks/alarms", Rule.HEALTH)
-async def alarms(request: web.Request) -> web.Response:
-    found = _alarms(context(request))
-    return failed("There are alarms in effect in the cluster", alarms=found) if found else ok()
-
-
 @routes.get("/health/checks/local-alarms", Rule.HEALTH)
-async def local_alarms(request: web.Request) -> web.Response:
+@routes.get("/healthchecks/node", Rule.HEALTH)
+@routes.get("/healthchecks/node/{node}", Rule.HEALTH)
+async def alarms(request: web.Request) -> web.Response:
+    """One node: the cluster's alarms are this node's."""
     found = _alarms(context(request))
-    return failed("There are alarms in effect on the node", alarms=found) if found else ok()
+    reason = ALARM_REASONS.get(request.path, LEGACY_ALARM_REASON)
+    return failed(reason, alarms=found) if found else ok()
 
 
 @routes.get("/health/checks/port-listener/{port}", Rule.HEALTH)
@@ -93,28 +103,50 @@ async def virtual_hosts(request: web.Request) -> web.Response:
 
 @routes.get("/health/checks/certificate-expiration/{within}/{unit}", Rule.HEALTH)
 async def certificate_expiration(request: web.Request) -> web.Response:
+    """Fails when a TLS listener's certificate (or its CA file) expires within the given time, as
+    RabbitMQ's check reads them: every certificate of each PEM file."""
     try:
         within = int(request.match_info["within"])
     except ValueError:
         raise bad_request("Invalid expiration value.") from None
-    if request.match_info["unit"] not in SECONDS:
+    unit = request.match_info["unit"].lower()
+    if unit not in SECONDS:
         raise bad_request("Time unit not recognised. Supported units: days, weeks, months, years.")
-    del within  # no TLS listener has a certificate yet (TLS comes with the access-control issue)
-    return ok()
+    ctx = context(request)
+    deadline = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=within * SECONDS[unit])
+    expiring = []
+    for listener in ctx.node.listeners:
+        if listener.certfile is None:
+            continue
+        cert = _expiring(listener.certfile, deadline)
+        ca = _expiring(listener.cacertfile, deadline)
+        if cert or ca:
+            expiring.append({
+                "node": ctx.node.name, "protocol": listener.protocol, "interface": listener.ip_address,
+                "port": listener.port, "certfile": str(listener.certfile),
+                "cacertfile": str(listener.cacertfile or ""), "certfile_expires_on": cert,
+                "cacertfile_expires_on": ca,
+            })
+    return failed("Certificates expiring", expired=expiring) if expiring else ok()
+
+
+def _expiring(path: Path | None, deadline: datetime.datetime) -> list[str] | dict[str, str]:
+    """When each certificate of a PEM file expires, for those expiring by ``deadline`` (RabbitMQ's
+    "YYYY-MM-DD H:MM:SS"); an unreadable file is reported, not raised."""
+    if path is None:
+        return []
+    try:
+        certificates = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError) as error:
+        return {"error": str(error)}
+    ends = [c.not_valid_after_utc for c in certificates]
+    return [f"{end:%Y-%m-%d} {end.hour}:{end:%M:%S}" for end in ends if end <= deadline]
 
 
 @routes.get("/health/checks/node-is-quorum-critical", Rule.HEALTH)
 @routes.get("/health/checks/node-is-mirror-sync-critical", Rule.HEALTH)
 async def single_node(request: web.Request) -> web.Response:
     return ok(reason="single node cluster")
-
-
-@routes.get("/healthchecks/node", Rule.HEALTH)
-@routes.get("/healthchecks/node/{node}", Rule.HEALTH)
-async def legacy_node_check(request: web.Request) -> web.Response:
-    """RabbitMQ's deprecated node health check: alarms fail it."""
-    found = _alarms(context(request))
-    return failed("resource alarm(s) in effect", alarms=found) if found else ok()
 
 
 @routes.get("/aliveness-test/{vhost}", Rule.VHOST)

@@ -13,14 +13,13 @@ import platform
 import time
 from typing import Any
 
-import psutil
 from aiohttp import web
 
 from ...core.exchanges import EXCHANGE_TYPES
-from ...core.stats import CHURN_COUNTERS, VHOST_SAMPLE, session_totals
+from ...core.stats import CHURN_COUNTERS, VHOST_SAMPLE
 from ..auth import Rule, visible_vhosts
 from ..bodies import field, read_body
-from ..context import ManagementContext, context, current_user
+from ..context import ManagementContext, context, current_user, file_descriptors
 from ..errors import empty_response, json_response, not_found
 from ..listing import Listing, reply_list, reply_object
 from ..routing import Routes
@@ -51,20 +50,6 @@ def exchange_types() -> list[dict[str, Any]]:
     return [{"name": n, "description": EXCHANGE_TYPE_DESCRIPTIONS.get(n, ""), "enabled": True} for n in names]
 
 
-def churn_counts(ctx: ManagementContext) -> tuple[int, ...]:
-    opened, closed = ctx.connections.churn()
-    stats = [vhost.stats for vhost in ctx.core.vhosts.values()]
-    return (
-        opened,
-        closed,
-        sum(s.channels_opened for s in stats),
-        sum(s.channels_closed for s in stats),
-        sum(s.queues_declared for s in stats),
-        sum(s.queues_created for s in stats),
-        sum(s.queues_deleted for s in stats),
-    )
-
-
 def listeners(ctx: ManagementContext) -> list[dict[str, Any]]:
     return [
         {"node": ctx.node.name, "protocol": lst.protocol, "ip_address": lst.ip_address, "port": lst.port,
@@ -74,14 +59,8 @@ def listeners(ctx: ManagementContext) -> list[dict[str, Any]]:
 
 
 def broker_totals(ctx: ManagementContext, vhost: str = "") -> tuple[list[int], tuple[float, ...]]:
-    """The sampled totals of one vhost, or of the whole broker for "" (counts live, rates sampled)."""
-    live = ctx.live_sessions()
-    vhosts = [ctx.core.vhosts[vhost]] if vhost else list(ctx.core.vhosts.values())
-    totals = [0] * len(_SESSION_FIELDS)
-    for each in vhosts:
-        for i, value in enumerate(session_totals(each.stats, (s for s in live if s.vhost is each))):
-            totals[i] += value
-    return totals, ctx.sampler.vhosts.rates(vhost)
+    """The session totals of one vhost, or of the whole broker for "" (counts now, rates sampled)."""
+    return ctx.session_totals(vhost or None), ctx.sampler.vhosts.rates(vhost)
 
 
 @routes.get("/overview")
@@ -108,7 +87,7 @@ async def overview(request: web.Request) -> web.Response:
     ):
         details(name, value, per_second, queue_totals)
     connections = [c for c in ctx.connections.connections() if c.vhost in set(names)]
-    churn = churn_counts(ctx)
+    churn = ctx.churn()
     churn_rates: dict[str, Any] = {}
     for name, value, per_second in zip(CHURN, churn, ctx.sampler.churn.rates(""), strict=True):
         details(name, value, per_second, churn_rates)
@@ -192,11 +171,7 @@ def node_document(ctx: ManagementContext) -> dict[str, Any]:
     node = ctx.node
     monitor = node.monitor
     alarms = node.alarms()
-    process = psutil.Process()
-    try:
-        fd_used, fd_total = process.num_fds(), _fd_limit()
-    except (AttributeError, psutil.Error):  # not on this platform
-        fd_used, fd_total = 0, 0
+    fd_used, fd_total = file_descriptors()
     sockets_used = len(ctx.connections.connections())
     uptime_ms = int((time.time() - node.started_at) * 1000)
     doc: dict[str, Any] = {
@@ -240,15 +215,9 @@ def node_document(ctx: ManagementContext) -> dict[str, Any]:
     }
     if monitor is not None and monitor.last is not None:
         doc["mem_used"] = monitor.last.memory_bytes
-    for name, value, per_second in zip(CHURN, churn_counts(ctx), ctx.sampler.churn.rates(""), strict=True):
+    for name, value, per_second in zip(CHURN, ctx.churn(), ctx.sampler.churn.rates(""), strict=True):
         details(name, value, per_second, doc)
     return doc
-
-
-def _fd_limit() -> int:
-    import resource
-
-    return int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 @routes.get("/nodes", Rule.MONITOR)

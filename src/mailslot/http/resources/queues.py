@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ...core import errors as core_errors
 from ...core.queue import Queue
-from ...core.stats import QUEUE_COUNTERS, QUEUE_SAMPLE, active_consumer_tag, queue_counts
+from ...core.stats import QUEUE_COUNTERS, QUEUE_SAMPLE, active_consumer_tag, memory_estimate, queue_counts
 from ..auth import Rule
 from ..bodies import field, parse_int, query_flag, read_body
 from ..context import ManagementContext, context, current_user
@@ -54,7 +54,7 @@ def queue_document(ctx: ManagementContext, queue: Queue) -> dict[str, Any]:
         "exclusive": queue.exclusive_owner is not None,
         "exclusive_consumer_tag": next((c.tag for c in queue.consumers if c.exclusive), None),
         "head_message_timestamp": None,
-        "memory": (ready - paged + unacked) * ENTRY_OVERHEAD + ready_bytes,
+        "memory": memory_estimate(ready - paged + unacked, ready_bytes),
         "message_bytes": ready_bytes,
         "message_bytes_ready": ready_bytes,
         "messages_paged_out": paged,
@@ -85,10 +85,6 @@ def queue_document(ctx: ManagementContext, queue: Queue) -> dict[str, Any]:
         details(name, counts[index], rates[index], doc)
     return doc
 
-
-# Bytes of bookkeeping per message held in memory (Entry, Message and their slots, measured with
-# tracemalloc on CPython 3.11: about 250 B): the estimate RabbitMQ's "memory" field stands for.
-ENTRY_OVERHEAD = 250
 
 
 def _seconds(value: float | None) -> float | None:

@@ -168,23 +168,20 @@ TOPIC_PERMISSIONS = Listing(
 )
 
 
+def _filters(ctx: ManagementContext, request: web.Request) -> tuple[str | None, str | None]:
+    """(user, vhost) a listing is narrowed to by its path; 404 for one that does not exist."""
+    user = _user(ctx, request).name if "user" in request.match_info else None
+    vhost = _vhost_record(ctx, request.match_info["vhost"]) if "vhost" in request.match_info else None
+    return user, vhost
+
+
 @routes.get("/permissions", Rule.ADMIN)
-async def list_permissions(request: web.Request) -> web.Response:
-    return reply_list(request, admin_of(context(request)).list_permissions(), PERMISSIONS)
-
-
 @routes.get("/users/{user}/permissions", Rule.ADMIN)
-async def list_user_permissions(request: web.Request) -> web.Response:
-    ctx = context(request)
-    user = _user(ctx, request)
-    return reply_list(request, admin_of(ctx).list_permissions(user=user.name), PERMISSIONS)
-
-
 @routes.get("/vhosts/{vhost}/permissions", Rule.ADMIN)
-async def list_vhost_permissions(request: web.Request) -> web.Response:
+async def list_permissions(request: web.Request) -> web.Response:
     ctx = context(request)
-    vhost = _vhost_record(ctx, request.match_info["vhost"])
-    return reply_list(request, admin_of(ctx).list_permissions(vhost=vhost), PERMISSIONS)
+    user, vhost = _filters(ctx, request)
+    return reply_list(request, admin_of(ctx).list_permissions(user=user, vhost=vhost), PERMISSIONS)
 
 
 def _vhost_record(ctx: ManagementContext, name: str) -> str:
@@ -234,22 +231,12 @@ async def clear_permission(request: web.Request) -> web.Response:
 
 
 @routes.get("/topic-permissions", Rule.ADMIN)
-async def list_topic_permissions(request: web.Request) -> web.Response:
-    return reply_list(request, admin_of(context(request)).list_topic_permissions(), TOPIC_PERMISSIONS)
-
-
 @routes.get("/users/{user}/topic-permissions", Rule.ADMIN)
-async def list_user_topic_permissions(request: web.Request) -> web.Response:
-    ctx = context(request)
-    user = _user(ctx, request)
-    return reply_list(request, admin_of(ctx).list_topic_permissions(user=user.name), TOPIC_PERMISSIONS)
-
-
 @routes.get("/vhosts/{vhost}/topic-permissions", Rule.ADMIN)
-async def list_vhost_topic_permissions(request: web.Request) -> web.Response:
+async def list_topic_permissions(request: web.Request) -> web.Response:
     ctx = context(request)
-    vhost = _vhost_record(ctx, request.match_info["vhost"])
-    return reply_list(request, admin_of(ctx).list_topic_permissions(vhost=vhost), TOPIC_PERMISSIONS)
+    user, vhost = _filters(ctx, request)
+    return reply_list(request, admin_of(ctx).list_topic_permissions(user=user, vhost=vhost), TOPIC_PERMISSIONS)
 
 
 def _topic_permissions(ctx: ManagementContext, request: web.Request) -> list[TopicPermissionRecord]:
