@@ -83,6 +83,10 @@ def parse_str(name: str, value: Any) -> str:
 
 
 def parse_object(name: str, value: Any) -> dict[str, Any]:
+    """A JSON object; ``[]`` too, as the empty one (RabbitMQ reads JSON into Erlang terms, where an empty
+    list is the empty property list: clients such as pyrabbit2 send ``"arguments": []``)."""
+    if value == []:
+        return {}
     if not isinstance(value, dict):
         raise bad_request(f"{name}: expected a JSON object, got {_shown(value)}")
     return value
