@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
 from ...core.vhost import VirtualHost
 from ..auth import visible_vhosts
-from ..context import ManagementContext, context, current_user
+from ..context import context, current_user
 from ..direct import vhost_or_404
 
 # Rates are shown to the thousandth: finer is float noise, coarser hides a slow trickle.
@@ -56,12 +56,3 @@ def listed_vhosts(request: web.Request) -> list[VirtualHost]:
         return [vhost_or_404(ctx, name)]
     names = visible_vhosts(ctx.access, current_user(request), sorted(ctx.core.vhosts))
     return [ctx.core.vhosts[n] for n in names]
-
-
-def in_vhosts(items: Iterable[Any], vhosts: Iterable[str]) -> list[Any]:
-    wanted = set(vhosts)
-    return [item for item in items if item.vhost in wanted]
-
-
-def node_name(ctx: ManagementContext) -> str:
-    return ctx.node.name
