@@ -1,7 +1,7 @@
 """mailslot against RabbitMQ, same workloads, same run, alternating (not a test; prints ratios).
 
     python benchmarks/compare.py [--quick] [--rounds 3] [--duration 10] [--rabbit URL] [--only a,b]
-                                 [--others | --no-others]
+                                 [--others | --no-others] [--scrape]
 
 Starts a fresh mailslot per workload (``python -m mailslot serve --store STORE``, default segments, temp data dir, uvloop)
 and uses the RabbitMQ at --rabbit (default 127.0.0.1:5672). Each round runs ``mailslot bench --json`` in a
@@ -14,6 +14,10 @@ also runs the nearest equivalent of (a) on them (benchmarks/others.py: JetStream
 PubAcks and explicit consumer acks; Redis Streams XADD / XREADGROUP / XACK) in the same alternation, and
 results.md gets a table of them with the ratio mailslot / other and what their acks mean on disk (found on
 the servers at run time). --no-others skips them; an unreachable service is reported as not reachable.
+
+--scrape: while the workloads run, a monitoring client asks both brokers once a second for what a
+dashboard and Prometheus would (GET /api/overview, a paged /api/queues, /metrics), so that the ratios
+show what watching the broker costs it (the management issue's target: they hold within noise).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import others as others_mod
@@ -109,6 +113,50 @@ def summarise(runs: list[dict[str, Any]], w: Workload) -> dict[str, float]:
     }
 
 
+class Scraper:
+    """With a broker: GET /api/overview, a paged /api/queues and /metrics on it and on the reference RabbitMQ,
+    once a second, in a daemon thread, for as long as the block runs (failures are counted, not raised)."""
+
+    PATHS = ("{api}/api/overview", "{api}/api/queues?page=1&page_size=100", "{metrics}/metrics")
+    RABBITMQ: ClassVar[dict[str, str]] = {"api": "http://127.0.0.1:15672", "metrics": "http://127.0.0.1:15692"}
+
+    def __init__(self, broker: Any) -> None:
+        import threading
+
+        self.targets = [] if broker is None else [{"api": broker.http_url, "metrics": broker.prometheus_url},
+                                                  self.RABBITMQ]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.scrapes = self.failures = 0
+
+    def __enter__(self) -> Self:
+        if self.targets:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.targets:
+            self.thread.join(10)
+            print(f"scraped {self.scrapes} times ({self.failures} failed)", flush=True)
+
+    def run(self) -> None:
+        import base64
+        import urllib.request
+
+        auth = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
+        while not self.stop.wait(1.0):
+            for target in self.targets:
+                for path in self.PATHS:
+                    try:
+                        request = urllib.request.Request(path.format(**target), headers=auth)
+                        with urllib.request.urlopen(request, timeout=10) as response:
+                            response.read()
+                        self.scrapes += 1
+                    except OSError:
+                        self.failures += 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rabbit", default="amqp://guest:guest@127.0.0.1:5672/%2F", help="RabbitMQ URL")
@@ -118,6 +166,8 @@ def main() -> int:
     ap.add_argument("--store", default="segments", help="mailslot's store: segments (default), sqlite or memory")
     ap.add_argument("--only", default="", help="comma-separated workload keys (default: all)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--scrape", action="store_true",
+                    help="scrape both brokers' management API and metrics once a second during the runs")
     ap.add_argument("--others", action=argparse.BooleanOptionalAction, default=True,
                     help="with workload (a), also run its nearest equivalent on NATS JetStream (4222) and Redis "
                          "Streams (6379) where they answer (default: on; --no-others skips them)")
@@ -140,7 +190,7 @@ def main() -> int:
     for w in chosen:
         runs: dict[str, list[dict[str, Any]]] = {"mailslot": [], "rabbitmq": []}
         extra = live_others if w.key == OTHERS_WORKLOAD else []
-        with MailslotProcess(store=args.store) as broker:
+        with MailslotProcess(store=args.store) as broker, Scraper(broker if args.scrape else None):
             urls = {"mailslot": broker.url, "rabbitmq": args.rabbit}
             for rnd in range(args.rounds):
                 order = ["mailslot", "rabbitmq", *extra]

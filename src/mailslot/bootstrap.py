@@ -33,7 +33,8 @@ from .core.definitions import (
     read_definitions_file,
 )
 from .frontends.amqp091 import AMQP_CODEC, AMQPConnection
-from .http.server import HTTPServer
+from .http.context import Listener, ManagementContext, ManagementSettings, NodeInfo, default_node_name
+from .http.server import HTTPServer, process_rss
 from .storage.api import MessageLog, MetadataStore
 from .storage.memory import MemoryMessageLog, MemoryMetadataStore
 from .storage.postgres import DEFAULT_COMMIT_TIMEOUT, PostgresSettings, open_postgres_store
@@ -43,6 +44,7 @@ from .storage.postgres import StoreFormatError as PostgresFormatError
 from .storage.segments import open_segment_store
 from .storage.sqlite import open_sqlite_store
 from .transport.admission import Admission, connection_cap, raise_fd_limit
+from .transport.amqp_connections import AMQPConnections
 from .transport.amqp_listener import AMQPListener, is_address_in_use
 from .transport.resources import ResourceAlarms, system_reader, total_memory
 from .transport.tls import ReloadableTLS, TLSFiles
@@ -71,7 +73,14 @@ class BrokerConfig:
 
     host: str = "0.0.0.0"  # RabbitMQ listens on every interface by default
     amqp_port: int | None = 5672  # IANA port for AMQP; 0 = ephemeral (tests); None = no plain AMQP listener
-    http_port: int | None = 15672  # RabbitMQ management's port (docs/http.md); 0 = ephemeral; None = off
+    http_port: int | None = 15672  # RabbitMQ management's port (docs/management-api.md); 0 = ephemeral; None = off
+    http_host: str | None = None  # the management API's interface (HTTP and HTTPS); None: the same as ``host``
+    prometheus_port: int | None = 15692  # rabbitmq_prometheus' port (docs/metrics.md); 0 = ephemeral; None = off
+    prometheus_host: str | None = None  # None: the same as ``http_host``
+    # Health checks (/api/health/checks/*) answer callers without credentials (load balancers, probes).
+    http_open_health_checks: bool = False
+    # The largest request body the management API reads (RabbitMQ's management.http.max_body_size).
+    http_max_body_size: int = 20_000_000
     # TLS (docs/tls.md): AMQPS and HTTPS listeners, off unless a port is given (RabbitMQ: 5671 and 15671).
     tls_port: int | None = None
     http_tls_port: int | None = None
@@ -133,7 +142,7 @@ class BrokerConfig:
 
     def __post_init__(self) -> None:
         """Refuse what the broker cannot use, naming the setting (mailslot/config.py adds the source)."""
-        for name in ("amqp_port", "http_port", "tls_port", "http_tls_port"):
+        for name in ("amqp_port", "http_port", "tls_port", "http_tls_port", "prometheus_port"):
             port = getattr(self, name)
             if port is not None and not 0 <= port <= 65535:
                 raise ConfigError(name, f"{port} is not a port number (0-65535, 0 picks a free one)")
@@ -161,6 +170,8 @@ class BrokerConfig:
             raise ConfigError("handshake_timeout", "must be more than 0 seconds")
         if self.max_connections is not None and self.max_connections < 1:
             raise ConfigError("max_connections", "must be at least 1 (or none: as many as file descriptors allow)")
+        if self.http_max_body_size < 1:
+            raise ConfigError("http_max_body_size", "must be at least 1 byte")
         if self.consumer_timeout is not None and self.consumer_timeout < 0:
             raise ConfigError("consumer_timeout", "must not be negative (0 or none: never)")
         if self.log_level.lower() not in LOG_LEVELS:
@@ -258,7 +269,10 @@ class BrokerServer:
 
         listener = AMQPListener(loop, core, make_connection)
         listener.admission = Admission(connection_cap(config.max_connections, raise_fd_limit()))
-        http = HTTPServer(core)
+        read = config.resource_reader or system_reader(Path(config.data_dir))
+        monitor = ResourceMonitor(read, limits)
+        management = self._management(core, access, admin, listener, monitor)
+        http = HTTPServer(management, commit_stats=listener.scheduler.commit_stats)
         self._core, self._listener, self._http, self._tls = core, listener, http, tls
         try:
             await self._listen(listener, http, tls)
@@ -271,8 +285,6 @@ class BrokerServer:
         if seeded:
             log.info("a fresh data directory: created user '%s' (administrator) and vhost '%s'",
                      config.default_user, config.default_vhost)
-        read = config.resource_reader or system_reader(Path(config.data_dir))
-        monitor = ResourceMonitor(read, limits)
         self._alarms = ResourceAlarms(loop, listener, monitor, config.resource_check_interval)
         self._alarms.start()
         self._loop = loop
@@ -295,29 +307,66 @@ class BrokerServer:
         core.flush()
         log.info("definitions from %s: %s", self.config.definitions, report.summary())
 
+    def _management(
+        self,
+        core: CoreBroker,
+        access: InternalAccessControl,
+        admin: AccessAdmin,
+        listener: AMQPListener,
+        monitor: ResourceMonitor,
+    ) -> ManagementContext:
+        """The management API's view of this broker: the access model the AMQP front end uses too, the AMQP
+        connections, this node's facts and the settings."""
+        config = self.config
+        node = NodeInfo(
+            name=config.node_name or default_node_name(),
+            data_dir=None if config.store == "memory" else Path(config.data_dir).resolve(),
+            storage=self.storage_description,
+            monitor=monitor,
+        )
+        settings = ManagementSettings(
+            max_body_bytes=config.http_max_body_size, open_health_checks=config.http_open_health_checks
+        )
+        return ManagementContext(core, access, AMQPConnections(listener), node, settings, rss=process_rss, admin=admin)
+
     async def _listen(self, listener: AMQPListener, http: HTTPServer, tls: ReloadableTLS | None) -> None:
-        """Bind every listener that is on (a port of None is off), plain and TLS side by side."""
+        """Bind every listener that is on (a port of None is off), plain and TLS side by side; each goes
+        into the node's listener list (overview, health checks) with the address it really bound."""
         config = self.config
         host = config.host
+        http_host = config.http_host if config.http_host is not None else host
+        prometheus_host = config.prometheus_host if config.prometheus_host is not None else http_host
+        listeners = http.ctx.node.listeners
         for name, port, flag in (("amqp", config.amqp_port, "--port"), ("amqps", config.tls_port, "--tls-port")):
             if port is None:
                 continue
             context = tls.amqp_context if tls is not None and name == "amqps" else None
             self._ports[name] = await _bind(listener.start(host, port, context), host, port, flag)
+            tls_files = (config.tls_cert, config.tls_ca) if name == "amqps" else (None, None)
+            listeners.append(Listener("amqp" if name == "amqp" else "amqp/ssl", host, self._ports[name], *tls_files))
         if config.http_port is not None:
-            await _bind(http.start(host, config.http_port), host, config.http_port, "--http-port")
+            bound = await _bind(http.start_api(http_host, config.http_port), http_host, config.http_port, "--http-port")
+            listeners.append(Listener("http", *bound))
         if config.http_tls_port is not None and tls is not None:
             port = config.http_tls_port
-            await _bind(http.start(host, port, tls.http_context), host, port, "--http-tls-port")
-        # Logged once everything is bound: a port in use is then the only line a failed start prints.
+            bound = await _bind(http.start_api(http_host, port, tls.http_context), http_host, port, "--http-tls-port")
+            listeners.append(Listener("https", *bound, config.tls_cert, config.tls_ca))
+        if config.prometheus_port is not None:
+            port = config.prometheus_port
+            bound = await _bind(http.start_metrics(prometheus_host, port), prometheus_host, port, "--prometheus-port")
+            listeners.append(Listener("http/prometheus", *bound))
+        # Logged once everything is bound (a port in use is then the only line a failed start prints), with
+        # the address each really listens on: a wildcard stays a wildcard, and the URL says how to reach it.
         for name, port in self._ports.items():
             log.info("%s listening on %s:%d", name.upper(), host, port)
         if listener.admission is not None:
             log.info("accepting at most %d client connections at once", listener.admission.cap)
-        if config.http_port is not None:
-            log.info("HTTP API on %s", self.http_url)
+        if http.api_address is not None and config.http_port is not None:
+            log.info("HTTP API listening on %s:%d (%s/api/)", *http.api_address, self.http_url)
         if config.http_tls_port is not None:
-            log.info("HTTPS API on %s", self.https_url)
+            log.info("HTTPS API listening on %s:%d (%s/api/)", http_host, self.https_port, self.https_url)
+        if http.metrics_address is not None:
+            log.info("Prometheus metrics listening on %s:%d (%s/metrics)", *http.metrics_address, self.prometheus_url)
 
     async def _close_listeners(self) -> None:
         if self._http is not None:
@@ -353,7 +402,7 @@ class BrokerServer:
     def postgres_settings(self) -> PostgresSettings:
         """Where ``store = "postgres"`` lives (BrokerConfig checked the fields)."""
         config = self.config
-        return PostgresSettings(config.postgres_dsn, config.postgres_schema, config.node_name)
+        return PostgresSettings(config.postgres_dsn, config.postgres_schema, config.node_name or default_node_name())
 
     async def stop(self) -> None:
         """Close every connection with 320 CONNECTION_FORCED, then flush and close the store."""
@@ -463,17 +512,30 @@ class BrokerServer:
         return self._http.tls_port if self._http is not None else 0
 
     @property
+    def prometheus_port(self) -> int:
+        address = self._http.metrics_address if self._http is not None else None
+        return address[1] if address is not None else 0
+
+    @property
     def http_url(self) -> str:
-        """Base URL of the HTTP API; a wildcard bind address is reached through loopback."""
-        return f"http://{self._url_host}:{self.http_port}"
+        """Base URL of the management API; a wildcard bind address is reached through loopback."""
+        return f"http://{self._url_host(self._http_host)}:{self.http_port}"
 
     @property
     def https_url(self) -> str:
-        return f"https://{self._url_host}:{self.https_port}"
+        return f"https://{self._url_host(self._http_host)}:{self.https_port}"
 
     @property
-    def _url_host(self) -> str:
-        host = self.config.host
+    def prometheus_url(self) -> str:
+        host = self.config.prometheus_host if self.config.prometheus_host is not None else self._http_host
+        return f"http://{self._url_host(host)}:{self.prometheus_port}"
+
+    @property
+    def _http_host(self) -> str:
+        return self.config.http_host if self.config.http_host is not None else self.config.host
+
+    @staticmethod
+    def _url_host(host: str) -> str:
         if host in ("", "0.0.0.0", "::"):
             return "127.0.0.1"
         return f"[{host}]" if ":" in host else host
@@ -490,7 +552,10 @@ class BrokerServer:
         return f"in {Path(self.config.data_dir).resolve()} ({kind})"
 
 
-async def _bind(listening: Awaitable[int], host: str, port: int, flag: str) -> int:
+T = TypeVar("T")
+
+
+async def _bind(listening: Awaitable[T], host: str, port: int, flag: str) -> T:
     """Await a listener's start; a taken port becomes PortInUseError naming the flag that changes it."""
     try:
         return await listening

@@ -119,7 +119,7 @@ def test_a_connection_flood_never_exhausts_file_descriptors(tmp_path: Path) -> N
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-c", code, "serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "none",
-             "--store", "memory", "--data-dir", str(tmp_path / "data")],
+             "--prometheus-port", "none", "--store", "memory", "--data-dir", str(tmp_path / "data")],
             stdout=out, stderr=subprocess.STDOUT,
         )
     try:

@@ -1,8 +1,9 @@
-"""The HTTP stats API (GET /api/overview, /api/queues) and ``mailslot queues`` against a real broker.
+"""Queue statistics and forecasts through the management API (GET /api/overview, /api/queues) and
+``mailslot queues``, against a real broker.
 
 Rates come from a sampler that ticks once a second over a 5 s window, so the tests poll the API for a
 condition (never sleep a fixed time) and allow for the window: a burst of publishes shows in
-``publish_rate`` for about 5 s, then the rate is 0.
+``message_stats.publish_details.rate`` for about 5 s, then the rate is 0.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ runner = CliRunner(env={"COLUMNS": "200", "TERMINAL_WIDTH": "200", "NO_COLOR": "
 QUEUE = "stats-jobs"
 MAX_LENGTH = 1000
 PUBLISHED = 400
+
+
+GUEST = {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}  # guest:guest
+
+
+def rate(doc: dict[str, Any], counter: str) -> float:
+    return float(doc.get("message_stats", {}).get(counter + "_details", {}).get("rate", 0.0))
 
 
 async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
@@ -59,7 +67,7 @@ async def poll(
 async def test_depth_rates_and_forecasts_of_a_slowly_consumed_queue() -> None:
     async with (
         running_broker(http_port=0) as broker,
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(headers=GUEST) as http,
     ):
         base = broker.http_url
         assert broker.http_port > 0 and base == f"http://127.0.0.1:{broker.http_port}"
@@ -72,15 +80,15 @@ async def test_depth_rates_and_forecasts_of_a_slowly_consumed_queue() -> None:
 
             # Filling, nobody consuming: a time-until-full forecast, no drain forecast.
             doc = await poll(
-                http, base, QUEUE, lambda d: d["messages"] == PUBLISHED and d["publish_rate"] > 0
+                http, base, QUEUE, lambda d: d["messages"] == PUBLISHED and rate(d, "publish") > 0
             )
             assert doc["messages_ready"] == PUBLISHED and doc["messages_unacknowledged"] == 0
-            assert doc["consumers"] == 0 and doc["deliver_rate"] == 0
+            assert doc["consumers"] == 0 and rate(doc, "deliver_get") == 0
             assert doc["durable"] is True and doc["vhost"] == "/"
             assert doc["arguments"] == {"x-max-length": MAX_LENGTH}
             assert doc["drain_seconds"] is None
             assert doc["full_seconds"] == pytest.approx(
-                (MAX_LENGTH - PUBLISHED) / doc["publish_rate"], rel=0.01
+                (MAX_LENGTH - PUBLISHED) / rate(doc, "publish"), rel=0.02
             )
 
             # A slow consumer (one at a time, ~50/s).
@@ -97,13 +105,14 @@ async def test_depth_rates_and_forecasts_of_a_slowly_consumed_queue() -> None:
 
             await queue.consume(slow_ack)
             # Once the publish burst has left the rate window, the queue only drains.
-            doc = await poll(http, base, QUEUE, lambda d: d["publish_rate"] == 0 and d["deliver_rate"] > 0)
+            doc = await poll(http, base, QUEUE, lambda d: rate(d, "publish") == 0 and rate(d, "deliver_get") > 0)
             assert doc["consumers"] == 1
-            assert 5 <= doc["deliver_rate"] <= 200, doc
+            assert 5 <= rate(doc, "deliver_get") <= 200, doc
+            assert doc["message_stats"]["ack"] > 0 and rate(doc, "ack") > 0
             assert doc["messages_unacknowledged"] <= 1
             assert 0 < doc["messages_ready"] < PUBLISHED
             assert doc["drain_seconds"] == pytest.approx(
-                doc["messages_ready"] / doc["deliver_rate"], rel=0.01
+                doc["messages_ready"] / rate(doc, "deliver_get"), rel=0.02
             )
             assert doc["full_seconds"] is None  # shrinking: never full
 
@@ -113,7 +122,7 @@ async def test_depth_rates_and_forecasts_of_a_slowly_consumed_queue() -> None:
             totals = overview["queue_totals"]
             assert totals["messages"] == totals["messages_ready"] + totals["messages_unacknowledged"]
             assert 0 < totals["messages"] <= PUBLISHED - consumed + 1
-            assert overview["deliver_rate"] > 0
+            assert rate(overview, "deliver_get") > 0
             assert overview["rss_bytes"] > 10_000_000  # a Python process with a broker in it
 
             one = await get_json(http, f"{base}/api/queues/%2F/{QUEUE}")
@@ -164,7 +173,7 @@ def test_queues_command_shows_the_table() -> None:
             channel.queue_declare("cli-other")
             for _ in range(7):
                 channel.basic_publish("", "cli-stats", b"x")
-            result = runner.invoke(app, ["queues", "--http-url", broker.http_url])
+            result = runner.invoke(app, ["queues", "--url", broker.amqp_url, "--http-port", str(broker.http_port)])
         finally:
             connection.close()
     assert result.exit_code == 0, result.output
@@ -181,7 +190,7 @@ def test_queues_command_reports_an_unreachable_broker_in_one_line() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    result = runner.invoke(app, ["queues", "--http-url", f"http://127.0.0.1:{port}"])
+    result = runner.invoke(app, ["queues", "--url", f"http://127.0.0.1:{port}"])
     assert result.exit_code == 1
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: cannot reach the HTTP API at http://127.0.0.1:{port}")

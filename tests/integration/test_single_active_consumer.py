@@ -144,7 +144,8 @@ async def _ack(message: aio_pika.abc.AbstractIncomingMessage) -> None:
 
 
 async def test_the_active_consumer_is_reported_by_the_http_api_and_the_cli() -> None:
-    async with running_broker(http_port=0) as broker, aiohttp.ClientSession() as http:
+    guest = {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}  # guest:guest
+    async with running_broker(http_port=0) as broker, aiohttp.ClientSession(headers=guest) as http:
         base = broker.http_url
         connection = await aio_pika.connect(broker.amqp_url)
         async with connection:
@@ -169,7 +170,7 @@ async def test_the_active_consumer_is_reported_by_the_http_api_and_the_cli() -> 
             ]
 
             result = await asyncio.to_thread(
-                CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"}).invoke, app, ["queues", "--http-url", base]
+                CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"}).invoke, app, ["queues", "--url", base]
             )
             assert result.exit_code == 0, result.output
             assert "orders (active: first)" in result.output

@@ -1,4 +1,4 @@
-"""Queue rates and forecasts (mailslot.core.stats) with injected time and counters: no clock, no I/O."""
+"""Statistics, rates and forecasts (mailslot.core.stats) with injected time and counters: no clock, no I/O."""
 
 from __future__ import annotations
 
@@ -7,38 +7,25 @@ from typing import Any, cast
 
 import pytest
 
+from mailslot.core.broker import Broker
+from mailslot.core.message import Entry, Message
 from mailslot.core.queue import Queue
+from mailslot.core.session import Gate, Session
 from mailslot.core.stats import (
-    QueueRates,
+    QUEUE_SAMPLE,
+    SESSION_COUNTERS,
+    VHOST_SAMPLE,
+    RateTable,
     StatsSampler,
     drain_seconds,
     full_seconds,
+    queue_counts,
     queue_limits,
+    session_counts,
+    session_totals,
 )
-from mailslot.testing import CoreHarness
-
-
-@dataclass(eq=False)
-class FakeQueue:
-    """The counters a queue exposes, set by hand."""
-
-    name: str = "q"
-    vhost: str = "/"
-    stats_published: int = 0
-    stats_delivered: int = 0
-    message_count: int = 0
-    unacked: int = 0
-    consumers: list[object] = field(default_factory=list)
-    arguments: dict[str, Any] = field(default_factory=dict)
-    durable: bool = True
-    auto_delete: bool = False
-    exclusive_owner: object | None = None
-    deleted: bool = False
-
-
-def as_queue(fake: FakeQueue) -> Queue:
-    return cast(Queue, fake)
-
+from mailslot.storage.memory import MemoryMessageLog, MemoryMetadataStore
+from mailslot.testing.codec import JSON_CODEC
 
 # ---- the pure forecast functions ----------------------------------------------------------------
 
@@ -75,156 +62,300 @@ def test_limits_are_read_from_the_arguments() -> None:
 
 
 def test_rates_need_two_samples() -> None:
-    rates = QueueRates()
-    assert (rates.publish_rate, rates.deliver_rate) == (0.0, 0.0)
-    rates.sample(100.0, published=50, delivered=0)
-    assert (rates.publish_rate, rates.deliver_rate) == (0.0, 0.0)
-    rates.sample(101.0, published=150, delivered=30)
-    assert rates.publish_rate == pytest.approx(100.0)
-    assert rates.deliver_rate == pytest.approx(30.0)
+    table = RateTable(2)
+    assert table.rates("q") == (0.0, 0.0)
+    table.sample(100.0, [("q", (50, 0))])
+    assert table.rates("q") == (0.0, 0.0)  # present at the first tick: its past is no rate
+    table.sample(101.0, [("q", (150, 30))])
+    assert table.rates("q") == (pytest.approx(100.0), pytest.approx(30.0))
 
 
 def test_rates_cover_the_window_and_fall_to_zero_when_traffic_stops() -> None:
-    rates = QueueRates(window=5.0)
+    table = RateTable(1, window=5.0)
     published = 0
     for t in range(11):  # 10 msg/s for 10 s
-        rates.sample(float(t), published, 0)
+        table.sample(float(t), [("q", (published,))])
         published += 10
-    assert rates.publish_rate == pytest.approx(10.0)
+    assert table.rates("q") == (pytest.approx(10.0),)
     published -= 10
     for t in range(11, 17):  # then nothing for 6 s: the window slides past the traffic
-        rates.sample(float(t), published, 0)
-    assert rates.publish_rate == 0.0
+        table.sample(float(t), [("q", (published,))])
+    assert table.rates("q") == (0.0,)
 
 
 def test_rates_follow_a_change_within_the_window() -> None:
-    rates = QueueRates(window=5.0)
+    table = RateTable(1, window=5.0)
     delivered = 0
     for t in range(10):
-        rates.sample(float(t), 0, delivered)
+        table.sample(float(t), [("q", (delivered,))])
         delivered += 100
     delivered -= 100
     for t in range(10, 16):  # consumers slow down from 100/s to 10/s
         delivered += 10
-        rates.sample(float(t), 0, delivered)
-    assert rates.deliver_rate == pytest.approx(10.0)
+        table.sample(float(t), [("q", (delivered,))])
+    assert table.rates("q") == (pytest.approx(10.0),)
 
 
-def test_a_counter_that_goes_back_restarts_the_window() -> None:
-    rates = QueueRates()
-    rates.sample(0.0, 1000, 1000)
-    rates.sample(1.0, 2000, 2000)
-    rates.sample(2.0, 5, 0)  # restarted counters
-    assert (rates.publish_rate, rates.deliver_rate) == (0.0, 0.0)
-    rates.sample(3.0, 25, 10)
-    assert (rates.publish_rate, rates.deliver_rate) == (pytest.approx(20.0), pytest.approx(10.0))
+def test_a_depth_that_shrinks_has_a_negative_rate() -> None:
+    table = RateTable(1)
+    table.sample(0.0, [("q", (100,))])
+    table.sample(2.0, [("q", (60,))])
+    assert table.rates("q") == (pytest.approx(-20.0),)
 
 
 def test_a_repeated_instant_is_ignored() -> None:
-    rates = QueueRates()
-    rates.sample(1.0, 0, 0)
-    rates.sample(2.0, 10, 0)
-    rates.sample(2.0, 99, 0)
-    assert rates.publish_rate == pytest.approx(10.0)
+    table = RateTable(1)
+    table.sample(1.0, [("q", (0,))])
+    table.sample(2.0, [("q", (10,))])
+    table.sample(2.0, [("q", (99,))])
+    assert table.rates("q") == (pytest.approx(10.0),)
 
 
-def test_byte_growth_needs_a_byte_count() -> None:
-    rates = QueueRates()
-    rates.sample(0.0, 0, 0)
-    rates.sample(1.0, 10, 0)
-    assert rates.bytes_growth_rate is None
-    rates = QueueRates()
-    rates.sample(0.0, 0, 0, ready_bytes=1000)
-    rates.sample(2.0, 10, 0, ready_bytes=3000)
-    assert rates.bytes_growth_rate == pytest.approx(1000.0)
+def test_an_idle_object_keeps_one_tuple_and_resumes_from_the_last_tick() -> None:
+    table = RateTable(1, window=5.0)
+    for t in range(10):
+        table.sample(float(t), [("q", (7,))])
+    assert table._active == {} and table._idle == {"q": (9.0, (7,))}  # no window of samples kept
+    table.sample(10.0, [("q", (27,))])  # 20 in the last second, not 20 over ten seconds
+    assert table.rates("q") == (pytest.approx(20.0),)
 
 
-# ---- the sampler over queues ----------------------------------------------------------------------
+def test_objects_missing_from_a_tick_are_forgotten_and_new_ones_count_from_the_previous_tick() -> None:
+    table = RateTable(1)
+    table.sample(0.0, [("old", (0,))])
+    table.sample(1.0, [("old", (10,)), ("new", (400,))])  # "new" appeared and counted 400 within the tick
+    assert table.rates("new") == (pytest.approx(400.0),)
+    table.sample(2.0, [("new", (400,))])
+    assert len(table) == 1 and table.rates("old") == (0.0,)
 
 
-def test_sampler_forecasts_a_draining_queue() -> None:
+# ---- the sampler over a real core ----------------------------------------------------------------
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.delivered: list[Entry] = []
+
+    def deliver_many(self, consumer_tag: str, first_tag: int, entries: list[Entry]) -> None:
+        self.delivered += entries
+
+    def consumer_cancelled(self, consumer_tag: str) -> None:
+        pass
+
+    def acknowledgement_timed_out(self, timeout_ms: int) -> None:
+        pass
+
+
+def make_core() -> Broker:
+    return Broker(MemoryMessageLog(), MemoryMetadataStore(), [JSON_CODEC])
+
+
+def declare(core: Broker, name: str, **arguments: Any) -> Queue:
+    return core.vhosts["/"].declare_queue(
+        name, passive=False, durable=True, exclusive=False, auto_delete=False, arguments=arguments, owner=None
+    )
+
+
+def open_session(core: Broker) -> tuple[Session, Sink]:
+    sink = Sink()
+    return core.open_session(core.vhosts["/"], object(), sink, Gate()), sink
+
+
+def publish(session: Session, routing_key: str, count: int, exchange: str = "") -> None:
+    for i in range(count):
+        session.publish(exchange, routing_key, Message(exchange, routing_key, b"", b"m%d" % i, False, JSON_CODEC), False)
+
+
+def by_name(names: tuple[str, ...], values: Any) -> dict[str, Any]:
+    return dict(zip(names, values, strict=True))
+
+
+def test_counters_follow_publish_deliver_get_ack_and_redeliver() -> None:
+    core = make_core()
+    queue = declare(core, "jobs")
+    session, sink = open_session(core)
+    publish(session, "jobs", 10)
+    publish(session, "nowhere", 2)  # unroutable, dropped
+    session.consume("jobs", "c1", no_ack=False, exclusive=False, arguments={})
+    session.qos(0, 4, False)  # applies to later consumers only
+    core.flush()
+    assert len(sink.delivered) == 10
+    session.nack(4, multiple=True, requeue=True)  # tags 1..4 back to the queue
+    session.ack(10, multiple=True)  # 5..10
+    session.cancel("c1")
+    got = session.get("jobs", no_ack=True)
+    assert got is not None and got[1].redelivered
+    assert session.get("jobs", no_ack=False) is not None
+    declare(core, "empty")
+    assert session.get("empty", no_ack=True) is None
+    q = by_name(QUEUE_SAMPLE, queue_counts(queue))
+    assert q["publish"] == 10 and q["deliver"] == 10 and q["deliver_no_ack"] == 0
+    assert (q["get"], q["get_no_ack"], q["deliver_get"]) == (1, 1, 12)
+    assert (q["ack"], q["redeliver"]) == (6, 2)
+    assert (q["messages"], q["messages_ready"], q["messages_unacknowledged"]) == (3, 2, 1)
+    s = by_name(SESSION_COUNTERS, session_counts(session))
+    assert (s["publish"], s["drop_unroutable"], s["return_unroutable"]) == (12, 2, 0)
+    assert (s["deliver"], s["get"], s["get_no_ack"], s["ack"], s["redeliver"]) == (10, 1, 1, 6, 2)
+    assert s["get_empty"] == 1 and q["get_empty"] == 0  # the empty get was on the other queue
+
+
+def test_a_closed_sessions_counters_stay_in_the_vhost_totals() -> None:
+    core = make_core()
+    declare(core, "jobs")
+    vhost = core.vhosts["/"]
+    session, _ = open_session(core)
+    publish(session, "jobs", 5)
+    before = by_name(SESSION_COUNTERS, session_totals(vhost.stats, [session]))
+    session.close()
+    after = by_name(SESSION_COUNTERS, session_totals(vhost.stats, [session]))  # closed: not counted twice
+    assert before["publish"] == after["publish"] == 5
+    assert (vhost.stats.channels_opened, vhost.stats.channels_closed) == (1, 1)
+
+
+def test_a_transaction_counts_its_publishes_once() -> None:
+    core = make_core()
+    declare(core, "jobs")
+    session, _ = open_session(core)
+    session.tx_select()
+    publish(session, "jobs", 3)
+    session.tx_commit()
+    assert by_name(SESSION_COUNTERS, session_counts(session))["publish"] == 3
+
+
+def test_exchanges_count_publishes_in_and_queue_deliveries_out() -> None:
+    core = make_core()
+    vhost = core.vhosts["/"]
+    for name in ("a", "b"):
+        declare(core, name)
+        vhost.bind("amq.fanout", ("queue", name), "", {}, None)
+    session, _ = open_session(core)
+    publish(session, "", 4, exchange="amq.fanout")
+    exchange = vhost.exchanges["amq.fanout"]
+    assert (exchange.stats_in, exchange.stats_out) == (4, 8)
+
+
+def test_sampler_forecasts_a_draining_queue_and_totals_the_vhost() -> None:
+    core = make_core()
+    queue = declare(core, "jobs")
+    session, _ = open_session(core)
+    publish(session, "jobs", 500)
     sampler = StatsSampler()
-    q = FakeQueue(message_count=500, stats_published=500)
-    sampler.sample(10.0, [as_queue(q)], rss_bytes=123)
-    q.stats_delivered, q.message_count, q.unacked = 50, 450, 5
-    sampler.sample(12.0, [as_queue(q)], rss_bytes=456)
-    stats = sampler.queue_stats(as_queue(q))
+    sampler.sample(10.0, core.vhosts.values(), [session], rss_bytes=123)
+    for _ in range(50):
+        assert session.get("jobs", no_ack=True) is not None
+    sampler.sample(12.0, core.vhosts.values(), [session], connections=[("c", "/", (300, 700))], rss_bytes=456)
+    stats = sampler.queue_stats(queue)
     assert stats.publish_rate == 0.0
     assert stats.deliver_rate == pytest.approx(25.0)
     assert stats.drain_seconds == pytest.approx(450 / 25)
     assert stats.full_seconds is None  # unbounded
-    assert (stats.messages_ready, stats.messages_unacknowledged, stats.messages) == (450, 5, 455)
-    totals = sampler.totals([as_queue(q)])
-    assert (totals.queues, totals.messages, totals.rss_bytes) == (1, 455, 456)
-    assert totals.deliver_rate == pytest.approx(25.0)
+    assert (stats.messages_ready, stats.messages_unacknowledged, stats.messages) == (450, 0, 450)
+    assert sampler.queue_rates(queue)["messages"] == pytest.approx(-25.0)
+    vhost_rates = by_name(VHOST_SAMPLE, sampler.vhosts.rates("/"))
+    assert vhost_rates["get_no_ack"] == pytest.approx(25.0)
+    assert vhost_rates["recv_oct"] == pytest.approx(150.0)
+    assert sampler.vhosts.rates("") == sampler.vhosts.rates("/")  # one vhost: the broker is that vhost
+    assert sampler.rss_bytes == 456
 
 
 def test_sampler_forecasts_when_a_bounded_queue_fills() -> None:
+    core = make_core()
+    queue = declare(core, "jobs", **{"x-max-length": 1000})
+    session, _ = open_session(core)
     sampler = StatsSampler()
-    q = FakeQueue(arguments={"x-max-length": 1000}, message_count=100)
-    sampler.sample(0.0, [as_queue(q)])
-    q.stats_published, q.stats_delivered, q.message_count = 100, 50, 150  # +50/s net
-    sampler.sample(1.0, [as_queue(q)])
-    stats = sampler.queue_stats(as_queue(q))
+    publish(session, "jobs", 100)
+    sampler.sample(0.0, core.vhosts.values(), [session])
+    publish(session, "jobs", 100)
+    for _ in range(50):
+        session.get("jobs", no_ack=True)
+    sampler.sample(1.0, core.vhosts.values(), [session])  # +50/s net
+    stats = sampler.queue_stats(queue)
     assert stats.full_seconds == pytest.approx((1000 - 150) / 50)
     assert stats.drain_seconds is None  # growing, not draining
 
 
 def test_the_byte_limit_wins_when_it_comes_first() -> None:
-    @dataclass(eq=False)
-    class ByteCountingQueue(FakeQueue):
-        ready_bytes: int = 0
-
+    core = make_core()
+    queue = declare(core, "jobs", **{"x-max-length": 1_000_000, "x-max-length-bytes": 10_000})
+    session, _ = open_session(core)
     sampler = StatsSampler()
-    q = ByteCountingQueue(arguments={"x-max-length": 1_000_000, "x-max-length-bytes": 10_000})
-    sampler.sample(0.0, [as_queue(q)])
-    q.stats_published, q.message_count, q.ready_bytes = 10, 10, 2_000  # 2,000 B/s
-    sampler.sample(1.0, [as_queue(q)])
-    assert sampler.queue_stats(as_queue(q)).full_seconds == pytest.approx(4.0)
+    sampler.sample(0.0, core.vhosts.values(), [session])
+    for _ in range(10):
+        session.publish("", "jobs", Message("", "jobs", b"", b"x" * 200, False, JSON_CODEC), False)  # 2,000 B/s
+    sampler.sample(1.0, core.vhosts.values(), [session])
+    assert sampler.queue_stats(queue).full_seconds == pytest.approx(4.0)
 
 
-def test_sampler_forgets_deleted_queues_and_starts_unknown_ones_at_zero() -> None:
+@dataclass(eq=False)
+class FakeSession:
+    """A session's counters set by hand (the sampler only reads them)."""
+
+    vhost: Any
+    closed: bool = False
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> int:
+        if name.startswith("stats_"):
+            return self.counters.get(name[6:], 0)
+        raise AttributeError(name)
+
+
+def test_a_redeclared_queue_starts_afresh() -> None:
+    core = make_core()
+    vhost = core.vhosts["/"]
+    first = declare(core, "jobs")
+    session, _ = open_session(core)
     sampler = StatsSampler()
-    q = FakeQueue()
-    sampler.sample(0.0, [as_queue(q)])
-    q.stats_published = 10
-    sampler.sample(1.0, [as_queue(q)])
-    assert sampler.rates(as_queue(q)).publish_rate == pytest.approx(10.0)
-    q.deleted = True
-    sampler.sample(2.0, [as_queue(q)])
-    assert sampler.rates(as_queue(q)).publish_rate == 0.0
-    assert sampler.queue_stats(as_queue(FakeQueue(message_count=3))).drain_seconds is None
+    sampler.sample(0.0, core.vhosts.values(), [session])
+    publish(session, "jobs", 10)
+    sampler.sample(1.0, core.vhosts.values(), [session])
+    assert sampler.queue_rates(first)["publish"] == pytest.approx(10.0)
+    vhost.delete_queue("jobs", if_unused=False, if_empty=False, owner=None)
+    second = declare(core, "jobs")
+    sampler.sample(2.0, core.vhosts.values(), [cast(Session, FakeSession(vhost))])
+    assert sampler.queue_rates(second)["publish"] == 0.0 and sampler.queue_rates(first)["publish"] == 0.0
+    assert (vhost.stats.queues_declared, vhost.stats.queues_created, vhost.stats.queues_deleted) == (2, 2, 1)
 
 
-def test_sampler_reads_a_real_core_queue() -> None:
-    core = CoreHarness()
-    vhost = core.vhost
-    queue = vhost.queues[core.declare("jobs", {"x-max-length": 10})]
+def test_growth_is_timed_from_the_previous_tick_when_marked_and_from_when_seen_otherwise() -> None:
+    table = RateTable(1)
+    table.update(0.0, [("touched", (0,), False), ("swept", (0,), False)])
+    table.update(8.0, [])  # neither looked at: unchanged ("touched" was not touched before this tick)
+    table.update(10.0, [("touched", (90,), True), ("swept", (90,), False)])
+    assert table.rates("touched") == (pytest.approx(45.0),)  # touched since the tick at 8.0: 90 in 2 s
+    assert table.rates("swept") == (pytest.approx(9.0),)  # last seen at 0.0: 90 over 10 s
+
+
+def test_a_tick_reads_touched_moving_and_a_tenth_of_the_other_queues() -> None:
+    from mailslot.core.stats import SWEEP_TICKS
+
+    core = make_core()
+    queues = [declare(core, f"q{i}") for i in range(100)]
+    session, _ = open_session(core)
     sampler = StatsSampler()
-    sampler.sample(0.0, vhost.queues.values())
-    sampler.sample(1.0, vhost.queues.values())
-    stats = sampler.queue_stats(queue)
-    assert (stats.name, stats.vhost, stats.messages, stats.consumers, stats.durable) == (
-        "jobs",
-        "/",
-        0,
-        0,
-        True,
-    )
-    assert stats.drain_seconds == 0.0
-    assert stats.full_seconds is None
+    sampler.sample(0.0, core.vhosts.values(), [session])
+    read: list[Queue] = []
+    import mailslot.core.stats as stats_module
 
+    original = stats_module.queue_counts
 
-def test_a_queue_declared_between_samples_counts_from_the_previous_sample() -> None:
-    sampler = StatsSampler()
-    sampler.sample(0.0, [])
-    q = FakeQueue(stats_published=400, message_count=400)  # declared and filled within the tick
-    sampler.sample(1.0, [as_queue(q)])
-    assert sampler.rates(as_queue(q)).publish_rate == pytest.approx(400.0)
+    def counting(queue: Queue) -> tuple[int, ...]:
+        read.append(queue)
+        return original(queue)
 
-
-def test_queues_seen_at_the_first_sample_start_at_zero_rates() -> None:
-    sampler = StatsSampler()
-    q = FakeQueue(stats_published=400)  # recovered or declared before the sampler started
-    sampler.sample(5.0, [as_queue(q)])
-    assert sampler.rates(as_queue(q)).publish_rate == 0.0
+    stats_module.queue_counts = counting  # type: ignore[assignment]
+    try:
+        publish(session, "q7", 5)
+        core.flush()  # the batch touches q7 (Queue.stats_dirty)
+        sampler.sample(1.0, core.vhosts.values(), [session])
+        assert queues[7] in read and len(read) <= 100 // SWEEP_TICKS + 1
+        assert sampler.queue_rates(queues[7])["publish"] == pytest.approx(5.0)
+        read.clear()
+        sampler.sample(2.0, core.vhosts.values(), [session])
+        assert queues[7] in read  # still moving: read every tick until its window is quiet
+        core.vhosts["/"].delete_queue("q50", if_unused=False, if_empty=False, owner=None)
+        for t in range(3, 3 + SWEEP_TICKS):
+            sampler.sample(float(t), core.vhosts.values(), [session])
+        assert queues[50] not in sampler.queues.idle_keys() and len(sampler.queues) == 99  # forgotten
+    finally:
+        stats_module.queue_counts = original  # type: ignore[assignment]

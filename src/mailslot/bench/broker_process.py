@@ -19,6 +19,9 @@ from typing import Self
 
 LISTENING = re.compile(r"(AMQPS?) listening on [^:\s]+:(\d+)")
 STARTED = "storing messages"  # Broker.start logs it once every listener is bound
+# "HTTP API listening on 127.0.0.1:PORT (http://127.0.0.1:PORT/api/)" and the metrics' line (bootstrap)
+HTTP_URL = re.compile(r"HTTP API listening on \S+ \((http://[^/\s]+)/api/\)")
+METRICS_URL = re.compile(r"Prometheus metrics listening on \S+ \((http://[^/\s]+)/metrics\)")
 
 
 class BrokerProcess:
@@ -38,12 +41,14 @@ class BrokerProcess:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="mailslot-broker-"))
         self.process: subprocess.Popen[str] | None = None
         self.port = port  # 0: a free one; after a start, restarts reuse the port it got
+        self.http_url = ""  # the management API's base URL, once started
+        self.prometheus_url = ""  # the metrics endpoint's base URL, once started
         self.output: list[str] = []
 
     def start(self, timeout: float = 30.0) -> Self:
         args = [sys.executable, "-m", "mailslot", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 "--store", self.store, "--data-dir", str(self.data_dir), "--heartbeat", "0",
-                "--log-level", self.log_level, "--http-port", "0",  # never collide with a broker already here
+                "--log-level", self.log_level, "--http-port", "0", "--prometheus-port", "0",  # never collide with a broker here
                 *self.extra_args]
         self.process = subprocess.Popen(
             args,
@@ -57,6 +62,10 @@ class BrokerProcess:
             if not line:
                 break
             self.output.append(line)
+            for pattern, attribute in ((HTTP_URL, "http_url"), (METRICS_URL, "prometheus_url")):
+                found = pattern.search(line)
+                if found:
+                    setattr(self, attribute, found.group(1))
             m = LISTENING.search(line)
             if m and m.group(1) == "AMQP":
                 self.port = int(m.group(2))

@@ -115,8 +115,27 @@ def serve(
     ] = 5672,
     http_port: Annotated[
         int | None,
-        _port_option("HTTP API port (0 picks a free one; none: no HTTP listener)."),
+        _port_option("Management API port (0 picks a free one; none: no HTTP listener)."),
     ] = 15672,
+    http_host: Annotated[
+        str | None,
+        typer.Option(help="Interface the management API listens on (default: the same as --host)."),
+    ] = None,
+    prometheus_port: Annotated[
+        int | None,
+        _port_option("Prometheus metrics port (0 picks a free one; none: no metrics listener)."),
+    ] = 15692,
+    prometheus_host: Annotated[
+        str | None,
+        typer.Option(help="Interface the metrics endpoint listens on (default: the same as --http-host)."),
+    ] = None,
+    http_open_health_checks: Annotated[
+        bool,
+        typer.Option(
+            "--http-open-health-checks/--no-http-open-health-checks",
+            help="Let /api/health/checks/* answer callers without credentials (load balancers, probes).",
+        ),
+    ] = False,
     data_dir: Annotated[
         Path, typer.Option(help="Where the durable store keeps its files.", file_okay=False)
     ] = Path("mailslot-data"),
@@ -227,7 +246,8 @@ def serve(
     node_name: Annotated[
         str,
         typer.Option(
-            help="This broker's name among the nodes sharing a PostgreSQL schema (default mailslot@HOST).",
+            help="This node's name in the API and metrics, and among the nodes sharing a PostgreSQL schema "
+            "(default mailslot@<short host name>, as RabbitMQ's rabbit@<host>).",
             show_default=False,
         ),
     ] = "",

@@ -1,5 +1,10 @@
 """``mailslot queues``: a table of a running broker's queues (depth, rates, forecasts), read from its
-HTTP API (``GET /api/queues``, docs/http.md); ``--watch`` redraws it every second.
+management API (``GET /api/queues``, docs/management-api.md); ``--watch`` redraws it every second.
+
+The broker is named as every mailslot command names it (docs/cli.md): ``--url`` (or ``MAILSLOT_URL``), the
+AMQP URL of the broker, ``amqp://user:password@host:port/vhost``. This command talks to the management API
+on the same host, with the same credentials, on ``--http-port`` (15672 by default); an ``http://`` or
+``https://`` URL names the API directly. ``--http-url`` is the old name of ``--url`` and still accepted.
 
 Rules of this module: a broker that cannot be reached ends the command with one ``error: ...`` line
 on stderr and exit code 1 (in ``--watch`` mode the error is shown in place of the table and the
@@ -8,12 +13,14 @@ command keeps trying); Ctrl-C ends ``--watch`` with exit code 0.
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -21,30 +28,62 @@ import typer
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-DEFAULT_HTTP_URL = "http://localhost:15672"  # mailslot serve's default --http-port (RabbitMQ management's)
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"  # the same default as publish, consume and bench
+DEFAULT_HTTP_PORT = 15672  # mailslot serve's default --http-port (RabbitMQ management's)
 REQUEST_TIMEOUT = 5.0  # seconds: the API answers from memory, so a slow answer means trouble
 WATCH_INTERVAL = 1.0  # seconds, the broker's sampling interval: faster shows nothing new
+# The fields the table shows: asking for these only keeps the answer small with many queues.
+COLUMNS = (
+    "vhost,name,messages,messages_ready,messages_unacknowledged,consumers,arguments,"
+    "message_stats.publish_details,message_stats.deliver_get_details,drain_seconds,full_seconds,"
+    "single_active_consumer_tag"
+)
 
 
 class FetchError(Exception):
     pass
 
 
-def fetch_json(base_url: str, path: str) -> Any:
-    url = base_url.rstrip("/") + path
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in ("http", "https"):
-        raise FetchError(f"not an HTTP URL: {base_url!r} (expected e.g. {DEFAULT_HTTP_URL})")
+@dataclass(frozen=True)
+class Api:
+    """Where the management API is and who asks: derived from the command's ``--url``."""
+
+    base: str  # http(s)://host:port, without credentials
+    username: str
+    password: str
+
+    @classmethod
+    def from_url(cls, url: str, http_port: int = DEFAULT_HTTP_PORT) -> Api:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("amqp", "amqps", "http", "https") or not parts.hostname:
+            raise FetchError(f"not a broker URL: {url!r} (expected e.g. {DEFAULT_URL})")
+        username = urllib.parse.unquote(parts.username or "guest")
+        password = urllib.parse.unquote(parts.password or "guest")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        if parts.scheme in ("http", "https"):
+            port = f":{parts.port}" if parts.port else ""
+            return cls(f"{parts.scheme}://{host}{port}", username, password)
+        scheme = "https" if parts.scheme == "amqps" else "http"
+        return cls(f"{scheme}://{host}:{http_port}", username, password)
+
+
+def fetch_json(api: Api, path: str) -> Any:
+    url = api.base.rstrip("/") + path
+    credentials = base64.b64encode(f"{api.username}:{api.password}".encode()).decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {credentials}"})
     try:
-        with urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT) as response:  # the scheme was checked above
+        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:  # the scheme was checked
             return json.load(response)
     except urllib.error.HTTPError as exc:
-        raise FetchError(f"{url} answered {exc.code} {exc.reason}") from None
+        reason = str(exc.reason)
+        try:
+            reason = str(json.load(exc).get("reason") or reason)
+        except (ValueError, AttributeError):
+            pass
+        raise FetchError(f"{url} answered {exc.code}: {reason}") from None
     except urllib.error.URLError as exc:
-        reason = (
-            exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
-        )
-        raise FetchError(f"cannot reach the HTTP API at {base_url}: {reason}") from None
+        why = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
+        raise FetchError(f"cannot reach the HTTP API at {api.base}: {why}") from None
     except (OSError, ValueError) as exc:  # timeouts, resets, a body that is not JSON
         raise FetchError(f"cannot read {url}: {exc}") from None
 
@@ -88,6 +127,11 @@ def _limit_text(arguments: dict[str, Any]) -> str:
     return "/".join(parts)
 
 
+def _rate(queue: dict[str, Any], counter: str) -> float:
+    details = (queue.get("message_stats") or {}).get(counter + "_details") or {}
+    return float(details.get("rate") or 0.0)
+
+
 def render_table(queues: list[dict[str, Any]], source: str) -> RenderableType:
     from rich import box
     from rich.markup import escape
@@ -122,8 +166,8 @@ def render_table(queues: list[dict[str, Any]], source: str) -> RenderableType:
             f"{ready:,}",
             f"{int(q.get('messages_unacknowledged') or 0):,}",
             str(q.get("consumers", 0)),
-            format_rate(q.get("publish_rate")),
-            format_rate(q.get("deliver_rate")),
+            format_rate(_rate(q, "publish")),
+            format_rate(_rate(q, "deliver_get")),
             drain,
             full,
             limit or "-",
@@ -134,24 +178,34 @@ def render_table(queues: list[dict[str, Any]], source: str) -> RenderableType:
         table.add_row(*([str(q.get("vhost", ""))] if show_vhost else []), *row)
     table.caption = (
         f"{len(queues)} queue{'s' if len(queues) != 1 else ''}, {total:,} messages. "
-        "in/s, out/s: published, delivered per second (last 5 s); drain: time to empty, "
+        "in/s, out/s: published, delivered or got per second (last 5 s); drain: time to empty, "
         "full: time to reach the limit, at these rates"
     )
     return table
 
 
-def _load(http_url: str, vhost: str | None) -> list[dict[str, Any]]:
+def _load(api: Api, vhost: str | None) -> list[dict[str, Any]]:
     path = "/api/queues" if vhost is None else "/api/queues/" + urllib.parse.quote(vhost, safe="")
-    data = fetch_json(http_url, path)
+    data = fetch_json(api, f"{path}?columns={COLUMNS}")
     if not isinstance(data, list):
-        raise FetchError(f"{http_url}{path} did not answer a list of queues")
+        raise FetchError(f"{api.base}{path} did not answer a list of queues")
     return data
 
 
 def queues(
-    http_url: Annotated[
-        str, typer.Option("--http-url", envvar="MAILSLOT_HTTP_URL", help="The broker's HTTP API.")
-    ] = DEFAULT_HTTP_URL,
+    url: Annotated[
+        str,
+        typer.Option(
+            "--url",
+            "--http-url",
+            envvar=["MAILSLOT_URL", "MAILSLOT_HTTP_URL"],
+            help="The broker, as for every command: its AMQP URL (the API is on the same host, --http-port), "
+            "or the API's own http(s):// URL. --http-url is the old name.",
+        ),
+    ] = DEFAULT_URL,
+    http_port: Annotated[
+        int, typer.Option(help="The management API's port, when --url is an AMQP URL.", min=1, max=65535)
+    ] = DEFAULT_HTTP_PORT,
     vhost: Annotated[str | None, typer.Option(help="Only this virtual host's queues.")] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw every second until Ctrl-C.")] = False,
 ) -> None:
@@ -159,23 +213,28 @@ def queues(
     from rich.console import Console
 
     console = Console()
+    try:
+        api = Api.from_url(url, http_port)
+    except FetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
     if not watch:
         try:
-            console.print(render_table(_load(http_url, vhost), http_url))
+            console.print(render_table(_load(api, vhost), api.base))
         except FetchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(1) from None
         return
-    raise typer.Exit(_watch(console, http_url, vhost))
+    raise typer.Exit(_watch(console, api, vhost))
 
 
-def _watch(console: Any, http_url: str, vhost: str | None) -> int:
+def _watch(console: Any, api: Api, vhost: str | None) -> int:
     from rich.live import Live
     from rich.text import Text
 
     def frame() -> RenderableType:
         try:
-            return render_table(_load(http_url, vhost), http_url)
+            return render_table(_load(api, vhost), api.base)
         except FetchError as exc:
             return Text(f"error: {exc} (retrying)", style="red")
 

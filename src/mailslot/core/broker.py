@@ -258,6 +258,7 @@ class Broker:
                     touched.append(queue)
         congested = self.congested
         for queue in touched:
+            queue.stats_dirty = True  # for the stats sampler: per batch, not per message (core/stats.py)
             queue.update_congestion()
             if queue.congested:
                 congested.add(queue)

@@ -12,7 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .session import Session
 
 
 @dataclass(eq=False)
@@ -86,3 +89,75 @@ def _discard(index: dict[str, set[ConnectionInfo]], key: str, info: ConnectionIn
         members.discard(info)
         if not members:
             del index[key]
+
+
+# -- what operators see of a connection (the management API, metrics, the dashboard) ---------------------
+# Built when asked from a front end's live connections (ConnectionSource) rather than kept in the table
+# above, because they carry counters and channels that change with every batch.
+
+
+@dataclass
+class ChannelView:
+    """One channel (session) of a connection, as the API shows it."""
+
+    connection: ConnectionView
+    number: int
+    session: Session
+    confirm: bool = False
+    unconfirmed: int = 0  # published on a confirm channel, not yet confirmed
+
+    @property
+    def name(self) -> str:
+        return f"{self.connection.name} ({self.number})"
+
+
+@dataclass(eq=False)
+class ConnectionView:
+    """One client connection of a front end, as the API shows it (RabbitMQ's connection fields)."""
+
+    key: object  # stable identity across ticks (rates)
+    name: str  # "peer_host:peer_port -> host:port", RabbitMQ's form
+    protocol: str  # "AMQP 0-9-1"
+    user: str
+    vhost: str
+    peer_host: str
+    peer_port: int
+    host: str
+    port: int
+    connected_at: int  # ms since the epoch
+    client_properties: dict[str, Any] = field(default_factory=dict)
+    auth_mechanism: str = "PLAIN"
+    frame_max: int = 0
+    channel_max: int = 0
+    timeout: int = 0  # negotiated heartbeat, seconds
+    state: str = "running"  # running | blocked | closing
+    recv_oct: int = 0
+    recv_cnt: int = 0
+    send_oct: int = 0
+    send_cnt: int = 0
+    channels: list[ChannelView] = field(default_factory=list)
+
+
+class ConnectionSource(Protocol):
+    """A front end's live connections."""
+
+    def connections(self) -> list[ConnectionView]: ...
+
+    def close(self, connection: ConnectionView, reason: str) -> None:
+        """Close it from the broker's side (AMQP: connection.close 320 CONNECTION_FORCED, ``reason``)."""
+
+    def churn(self) -> tuple[int, int]:
+        """Connections (opened, closed) since start."""
+
+
+class NoConnections:
+    """A source with no connections (an API served without a front end, in tests)."""
+
+    def connections(self) -> list[ConnectionView]:
+        return []
+
+    def close(self, connection: ConnectionView, reason: str) -> None:
+        pass
+
+    def churn(self) -> tuple[int, int]:
+        return (0, 0)

@@ -41,6 +41,10 @@ class Exchange:
         self.internal = internal
         self.arguments = arguments or {}
         self.bindings: dict[BindingKey, dict[str, Any]] = {}
+        # Publishes into this exchange and the queue deliveries they made (RabbitMQ's publish_in and
+        # publish_out), for the management API; the default exchange's fast path does not count them.
+        self.stats_in = 0
+        self.stats_out = 0
 
     def bind(self, destination: Destination, routing_key: str, arguments: dict[str, Any], args_key: str) -> bool:
         key = (destination, routing_key, args_key)

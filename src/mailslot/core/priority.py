@@ -183,6 +183,24 @@ class PriorityQueue(Queue):
                     return entry
         return None
 
+    def peek(self, limit: int, now_ms: int = 0) -> list[Entry]:
+        """The lanes' ready entries, highest level first (the order ``pop_ready`` hands them out)."""
+        out: list[Entry] = []
+        for lane in self._levels:
+            if len(out) >= limit:
+                break
+            out += lane.peek(limit - len(out), now_ms)
+        return out
+
+    @property
+    def stats_redelivered(self) -> int:
+        """Requeued entries are popped by the lanes, which count them."""
+        return self._stats_redelivered + sum(lane.stats_redelivered for lane in self._levels)
+
+    @stats_redelivered.setter
+    def stats_redelivered(self, value: int) -> None:
+        self._stats_redelivered = value
+
     def pop_many(self, limit: int) -> list[Entry]:
         out: list[Entry] = []
         for lane in self._levels:
@@ -232,6 +250,7 @@ class PriorityQueue(Queue):
 
     def purge(self) -> int:
         count = self.message_count
+        self.stats_dirty = True
         for lane in self._levels:
             lane.purge()
         self._resident = self._resident_bytes = 0

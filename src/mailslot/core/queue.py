@@ -18,6 +18,7 @@ Rules of this module:
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -96,8 +97,20 @@ class Queue:
         self.congested = False
         self.deleted = False
         self.unacked = 0
+        # Counters for the management API and metrics (core/stats.py samples them; nothing else reads
+        # them). Each is bumped once per batch where the work is batch-shaped (deliveries, acks), once
+        # per message only where the path is per message anyway (enqueue, basic.get, a requeued pop).
         self.stats_published = 0
-        self.stats_delivered = 0
+        self.stats_delivered = 0  # to consumers, both ack modes (RabbitMQ's deliver + deliver_no_ack)
+        self.stats_delivered_no_ack = 0
+        self.stats_get = 0  # basic.get with a message, both ack modes (get + get_no_ack)
+        self.stats_get_no_ack = 0
+        self.stats_get_empty = 0
+        self.stats_acked = 0
+        self.stats_redelivered = 0  # handed out again after a requeue (RabbitMQ's redeliver)
+        # Set when the broker touched the queue in a batch (its dispatch), a get or a purge: the stats sampler
+        # reads only touched queues' counters each tick, not every queue's (core/stats.py).
+        self.stats_dirty = False
         # TTL (core/ttl.py): ``expiring`` once an entry may carry a deadline; until then pops check nothing.
         self.expiry: QueueExpiry | None = None
         self.expiring = False
@@ -190,6 +203,7 @@ class Queue:
         if requeued and (not ready or requeued[0].seq < ready[0].seq):
             entry = heapq.heappop(requeued)
             self.ready_bytes -= len(entry.message.body)
+            self.stats_redelivered += 1
             return entry
         if not ready:
             if self.paged:
@@ -249,6 +263,29 @@ class Queue:
             elif self._overflow:
                 self._refill_from_overflow()
         return ready[0] if ready else None
+
+    def peek(self, limit: int, now_ms: int = 0) -> list[Entry]:
+        """Up to ``limit`` ready entries in the order consumers would get them, left where they are:
+        nothing is popped, marked redelivered or paged into memory (the management API's peek). Paged
+        messages are read from the log's committed rows; held (x-retry-delays) and expired entries
+        (deadline at or before ``now_ms``, when given) are not shown, since neither is handed out next."""
+        if limit <= 0:
+            return []
+        heads = heapq.merge(heapq.nsmallest(limit, self._requeued), itertools.islice(self._ready, limit))
+        out = [entry for entry in heads if not (now_ms and 0 < entry.deadline <= now_ms)][:limit]
+        rows: list[StoredMessage] = []
+        if len(out) < limit and self.paged:
+            rows = self.log.read(self.key, self._loaded_upto, min(limit - len(out), self.paged))
+            for row in rows:
+                if now_ms and 0 < row.deadline <= now_ms:
+                    continue
+                message = Message(
+                    row.exchange, row.routing_key, row.properties, row.body, row.persistent, self.codecs[row.codec]
+                )
+                out.append(Entry(row.seq, message, row.redelivered, row.persistent, row.deadline, row.requeues))
+        if len(out) < limit and len(rows) >= self.paged:  # this turn's overflow comes after the paged ones
+            out += [e for e in itertools.islice(self._overflow, limit) if not (now_ms and 0 < e.deadline <= now_ms)]
+        return out[:limit]
 
     def _refill_from_overflow(self) -> None:
         overflow, ready = self._overflow, self._ready
@@ -314,6 +351,7 @@ class Queue:
 
     def purge(self) -> int:
         count = self.message_count
+        self.stats_dirty = True
         self._ready.clear()
         self._requeued.clear()
         self._held.clear()
@@ -356,10 +394,12 @@ class Queue:
         session = consumer.session
         count = len(self.consumers)  # more than one only with x-single-active-consumer: the others wait
         while consumer.can_take():
+            redelivered = self.stats_redelivered
             entries = self.pop_many(min(session.room(consumer), DELIVERY_BATCH))
             if not entries:
                 return
             self.stats_delivered += len(entries)
+            session.stats_redelivered += self.stats_redelivered - redelivered
             session.deliver_many(consumer, self, entries)
             if self.deleted or len(self.consumers) != count:
                 return
@@ -408,6 +448,8 @@ class Queue:
                 break
             idle = 0
             self.stats_delivered += 1
+            if entry.redelivered:
+                consumer.session.stats_redelivered += 1
             consumer.session.deliver_many(consumer, self, [entry])
             if self.deleted or len(consumers) != count:
                 break  # a delivery side effect changed the consumer list; next flush continues

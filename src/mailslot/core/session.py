@@ -134,6 +134,21 @@ class Session:
         self.reply_consumer: str | None = None
         self.reply_name: str | None = None
         self.closed = False
+        # Counters for the management API and metrics (core/stats.py: SESSION_COUNTERS names them all;
+        # the front end adds confirms and returns, which only it knows). Bumped once per batch where the
+        # work is batch-shaped, once per message only on a path that is per message anyway.
+        self.stats_published = 0
+        self.stats_unroutable = 0  # routed nowhere (returned or dropped)
+        self.stats_returned = 0
+        self.stats_confirmed = 0
+        self.stats_delivered = 0  # to consumers, both ack modes
+        self.stats_delivered_no_ack = 0
+        self.stats_get = 0  # basic.get with a message, both ack modes
+        self.stats_get_no_ack = 0
+        self.stats_get_empty = 0
+        self.stats_acked = 0
+        self.stats_redelivered = 0
+        vhost.stats.channels_opened += 1
 
     # ---- publishing -----------------------------------------------------------------------------
 
@@ -143,14 +158,18 @@ class Session:
         if exchange_name not in self.write_ok:
             self.authz.may_publish(exchange_name)
         vhost = self.vhost
+        self.stats_published += 1
         if not exchange_name and self.tx is None:  # the default exchange: the hot path, one lookup
             queue = vhost.queues.get(routing_key)
             if queue is not None:
                 if queue.congested:
                     self.gate.throttled = True
                 return ROUTED if vhost.enqueue(queue, message) else REJECTED
-            if routing_key.startswith(REPLY_TO_PREFIX):
-                return ROUTED if self.broker.deliver_reply(routing_key[len(REPLY_TO_PREFIX) :], message) else UNROUTED
+            if routing_key.startswith(REPLY_TO_PREFIX) and self.broker.deliver_reply(
+                routing_key[len(REPLY_TO_PREFIX) :], message
+            ):
+                return ROUTED
+            self.stats_unroutable += 1
             return UNROUTED
         exchange = vhost.exchanges.get(exchange_name)
         if exchange is None:
@@ -163,8 +182,13 @@ class Session:
             self.tx.publishes.append((exchange_name, routing_key, message, mandatory))
             return ROUTED
         queues = vhost.route(exchange, routing_key, message)
+        exchange.stats_in += 1
+        exchange.stats_out += len(queues)
         if not queues:
-            return ROUTED if dedup.dropped_as_duplicate(exchange, message) else UNROUTED
+            if dedup.dropped_as_duplicate(exchange, message):
+                return ROUTED
+            self.stats_unroutable += 1
+            return UNROUTED
         outcome = ROUTED
         for queue in queues:
             if queue.congested:
@@ -244,7 +268,10 @@ class Session:
         first = self.next_delivery_tag
         count = len(entries)
         self.next_delivery_tag = first + count
+        self.stats_delivered += count
         if consumer.no_ack:
+            self.stats_delivered_no_ack += count
+            queue.stats_delivered_no_ack += count
             stored = [entry for entry in entries if entry.stored]
             if stored or queue.dedup is not None:  # a deduplicating queue forgets the keys it hands out
                 queue.settle(entries)
@@ -283,12 +310,21 @@ class Session:
         self.vhost.check_access(queue, self.owner)
         if queue.expiry is not None:
             queue.expiry.used()  # basic.get renews the x-expires lease
+        queue.stats_dirty = True
         entry = queue.pop_ready()
         if entry is None:
+            self.stats_get_empty += 1
+            queue.stats_get_empty += 1
             return None
         tag = self.next_delivery_tag
         self.next_delivery_tag = tag + 1
+        self.stats_get += 1
+        queue.stats_get += 1
+        if entry.redelivered:
+            self.stats_redelivered += 1
         if no_ack:
+            self.stats_get_no_ack += 1
+            queue.stats_get_no_ack += 1
             queue.settle([entry])
         else:
             self.unacked[tag] = (queue, entry, None)
@@ -344,6 +380,9 @@ class Session:
                 consumer.unacked -= 1
             queue.unacked -= 1
         self.unacked_count -= len(items)
+        acked = not requeue and not rejected
+        if acked:
+            self.stats_acked += len(items)
         mark_dirty = self.broker.mark_dirty
         for queue, entries in by_queue.items():
             if requeue and not queue.deleted:
@@ -355,6 +394,8 @@ class Session:
             elif rejected and not queue.deleted:
                 self.vhost.dead_letter(queue, entries, "rejected")  # or dropped, without a DLX
             else:
+                if acked:
+                    queue.stats_acked += len(entries)
                 queue.settle(entries)
             mark_dirty(queue)
 
@@ -405,6 +446,7 @@ class Session:
         if tx is None:
             raise PreconditionFailed("channel is not transactional")
         self.tx = None
+        self.stats_published -= len(tx.publishes)  # counted when buffered; publish() counts them again now
         unroutable = []
         try:
             for exchange, routing_key, message, mandatory in tx.publishes:
@@ -434,6 +476,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self.vhost.stats.retire(self)  # what it counted stays in the vhost's totals
         self.broker.redelivery.ack_timeouts.forget(self)
         self.requeue_all()
         for consumer in list(self.consumers.values()):

@@ -31,6 +31,7 @@ from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, ma
 from .message import Codecs, Entry, Message
 from .priority import queue_factory
 from .queue import REJECTED, Queue
+from .stats import VhostStats
 from .ttl import QueueExpiry, drop_expired
 
 PREDECLARED = {
@@ -81,6 +82,7 @@ class VirtualHost:
             self.exchanges[name_] = make_exchange(type_, name_, durable=True)
         self.delays = DelayedMessages(self)  # scheduled messages of x-delayed-message exchanges
         self.max_queues: int | None = None  # the vhost's max-queues limit (None or negative: none)
+        self.stats = VhostStats()  # churn, dead-lettering and closed sessions' counters (core/stats.py)
 
     # ---- naming ---------------------------------------------------------------------------------
 
@@ -284,6 +286,7 @@ class VirtualHost:
         """As rabbit_channel's queue.declare: passive only looks up (no permission needed); otherwise the
         reserved prefix, configure permission, then equivalence for an existing queue, or for a new one
         the vhost's queue limit (406) and, with a dead-letter exchange, read on the queue and write on it."""
+        self.stats.queues_declared += 1
         if passive:
             queue = self.queue(name)
             self.check_access(queue, owner)
@@ -329,6 +332,7 @@ class VirtualHost:
         queue.expiry = QueueExpiry(self.clock, self._expired, policy.message_ttl, policy.expires)
         queue.expiring = policy.message_ttl is not None
         self.queues[name] = queue
+        self.stats.queues_created += 1
         dedup.attach_to_queue(self, queue)
         if durable and not exclusive:
             self.metadata.save_queue(QueueDefinition(name, self.name, durable, exclusive, auto_delete, arguments))
@@ -384,6 +388,7 @@ class VirtualHost:
         count = queue.purge()
         queue.deleted = True
         self.queues.pop(queue.name, None)
+        self.stats.queues_deleted += 1
         for exchange in list(self.exchanges.values()):
             for dest, routing_key, args_key in exchange.unbind_destination(("queue", queue.name)):
                 self._forget_binding(exchange, dest, routing_key, args_key)
@@ -429,6 +434,7 @@ class VirtualHost:
         self.mark_dirty(queue)
         if outcome == REJECTED:
             if queue.policy.overflow == "reject-publish-dlx":
+                self.stats.count_dead_lettered("maxlen", queue.policy.dead_letter_exchange is not None, 1)
                 self._dead_letter_message(queue, message, "maxlen")
             return False
         if queue.dropped:
@@ -439,6 +445,7 @@ class VirtualHost:
     def dead_letter(self, queue: Queue, entries: list[Any], reason: str) -> None:
         """Entries leave ``queue`` other than by delivery (rejected, maxlen): republish them to its
         dead-letter exchange if it has one, then forget them in ``queue``."""
+        self.stats.count_dead_lettered(reason, queue.policy.dead_letter_exchange is not None, len(entries))
         if queue.policy.dead_letter_exchange is not None:
             for entry in entries:
                 self._dead_letter_message(queue, entry.message, reason)

@@ -1,2 +1,2 @@
-"""The HTTP management front end: for now a read-only JSON API (``/api/overview``, ``/api/queues``,
-see docs/http.md) served on the broker's event loop; later the full management API and dashboard."""
+"""The HTTP front end: RabbitMQ's management API (``/api/...``, docs/management-api.md) and the Prometheus
+endpoint (``/metrics``, docs/metrics.md), served on the broker's event loop."""

@@ -28,8 +28,14 @@ DEFAULT_TIMEOUT = 30.0
 
 
 def make_config(store: str = "memory", data_dir: str | Path | None = None, **overrides: Any) -> BrokerConfig:
-    """The config the helpers use: loopback only, ephemeral ports (AMQP and HTTP), the given store."""
-    settings: dict[str, Any] = {"host": "127.0.0.1", "amqp_port": 0, "http_port": 0, "store": store}
+    """The config the helpers use: loopback only, ephemeral ports (AMQP, HTTP API, Prometheus), the given store."""
+    settings: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "amqp_port": 0,
+        "http_port": 0,
+        "prometheus_port": 0,
+        "store": store,
+    }
     if data_dir is not None:
         settings["data_dir"] = Path(data_dir)
     settings.update(overrides)

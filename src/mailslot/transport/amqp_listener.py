@@ -15,11 +15,13 @@ import asyncio
 import errno
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 from ..core.broker import TICK_SECONDS, Batch, Broker
+from ..core.stats import CommitStats
 from ..frontends.amqp091 import AMQPConnection
 from .admission import Admission
 from .tls import HANDSHAKE_TIMEOUT, peer_certificate_of
@@ -50,6 +52,9 @@ class FlushScheduler:
         self._throttle_deadline = 0.0
         broker.request_flush = self.request
         self._ticker = loop.call_later(TICK_SECONDS, self._tick)
+        self.commit_stats = CommitStats()  # for the metrics endpoint: per batch, never per message
+        self._commit_started = 0.0
+        self._written = self._bytes_written()
 
     def _tick(self) -> None:
         """The broker's timers (TTL, expiry, timeouts, delays), then a flush for what they changed."""
@@ -108,14 +113,33 @@ class FlushScheduler:
         if write is None:
             self.broker.finish(batch, True)
         elif not batch.threadable:
-            self.broker.finish(batch, _run(write))
+            started = self.loop.time()
+            ok = _run(write)
+            self._measure(started)
+            self.broker.finish(batch, ok)
         else:
+            self._commit_started = self.loop.time()
             future = self.loop.run_in_executor(self._writer, write)
             self._in_flight = future
             future.add_done_callback(lambda done: self._landed(batch, done))
 
+    def _measure(self, started: float) -> None:
+        stats = self.commit_stats
+        stats.seconds.observe(self.loop.time() - started)
+        written = self._bytes_written()
+        if written is not None and self._written is not None:
+            stats.bytes.observe(written - self._written)
+        self._written = written
+
+    def _bytes_written(self) -> int | None:
+        """What the store says it has written so far, if it says (the segment log's ``stats``)."""
+        stats = getattr(self.broker.log, "stats", None)
+        value = stats.get("bytes_written") if isinstance(stats, dict) else None
+        return value if isinstance(value, int) else None
+
     def _landed(self, batch: Batch, done: asyncio.Future[None]) -> None:
         self._in_flight = None
+        self._measure(self._commit_started)
         ok = not done.cancelled() and done.exception() is None
         if not ok and not done.cancelled():
             log.error("store commit failed", exc_info=done.exception())
@@ -152,6 +176,11 @@ class AMQPStream(asyncio.Protocol):
         self._timer_due = 0.0
         self._paused = False
         self._holds: set[str] = set()  # CREDIT / ALARM: reasons reading is paused
+        # For the management API (one addition per read or write call, not per frame or message).
+        self.connected_at = 0.0  # wall-clock seconds
+        self.peer: tuple[str, int] = ("", 0)
+        self.local: tuple[str, int] = ("", 0)
+        self.recv_oct = self.recv_cnt = self.send_oct = self.send_cnt = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         admission = self.listener.admission
@@ -160,6 +189,10 @@ class AMQPStream(asyncio.Protocol):
             return
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername") or ("", 0)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        self.peer, self.local = (str(peer[0]), int(peer[1])), (str(local[0]), int(local[1]))
+        self.connected_at = time.time()
+        self.listener.opened_total += 1
         scheduler = self.listener.scheduler
         self.conn = self.listener.make_connection(str(peer[0]), scheduler.outbox)
         # TLS: the handshake is done before connection_made, so the client certificate is known before
@@ -179,6 +212,8 @@ class AMQPStream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         conn = self.conn
         assert conn is not None
+        self.recv_oct += len(data)
+        self.recv_cnt += 1
         conn.receive(data, self.loop.time())
         self.listener.scheduler.request()
         if conn.gate.throttled:
@@ -194,6 +229,7 @@ class AMQPStream(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         conn = self.conn
+        self.listener.closed_total += 1
         if conn is not None:
             conn.connection_lost()
             self.listener.scheduler.streams.pop(conn, None)
@@ -255,6 +291,8 @@ class AMQPStream(asyncio.Protocol):
             return
         data = conn.data_to_send()
         if data:
+            self.send_oct += len(data)
+            self.send_cnt += 1
             transport.write(data)
         if conn.terminated:
             transport.close()
@@ -304,6 +342,7 @@ class AMQPListener:
         self.servers: list[asyncio.Server] = []
         self.alarm = ""  # connection.blocked reason while a resource alarm is set (transport/resources.py)
         self.admission: Admission | None = None  # the connection cap; None: no cap (transport/admission.py)
+        self.opened_total = self.closed_total = 0  # connection churn, for the management API and metrics
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         """Bind and listen (AMQPS with ``ssl_context``); returns the bound port. Call once per port: the

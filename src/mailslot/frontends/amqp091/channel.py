@@ -139,6 +139,7 @@ class Channel:
 
     def send_return(self, exchange: str, routing_key: str, properties: bytes, body: bytes) -> None:
         """basic.return 312 NO_ROUTE for an unroutable mandatory publish."""
+        self.session.stats_returned += 1
         method = unchecked(
             spec.Basic.Return, reply_code=ReplyCode.NO_ROUTE, reply_text="NO_ROUTE", exchange=exchange,
             routing_key=routing_key
@@ -169,7 +170,9 @@ class Channel:
         confirms = self.confirms
         if confirms is None or self.session.closed:
             return
+        acked = confirms.acked
         if confirms.release(self.connection.proto, self.number, upto, ok):
+            self.session.stats_confirmed += confirms.acked - acked
             self.connection.touch()
 
     # ---- methods --------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 class PublisherConfirms:
     """The confirm state of one channel in confirm mode."""
 
-    __slots__ = ("confirmed", "hooked", "published", "rejected")
+    __slots__ = ("acked", "confirmed", "hooked", "published", "rejected")
 
     def __init__(self) -> None:
+        self.acked = 0  # publishes confirmed positively so far (the management API's "confirm" counter)
         self.published = 0  # publish sequence number of the last publish
         self.confirmed = 0  # every sequence number up to this one is acked or nacked
         self.rejected: list[int] = []  # sequence numbers a full queue refused: nacked
@@ -45,6 +46,7 @@ class PublisherConfirms:
                 cursor = seq
             if upto > cursor:
                 proto.send_ack(channel, upto, upto - cursor > 1)
+            self.acked += upto - self.confirmed - len(nacks)
         self.confirmed = upto
         return True
 

@@ -43,7 +43,7 @@ DEFAULT_SCHEMA = "mailslot"
 
 def default_node_name() -> str:
     """``mailslot@<host>``, as RabbitMQ names a node ``rabbit@<host>``."""
-    return f"mailslot@{socket.gethostname()}"
+    return f"mailslot@{socket.gethostname().split('.')[0]}"
 
 
 @dataclass(frozen=True, slots=True)
