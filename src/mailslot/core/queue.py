@@ -117,6 +117,8 @@ class Queue:
         # x-message-deduplication: core.dedup attaches the window and wraps this queue's enqueue, settle
         # and purge (so queues without it run these methods unchanged).
         self.dedup: DedupWindow | None = None
+        # Paged seqs that ``remove`` took out before the commit that drops their rows: page-in skips them.
+        self._taken: set[int] = set()
 
     # ---- counts -------------------------------------------------------------------------------
 
@@ -277,7 +279,7 @@ class Queue:
         if len(out) < limit and self.paged:
             rows = self.log.read(self.key, self._loaded_upto, min(limit - len(out), self.paged))
             for row in rows:
-                if now_ms and 0 < row.deadline <= now_ms:
+                if (now_ms and 0 < row.deadline <= now_ms) or row.seq in self._taken:
                     continue
                 message = Message(
                     row.exchange, row.routing_key, row.properties, row.body, row.persistent, self.codecs[row.codec]
@@ -360,8 +362,76 @@ class Queue:
         self._overflow.clear()
         self.paged = 0
         self._loaded_upto = self.next_seq - 1
+        self._taken.clear()
         self.log.stage_purge(self.key)
         return count
+
+    def remove(self, seqs: set[int]) -> list[Entry]:
+        """Take the ready entries with these seqs out of the queue wherever they sit (a redrive moves
+        chosen messages, core/redrive.py); unknown seqs are skipped. Returned in seq order. Nothing is
+        marked redelivered; stored rows stay until the caller settles the entries, so the removal and
+        what replaces it (a publish elsewhere) land in one commit. Paged entries are read from the log."""
+        if not seqs:
+            return []
+        out: list[Entry] = []
+        ready_before = len(self._ready)
+        for part in (self._ready, self._overflow):
+            if any(entry.seq in seqs for entry in part):
+                kept = [entry for entry in part if entry.seq not in seqs]
+                out += [entry for entry in part if entry.seq in seqs]
+                part.clear()
+                part.extend(kept)
+        window = sum(len(e.message.body) for e in out[: ready_before - len(self._ready)])
+        self._window_bytes -= window
+        if any(entry.seq in seqs for entry in self._requeued):
+            out += [entry for entry in self._requeued if entry.seq in seqs]
+            self._requeued = [entry for entry in self._requeued if entry.seq not in seqs]
+            heapq.heapify(self._requeued)
+        if any(item[1] in seqs for item in self._held):
+            out += [item[2] for item in self._held if item[1] in seqs]
+            self._held = [item for item in self._held if item[1] not in seqs]
+            heapq.heapify(self._held)
+        self.ready_bytes -= sum(len(entry.message.body) for entry in out)
+        found = {entry.seq for entry in out}
+        if self.paged and len(found) < len(seqs):
+            out += self._remove_paged({seq for seq in seqs if seq not in found and seq > self._loaded_upto})
+        out.sort()
+        self.stats_dirty = True
+        return out
+
+    def _remove_paged(self, seqs: set[int]) -> list[Entry]:
+        out: list[Entry] = []
+        after, last = self._loaded_upto, max(seqs, default=0)
+        transient: list[int] = []
+        while seqs and after < last:
+            rows = self.log.read(self.key, after, PAGE_IN_BATCH)
+            if not rows:
+                break
+            after = rows[-1].seq
+            for row in rows:
+                if row.seq not in seqs or row.seq in self._taken:
+                    continue
+                message = Message(
+                    row.exchange, row.routing_key, row.properties, row.body, row.persistent, self.codecs[row.codec]
+                )
+                out.append(Entry(row.seq, message, row.redelivered, row.persistent, row.deadline, row.requeues))
+                self._taken.add(row.seq)
+                if row.seq > self._restored_upto:  # counted in ready_bytes on arrival, not yet on page-in
+                    self.ready_bytes -= len(row.body)
+                if not row.persistent:
+                    transient.append(row.seq)  # paged only for memory: its row goes with it
+        if transient:
+            self.log.stage_remove(self.key, transient)
+        self.paged -= len(out)
+        return out
+
+    def _without_taken(self, rows: list[StoredMessage]) -> list[StoredMessage]:
+        """Page-in's rows without those remove() took (their removal may not be committed yet)."""
+        taken = self._taken
+        self._loaded_upto = max(self._loaded_upto, rows[-1].seq)
+        kept = [row for row in rows if row.seq not in taken]
+        taken.difference_update([row.seq for row in rows])
+        return kept
 
     def _page_in(self) -> None:
         # Paged rows were staged by spill() and committed in the same flush, so read() sees them all.
@@ -369,6 +439,11 @@ class Queue:
         if not rows and self.log.has_staged():
             self.log.commit()  # only after a failed commit left the spill staged
             rows = self.log.read(self.key, self._loaded_upto, min(PAGE_IN_BATCH, self.paged))
+        if self._taken and rows:
+            rows = self._without_taken(rows)
+            if not rows:  # only rows remove() took: read on past them
+                self._page_in()
+                return
         for row in rows:
             message = Message(
                 row.exchange, row.routing_key, row.properties, row.body, row.persistent, self.codecs[row.codec]
