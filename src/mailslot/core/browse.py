@@ -165,9 +165,7 @@ class Filter:
                 return False
             if (self.min_age is not None and age < self.min_age) or (self.max_age is not None and age > self.max_age):
                 return False
-        if self.body is not None and self.body.lower() not in _text(message.body).lower():
-            return False
-        return True
+        return self.body is None or self.body.lower() in _text(message.body).lower()
 
 
 def _optional_text(values: Mapping[str, Any], name: str) -> str | None:

@@ -141,12 +141,12 @@ class Redrive:
         if self.queue.deleted:
             self.finish("failed", f"queue '{self.queue.name}' was deleted")
             return 0
-        chosen = set()
+        chosen: set[int] = set()
         while self.pending and len(chosen) < budget:
             chosen.add(self.pending.pop())
         taken = self.queue.remove(chosen)
         self.skipped += len(chosen) - len(taken)
-        moved: list[Entry] = []
+        settled: list[Entry] = []
         for entry in taken:
             target = destination(entry.message, self.request.target)
             outcome = UNROUTED if target is None else self._publish(publish, entry.message, target)
@@ -155,8 +155,8 @@ class Redrive:
                 self.vhost.enqueue(self.queue, entry.message)  # back at the tail, in the same commit
             else:
                 self.moved += 1
-            moved.append(entry)
-        self.queue.settle(moved)
+            settled.append(entry)
+        self.queue.settle(settled)
         self.vhost.mark_dirty(self.queue)
         if not self.pending:
             self.finish("done")

@@ -6,7 +6,7 @@ import pytest
 
 from mailslot.core import queue as queue_module
 from mailslot.core.browse import Filter, browse, dead_letter_sources, deaths, summarize
-from mailslot.core.redrive import Redrives, RedriveRequest, Target, plan
+from mailslot.core.redrive import RedriveRequest, Redrives, Target, plan
 from mailslot.testing import CoreHarness
 from mailslot.testing.codec import JSON_CODEC
 

@@ -1,0 +1,317 @@
+"""Message tracing per vhost: RabbitMQ's firehose, and a bounded history of what happened to each message.
+
+Rules of this module:
+
+* Off costs nothing but a flag check: a vhost's ``tracer`` is None unless tracing is on, and the core's
+  hooks are one line each, checking it once per operation (a publish) or per batch (a delivery batch, a
+  settle batch, a dead-lettering), never per message in a batch.
+* The firehose is RabbitMQ's (https://www.rabbitmq.com/docs/firehose, rabbit_trace.erl): while tracing is
+  on, every publish is copied to the ``amq.rabbitmq.trace`` topic exchange with routing key
+  ``publish.<exchange>`` and every delivery (basic.deliver and basic.get) with ``deliver.<queue>``. A trace
+  message carries the original body, and headers ``exchange_name``, ``routing_keys``, ``properties``,
+  ``node``, then for a publish ``vhost``, ``connection``, ``channel``, ``user``, ``routed_queues``, for a
+  delivery ``redelivered``, ``vhost``, ``connection``, ``channel``, ``user``. Messages published to the
+  trace exchange itself are not traced (no trace of a trace).
+* On top, the history: per vhost, the last ``capacity`` messages seen published (or first seen delivered)
+  with their events (published, delivered, acked, requeued, rejected, expired, dead_lettered), each with
+  a timestamp, found by message id or by a header value. Bounded twice: oldest messages go first when it
+  is full, and one message keeps at most ``EVENTS_PER_MESSAGE`` events; both say what they dropped.
+* A message is followed by its container object (one per publish, shared by the queues it reached), held
+  weakly. A dead-lettered copy shares its original's body, by which it is linked to the same history.
+  A restart forgets the history (it is kept in memory only); the tracing flag itself is kept.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .message import Entry, Message, Properties
+
+if TYPE_CHECKING:
+    from .queue import Queue
+    from .session import Session
+    from .vhost import VirtualHost
+
+TRACE_EXCHANGE = "amq.rabbitmq.trace"
+# Messages the history keeps per vhost: at a few hundred bytes of events each, 10,000 is a few MiB.
+DEFAULT_CAPACITY = 10_000
+# Events kept per message: a message redelivered forever must not grow without bound.
+EVENTS_PER_MESSAGE = 64
+# Dead-lettered originals remembered to link their copies to the same history (by the shared body).
+_DEAD_LETTER_LINKS = 1_024
+_PROPERTY_NAMES = (
+    "content_type", "content_encoding", "headers", "priority", "correlation_id", "reply_to", "expiration",
+    "message_id", "timestamp", "type", "user_id", "app_id",
+)
+
+
+@dataclass(slots=True)
+class TraceEvent:
+    at: float
+    event: str
+    details: dict[str, Any]
+
+    def document(self) -> dict[str, Any]:
+        return {"at": self.at, "event": self.event, **self.details}
+
+
+@dataclass(slots=True)
+class MessageHistory:
+    """What happened to one published message."""
+
+    number: int
+    message_id: str | None
+    exchange: str
+    routing_key: str
+    headers: dict[str, Any]
+    events: list[TraceEvent] = field(default_factory=list)
+    events_dropped: int = 0
+
+    def add(self, event: TraceEvent) -> bool:
+        if len(self.events) >= EVENTS_PER_MESSAGE:
+            self.events_dropped += 1
+            return False
+        self.events.append(event)
+        return True
+
+
+class History:
+    """The last ``capacity`` messages' histories of one vhost."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self._records: OrderedDict[int, MessageHistory] = OrderedDict()
+        self._by_message_id: dict[str, list[int]] = {}
+        self._of: weakref.WeakKeyDictionary[Message, MessageHistory] = weakref.WeakKeyDictionary()
+        self._links: deque[tuple[bytes, MessageHistory]] = deque(maxlen=_DEAD_LETTER_LINKS)
+        self._numbers = 0
+        self.events = 0
+        self.dropped_messages = 0
+        self.dropped_events = 0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def record_for(self, message: Message, create: bool = True) -> MessageHistory | None:
+        record = self._of.get(message)
+        if record is not None:
+            return record
+        body = message.body
+        for linked_body, linked in self._links:  # a dead-lettered copy shares its original's body
+            if linked_body is body:
+                self._of[message] = linked
+                return linked
+        if not create:
+            return None
+        self._numbers += 1
+        headers = message.headers
+        record = MessageHistory(self._numbers, message.message_id, message.exchange, message.routing_key, headers)
+        self._records[record.number] = record
+        if record.message_id is not None:
+            self._by_message_id.setdefault(record.message_id, []).append(record.number)
+        self._of[message] = record
+        while len(self._records) > self.capacity:
+            self._forget_oldest()
+        return record
+
+    def _forget_oldest(self) -> None:
+        _number, old = self._records.popitem(last=False)
+        self.dropped_messages += 1
+        self.events -= len(old.events)
+        if old.message_id is not None:
+            numbers = self._by_message_id.get(old.message_id, [])
+            if old.number in numbers:
+                numbers.remove(old.number)
+            if not numbers:
+                self._by_message_id.pop(old.message_id, None)
+
+    def add(self, record: MessageHistory, event: str, at: float, **details: Any) -> None:
+        if record.number not in self._records:
+            return  # forgotten already (the history is full of newer messages)
+        if record.add(TraceEvent(at, event, details)):
+            self.events += 1
+        else:
+            self.dropped_events += 1
+
+    def link(self, message: Message, record: MessageHistory) -> None:
+        self._links.append((message.body, record))
+
+    def by_message_id(self, message_id: str) -> list[MessageHistory]:
+        return [self._records[n] for n in self._by_message_id.get(message_id, []) if n in self._records]
+
+    def by_header(self, name: str, value: str) -> list[MessageHistory]:
+        out = []
+        for record in self._records.values():
+            found = record.headers.get(name)
+            if found is not None and _text(found) == value:
+                out.append(record)
+        return out
+
+    def clear(self) -> None:
+        self._records.clear()
+        self._by_message_id.clear()
+        self._of = weakref.WeakKeyDictionary()
+        self._links.clear()
+        self.events = 0
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _who(session: Session | None) -> tuple[str, int, str]:
+    """(connection name, channel number, user) of a session, as far as its front end tells: a front end's
+    connection may carry ``connection_info`` (core/connections.py) and its sink a channel ``number``."""
+    if session is None:
+        return "", 0, ""
+    info = getattr(session.owner, "connection_info", None)
+    number = getattr(session.sink, "number", 0)
+    if info is None:
+        return "", number if isinstance(number, int) else 0, ""
+    return info.name, number if isinstance(number, int) else 0, info.user
+
+
+class Tracer:
+    """Tracing of one vhost (installed as ``vhost.tracer`` while on)."""
+
+    def __init__(self, vhost: VirtualHost, node: str, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.vhost = vhost
+        self.node = node
+        self.history = History(capacity)
+        self._publishing = False  # inside our own publish: the session must not trace it again
+        self.firehose_published = 0
+
+    # ---- hooks (called by the core when vhost.tracer is set) ----------------------------------------
+
+    def wants(self, session: Session) -> bool:
+        """Session.publish asks: trace this publish? (Not inside a transaction: its publishes are traced
+        when tx.commit routes them; not our own re-entrant call.)"""
+        return not self._publishing and session.tx is None
+
+    def publish(self, session: Session, exchange_name: str, routing_key: str, message: Message,
+                mandatory: bool) -> int:
+        """Route and enqueue through the session as usual, then record the publish and copy it to the
+        firehose with the queues it reached."""
+        vhost = self.vhost
+        exchange = vhost.exchanges.get(exchange_name)
+        queues = [] if exchange is None else [q.name for q in vhost.route(exchange, routing_key, message)]
+        self._publishing = True
+        try:
+            outcome = session.publish(exchange_name, routing_key, message, mandatory)
+        finally:
+            self._publishing = False
+        if exchange_name == TRACE_EXCHANGE:
+            return outcome
+        connection, channel, user = _who(session)
+        record = self.history.record_for(message)
+        now = vhost.clock()
+        if record is not None:
+            self.history.add(record, "published", now, connection=connection, channel=channel, user=user,
+                             exchange=exchange_name, routing_key=routing_key, queues=queues)
+        self._firehose(message, f"publish.{exchange_name}", [
+            ("vhost", vhost.name), ("connection", connection), ("channel", channel), ("user", user),
+            ("routed_queues", queues),
+        ])
+        return outcome
+
+    def delivered(self, session: Session, queue: Queue, entries: list[Entry], consumer_tag: str | None,
+                  no_ack: bool) -> None:
+        connection, channel, user = _who(session)
+        now = self.vhost.clock()
+        for entry in entries:
+            message = entry.message
+            if message.exchange == TRACE_EXCHANGE:
+                continue
+            record = self.history.record_for(message)
+            if record is not None:
+                self.history.add(record, "delivered", now, queue=queue.name, consumer_tag=consumer_tag,
+                                 connection=connection, channel=channel, user=user, redelivered=entry.redelivered,
+                                 no_ack=no_ack)
+            self._firehose(message, f"deliver.{queue.name}", [
+                ("redelivered", 1 if entry.redelivered else 0), ("vhost", self.vhost.name),
+                ("connection", connection), ("channel", channel), ("user", user),
+            ])
+
+    def settled(self, items: list[tuple[Queue, Entry, Any]], requeue: bool, rejected: bool) -> None:
+        event = "requeued" if requeue else "rejected" if rejected else "acked"
+        now = self.vhost.clock()
+        for queue, entry, _consumer in items:
+            record = self.history.record_for(entry.message, create=False)
+            if record is not None:
+                self.history.add(record, event, now, queue=queue.name)
+
+    def dead_lettered(self, queue: Queue, entries: list[Entry], reason: str) -> None:
+        exchange = queue.policy.dead_letter_exchange
+        now = self.vhost.clock()
+        for entry in entries:
+            record = self.history.record_for(entry.message, create=False)
+            if record is None:
+                continue
+            if reason == "expired":
+                self.history.add(record, "expired", now, queue=queue.name)
+            if exchange is not None:
+                self.history.link(entry.message, record)
+                self.history.add(record, "dead_lettered", now, queue=queue.name, reason=reason,
+                                 dead_letter_exchange=exchange)
+            elif reason != "expired":
+                self.history.add(record, "dropped", now, queue=queue.name, reason=reason)
+
+    # ---- the firehose ---------------------------------------------------------------------------------
+
+    def _firehose(self, message: Message, routing_key: str, extra: list[tuple[str, Any]]) -> None:
+        vhost = self.vhost
+        exchange = vhost.exchanges.get(TRACE_EXCHANGE)
+        if exchange is None or not exchange.bindings:
+            return  # nobody listens: build nothing
+        codec = vhost.codecs.default or message.codec
+        headers: dict[str, Any] = {
+            "exchange_name": message.exchange,
+            "routing_keys": [message.routing_key],
+            "properties": self._properties_table(message),
+            "node": self.node,
+        }
+        headers.update(extra)
+        copy = Message(TRACE_EXCHANGE, routing_key, codec.encode(Properties(headers=headers), False), message.body,
+                       False, codec)
+        for queue in vhost.route(exchange, routing_key, copy):
+            vhost.enqueue(queue, copy)
+        self.firehose_published += 1
+
+    @staticmethod
+    def _properties_table(message: Message) -> dict[str, Any]:
+        """The message's set properties as a table, as rabbit_trace:msg_to_table writes them."""
+        decoded = message.decoded()
+        table: dict[str, Any] = {}
+        for name in _PROPERTY_NAMES:
+            value = getattr(decoded, name)
+            if value is not None and not (name == "headers" and not value):
+                table[name] = value
+        if message.persistent:
+            table["delivery_mode"] = 2
+        return table
+
+    # ---- reading ----------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        history = self.history
+        return {
+            "capacity": history.capacity,
+            "messages": len(history),
+            "events": history.events,
+            "dropped_messages": history.dropped_messages,
+            "dropped_events": history.dropped_events,
+        }
+
+
+def enable(vhost: VirtualHost, node: str, capacity: int = DEFAULT_CAPACITY) -> Tracer:
+    tracer = vhost.tracer
+    if tracer is None:
+        tracer = vhost.tracer = Tracer(vhost, node, capacity)
+    return tracer
+
+
+def disable(vhost: VirtualHost) -> None:
+    vhost.tracer = None

@@ -1,0 +1,154 @@
+"""Tracing through the management API: RabbitMQ's per-vhost ``tracing`` flag (``PUT /api/vhosts/{vhost}``
+with ``{"tracing": true}``, shown by ``GET /api/vhosts``), and mailslot's message history lookup under
+``/api/mailslot/trace/{vhost}`` (docs/tracing.md).
+
+The flag is kept in the metadata store (record kind ``tracing``), as RabbitMQ keeps it in the vhost record,
+so a restart turns tracing back on; the history itself is in memory. A vhost's history outlives turning
+tracing off (it is still there to be read), until tracing is turned on again, which starts a new one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..core import tracing
+from ..core.tracing import MessageHistory, Tracer
+from .auth import Rule
+from .bodies import parse_int
+from .context import ManagementContext, context, current_user
+from .direct import require, vhost_or_404
+from .errors import bad_request, json_response
+from .messages import jsonable
+from .routing import Routes
+
+routes = Routes()
+RECORD_KIND = "tracing"
+MAX_RESULTS = 100
+
+
+class TracingState:
+    """The tracers of one broker by vhost name: the running ones (also ``vhost.tracer``) and the last one
+    of each vhost where tracing was turned off (its history stays readable)."""
+
+    def __init__(self, ctx: ManagementContext) -> None:
+        self.ctx = ctx
+        self.tracers: dict[str, Tracer] = {}
+
+    def restore(self) -> None:
+        for name, on in self.ctx.core.metadata.load_records(RECORD_KIND).items():
+            vhost = self.ctx.core.vhosts.get(name)
+            if on and vhost is not None:
+                self.tracers[name] = tracing.enable(vhost, self.ctx.node.name)
+
+    def set(self, name: str, on: bool) -> None:
+        vhost = self.ctx.core.vhosts.get(name)
+        if vhost is None:
+            return
+        if on and vhost.tracer is None:
+            self.tracers[name] = tracing.enable(vhost, self.ctx.node.name)
+            self.ctx.core.metadata.save_record(RECORD_KIND, name, True)
+        elif not on and vhost.tracer is not None:
+            tracing.disable(vhost)
+            self.ctx.core.metadata.delete_record(RECORD_KIND, name)
+
+    def tracer(self, name: str) -> Tracer | None:
+        vhost = self.ctx.core.vhosts.get(name)
+        tracer = self.tracers.get(name)
+        if vhost is None or (tracer is not None and tracer.vhost is not vhost):
+            return None  # the vhost was deleted (and maybe created again): its history went with it
+        return tracer
+
+
+TRACING: web.AppKey[TracingState] = web.AppKey("mailslot_tracing")
+
+
+def tracing_state(request: web.Request) -> TracingState:
+    return request.app[TRACING]
+
+
+def set_tracing(request: web.Request, vhost: str, value: Any) -> None:
+    """``PUT /api/vhosts/{vhost}``'s ``tracing`` field (RabbitMQ takes a boolean)."""
+    if value in (True, "true"):
+        tracing_state(request).set(vhost, True)
+    elif value in (False, "false"):
+        tracing_state(request).set(vhost, False)
+    else:
+        raise bad_request(f"tracing: expected true or false, got {value!r}")
+
+
+def history_document(record: MessageHistory) -> dict[str, Any]:
+    return {
+        "message_id": record.message_id,
+        "exchange": record.exchange,
+        "routing_key": record.routing_key,
+        "headers": jsonable(record.headers),
+        "events": [jsonable(event.document()) for event in record.events],
+        "events_dropped": record.events_dropped,
+    }
+
+
+def _status(ctx: ManagementContext, request: web.Request, name: str) -> dict[str, Any]:
+    vhost = vhost_or_404(ctx, name)
+    tracer = tracing_state(request).tracer(name)
+    status: dict[str, Any] = {"vhost": name, "tracing": vhost.tracer is not None}
+    if tracer is not None:
+        status.update(tracer.status())
+    else:
+        status.update(capacity=tracing.DEFAULT_CAPACITY, messages=0, events=0, dropped_messages=0, dropped_events=0)
+    return status
+
+
+@routes.get("/mailslot/trace/{vhost}", Rule.VHOST)
+async def trace_status(request: web.Request) -> web.Response:
+    ctx = context(request)
+    return json_response(_status(ctx, request, request.match_info["vhost"]))
+
+
+def _lookup(request: web.Request, message_id: str | None, header: str | None) -> web.Response:
+    ctx = context(request)
+    name = request.match_info["vhost"]
+    status = _status(ctx, request, name)
+    # Message histories show bodies' metadata of every queue: as reading the firehose, it needs read on
+    # the trace exchange's vhost; RabbitMQ's tracing UI is for administrators and monitoring users.
+    require(ctx, current_user(request), name, "read", "exchange", tracing.TRACE_EXCHANGE)
+    limit = parse_int("limit", request.query.get("limit", "20"), minimum=1)
+    if limit > MAX_RESULTS:
+        raise bad_request(f"limit: at most {MAX_RESULTS}")
+    tracer = tracing_state(request).tracer(name)
+    records: list[MessageHistory] = []
+    if tracer is not None:
+        if message_id is not None:
+            records = tracer.history.by_message_id(message_id)
+        elif header is not None:
+            if "=" not in header:
+                raise bad_request("header: expected NAME=VALUE")
+            key, _, value = header.partition("=")
+            records = tracer.history.by_header(key, value)
+    return json_response({
+        "vhost": name,
+        "tracing": status["tracing"],
+        "items": [history_document(r) for r in records[-limit:]],
+        "dropped_messages": status["dropped_messages"],
+        "dropped_events": status["dropped_events"],
+    })
+
+
+@routes.get("/mailslot/trace/{vhost}/messages", Rule.VHOST)
+async def trace_search(request: web.Request) -> web.Response:
+    message_id, header = request.query.get("message_id"), request.query.get("header")
+    if message_id is None and header is None:
+        raise bad_request("message_id or header: one is required")
+    return _lookup(request, message_id, header)
+
+
+@routes.get("/mailslot/trace/{vhost}/messages/{message_id}", Rule.VHOST)
+async def trace_message(request: web.Request) -> web.Response:
+    return _lookup(request, request.match_info["message_id"], None)
+
+
+def setup(app: web.Application, ctx: ManagementContext) -> None:
+    state = TracingState(ctx)
+    state.restore()
+    app[TRACING] = state
