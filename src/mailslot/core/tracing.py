@@ -198,6 +198,9 @@ class Tracer:
         vhost = self.vhost
         exchange = vhost.exchanges.get(exchange_name)
         queues = [] if exchange is None else [q.name for q in vhost.route(exchange, routing_key, message)]
+        # The firehose's routed_queues: through the default exchange RabbitMQ 3.10 names the routing key's
+        # queue whether it exists or not (seen differentially); the history says where it really went.
+        named = [routing_key] if exchange is vhost.default_exchange else queues
         self._publishing = True
         try:
             outcome = session.publish(exchange_name, routing_key, message, mandatory)
@@ -213,7 +216,7 @@ class Tracer:
                              exchange=exchange_name, routing_key=routing_key, queues=queues)
         self._firehose(message, f"publish.{exchange_name}", [
             ("vhost", vhost.name), ("connection", connection), ("channel", channel), ("user", user),
-            ("routed_queues", queues),
+            ("routed_queues", named),
         ])
         return outcome
 
@@ -274,8 +277,11 @@ class Tracer:
             "node": self.node,
         }
         headers.update(extra)
-        copy = Message(TRACE_EXCHANGE, routing_key, codec.encode(Properties(headers=headers), False), message.body,
-                       False, codec)
+        # A codec may build a headers-only block (AMQP 0-9-1's does: RabbitMQ sets no delivery mode on trace
+        # messages); any other gets the neutral encoding.
+        headers_only = getattr(codec, "headers_only", None)
+        raw = headers_only(headers) if headers_only is not None else codec.encode(Properties(headers=headers), False)
+        copy = Message(TRACE_EXCHANGE, routing_key, raw, message.body, False, codec)
         for queue in vhost.route(exchange, routing_key, copy):
             vhost.enqueue(queue, copy)
         self.firehose_published += 1

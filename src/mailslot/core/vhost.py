@@ -82,7 +82,8 @@ class VirtualHost:
         self.default_exchange = make_exchange("direct", "")
         self.exchanges[""] = self.default_exchange
         for name_, type_ in PREDECLARED.items():
-            self.exchanges[name_] = make_exchange(type_, name_, durable=True)
+            # The firehose exchange is internal in RabbitMQ: clients cannot publish to it (403).
+            self.exchanges[name_] = make_exchange(type_, name_, durable=True, internal=name_ == "amq.rabbitmq.trace")
         self.delays = DelayedMessages(self)  # scheduled messages of x-delayed-message exchanges
         self.max_queues: int | None = None  # the vhost's max-queues limit (None or negative: none)
         self.stats = VhostStats()  # churn, dead-lettering and closed sessions' counters (core/stats.py)
