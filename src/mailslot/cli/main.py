@@ -357,3 +357,7 @@ app.command(name="spike")(_spike)
 from mailslot.cli.worker import worker as _worker
 
 app.command(name="worker")(_worker)
+
+from mailslot.cli.dlq import register as _register_dlq
+
+_register_dlq(app)  # mailslot dlq list|show|redrive, mailslot trace MESSAGE_ID
