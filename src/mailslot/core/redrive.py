@@ -111,6 +111,8 @@ class Redrive:
     moved: int = 0
     failed: int = 0
     skipped: int = 0  # selected, but gone by their step
+    staged_moved: int = 0  # moved (failed) in the step whose commit is awaited: not reported yet
+    staged_failed: int = 0
     state: str = "running"  # running | done | cancelled | failed
     error: str | None = None
     started_at: float = field(default_factory=time.time)
@@ -134,8 +136,8 @@ class Redrive:
         return self.state == "running"
 
     def step(self, publish: Publish, budget: int = STEP_MESSAGES) -> int:
-        """Move up to ``budget`` selected messages; the caller commits (and only then reports them moved
-        to anyone). Returns how many were taken out of the dead-letter queue in this step."""
+        """Move up to ``budget`` selected messages. The caller commits, then calls :meth:`landed` (only then
+        are they counted as moved). Returns how many were taken out of the dead-letter queue in this step."""
         if not self.running:
             return 0
         if self.queue.deleted:
@@ -151,16 +153,27 @@ class Redrive:
             target = destination(entry.message, self.request.target)
             outcome = UNROUTED if target is None else self._publish(publish, entry.message, target)
             if outcome == UNROUTED or outcome == REJECTED:
-                self.failed += 1
+                self.staged_failed += 1
                 self.vhost.enqueue(self.queue, entry.message)  # back at the tail, in the same commit
             else:
-                self.moved += 1
+                self.staged_moved += 1
             settled.append(entry)
         self.queue.settle(settled)
         self.vhost.mark_dirty(self.queue)
-        if not self.pending:
-            self.finish("done")
         return len(taken)
+
+    def landed(self, ok: bool = True) -> None:
+        """The commit of the last step is done (``ok``) or failed: count its moves, or stop."""
+        if not ok:
+            self.staged_moved = self.staged_failed = 0
+            self.finish("failed", "the store could not commit; what was not committed is still in the "
+                                  "dead-letter queue")
+            return
+        self.moved += self.staged_moved
+        self.failed += self.staged_failed
+        self.staged_moved = self.staged_failed = 0
+        if self.running and not self.pending:
+            self.finish("done")
 
     def _publish(self, publish: Publish, message: Message, target: Target) -> int:
         if target.exchange not in self.vhost.exchanges:

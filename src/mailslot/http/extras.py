@@ -342,10 +342,8 @@ class RedriveRunner:
                             continue
                         tokens -= budget
                     redrive.step(publish, budget)
-                    if not await committed(ctx):
-                        redrive.finish("failed", "the store could not commit; what was not committed is still "
-                                                 "in the dead-letter queue")
-                    elif rate is not None and redrive.running:
+                    redrive.landed(await committed(ctx))
+                    if rate is not None and redrive.running:
                         await asyncio.sleep(1 / self.STEPS_PER_SECOND)
                     else:
                         await asyncio.sleep(0)  # let publishers and consumers have the loop between steps

@@ -106,10 +106,13 @@ def test_redrive_all_back_to_origin_keeps_history(harness: CoreHarness) -> None:
     redrive = redrives.add(harness.vhost, harness.vhost.queue("dlq"), RedriveRequest(), "guest", harness.clock())
     assert redrive.matched == 4
     redrive.step(publish(harness), budget=3)
+    assert redrive.moved == 0  # counted once its commit is done
     harness.flush()
+    redrive.landed()
     assert (redrive.moved, redrive.remaining, redrive.state) == (3, 1, "running")
     redrive.step(publish(harness))
     harness.flush()
+    redrive.landed()
     assert redrive.state == "done" and redrive.moved == 4 and redrive.failed == 0
     assert harness.count("dlq") == 0
     message = harness.get("work")
@@ -129,6 +132,7 @@ def test_redrive_by_id_to_an_exchange_and_dry_run(harness: CoreHarness) -> None:
     redrive = Redrives().add(harness.vhost, queue, request, "guest", harness.clock())
     redrive.step(publish(harness))
     harness.flush()
+    redrive.landed()
     assert harness.drain("elsewhere") == [b"m1", b"m2"]
     assert harness.drain("dlq") == [b"m0", b"m3"]
 
@@ -142,6 +146,7 @@ def test_redrive_of_paged_messages(harness: CoreHarness, monkeypatch) -> None:
     redrive = Redrives().add(harness.vhost, queue, request, "guest", harness.clock())
     redrive.step(publish(harness))
     harness.flush()
+    redrive.landed()
     assert redrive.moved == 3
     assert harness.drain("dlq") == [b"m0", b"m2", b"m4"]
     assert harness.drain("work") == [b"m1", b"m3", b"m5"]
@@ -153,6 +158,7 @@ def test_unroutable_redrive_keeps_the_message(harness: CoreHarness) -> None:
     redrive = Redrives().add(harness.vhost, harness.vhost.queue("dlq"), request, "guest", harness.clock())
     redrive.step(publish(harness))
     harness.flush()
+    redrive.landed()
     assert (redrive.moved, redrive.failed) == (0, 2)
     assert sorted(harness.drain("dlq")) == [b"m0", b"m1"]
 
@@ -161,7 +167,8 @@ def test_redrive_is_atomic_across_a_crash(harness: CoreHarness) -> None:
     dead_letter_setup(harness, 3)
     redrive = Redrives().add(harness.vhost, harness.vhost.queue("dlq"), RedriveRequest(), "guest", harness.clock())
     redrive.step(publish(harness), budget=1)
-    harness.flush()  # the first move is committed
+    harness.flush()
+    redrive.landed()  # the first move is committed
     redrive.step(publish(harness), budget=1)  # staged, not committed
     harness.crash()
     assert harness.drain("work") == [b"m0"]
