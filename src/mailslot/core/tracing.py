@@ -130,7 +130,8 @@ class History:
 
     def add(self, record: MessageHistory, event: str, at: float, **details: Any) -> None:
         if record.number not in self._records:
-            return  # forgotten already (the history is full of newer messages)
+            self.dropped_events += 1  # its message was forgotten already (the history is full of newer ones)
+            return
         if record.add(TraceEvent(at, event, details)):
             self.events += 1
         else:
