@@ -24,8 +24,8 @@ Rules of this module:
 from __future__ import annotations
 
 import weakref
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .message import Entry, Message, Properties
@@ -58,17 +58,33 @@ class TraceEvent:
         return {"at": self.at, "event": self.event, **self.details}
 
 
-@dataclass(slots=True)
 class MessageHistory:
-    """What happened to one published message."""
+    """What happened to one published message. Its properties are kept as encoded and decoded only when
+    looked at (a lookup is rare, a publish is not)."""
 
-    number: int
-    message_id: str | None
-    exchange: str
-    routing_key: str
-    headers: dict[str, Any]
-    events: list[TraceEvent] = field(default_factory=list)
-    events_dropped: int = 0
+    __slots__ = ("_message_id", "codec", "events", "events_dropped", "exchange", "number", "properties",
+                 "routing_key", "tracked")
+
+    def __init__(self, number: int, message: Message) -> None:
+        self.number = number
+        self.exchange = message.exchange
+        self.routing_key = message.routing_key
+        self.properties = message.properties
+        self.codec = message.codec
+        self.events: list[TraceEvent] = []
+        self.events_dropped = 0
+        self._message_id: Any = _UNREAD
+        self.tracked: list[int] = []  # ids of the message objects that point here (History._of)
+
+    @property
+    def message_id(self) -> str | None:
+        if self._message_id is _UNREAD:
+            self._message_id = self.codec.message_id(self.properties)
+        return self._message_id  # type: ignore[no-any-return]
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self.codec.headers(self.properties) or {}
 
     def add(self, event: TraceEvent) -> bool:
         if len(self.events) >= EVENTS_PER_MESSAGE:
@@ -78,15 +94,21 @@ class MessageHistory:
         return True
 
 
+_UNREAD = object()
+
+
 class History:
-    """The last ``capacity`` messages' histories of one vhost."""
+    """The last ``capacity`` messages' histories of one vhost.
+
+    A message object is found by its ``id`` and a weak reference that must still point at it (an id is
+    reused once its object is gone); a dead-lettered copy by the ``id`` of the body it shares with its
+    original, kept alive by the link itself."""
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
         self._records: OrderedDict[int, MessageHistory] = OrderedDict()
-        self._by_message_id: dict[str, list[int]] = {}
-        self._of: weakref.WeakKeyDictionary[Message, MessageHistory] = weakref.WeakKeyDictionary()
-        self._links: deque[tuple[bytes, MessageHistory]] = deque(maxlen=_DEAD_LETTER_LINKS)
+        self._of: dict[int, tuple[weakref.ref[Message], MessageHistory]] = {}
+        self._links: OrderedDict[int, tuple[bytes, MessageHistory]] = OrderedDict()
         self._numbers = 0
         self.events = 0
         self.dropped_messages = 0
@@ -96,37 +118,36 @@ class History:
         return len(self._records)
 
     def record_for(self, message: Message, create: bool = True) -> MessageHistory | None:
-        record = self._of.get(message)
-        if record is not None:
-            return record
-        body = message.body
-        for linked_body, linked in self._links:  # a dead-lettered copy shares its original's body
-            if linked_body is body:
-                self._of[message] = linked
-                return linked
+        found = self._of.get(id(message))
+        if found is not None and found[0]() is message:
+            return found[1]
+        link = self._links.get(id(message.body)) if self._links else None
+        if link is not None and link[0] is message.body:  # a dead-lettered copy of a traced message
+            self._track(message, link[1])
+            return link[1]
         if not create:
             return None
         self._numbers += 1
-        headers = message.headers
-        record = MessageHistory(self._numbers, message.message_id, message.exchange, message.routing_key, headers)
+        record = MessageHistory(self._numbers, message)
         self._records[record.number] = record
-        if record.message_id is not None:
-            self._by_message_id.setdefault(record.message_id, []).append(record.number)
-        self._of[message] = record
-        while len(self._records) > self.capacity:
+        self._track(message, record)
+        if len(self._records) > self.capacity:
             self._forget_oldest()
         return record
+
+    def _track(self, message: Message, record: MessageHistory) -> None:
+        key = id(message)
+        self._of[key] = (weakref.ref(message), record)
+        record.tracked.append(key)
 
     def _forget_oldest(self) -> None:
         _number, old = self._records.popitem(last=False)
         self.dropped_messages += 1
         self.events -= len(old.events)
-        if old.message_id is not None:
-            numbers = self._by_message_id.get(old.message_id, [])
-            if old.number in numbers:
-                numbers.remove(old.number)
-            if not numbers:
-                self._by_message_id.pop(old.message_id, None)
+        for key in old.tracked:
+            found = self._of.get(key)
+            if found is not None and found[1] is old:
+                del self._of[key]
 
     def add(self, record: MessageHistory, event: str, at: float, **details: Any) -> None:
         if record.number not in self._records:
@@ -138,10 +159,13 @@ class History:
             self.dropped_events += 1
 
     def link(self, message: Message, record: MessageHistory) -> None:
-        self._links.append((message.body, record))
+        links = self._links
+        links[id(message.body)] = (message.body, record)
+        while len(links) > _DEAD_LETTER_LINKS:
+            links.popitem(last=False)
 
     def by_message_id(self, message_id: str) -> list[MessageHistory]:
-        return [self._records[n] for n in self._by_message_id.get(message_id, []) if n in self._records]
+        return [record for record in self._records.values() if record.message_id == message_id]
 
     def by_header(self, name: str, value: str) -> list[MessageHistory]:
         out = []
@@ -153,8 +177,7 @@ class History:
 
     def clear(self) -> None:
         self._records.clear()
-        self._by_message_id.clear()
-        self._of = weakref.WeakKeyDictionary()
+        self._of.clear()
         self._links.clear()
         self.events = 0
 
