@@ -162,3 +162,26 @@ def test_tracing_flag_firehose_and_history(mailslot_api: ManagementApi) -> None:
     status = api.ok("GET", "/api/mailslot/trace/%2F")
     assert status["tracing"] is False and status["messages"] >= 1  # the history stays readable
     assert api.put("/api/vhosts/%2F", {"tracing": "maybe"}).status == 400
+
+
+def test_tracing_flag_as_rabbitmq(apis: dict[str, ManagementApi]) -> None:
+    """The vhost ``tracing`` flag on both brokers: set, shown, cleared; a non-boolean is a 400 that
+    changes nothing."""
+    import uuid
+
+    vhost = f"dash-api-flag-{uuid.uuid4().hex[:8]}"
+    seen: dict[str, list[Any]] = {}
+    for name, api in apis.items():
+        path = f"/api/vhosts/{vhost}"
+        try:
+            steps = [api.put(path, {}).status, api.ok("GET", path)["tracing"]]
+            steps += [api.put(path, {"tracing": True}).status, api.ok("GET", path)["tracing"]]
+            steps += [api.put(path, {"tracing": "maybe"}).status, api.ok("GET", path)["tracing"]]
+            steps += [api.put(path, {"tracing": "false"}).status, api.ok("GET", path)["tracing"]]
+            fresh = f"{path}-new"
+            steps += [api.put(fresh, {"tracing": 7}).status, api.get(fresh).status]
+        finally:
+            api.delete(path)
+            api.delete(f"{path}-new")
+        seen[name] = steps
+    assert seen["mailslot"] == seen["rabbitmq"] == [201, False, 204, True, 400, True, 204, False, 400, 404]

@@ -68,14 +68,20 @@ def tracing_state(request: web.Request) -> TracingState:
     return request.app[TRACING]
 
 
-def set_tracing(request: web.Request, vhost: str, value: Any) -> None:
-    """``PUT /api/vhosts/{vhost}``'s ``tracing`` field (RabbitMQ takes a boolean)."""
+def tracing_flag(value: Any) -> bool | None:
+    """``PUT /api/vhosts/{vhost}``'s ``tracing`` field: a boolean (or its text, as RabbitMQ takes it), or
+    None when absent; anything else is a 400 (RabbitMQ: ``not_boolean``)."""
+    if value is None:
+        return None
     if value in (True, "true"):
-        tracing_state(request).set(vhost, True)
-    elif value in (False, "false"):
-        tracing_state(request).set(vhost, False)
-    else:
-        raise bad_request(f"tracing: expected true or false, got {value!r}")
+        return True
+    if value in (False, "false"):
+        return False
+    raise bad_request(f"tracing: expected true or false, got {value!r} (not_boolean)")
+
+
+def set_tracing(request: web.Request, vhost: str, on: bool) -> None:
+    tracing_state(request).set(vhost, on)
 
 
 def history_document(record: MessageHistory) -> dict[str, Any]:

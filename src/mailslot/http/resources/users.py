@@ -24,7 +24,7 @@ from ..context import ManagementContext, context, current_user
 from ..errors import ApiError, bad_request, empty_response, json_response, not_found
 from ..listing import Listing, reply_list, reply_object
 from ..routing import Routes
-from ..tracing_api import set_tracing
+from ..tracing_api import set_tracing, tracing_flag
 
 routes = Routes()
 
@@ -298,7 +298,7 @@ async def put_vhost(request: web.Request) -> web.Response:
     if not isinstance(tags, (str, list)):
         raise bad_request("tags: expected a list of tags or a comma-separated string")
     default_queue_type = field(body, "default_queue_type", "str")
-    tracing = body.get("tracing")
+    tracing = tracing_flag(body.get("tracing"))  # checked before anything changes, as RabbitMQ
     existed = name in admin.access.vhosts
     try:
         admin.add_vhost(name, description, tags, default_queue_type, exist_ok=True)
