@@ -185,3 +185,19 @@ def test_tracing_flag_as_rabbitmq(apis: dict[str, ManagementApi]) -> None:
             api.delete(f"{path}-new")
         seen[name] = steps
     assert seen["mailslot"] == seen["rabbitmq"] == [201, False, 204, True, 400, True, 204, False, 400, 404]
+
+
+def test_tracing_flag_survives_a_restart_and_goes_with_its_vhost(tmp_path: Any) -> None:
+    from mailslot.testing import broker_in_thread
+
+    with broker_in_thread(store="segments", data_dir=tmp_path) as broker:
+        api = ManagementApi(broker.http_url, name="mailslot")
+        api.ok("PUT", "/api/vhosts/dash-api-kept", {"tracing": True})
+        api.ok("PUT", "/api/vhosts/dash-api-gone", {"tracing": True})
+        api.ok("DELETE", "/api/vhosts/dash-api-gone")
+    with broker_in_thread(store="segments", data_dir=tmp_path) as broker:
+        api = ManagementApi(broker.http_url, name="mailslot")
+        assert api.ok("GET", "/api/vhosts/dash-api-kept")["tracing"] is True
+        assert api.ok("GET", "/api/mailslot/trace/dash-api-kept")["tracing"] is True
+        api.ok("PUT", "/api/vhosts/dash-api-gone", {})
+        assert api.ok("GET", "/api/vhosts/dash-api-gone")["tracing"] is False

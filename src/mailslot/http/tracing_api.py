@@ -53,6 +53,11 @@ class TracingState:
             tracing.disable(vhost)
             self.ctx.core.metadata.delete_record(RECORD_KIND, name)
 
+    def forget(self, name: str) -> None:
+        """The vhost was deleted: its flag and history go with it (RabbitMQ's flag lives in the vhost record)."""
+        self.tracers.pop(name, None)
+        self.ctx.core.metadata.delete_record(RECORD_KIND, name)
+
     def tracer(self, name: str) -> Tracer | None:
         vhost = self.ctx.core.vhosts.get(name)
         tracer = self.tracers.get(name)
@@ -82,6 +87,10 @@ def tracing_flag(value: Any) -> bool | None:
 
 def set_tracing(request: web.Request, vhost: str, on: bool) -> None:
     tracing_state(request).set(vhost, on)
+
+
+def forget_tracing(request: web.Request, vhost: str) -> None:
+    tracing_state(request).forget(vhost)
 
 
 def history_document(record: MessageHistory) -> dict[str, Any]:

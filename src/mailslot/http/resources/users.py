@@ -24,7 +24,7 @@ from ..context import ManagementContext, context, current_user
 from ..errors import ApiError, bad_request, empty_response, json_response, not_found
 from ..listing import Listing, reply_list, reply_object
 from ..routing import Routes
-from ..tracing_api import set_tracing, tracing_flag
+from ..tracing_api import forget_tracing, set_tracing, tracing_flag
 
 routes = Routes()
 
@@ -315,6 +315,7 @@ async def delete_vhost(request: web.Request) -> web.Response:
     admin = admin_of(ctx)
     name = _vhost_record(ctx, request.match_info["vhost"])
     admin.delete_vhost(name)
+    forget_tracing(request, name)
     return empty_response()
 
 
