@@ -184,3 +184,47 @@ def test_cancel_stops_between_steps(harness: CoreHarness) -> None:
     harness.flush()
     assert redrive.document()["state"] == "cancelled"
     assert harness.count("dlq") == 2 and harness.count("work") == 1
+
+
+def test_remove_takes_requeued_and_held_entries_without_marking_others(harness: CoreHarness) -> None:
+    harness.declare("q", {"x-retry-delays": [60_000]})
+    for i in range(4):
+        harness.publish("q", f"b{i}".encode())
+    harness.flush()
+    session = harness.session
+    first = session.get("q", no_ack=False)
+    second = session.get("q", no_ack=False)
+    assert first is not None and second is not None
+    session.nack(first[0], multiple=False, requeue=True)  # held for its retry delay
+    harness.flush()
+    queue = harness.vhost.queue("q")
+    assert queue.holding
+    taken = queue.remove({first[1].seq, 3})  # a held entry and a ready one (seq 3 is b2)
+    assert sorted(e.message.body for e in taken) == [b"b0", b"b2"]
+    queue.settle(taken)
+    session.nack(second[0], multiple=False, requeue=False)
+    harness.flush()
+    harness.run(61)
+    got = session.get("q", no_ack=True)
+    assert got is not None and got[1].message.body == b"b3" and not got[1].redelivered
+    assert harness.count("q") == 0
+
+
+def test_redrive_by_id_from_a_priority_queue(harness: CoreHarness) -> None:
+    harness.declare("pq", {"x-max-priority": 5})
+    harness.declare("out")
+    for i, priority in enumerate([1, 5, 3]):
+        harness.publish("pq", f"p{i}".encode(), JSON_CODEC.block(priority=priority))
+    harness.flush()
+    queue = harness.vhost.queue("pq")
+    order = [entry.message.body for _pos, entry in browse(queue, harness.clock()).items]
+    assert order == [b"p1", b"p2", b"p0"]  # highest priority first
+    middle = browse(queue, harness.clock()).items[1][1].seq
+    redrive = Redrives().add(harness.vhost, queue, RedriveRequest(ids=(middle,), target=Target("", "out")),
+                             "guest", harness.clock())
+    redrive.step(publish(harness))
+    harness.flush()
+    redrive.landed()
+    assert redrive.moved == 1
+    assert harness.drain("out") == [b"p2"]
+    assert harness.drain("pq") == [b"p1", b"p0"]
