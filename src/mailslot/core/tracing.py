@@ -40,8 +40,10 @@ TRACE_EXCHANGE = "amq.rabbitmq.trace"
 DEFAULT_CAPACITY = 10_000
 # Events kept per message: a message redelivered forever must not grow without bound.
 EVENTS_PER_MESSAGE = 64
-# Dead-lettered originals remembered to link their copies to the same history (by the shared body).
+# Dead-lettered originals remembered to link their copies to the same history (by the shared body, which a
+# link keeps alive): at most this many, and at most this many body bytes, so large messages cannot pile up.
 _DEAD_LETTER_LINKS = 1_024
+_DEAD_LETTER_LINK_BYTES = 16 * 1024 * 1024
 _PROPERTY_NAMES = (
     "content_type", "content_encoding", "headers", "priority", "correlation_id", "reply_to", "expiration",
     "message_id", "timestamp", "type", "user_id", "app_id",
@@ -109,6 +111,7 @@ class History:
         self._records: OrderedDict[int, MessageHistory] = OrderedDict()
         self._of: dict[int, tuple[weakref.ref[Message], MessageHistory]] = {}
         self._links: OrderedDict[int, tuple[bytes, MessageHistory]] = OrderedDict()
+        self._link_bytes = 0
         self._numbers = 0
         self.events = 0
         self.dropped_messages = 0
@@ -159,10 +162,15 @@ class History:
             self.dropped_events += 1
 
     def link(self, message: Message, record: MessageHistory) -> None:
+        body = message.body
+        if len(body) > _DEAD_LETTER_LINK_BYTES or id(body) in self._links:
+            return
         links = self._links
-        links[id(message.body)] = (message.body, record)
-        while len(links) > _DEAD_LETTER_LINKS:
-            links.popitem(last=False)
+        links[id(body)] = (body, record)
+        self._link_bytes += len(body)
+        while len(links) > _DEAD_LETTER_LINKS or self._link_bytes > _DEAD_LETTER_LINK_BYTES:
+            _key, (old, _record) = links.popitem(last=False)
+            self._link_bytes -= len(old)
 
     def by_message_id(self, message_id: str) -> list[MessageHistory]:
         return [record for record in self._records.values() if record.message_id == message_id]
@@ -179,6 +187,7 @@ class History:
         self._records.clear()
         self._of.clear()
         self._links.clear()
+        self._link_bytes = 0
         self.events = 0
 
 

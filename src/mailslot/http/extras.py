@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..core.browse import SCAN_LIMIT, Filter, browse, dead_letter_sources, deaths, json_body, message_age
+from ..core.browse import Filter, browse, dead_letter_sources, deaths, json_body, message_age
 from ..core.browse import summarize as summarize_dead_letters
 from ..core.message import Entry
 from ..core.queue import Queue
@@ -235,14 +235,11 @@ async def start_redrive(request: web.Request) -> web.Response:
     redrive_request, dry_run = _redrive_request(body)
     user = current_user(request)
     require(ctx, user, vhost.name, "read", "queue", queue.name)  # as a purge or a get
-    now = ctx.core.clock()
-    moves = plan(vhost, queue, redrive_request, now)
-    exchanges = {m.target.exchange for m in moves if m.target is not None}
-    if redrive_request.target is not None:
-        exchanges.add(redrive_request.target.exchange)
-    for exchange in sorted(exchanges):
-        require(ctx, user, vhost.name, "write", "exchange", exchange)  # as a publish
+    # As a publish: write on the exchange the messages go to (back to their queues: the default exchange).
+    target = redrive_request.target
+    require(ctx, user, vhost.name, "write", "exchange", "" if target is None else target.exchange)
     if dry_run:
+        moves = plan(vhost, queue, redrive_request, ctx.core.clock())
         routable = [m for m in moves if m.queues]
         return json_response({
             "dry_run": True,
@@ -370,5 +367,3 @@ def setup(app: web.Application, ctx: ManagementContext) -> list[Route]:
     app.on_cleanup.append(runner.close)
     return routes.items + tracing_routes.items
 
-
-__all__ = ["MAX_BROWSE", "SCAN_LIMIT", "setup"]
