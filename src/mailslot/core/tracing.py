@@ -152,7 +152,8 @@ class History:
             if found is not None and found[1] is old:
                 del self._of[key]
 
-    def add(self, record: MessageHistory, event: str, at: float, **details: Any) -> None:
+    def add(self, record: MessageHistory, event: str, at: float, details: dict[str, Any]) -> None:
+        """One event; ``details`` may be shared by the events of a batch (never changed afterwards)."""
         if record.number not in self._records:
             self.dropped_events += 1  # its message was forgotten already (the history is full of newer ones)
             return
@@ -245,39 +246,50 @@ class Tracer:
         record = self.history.record_for(message)
         now = vhost.clock()
         if record is not None:
-            self.history.add(record, "published", now, connection=connection, channel=channel, user=user,
-                             exchange=exchange_name, routing_key=routing_key, queues=queues)
-        self._firehose(message, f"publish.{exchange_name}", [
-            ("vhost", vhost.name), ("connection", connection), ("channel", channel), ("user", user),
-            ("routed_queues", named),
-        ])
+            self.history.add(record, "published", now, {
+                "connection": connection, "channel": channel, "user": user, "exchange": exchange_name,
+                "routing_key": routing_key, "queues": queues})
+        if self._listened():
+            self._firehose(message, f"publish.{exchange_name}", [
+                ("vhost", vhost.name), ("connection", connection), ("channel", channel), ("user", user),
+                ("routed_queues", named),
+            ])
         return outcome
 
     def delivered(self, session: Session, queue: Queue, entries: list[Entry], consumer_tag: str | None,
                   no_ack: bool) -> None:
         connection, channel, user = _who(session)
         now = self.vhost.clock()
+        history = self.history
+        listened = self._listened()
+        details = {"queue": queue.name, "consumer_tag": consumer_tag, "connection": connection, "channel": channel,
+                   "user": user, "redelivered": False, "no_ack": no_ack}
+        again = {**details, "redelivered": True}  # one pair of details for the whole batch
         for entry in entries:
             message = entry.message
             if message.exchange == TRACE_EXCHANGE:
                 continue
-            record = self.history.record_for(message)
+            record = history.record_for(message)
             if record is not None:
-                self.history.add(record, "delivered", now, queue=queue.name, consumer_tag=consumer_tag,
-                                 connection=connection, channel=channel, user=user, redelivered=entry.redelivered,
-                                 no_ack=no_ack)
-            self._firehose(message, f"deliver.{queue.name}", [
-                ("redelivered", 1 if entry.redelivered else 0), ("vhost", self.vhost.name),
-                ("connection", connection), ("channel", channel), ("user", user),
-            ])
+                history.add(record, "delivered", now, again if entry.redelivered else details)
+            if listened:
+                self._firehose(message, f"deliver.{queue.name}", [
+                    ("redelivered", 1 if entry.redelivered else 0), ("vhost", self.vhost.name),
+                    ("connection", connection), ("channel", channel), ("user", user),
+                ])
 
     def settled(self, items: list[tuple[Queue, Entry, Any]], requeue: bool, rejected: bool) -> None:
         event = "requeued" if requeue else "rejected" if rejected else "acked"
         now = self.vhost.clock()
+        history = self.history
+        details: dict[Queue, dict[str, Any]] = {}
         for queue, entry, _consumer in items:
-            record = self.history.record_for(entry.message, create=False)
+            record = history.record_for(entry.message, create=False)
             if record is not None:
-                self.history.add(record, event, now, queue=queue.name)
+                shared = details.get(queue)
+                if shared is None:
+                    shared = details[queue] = {"queue": queue.name}
+                history.add(record, event, now, shared)
 
     def dead_lettered(self, queue: Queue, entries: list[Entry], reason: str) -> None:
         exchange = queue.policy.dead_letter_exchange
@@ -287,21 +299,24 @@ class Tracer:
             if record is None:
                 continue
             if reason == "expired":
-                self.history.add(record, "expired", now, queue=queue.name)
+                self.history.add(record, "expired", now, {"queue": queue.name})
             if exchange is not None:
                 self.history.link(entry.message, record)
-                self.history.add(record, "dead_lettered", now, queue=queue.name, reason=reason,
-                                 dead_letter_exchange=exchange)
+                self.history.add(record, "dead_lettered", now, {
+                    "queue": queue.name, "reason": reason, "dead_letter_exchange": exchange})
             elif reason != "expired":
-                self.history.add(record, "dropped", now, queue=queue.name, reason=reason)
+                self.history.add(record, "dropped", now, {"queue": queue.name, "reason": reason})
 
     # ---- the firehose ---------------------------------------------------------------------------------
 
+    def _listened(self) -> bool:
+        """Something is bound to the firehose (with nothing bound, no trace message is built)."""
+        exchange = self.vhost.exchanges.get(TRACE_EXCHANGE)
+        return exchange is not None and bool(exchange.bindings)
+
     def _firehose(self, message: Message, routing_key: str, extra: list[tuple[str, Any]]) -> None:
         vhost = self.vhost
-        exchange = vhost.exchanges.get(TRACE_EXCHANGE)
-        if exchange is None or not exchange.bindings:
-            return  # nobody listens: build nothing
+        exchange = vhost.exchanges[TRACE_EXCHANGE]
         codec = vhost.codecs.default or message.codec
         headers: dict[str, Any] = {
             "exchange_name": message.exchange,
