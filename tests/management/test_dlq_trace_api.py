@@ -201,3 +201,17 @@ def test_tracing_flag_survives_a_restart_and_goes_with_its_vhost(tmp_path: Any) 
         assert api.ok("GET", "/api/mailslot/trace/dash-api-kept")["tracing"] is True
         api.ok("PUT", "/api/vhosts/dash-api-gone", {})
         assert api.ok("GET", "/api/vhosts/dash-api-gone")["tracing"] is False
+
+
+def test_browse_bounds(mailslot_api: ManagementApi) -> None:
+    api = mailslot_api
+    api.queue("bounded")
+    for i in range(5):
+        api.publish("bounded", f"b{i}", properties={"headers": {"i": i}})
+    page = api.ok("GET", "/api/mailslot/queues/%2F/bounded/messages?header=i%3D4&scan=3")
+    assert (page["scanned"], page["matched"], page["truncated_scan"]) == (3, 0, True)
+    page = api.ok("GET", "/api/mailslot/queues/%2F/bounded/messages?header=i%3D4")
+    assert (page["scanned"], page["matched"], page["truncated_scan"]) == (5, 1, False)
+    assert api.get("/api/mailslot/queues/%2F/bounded/messages?offset=99999&limit=2").status == 400
+    assert api.get("/api/mailslot/queues/%2F/bounded/messages?scan=100001").status == 400
+    assert api.get("/api/mailslot/queues/%2F/bounded/messages?limit=10001").status == 400

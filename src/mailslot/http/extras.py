@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..core.browse import Filter, browse, dead_letter_sources, deaths, json_body, message_age
+from ..core.browse import SCAN_LIMIT, Filter, browse, dead_letter_sources, deaths, json_body, message_age
 from ..core.browse import summarize as summarize_dead_letters
 from ..core.message import Entry
 from ..core.queue import Queue
@@ -39,6 +39,9 @@ routes = Routes()
 REDRIVES: web.AppKey[RedriveRunner] = web.AppKey("mailslot_redrives")
 # Messages one browse returns: each is a JSON document in one answer (as http/resources/queues.py's get).
 MAX_BROWSE = 10_000
+# Messages a filtered browse looks at unless ``scan`` says otherwise (up to core.browse.SCAN_LIMIT): a page
+# of a dashboard stays quick on a deep queue; ``truncated_scan`` says when there is more to look at.
+BROWSE_SCAN = 10_000
 # Moves one dry run lists one by one (it counts them all).
 DRY_RUN_ITEMS = 1_000
 # Bodies parsed as JSON for ``payload_json``, at most: a larger one is shown as text only.
@@ -103,12 +106,17 @@ async def browse_messages(request: web.Request) -> web.Response:
     limit = parse_int("limit", query.get("limit", "50"), minimum=0)
     if limit > MAX_BROWSE:
         raise bad_request(f"limit: at most {MAX_BROWSE} messages per request")
+    scan = parse_int("scan", query.get("scan", str(BROWSE_SCAN)), minimum=1)
+    if scan > SCAN_LIMIT:
+        raise bad_request(f"scan: at most {SCAN_LIMIT} messages per request")
+    if offset + limit > SCAN_LIMIT:
+        raise bad_request(f"offset + limit: at most {SCAN_LIMIT} (a browse reads every message before its page)")
     encoding = _encoding(query.get("encoding"))
     truncate = None if "truncate" not in query else parse_int("truncate", query["truncate"], minimum=0)
     where = _filter(query)
     require(ctx, current_user(request), vhost.name, "read", "queue", queue.name)
     now = ctx.core.clock()
-    page = browse(queue, now, offset=offset, limit=limit, where=where)
+    page = browse(queue, now, offset=offset, limit=limit, where=where, scan_limit=scan)
     return json_response({
         "vhost": vhost.name,
         "queue": queue.name,
