@@ -277,9 +277,12 @@ class Queue:
         out = [entry for entry in heads if not (now_ms and 0 < entry.deadline <= now_ms)][:limit]
         rows: list[StoredMessage] = []
         if len(out) < limit and self.paged:
-            rows = self.log.read(self.key, self._loaded_upto, min(limit - len(out), self.paged))
+            taken = self._taken  # rows remove() took, still in the log until the commit: read past them
+            rows = self.log.read(self.key, self._loaded_upto, min(limit - len(out), self.paged) + len(taken))
+            if taken:
+                rows = [row for row in rows if row.seq not in taken]
             for row in rows:
-                if (now_ms and 0 < row.deadline <= now_ms) or row.seq in self._taken:
+                if now_ms and 0 < row.deadline <= now_ms:
                     continue
                 message = Message(
                     row.exchange, row.routing_key, row.properties, row.body, row.persistent, self.codecs[row.codec]
@@ -428,7 +431,6 @@ class Queue:
     def _without_taken(self, rows: list[StoredMessage]) -> list[StoredMessage]:
         """Page-in's rows without those remove() took (their removal may not be committed yet)."""
         taken = self._taken
-        self._loaded_upto = max(self._loaded_upto, rows[-1].seq)
         kept = [row for row in rows if row.seq not in taken]
         taken.difference_update([row.seq for row in rows])
         return kept
@@ -439,9 +441,11 @@ class Queue:
         if not rows and self.log.has_staged():
             self.log.commit()  # only after a failed commit left the spill staged
             rows = self.log.read(self.key, self._loaded_upto, min(PAGE_IN_BATCH, self.paged))
+        last = rows[-1].seq if rows else 0
         if self._taken and rows:
             rows = self._without_taken(rows)
             if not rows:  # only rows remove() took: read on past them
+                self._loaded_upto = last
                 self._page_in()
                 return
         for row in rows:
@@ -456,7 +460,7 @@ class Queue:
             if row.seq <= self._restored_upto:
                 self.ready_bytes += len(row.body)
         if rows:
-            self._loaded_upto = rows[-1].seq
+            self._loaded_upto = last  # the last row read, taken ones included
             transient = [row.seq for row in rows if not row.persistent]
             if transient:
                 self.log.stage_remove(self.key, transient)
