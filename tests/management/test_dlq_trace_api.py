@@ -215,3 +215,24 @@ def test_browse_bounds(mailslot_api: ManagementApi) -> None:
     assert api.get("/api/mailslot/queues/%2F/bounded/messages?offset=99999&limit=2").status == 400
     assert api.get("/api/mailslot/queues/%2F/bounded/messages?scan=100001").status == 400
     assert api.get("/api/mailslot/queues/%2F/bounded/messages?limit=10001").status == 400
+
+
+def test_a_running_redrive_stops_with_the_broker(tmp_path: Any) -> None:
+    """Stopping the broker cancels a redrive between two steps; after a restart every message is in
+    exactly one of the two queues."""
+    from mailslot.testing import broker_in_thread
+
+    with broker_in_thread(store="segments", data_dir=tmp_path) as broker:
+        api = ManagementApi(broker.http_url, name="mailslot")
+        api.amqp_url = broker.amqp_url  # type: ignore[attr-defined]
+        dead_letters(api, 6)
+        api.queue("slow-target", durable=True)
+        started = api.post("/api/mailslot/dlq/%2F/orders.dlq/redrive",
+                           {"rate": 2, "target": {"exchange": "", "routing_key": "slow-target"}})
+        assert started.status == 202
+        poll("a first move", lambda: api.ok("GET", started.headers["location"])["moved"] >= 1)
+    with broker_in_thread(store="segments", data_dir=tmp_path) as broker:
+        api = ManagementApi(broker.http_url, name="mailslot")
+        moved = api.ok("GET", "/api/queues/%2F/slow-target")["messages"]
+        left = api.ok("GET", "/api/queues/%2F/orders.dlq")["messages"]
+        assert moved + left == 6 and 1 <= moved < 6
