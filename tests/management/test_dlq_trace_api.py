@@ -131,8 +131,12 @@ def test_redrive_needs_write_on_the_target(mailslot_api: ManagementApi) -> None:
 def test_tracing_flag_firehose_and_history(mailslot_api: ManagementApi) -> None:
     api = mailslot_api
     assert api.ok("GET", "/api/vhosts/%2F")["tracing"] is False
+    assert api.put("/api/mailslot/trace/%2F", {"archive": True}).status == 400  # tracing is off
     api.ok("PUT", "/api/vhosts/%2F", {"tracing": True})
     assert api.ok("GET", "/api/vhosts/%2F")["tracing"] is True
+    refused = api.put("/api/mailslot/trace/%2F", {"archive": True})
+    assert refused.status == 400 and "data directory" in refused.json["reason"]  # a memory store
+    assert api.ok("GET", "/api/mailslot/trace/%2F")["archive"] is None
     connection = pika.BlockingConnection(pika.URLParameters(api.amqp_url))  # type: ignore[attr-defined]
     channel = connection.channel()
     channel.queue_declare("firehose", exclusive=True)
@@ -236,3 +240,45 @@ def test_a_running_redrive_stops_with_the_broker(tmp_path: Any) -> None:
         moved = api.ok("GET", "/api/queues/%2F/slow-target")["messages"]
         left = api.ok("GET", "/api/queues/%2F/orders.dlq")["messages"]
         assert moved + left == 6 and 1 <= moved < 6
+
+
+def test_forgotten_histories_are_archived_on_disk(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailslot.http import tracing_api
+    from mailslot.testing import broker_in_thread
+
+    monkeypatch.setattr(tracing_api, "HISTORY_CAPACITY", 3)
+    with broker_in_thread(store="segments", data_dir=tmp_path) as broker:
+        api = ManagementApi(broker.http_url, name="mailslot")
+        api.ok("PUT", "/api/vhosts/%2F", {"tracing": True})
+        assert api.put("/api/mailslot/trace/%2F", {"archive": "yes"}).status == 400
+        assert api.put("/api/mailslot/trace/nope", {"archive": True}).status == 404
+        api.ok("PUT", "/api/mailslot/trace/%2F", {"archive": True})
+        api.queue("archived")
+        for i in range(8):
+            api.publish("archived", f"a{i}", properties={"message_id": f"a-{i}", "headers": {"n": i}})
+        status = api.ok("GET", "/api/mailslot/trace/%2F")
+        assert status["messages"] == 3 and status["archive"]["messages"] == 5
+        assert status["dropped_messages"] == 0  # forgotten in memory, kept on disk
+        old = api.ok("GET", "/api/mailslot/trace/%2F/messages/a-0")["items"]
+        assert [e["event"] for e in old[0]["events"]] == ["published"]
+        assert len(api.ok("GET", "/api/mailslot/trace/%2F/messages?header=n%3D1")["items"]) == 1
+    with broker_in_thread(store="segments", data_dir=tmp_path) as broker:  # tracing stayed on: so did the archive
+        api = ManagementApi(broker.http_url, name="mailslot")
+        assert len(api.ok("GET", "/api/mailslot/trace/%2F/messages/a-0")["items"]) == 1
+        assert len(api.ok("GET", "/api/mailslot/trace/%2F/messages/a-7")["items"]) == 1  # kept at the stop
+        api.ok("PUT", "/api/vhosts/%2F", {"tracing": False})
+        api.ok("PUT", "/api/vhosts/%2F", {"tracing": True})  # a new history: the old one is gone
+        assert api.ok("GET", "/api/mailslot/trace/%2F/messages/a-0")["items"] == []
+
+
+def test_archive_rotation_is_bounded(tmp_path: Any) -> None:
+    from mailslot.http.trace_archive import TraceArchive
+
+    archive = TraceArchive(tmp_path, "/", max_file_bytes=200)
+    for i in range(40):
+        archive.append({"message_id": f"m{i}", "headers": {}, "events": []})
+    status = archive.status()
+    assert status["bytes"] <= 2 * 200 + 100 and status["dropped_messages"] > 0
+    assert status["messages"] + status["dropped_messages"] == 40
+    found = archive.search(lambda d: True)
+    assert [d["message_id"] for d in found] == [f"m{i}" for i in range(40 - len(found), 40)]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +113,8 @@ class History:
         self._of: dict[int, tuple[weakref.ref[Message], MessageHistory]] = {}
         self._links: OrderedDict[int, tuple[bytes, MessageHistory]] = OrderedDict()
         self._link_bytes = 0
+        # Called with each message history the capacity pushes out (the HTTP layer keeps them on disk).
+        self.forgotten: Callable[[MessageHistory], None] | None = None
         self._numbers = 0
         self.events = 0
         self.dropped_messages = 0
@@ -146,6 +149,8 @@ class History:
     def _forget_oldest(self) -> None:
         _number, old = self._records.popitem(last=False)
         self.dropped_messages += 1
+        if self.forgotten is not None:
+            self.forgotten(old)
         self.events -= len(old.events)
         for key in old.tracked:
             found = self._of.get(key)
@@ -172,6 +177,10 @@ class History:
         while len(links) > _DEAD_LETTER_LINKS or self._link_bytes > _DEAD_LETTER_LINK_BYTES:
             _key, (old, _record) = links.popitem(last=False)
             self._link_bytes -= len(old)
+
+    def records(self) -> list[MessageHistory]:
+        """Every message history kept, oldest first."""
+        return list(self._records.values())
 
     def by_message_id(self, message_id: str) -> list[MessageHistory]:
         return [record for record in self._records.values() if record.message_id == message_id]

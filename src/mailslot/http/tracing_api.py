@@ -15,16 +15,20 @@ from aiohttp import web
 
 from ..core import tracing
 from ..core.tracing import MessageHistory, Tracer
+from ..core.vhost import VirtualHost
 from .auth import Rule
-from .bodies import parse_int
+from .bodies import parse_int, read_body
 from .context import ManagementContext, context, current_user
 from .direct import require, vhost_or_404
-from .errors import bad_request, json_response
+from .errors import bad_request, empty_response, json_response
 from .messages import jsonable
 from .routing import Routes
+from .trace_archive import TraceArchive
 
 routes = Routes()
 RECORD_KIND = "tracing"
+ARCHIVE_DIRECTORY = "trace"  # under the data directory (http/trace_archive.py)
+HISTORY_CAPACITY = tracing.DEFAULT_CAPACITY  # messages per vhost in memory; the rest goes to the archive
 MAX_RESULTS = 100
 
 
@@ -35,28 +39,84 @@ class TracingState:
     def __init__(self, ctx: ManagementContext) -> None:
         self.ctx = ctx
         self.tracers: dict[str, Tracer] = {}
+        self.archives: dict[str, TraceArchive] = {}
 
     def restore(self) -> None:
-        for name, on in self.ctx.core.metadata.load_records(RECORD_KIND).items():
+        for name, value in self.ctx.core.metadata.load_records(RECORD_KIND).items():
             vhost = self.ctx.core.vhosts.get(name)
-            if on and vhost is not None:
-                self.tracers[name] = tracing.enable(vhost, self.ctx.node.name)
+            if value and vhost is not None:
+                self.tracers[name] = tracing.enable(vhost, self.ctx.node.name, HISTORY_CAPACITY)
+                if isinstance(value, dict) and value.get("archive"):
+                    self._archive_on(vhost, fresh=False)
 
     def set(self, name: str, on: bool) -> None:
+        """RabbitMQ's flag. Turning it on starts a new history (and no archive: that is asked for apart)."""
         vhost = self.ctx.core.vhosts.get(name)
         if vhost is None:
             return
         if on and vhost.tracer is None:
-            self.tracers[name] = tracing.enable(vhost, self.ctx.node.name)
+            self.tracers[name] = tracing.enable(vhost, self.ctx.node.name, HISTORY_CAPACITY)
+            self._archive_off(name)
             self.ctx.core.metadata.save_record(RECORD_KIND, name, True)
         elif not on and vhost.tracer is not None:
             tracing.disable(vhost)
             self.ctx.core.metadata.delete_record(RECORD_KIND, name)
 
+    def set_archive(self, vhost: VirtualHost, on: bool) -> None:
+        """Keep what the in-memory history forgets on disk (tracing must be on)."""
+        if on:
+            if vhost.name not in self.archives:
+                self._archive_on(vhost, fresh=True)
+        else:
+            self._archive_off(vhost.name)
+        self.ctx.core.metadata.save_record(RECORD_KIND, vhost.name, {"archive": on})
+
+    def _archive_on(self, vhost: VirtualHost, fresh: bool) -> None:
+        """A new archive (``fresh``: files of an earlier history are removed) or, after a restart with
+        tracing on, the one it kept."""
+        data_dir = self.ctx.node.data_dir
+        tracer = vhost.tracer
+        if data_dir is None or tracer is None:
+            return
+        archive = TraceArchive(data_dir / ARCHIVE_DIRECTORY, vhost.name)
+        if fresh:
+            archive.remove()
+            archive = TraceArchive(data_dir / ARCHIVE_DIRECTORY, vhost.name)
+        self.archives[vhost.name] = archive
+        tracer.history.forgotten = lambda record: archive.append(history_document(record))
+
+    def _archive_off(self, name: str) -> None:
+        archive = self.archives.pop(name, None)
+        tracer = self.tracers.get(name)
+        if tracer is not None:
+            tracer.history.forgotten = None
+        if archive is not None:
+            archive.remove()
+
     def forget(self, name: str) -> None:
         """The vhost was deleted: its flag and history go with it (RabbitMQ's flag lives in the vhost record)."""
         self.tracers.pop(name, None)
+        archive = self.archives.pop(name, None)
+        if archive is not None:
+            archive.remove()
         self.ctx.core.metadata.delete_record(RECORD_KIND, name)
+
+    async def close(self, _app: web.Application | None = None) -> None:
+        """The broker stops: what the in-memory histories of traced vhosts hold goes to their archives, so
+        a restart with tracing on still finds it."""
+        for name, archive in self.archives.items():
+            vhost = self.ctx.core.vhosts.get(name)
+            tracer = self.tracers.get(name)
+            if vhost is not None and tracer is not None and vhost.tracer is tracer:
+                for record in tracer.history.records():
+                    archive.append(history_document(record))
+            archive.close()
+
+    def archive(self, name: str) -> TraceArchive | None:
+        return self.archives.get(name) if self.tracer(name) is not None else None
+
+    def archiving(self, name: str) -> bool:
+        return name in self.archives and self.ctx.node.data_dir is not None
 
     def tracer(self, name: str) -> Tracer | None:
         vhost = self.ctx.core.vhosts.get(name)
@@ -112,6 +172,10 @@ def _status(ctx: ManagementContext, request: web.Request, name: str) -> dict[str
         status.update(tracer.status())
     else:
         status.update(capacity=tracing.DEFAULT_CAPACITY, messages=0, events=0, dropped_messages=0, dropped_events=0)
+    archive = tracing_state(request).archive(name)
+    status["archive"] = None if archive is None else archive.status()
+    if archive is not None:  # forgotten in memory but kept on disk is not dropped
+        status["dropped_messages"] += archive.dropped - archive.archived
     return status
 
 
@@ -119,6 +183,24 @@ def _status(ctx: ManagementContext, request: web.Request, name: str) -> dict[str
 async def trace_status(request: web.Request) -> web.Response:
     ctx = context(request)
     return json_response(_status(ctx, request, request.match_info["vhost"]))
+
+
+@routes.put("/mailslot/trace/{vhost}", Rule.ADMIN)
+async def trace_settings(request: web.Request) -> web.Response:
+    """``{"archive": true}``: keep what the in-memory history forgets on disk (tracing must be on and the
+    broker must have a data directory); ``false`` stops and removes the archive."""
+    ctx = context(request)
+    vhost = vhost_or_404(ctx, request.match_info["vhost"])
+    body = await read_body(request)
+    archive = body.get("archive")
+    if not isinstance(archive, bool):
+        raise bad_request(f"archive: expected true or false, got {archive!r}")
+    if vhost.tracer is None:
+        raise bad_request(f"tracing is off in vhost '{vhost.name}': turn it on first (PUT /api/vhosts/{{vhost}})")
+    if archive and ctx.node.data_dir is None:
+        raise bad_request("archive: this broker has no data directory (store memory)")
+    tracing_state(request).set_archive(vhost, archive)
+    return empty_response()
 
 
 def _lookup(request: web.Request, message_id: str | None, header: str | None) -> web.Response:
@@ -131,20 +213,31 @@ def _lookup(request: web.Request, message_id: str | None, header: str | None) ->
     limit = parse_int("limit", request.query.get("limit", "20"), minimum=1)
     if limit > MAX_RESULTS:
         raise bad_request(f"limit: at most {MAX_RESULTS}")
+    if header is not None and "=" not in header:
+        raise bad_request("header: expected NAME=VALUE")
+    key, _, value = (header or "").partition("=")
     tracer = tracing_state(request).tracer(name)
     records: list[MessageHistory] = []
     if tracer is not None:
         if message_id is not None:
             records = tracer.history.by_message_id(message_id)
         elif header is not None:
-            if "=" not in header:
-                raise bad_request("header: expected NAME=VALUE")
-            key, _, value = header.partition("=")
             records = tracer.history.by_header(key, value)
+    documents = [history_document(r) for r in records]
+    archive = tracing_state(request).archive(name)
+    if archive is not None:
+
+        def matches(document: dict[str, Any]) -> bool:
+            if message_id is not None:
+                return bool(document.get("message_id") == message_id)
+            found = (document.get("headers") or {}).get(key)
+            return found is not None and str(found) == value
+
+        documents = archive.search(matches) + documents  # older ones first
     return json_response({
         "vhost": name,
         "tracing": status["tracing"],
-        "items": [history_document(r) for r in records[-limit:]],
+        "items": documents[-limit:],
         "dropped_messages": status["dropped_messages"],
         "dropped_events": status["dropped_events"],
     })
@@ -167,3 +260,4 @@ def setup(app: web.Application, ctx: ManagementContext) -> None:
     state = TracingState(ctx)
     state.restore()
     app[TRACING] = state
+    app.on_cleanup.append(state.close)
