@@ -282,3 +282,14 @@ def test_archive_rotation_is_bounded(tmp_path: Any) -> None:
     assert status["messages"] + status["dropped_messages"] == 40
     found = archive.search(lambda d: True)
     assert [d["message_id"] for d in found] == [f"m{i}" for i in range(40 - len(found), 40)]
+
+
+def test_redrive_refuses_another_connections_exclusive_queue(mailslot_api: ManagementApi) -> None:
+    api = mailslot_api
+    connection = pika.BlockingConnection(pika.URLParameters(api.amqp_url))  # type: ignore[attr-defined]
+    try:
+        connection.channel().queue_declare("dash-api-mine", exclusive=True)
+        refused = api.post("/api/mailslot/dlq/%2F/dash-api-mine/redrive", {})
+        assert refused.status == 400 and "RESOURCE_LOCKED" in refused.json["reason"]
+    finally:
+        connection.close()

@@ -243,6 +243,10 @@ async def start_redrive(request: web.Request) -> web.Response:
     redrive_request, dry_run = _redrive_request(body)
     user = current_user(request)
     require(ctx, user, vhost.name, "read", "queue", queue.name)  # as a purge or a get
+    if queue.exclusive_owner is not None:  # another connection's queue, as a purge refuses it
+        raise bad_request(
+            f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{queue.name}' in vhost '{vhost.name}'"
+        )
     # As a publish: write on the exchange the messages go to (back to their queues: the default exchange).
     target = redrive_request.target
     require(ctx, user, vhost.name, "write", "exchange", "" if target is None else target.exchange)
