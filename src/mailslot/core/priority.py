@@ -245,6 +245,10 @@ class PriorityQueue(Queue):
         self.stats_dirty = True
         return out
 
+    def reinsert(self, entries: list[Entry]) -> None:
+        for lane, group in self._by_lane(entries).items():
+            lane.reinsert(group)
+
     def settle(self, entries: list[Entry]) -> None:
         for lane, group in self._by_lane(entries).items():
             lane.settle(group)

@@ -119,6 +119,7 @@ class Queue:
         self.dedup: DedupWindow | None = None
         # Paged seqs that ``remove`` took out before the commit that drops their rows: page-in skips them.
         self._taken: set[int] = set()
+        self._removed_from: dict[int, str] = {}  # where the last remove() found each entry (for reinsert)
 
     # ---- counts -------------------------------------------------------------------------------
 
@@ -373,19 +374,23 @@ class Queue:
         """Take the ready entries with these seqs out of the queue wherever they sit (a redrive moves
         chosen messages, core/redrive.py); unknown seqs are skipped. Returned in seq order. Nothing is
         marked redelivered; stored rows stay until the caller settles the entries, so the removal and
-        what replaces it (a publish elsewhere) land in one commit. Paged entries are read from the log."""
+        what replaces it (a publish elsewhere) land in one commit. Paged entries are read from the log
+        (and count as stored, transient ones too: their row goes when they are settled)."""
+        self._removed_from = {}
         if not seqs:
             return []
         out: list[Entry] = []
-        ready_before = len(self._ready)
-        for part in (self._ready, self._overflow):
+        origin = self._removed_from
+        for part, where in ((self._ready, "memory"), (self._overflow, "overflow")):
             if any(entry.seq in seqs for entry in part):
+                taken = [entry for entry in part if entry.seq in seqs]
                 kept = [entry for entry in part if entry.seq not in seqs]
-                out += [entry for entry in part if entry.seq in seqs]
                 part.clear()
                 part.extend(kept)
-        window = sum(len(e.message.body) for e in out[: ready_before - len(self._ready)])
-        self._window_bytes -= window
+                out += taken
+                origin.update((entry.seq, where) for entry in taken)
+                if part is self._ready:
+                    self._window_bytes -= sum(len(e.message.body) for e in taken)
         if any(entry.seq in seqs for entry in self._requeued):
             out += [entry for entry in self._requeued if entry.seq in seqs]
             self._requeued = [entry for entry in self._requeued if entry.seq not in seqs]
@@ -402,10 +407,34 @@ class Queue:
         self.stats_dirty = True
         return out
 
+    def reinsert(self, entries: list[Entry]) -> None:
+        """Give back entries the last ``remove`` took (a move that could not be made), each at its place
+        and as it was: not marked redelivered, its stored row untouched (one held for a retry delay is
+        ready at once)."""
+        origin = self._removed_from
+        for entry in entries:
+            where = origin.pop(entry.seq, "memory")
+            size = len(entry.message.body)
+            if where == "paged":  # its row is still in the log: it is paged out again
+                self._taken.discard(entry.seq)
+                self.paged += 1
+                if entry.seq > self._restored_upto:
+                    self.ready_bytes += size
+                continue
+            self.ready_bytes += size
+            if where == "overflow":
+                overflow = self._overflow
+                i = len(overflow)
+                while i and overflow[i - 1].seq > entry.seq:
+                    i -= 1
+                overflow.insert(i, entry)
+            else:  # ready, requeued or held: the requeue heap keeps seq order against the window
+                heapq.heappush(self._requeued, entry)
+        self.stats_dirty = True
+
     def _remove_paged(self, seqs: set[int]) -> list[Entry]:
         out: list[Entry] = []
         after, last = self._loaded_upto, max(seqs, default=0)
-        transient: list[int] = []
         while seqs and after < last:
             rows = self.log.read(self.key, after, PAGE_IN_BATCH)
             if not rows:
@@ -417,14 +446,12 @@ class Queue:
                 message = Message(
                     row.exchange, row.routing_key, row.properties, row.body, row.persistent, self.codecs[row.codec]
                 )
-                out.append(Entry(row.seq, message, row.redelivered, row.persistent, row.deadline, row.requeues))
+                # stored=True even for a transient row (paged only for memory): settling it removes the row.
+                out.append(Entry(row.seq, message, row.redelivered, True, row.deadline, row.requeues))
                 self._taken.add(row.seq)
+                self._removed_from[row.seq] = "paged"
                 if row.seq > self._restored_upto:  # counted in ready_bytes on arrival, not yet on page-in
                     self.ready_bytes -= len(row.body)
-                if not row.persistent:
-                    transient.append(row.seq)  # paged only for memory: its row goes with it
-        if transient:
-            self.log.stage_remove(self.key, transient)
         self.paged -= len(out)
         return out
 

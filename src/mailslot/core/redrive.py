@@ -9,9 +9,10 @@ Rules of this module:
   store commit. A crash before that commit loses both, and the message is still in the dead-letter queue;
   after it, the message is in its target. Nothing is lost and nothing doubled.
 * A moved message keeps its properties, and so its ``x-death`` history and ``x-first-death-*`` headers.
-* A message whose target routes it nowhere (its queue was deleted, the exchange does not exist) or refuses
-  it (a full queue with ``x-overflow`` reject-publish) is put back at the dead-letter queue's tail in the
-  same step, and counted as failed: never dropped.
+* A message whose target routes it nowhere (its queue was deleted, the exchange does not exist, it has no
+  ``x-death`` to say where it came from) or refuses it (a full queue with ``x-overflow`` reject-publish)
+  stays in the dead-letter queue at its place, counted as failed: never dropped. (A refusal by one of
+  several queues a target exchange routes to leaves the copies the others took.)
 * Selected messages that are gone by the time their step comes (consumed, expired, purged) are skipped.
 * The host (http/extras.py) runs the steps: it waits for the commit of each one, paces them to the rate
   limit, and cancels between steps. This module knows no event loop.
@@ -149,16 +150,18 @@ class Redrive:
         taken = self.queue.remove(chosen)
         self.skipped += len(chosen) - len(taken)
         settled: list[Entry] = []
+        kept: list[Entry] = []
         for entry in taken:
             target = destination(entry.message, self.request.target)
             outcome = UNROUTED if target is None else self._publish(publish, entry.message, target)
             if outcome == UNROUTED or outcome == REJECTED:
                 self.staged_failed += 1
-                self.vhost.enqueue(self.queue, entry.message)  # back at the tail, in the same commit
+                kept.append(entry)
             else:
                 self.staged_moved += 1
-            settled.append(entry)
+                settled.append(entry)
         self.queue.settle(settled)
+        self.queue.reinsert(kept)
         self.vhost.mark_dirty(self.queue)
         return len(taken)
 
@@ -176,9 +179,15 @@ class Redrive:
             self.finish("done")
 
     def _publish(self, publish: Publish, message: Message, target: Target) -> int:
-        if target.exchange not in self.vhost.exchanges:
+        """Publish the copy only where it is routed somewhere (an unroutable publish is a no-op anyway)."""
+        vhost = self.vhost
+        exchange = vhost.exchanges.get(target.exchange)
+        if exchange is None:
             return UNROUTED
-        return publish(target.exchange, target.routing_key, _copy(message, target))
+        copy = _copy(message, target)
+        if not vhost.route(exchange, target.routing_key, copy):
+            return UNROUTED
+        return publish(target.exchange, target.routing_key, copy)
 
     def cancel(self) -> None:
         if self.running:

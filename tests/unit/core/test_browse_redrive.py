@@ -160,7 +160,24 @@ def test_unroutable_redrive_keeps_the_message(harness: CoreHarness) -> None:
     harness.flush()
     redrive.landed()
     assert (redrive.moved, redrive.failed) == (0, 2)
-    assert sorted(harness.drain("dlq")) == [b"m0", b"m1"]
+    assert harness.drain("dlq") == [b"m0", b"m1"]  # in place
+
+
+def test_a_refused_move_leaves_the_message_in_place_not_redelivered(harness: CoreHarness, monkeypatch) -> None:
+    monkeypatch.setattr(queue_module, "WINDOW_MESSAGES", 1)  # the later ones are paged out
+    dead_letter_setup(harness, 3)
+    harness.declare("full", {"x-max-length": 1, "x-overflow": "reject-publish"})
+    harness.publish("full", b"already", flush=True)
+    request = RedriveRequest(target=Target("", "full"))
+    redrive = Redrives().add(harness.vhost, harness.vhost.queue("dlq"), request, "guest", harness.clock())
+    redrive.step(publish(harness))
+    harness.flush()
+    redrive.landed()
+    assert (redrive.moved, redrive.failed, redrive.state) == (0, 3, "done")
+    got = [harness.session.get("dlq", no_ack=True) for _ in range(3)]
+    assert [(g[1].message.body, g[1].redelivered) for g in got if g is not None] == [
+        (b"m0", False), (b"m1", False), (b"m2", False)]
+    assert harness.drain("full") == [b"already"]
 
 
 def test_redrive_is_atomic_across_a_crash(harness: CoreHarness) -> None:

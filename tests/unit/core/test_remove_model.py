@@ -1,5 +1,5 @@
-"""Queue.remove against a model: random publishes, turns (paging out), gets, requeues and removals on a
-small memory window; after each step the queue shows (peek), counts and finally hands out exactly the
+"""Queue.remove (and reinsert) against a model: random publishes, turns (paging out), gets, requeues and
+removals on a small memory window; after each step the queue shows (peek), counts and finally hands out exactly the
 model's messages in the model's order, with nothing marked redelivered by a removal."""
 
 from __future__ import annotations
@@ -83,8 +83,10 @@ def check_against_model(h: CoreHarness, ops: list[tuple[str, int]]) -> None:
             chosen = {seq for i, (seq, _body) in enumerate(model) if arg >> (i % 16) & 1}
             taken = queue.remove(chosen)
             assert sorted(e.seq for e in taken) == sorted(chosen)
-            queue.settle(taken)
-            model = [(seq, body) for seq, body in model if seq not in chosen]
+            back = [e for e in taken if e.seq % 3 == 0]  # a move that could not be made: given back
+            queue.settle([e for e in taken if e.seq % 3 != 0])
+            queue.reinsert(back)
+            model = [(seq, body) for seq, body in model if seq not in chosen or seq % 3 == 0]
             if arg % 2:  # else the next get pages in before the removal is committed
                 h.flush()
         shown = [(e.seq, e.message.body) for e in queue.peek(1000)]
