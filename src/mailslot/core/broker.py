@@ -80,16 +80,18 @@ class Broker:
         vhosts: Iterable[str] = ("/",),
         clock: Callable[[], float] = time.time,
         consumer_timeout_ms: int | None = DEFAULT_CONSUMER_TIMEOUT_MS,
+        arguments: ArgumentSource | None = None,
     ) -> None:
         """``codecs``: the properties codec of every front end (core/message.py), by which messages read back
         from the store are rebuilt. ``consumer_timeout_ms``: the broker-wide consumer acknowledgement
-        timeout (None or 0: none)."""
+        timeout (None or 0: none). ``arguments``: where effective queue/exchange arguments come from
+        (policies; default: the declared ones), also settable later (``Broker.arguments``)."""
         self.log = message_log
         self.metadata = metadata
         self.codecs = Codecs(codecs)
         self.clock = clock
         self.vhosts: dict[str, VirtualHost] = {}
-        self._arguments: ArgumentSource = DeclaredOnly()
+        self._arguments: ArgumentSource = arguments if arguments is not None else DeclaredOnly()
         for name in vhosts:
             self.add_vhost(name)
         # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
