@@ -293,3 +293,18 @@ def test_redrive_refuses_another_connections_exclusive_queue(mailslot_api: Manag
         assert refused.status == 400 and "RESOURCE_LOCKED" in refused.json["reason"]
     finally:
         connection.close()
+
+
+def test_move_messages_of_any_queue(mailslot_api: ManagementApi) -> None:
+    api = mailslot_api
+    api.queue("dash-api-from")
+    api.queue("dash-api-to")
+    for i in range(3):
+        api.publish("dash-api-from", f"x{i}")
+    reply = api.post("/api/mailslot/queues/%2F/dash-api-from/move",
+                     {"limit": 2, "target": {"exchange": "", "routing_key": "dash-api-to"}})
+    assert reply.status == 202
+    poll("moved", lambda: api.ok("GET", reply.headers["location"])["state"] == "done")
+    moved = api.ok("GET", "/api/mailslot/queues/%2F/dash-api-to/messages")["items"]
+    assert [m["payload"] for m in moved] == ["x0", "x1"]
+    assert [m["payload"] for m in api.ok("GET", "/api/mailslot/queues/%2F/dash-api-from/messages")["items"]] == ["x2"]

@@ -235,8 +235,11 @@ def _redrive_request(body: dict[str, Any]) -> tuple[RedriveRequest, bool]:
 
 
 @routes.post("/mailslot/dlq/{vhost}/{name}/redrive", Rule.VHOST)
+@routes.post("/mailslot/queues/{vhost}/{name}/move", Rule.VHOST)
 async def start_redrive(request: web.Request) -> web.Response:
-    """A dry run (200, what would move) or a redrive started in the background (202, its progress)."""
+    """A dry run (200, what would move) or a redrive started in the background (202, its progress). Any
+    queue can be redriven: ``.../queues/{vhost}/{name}/move`` is the same for a queue that is not a
+    dead-letter queue (the dashboard's "move messages"), usually with a ``target``."""
     ctx = context(request)
     vhost, queue = _queue(ctx, request)
     body = await read_body(request)
