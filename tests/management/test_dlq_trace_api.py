@@ -111,6 +111,8 @@ def test_redrive_by_id_to_an_exchange_at_a_rate_and_cancel(mailslot_api: Managem
     total = api.ok("GET", "/api/queues/%2F/parking")["messages"] + api.ok("GET", "/api/queues/%2F/orders.dlq")["messages"]
     assert total == 4  # nothing lost, nothing doubled
     assert api.post(path, {"ids": "x"}).status == 400
+    assert api.post(path, {"ids": [1], "positions": [0]}).status == 400
+    assert api.post(path, {"positions": [-1]}).status == 400
     assert api.post(path, {"rate": -1}).status == 400
     assert api.post(path, {"target": {"exchange": 5}}).status == 400
     assert api.get("/api/mailslot/redrives/%2F/nope").status == 404
@@ -293,6 +295,22 @@ def test_redrive_refuses_another_connections_exclusive_queue(mailslot_api: Manag
         assert refused.status == 400 and "RESOURCE_LOCKED" in refused.json["reason"]
     finally:
         connection.close()
+
+
+def test_move_by_position(mailslot_api: ManagementApi) -> None:
+    api = mailslot_api
+    api.queue("dash-api-pos")
+    api.queue("dash-api-pos-to")
+    for i in range(4):
+        api.publish("dash-api-pos", f"p{i}")
+    dry = api.ok("POST", "/api/mailslot/queues/%2F/dash-api-pos/move",
+                 {"positions": [1, 3], "dry_run": True, "target": {"exchange": "", "routing_key": "dash-api-pos-to"}})
+    assert dry["matched"] == 2
+    reply = api.post("/api/mailslot/queues/%2F/dash-api-pos/move",
+                     {"positions": [1, 3], "target": {"exchange": "", "routing_key": "dash-api-pos-to"}})
+    poll("moved", lambda: api.ok("GET", reply.headers["location"])["state"] == "done")
+    assert [m["payload"] for m in api.ok("GET", "/api/mailslot/queues/%2F/dash-api-pos-to/messages")["items"]] == [
+        "p1", "p3"]
 
 
 def test_move_messages_of_any_queue(mailslot_api: ManagementApi) -> None:

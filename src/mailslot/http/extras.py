@@ -200,12 +200,26 @@ async def show_dead_letter_queue(request: web.Request) -> web.Response:
 # ---- redrive --------------------------------------------------------------------------------------------------
 
 
-def _redrive_request(body: dict[str, Any]) -> tuple[RedriveRequest, bool]:
-    ids = body.get("ids")
-    if ids is not None and (
-        not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+def _integers(body: dict[str, Any], name: str) -> list[int] | None:
+    values = body.get(name)
+    if values is not None and (
+        not isinstance(values, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in values)
     ):
-        raise bad_request("ids: expected a list of message ids (integers)")
+        raise bad_request(f"{name}: expected a list of integers >= 0")
+    return values
+
+
+def _redrive_request(body: dict[str, Any], queue: Queue, now: float) -> tuple[RedriveRequest, bool]:
+    ids = _integers(body, "ids")
+    positions = _integers(body, "positions")
+    if positions is not None:  # positions from the head now (as a browse shows them): their ids
+        if ids is not None:
+            raise bad_request("ids, positions: give one of them")
+        if positions and max(positions) >= SCAN_LIMIT:
+            raise bad_request(f"positions: below {SCAN_LIMIT}")
+        head = browse(queue, now, limit=max(positions, default=-1) + 1).items
+        wanted = set(positions)
+        ids = [entry.seq for position, entry in head if position in wanted]
     where = body.get("filter")
     if where is not None and not isinstance(where, dict):
         raise bad_request("filter: expected a JSON object")
@@ -244,7 +258,7 @@ async def start_redrive(request: web.Request) -> web.Response:
     ctx = context(request)
     vhost, queue = _queue(ctx, request)
     body = await read_body(request)
-    redrive_request, dry_run = _redrive_request(body)
+    redrive_request, dry_run = _redrive_request(body, queue, ctx.core.clock())
     user = current_user(request)
     require(ctx, user, vhost.name, "read", "queue", queue.name)  # as a purge or a get
     if queue.exclusive_owner is not None:  # another connection's queue, as a purge refuses it
