@@ -331,7 +331,7 @@ class PolicyEngine:
     def get(self, kind: str, vhost: str, name: str) -> Policy | None:
         return self._sets[kind].get(vhost, {}).get(name)
 
-    def list(self, kind: str, vhost: str | None = None) -> list[Policy]:
+    def listed(self, kind: str, vhost: str | None = None) -> list[Policy]:
         """In RabbitMQ's listing order (rabbit_policy:sort_by_priority): by priority, lowest first."""
         sets = self._sets[kind]
         vhosts = sorted(sets) if vhost is None else [vhost]
@@ -351,7 +351,7 @@ class PolicyEngine:
         self.set(POLICY, vhost, name, pattern, definition, priority, apply_to)
 
     def list_policies(self) -> list[dict[str, Any]]:
-        return [p.document() for p in self.list(POLICY)]
+        return [p.document() for p in self.listed(POLICY)]
 
     # ---- what applies --------------------------------------------------------------------------------
 

@@ -201,7 +201,7 @@ def test_refusals_name_the_problem_and_change_nothing(
 def test_operator_policies_take_only_limits(engine: PolicyEngine, key: str) -> None:
     with pytest.raises(InvalidPolicy, match="are not recognised policy settings"):
         engine.set(OPERATOR_POLICY, "/", "op", ".*", {key: "drop-head"})
-    assert engine.list(OPERATOR_POLICY) == []
+    assert engine.listed(OPERATOR_POLICY) == []
 
 
 def test_changes_notify_the_broker(engine: PolicyEngine) -> None:
@@ -222,7 +222,7 @@ def test_durable_and_reloaded(store: MemoryMetadataStore) -> None:
     first.set(POLICY, "/", "gone", ".*", {"max-length": 9})
     first.delete(POLICY, "/", "gone")
     again = PolicyEngine(store)
-    assert [p.document() for p in again.list(POLICY)] == [
+    assert [p.document() for p in again.listed(POLICY)] == [
         {"vhost": "/", "name": "p", "pattern": "^q", "apply-to": "queues", "definition": {"max-length": 3},
          "priority": 2}]
     assert again.queue_arguments("/", "q", {}) == {"x-max-length": 3, "x-message-ttl": 10}
@@ -234,8 +234,8 @@ def test_forget_vhost_removes_its_policies_durably(store: MemoryMetadataStore, e
     engine.set(POLICY, "kept", "p", ".*", {"max-length": 3})
     engine.forget_vhost("gone")
     for each in (engine, PolicyEngine(store)):
-        assert [(p.vhost, p.name) for p in each.list(POLICY)] == [("kept", "p")]
-        assert each.list(OPERATOR_POLICY) == []
+        assert [(p.vhost, p.name) for p in each.listed(POLICY)] == [("kept", "p")]
+        assert each.listed(OPERATOR_POLICY) == []
 
 
 def test_listing_order_and_export_shape(engine: PolicyEngine) -> None:
