@@ -413,3 +413,11 @@ def combine(declared: dict[str, Any], definition: dict[str, Any]) -> dict[str, A
         elif key.limit and isinstance(current, int) and not isinstance(current, bool):
             effective[key.argument] = min(current, value)
     return effective
+
+
+def use_policies(broker: Any, engine: PolicyEngine) -> None:
+    """Make ``engine`` the broker's argument source (``Broker.arguments``) and tell it about changes. A
+    broker without the argument seam keeps its declared arguments (the engine still stores and reports)."""
+    if hasattr(broker, "arguments"):
+        broker.arguments = engine
+    engine.attach(broker)
