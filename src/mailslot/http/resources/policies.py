@@ -17,7 +17,7 @@ from ...core.policies import OPERATOR_POLICY, POLICY, InvalidPolicy, Policy
 from ..auth import Rule, login_vhosts
 from ..bodies import read_body
 from ..context import context, current_user
-from ..direct import vhost_or_404
+from ..direct import committed, vhost_or_404
 from ..errors import ApiError, bad_request, empty_response, not_found
 from ..listing import Listing, reply_list, reply_object
 from ..routing import Routes
@@ -71,12 +71,15 @@ async def _put(request: web.Request) -> web.Response:
         )
     except InvalidPolicy as error:
         raise bad_request(f"Validation failed\n\n{error.text}\n") from None
+    await committed(context(request))  # what the change did to live queues (dropped heads) is durable too
     return empty_response(204 if existed else 201)
 
 
 async def _delete(request: web.Request) -> web.Response:
-    if not context(request).policies.delete(_kind(request), *_path(request)):
+    ctx = context(request)
+    if not ctx.policies.delete(_kind(request), *_path(request)):
         raise not_found()
+    await committed(ctx)
     return empty_response()
 
 
