@@ -5,6 +5,7 @@ exchanges report. Every object made on the shared RabbitMQ has a unique name and
 from __future__ import annotations
 
 import html
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from .client import ManagementApi, q
 from .test_differential import both, poll
+from .test_rabbitmqadmin import rabbitmqadmin  # noqa: F401 -- the fixture
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
@@ -206,3 +208,40 @@ def test_who_may_do_what(apis: dict[str, ManagementApi], cleanup: list[str]) -> 
             assert mine.status == theirs.status, (user, method, path, mine.body, theirs.body)
             if mine.status >= 400:
                 assert mine.json == theirs.json
+
+
+def test_rabbitmqadmin_declares_lists_and_deletes_policies(
+    rabbitmqadmin: Any,  # noqa: F811 -- the fixture imported above
+    apis: dict[str, ManagementApi],
+) -> None:
+    """RabbitMQ's own rabbitmqadmin (v1), unchanged: the same commands, the same outputs, in a vhost of its
+    own on each broker (deleting the vhost deletes its policies, on both)."""
+    from .test_rabbitmqadmin import FORMATS, Admin
+
+    vhost = unique("cli")
+    admins = {name: Admin(rabbitmqadmin, api) for name, api in apis.items()}
+    try:
+        for admin in admins.values():
+            admin.run("declare", "vhost", f"name={vhost}")
+            admin.run("declare", "permission", f"vhost={vhost}", "user=guest", "configure=.*", "write=.*", "read=.*")
+            admin.run("declare", "policy", "name=cap", "pattern=^jobs", 'definition={"max-length": 5}',
+                      "priority=2", "apply-to=queues", vhost=vhost)
+            admin.run("declare", "operator_policy", "name=ttl", "pattern=.*", 'definition={"message-ttl": 1000}',
+                      vhost=vhost)
+        for fmt in FORMATS:
+            for what in ("policies", "operator_policies"):
+                out = {n: a.run("list", what, "name", "pattern", "apply-to", "definition", "priority", vhost=vhost,
+                                fmt=fmt).stdout for n, a in admins.items()}
+                assert out["mailslot"] == out["rabbitmq"], (fmt, what, out)
+        refused = {n: a.run("declare", "policy", "name=bad", "pattern=.*", 'definition={"max-length": -1}',
+                            vhost=vhost, check=False) for n, a in admins.items()}
+        assert refused["mailslot"].returncode == refused["rabbitmq"].returncode != 0
+        assert "not a valid maximum length" in refused["mailslot"].stderr
+        for admin in admins.values():
+            admin.run("delete", "policy", "name=cap", vhost=vhost)
+            admin.run("delete", "operator_policy", "name=ttl", vhost=vhost)
+        listed = {n: a.run("list", "policies", "name", vhost=vhost, fmt="raw_json").stdout for n, a in admins.items()}
+        assert json.loads(listed["mailslot"]) == json.loads(listed["rabbitmq"]) == []
+    finally:
+        for admin in admins.values():
+            admin.run("delete", "vhost", f"name={vhost}", check=False)
