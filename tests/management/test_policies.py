@@ -245,3 +245,27 @@ def test_rabbitmqadmin_declares_lists_and_deletes_policies(
     finally:
         for admin in admins.values():
             admin.run("delete", "vhost", f"name={vhost}", check=False)
+
+
+def test_listing_order_and_precedence_whatever_the_order_of_creation(
+    apis: dict[str, ManagementApi], cleanup: list[str]
+) -> None:
+    """Lists are by priority, lowest first; the highest priority applies, whether made first or last."""
+    vhost = unique("order")
+    cleanup.append(f"/api/vhosts/{q(vhost)}")
+    queue = "jobs"
+    for api in apis.values():
+        api.ok("PUT", f"/api/vhosts/{q(vhost)}")
+        api.ok("PUT", f"/api/permissions/{q(vhost)}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+        for name, priority in (("top", 9), ("bottom", 1), ("middle", 4)):
+            api.ok("PUT", f"/api/policies/{q(vhost)}/{name}",
+                   {"pattern": "^jobs", "definition": {"max-length": priority}, "priority": priority})
+        api.ok("PUT", f"/api/queues/{q(vhost)}/{queue}", {"durable": False})
+    listed = both(apis, "GET", f"/api/policies/{q(vhost)}")
+    assert [p["name"] for p in listed["mailslot"].json] == [p["name"] for p in listed["rabbitmq"].json] == [
+        "bottom", "middle", "top"]
+    for name, api in apis.items():
+        def applied(api: ManagementApi = api) -> Any:
+            return api.get(f"/api/queues/{q(vhost)}/{queue}").json.get("policy")
+
+        assert poll(f"{name}: the policy in force", applied) == "top"

@@ -24,7 +24,9 @@ from ..routing import Routes
 
 routes = Routes()
 
-LISTING = Listing(document=Policy.document, basic={"vhost": "vhost", "name": "name", "priority": "priority"})
+# RabbitMQ lists policies by priority, lowest first (rabbit_policy:sort_by_priority), not by vhost and name.
+LISTING = Listing(document=Policy.document, basic={"vhost": "vhost", "name": "name", "priority": "priority"},
+                  default_sort=("priority",))
 
 
 def _kind(request: web.Request) -> str:
@@ -39,7 +41,8 @@ async def _list(request: web.Request) -> web.Response:
         allowed = [vhost]
     else:
         allowed = login_vhosts(ctx.access, current_user(request), sorted(ctx.core.vhosts))
-    policies = [p for v in allowed for p in ctx.policies.listed(_kind(request), v)]
+    allowed_set = set(allowed)
+    policies = [p for p in ctx.policies.listed(_kind(request)) if p.vhost in allowed_set]
     return reply_list(request, policies, LISTING)
 
 
