@@ -50,3 +50,14 @@ def test_import_through_the_api(tmp_path: Path) -> None:
         api.ok("POST", "/api/definitions/%2F", {"policies": [{k: v for k, v in POLICY.items() if k != "vhost"}
                                                              | {"name": "scoped"}]})
         assert api.ok("GET", "/api/policies/%2F/scoped")["pattern"] == "^orders"
+
+
+def test_a_refused_policy_in_the_boot_file_stops_the_start_naming_it(tmp_path: Path) -> None:
+    from mailslot.config import ConfigError
+
+    path = tmp_path / "definitions.json"
+    path.write_text(json.dumps({"vhosts": [{"name": "/"}],
+                                "policies": [{**POLICY, "definition": {"max-priority": 10}}]}))
+    with pytest.raises(ConfigError) as refused, broker_in_thread(definitions=str(path)):
+        pass
+    assert "max-priority" in str(refused.value) and "not recognised policy settings" in str(refused.value)

@@ -38,6 +38,7 @@ from typing import Any
 from ..storage.api import MetadataStore
 from .access.patterns import InvalidPattern, compile_pattern
 from .arguments import MAX_TTL, OVERFLOW_MODES, QUEUE_MODES
+from .errors import BrokerError
 
 log = logging.getLogger("mailslot.policies")
 
@@ -50,12 +51,8 @@ QUEUE = "queue"
 EXCHANGE = "exchange"
 
 
-class InvalidPolicy(ValueError):
+class InvalidPolicy(BrokerError):
     """A policy refused; ``text`` is RabbitMQ's wording (the management API answers 400 with it)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
 
 
 # ---- definition keys ---------------------------------------------------------------------------------
