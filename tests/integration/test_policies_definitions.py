@@ -43,10 +43,11 @@ def test_import_through_the_api(tmp_path: Path) -> None:
         api.ok("POST", "/api/definitions", {"policies": [POLICY]})
         assert api.ok("GET", "/api/policies/%2F/ttl") == POLICY
         bad = {**POLICY, "name": "bad", "definition": {"max-length": -1}}
-        reply = api.post("/api/definitions", {"policies": [bad]})
+        reply = api.post("/api/definitions", {"vhosts": [{"name": "not-made"}], "policies": [bad]})
         assert reply.status == 400
         assert "policy 'bad'" in reply.json["reason"] and "-1 is not a valid maximum length" in reply.json["reason"]
         assert api.get("/api/policies/%2F/bad").status == 404
+        assert api.get("/api/vhosts/not-made").status == 404  # nothing of the refused file was applied
         api.ok("POST", "/api/definitions/%2F", {"policies": [{k: v for k, v in POLICY.items() if k != "vhost"}
                                                              | {"name": "scoped"}]})
         assert api.ok("GET", "/api/policies/%2F/scoped")["pattern"] == "^orders"

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from ...core import errors as core_errors
 from ...core.policies import POLICY, InvalidPolicy
+from ...core.policies import validate as validate_policy
 from ...core.vhost import CommandInvalid, VirtualHost
 from ..auth import Rule
 from ..bodies import decode_body, parse_bool, parse_object, parse_str
@@ -190,6 +191,13 @@ def _vhost_of(ctx: ManagementContext, item: dict[str, Any], section: str, only: 
 
 def apply_definitions(ctx: ManagementContext, document: dict[str, Any], only: str | None = None) -> None:
     """Apply an imported file (into vhost ``only`` when given, as the per-vhost endpoint does)."""
+    for item in _items(document, "policies"):  # checked before anything changes: a refused policy stops it all
+        name = parse_str("policies.name", item.get("name"))
+        try:
+            validate_policy(POLICY, only or "/", name, item.get("pattern"), item.get("definition"),
+                            item.get("priority"), item.get("apply-to"))
+        except InvalidPolicy as error:
+            raise bad_request(f"policies: policy '{name}': {error.text}") from None
     admin = ctx.admin
     try:
         if only is None:
