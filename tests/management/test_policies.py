@@ -269,3 +269,19 @@ def test_listing_order_and_precedence_whatever_the_order_of_creation(
             return api.get(f"/api/queues/{q(vhost)}/{queue}").json.get("policy")
 
         assert poll(f"{name}: the policy in force", applied) == "top"
+
+
+def test_deleting_a_vhost_deletes_its_policies(apis: dict[str, ManagementApi], cleanup: list[str]) -> None:
+    vhost = unique("gone")
+    cleanup.append(f"/api/vhosts/{q(vhost)}")
+    for api in apis.values():
+        api.ok("PUT", f"/api/vhosts/{q(vhost)}")
+        api.ok("PUT", f"/api/policies/{q(vhost)}/p", {"pattern": ".*", "definition": {"max-length": 1}})
+        api.ok("PUT", f"/api/operator-policies/{q(vhost)}/o", {"pattern": ".*", "definition": {"max-length": 1}})
+        api.ok("DELETE", f"/api/vhosts/{q(vhost)}")
+        api.ok("PUT", f"/api/vhosts/{q(vhost)}")
+    for kind, name in (("policies", "p"), ("operator-policies", "o")):
+        again = both(apis, "GET", f"/api/{kind}/{q(vhost)}/{name}")
+        assert again["mailslot"].status == again["rabbitmq"].status == 404
+        listed = both(apis, "GET", f"/api/{kind}/{q(vhost)}")
+        assert listed["mailslot"].json == listed["rabbitmq"].json == []
