@@ -33,12 +33,15 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..storage.api import MetadataStore
 from .access.patterns import InvalidPattern, compile_pattern
 from .arguments import MAX_TTL, OVERFLOW_MODES, QUEUE_MODES
 from .errors import BrokerError
+
+if TYPE_CHECKING:
+    from .broker import Broker
 
 log = logging.getLogger("mailslot.policies")
 
@@ -290,11 +293,10 @@ class PolicyEngine:
                     continue
                 self._sets[kind].setdefault(vhost, {})[name] = policy
 
-    def attach(self, broker: Any) -> None:
-        """Tell ``broker`` (``arguments_changed(vhost)``) after every change, so live queues and exchanges
-        take the new effective arguments. A broker without that method (before the seam) is not told."""
-        changed = getattr(broker, "arguments_changed", None)
-        self._changed = changed if callable(changed) else (lambda vhost: None)
+    def attach(self, changed: Callable[[str], None]) -> None:
+        """Call ``changed(vhost)`` after every change (``Broker.arguments_changed``), so live queues and
+        exchanges take their new effective arguments at once."""
+        self._changed = changed
 
     # ---- set, delete, list (policies: kind POLICY; operator policies: kind OPERATOR_POLICY) ----------
 
@@ -412,9 +414,8 @@ def combine(declared: dict[str, Any], definition: dict[str, Any]) -> dict[str, A
     return effective
 
 
-def use_policies(broker: Any, engine: PolicyEngine) -> None:
-    """Make ``engine`` the broker's argument source (``Broker.arguments``) and tell it about changes. A
-    broker without the argument seam keeps its declared arguments (the engine still stores and reports)."""
-    if hasattr(broker, "arguments"):
-        broker.arguments = engine
-    engine.attach(broker)
+def use_policies(broker: Broker, engine: PolicyEngine) -> None:
+    """Make ``engine`` the broker's argument source (``Broker.arguments``, set before ``recover`` so that
+    recovered queues run with their policies) and have it tell the broker about every change."""
+    broker.arguments = engine
+    engine.attach(broker.arguments_changed)

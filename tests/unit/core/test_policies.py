@@ -185,7 +185,7 @@ def test_refusals_name_the_problem_and_change_nothing(
 ) -> None:
     engine.set(POLICY, "/", "p", ".*", {"max-length": 7})
     recorder = Recorder()
-    engine.attach(recorder)
+    engine.attach(recorder.arguments_changed)
     args: dict[str, Any] = {"pattern": ".*", "definition": {"max-length": 1}, "priority": 0, "apply_to": "all"}
     args.update(kwargs)
     with pytest.raises(InvalidPolicy) as refused:
@@ -206,7 +206,7 @@ def test_operator_policies_take_only_limits(engine: PolicyEngine, key: str) -> N
 
 def test_changes_notify_the_broker(engine: PolicyEngine) -> None:
     recorder = Recorder()
-    engine.attach(recorder)
+    engine.attach(recorder.arguments_changed)
     assert engine.set(POLICY, "v", "p", ".*", {"max-length": 1}) is False
     assert engine.set(POLICY, "v", "p", ".*", {"max-length": 2}) is True
     assert engine.set(OPERATOR_POLICY, "w", "op", ".*", {"max-length": 2}) is False
