@@ -129,8 +129,11 @@ def test_unknown_vhost(apis: dict[str, ManagementApi]) -> None:
         put = both(apis, "PUT", f"/api/{kind}/{vhost}/p", {"pattern": ".*", "definition": {"max-length": 1}})
         assert put["mailslot"].status == put["rabbitmq"].status == 404
         assert put["mailslot"].json == put["rabbitmq"].json
-        listed = both(apis, "GET", f"/api/{kind}/{vhost}")
-        assert listed["mailslot"].status == listed["rabbitmq"].status == 404
+        for method, path in (("GET", f"/api/{kind}/{vhost}"), ("GET", f"/api/{kind}/{vhost}/p"),
+                             ("DELETE", f"/api/{kind}/{vhost}/p")):
+            replies = both(apis, method, path)
+            assert replies["mailslot"].status == replies["rabbitmq"].status == 404
+            assert replies["mailslot"].json == replies["rabbitmq"].json
 
 
 def test_queues_and_exchanges_report_the_policy_in_force(apis: dict[str, ManagementApi], cleanup: list[str]) -> None:

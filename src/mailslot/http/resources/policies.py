@@ -49,8 +49,8 @@ async def _list(request: web.Request) -> web.Response:
 def _path(request: web.Request) -> tuple[str, str]:
     ctx = context(request)
     name = request.match_info["vhost"]
-    if name not in ctx.core.vhosts:
-        raise ApiError(404, "not_found", "vhost_not_found")
+    if name not in ctx.core.vhosts:  # RabbitMQ: PUT names the vhost, GET and DELETE do not
+        raise ApiError(404, "not_found", "vhost_not_found") if request.method == "PUT" else not_found()
     return name, request.match_info["name"]
 
 
