@@ -250,3 +250,23 @@ def test_listing_order_and_export_shape(engine: PolicyEngine) -> None:
 def test_erlang_term() -> None:
     assert erlang_term("a\"b") == '<<"a\\"b">>'
     assert erlang_term([1, True, None, 2.5]) == "[1,true,null,2.5]"
+
+
+def test_matching_without_the_pattern_set_gives_the_same_answers(engine: PolicyEngine,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patterns are matched as one RE2 set; when one cannot be built, one by one, with the same result."""
+    engine.set(POLICY, "/", "a", "^a", {"max-length": 1}, priority=1)
+    engine.set(POLICY, "/", "b", "b$", {"max-length": 2}, priority=2)
+    engine.set(POLICY, "/", "e", "", {"max-length": 3})
+    queues = ["ab", "a", "b", "x", ""]
+    with_set = [names(engine, q)[0] for q in queues]
+    import re2
+
+    class Broken:
+        @staticmethod
+        def SearchSet(options: Any) -> Any:  # noqa: N802 -- re2's name
+            raise re2.error("too big")
+
+    monkeypatch.setattr(re2, "Set", Broken)
+    engine.set(POLICY, "/", "z", "^never-matches$", {"max-length": 4})  # rebuilds the index
+    assert [names(engine, q)[0] for q in queues] == with_set == ["b", "a", "b", "e", "e"]
