@@ -288,3 +288,24 @@ def test_deleting_a_vhost_deletes_its_policies(apis: dict[str, ManagementApi], c
         assert again["mailslot"].status == again["rabbitmq"].status == 404
         listed = both(apis, "GET", f"/api/{kind}/{q(vhost)}")
         assert listed["mailslot"].json == listed["rabbitmq"].json == []
+
+
+def test_policies_move_between_the_two_brokers_in_definitions(apis: dict[str, ManagementApi],
+                                                              cleanup: list[str]) -> None:
+    """A vhost's definitions exported from RabbitMQ carry its policies into mailslot, and back."""
+    rabbit, mine = apis["rabbitmq"], apis["mailslot"]
+    vhost = unique("defs")
+    cleanup.append(f"/api/vhosts/{q(vhost)}")
+    policy = {"pattern": "^orders\\.", "definition": {"max-length": 50, "overflow": "reject-publish",
+                                                      "ha-mode": "all"}, "priority": 3, "apply-to": "queues"}
+    for api in apis.values():
+        api.ok("PUT", f"/api/vhosts/{q(vhost)}")
+    rabbit.ok("PUT", f"/api/policies/{q(vhost)}/cap", policy)
+    exported = rabbit.ok("GET", f"/api/definitions/{q(vhost)}")
+    assert mine.post(f"/api/definitions/{q(vhost)}", exported).status == 204
+    assert mine.ok("GET", f"/api/policies/{q(vhost)}/cap") == rabbit.ok("GET", f"/api/policies/{q(vhost)}/cap")
+    ours = mine.ok("GET", f"/api/definitions/{q(vhost)}")
+    assert ours["policies"] == exported["policies"]
+    rabbit.ok("DELETE", f"/api/policies/{q(vhost)}/cap")
+    assert rabbit.post(f"/api/definitions/{q(vhost)}", ours).status == 204
+    assert rabbit.ok("GET", f"/api/policies/{q(vhost)}/cap") == {"vhost": vhost, "name": "cap", **policy}

@@ -138,8 +138,9 @@ def export_vhost(ctx: ManagementContext, vhost: VirtualHost) -> dict[str, Any]:
     topology = _topology(ctx, [vhost])
     return {
         "rabbit_version": RABBITMQ_API_VERSION,
-        "parameters": strip(_parameters(ctx, vhost.name)),
-        "policies": strip([p.document() for p in ctx.policies.listed(POLICY, vhost.name)]),
+        # As RabbitMQ 3.10: parameters and policies keep their vhost in a vhost's file, topology does not.
+        "parameters": _parameters(ctx, vhost.name),
+        "policies": [p.document() for p in ctx.policies.listed(POLICY, vhost.name)],
         "queues": strip(topology["queues"]),
         "exchanges": strip(topology["exchanges"]),
         "bindings": strip(topology["bindings"]),
