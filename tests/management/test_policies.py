@@ -309,3 +309,17 @@ def test_policies_move_between_the_two_brokers_in_definitions(apis: dict[str, Ma
     rabbit.ok("DELETE", f"/api/policies/{q(vhost)}/cap")
     assert rabbit.post(f"/api/definitions/{q(vhost)}", ours).status == 204
     assert rabbit.ok("GET", f"/api/policies/{q(vhost)}/cap") == {"vhost": vhost, "name": "cap", **policy}
+
+
+def test_list_query_parameters_as_rabbitmq_takes_them(apis: dict[str, ManagementApi], cleanup: list[str]) -> None:
+    """Policy lists sort and select columns, but are neither paged nor filtered by name, as RabbitMQ's."""
+    vhost = unique("query")
+    cleanup.append(f"/api/vhosts/{q(vhost)}")
+    for api in apis.values():
+        api.ok("PUT", f"/api/vhosts/{q(vhost)}")
+        for name in ("a", "b", "c"):
+            api.ok("PUT", f"/api/policies/{q(vhost)}/{name}", {"pattern": "x", "definition": {"max-length": 1}})
+    for query in ("?page=2&page_size=1", "?sort=name&sort_reverse=true&columns=name", "?name=b", ""):
+        replies = both(apis, "GET", f"/api/policies/{q(vhost)}{query}")
+        assert replies["mailslot"].status == replies["rabbitmq"].status == 200
+        assert replies["mailslot"].json == replies["rabbitmq"].json, query
