@@ -65,6 +65,15 @@ def test_policies_survive_a_graceful_restart(tmp_path: Path) -> None:
         _check(broker.amqp_url, ManagementApi(broker.http_url))
 
 
+def test_policies_survive_a_restart_on_postgres(postgres_settings: Any) -> None:
+    config = {"store": "postgres", "postgres_dsn": postgres_settings.dsn, "postgres_schema": postgres_settings.schema,
+              "node_name": postgres_settings.node_name, "http_port": 0}
+    with broker_in_thread(**config) as broker:
+        _setup(broker.amqp_url, ManagementApi(broker.http_url))
+    with broker_in_thread(**config) as broker:
+        _check(broker.amqp_url, ManagementApi(broker.http_url))
+
+
 @pytest.mark.slow
 def test_policies_survive_kill_9(tmp_path: Path) -> None:
     broker = BrokerProcess(store="segments", data_dir=tmp_path / "data")
