@@ -122,8 +122,9 @@ KEYS: dict[str, Key] = {
     "max-length": Key(_integer(0), "{} is not a valid maximum length", "x-max-length", True, True),
     "max-length-bytes": Key(_integer(0), "{} is not a valid maximum length in bytes", "x-max-length-bytes",
                             True, True),
-    "message-ttl": Key(_integer(0, MAX_TTL), "{} is not a valid message TTL", "x-message-ttl", True, True),
-    "expires": Key(_integer(1, MAX_TTL), "{} is not a valid queue expiry", "x-expires", True, True),
+    # RabbitMQ takes any TTL here (arguments stop at ten years): longer ones run as ten years (``combine``).
+    "message-ttl": Key(_integer(0), "{} is not a valid message TTL", "x-message-ttl", True, True),
+    "expires": Key(_integer(1), "{} is not a valid queue expiry", "x-expires", True, True),
     "delivery-limit": Key(_integer(0), "{} is not a valid delivery limit", "x-delivery-limit", True, True),
     "overflow": Key(_one_of(OVERFLOW_MODES), "{} is not a valid overflow value", "x-overflow"),
     "dead-letter-exchange": Key(_string, "{} is not a valid dead letter exchange name", "x-dead-letter-exchange"),
@@ -449,6 +450,7 @@ def _queue_type(declared: dict[str, Any]) -> str:
 
 
 _DEDUP_WINDOW = frozenset({"x-cache-size", "x-cache-ttl"})
+_TEN_YEARS_AT_MOST = frozenset({"x-message-ttl", "x-expires"})  # the longest the arguments take (core.arguments)
 
 
 def combine(declared: dict[str, Any], definition: dict[str, Any]) -> dict[str, Any]:
@@ -461,6 +463,8 @@ def combine(declared: dict[str, Any], definition: dict[str, Any]) -> dict[str, A
             continue
         if key.argument in _DEDUP_WINDOW and declared.get("x-message-deduplication") is not True:
             continue  # a window only means something on a deduplicating queue
+        if key.argument in _TEN_YEARS_AT_MOST:
+            value = min(value, MAX_TTL)
         current = effective.get(key.argument)
         if current is None:
             effective[key.argument] = value

@@ -270,3 +270,11 @@ def test_matching_without_the_pattern_set_gives_the_same_answers(engine: PolicyE
     monkeypatch.setattr(re2, "Set", Broken)
     engine.set(POLICY, "/", "z", "^never-matches$", {"max-length": 4})  # rebuilds the index
     assert [names(engine, q)[0] for q in queues] == with_set == ["b", "a", "b", "e", "e"]
+
+
+def test_ttls_beyond_ten_years_are_accepted_and_run_as_ten_years(engine: PolicyEngine) -> None:
+    from mailslot.core.arguments import MAX_TTL
+
+    engine.set(POLICY, "/", "long", ".*", {"message-ttl": MAX_TTL * 2, "expires": MAX_TTL + 1})  # RabbitMQ takes these
+    assert engine.queue_arguments("/", "q", {}) == {"x-message-ttl": MAX_TTL, "x-expires": MAX_TTL}
+    assert engine.applied("/", QUEUE, "q").definition == {"expires": MAX_TTL + 1, "message-ttl": MAX_TTL * 2}
