@@ -27,11 +27,11 @@ from .core.broker import Broker as CoreBroker
 from .core.definitions import (
     DefinitionsError,
     ImportReport,
-    PolicySink,
     export_definitions,
     import_definitions,
     read_definitions_file,
 )
+from .core.policies import PolicyEngine, use_policies
 from .frontends.amqp091 import AMQP_CODEC, AMQPConnection
 from .http.context import Listener, ManagementContext, ManagementSettings, NodeInfo, default_node_name
 from .http.server import HTTPServer, process_rss
@@ -51,6 +51,23 @@ from .transport.tls import ReloadableTLS, TLSFiles
 
 log = logging.getLogger("mailslot")
 _T = TypeVar("_T")
+
+
+class PolicyAwareHost:
+    """The core as the access model sees it, with a vhost's policies deleted along with the vhost."""
+
+    def __init__(self, core: CoreBroker, policies: PolicyEngine) -> None:
+        self.core, self.policies = core, policies
+
+    def add_vhost(self, name: str) -> object:
+        return self.core.add_vhost(name)
+
+    def delete_vhost(self, name: str) -> None:
+        self.core.delete_vhost(name)
+        self.policies.forget_vhost(name)
+
+    def set_queue_limit(self, name: str, limit: int | None) -> None:
+        self.core.set_queue_limit(name, limit)
 
 
 class PortInUseError(OSError):
@@ -221,9 +238,7 @@ class BrokerServer:
         self._tls: ReloadableTLS | None = None
         self._access: InternalAccessControl | None = None
         self._admin: AccessAdmin | None = None
-        # Where imported policies go: the core policy engine plugs in here once it exists (until then a
-        # definitions import reports its policies as skipped).
-        self.policies: PolicySink | None = None
+        self._policies: PolicyEngine | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -244,7 +259,11 @@ class BrokerServer:
             vhosts=(),
             consumer_timeout_ms=round(config.consumer_timeout * 1000) if config.consumer_timeout else None,
         )
-        admin = AccessAdmin(access, core)
+        # Policies before recovery: queues and exchanges are rebuilt with their effective arguments.
+        policies = PolicyEngine(metadata)
+        use_policies(core, policies)
+        self._policies = policies
+        admin = AccessAdmin(access, PolicyAwareHost(core, policies))
         admin.attach()  # the vhosts of the access records, before recovery fills them
         ensure_configured(admin, config.users, config.vhosts, config.default_vhost)
         core.recover()
@@ -271,7 +290,7 @@ class BrokerServer:
         listener.admission = Admission(connection_cap(config.max_connections, raise_fd_limit()))
         read = config.resource_reader or system_reader(Path(config.data_dir))
         monitor = ResourceMonitor(read, limits)
-        management = self._management(core, access, admin, listener, monitor)
+        management = self._management(core, access, admin, listener, monitor, policies)
         http = HTTPServer(management, commit_stats=listener.scheduler.commit_stats)
         self._core, self._listener, self._http, self._tls = core, listener, http, tls
         try:
@@ -314,6 +333,7 @@ class BrokerServer:
         admin: AccessAdmin,
         listener: AMQPListener,
         monitor: ResourceMonitor,
+        policies: PolicyEngine,
     ) -> ManagementContext:
         """The management API's view of this broker: the access model the AMQP front end uses too, the AMQP
         connections, this node's facts and the settings."""
@@ -327,7 +347,8 @@ class BrokerServer:
         settings = ManagementSettings(
             max_body_bytes=config.http_max_body_size, open_health_checks=config.http_open_health_checks
         )
-        return ManagementContext(core, access, AMQPConnections(listener), node, settings, rss=process_rss, admin=admin)
+        return ManagementContext(core, access, AMQPConnections(listener), node, settings, rss=process_rss, admin=admin,
+                                 policies=policies)
 
     async def _listen(self, listener: AMQPListener, http: HTTPServer, tls: ReloadableTLS | None) -> None:
         """Bind every listener that is on (a port of None is off), plain and TLS side by side; each goes
@@ -469,6 +490,12 @@ class BrokerServer:
         """Logins, permission checks and the table of open connections (core/access)."""
         assert self._access is not None, "broker not started"
         return self._access
+
+    @property
+    def policies(self) -> PolicyEngine:
+        """Policies and operator policies (core/policies.py)."""
+        assert self._policies is not None, "broker not started"
+        return self._policies
 
     @property
     def access_admin(self) -> AccessAdmin:
