@@ -153,7 +153,7 @@ def _access_scenario(target: Target) -> dict[str, Any]:
     target.ok("set_vhost_limits", "-p", vhost, '{"max-queues": 7}')  # replaces: max-connections goes
     target.ok("set_user_limits", user, '{"max-channels": 3}')
     target.ok("set_user_limits", user, '{"max-connections": 4}')  # merges
-    state = {"after_set": _access_state(target, user, vhost)}
+    state: dict[str, Any] = {"after_set": _access_state(target, user, vhost)}
     state["login"] = _login(target.amqp_port, user, "s3cret", vhost)
     target.ok("change_password", user, input="n3w\n")  # read from stdin, as rabbitmqctl asks for it
     state["old_password"] = _login(target.amqp_port, user, "s3cret", vhost)
@@ -292,7 +292,7 @@ def test_close_connection(target: Target) -> None:
             return next((row["name"] for row in rows if row["peer_port"] == local_port), None)
 
         name = wait_for(listed, timeout=15, what="the connection in list_connections")
-        target.ok("close_connection", name, "closed by ctl test")
+        target.ok("close_connection", str(name), "closed by ctl test")
 
         def closed() -> bool:
             try:
