@@ -87,7 +87,9 @@ def mailslot_target() -> Iterator[Target]:
 
     with broker_in_thread() as broker:
         url = broker.http_url.replace("http://", "http://guest:guest@")
-        yield Target("mailslot", url, broker.amqp_port)
+        target = Target("mailslot", url, broker.amqp_port)
+        target.broker = broker  # type: ignore[attr-defined]
+        yield target
 
 
 @pytest.fixture
@@ -254,6 +256,17 @@ def test_list_tables(mailslot_target: Target) -> None:
     assert quiet.exit_code == 0 and quiet.stderr == ""
 
 
+def test_amqp_url_names_the_api_on_its_http_port(mailslot_target: Target) -> None:
+    """The one --url convention of every mailslot command: the AMQP URL, the API on --http-port."""
+    broker = mailslot_target.broker  # type: ignore[attr-defined]
+    args = ["ctl", "--url", broker.amqp_url, "--http-port", str(broker.http_port), "add_vhost", "ctl-by-amqp-url"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert "ctl-by-amqp-url" in broker.access.vhosts
+    wrong_port = CliRunner().invoke(app, ["ctl", "--url", broker.amqp_url, "--http-port", "9", "list_vhosts"])
+    assert wrong_port.exit_code == 69
+
+
 def test_definitions_round_trip(target: Target, tmp_path: Path) -> None:
     user, vhost = _names()
     target.created_users.append(user)
@@ -366,11 +379,17 @@ def test_offline_user_logs_in_after_start(tmp_path: Path, store: str) -> None:
     assert _offline(data_dir, "add_user", "ctl-offline", "pw").exit_code == 1  # already exists
     refused = _offline(data_dir, "list_connections")
     assert refused.exit_code == 1 and "needs a running broker" in refused.stderr
+    missing = _offline(data_dir, "set_permissions", "-p", "no-such-vhost", "ctl-offline", ".*", ".*", ".*")
+    assert missing.exit_code == 1 and "vhost 'no-such-vhost' does not exist" in missing.stderr
+    assert _offline(data_dir, "add_user", "ctl-gone", "pw").exit_code == 0
+    assert _offline(data_dir, "change_password", "ctl-gone", "pw2").exit_code == 0
+    assert _offline(data_dir, "delete_user", "ctl-gone").exit_code == 0
 
     with broker_in_thread(store=store, data_dir=data_dir) as broker:
         assert _login(broker.amqp_port, "ctl-offline", "pw", "ctl-offline-vh")
         assert not _login(broker.amqp_port, "ctl-offline", "wrong", "ctl-offline-vh")
         assert broker.access.limits.user_limit("ctl-offline", "max-connections") == 2
+        assert broker.access.users.get("ctl-gone") is None
 
 
 def test_offline_refuses_what_is_not_a_data_directory(tmp_path: Path) -> None:
