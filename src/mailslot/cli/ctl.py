@@ -146,7 +146,7 @@ def _show(rows: list[dict[str, Any]], columns: list[str], fmt: Format, title: st
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(row.get(column)) for column in columns), )
+        table.add_row(*(_cell(row.get(column)) for column in columns))
     Console(highlight=False, markup=False).print(table)
 
 
@@ -409,9 +409,8 @@ def list_vhost_limits(ctx: typer.Context, vhost: VhostOption = "/", fmt: FormatO
     """Show a vhost's limits."""
     with _admin(ctx) as admin:
         _say(ctx, f'Listing limits for vhost "{vhost}" ...')
-        limits = admin.vhost_limits(vhost)
-        _show([{"limit": k, "value": v} for k, v in sorted(limits.items())] if fmt is Format.table else [limits],
-              ["limit", "value"], fmt, f"limits of vhost {vhost}")
+        rows = [{"limit": k, "value": v} for k, v in sorted(admin.vhost_limits(vhost).items())]
+        _show(rows, ["limit", "value"], fmt, f"limits of vhost {vhost}")
 
 
 @_command("set_user_limits")
@@ -450,9 +449,8 @@ def list_user_limits(ctx: typer.Context, username: str, fmt: FormatOption = Form
     """Show a user's limits."""
     with _admin(ctx) as admin:
         _say(ctx, f'Listing limits for user "{username}" ...')
-        limits = admin.user_limits(username)
-        _show([{"limit": k, "value": v} for k, v in sorted(limits.items())] if fmt is Format.table else [limits],
-              ["limit", "value"], fmt, f"limits of user {username}")
+        rows = [{"limit": k, "value": v} for k, v in sorted(admin.user_limits(username).items())]
+        _show(rows, ["limit", "value"], fmt, f"limits of user {username}")
 
 
 # ---- definitions --------------------------------------------------------------------------------------
@@ -475,9 +473,7 @@ def import_definitions(
         raise _fail(f"{file} is not JSON: {error}") from None
     with _admin(ctx, offline=False) as admin:
         _say(ctx, f'Importing definitions from "{file}" ...')
-        report = admin.import_definitions(body, vhost)
-        if report and not ctx.obj.quiet:  # mailslot answers what it imported and skipped; RabbitMQ nothing
-            print(json.dumps(report, indent=2), file=sys.stderr)
+        admin.import_definitions(body, vhost)
 
 
 @_command("export_definitions")

@@ -42,6 +42,10 @@ class CtlError(Exception):
 UNAVAILABLE = 69  # EX_UNAVAILABLE: rabbitmqctl's code when the node cannot be reached
 
 
+class Missing(CtlError):
+    """The API answered 404: the object named does not exist."""
+
+
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -80,7 +84,9 @@ class HttpAdmin:
     # ---- transport --------------------------------------------------------------------------------
 
     def request(self, method: str, path: str, body: Any = None, *, not_found: str | None = None,
-                headers: dict[str, str] | None = None, raw: bool = False) -> Any:
+                headers: dict[str, str] | None = None) -> Any:
+        """The JSON answer (None for an empty one); a refusal as CtlError, a 404 as Missing with the
+        ``not_found`` text when given (the API's own is a bare "Not Found")."""
         url = self.api.base.rstrip("/") + "/api" + path
         credentials = base64.b64encode(f"{self.api.username}:{self.api.password}".encode()).decode()
         all_headers = {"Authorization": f"Basic {credentials}", **(headers or {})}
@@ -93,16 +99,14 @@ class HttpAdmin:
             with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:  # scheme checked by Api
                 payload = response.read()
         except urllib.error.HTTPError as exc:
-            if exc.code == 404 and not_found is not None:
-                raise CtlError(not_found) from None
+            if exc.code == 404:
+                raise Missing(not_found or self._refusal(exc, method, path)) from None
             raise CtlError(self._refusal(exc, method, path)) from None
         except urllib.error.URLError as exc:
             why = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
             raise CtlError(f"cannot reach the management API at {self.api.base}: {why}", UNAVAILABLE) from None
         except OSError as exc:  # timeouts, resets
             raise CtlError(f"cannot reach the management API at {self.api.base}: {exc}", UNAVAILABLE) from None
-        if raw:
-            return payload
         if not payload.strip():
             return None
         try:
@@ -124,11 +128,9 @@ class HttpAdmin:
 
     def _get_or_none(self, path: str) -> Any:
         try:
-            return self.request("GET", path, not_found="")
-        except CtlError as error:
-            if str(error) == "":
-                return None
-            raise
+            return self.request("GET", path)
+        except Missing:
+            return None
 
     # ---- users ------------------------------------------------------------------------------------
 
@@ -250,13 +252,13 @@ class HttpAdmin:
 
     # ---- definitions, connections (running broker only) ---------------------------------------------
 
-    def import_definitions(self, body: Any, vhost: str | None = None) -> Any:
+    def import_definitions(self, body: Any, vhost: str | None = None) -> None:
         path = "/definitions" if vhost is None else f"/definitions/{quote(vhost)}"
-        return self.request("POST", path, body)
+        self.request("POST", path, body, not_found=f"vhost '{vhost}' does not exist")
 
     def export_definitions(self, vhost: str | None = None) -> Any:
         path = "/definitions" if vhost is None else f"/definitions/{quote(vhost)}"
-        return self.request("GET", path, not_found=None if vhost is None else f"vhost '{vhost}' does not exist")
+        return self.request("GET", path, not_found=f"vhost '{vhost}' does not exist")
 
     def close_connection(self, name: str, reason: str) -> None:
         self.request("DELETE", f"/connections/{quote(name)}", headers={"X-Reason": reason},
@@ -464,4 +466,4 @@ class _OfflineHost:
                 self.metadata.delete_exchange(name, exchange.name)
 
 
-__all__ = ["USER_LIMITS", "VHOST_LIMITS", "CtlError", "FetchError", "HttpAdmin", "OfflineAdmin", "parse_limits"]
+__all__ = ["USER_LIMITS", "VHOST_LIMITS", "CtlError", "FetchError", "HttpAdmin", "Missing", "OfflineAdmin", "parse_limits"]
