@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from ..storage.api import MessageLog, MetadataStore
-from . import dedup
+from . import featureset
 from .access.authorizer import UNRESTRICTED, Authorizer
+from .argument_source import ArgumentSource, DeclaredOnly
 from .delayed import release_ticker
 from .message import Codecs, Message, PropertiesCodec
-from .priority import recovering_lane
 from .queue import Queue
 from .redelivery import DEFAULT_CONSUMER_TIMEOUT_MS, Redelivery
 from .session import DeliverySink, Gate, Session
@@ -80,15 +80,18 @@ class Broker:
         vhosts: Iterable[str] = ("/",),
         clock: Callable[[], float] = time.time,
         consumer_timeout_ms: int | None = DEFAULT_CONSUMER_TIMEOUT_MS,
+        arguments: ArgumentSource | None = None,
     ) -> None:
         """``codecs``: the properties codec of every front end (core/message.py), by which messages read back
         from the store are rebuilt. ``consumer_timeout_ms``: the broker-wide consumer acknowledgement
-        timeout (None or 0: none)."""
+        timeout (None or 0: none). ``arguments``: where effective queue/exchange arguments come from
+        (policies; default: the declared ones), also settable later (``Broker.arguments``)."""
         self.log = message_log
         self.metadata = metadata
         self.codecs = Codecs(codecs)
         self.clock = clock
         self.vhosts: dict[str, VirtualHost] = {}
+        self._arguments: ArgumentSource = arguments if arguments is not None else DeclaredOnly()
         for name in vhosts:
             self.add_vhost(name)
         # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
@@ -96,7 +99,7 @@ class Broker:
         self.redelivery = Redelivery(self.mark_dirty, consumer_timeout_ms)  # retry delays, ack timeouts
         self.tickers.append(self.redelivery.tick)
         self.tickers.append(release_ticker(self.vhosts.values()))  # delayed messages: one timer for all
-        self.tickers.append(lambda now: dedup.expire_all(self.vhosts.values(), now))
+        self.tickers.append(lambda now: featureset.tick_owners(self.vhosts.values(), now))
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
         self._reply_sessions: dict[str, Session] = {}
@@ -142,20 +145,39 @@ class Broker:
                 exchange.bind(
                     (binding.destination_kind, binding.destination), binding.routing_key, arguments, binding.arguments_key
                 )
-        by_key = {queue.key: queue for vhost in self.vhosts.values() for queue in vhost.queues.values()}
-        windows = dedup.windows_by_store_key(self.vhosts.values())
         for recovered in self.log.recover():
-            queue = by_key.get(recovered.queue) or recovering_lane(by_key, recovered.queue)
-            if queue is None and any(vhost.delays.restore(recovered) for vhost in self.vhosts.values()):
-                continue  # a delayed exchange's scheduled messages (core/delayed.py)
-            if queue is None and recovered.queue in windows:
-                windows[recovered.queue].restore()  # a deduplication window's keys
-            elif queue is None:
-                self.log.stage_purge(recovered.queue)  # rows of a queue that no longer exists
-            else:
-                queue.restore(recovered.count, recovered.max_seq)
+            # Dispatched by the key's kind (core/storekeys.py) to the queue, lane or feature owning it.
+            if not featureset.recover(self.vhosts, recovered):
+                self.log.stage_purge(recovered.queue)  # rows of a queue or feature that no longer exists
         if self.log.has_staged():
             self.log.commit()
+
+    # ---- effective arguments (policies) -----------------------------------------------------------
+
+    @property
+    def arguments(self) -> ArgumentSource:
+        """Where queues' and exchanges' effective arguments come from (core/argument_source.py): used
+        whenever one is built or recovered. Setting it does not touch live queues: call
+        ``arguments_changed`` for the vhosts whose arguments it changes."""
+        return self._arguments
+
+    @arguments.setter
+    def arguments(self, source: ArgumentSource) -> None:
+        self._arguments = source
+        for vhost in self.vhosts.values():
+            vhost.arguments = source
+
+    def arguments_changed(self, vhost: str) -> None:
+        """The argument source changed what it says for ``vhost`` (a policy was set or cleared): every
+        queue and exchange there is resolved again and those whose effective arguments changed are
+        reconfigured at once (Queue.reconfigure). Equivalence checks on redeclare keep comparing the
+        declared arguments, as RabbitMQ does."""
+        host = self.vhosts.get(vhost)
+        if host is None:
+            return
+        for queue in host.arguments_changed():
+            self.mark_dirty(queue)
+        self.request_flush()  # dead-lettered excess and purged windows are staged: commit them soon
 
     # ---- sessions -------------------------------------------------------------------------------
 
@@ -175,6 +197,7 @@ class Broker:
             vhost = self.vhosts[name] = VirtualHost(
                 name, self.log, self.metadata, self.codecs, self.mark_dirty, self.clock
             )
+            vhost.arguments = self._arguments
         return vhost
 
     def delete_vhost(self, name: str) -> None:

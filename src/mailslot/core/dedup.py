@@ -27,8 +27,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..storage.api import MessageLog, StoredMessage
+from ..storage.api import MessageLog, QueueRecovery, StoredMessage
+from .features import QueueFeature
 from .message import Entry, Message
+from .storekeys import DEDUP_EXCHANGE, DEDUP_QUEUE, feature_key
 
 if TYPE_CHECKING:
     from .exchanges import Exchange
@@ -372,7 +374,10 @@ class DedupWindow:
         if self.durable:
             self.log.stage_purge(self.store_key)
 
-    def restore(self) -> None:
+    def tick(self, now: float) -> None:
+        self.expire(now)
+
+    def restore(self, recovered: QueueRecovery | None = None) -> None:
         """At start-up: rebuild the index from the rows the log kept (expired ones are removed)."""
         log, index, now_ms = self.log, self.index, self._now_ms()
         expired: list[int] = []
@@ -416,63 +421,74 @@ class DedupWindow:
 
 
 def queue_store_key(vhost: str, name: str) -> str:
-    """Internal store keys: a queue's own key is ``vhost NUL name``; these add a NUL and a kind."""
-    return f"{vhost}\x00\x00dedup-queue\x00{name}"
+    """The store key of a queue's window (core/storekeys.py, kind ``dedup-queue``)."""
+    return feature_key(DEDUP_QUEUE, vhost, name)
 
 
 def exchange_store_key(vhost: str, name: str) -> str:
-    return f"{vhost}\x00\x00dedup-exchange\x00{name}"
+    return feature_key(DEDUP_EXCHANGE, vhost, name)
 
 
-# ---- hooks the virtual host calls ----------------------------------------------------------------
+# ---- the queue feature (core/features.py) ----------------------------------------------------------
 
 
-def attach_to_queue(vhost: VirtualHost, queue: Queue) -> None:
-    """Give a newly declared queue its window if its arguments ask for one."""
-    settings = DedupSettings.for_queue(queue.arguments)
-    if settings is None:
-        return
-    key = queue_store_key(vhost.name, queue.name)
-    window = DedupWindow(
-        key, settings, durable=queue.durable, log=vhost.log, clock=vhost.clock
-    )
-    queue.dedup = window
-    vhost.dedup_windows[key] = window
-    _wrap(queue, window)
+class DedupFeature(QueueFeature):
+    """``x-message-deduplication`` on a queue: a key in the window refuses the message (DUPLICATE);
+    keys are remembered once the queue took the message and forgotten as their messages leave
+    (until-settled mode), on purge, and with the feature."""
 
+    name = "dedup"
 
-def _wrap(queue: Queue, window: DedupWindow) -> None:
-    """Deduplicate this one queue: its enqueue, settle and purge become wrappers (instance attributes
-    shadow the class's methods), so every other queue runs them without a single extra check. Works
-    for any queue class (plain, priority)."""
-    from .queue import DUPLICATE as DUPLICATE_OUTCOME  # queue imports this module
-    from .queue import REJECTED
+    def __init__(self, window: DedupWindow, owners: dict[str, Any]) -> None:
+        self.window = window
+        self._owners = owners  # the vhost's store-key owners: recovery and the feature timer find the window there
+        owners[window.store_key] = window
+        self._key: bytes | None = None  # the admitted message's key, remembered by ``enqueued``
 
-    enqueue, settle, purge = queue.enqueue, queue.settle, queue.purge
+    @classmethod
+    def build(cls, queue: Queue, arguments: dict[str, Any], log: MessageLog,
+              clock: Callable[[], float], owners: dict[str, Any]) -> DedupFeature | None:
+        settings = DedupSettings.for_queue(arguments)
+        if settings is None:
+            return None
+        key = queue_store_key(queue.vhost, queue.name)
+        return cls(DedupWindow(key, settings, durable=queue.durable, log=log, clock=clock), owners)
 
-    def enqueue_deduplicated(message: Message) -> int:
-        key = window.check(message)
+    def same_as(self, arguments: dict[str, Any]) -> bool:
+        return DedupSettings.for_queue(arguments) == self.window.settings
+
+    def admit(self, queue: Queue, message: Message) -> int:
+        from .queue import DUPLICATE as DUPLICATE_OUTCOME  # queue imports features, features nothing
+
+        key = self.window.check(message)
         if key is DUPLICATE:
             return DUPLICATE_OUTCOME
-        outcome = enqueue(message)
+        self._key = key
+        return 0
+
+    def enqueued(self, queue: Queue, message: Message, outcome: int) -> None:
+        from .queue import REJECTED
+
+        key, self._key = self._key, None
         # Remembered once the queue took the message (a refused one may be retried); drop-head victims,
         # the new message among them, are settled by the vhost after this returns, which forgets them.
         if key is not None and outcome != REJECTED:
-            window.remember(key, message, message.persistent and queue.durable)
-        return outcome
+            self.window.remember(key, message, message.persistent and queue.durable)
 
-    def settle_deduplicated(entries: list[Entry]) -> None:
-        settle(entries)
-        window.settled(entries)
+    def settle(self, queue: Queue, entries: list[Entry]) -> None:
+        self.window.settled(entries)
 
-    def purge_deduplicated() -> int:
-        count = purge()
-        window.clear()
-        return count
+    def purge(self, queue: Queue) -> None:
+        self.window.clear()
 
-    queue.enqueue = enqueue_deduplicated  # type: ignore[method-assign]
-    queue.settle = settle_deduplicated  # type: ignore[method-assign]
-    queue.purge = purge_deduplicated  # type: ignore[method-assign]
+    def close(self, queue: Queue) -> None:
+        """The queue is deleted or no longer deduplicates: its keys and their rows go."""
+        if self._owners.get(self.window.store_key) is self.window:
+            del self._owners[self.window.store_key]
+        self.window.clear()
+
+
+# ---- exchanges of the plugin's type ----------------------------------------------------------------
 
 
 def attach_to_exchange(vhost: VirtualHost, exchange: Exchange) -> None:
@@ -489,12 +505,13 @@ def attach_to_exchange(vhost: VirtualHost, exchange: Exchange) -> None:
         clock=vhost.clock,
     )
     exchange.window = window
-    vhost.dedup_windows[key] = window
+    vhost.owners[key] = window
 
 
-def detach(vhost: VirtualHost, store_key: str) -> None:
-    window = vhost.dedup_windows.pop(store_key, None)
-    if window is not None:
+def detach_from_exchange(vhost: VirtualHost, exchange: Exchange) -> None:
+    window: DedupWindow | None = getattr(exchange, "window", None)
+    if window is not None and vhost.owners.get(window.store_key) is window:
+        del vhost.owners[window.store_key]
         window.clear()
 
 
@@ -512,14 +529,3 @@ def refused(exchange: Exchange, message: Message) -> None:
         key = window.key_of(message)
         if key is not None:
             window.forget_key(key)
-
-
-def expire_all(vhosts: Iterable[VirtualHost], now: float) -> None:
-    """The broker's ticker: every window's expired keys go."""
-    for vhost in vhosts:
-        for window in vhost.dedup_windows.values():
-            window.expire(now)
-
-
-def windows_by_store_key(vhosts: Iterable[VirtualHost]) -> dict[str, DedupWindow]:
-    return {key: window for vhost in vhosts for key, window in vhost.dedup_windows.items()}

@@ -27,6 +27,7 @@ from ..storage.api import QueueRecovery, StoredMessage
 from .errors import PreconditionFailed
 from .exchanges import Destination, Exchange, HeadersExchange, make_exchange, register_type
 from .message import Message
+from .storekeys import DELAYED, feature_key
 from .ttl import parse_expiration
 
 if TYPE_CHECKING:
@@ -56,8 +57,8 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def delay_key(vhost: str, exchange: str) -> str:
-    """The message-log key of a delayed exchange's scheduled messages (queue keys are ``vhost\\0name``)."""
-    return f"{vhost}\x00\x00delayed\x00{exchange}"
+    """The message-log key of a delayed exchange's scheduled messages (core/storekeys.py, kind ``delayed``)."""
+    return feature_key(DELAYED, vhost, exchange)
 
 
 def delayed_routing_type(arguments: dict[str, Any]) -> str:
@@ -260,7 +261,10 @@ class Schedule:
         except (ValueError, PreconditionFailed):  # checked at publish; never let stored bytes raise here
             return None
 
-    def restore(self, max_seq: int) -> None:
+    def tick(self, now: float) -> None:
+        pass  # released by the broker's one delay timer (release_ticker), under a shared budget
+
+    def restore(self, recovered: QueueRecovery) -> None:
         """After a restart: rebuild the heap from the rows' deadlines, reading in batches (bodies are
         dropped as they are read). A row without a deadline is due at once."""
         read, heap = self.vhost.log.read, self._heap
@@ -272,7 +276,7 @@ class Schedule:
             heap.extend((row.deadline << SEQ_BITS) | row.seq for row in rows)
             after = rows[-1].seq
         heapq.heapify(heap)
-        self.next_seq = max(self.next_seq, max_seq + 1)
+        self.next_seq = max(self.next_seq, recovered.max_seq + 1)
 
     def clear(self) -> None:
         self._heap.clear()
@@ -287,31 +291,22 @@ class DelayedMessages:
     def __init__(self, vhost: VirtualHost) -> None:
         self.vhost = vhost
         self.schedules: dict[str, Schedule] = {}
-        self._prefix = delay_key(vhost.name, "")
 
     def attach(self, exchange: DelayedExchange) -> None:
         """A delayed exchange was declared: from now on it schedules what asks for a delay."""
         schedule = Schedule(self.vhost, exchange)
         self.schedules[exchange.name] = schedule
         exchange.schedule = schedule
+        self.vhost.owners[schedule.key] = schedule  # its rows, at start-up (core/featureset.py)
 
     def drop(self, exchange: DelayedExchange) -> None:
         """The exchange was deleted: its scheduled messages go with it (as with the plugin)."""
         schedule = self.schedules.pop(exchange.name, None)
         exchange.schedule = None
         if schedule is not None:
+            self.vhost.owners.pop(schedule.key, None)
             schedule.clear()
             self.vhost.log.stage_purge(schedule.key)
-
-    def restore(self, recovered: QueueRecovery) -> bool:
-        """Claim a recovered log key if it is the delay key of one of this vhost's exchanges."""
-        if not recovered.queue.startswith(self._prefix):
-            return False
-        schedule = self.schedules.get(recovered.queue[len(self._prefix) :])
-        if schedule is None:
-            return False  # its exchange is gone (not durable): the broker purges the rows
-        schedule.restore(recovered.max_seq)
-        return True
 
     def release(self, now_ms: int, budget: int) -> int:
         released = 0

@@ -40,6 +40,8 @@ class Exchange:
         self.auto_delete = auto_delete
         self.internal = internal
         self.arguments = arguments or {}
+        # As declared, combined with policies (core/argument_source.py); the vhost keeps it current.
+        self.effective_arguments = self.arguments
         self.bindings: dict[BindingKey, dict[str, Any]] = {}
         # Publishes into this exchange and the queue deliveries they made (RabbitMQ's publish_in and
         # publish_out), for the management API; the default exchange's fast path does not count them.

@@ -4,7 +4,7 @@ Rules of this module:
 
 * A ``PriorityQueue`` holds no messages itself. Each priority level in use is a ``Lane``: a plain
   :class:`~mailslot.core.queue.Queue` used only as a ready-store, under its own storage key
-  (``queue.key + "\\x00p" + level``), so FIFO order, requeue position, paging and recovery are the
+  (kind ``lane`` in core/storekeys.py, sub-key the level), so FIFO order, requeue position, paging and recovery are the
   ordinary queue's, per level. The outer queue keeps what is per queue: limits, consumers, dispatch.
 * Taking a message takes from the highest non-empty lane. A message's level is its AMQP ``priority``
   (absent: 0) capped at ``x-max-priority``, as in RabbitMQ (https://www.rabbitmq.com/docs/priority).
@@ -24,19 +24,20 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import queue as queue_module
+from .arguments import QueuePolicy
 from .message import Entry, Message
 from .queue import ACCEPTED, REJECTED, Queue
+from .storekeys import lane_key
 
 LEVEL_BITS = 8  # x-max-priority is at most 255 (arguments.MAX_PRIORITY)
 LEVEL_MASK = (1 << LEVEL_BITS) - 1
-LANE_SEPARATOR = "\x00p"
 # Arguments that act on the queue as a whole, so the outer queue applies them and its lanes must not.
 QUEUE_WIDE_ARGUMENTS = frozenset(
     {"x-max-length", "x-max-length-bytes", "x-overflow", "x-max-priority", "x-single-active-consumer", "x-expires"}
 )
 
-def lane_key(queue_key: str, level: int) -> str:
-    return f"{queue_key}{LANE_SEPARATOR}{level}"
+def lane_arguments(effective: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in effective.items() if k not in QUEUE_WIDE_ARGUMENTS}
 
 
 class Lane(Queue):
@@ -49,11 +50,11 @@ class Lane(Queue):
             durable=owner.durable,
             exclusive_owner=None,
             auto_delete=False,
-            arguments={k: v for k, v in owner.arguments.items() if k not in QUEUE_WIDE_ARGUMENTS},
+            arguments=lane_arguments(owner.effective_arguments),
             log=owner.log,
             codecs=owner.codecs,
         )
-        self.key = lane_key(owner.key, level)
+        self.key = lane_key(owner.vhost, owner.name, level)
         self.owner = owner
         self.level = level
         self.expiry = owner.expiry  # one TTL state per queue, shared by its lanes (core/ttl.py)
@@ -128,7 +129,9 @@ class PriorityQueue(Queue):
 
     # ---- enqueue --------------------------------------------------------------------------------
 
-    def enqueue(self, message: Message) -> int:
+    def enqueue(self, message: Message, admitted: bool = False) -> int:
+        if self._admit and not admitted:
+            return self._enqueue_through_features(message)
         policy = self.policy
         if policy.bounded and policy.overflow != "drop-head" and self._beyond_limits(1):
             return REJECTED
@@ -236,6 +239,8 @@ class PriorityQueue(Queue):
     def settle(self, entries: list[Entry]) -> None:
         for lane, group in self._by_lane(entries).items():
             lane.settle(group)
+        if self.hooks.settle:
+            self.settled(entries)
 
     def mark_delivered(self, entries: list[Entry]) -> None:
         for lane, group in self._by_lane(entries).items():  # each lane is FIFO: one watermark per lane
@@ -254,7 +259,17 @@ class PriorityQueue(Queue):
         for lane in self._levels:
             lane.purge()
         self._resident = self._resident_bytes = 0
+        if self.hooks.purge:
+            self.purged()
         return count
+
+    def reconfigure(self, effective: dict[str, Any]) -> None:
+        """The lanes run with the per-message arguments (delivery limit, retry delays) of the new set."""
+        arguments = lane_arguments(effective)
+        for lane in self._levels:  # only their policy: the TTL state is the queue's, shared
+            lane.effective_arguments = arguments
+            lane.policy = QueuePolicy.from_arguments(arguments)
+        super().reconfigure(effective)
 
     # ---- recovery -------------------------------------------------------------------------------
 
@@ -273,10 +288,9 @@ def queue_factory(arguments: Mapping[str, Any]) -> Callable[..., Queue]:
     return Queue
 
 
-def recovering_lane(queues_by_key: Mapping[str, Queue], key: str) -> Queue | None:
-    """At start-up: the lane a storage key names, if it is one (``Broker.recover``)."""
-    base, separator, level = key.rpartition(LANE_SEPARATOR)
-    owner = queues_by_key.get(base) if separator else None
-    if isinstance(owner, PriorityQueue) and level.isdigit() and int(level) <= owner.max_priority:
-        return owner.lane(int(level))
-    return None
+def restore_lane(queue: Queue, level: int, count: int, max_seq: int) -> bool:
+    """At start-up: the rows of one priority level of ``queue`` (store-key kind ``lane``)."""
+    if isinstance(queue, PriorityQueue) and level <= queue.max_priority:
+        queue.lane(level).restore(count, max_seq)
+        return True
+    return False

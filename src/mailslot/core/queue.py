@@ -24,13 +24,18 @@ from typing import TYPE_CHECKING, Any
 
 from ..storage.api import MessageLog, StoredMessage
 from .arguments import QueuePolicy
+from .features import NO_HOOKS, Hooks, QueueFeature
 from .message import Codecs, Entry, Message
 from .redelivery import retry_delay_ms
+from .storekeys import queue_key
 from .ttl import QueueExpiry, deadline_for, pop_live
 
 if TYPE_CHECKING:
-    from .dedup import DedupWindow
+    from collections.abc import Callable
+
     from .session import Consumer
+
+    Composer = Callable[["Queue", dict[str, Any]], tuple[QueueFeature, ...]]
 
 # Bodies kept in memory per queue before new messages are paged to the log: about 25 MB for
 # 50,000 messages of 256 B, enough to ride out a second of consumer lag at tens of thousands of
@@ -64,15 +69,19 @@ class Queue:
         arguments: dict[str, Any],
         log: MessageLog,
         codecs: Codecs,
+        effective: dict[str, Any] | None = None,
     ) -> None:
+        """``arguments``: as declared (equivalence checks, the definitions); ``effective``: what the queue
+        runs with, declared arguments combined with policies (core/argument_source.py); default: declared."""
         self.name = name
         self.vhost = vhost
-        self.key = f"{vhost}\x00{name}"  # storage key: names are per vhost
+        self.key = queue_key(vhost, name)  # the message log's key (core/storekeys.py)
         self.durable = durable
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments = arguments
-        self.policy = QueuePolicy.from_arguments(arguments)
+        self.effective_arguments = arguments if effective is None else effective
+        self.policy = QueuePolicy.from_arguments(self.effective_arguments)
         self.ready_bytes = 0  # body bytes of ready messages (x-max-length-bytes); 0 after a restart
         self.dropped: list[Entry] = []  # drop-head victims, for the vhost to dead-letter
         self.log = log
@@ -114,9 +123,46 @@ class Queue:
         # TTL (core/ttl.py): ``expiring`` once an entry may carry a deadline; until then pops check nothing.
         self.expiry: QueueExpiry | None = None
         self.expiring = False
-        # x-message-deduplication: core.dedup attaches the window and wraps this queue's enqueue, settle
-        # and purge (so queues without it run these methods unchanged).
-        self.dedup: DedupWindow | None = None
+        # Queue features (core/features.py), composed from the effective arguments by ``composer`` (set by
+        # core/featureset.py); ``_admit`` mirrors ``hooks.admit`` so enqueue tests one attribute.
+        self.hooks: Hooks = NO_HOOKS
+        self._admit: tuple[QueueFeature, ...] = ()
+        self.composer: Composer | None = None
+
+    # ---- features and live reconfiguration ----------------------------------------------------------
+
+    def set_features(self, features: tuple[QueueFeature, ...]) -> None:
+        """Compose this queue's hooks; features no longer present are closed."""
+        for old in self.hooks.all:
+            if old not in features:
+                old.close(self)
+        self.hooks = Hooks(features) if features else NO_HOOKS
+        self._admit = self.hooks.admit
+
+    def feature(self, name: str) -> QueueFeature | None:
+        return self.hooks.find(name)
+
+    def reconfigure(self, effective: dict[str, Any]) -> None:
+        """Run with new effective arguments from now on (a policy changed), as RabbitMQ applies a policy
+        to a live queue: limits and TTLs are re-read, features composed again, and a lowered max-length
+        applies the overflow mode at once (drop-head victims go to ``dropped``, for the vhost to
+        dead-letter); the reject-publish modes keep what is there and refuse new messages. A new
+        message-ttl applies to messages that arrive from now on, as in RabbitMQ 3.10 (checked against
+        it: messages already queued keep the deadline they were given)."""
+        self.effective_arguments = effective
+        policy = self.policy = QueuePolicy.from_arguments(effective)
+        expiry = self.expiry
+        if expiry is not None:
+            expiry.ttl = policy.message_ttl
+            if expiry.expires is None and policy.expires is not None:
+                expiry.last_used = expiry.clock()  # a new lease starts now
+            expiry.expires = policy.expires
+        if policy.message_ttl is not None:
+            self.expiring = True
+        if self.composer is not None:
+            self.set_features(self.composer(self, effective))
+        if policy.bounded and policy.overflow == "drop-head":
+            self._drop_head()
 
     # ---- counts -------------------------------------------------------------------------------
 
@@ -129,9 +175,12 @@ class Queue:
 
     # ---- enqueue --------------------------------------------------------------------------------
 
-    def enqueue(self, message: Message) -> int:
+    def enqueue(self, message: Message, admitted: bool = False) -> int:
         """Append one message (ACCEPTED), or refuse it (REJECTED) when full with a reject-publish
-        overflow. With drop-head, the oldest messages over the limit go to ``dropped``."""
+        overflow. With drop-head, the oldest messages over the limit go to ``dropped``. A feature may
+        refuse it first (``admit`` hooks: DUPLICATE); ``admitted``: they were asked already."""
+        if self._admit and not admitted:
+            return self._enqueue_through_features(message)
         policy = self.policy
         if policy.bounded and policy.overflow != "drop-head" and self._beyond_limits(1):
             return REJECTED
@@ -152,6 +201,16 @@ class Queue:
         if policy.bounded and policy.overflow == "drop-head":
             self._drop_head()
         return ACCEPTED
+
+    def _enqueue_through_features(self, message: Message) -> int:
+        for feature in self._admit:
+            outcome = feature.admit(self, message)
+            if outcome:
+                return outcome
+        outcome = self.enqueue(message, True)
+        for feature in self.hooks.enqueued:
+            feature.enqueued(self, message, outcome)
+        return outcome
 
     def _beyond_limits(self, extra: int) -> bool:
         """Over x-max-length / x-max-length-bytes with ``extra`` more (1: would one more fit?)."""
@@ -348,6 +407,17 @@ class Queue:
         stored = [entry.seq for entry in entries if entry.stored]
         if stored:
             self.log.stage_remove(self.key, stored)
+        if self.hooks.settle:
+            self.settled(entries)
+
+    def settled(self, entries: list[Entry]) -> None:
+        """The ``settle`` hooks: ``entries`` left the queue for good."""
+        for feature in self.hooks.settle:
+            feature.settle(self, entries)
+
+    def purged(self) -> None:
+        for feature in self.hooks.purge:
+            feature.purge(self)
 
     def purge(self) -> int:
         count = self.message_count
@@ -361,6 +431,8 @@ class Queue:
         self.paged = 0
         self._loaded_upto = self.next_seq - 1
         self.log.stage_purge(self.key)
+        if self.hooks.purge:
+            self.purged()
         return count
 
     def _page_in(self) -> None:

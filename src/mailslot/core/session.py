@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import dedup
+from . import featureset
 from .access.authorizer import UNRESTRICTED, Authorizer
 from .errors import AccessRefused, NotAllowed, NotFound, NotImplementedFeature, PreconditionFailed
 from .message import Entry, Message
@@ -185,7 +185,7 @@ class Session:
         exchange.stats_in += 1
         exchange.stats_out += len(queues)
         if not queues:
-            if dedup.dropped_as_duplicate(exchange, message):
+            if featureset.counts_as_routed(exchange, message):
                 return ROUTED
             self.stats_unroutable += 1
             return UNROUTED
@@ -196,7 +196,7 @@ class Session:
             if not vhost.enqueue(queue, message):
                 outcome = REJECTED
         if outcome == REJECTED:
-            dedup.refused(exchange, message)
+            featureset.publish_refused(exchange, message)
         return outcome
 
     # ---- consuming ------------------------------------------------------------------------------
@@ -273,7 +273,7 @@ class Session:
             self.stats_delivered_no_ack += count
             queue.stats_delivered_no_ack += count
             stored = [entry for entry in entries if entry.stored]
-            if stored or queue.dedup is not None:  # a deduplicating queue forgets the keys it hands out
+            if stored or queue.hooks.settle:  # features that track messages (deduplication) see them leave
                 queue.settle(entries)
         else:
             unacked = self.unacked

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
-from . import dedup
+from . import featureset
 from .access.authorizer import UNRESTRICTED, Authorizer
 from .access.limits import check_queue_count
+from .argument_source import ArgumentSource, DeclaredOnly
 from .arguments import (
     field_type,
     validate_exchange_arguments,
@@ -25,14 +26,13 @@ from .arguments import (
     validate_queue_properties,
 )
 from .deadletter import death_headers, died_in
-from .delayed import DELAYED_TYPE, DelayedExchange, DelayedMessages, delayed_routing_type
+from .delayed import DelayedMessages
 from .errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
 from .message import Codecs, Entry, Message
-from .priority import queue_factory
 from .queue import REJECTED, Queue
 from .stats import VhostStats
-from .ttl import QueueExpiry, drop_expired
+from .ttl import drop_expired
 
 PREDECLARED = {
     "amq.direct": "direct",
@@ -75,7 +75,11 @@ class VirtualHost:
         self.clock = clock
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
-        self.dedup_windows: dict[str, dedup.DedupWindow] = {}  # by store key (core.dedup)
+        # Features' own rows in the message log, by store key (core/featureset.py StoreOwner): recovery
+        # hands them their rows, the broker's feature timer ticks them.
+        self.owners: dict[str, featureset.StoreOwner] = {}
+        # Where effective arguments come from (policies); the broker sets it (Broker.arguments).
+        self.arguments: ArgumentSource = DeclaredOnly()
         self.default_exchange = make_exchange("direct", "")
         self.exchanges[""] = self.default_exchange
         for name_, type_ in PREDECLARED.items():
@@ -149,17 +153,13 @@ class VirtualHost:
             authz.read("exchange", name)
             authz.write("exchange", _text(alternate))
         validate_exchange_arguments(type_, arguments)
-        if type_ == DELAYED_TYPE:  # the plugin's checks: 406 without a routing type, 503 for an unknown one
-            routing_type = delayed_routing_type(arguments)
-            if not is_known_type(routing_type):
-                raise CommandInvalid(f"unknown exchange type '{routing_type}'")
+        featureset.check_exchange(type_, arguments)
         exchange = make_exchange(
             type_, name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
         )
-        dedup.attach_to_exchange(self, exchange)
+        exchange.effective_arguments = self.arguments.exchange_arguments(self.name, name, arguments)
         self.exchanges[name] = exchange
-        if isinstance(exchange, DelayedExchange):
-            self.delays.attach(exchange)
+        featureset.exchange_declared(self, exchange)
         if durable:
             self.metadata.save_exchange(
                 ExchangeDefinition(name, type_, self.name, durable, auto_delete, internal, arguments)
@@ -182,8 +182,7 @@ class VirtualHost:
         if if_unused and exchange.bindings:
             raise PreconditionFailed(f"exchange '{name}' {self._where()} in use")
         del self.exchanges[name]  # first: removing its bindings must not auto-delete it a second time
-        if isinstance(exchange, DelayedExchange):
-            self.delays.drop(exchange)
+        featureset.exchange_deleted(self, exchange)
         for key in list(exchange.bindings):
             self._remove_binding(exchange, *key)
         for other in list(self.exchanges.values()):  # bindings *to* this exchange
@@ -191,7 +190,6 @@ class VirtualHost:
                 self._forget_binding(other, dest, routing_key, args_key)
         if exchange.durable:
             self.metadata.delete_exchange(self.name, name)
-        dedup.detach(self, dedup.exchange_store_key(self.name, name))
 
     # ---- bindings -------------------------------------------------------------------------------
 
@@ -318,22 +316,17 @@ class VirtualHost:
             authz.read("queue", name)
             authz.write("exchange", _text(dead_letter_exchange))
         validate_queue_properties(name, self.name, arguments, durable=durable, exclusive=exclusive, auto_delete=auto_delete)
-        queue = queue_factory(arguments)(
+        queue = featureset.build_queue(
+            self,
             name,
-            self.name,
             durable=durable,
             exclusive_owner=owner if exclusive else None,
             auto_delete=auto_delete,
             arguments=arguments,
-            log=self.log,
-            codecs=self.codecs,
+            effective=self.arguments.queue_arguments(self.name, name, arguments),
         )
-        policy = queue.policy
-        queue.expiry = QueueExpiry(self.clock, self._expired, policy.message_ttl, policy.expires)
-        queue.expiring = policy.message_ttl is not None
         self.queues[name] = queue
         self.stats.queues_created += 1
-        dedup.attach_to_queue(self, queue)
         if durable and not exclusive:
             self.metadata.save_queue(QueueDefinition(name, self.name, durable, exclusive, auto_delete, arguments))
         return queue
@@ -357,7 +350,8 @@ class VirtualHost:
             f"inequivalent arg 'x-queue-type' for queue '{name}' {self._where()}: received {shown[0]} but current is {shown[1]}"
         )
 
-    def _expired(self, queue: Queue, entries: list[Entry]) -> None:
+    def expired(self, queue: Queue, entries: list[Entry]) -> None:
+        """Entries past their TTL (core/ttl.py): dead-lettered with reason ``expired``."""
         self.dead_letter(queue, entries, "expired")
 
     def check_access(self, queue: Queue, owner: object) -> None:
@@ -394,8 +388,32 @@ class VirtualHost:
                 self._forget_binding(exchange, dest, routing_key, args_key)
         if queue.durable:
             self.metadata.delete_queue(self.name, queue.name)
-        dedup.detach(self, dedup.queue_store_key(self.name, queue.name))
+        queue.set_features(())  # each feature closes (a deduplication window drops its rows)
         return count
+
+    # ---- effective arguments (policies) ------------------------------------------------------------
+
+    def arguments_changed(self) -> list[Queue]:
+        """Resolve every queue's and exchange's effective arguments again and reconfigure those whose
+        changed (Broker.arguments_changed). Returns the queues reconfigured (the broker dispatches them)."""
+        source = self.arguments
+        changed: list[Queue] = []
+        for queue in list(self.queues.values()):
+            effective = source.queue_arguments(self.name, queue.name, queue.arguments)
+            if effective == queue.effective_arguments:
+                continue
+            queue.reconfigure(effective)
+            if queue.dropped:  # a lowered max-length with drop-head: the excess is dead-lettered now
+                dropped, queue.dropped = queue.dropped, []
+                self.dead_letter(queue, dropped, "maxlen")
+            if queue.expiring:
+                drop_expired(queue)
+            changed.append(queue)
+        for exchange in list(self.exchanges.values()):
+            if exchange is self.default_exchange:
+                continue
+            exchange.effective_arguments = source.exchange_arguments(self.name, exchange.name, exchange.arguments)
+        return changed
 
     # ---- routing --------------------------------------------------------------------------------
 

@@ -338,7 +338,7 @@ def test_queues_without_deduplication_are_untouched(world):
     publish(world, b"a1", props("a"))
     publish(world, b"a2", props("a"))
     assert world.drain("q") == [b"a1", b"a2"]
-    assert world.vhost.dedup_windows == {}
+    assert world.vhost.owners == {}
 
 
 # ---- arguments ----------------------------------------------------------------------------------------
@@ -389,7 +389,7 @@ def test_plugin_style_string_numbers_are_accepted(world):
 
 def test_a_window_bounded_by_size_keeps_memory_bounded(world):
     world.declare("q", {"x-message-deduplication": True, "x-cache-size": 1000})
-    window = world.vhost.dedup_windows[queue_store_key("/", "q")]
+    window = world.vhost.owners[queue_store_key("/", "q")]
     for i in range(20_000):
         world.publish("q", b"", props(f"k{i}"))
         if i % 1000 == 999:

@@ -6,8 +6,9 @@ import pytest
 
 from mailslot.core import queue as queue_module
 from mailslot.core.errors import PreconditionFailed
-from mailslot.core.priority import PriorityQueue, lane_key
+from mailslot.core.priority import PriorityQueue
 from mailslot.core.queue import Queue
+from mailslot.core.storekeys import lane_key
 from mailslot.testing.codec import JSON_CODEC
 
 
@@ -160,10 +161,10 @@ def test_acked_and_purged_messages_leave_the_log(harness):
     tag, _entry, _ = s.get("q", no_ack=False)
     s.ack(tag, multiple=False)
     harness.broker.flush()
-    assert [len(harness.log.read(lane_key(queue.key, level), 0, 10)) for level in range(3)] == [1, 1, 1]
+    assert [len(harness.log.read(lane_key("/", queue.name, level), 0, 10)) for level in range(3)] == [1, 1, 1]
     harness.vhost.queues["q"].purge()
     harness.broker.flush()
-    assert all(harness.log.read(lane_key(queue.key, level), 0, 10) == [] for level in range(3))
+    assert all(harness.log.read(lane_key("/", queue.name, level), 0, 10) == [] for level in range(3))
 
 
 # ---- paging and restart ---------------------------------------------------------------------------
@@ -237,4 +238,4 @@ def test_lanes_of_a_deleted_queue_are_dropped_at_start_up(harness):
     harness.meta.delete_queue("/", "q")  # the definition is gone, the rows are not
     harness.restart()
     assert "q" not in harness.vhost.queues
-    assert harness.log.read(lane_key(queue.key, 2), 0, 10) == []
+    assert harness.log.read(lane_key("/", queue.name, 2), 0, 10) == []

@@ -32,8 +32,10 @@ from prometheus_client.core import (
 )
 
 from ...core.connections import ChannelView, ConnectionView
+from ...core.dedup import DedupWindow
 from ...core.queue import Queue
 from ...core.stats import SESSION_COUNTERS, CommitStats, memory_estimate, session_counts
+from ...core.storekeys import decode as decode_store_key
 from ..context import ManagementContext, file_descriptors
 from .exposition import family_text, labels
 from .families import BROKER, CHANNEL, CONNECTION, FAMILIES, QUEUE, Family
@@ -486,13 +488,14 @@ class BrokerCollector:
         )
         total_keys = 0
         for vhost_name, vhost in self.ctx.core.vhosts.items():
-            for store_key, dedup in vhost.dedup_windows.items():
-                size = dedup.index.count
+            for store_key, owner in vhost.owners.items():
+                if not isinstance(owner, DedupWindow):
+                    continue  # another feature's rows (a delayed exchange's schedule)
+                size = owner.index.count
                 total_keys += size
                 if per_object:
-                    # store keys are "vhost NUL NUL dedup-<kind> NUL name" (core/dedup.py)
-                    _vhost, _empty, kind, name = store_key.split("\x00", 3)
-                    window.add_metric((vhost_name, kind.removeprefix("dedup-"), name), size)
+                    key = decode_store_key(store_key)  # kind dedup-queue / dedup-exchange (core/storekeys.py)
+                    window.add_metric((vhost_name, key.kind.removeprefix("dedup-"), key.name), size)
         if per_object:
             yield window
         total = GaugeMetricFamily("mailslot_dedup_window_keys_all", "Deduplication keys held by all windows together")
