@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -597,3 +599,60 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+class DataDirInUse(Exception):
+    """``mailslot ctl --data-dir``: the directory is not a stopped broker's (one line for the user)."""
+
+
+@contextlib.contextmanager
+def offline_metadata(data_dir: Path) -> Iterator[MetadataStore]:
+    """The metadata store (users, vhosts, permissions, limits) of a STOPPED broker's data directory, for
+    ``mailslot ctl --data-dir`` (a running broker keeps these records in memory and would never see, or
+    would overwrite, a change made under it). Raises :class:`DataDirInUse` when a broker holds it:
+
+    * segment store (the default; ``log/`` exists): its exclusive ``flock`` on ``log/LOCK`` is taken and held
+      while the store is open, so a broker started meanwhile refuses to start;
+    * either store: a broker keeps ``mailslot.db`` open in WAL mode, which an EXCLUSIVE-mode write
+      transaction cannot get (SQLite answers "database is locked" at once)."""
+    import fcntl
+    import sqlite3
+
+    from .storage.segments import LOG_DIRNAME
+    from .storage.segments.log import LOCK_FILENAME
+    from .storage.sqlite import DB_FILENAME, SqliteMetadataStore
+
+    data_dir = Path(data_dir)
+    db_path = data_dir / DB_FILENAME
+    if not db_path.is_file():
+        raise DataDirInUse(f"{data_dir} is not a mailslot data directory (no {DB_FILENAME}); start the broker "
+                           "on it once to create it")
+    lock_fd: int | None = None
+    if (data_dir / LOG_DIRNAME).is_dir():
+        lock_fd = os.open(data_dir / LOG_DIRNAME / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock_fd)
+            raise DataDirInUse(f"{data_dir} is in use by a running broker: stop it first, or leave out --data-dir "
+                               "to change the running broker through its management API") from None
+    try:
+        probe = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+        try:
+            probe.execute("PRAGMA locking_mode = EXCLUSIVE")
+            probe.execute("BEGIN EXCLUSIVE")
+            probe.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            raise DataDirInUse(f"{data_dir} is in use by a running broker ({DB_FILENAME} is locked): stop it "
+                               "first, or leave out --data-dir to change the running broker through its "
+                               "management API") from None
+        finally:
+            probe.close()
+        store = SqliteMetadataStore(db_path)
+        try:
+            yield store
+        finally:
+            store.close()
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)

@@ -357,3 +357,7 @@ app.command(name="spike")(_spike)
 from mailslot.cli.worker import worker as _worker
 
 app.command(name="worker")(_worker)
+
+from mailslot.cli.ctl import app as _ctl
+
+app.add_typer(_ctl, name="ctl")
