@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -27,11 +29,11 @@ from .core.broker import Broker as CoreBroker
 from .core.definitions import (
     DefinitionsError,
     ImportReport,
-    PolicySink,
     export_definitions,
     import_definitions,
     read_definitions_file,
 )
+from .core.policies import PolicyEngine, use_policies
 from .frontends.amqp091 import AMQP_CODEC, AMQPConnection
 from .http.context import Listener, ManagementContext, ManagementSettings, NodeInfo, default_node_name
 from .http.server import HTTPServer, process_rss
@@ -51,6 +53,23 @@ from .transport.tls import ReloadableTLS, TLSFiles
 
 log = logging.getLogger("mailslot")
 _T = TypeVar("_T")
+
+
+class PolicyAwareHost:
+    """The core as the access model sees it, with a vhost's policies deleted along with the vhost."""
+
+    def __init__(self, core: CoreBroker, policies: PolicyEngine) -> None:
+        self.core, self.policies = core, policies
+
+    def add_vhost(self, name: str) -> object:
+        return self.core.add_vhost(name)
+
+    def delete_vhost(self, name: str) -> None:
+        self.core.delete_vhost(name)
+        self.policies.forget_vhost(name)
+
+    def set_queue_limit(self, name: str, limit: int | None) -> None:
+        self.core.set_queue_limit(name, limit)
 
 
 class PortInUseError(OSError):
@@ -221,9 +240,7 @@ class BrokerServer:
         self._tls: ReloadableTLS | None = None
         self._access: InternalAccessControl | None = None
         self._admin: AccessAdmin | None = None
-        # Where imported policies go: the core policy engine plugs in here once it exists (until then a
-        # definitions import reports its policies as skipped).
-        self.policies: PolicySink | None = None
+        self._policies: PolicyEngine | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -244,7 +261,11 @@ class BrokerServer:
             vhosts=(),
             consumer_timeout_ms=round(config.consumer_timeout * 1000) if config.consumer_timeout else None,
         )
-        admin = AccessAdmin(access, core)
+        # Policies before recovery: queues and exchanges are rebuilt with their effective arguments.
+        policies = PolicyEngine(metadata)
+        use_policies(core, policies)
+        self._policies = policies
+        admin = AccessAdmin(access, PolicyAwareHost(core, policies))
         admin.attach()  # the vhosts of the access records, before recovery fills them
         ensure_configured(admin, config.users, config.vhosts, config.default_vhost)
         core.recover()
@@ -271,7 +292,7 @@ class BrokerServer:
         listener.admission = Admission(connection_cap(config.max_connections, raise_fd_limit()))
         read = config.resource_reader or system_reader(Path(config.data_dir))
         monitor = ResourceMonitor(read, limits)
-        management = self._management(core, access, admin, listener, monitor)
+        management = self._management(core, access, admin, listener, monitor, policies)
         http = HTTPServer(management, commit_stats=listener.scheduler.commit_stats)
         self._core, self._listener, self._http, self._tls = core, listener, http, tls
         try:
@@ -314,6 +335,7 @@ class BrokerServer:
         admin: AccessAdmin,
         listener: AMQPListener,
         monitor: ResourceMonitor,
+        policies: PolicyEngine,
     ) -> ManagementContext:
         """The management API's view of this broker: the access model the AMQP front end uses too, the AMQP
         connections, this node's facts and the settings."""
@@ -327,7 +349,8 @@ class BrokerServer:
         settings = ManagementSettings(
             max_body_bytes=config.http_max_body_size, open_health_checks=config.http_open_health_checks
         )
-        return ManagementContext(core, access, AMQPConnections(listener), node, settings, rss=process_rss, admin=admin)
+        return ManagementContext(core, access, AMQPConnections(listener), node, settings, rss=process_rss, admin=admin,
+                                 policies=policies)
 
     async def _listen(self, listener: AMQPListener, http: HTTPServer, tls: ReloadableTLS | None) -> None:
         """Bind every listener that is on (a port of None is off), plain and TLS side by side; each goes
@@ -471,6 +494,12 @@ class BrokerServer:
         return self._access
 
     @property
+    def policies(self) -> PolicyEngine:
+        """Policies and operator policies (core/policies.py)."""
+        assert self._policies is not None, "broker not started"
+        return self._policies
+
+    @property
     def access_admin(self) -> AccessAdmin:
         """Users, vhosts, permissions and limits changed at runtime (core/access/admin.py)."""
         assert self._admin is not None, "broker not started"
@@ -570,3 +599,60 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+class DataDirInUse(Exception):
+    """``mailslot ctl --data-dir``: the directory is not a stopped broker's (one line for the user)."""
+
+
+@contextlib.contextmanager
+def offline_metadata(data_dir: Path) -> Iterator[MetadataStore]:
+    """The metadata store (users, vhosts, permissions, limits) of a STOPPED broker's data directory, for
+    ``mailslot ctl --data-dir`` (a running broker keeps these records in memory and would never see, or
+    would overwrite, a change made under it). Raises :class:`DataDirInUse` when a broker holds it:
+
+    * segment store (the default; ``log/`` exists): its exclusive ``flock`` on ``log/LOCK`` is taken and held
+      while the store is open, so a broker started meanwhile refuses to start;
+    * either store: a broker keeps ``mailslot.db`` open in WAL mode, which an EXCLUSIVE-mode write
+      transaction cannot get (SQLite answers "database is locked" at once)."""
+    import fcntl
+    import sqlite3
+
+    from .storage.segments import LOG_DIRNAME
+    from .storage.segments.log import LOCK_FILENAME
+    from .storage.sqlite import DB_FILENAME, SqliteMetadataStore
+
+    data_dir = Path(data_dir)
+    db_path = data_dir / DB_FILENAME
+    if not db_path.is_file():
+        raise DataDirInUse(f"{data_dir} is not a mailslot data directory (no {DB_FILENAME}); start the broker "
+                           "on it once to create it")
+    lock_fd: int | None = None
+    if (data_dir / LOG_DIRNAME).is_dir():
+        lock_fd = os.open(data_dir / LOG_DIRNAME / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock_fd)
+            raise DataDirInUse(f"{data_dir} is in use by a running broker: stop it first, or leave out --data-dir "
+                               "to change the running broker through its management API") from None
+    try:
+        probe = sqlite3.connect(db_path, timeout=0, isolation_level=None)
+        try:
+            probe.execute("PRAGMA locking_mode = EXCLUSIVE")
+            probe.execute("BEGIN EXCLUSIVE")
+            probe.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            raise DataDirInUse(f"{data_dir} is in use by a running broker ({DB_FILENAME} is locked): stop it "
+                               "first, or leave out --data-dir to change the running broker through its "
+                               "management API") from None
+        finally:
+            probe.close()
+        store = SqliteMetadataStore(db_path)
+        try:
+            yield store
+        finally:
+            store.close()
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)

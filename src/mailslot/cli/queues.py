@@ -36,8 +36,10 @@ WATCH_INTERVAL = 1.0  # seconds, the broker's sampling interval: faster shows no
 COLUMNS = (
     "vhost,name,messages,messages_ready,messages_unacknowledged,consumers,arguments,"
     "message_stats.publish_details,message_stats.deliver_get_details,drain_seconds,full_seconds,"
-    "single_active_consumer_tag"
+    "single_active_consumer_tag,policy,operator_policy,effective_policy_definition"
 )
+# Policy keys that are numeric limits: against a queue argument the lower value runs (docs/policies.md).
+_LIMIT_KEYS = {"x-max-length": "max-length", "x-max-length-bytes": "max-length-bytes"}
 
 
 class FetchError(Exception):
@@ -127,6 +129,25 @@ def _limit_text(arguments: dict[str, Any]) -> str:
     return "/".join(parts)
 
 
+def effective_limits(queue: dict[str, Any]) -> dict[str, Any]:
+    """The queue's length limits as they run: its arguments, lowered by the policies in force."""
+    arguments = dict(queue.get("arguments") or {})
+    definition = queue.get("effective_policy_definition") or {}
+    for argument, key in _LIMIT_KEYS.items():
+        value = definition.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            current = arguments.get(argument)
+            arguments[argument] = value if not isinstance(current, int) else min(current, value)
+    return arguments
+
+
+def policy_text(queue: dict[str, Any]) -> str:
+    """``policy: p``, ``operator: o``, both, or "" (RabbitMQ reports a missing one as null or absent)."""
+    parts = [f"{label}: {queue[key]}" for key, label in (("policy", "policy"), ("operator_policy", "operator"))
+             if queue.get(key)]
+    return ", ".join(parts)
+
+
 def _rate(queue: dict[str, Any], counter: str) -> float:
     details = (queue.get("message_stats") or {}).get(counter + "_details") or {}
     return float(details.get("rate") or 0.0)
@@ -156,7 +177,7 @@ def render_table(queues: list[dict[str, Any]], source: str) -> RenderableType:
     for q in queues:
         ready = int(q.get("messages_ready") or 0)
         total += int(q.get("messages") or 0)
-        limit = _limit_text(q.get("arguments") or {})
+        limit = _limit_text(effective_limits(q))
         drain = "empty" if ready == 0 else format_duration(q.get("drain_seconds"))
         full = format_duration(q.get("full_seconds")) if limit else "-"
         if full == "0s":
@@ -175,11 +196,14 @@ def render_table(queues: list[dict[str, Any]], source: str) -> RenderableType:
         active = q.get("single_active_consumer_tag")
         if active:  # x-single-active-consumer: the consumer that gets the deliveries
             row[0] += f" (active: {escape(str(active))})"
+        policies = policy_text(q)
+        if policies:  # the policy and operator policy in force (their limits are in "limit")
+            row[0] += f" ({escape(policies)})"
         table.add_row(*([str(q.get("vhost", ""))] if show_vhost else []), *row)
     table.caption = (
         f"{len(queues)} queue{'s' if len(queues) != 1 else ''}, {total:,} messages. "
         "in/s, out/s: published, delivered or got per second (last 5 s); drain: time to empty, "
-        "full: time to reach the limit, at these rates"
+        "full: time to reach the limit, at these rates; limit: arguments and policies combined"
     )
     return table
 
@@ -209,7 +233,8 @@ def queues(
     vhost: Annotated[str | None, typer.Option(help="Only this virtual host's queues.")] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Redraw every second until Ctrl-C.")] = False,
 ) -> None:
-    """Show each queue's depth, publish/deliver rates, time to drain and time until full."""
+    """Show each queue's depth, publish/deliver rates, time to drain and time until full, and the policy
+    and operator policy in force."""
     from rich.console import Console
 
     console = Console()

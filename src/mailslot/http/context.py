@@ -24,6 +24,7 @@ from ..core.access.admin import AccessAdmin
 from ..core.alarms import ResourceMonitor
 from ..core.broker import Broker
 from ..core.connections import ConnectionSource, NoConnections
+from ..core.policies import PolicyEngine, use_policies
 from ..core.session import Session
 from ..core.stats import SESSION_COUNTERS, StatsSampler, add_counts, session_totals
 from .runtime_parameters import RuntimeParameters
@@ -105,9 +106,14 @@ class ManagementContext:
     rss: Callable[[], int | None] = lambda: None
     admin: AccessAdmin | None = None  # runtime users, vhosts, permissions, limits (None: read-only access)
     parameters: RuntimeParameters = field(init=False)
+    # Policies and operator policies (bootstrap passes the broker's; None: one is made for this core).
+    policies: PolicyEngine = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.parameters = RuntimeParameters(self.core.metadata)
+        if self.policies is None:
+            self.policies = PolicyEngine(self.core.metadata)
+            use_policies(self.core, self.policies)
 
     def live_sessions(self) -> list[Session]:
         return [ch.session for c in self.connections.connections() for ch in c.channels]

@@ -42,7 +42,7 @@ def test_rabbitmq_export_loads_with_users_permissions_limits_and_topology(world:
         "binding of exchange 'orders.internal' to exchange 'orders' in vhost 'defs-sample': "
         "no exchange 'orders.internal' in vhost 'defs-sample'",
         "global parameter 'cluster_name': not used by mailslot",
-        "policy 'ttl' in vhost 'defs-sample': policies are not supported by this broker yet",
+        "policy 'ttl' in vhost 'defs-sample': no policy engine was given to this import",
     ]
     user = world.access.authenticate("defs-user", "p4ss", "10.1.1.1")  # RabbitMQ's hash, RabbitMQ's password
     assert user.tags == frozenset({"monitoring", "management"})

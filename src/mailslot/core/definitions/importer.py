@@ -252,7 +252,7 @@ def _apply(doc: Document, admin: AccessAdmin, core: Broker, policies: PolicySink
     for policy in doc.policies:
         where = f"policy '{policy.name}' in vhost '{policy.vhost}'"
         if policies is None:
-            report.skipped.append(f"{where}: policies are not supported by this broker yet")
+            report.skipped.append(f"{where}: no policy engine was given to this import")
         else:
             with attempt("policies", where):
                 policies.set_policy(policy.vhost, policy.name, policy.pattern, policy.definition, policy.priority,

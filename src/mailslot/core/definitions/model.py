@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PreconditionFailed
+from ..policies import POLICY, InvalidPolicy
+from ..policies import validate as validate_policy
 
 #: Largest definitions document accepted (bytes of JSON). RabbitMQ sets none; 64 MiB holds ~200k queues
 #: and keeps a mistaken upload from taking the broker's memory.
@@ -268,6 +270,12 @@ def parse(body: Any, *, vhost: str | None = None) -> tuple[Document, list[str]]:
             r.problem("'priority' must be an integer")
         policy = PolicyItem(vhost_of(r), r.string("name"), r.string("pattern"), r.table("definition"),
                             priority if isinstance(priority, int) else 0, r.string("apply-to", "all"))
+        if r.ok:  # the policy engine's own checks, so that a refused policy stops the import before it starts
+            try:
+                validate_policy(POLICY, policy.vhost, policy.name, policy.pattern, policy.definition,
+                                policy.priority, policy.apply_to)
+            except InvalidPolicy as error:
+                r.problem(error.text)
         if r.ok:
             doc.policies.append(policy)
     for where, item in items("parameters"):

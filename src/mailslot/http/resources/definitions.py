@@ -10,8 +10,8 @@ them, queues and exchanges before bindings), each item as the matching API call 
 Users, vhosts, permissions, topic permissions and limits go through the access model (AccessAdmin): a
 user keeps the password hash and algorithm it was exported with, so its password works on both brokers.
 Vhost limits travel as RabbitMQ writes them, as a ``vhost-limits`` parameter; user limits inside each user.
-Policies are exported empty and skipped on import with a warning in the log until the policy seam is
-built (``SECTIONS_NOT_APPLIED``), so that a file exported from RabbitMQ still imports everything else.
+Policies travel as RabbitMQ writes them and go through the policy engine (core/policies.py), validated as
+``PUT /api/policies`` validates them; operator policies are not part of a definitions file, as in RabbitMQ.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 from aiohttp import web
 
 from ...core import errors as core_errors
+from ...core.policies import POLICY, InvalidPolicy
+from ...core.policies import validate as validate_policy
 from ...core.vhost import CommandInvalid, VirtualHost
 from ..auth import Rule
 from ..bodies import decode_body, parse_bool, parse_object, parse_str
@@ -36,8 +38,6 @@ from .overview import PRODUCT_NAME, RABBITMQ_API_VERSION
 log = logging.getLogger("mailslot.http")
 routes = Routes()
 
-# Sections this build exports empty and does not apply: policies come with the policy seam.
-SECTIONS_NOT_APPLIED = ("policies",)
 # RabbitMQ keeps vhost limits as this vhost parameter (rabbit_vhost_limit), and exports them so.
 VHOST_LIMITS_COMPONENT, VHOST_LIMITS_NAME = "vhost-limits", "limits"
 
@@ -126,7 +126,7 @@ def export_all(ctx: ManagementContext) -> dict[str, Any]:
         "topic_permissions": access["topic_permissions"],
         "parameters": _parameters(ctx, None),
         "global_parameters": [{"name": name, "value": value} for name, value in ctx.parameters.globals()],
-        "policies": [],
+        "policies": [p.document() for p in ctx.policies.listed(POLICY)],
         **_topology(ctx, vhosts),
     }
 
@@ -138,8 +138,9 @@ def export_vhost(ctx: ManagementContext, vhost: VirtualHost) -> dict[str, Any]:
     topology = _topology(ctx, [vhost])
     return {
         "rabbit_version": RABBITMQ_API_VERSION,
-        "parameters": strip(_parameters(ctx, vhost.name)),
-        "policies": [],
+        # As RabbitMQ 3.10: parameters and policies keep their vhost in a vhost's file, topology does not.
+        "parameters": _parameters(ctx, vhost.name),
+        "policies": [p.document() for p in ctx.policies.listed(POLICY, vhost.name)],
         "queues": strip(topology["queues"]),
         "exchanges": strip(topology["exchanges"]),
         "bindings": strip(topology["bindings"]),
@@ -191,10 +192,13 @@ def _vhost_of(ctx: ManagementContext, item: dict[str, Any], section: str, only: 
 
 def apply_definitions(ctx: ManagementContext, document: dict[str, Any], only: str | None = None) -> None:
     """Apply an imported file (into vhost ``only`` when given, as the per-vhost endpoint does)."""
-    for section in SECTIONS_NOT_APPLIED:
-        if document.get(section):
-            log.warning("definitions import: section '%s' (%d items) is not applied by this build",
-                        section, len(document[section]))
+    for item in _items(document, "policies"):  # checked before anything changes: a refused policy stops it all
+        name = parse_str("policies.name", item.get("name"))
+        try:
+            validate_policy(POLICY, only or "/", name, item.get("pattern"), item.get("definition"),
+                            item.get("priority"), item.get("apply-to"))
+        except InvalidPolicy as error:
+            raise bad_request(f"policies: policy '{name}': {error.text}") from None
     admin = ctx.admin
     try:
         if only is None:
@@ -216,6 +220,14 @@ def apply_definitions(ctx: ManagementContext, document: dict[str, Any], only: st
             name = parse_str("global_parameters.name", item.get("name"))
             if item.get("value") is not None:
                 ctx.parameters.set_global(name, item["value"])
+    for item in _items(document, "policies"):  # before queues and exchanges, as rabbit_definitions
+        vhost = _vhost_of(ctx, item, "policies", only)
+        name = parse_str("policies.name", item.get("name"))
+        try:
+            ctx.policies.set(POLICY, vhost.name, name, item.get("pattern"), item.get("definition"),
+                             item.get("priority"), item.get("apply-to"))
+        except InvalidPolicy as error:
+            raise bad_request(f"policies: policy '{name}' in vhost '{vhost.name}': {error.text}") from None
     try:
         for item in _items(document, "queues"):
             vhost = _vhost_of(ctx, item, "queues", only)

@@ -15,6 +15,7 @@ from aiohttp import web
 from ...core import errors as core_errors
 from ...core.exchanges import Exchange
 from ...core.message import Message
+from ...core.policies import EXCHANGE
 from ...core.session import REJECTED, UNROUTED
 from ...core.stats import EXCHANGE_COUNTERS, exchange_counts
 from ...core.ttl import parse_expiration
@@ -44,6 +45,9 @@ def exchange_document(ctx: ManagementContext, vhost: str, exchange: Exchange) ->
         "type": exchange.type,
         "vhost": vhost,
     }
+    policy = ctx.policies.applied(vhost, EXCHANGE, exchange.name).policy
+    if policy is not None:  # as RabbitMQ: only when one applies (and no operator policy shown)
+        doc["policy"] = policy.name
     counts = exchange_counts(exchange)
     if any(counts):  # as RabbitMQ: an exchange nothing was published to has no message_stats
         doc["message_stats"] = message_stats(EXCHANGE_COUNTERS, counts, ctx.sampler.exchanges.rates(exchange))

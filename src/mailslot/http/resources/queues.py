@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from ...core import errors as core_errors
+from ...core.policies import QUEUE
 from ...core.queue import Queue
 from ...core.stats import QUEUE_COUNTERS, QUEUE_SAMPLE, active_consumer_tag, memory_estimate, queue_counts
 from ...frontends.amqp091 import AMQP_CODEC
@@ -46,12 +47,13 @@ def queue_document(ctx: ManagementContext, queue: Queue) -> dict[str, Any]:
     paged = queue.paged
     ready_bytes = queue.ready_bytes
     forecast = ctx.sampler.queue_stats(queue)
+    applied = ctx.policies.applied(queue.vhost, QUEUE, queue.name, queue.arguments)
     doc: dict[str, Any] = {
         "arguments": jsonable(queue.arguments),
         "auto_delete": queue.auto_delete,
         "consumers": len(queue.consumers),
         "durable": queue.durable,
-        "effective_policy_definition": {},
+        "effective_policy_definition": applied.definition,
         "exclusive": queue.exclusive_owner is not None,
         "exclusive_consumer_tag": next((c.tag for c in queue.consumers if c.exclusive), None),
         "head_message_timestamp": None,
@@ -64,8 +66,8 @@ def queue_document(ctx: ManagementContext, queue: Queue) -> dict[str, Any]:
         "messages_unacknowledged_ram": unacked,
         "name": queue.name,
         "node": ctx.node.name,
-        "operator_policy": None,
-        "policy": None,
+        "operator_policy": applied.operator_policy.name if applied.operator_policy else None,
+        "policy": applied.policy.name if applied.policy else None,
         "recoverable_slaves": None,
         "single_active_consumer_tag": active_consumer_tag(queue),
         "state": "running",
