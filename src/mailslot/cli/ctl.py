@@ -5,8 +5,8 @@ It talks to a running broker through the management HTTP API, RabbitMQ's paths (
 RabbitMQ as well), named as every mailslot command names a broker: ``--url`` (``MAILSLOT_URL``), its AMQP
 URL ``amqp://user:password@host:port/vhost`` (the API is on the same host, ``--http-port``) or the API's own
 ``http(s)://`` URL; ``--username`` / ``--password`` (``MAILSLOT_CTL_USERNAME`` / ``MAILSLOT_CTL_PASSWORD``)
-override the URL's credentials. With ``--data-dir DIR`` the user, vhost, permission and limit commands
-work on a STOPPED broker's data directory instead (ctl_backends.OfflineAdmin).
+override the URL's credentials. With ``--data-dir DIR`` the user, vhost, permission, limit and policy
+commands work on a STOPPED broker's data directory instead (ctl_backends.OfflineAdmin).
 
 Rules of this module: every failure is one ``error: ...`` line on stderr and a non-zero exit code (1; 69
 when the broker cannot be reached; 2 for bad arguments, typer's); progress lines ("Adding user ...") go to
@@ -88,7 +88,7 @@ def _ctl(
         Path | None,
         typer.Option("--data-dir", file_okay=False,
                      help="Work OFFLINE on this stopped broker's data directory (users, vhosts, permissions, "
-                     "limits) instead of the running broker's API.", show_default=False),
+                     "limits, policies) instead of the running broker's API.", show_default=False),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines, as rabbitmqctl -q.")] = False,
 ) -> None:
@@ -113,7 +113,7 @@ def _admin(ctx: typer.Context, *, offline: bool = True) -> Iterator[Any]:
         if settings.data_dir is not None:
             if not offline:
                 raise CtlError(f"{command} needs a running broker; offline mode (--data-dir) covers users, "
-                               "vhosts, permissions and limits")
+                               "vhosts, permissions, limits and policies")
             with OfflineAdmin.open(settings.data_dir) as admin:
                 yield admin
             return
@@ -526,14 +526,14 @@ def _set_policy(ctx: typer.Context, kind: str, vhost: str, name: str, pattern: s
                 priority: int, apply_to: str) -> None:
     body = _json_object(definition, "policy definition")
     label = "policy" if kind == "policies" else "operator policy override"
-    with _admin(ctx, offline=False) as admin:
+    with _admin(ctx) as admin:
         _say(ctx, f'Setting {label} "{name}" for pattern "{pattern}" to "{definition}" with priority "{priority}" '
                   f'for vhost "{vhost}" ...')
         admin.set_policy(kind, vhost, name, pattern, body, priority, apply_to)
 
 
 def _list_policies(ctx: typer.Context, kind: str, vhost: str, fmt: Format) -> None:
-    with _admin(ctx, offline=False) as admin:
+    with _admin(ctx) as admin:
         _say(ctx, f'Listing {"policies" if kind == "policies" else "operator policy overrides"} for vhost "{vhost}" ...')
         _show(admin.list_policies(kind, vhost), ["vhost", "name", "pattern", "apply-to", "definition", "priority"],
               fmt, f"{'policies' if kind == 'policies' else 'operator policies'} in {vhost}")
@@ -562,7 +562,7 @@ def set_policy(
 @_command("clear_policy")
 def clear_policy(ctx: typer.Context, name: str, vhost: VhostOption = "/") -> None:
     """Remove a policy."""
-    with _admin(ctx, offline=False) as admin:
+    with _admin(ctx) as admin:
         _say(ctx, f'Clearing policy "{name}" on vhost "{vhost}" ...')
         admin.clear_policy("policies", vhost, name)
 
@@ -590,7 +590,7 @@ def set_operator_policy(
 @_command("clear_operator_policy")
 def clear_operator_policy(ctx: typer.Context, name: str, vhost: VhostOption = "/") -> None:
     """Remove an operator policy."""
-    with _admin(ctx, offline=False) as admin:
+    with _admin(ctx) as admin:
         _say(ctx, f'Clearing operator policy "{name}" on vhost "{vhost}" ...')
         admin.clear_policy("operator-policies", vhost, name)
 

@@ -4,7 +4,8 @@
   paths, docs/management-api.md), so every command also works against a real RabbitMQ;
 - :class:`OfflineAdmin`: a STOPPED broker's data directory, through the access model itself
   (``core.access.AccessAdmin`` on the metadata store that ``bootstrap.offline_metadata`` opens): users,
-  vhosts, permissions, topic permissions and limits only, the records a broker reads at start.
+  vhosts, permissions, topic permissions, limits, policies and operator policies only, the records a broker
+  reads at start.
 
 Both raise :class:`CtlError` with one line for the user; list operations return plain dicts (the rows of
 the table, and the objects of ``--format json``).
@@ -314,9 +315,9 @@ def _client_name(properties: dict[str, Any]) -> str:
 class OfflineAdmin:
     """A stopped broker's users, vhosts, permissions and limits, changed in its metadata store."""
 
-    def __init__(self, admin: Any, metadata: Any) -> None:
+    def __init__(self, admin: Any, policies: Any) -> None:
         self.admin = admin  # core.access.AccessAdmin
-        self.metadata = metadata  # storage.api.MetadataStore
+        self.policies = policies  # core.policies.PolicyEngine
 
     @classmethod
     @contextmanager
@@ -324,10 +325,12 @@ class OfflineAdmin:
         from mailslot.bootstrap import DataDirInUse, offline_metadata
         from mailslot.core.access.admin import AccessAdmin
         from mailslot.core.access.control import InternalAccessControl
+        from mailslot.core.policies import PolicyEngine
 
         try:
             with offline_metadata(data_dir) as metadata:
-                yield cls(AccessAdmin(InternalAccessControl(metadata), _OfflineHost(metadata)), metadata)
+                policies = PolicyEngine(metadata)  # unattached: no live queue to tell, the broker reads them at start
+                yield cls(AccessAdmin(InternalAccessControl(metadata), _OfflineHost(metadata, policies)), policies)
         except DataDirInUse as error:
             raise CtlError(str(error)) from None
 
@@ -435,13 +438,39 @@ class OfflineAdmin:
             self.admin.clear_user_limits(user, None if name == "all" else name)
 
 
+    # ---- policies (kind: the API's path, "policies" or "operator-policies") ------------------------------
+
+    @staticmethod
+    def _kind(kind: str) -> str:
+        from mailslot.core.policies import OPERATOR_POLICY, POLICY
+
+        return POLICY if kind == "policies" else OPERATOR_POLICY
+
+    def set_policy(self, kind: str, vhost: str, name: str, pattern: str, definition: dict[str, Any],
+                   priority: int, apply_to: str) -> None:
+        with self._refusals():
+            self.admin.access.vhosts.require(vhost)
+            self.policies.set(self._kind(kind), vhost, name, pattern, definition, priority, apply_to)
+
+    def clear_policy(self, kind: str, vhost: str, name: str) -> None:
+        what = "policy" if kind == "policies" else "operator policy"
+        if not self.policies.delete(self._kind(kind), vhost, name):
+            raise CtlError(f"{what} '{name}' does not exist in vhost '{vhost}'")
+
+    def list_policies(self, kind: str, vhost: str) -> list[dict[str, Any]]:
+        with self._refusals():
+            self.admin.access.vhosts.require(vhost)
+        return [p.document() for p in self.policies.listed(self._kind(kind), vhost)]
+
+
 class _OfflineHost:
     """The broker core as offline mode stands in for it: a vhost added here is created by the broker from
     its record at the next start; deleting one is allowed only while it holds no queue (their messages are
     in the message log, which only a running broker deletes properly)."""
 
-    def __init__(self, metadata: Any) -> None:
+    def __init__(self, metadata: Any, policies: Any) -> None:
         self.metadata = metadata
+        self.policies = policies
 
     def add_vhost(self, name: str) -> None:
         pass
@@ -464,6 +493,7 @@ class _OfflineHost:
         for exchange in definitions.exchanges:
             if exchange.vhost == name:
                 self.metadata.delete_exchange(name, exchange.name)
+        self.policies.forget_vhost(name)
 
 
 __all__ = ["USER_LIMITS", "VHOST_LIMITS", "CtlError", "FetchError", "HttpAdmin", "Missing", "OfflineAdmin", "parse_limits"]
