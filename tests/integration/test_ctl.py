@@ -267,6 +267,27 @@ def test_amqp_url_names_the_api_on_its_http_port(mailslot_target: Target) -> Non
     assert wrong_port.exit_code == 69
 
 
+def test_https_api_verified_with_cacert(tmp_path: Path) -> None:
+    from mailslot.testing import broker_in_thread
+    from mailslot.testing.certificates import CertificateAuthority
+
+    ca = CertificateAuthority("ctl test CA")
+    server = ca.issue("localhost", server=True).write(tmp_path, "server")
+    ca_file = ca.write(tmp_path)
+    with broker_in_thread(http_tls_port=0, tls_cert=server.cert, tls_key=server.key) as broker:
+        url = f"https://guest:guest@127.0.0.1:{broker.https_port}"
+        unverified = CliRunner().invoke(app, ["ctl", "--url", url, "list_vhosts"])
+        assert unverified.exit_code == 69 and "--cacert" in unverified.stderr
+        verified = CliRunner().invoke(app, ["ctl", "--url", url, "--cacert", str(ca_file), "add_vhost", "ctl-tls"])
+        assert verified.exit_code == 0, verified.stderr
+        assert "ctl-tls" in broker.access.vhosts
+        amqps = CliRunner().invoke(app, ["ctl", "--url", "amqps://guest:guest@127.0.0.1/%2F", "--http-port",
+                                         str(broker.https_port), "list_vhosts", "--format", "json"],
+                                   env={"MAILSLOT_CTL_CACERT": str(ca_file)})
+        assert amqps.exit_code == 0, amqps.stderr
+        assert "ctl-tls" in {row["name"] for row in json.loads(amqps.stdout)}
+
+
 def test_definitions_round_trip(target: Target, tmp_path: Path) -> None:
     user, vhost = _names()
     target.created_users.append(user)

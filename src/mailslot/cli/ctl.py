@@ -60,6 +60,7 @@ class Settings:
     password: str | None
     data_dir: Path | None
     quiet: bool
+    cacert: Path | None = None
 
 
 @app.callback()
@@ -90,10 +91,16 @@ def _ctl(
                      help="Work OFFLINE on this stopped broker's data directory (users, vhosts, permissions, "
                      "limits, policies) instead of the running broker's API.", show_default=False),
     ] = None,
+    cacert: Annotated[
+        Path | None,
+        typer.Option("--cacert", envvar="MAILSLOT_CTL_CACERT", dir_okay=False,
+                     help="PEM CA certificate(s) to verify an https:// (or amqps://) API with, instead of the "
+                     "system's.", show_default=False),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines, as rabbitmqctl -q.")] = False,
 ) -> None:
     """Administer a broker as rabbitmqctl does (docs/ctl.md)."""
-    ctx.obj = Settings(url, http_port, username, password, data_dir, quiet)
+    ctx.obj = Settings(url, http_port, username, password, data_dir, quiet, cacert)
 
 
 # ---- plumbing ---------------------------------------------------------------------------------------
@@ -124,7 +131,7 @@ def _admin(ctx: typer.Context, *, offline: bool = True) -> Iterator[Any]:
         if settings.username is not None or settings.password is not None:
             api = Api(api.base, settings.username if settings.username is not None else api.username,
                       settings.password if settings.password is not None else api.password)
-        yield HttpAdmin(api)
+        yield HttpAdmin(api, settings.cacert)
     except CtlError as error:
         raise _fail(str(error), error.exit_code) from None
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -79,8 +80,9 @@ USER_LIMITS = ("max-connections", "max-channels")
 class HttpAdmin:
     """The management API of a running broker (mailslot's or RabbitMQ's)."""
 
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, cacert: Path | None = None) -> None:
         self.api = api
+        self.context = _tls_context(cacert) if cacert is not None else None  # None: the system's CAs
 
     # ---- transport --------------------------------------------------------------------------------
 
@@ -97,7 +99,7 @@ class HttpAdmin:
             all_headers["Content-Type"] = "application/json"
         request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
         try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:  # scheme checked by Api
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT, context=self.context) as response:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
@@ -105,6 +107,8 @@ class HttpAdmin:
             raise CtlError(self._refusal(exc, method, path)) from None
         except urllib.error.URLError as exc:
             why = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
+            if isinstance(exc.reason, ssl.SSLCertVerificationError):
+                why = f"{exc.reason.verify_message} (--cacert names the CA that signed the API's certificate)"
             raise CtlError(f"cannot reach the management API at {self.api.base}: {why}", UNAVAILABLE) from None
         except OSError as exc:  # timeouts, resets
             raise CtlError(f"cannot reach the management API at {self.api.base}: {exc}", UNAVAILABLE) from None
@@ -294,6 +298,13 @@ class HttpAdmin:
              "priority": p.get("priority", 0)}
             for p in rows
         ]
+
+
+def _tls_context(cacert: Path) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=str(cacert))
+    except (OSError, ssl.SSLError) as error:
+        raise CtlError(f"cannot use --cacert {cacert}: {error}") from None
 
 
 def _tags_list(tags: Any) -> list[str]:
