@@ -267,6 +267,27 @@ def test_amqp_url_names_the_api_on_its_http_port(mailslot_target: Target) -> Non
     assert wrong_port.exit_code == 69
 
 
+def test_https_api_verified_with_cacert(tmp_path: Path) -> None:
+    from mailslot.testing import broker_in_thread
+    from mailslot.testing.certificates import CertificateAuthority
+
+    ca = CertificateAuthority("ctl test CA")
+    server = ca.issue("localhost", server=True).write(tmp_path, "server")
+    ca_file = ca.write(tmp_path)
+    with broker_in_thread(http_tls_port=0, tls_cert=server.cert, tls_key=server.key) as broker:
+        url = f"https://guest:guest@127.0.0.1:{broker.https_port}"
+        unverified = CliRunner().invoke(app, ["ctl", "--url", url, "list_vhosts"])
+        assert unverified.exit_code == 69 and "--cacert" in unverified.stderr
+        verified = CliRunner().invoke(app, ["ctl", "--url", url, "--cacert", str(ca_file), "add_vhost", "ctl-tls"])
+        assert verified.exit_code == 0, verified.stderr
+        assert "ctl-tls" in broker.access.vhosts
+        amqps = CliRunner().invoke(app, ["ctl", "--url", "amqps://guest:guest@127.0.0.1/%2F", "--http-port",
+                                         str(broker.https_port), "list_vhosts", "--format", "json"],
+                                   env={"MAILSLOT_CTL_CACERT": str(ca_file)})
+        assert amqps.exit_code == 0, amqps.stderr
+        assert "ctl-tls" in {row["name"] for row in json.loads(amqps.stdout)}
+
+
 def test_definitions_round_trip(target: Target, tmp_path: Path) -> None:
     user, vhost = _names()
     target.created_users.append(user)
@@ -320,30 +341,48 @@ def test_close_connection(target: Target) -> None:
             connection.close()
 
 
-@pytest.mark.interop
-def test_policy_commands_on_rabbitmq(rabbitmq_target: Target) -> None:
+def _policy_scenario(target: Target) -> dict[str, Any]:
     _, vhost = _names()
-    rabbitmq_target.created_vhosts.append(vhost)
-    run = rabbitmq_target.ok
+    target.created_vhosts.append(vhost)
+    run = target.ok
     run("add_vhost", vhost)
+    run("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     run("set_policy", "-p", vhost, "--priority", "2", "--apply-to", "queues", "ctl-limit", "^orders\\.",
         '{"max-length": 10}')
     run("set_operator_policy", "-p", vhost, "ctl-cap", ".*", '{"max-length": 100}')
-    policies = json.loads(run("list_policies", "-p", vhost, "--format", "json").stdout)
-    assert policies == [{"vhost": vhost, "name": "ctl-limit", "pattern": "^orders\\.", "apply-to": "queues",
-                         "definition": {"max-length": 10}, "priority": 2}]
-    operator = json.loads(run("list_operator_policies", "-p", vhost, "--format", "json").stdout)
-    assert [(p["name"], p["apply-to"], p["definition"]) for p in operator] == [("ctl-cap", "queues", {"max-length": 100})]
-    bad = rabbitmq_target.ctl("set_policy", "-p", vhost, "ctl-bad", "(", '{"max-length": 1}')
-    assert bad.exit_code == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
-    not_json = rabbitmq_target.ctl("set_policy", "-p", vhost, "ctl-bad", ".*", "{max-length: 1}")
-    assert not_json.exit_code == 1 and "not JSON" in not_json.stderr
+    state: dict[str, Any] = {
+        "policies": [{k: v for k, v in p.items() if k != "vhost"}
+                     for p in json.loads(run("list_policies", "-p", vhost, "--format", "json").stdout)],
+        "operator": [{k: v for k, v in p.items() if k != "vhost"}
+                     for p in json.loads(run("list_operator_policies", "-p", vhost, "--format", "json").stdout)],
+    }
+    bad = target.ctl("set_policy", "-p", vhost, "ctl-bad", "(", '{"max-length": 1}')
+    state["bad_pattern"] = (bad.exit_code, bad.stderr.strip().splitlines()[-1].startswith("error: "))
+    unknown = target.ctl("set_policy", "-p", vhost, "ctl-bad", ".*", '{"max-bananas": 1}')
+    state["unknown_key"] = unknown.exit_code
+    not_json = target.ctl("set_policy", "-p", vhost, "ctl-bad", ".*", "{max-length: 1}")
+    state["not_json"] = (not_json.exit_code, "not JSON" in not_json.stderr)
     run("clear_policy", "-p", vhost, "ctl-limit")
     run("clear_operator_policy", "-p", vhost, "ctl-cap")
-    assert json.loads(run("list_policies", "-p", vhost, "--format", "json").stdout) == []
-    assert json.loads(run("list_operator_policies", "-p", vhost, "--format", "json").stdout) == []
-    missing = rabbitmq_target.ctl("clear_policy", "-p", vhost, "ctl-limit")
-    assert missing.exit_code == 1
+    state["after_clear"] = (json.loads(run("list_policies", "-p", vhost, "--format", "json").stdout),
+                            json.loads(run("list_operator_policies", "-p", vhost, "--format", "json").stdout))
+    state["clear_missing"] = target.ctl("clear_policy", "-p", vhost, "ctl-limit").exit_code
+    run("delete_vhost", vhost)
+    return state
+
+
+@pytest.mark.interop
+def test_policy_commands_on_both_brokers(mailslot_target: Target, rabbitmq_target: Target) -> None:
+    mailslot, rabbitmq = _policy_scenario(mailslot_target), _policy_scenario(rabbitmq_target)
+    assert mailslot == rabbitmq
+    assert mailslot["policies"] == [{"name": "ctl-limit", "pattern": "^orders\\.", "apply-to": "queues",
+                                     "definition": {"max-length": 10}, "priority": 2}]
+    assert mailslot["operator"] == [{"name": "ctl-cap", "pattern": ".*", "apply-to": "queues",
+                                     "definition": {"max-length": 100}, "priority": 0}]
+    assert mailslot["bad_pattern"] == (1, True) and mailslot["unknown_key"] == 1
+    assert mailslot["not_json"] == (1, True)
+    assert mailslot["after_clear"] == ([], [])
+    assert mailslot["clear_missing"] == 1
 
 
 # ---- offline mode --------------------------------------------------------------------------------
@@ -371,12 +410,21 @@ def test_offline_user_logs_in_after_start(tmp_path: Path, store: str) -> None:
         ("add_vhost", "ctl-offline-vh"),
         ("set_permissions", "-p", "ctl-offline-vh", "ctl-offline", ".*", ".*", ".*"),
         ("set_user_limits", "ctl-offline", '{"max-connections": 2}'),
+        ("set_policy", "-p", "ctl-offline-vh", "--apply-to", "queues", "ctl-len", "^orders\\.", '{"max-length": 1}'),
+        ("set_operator_policy", "-p", "ctl-offline-vh", "ctl-cap", ".*", '{"max-length": 100}'),
+        ("set_policy", "-p", "ctl-offline-vh", "ctl-gone", ".*", '{"message-ttl": 1000}'),
+        ("clear_policy", "-p", "ctl-offline-vh", "ctl-gone"),
     ):
         result = _offline(data_dir, *args)
         assert result.exit_code == 0, (args, result.stderr)
     listed = json.loads(_offline(data_dir, "list_users", "--format", "json").stdout)
     assert {"user": "ctl-offline", "tags": ["management"]} in listed
     assert _offline(data_dir, "add_user", "ctl-offline", "pw").exit_code == 1  # already exists
+    policies = json.loads(_offline(data_dir, "list_policies", "-p", "ctl-offline-vh", "--format", "json").stdout)
+    assert [(p["name"], p["definition"]) for p in policies] == [("ctl-len", {"max-length": 1})]
+    bad = _offline(data_dir, "set_policy", "-p", "ctl-offline-vh", "ctl-bad", ".*", '{"max-priority": 5}')
+    assert bad.exit_code == 1 and "max-priority" in bad.stderr  # RabbitMQ refuses it in policies
+    assert _offline(data_dir, "clear_policy", "-p", "ctl-offline-vh", "ctl-gone").exit_code == 1
     refused = _offline(data_dir, "list_connections")
     assert refused.exit_code == 1 and "needs a running broker" in refused.stderr
     missing = _offline(data_dir, "set_permissions", "-p", "no-such-vhost", "ctl-offline", ".*", ".*", ".*")
@@ -390,6 +438,16 @@ def test_offline_user_logs_in_after_start(tmp_path: Path, store: str) -> None:
         assert not _login(broker.amqp_port, "ctl-offline", "wrong", "ctl-offline-vh")
         assert broker.access.limits.user_limit("ctl-offline", "max-connections") == 2
         assert broker.access.users.get("ctl-gone") is None
+        # The policy set offline is in force: max-length 1 keeps one of three messages.
+        connection = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", broker.amqp_port, "ctl-offline-vh", pika.PlainCredentials("ctl-offline", "pw")))
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.queue_declare("orders.new", durable=True)
+        for body in (b"1", b"2", b"3"):
+            channel.basic_publish("", "orders.new", body, pika.BasicProperties(delivery_mode=2))
+        assert channel.queue_declare("orders.new", passive=True).method.message_count == 1
+        connection.close()
 
 
 def test_offline_refuses_what_is_not_a_data_directory(tmp_path: Path) -> None:
@@ -409,6 +467,7 @@ def test_offline_delete_vhost_with_queues_needs_the_broker(tmp_path: Path) -> No
         connection = pika.BlockingConnection(pika.URLParameters(broker.amqp_url.replace("%2F", "ctl-vh")))
         connection.channel().queue_declare("kept", durable=True)
         connection.close()
+    assert _offline(data_dir, "set_policy", "-p", "ctl-empty", "ctl-p", ".*", '{"max-length": 5}').exit_code == 0
     refused = _offline(data_dir, "delete_vhost", "ctl-vh")
     assert refused.exit_code == 1 and "queue" in refused.stderr
     assert _offline(data_dir, "delete_vhost", "ctl-empty").exit_code == 0
@@ -416,3 +475,4 @@ def test_offline_delete_vhost_with_queues_needs_the_broker(tmp_path: Path) -> No
     assert vhosts == {"/", "ctl-vh"}
     with broker_in_thread(store="segments", data_dir=data_dir) as broker:
         assert "ctl-empty" not in broker.access.vhosts and "ctl-vh" in broker.access.vhosts
+        assert broker.policies.listed("policy", "ctl-empty") == []  # went with the vhost

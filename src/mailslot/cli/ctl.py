@@ -5,8 +5,8 @@ It talks to a running broker through the management HTTP API, RabbitMQ's paths (
 RabbitMQ as well), named as every mailslot command names a broker: ``--url`` (``MAILSLOT_URL``), its AMQP
 URL ``amqp://user:password@host:port/vhost`` (the API is on the same host, ``--http-port``) or the API's own
 ``http(s)://`` URL; ``--username`` / ``--password`` (``MAILSLOT_CTL_USERNAME`` / ``MAILSLOT_CTL_PASSWORD``)
-override the URL's credentials. With ``--data-dir DIR`` the user, vhost, permission and limit commands
-work on a STOPPED broker's data directory instead (ctl_backends.OfflineAdmin).
+override the URL's credentials. With ``--data-dir DIR`` the user, vhost, permission, limit and policy
+commands work on a STOPPED broker's data directory instead (ctl_backends.OfflineAdmin).
 
 Rules of this module: every failure is one ``error: ...`` line on stderr and a non-zero exit code (1; 69
 when the broker cannot be reached; 2 for bad arguments, typer's); progress lines ("Adding user ...") go to
@@ -60,6 +60,7 @@ class Settings:
     password: str | None
     data_dir: Path | None
     quiet: bool
+    cacert: Path | None = None
 
 
 @app.callback()
@@ -88,12 +89,18 @@ def _ctl(
         Path | None,
         typer.Option("--data-dir", file_okay=False,
                      help="Work OFFLINE on this stopped broker's data directory (users, vhosts, permissions, "
-                     "limits) instead of the running broker's API.", show_default=False),
+                     "limits, policies) instead of the running broker's API.", show_default=False),
+    ] = None,
+    cacert: Annotated[
+        Path | None,
+        typer.Option("--cacert", envvar="MAILSLOT_CTL_CACERT", dir_okay=False,
+                     help="PEM CA certificate(s) to verify an https:// (or amqps://) API with, instead of the "
+                     "system's.", show_default=False),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines, as rabbitmqctl -q.")] = False,
 ) -> None:
     """Administer a broker as rabbitmqctl does (docs/ctl.md)."""
-    ctx.obj = Settings(url, http_port, username, password, data_dir, quiet)
+    ctx.obj = Settings(url, http_port, username, password, data_dir, quiet, cacert)
 
 
 # ---- plumbing ---------------------------------------------------------------------------------------
@@ -113,7 +120,7 @@ def _admin(ctx: typer.Context, *, offline: bool = True) -> Iterator[Any]:
         if settings.data_dir is not None:
             if not offline:
                 raise CtlError(f"{command} needs a running broker; offline mode (--data-dir) covers users, "
-                               "vhosts, permissions and limits")
+                               "vhosts, permissions, limits and policies")
             with OfflineAdmin.open(settings.data_dir) as admin:
                 yield admin
             return
@@ -124,7 +131,7 @@ def _admin(ctx: typer.Context, *, offline: bool = True) -> Iterator[Any]:
         if settings.username is not None or settings.password is not None:
             api = Api(api.base, settings.username if settings.username is not None else api.username,
                       settings.password if settings.password is not None else api.password)
-        yield HttpAdmin(api)
+        yield HttpAdmin(api, settings.cacert)
     except CtlError as error:
         raise _fail(str(error), error.exit_code) from None
 
@@ -526,14 +533,14 @@ def _set_policy(ctx: typer.Context, kind: str, vhost: str, name: str, pattern: s
                 priority: int, apply_to: str) -> None:
     body = _json_object(definition, "policy definition")
     label = "policy" if kind == "policies" else "operator policy override"
-    with _admin(ctx, offline=False) as admin:
+    with _admin(ctx) as admin:
         _say(ctx, f'Setting {label} "{name}" for pattern "{pattern}" to "{definition}" with priority "{priority}" '
                   f'for vhost "{vhost}" ...')
         admin.set_policy(kind, vhost, name, pattern, body, priority, apply_to)
 
 
 def _list_policies(ctx: typer.Context, kind: str, vhost: str, fmt: Format) -> None:
-    with _admin(ctx, offline=False) as admin:
+    with _admin(ctx) as admin:
         _say(ctx, f'Listing {"policies" if kind == "policies" else "operator policy overrides"} for vhost "{vhost}" ...')
         _show(admin.list_policies(kind, vhost), ["vhost", "name", "pattern", "apply-to", "definition", "priority"],
               fmt, f"{'policies' if kind == 'policies' else 'operator policies'} in {vhost}")
@@ -562,7 +569,7 @@ def set_policy(
 @_command("clear_policy")
 def clear_policy(ctx: typer.Context, name: str, vhost: VhostOption = "/") -> None:
     """Remove a policy."""
-    with _admin(ctx, offline=False) as admin:
+    with _admin(ctx) as admin:
         _say(ctx, f'Clearing policy "{name}" on vhost "{vhost}" ...')
         admin.clear_policy("policies", vhost, name)
 
@@ -590,7 +597,7 @@ def set_operator_policy(
 @_command("clear_operator_policy")
 def clear_operator_policy(ctx: typer.Context, name: str, vhost: VhostOption = "/") -> None:
     """Remove an operator policy."""
-    with _admin(ctx, offline=False) as admin:
+    with _admin(ctx) as admin:
         _say(ctx, f'Clearing operator policy "{name}" on vhost "{vhost}" ...')
         admin.clear_policy("operator-policies", vhost, name)
 

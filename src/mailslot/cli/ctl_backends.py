@@ -4,7 +4,8 @@
   paths, docs/management-api.md), so every command also works against a real RabbitMQ;
 - :class:`OfflineAdmin`: a STOPPED broker's data directory, through the access model itself
   (``core.access.AccessAdmin`` on the metadata store that ``bootstrap.offline_metadata`` opens): users,
-  vhosts, permissions, topic permissions and limits only, the records a broker reads at start.
+  vhosts, permissions, topic permissions, limits, policies and operator policies only, the records a broker
+  reads at start.
 
 Both raise :class:`CtlError` with one line for the user; list operations return plain dicts (the rows of
 the table, and the objects of ``--format json``).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -78,8 +80,9 @@ USER_LIMITS = ("max-connections", "max-channels")
 class HttpAdmin:
     """The management API of a running broker (mailslot's or RabbitMQ's)."""
 
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, cacert: Path | None = None) -> None:
         self.api = api
+        self.context = _tls_context(cacert) if cacert is not None else None  # None: the system's CAs
 
     # ---- transport --------------------------------------------------------------------------------
 
@@ -96,7 +99,7 @@ class HttpAdmin:
             all_headers["Content-Type"] = "application/json"
         request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
         try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:  # scheme checked by Api
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT, context=self.context) as response:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
@@ -104,6 +107,8 @@ class HttpAdmin:
             raise CtlError(self._refusal(exc, method, path)) from None
         except urllib.error.URLError as exc:
             why = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
+            if isinstance(exc.reason, ssl.SSLCertVerificationError):
+                why = f"{exc.reason.verify_message} (--cacert names the CA that signed the API's certificate)"
             raise CtlError(f"cannot reach the management API at {self.api.base}: {why}", UNAVAILABLE) from None
         except OSError as exc:  # timeouts, resets
             raise CtlError(f"cannot reach the management API at {self.api.base}: {exc}", UNAVAILABLE) from None
@@ -295,6 +300,13 @@ class HttpAdmin:
         ]
 
 
+def _tls_context(cacert: Path) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=str(cacert))
+    except (OSError, ssl.SSLError) as error:
+        raise CtlError(f"cannot use --cacert {cacert}: {error}") from None
+
+
 def _tags_list(tags: Any) -> list[str]:
     """RabbitMQ 3.10 answers tags as a list, older versions (and some clients) as one comma-separated text."""
     if isinstance(tags, list):
@@ -314,9 +326,9 @@ def _client_name(properties: dict[str, Any]) -> str:
 class OfflineAdmin:
     """A stopped broker's users, vhosts, permissions and limits, changed in its metadata store."""
 
-    def __init__(self, admin: Any, metadata: Any) -> None:
+    def __init__(self, admin: Any, policies: Any) -> None:
         self.admin = admin  # core.access.AccessAdmin
-        self.metadata = metadata  # storage.api.MetadataStore
+        self.policies = policies  # core.policies.PolicyEngine
 
     @classmethod
     @contextmanager
@@ -324,10 +336,12 @@ class OfflineAdmin:
         from mailslot.bootstrap import DataDirInUse, offline_metadata
         from mailslot.core.access.admin import AccessAdmin
         from mailslot.core.access.control import InternalAccessControl
+        from mailslot.core.policies import PolicyEngine
 
         try:
             with offline_metadata(data_dir) as metadata:
-                yield cls(AccessAdmin(InternalAccessControl(metadata), _OfflineHost(metadata)), metadata)
+                policies = PolicyEngine(metadata)  # unattached: no live queue to tell, the broker reads them at start
+                yield cls(AccessAdmin(InternalAccessControl(metadata), _OfflineHost(metadata, policies)), policies)
         except DataDirInUse as error:
             raise CtlError(str(error)) from None
 
@@ -435,13 +449,39 @@ class OfflineAdmin:
             self.admin.clear_user_limits(user, None if name == "all" else name)
 
 
+    # ---- policies (kind: the API's path, "policies" or "operator-policies") ------------------------------
+
+    @staticmethod
+    def _kind(kind: str) -> str:
+        from mailslot.core.policies import OPERATOR_POLICY, POLICY
+
+        return POLICY if kind == "policies" else OPERATOR_POLICY
+
+    def set_policy(self, kind: str, vhost: str, name: str, pattern: str, definition: dict[str, Any],
+                   priority: int, apply_to: str) -> None:
+        with self._refusals():
+            self.admin.access.vhosts.require(vhost)
+            self.policies.set(self._kind(kind), vhost, name, pattern, definition, priority, apply_to)
+
+    def clear_policy(self, kind: str, vhost: str, name: str) -> None:
+        what = "policy" if kind == "policies" else "operator policy"
+        if not self.policies.delete(self._kind(kind), vhost, name):
+            raise CtlError(f"{what} '{name}' does not exist in vhost '{vhost}'")
+
+    def list_policies(self, kind: str, vhost: str) -> list[dict[str, Any]]:
+        with self._refusals():
+            self.admin.access.vhosts.require(vhost)
+        return [p.document() for p in self.policies.listed(self._kind(kind), vhost)]
+
+
 class _OfflineHost:
     """The broker core as offline mode stands in for it: a vhost added here is created by the broker from
     its record at the next start; deleting one is allowed only while it holds no queue (their messages are
     in the message log, which only a running broker deletes properly)."""
 
-    def __init__(self, metadata: Any) -> None:
+    def __init__(self, metadata: Any, policies: Any) -> None:
         self.metadata = metadata
+        self.policies = policies
 
     def add_vhost(self, name: str) -> None:
         pass
@@ -464,6 +504,7 @@ class _OfflineHost:
         for exchange in definitions.exchanges:
             if exchange.vhost == name:
                 self.metadata.delete_exchange(name, exchange.name)
+        self.policies.forget_vhost(name)
 
 
 __all__ = ["USER_LIMITS", "VHOST_LIMITS", "CtlError", "FetchError", "HttpAdmin", "Missing", "OfflineAdmin", "parse_limits"]
