@@ -1,7 +1,11 @@
 """The broker core alone (no sockets, memory store): publish -> flush -> deliver -> ack, 500 at a time,
 on a plain queue and on queues with lifecycle arguments, so the cost of a feature on the core loop shows.
 
-    python benchmarks/core_loop.py [--count 200000] [--rounds 3]
+    python benchmarks/core_loop.py [--count 200000] [--rounds 3] [--tracing]
+
+``--tracing`` adds the plain queue with the vhost's tracing on (core/tracing.py: the message history, no
+firehose consumer) and prints its ratio to the plain queue's rate. Tracing off is the plain case itself:
+compare it with the same script on a checkout without the tracing hooks.
 """
 
 from __future__ import annotations
@@ -35,10 +39,14 @@ class _Sink:
         pass
 
 
-def run(arguments: dict[str, Any], count: int, batch: int = 500) -> float:
+def run(arguments: dict[str, Any], count: int, batch: int = 500, tracing: bool = False) -> float:
     broker = Broker(MemoryMessageLog(), MemoryMetadataStore(), [AMQP_CODEC])
     broker.recover()
     vhost = broker.vhosts["/"]
+    if tracing:
+        from mailslot.core.tracing import enable
+
+        enable(vhost, "bench")
     sink = _Sink()
     session = broker.open_session(vhost, object(), sink, Gate())
     vhost.declare_queue("q", passive=False, durable=True, exclusive=False, auto_delete=False,
@@ -59,10 +67,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tracing", action="store_true", help="also the plain queue with tracing on")
     args = parser.parse_args()
-    for name, arguments in CASES.items():
-        rates = sorted(run(arguments, args.count) for _ in range(args.rounds))
-        print(f"{name:<16} median {rates[len(rates) // 2]:>10,.0f} msg/s  (min {rates[0]:,.0f}, max {rates[-1]:,.0f})")
+    medians: dict[str, float] = {}
+    cases = [(name, arguments, False) for name, arguments in CASES.items()]
+    if args.tracing:
+        cases.append(("plain+tracing", {}, True))
+    for name, arguments, tracing in cases:
+        rates = sorted(run(arguments, args.count, tracing=tracing) for _ in range(args.rounds))
+        medians[name] = rates[len(rates) // 2]
+        ratio = f"  {medians[name] / medians['plain']:.2f}x plain" if name != "plain" else ""
+        print(f"{name:<16} median {medians[name]:>10,.0f} msg/s  (min {rates[0]:,.0f}, max {rates[-1]:,.0f}){ratio}")
 
 
 if __name__ == "__main__":

@@ -358,6 +358,10 @@ from mailslot.cli.worker import worker as _worker
 
 app.command(name="worker")(_worker)
 
+from mailslot.cli.dlq import register as _register_dlq
+
+_register_dlq(app)  # mailslot dlq list|show|redrive, mailslot trace MESSAGE_ID
+
 from mailslot.cli.ctl import app as _ctl
 
 app.add_typer(_ctl, name="ctl")

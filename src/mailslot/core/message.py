@@ -123,7 +123,8 @@ class Message:
     """One published message: routing information, the body, and the properties as their protocol encoded
     them (``properties``, read through ``codec``). Shared by every queue it was routed to: never mutated."""
 
-    __slots__ = ("_headers", "body", "codec", "exchange", "persistent", "properties", "routing_key", "ttl")
+    # __weakref__: tracing (core/tracing.py) follows a message without keeping it alive.
+    __slots__ = ("__weakref__", "_headers", "body", "codec", "exchange", "persistent", "properties", "routing_key", "ttl")
 
     def __init__(
         self,

@@ -236,6 +236,22 @@ class PriorityQueue(Queue):
             released = lane.release_held(now_ms) or released
         return released
 
+    def remove(self, seqs: set[int]) -> list[Entry]:
+        """As Queue.remove, lane by lane (a seq's low byte names its lane)."""
+        out: list[Entry] = []
+        for level in sorted({seq & LEVEL_MASK for seq in seqs}, reverse=True):
+            lane = self._lanes[level] if level < len(self._lanes) else None
+            if lane is not None:
+                before = lane.resident()
+                out += lane.remove({seq for seq in seqs if seq & LEVEL_MASK == level})
+                self._count_resident(lane, before)
+        self.stats_dirty = True
+        return out
+
+    def reinsert(self, entries: list[Entry]) -> None:
+        for lane, group in self._by_lane(entries).items():
+            lane.reinsert(group)
+
     def settle(self, entries: list[Entry]) -> None:
         for lane, group in self._by_lane(entries).items():
             lane.settle(group)

@@ -123,6 +123,9 @@ class Queue:
         # TTL (core/ttl.py): ``expiring`` once an entry may carry a deadline; until then pops check nothing.
         self.expiry: QueueExpiry | None = None
         self.expiring = False
+        # Paged seqs that ``remove`` took out before the commit that drops their rows: page-in skips them.
+        self._taken: set[int] = set()
+        self._removed_from: dict[int, str] = {}  # where the last remove() found each entry (for reinsert)
         # Queue features (core/features.py), composed from the effective arguments by ``composer`` (set by
         # core/featureset.py); ``_admit`` mirrors ``hooks.admit`` so enqueue tests one attribute.
         self.hooks: Hooks = NO_HOOKS
@@ -334,7 +337,10 @@ class Queue:
         out = [entry for entry in heads if not (now_ms and 0 < entry.deadline <= now_ms)][:limit]
         rows: list[StoredMessage] = []
         if len(out) < limit and self.paged:
-            rows = self.log.read(self.key, self._loaded_upto, min(limit - len(out), self.paged))
+            taken = self._taken  # rows remove() took, still in the log until the commit: read past them
+            rows = self.log.read(self.key, self._loaded_upto, min(limit - len(out), self.paged) + len(taken))
+            if taken:
+                rows = [row for row in rows if row.seq not in taken]
             for row in rows:
                 if now_ms and 0 < row.deadline <= now_ms:
                     continue
@@ -430,10 +436,103 @@ class Queue:
         self._overflow.clear()
         self.paged = 0
         self._loaded_upto = self.next_seq - 1
+        self._taken.clear()
         self.log.stage_purge(self.key)
         if self.hooks.purge:
             self.purged()
         return count
+
+    def remove(self, seqs: set[int]) -> list[Entry]:
+        """Take the ready entries with these seqs out of the queue wherever they sit (a redrive moves
+        chosen messages, core/redrive.py); unknown seqs are skipped. Returned in seq order. Nothing is
+        marked redelivered; stored rows stay until the caller settles the entries, so the removal and
+        what replaces it (a publish elsewhere) land in one commit. Paged entries are read from the log
+        (and count as stored, transient ones too: their row goes when they are settled)."""
+        self._removed_from = {}
+        if not seqs:
+            return []
+        out: list[Entry] = []
+        origin = self._removed_from
+        for part, where in ((self._ready, "memory"), (self._overflow, "overflow")):
+            if any(entry.seq in seqs for entry in part):
+                taken = [entry for entry in part if entry.seq in seqs]
+                kept = [entry for entry in part if entry.seq not in seqs]
+                part.clear()
+                part.extend(kept)
+                out += taken
+                origin.update((entry.seq, where) for entry in taken)
+                if part is self._ready:
+                    self._window_bytes -= sum(len(e.message.body) for e in taken)
+        if any(entry.seq in seqs for entry in self._requeued):
+            out += [entry for entry in self._requeued if entry.seq in seqs]
+            self._requeued = [entry for entry in self._requeued if entry.seq not in seqs]
+            heapq.heapify(self._requeued)
+        if any(item[1] in seqs for item in self._held):
+            out += [item[2] for item in self._held if item[1] in seqs]
+            self._held = [item for item in self._held if item[1] not in seqs]
+            heapq.heapify(self._held)
+        self.ready_bytes -= sum(len(entry.message.body) for entry in out)
+        found = {entry.seq for entry in out}
+        if self.paged and len(found) < len(seqs):
+            out += self._remove_paged({seq for seq in seqs if seq not in found and seq > self._loaded_upto})
+        out.sort()
+        self.stats_dirty = True
+        return out
+
+    def reinsert(self, entries: list[Entry]) -> None:
+        """Give back entries the last ``remove`` took (a move that could not be made), each at its place
+        and as it was: not marked redelivered, its stored row untouched (one held for a retry delay is
+        ready at once)."""
+        origin = self._removed_from
+        for entry in entries:
+            where = origin.pop(entry.seq, "memory")
+            size = len(entry.message.body)
+            if where == "paged":  # its row is still in the log: it is paged out again
+                self._taken.discard(entry.seq)
+                self.paged += 1
+                if entry.seq > self._restored_upto:
+                    self.ready_bytes += size
+                continue
+            self.ready_bytes += size
+            if where == "overflow":
+                overflow = self._overflow
+                i = len(overflow)
+                while i and overflow[i - 1].seq > entry.seq:
+                    i -= 1
+                overflow.insert(i, entry)
+            else:  # ready, requeued or held: the requeue heap keeps seq order against the window
+                heapq.heappush(self._requeued, entry)
+        self.stats_dirty = True
+
+    def _remove_paged(self, seqs: set[int]) -> list[Entry]:
+        out: list[Entry] = []
+        after, last = self._loaded_upto, max(seqs, default=0)
+        while seqs and after < last:
+            rows = self.log.read(self.key, after, PAGE_IN_BATCH)
+            if not rows:
+                break
+            after = rows[-1].seq
+            for row in rows:
+                if row.seq not in seqs or row.seq in self._taken:
+                    continue
+                message = Message(
+                    row.exchange, row.routing_key, row.properties, row.body, row.persistent, self.codecs[row.codec]
+                )
+                # stored=True even for a transient row (paged only for memory): settling it removes the row.
+                out.append(Entry(row.seq, message, row.redelivered, True, row.deadline, row.requeues))
+                self._taken.add(row.seq)
+                self._removed_from[row.seq] = "paged"
+                if row.seq > self._restored_upto:  # counted in ready_bytes on arrival, not yet on page-in
+                    self.ready_bytes -= len(row.body)
+        self.paged -= len(out)
+        return out
+
+    def _without_taken(self, rows: list[StoredMessage]) -> list[StoredMessage]:
+        """Page-in's rows without those remove() took (their removal may not be committed yet)."""
+        taken = self._taken
+        kept = [row for row in rows if row.seq not in taken]
+        taken.difference_update([row.seq for row in rows])
+        return kept
 
     def _page_in(self) -> None:
         # Paged rows were staged by spill() and committed in the same flush, so read() sees them all.
@@ -441,6 +540,13 @@ class Queue:
         if not rows and self.log.has_staged():
             self.log.commit()  # only after a failed commit left the spill staged
             rows = self.log.read(self.key, self._loaded_upto, min(PAGE_IN_BATCH, self.paged))
+        last = rows[-1].seq if rows else 0
+        if self._taken and rows:
+            rows = self._without_taken(rows)
+            if not rows:  # only rows remove() took: read on past them
+                self._loaded_upto = last
+                self._page_in()
+                return
         for row in rows:
             message = Message(
                 row.exchange, row.routing_key, row.properties, row.body, row.persistent, self.codecs[row.codec]
@@ -453,7 +559,7 @@ class Queue:
             if row.seq <= self._restored_upto:
                 self.ready_bytes += len(row.body)
         if rows:
-            self._loaded_upto = rows[-1].seq
+            self._loaded_upto = last  # the last row read, taken ones included
             transient = [row.seq for row in rows if not row.persistent]
             if transient:
                 self.log.stage_remove(self.key, transient)

@@ -155,9 +155,11 @@ class Session:
     def publish(self, exchange_name: str, routing_key: str, message: Message, mandatory: bool) -> int:
         """Route and enqueue: UNROUTED, ROUTED or REJECTED. Inside a transaction: buffered (ROUTED).
         As rabbit_channel: write permission on the exchange before it is looked up (403 before 404)."""
+        vhost = self.vhost
+        if vhost.tracer is not None and vhost.tracer.wants(self):  # tracing on (core/tracing.py)
+            return vhost.tracer.publish(self, exchange_name, routing_key, message, mandatory)
         if exchange_name not in self.write_ok:
             self.authz.may_publish(exchange_name)
-        vhost = self.vhost
         self.stats_published += 1
         if not exchange_name and self.tx is None:  # the default exchange: the hot path, one lookup
             queue = vhost.queues.get(routing_key)
@@ -285,6 +287,8 @@ class Session:
             self.unacked_count += count
             queue.unacked += count
             queue.mark_delivered(entries)
+        if self.vhost.tracer is not None:
+            self.vhost.tracer.delivered(self, queue, entries, consumer.tag, consumer.no_ack)
         self.sink.deliver_many(consumer.tag, first, entries)
 
     def room(self, consumer: Consumer) -> int:
@@ -322,6 +326,8 @@ class Session:
         queue.stats_get += 1
         if entry.redelivered:
             self.stats_redelivered += 1
+        if self.vhost.tracer is not None:
+            self.vhost.tracer.delivered(self, queue, [entry], None, no_ack)
         if no_ack:
             self.stats_get_no_ack += 1
             queue.stats_get_no_ack += 1
@@ -373,6 +379,8 @@ class Session:
         self._apply_settles([item for _, item in taken], requeue, rejected=not is_ack)
 
     def _apply_settles(self, items: list[Unacked], requeue: bool, rejected: bool = False) -> None:
+        if self.vhost.tracer is not None:
+            self.vhost.tracer.settled(items, requeue, rejected)
         by_queue: dict[Queue, list[Entry]] = {}
         for queue, entry, consumer in items:
             by_queue.setdefault(queue, []).append(entry)

@@ -12,7 +12,7 @@ import base64
 import json
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
 from . import featureset
@@ -33,6 +33,9 @@ from .message import Codecs, Entry, Message
 from .queue import REJECTED, Queue
 from .stats import VhostStats
 from .ttl import drop_expired
+
+if TYPE_CHECKING:
+    from .tracing import Tracer
 
 PREDECLARED = {
     "amq.direct": "direct",
@@ -83,10 +86,12 @@ class VirtualHost:
         self.default_exchange = make_exchange("direct", "")
         self.exchanges[""] = self.default_exchange
         for name_, type_ in PREDECLARED.items():
-            self.exchanges[name_] = make_exchange(type_, name_, durable=True)
+            # The firehose exchange is internal in RabbitMQ: clients cannot publish to it (403).
+            self.exchanges[name_] = make_exchange(type_, name_, durable=True, internal=name_ == "amq.rabbitmq.trace")
         self.delays = DelayedMessages(self)  # scheduled messages of x-delayed-message exchanges
         self.max_queues: int | None = None  # the vhost's max-queues limit (None or negative: none)
         self.stats = VhostStats()  # churn, dead-lettering and closed sessions' counters (core/stats.py)
+        self.tracer: Tracer | None = None  # set while tracing is on (core/tracing.py)
 
     # ---- naming ---------------------------------------------------------------------------------
 
@@ -464,6 +469,8 @@ class VirtualHost:
         """Entries leave ``queue`` other than by delivery (rejected, maxlen): republish them to its
         dead-letter exchange if it has one, then forget them in ``queue``."""
         self.stats.count_dead_lettered(reason, queue.policy.dead_letter_exchange is not None, len(entries))
+        if self.tracer is not None:
+            self.tracer.dead_lettered(queue, entries, reason)
         if queue.policy.dead_letter_exchange is not None:
             for entry in entries:
                 self._dead_letter_message(queue, entry.message, reason)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from . import extras
 from .context import CONTEXT, ManagementContext
 from .errors import error_middleware
 from .resources import ROUTES
@@ -16,4 +17,5 @@ def management_app(ctx: ManagementContext) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=ctx.settings.max_body_bytes)
     app[CONTEXT] = ctx
     install(app, ROUTES)
+    install(app, extras.setup(app, ctx))  # mailslot's own: browse, dead-letter queues, redrive, tracing
     return app

@@ -136,6 +136,11 @@ class AMQPConnection:
         self.touch()
 
     @property
+    def connection_info(self) -> ConnectionInfo | None:
+        """Its entry in the connection table (name, user): tracing names connections by it (core/tracing.py)."""
+        return self._info
+
+    @property
     def peer_certificate(self) -> PeerCertificate | None:
         """The client certificate a TLS handshake verified (set by the transport before the first byte is
         read; None on plain TCP or when the client sent none): what SASL EXTERNAL logs in with, and only

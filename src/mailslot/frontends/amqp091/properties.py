@@ -97,6 +97,12 @@ class AMQPPropertiesCodec:
         ))
 
     @staticmethod
+    def headers_only(headers: dict[str, Any]) -> bytes:
+        """A block with these headers and no other property (a firehose trace message, core/tracing.py:
+        RabbitMQ's rabbit_trace sets nothing else, not even a delivery mode)."""
+        return props.encode_properties(commands.Basic.Properties(headers=headers))
+
+    @staticmethod
     def with_headers(raw: bytes, headers: dict[str, Any]) -> bytes:
         decoded = props.decode_properties(raw)
         decoded.headers = headers

@@ -1,4 +1,4 @@
-"""``/api/queues``: list, show, declare, delete, purge; get, and mailslot's peek.
+"""``/api/queues``: list, show, declare, delete, purge; get (mailslot's peek and browse: http/extras.py).
 
 Documents carry RabbitMQ's fields (rabbit_mgmt_format:queue plus the stats the queue process reports):
 depths and their rates (``messages``, ``messages_ready``, ``messages_unacknowledged`` with ``_details``),
@@ -269,27 +269,3 @@ async def get_messages(request: web.Request) -> web.Response:
                 session.nack(tag, multiple=False, requeue=ackmode != "reject_requeue_false")
     await committed(ctx)
     return json_response(documents)
-
-
-@routes.get("/mailslot/queues/{vhost}/{name}/peek", Rule.VHOST)
-async def peek_messages(request: web.Request) -> web.Response:
-    """mailslot's peek: the next ``count`` messages (10 by default) in delivery order, left in the queue,
-    not marked redelivered, counted nowhere. Needs read permission on the queue, as a get does."""
-    ctx = context(request)
-    queue = _queue(ctx, request)
-    query = request.query
-    count = parse_int("count", query.get("count", "10"), minimum=0)
-    if count > MAX_MESSAGES_PER_REQUEST:
-        raise bad_request(f"count: at most {MAX_MESSAGES_PER_REQUEST} messages per request")
-    encoding = query.get("encoding", "auto")
-    if encoding not in ENCODINGS:
-        raise bad_request("Unsupported encoding. Please use auto or base64.")
-    truncate = None if "truncate" not in query else parse_int("truncate", query["truncate"], minimum=0)
-    require(ctx, current_user(request), queue.vhost, "read", "queue", queue.name)
-    entries = queue.peek(count, int(ctx.core.clock() * 1000) if queue.expiring else 0)
-    documents = [
-        message_document(entry, AMQP_CODEC, encoding, truncate, position=i)
-        for i, entry in enumerate(entries)
-    ]
-    return json_response(documents)
-

@@ -24,6 +24,7 @@ from ..context import ManagementContext, context, current_user
 from ..errors import ApiError, bad_request, empty_response, json_response, not_found
 from ..listing import Listing, reply_list, reply_object
 from ..routing import Routes
+from ..tracing_api import forget_tracing, set_tracing, tracing_flag
 
 routes = Routes()
 
@@ -297,13 +298,14 @@ async def put_vhost(request: web.Request) -> web.Response:
     if not isinstance(tags, (str, list)):
         raise bad_request("tags: expected a list of tags or a comma-separated string")
     default_queue_type = field(body, "default_queue_type", "str")
-    if body.get("tracing") not in (None, False, "false"):
-        raise bad_request("tracing: not available in mailslot (message tracing comes with the dashboard issue)")
+    tracing = tracing_flag(body.get("tracing"))  # checked before anything changes, as RabbitMQ
     existed = name in admin.access.vhosts
     try:
         admin.add_vhost(name, description, tags, default_queue_type, exist_ok=True)
     except core_errors.BrokerError as error:
         raise _refused(error) from None
+    if tracing is not None:
+        set_tracing(request, name, tracing)  # RabbitMQ's per-vhost firehose flag (http/tracing_api.py)
     return empty_response(204 if existed else 201)
 
 
@@ -313,6 +315,7 @@ async def delete_vhost(request: web.Request) -> web.Response:
     admin = admin_of(ctx)
     name = _vhost_record(ctx, request.match_info["vhost"])
     admin.delete_vhost(name)
+    forget_tracing(request, name)
     return empty_response()
 
 

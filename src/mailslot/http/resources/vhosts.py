@@ -42,7 +42,7 @@ def vhost_document(ctx: ManagementContext, vhost: VirtualHost) -> dict[str, Any]
         "tags": tags,
         "default_queue_type": queue_type,
         "metadata": {"description": description, "tags": tags},
-        "tracing": False,
+        "tracing": vhost.tracer is not None,
         "cluster_state": {ctx.node.name: "running"},
     }
     depth_rates = ctx.sampler.depth_rates(vhost.name)
