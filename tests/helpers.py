@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -67,6 +68,15 @@ async def async_wait_for(
             return value  # type: ignore[return-value]
         deadline.check(value)
         await asyncio.sleep(interval)
+
+
+def rabbitmq_management_reachable() -> bool:
+    """Whether the reference RabbitMQ's management API listens on 127.0.0.1:15672 (its tests skip if not)."""
+    try:
+        with socket.create_connection(("127.0.0.1", 15672), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 # ---- pika (blocking) ---------------------------------------------------------------------------------------

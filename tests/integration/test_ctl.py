@@ -23,7 +23,7 @@ from pika.exceptions import AMQPConnectionError, ProbableAccessDeniedError
 from typer.testing import CliRunner
 
 from conftest import _service_missing
-from helpers import wait_for
+from helpers import rabbitmq_management_reachable, wait_for
 from mailslot.cli.main import app
 
 RABBITMQ_API = "http://guest:guest@127.0.0.1:15672"
@@ -73,14 +73,6 @@ class Target:
             self.api("DELETE", f"/vhosts/{urllib.parse.quote(vhost, safe='')}")
 
 
-def _rabbitmq_management_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 15672), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def mailslot_target() -> Iterator[Target]:
     from mailslot.testing import broker_in_thread
@@ -94,7 +86,7 @@ def mailslot_target() -> Iterator[Target]:
 
 @pytest.fixture
 def rabbitmq_target() -> Iterator[Target]:
-    if not _rabbitmq_management_reachable():
+    if not rabbitmq_management_reachable():
         _service_missing("RabbitMQ's management API is not reachable on 127.0.0.1:15672")
     target = Target("rabbitmq", RABBITMQ_API, RABBITMQ_AMQP_PORT)
     yield target

@@ -3,22 +3,14 @@ and the reference RabbitMQ's (127.0.0.1:15672 and :15692, guest/guest)."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from conftest import _service_missing
+from helpers import rabbitmq_management_reachable
 
 from .client import RABBITMQ_API, RABBITMQ_PROMETHEUS, ManagementApi
-
-
-def rabbitmq_management_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 15672), timeout=1.0):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture

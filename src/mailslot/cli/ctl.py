@@ -13,7 +13,8 @@ when the broker cannot be reached; 2 for bad arguments, typer's); progress lines
 stderr, so stdout holds only what was asked for (tables, ``--format json``, an exported file with ``-``).
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: typer reads the annotations of the policy commands, which a
+# function defines with its arguments in them (_policy_commands), so they must be evaluated where they stand.
 
 import enum
 import getpass
@@ -199,19 +200,19 @@ FormatOption = Annotated[
 ]
 
 
-def _command(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return app.command(name)
+def _command(name: str, help: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A ctl command; its help is the function's docstring, or ``help`` for one a factory defines."""
+    return app.command(name, help=help)
 
 
 # ---- users ------------------------------------------------------------------------------------------
 
 
+PasswordArgument = Annotated[str | None, typer.Argument(help="Left out: read from the terminal or stdin.")]
+
+
 @_command("add_user")
-def add_user(
-    ctx: typer.Context,
-    username: str,
-    password: Annotated[str | None, typer.Argument(help="Left out: read from the terminal or stdin.")] = None,
-) -> None:
+def add_user(ctx: typer.Context, username: str, password: PasswordArgument = None) -> None:
     """Add a user (no tags, no permissions), as rabbitmqctl add_user."""
     secret = _read_password(password)
     with _admin(ctx) as admin:
@@ -220,11 +221,7 @@ def add_user(
 
 
 @_command("change_password")
-def change_password(
-    ctx: typer.Context,
-    username: str,
-    password: Annotated[str | None, typer.Argument(help="Left out: read from the terminal or stdin.")] = None,
-) -> None:
+def change_password(ctx: typer.Context, username: str, password: PasswordArgument = None) -> None:
     """Change a user's password (its open connections are closed)."""
     secret = _read_password(password)
     with _admin(ctx) as admin:
@@ -386,6 +383,18 @@ def list_topic_permissions(ctx: typer.Context, vhost: VhostOption = "/", fmt: Fo
 # ---- limits -----------------------------------------------------------------------------------------
 
 
+def _parse_limits(definition: str, allowed: tuple[str, ...]) -> dict[str, int]:
+    """Checked before the broker is asked anything, so a bad definition is the error whatever its state."""
+    try:
+        return parse_limits(definition, allowed)
+    except CtlError as error:
+        raise _fail(str(error)) from None
+
+
+def _show_limits(limits: dict[str, int], fmt: Format, title: str) -> None:
+    _show([{"limit": k, "value": v} for k, v in sorted(limits.items())], ["limit", "value"], fmt, title)
+
+
 @_command("set_vhost_limits")
 def set_vhost_limits(
     ctx: typer.Context,
@@ -394,10 +403,7 @@ def set_vhost_limits(
     vhost: VhostOption = "/",
 ) -> None:
     """Set a vhost's max-connections and max-queues (the ones not given are cleared, as rabbitmqctl)."""
-    try:
-        limits = parse_limits(definition, VHOST_LIMITS)
-    except CtlError as error:
-        raise _fail(str(error)) from None
+    limits = _parse_limits(definition, VHOST_LIMITS)
     with _admin(ctx) as admin:
         _say(ctx, f'Setting vhost limits to "{definition}" for vhost "{vhost}" ...')
         admin.set_vhost_limits(vhost, limits)
@@ -416,8 +422,7 @@ def list_vhost_limits(ctx: typer.Context, vhost: VhostOption = "/", fmt: FormatO
     """Show a vhost's limits."""
     with _admin(ctx) as admin:
         _say(ctx, f'Listing limits for vhost "{vhost}" ...')
-        rows = [{"limit": k, "value": v} for k, v in sorted(admin.vhost_limits(vhost).items())]
-        _show(rows, ["limit", "value"], fmt, f"limits of vhost {vhost}")
+        _show_limits(admin.vhost_limits(vhost), fmt, f"limits of vhost {vhost}")
 
 
 @_command("set_user_limits")
@@ -428,10 +433,7 @@ def set_user_limits(
                                               "-1: no limit. Merged into the user's limits.")],
 ) -> None:
     """Set a user's max-connections and max-channels (other limits it has stay, as rabbitmqctl)."""
-    try:
-        limits = parse_limits(definition, USER_LIMITS)
-    except CtlError as error:
-        raise _fail(str(error)) from None
+    limits = _parse_limits(definition, USER_LIMITS)
     with _admin(ctx) as admin:
         _say(ctx, f'Setting user limits to "{definition}" for user "{username}" ...')
         admin.set_user_limits(username, limits)
@@ -456,8 +458,7 @@ def list_user_limits(ctx: typer.Context, username: str, fmt: FormatOption = Form
     """Show a user's limits."""
     with _admin(ctx) as admin:
         _say(ctx, f'Listing limits for user "{username}" ...')
-        rows = [{"limit": k, "value": v} for k, v in sorted(admin.user_limits(username).items())]
-        _show(rows, ["limit", "value"], fmt, f"limits of user {username}")
+        _show_limits(admin.user_limits(username), fmt, f"limits of user {username}")
 
 
 # ---- definitions --------------------------------------------------------------------------------------
@@ -527,23 +528,20 @@ def close_connection(
 
 
 # ---- policies ---------------------------------------------------------------------------------------
+# Policies and operator policies are the same three commands on two kinds of policy; _PolicyKind holds
+# what differs (names, rabbitmqctl's wording, --apply-to) and _policy_commands registers them for each.
 
 
-def _set_policy(ctx: typer.Context, kind: str, vhost: str, name: str, pattern: str, definition: str,
-                priority: int, apply_to: str) -> None:
-    body = _json_object(definition, "policy definition")
-    label = "policy" if kind == "policies" else "operator policy override"
-    with _admin(ctx) as admin:
-        _say(ctx, f'Setting {label} "{name}" for pattern "{pattern}" to "{definition}" with priority "{priority}" '
-                  f'for vhost "{vhost}" ...')
-        admin.set_policy(kind, vhost, name, pattern, body, priority, apply_to)
-
-
-def _list_policies(ctx: typer.Context, kind: str, vhost: str, fmt: Format) -> None:
-    with _admin(ctx) as admin:
-        _say(ctx, f'Listing {"policies" if kind == "policies" else "operator policy overrides"} for vhost "{vhost}" ...')
-        _show(admin.list_policies(kind, vhost), ["vhost", "name", "pattern", "apply-to", "definition", "priority"],
-              fmt, f"{'policies' if kind == 'policies' else 'operator policies'} in {vhost}")
+@dataclass(frozen=True)
+class _PolicyKind:
+    path: str  # the API's path segment, which the backends take as the kind
+    noun: str  # in the command names (spaces as _) and their help
+    plural: str
+    a_noun: str  # with its article
+    said: tuple[str, str]  # rabbitmqctl's word for one and for several in its progress lines
+    set_help: str
+    apply_to: str  # --apply-to's default
+    apply_to_help: str
 
 
 PriorityOption = Annotated[int, typer.Option("--priority", help="The highest-priority matching policy applies.")]
@@ -551,58 +549,48 @@ PatternArgument = Annotated[str, typer.Argument(help="Regex matched against queu
 DefinitionArgument = Annotated[str, typer.Argument(help='JSON, e.g. \'{"max-length": 1000}\'.')]
 
 
-@_command("set_policy")
-def set_policy(
-    ctx: typer.Context,
-    name: str,
-    pattern: PatternArgument,
-    definition: DefinitionArgument,
-    vhost: VhostOption = "/",
-    priority: PriorityOption = 0,
-    apply_to: Annotated[str, typer.Option("--apply-to", help="queues, classic_queues, quorum_queues, exchanges or "
-                                          "all.")] = "all",
-) -> None:
-    """Set a policy (docs/policies.md)."""
-    _set_policy(ctx, "policies", vhost, name, pattern, definition, priority, apply_to)
+def _policy_commands(kind: _PolicyKind) -> None:
+    """Register set_<noun>, clear_<noun> and list_<plural> for one kind of policy."""
+    noun = kind.noun.replace(" ", "_")
+
+    @_command(f"set_{noun}", help=kind.set_help)
+    def set_policy(
+        ctx: typer.Context,
+        name: str,
+        pattern: PatternArgument,
+        definition: DefinitionArgument,
+        vhost: VhostOption = "/",
+        priority: PriorityOption = 0,
+        apply_to: Annotated[str, typer.Option("--apply-to", help=kind.apply_to_help)] = kind.apply_to,
+    ) -> None:
+        body = _json_object(definition, "policy definition")
+        with _admin(ctx) as admin:
+            _say(ctx, f'Setting {kind.said[0]} "{name}" for pattern "{pattern}" to "{definition}" with priority '
+                      f'"{priority}" for vhost "{vhost}" ...')
+            admin.set_policy(kind.path, vhost, name, pattern, body, priority, apply_to)
+
+    @_command(f"clear_{noun}", help=f"Remove {kind.a_noun}.")
+    def clear_policy(ctx: typer.Context, name: str, vhost: VhostOption = "/") -> None:
+        with _admin(ctx) as admin:
+            _say(ctx, f'Clearing {kind.noun} "{name}" on vhost "{vhost}" ...')
+            admin.clear_policy(kind.path, vhost, name)
+
+    @_command(f"list_{kind.plural.replace(' ', '_')}", help=f"List a vhost's {kind.plural}.")
+    def list_policies(ctx: typer.Context, vhost: VhostOption = "/", fmt: FormatOption = Format.table) -> None:
+        with _admin(ctx) as admin:
+            _say(ctx, f'Listing {kind.said[1]} for vhost "{vhost}" ...')
+            _show(admin.list_policies(kind.path, vhost),
+                  ["vhost", "name", "pattern", "apply-to", "definition", "priority"], fmt, f"{kind.plural} in {vhost}")
 
 
-@_command("clear_policy")
-def clear_policy(ctx: typer.Context, name: str, vhost: VhostOption = "/") -> None:
-    """Remove a policy."""
-    with _admin(ctx) as admin:
-        _say(ctx, f'Clearing policy "{name}" on vhost "{vhost}" ...')
-        admin.clear_policy("policies", vhost, name)
-
-
-@_command("list_policies")
-def list_policies(ctx: typer.Context, vhost: VhostOption = "/", fmt: FormatOption = Format.table) -> None:
-    """List a vhost's policies."""
-    _list_policies(ctx, "policies", vhost, fmt)
-
-
-@_command("set_operator_policy")
-def set_operator_policy(
-    ctx: typer.Context,
-    name: str,
-    pattern: PatternArgument,
-    definition: DefinitionArgument,
-    vhost: VhostOption = "/",
-    priority: PriorityOption = 0,
-    apply_to: Annotated[str, typer.Option("--apply-to", help="queues, classic_queues or quorum_queues.")] = "queues",
-) -> None:
-    """Set an operator policy: limits on top of the queues' own (the lower value wins)."""
-    _set_policy(ctx, "operator-policies", vhost, name, pattern, definition, priority, apply_to)
-
-
-@_command("clear_operator_policy")
-def clear_operator_policy(ctx: typer.Context, name: str, vhost: VhostOption = "/") -> None:
-    """Remove an operator policy."""
-    with _admin(ctx) as admin:
-        _say(ctx, f'Clearing operator policy "{name}" on vhost "{vhost}" ...')
-        admin.clear_policy("operator-policies", vhost, name)
-
-
-@_command("list_operator_policies")
-def list_operator_policies(ctx: typer.Context, vhost: VhostOption = "/", fmt: FormatOption = Format.table) -> None:
-    """List a vhost's operator policies."""
-    _list_policies(ctx, "operator-policies", vhost, fmt)
+_policy_commands(_PolicyKind(
+    path="policies", noun="policy", plural="policies", a_noun="a policy", said=("policy", "policies"),
+    set_help="Set a policy (docs/policies.md).",
+    apply_to="all", apply_to_help="queues, classic_queues, quorum_queues, exchanges or all.",
+))
+_policy_commands(_PolicyKind(
+    path="operator-policies", noun="operator policy", plural="operator policies", a_noun="an operator policy",
+    said=("operator policy override", "operator policy overrides"),
+    set_help="Set an operator policy: limits on top of the queues' own (the lower value wins).",
+    apply_to="queues", apply_to_help="queues, classic_queues or quorum_queues.",
+))
