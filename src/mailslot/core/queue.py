@@ -90,7 +90,10 @@ class ReadyStore(Protocol):
 
     def pop(self) -> Entry | None: ...
 
-    def pop_many(self, limit: int, now: int) -> list[Entry]: ...
+    def pop_many(self, limit: int, now: int) -> list[Entry]:
+        """Up to ``limit`` in order; stops early at a head whose deadline is at or before ``now`` (ms, 0: no
+        check), leaving it for the queue to expire."""
+        ...
 
     def peek_head(self) -> Entry | None: ...
 
@@ -106,9 +109,13 @@ class ReadyStore(Protocol):
 
     def reinsert(self, entries: list[Entry]) -> None: ...
 
-    def restore(self, count: int, max_seq: int) -> int: ...
+    def restore(self, count: int, max_seq: int) -> int:
+        """At start-up, the rows under the queue's own key; returns the arrival number to go on from."""
+        ...
 
-    def restore_lane(self, level: int, count: int, max_seq: int) -> int: ...
+    def restore_lane(self, level: int, count: int, max_seq: int) -> int:
+        """At start-up, the rows of a priority level (store-key kind ``lane``); the same, or 0: not mine."""
+        ...
 
 
 class FifoStore:
@@ -117,7 +124,7 @@ class FifoStore:
     overflow and what is paged out to the message log under ``key``. It keeps no limits, TTLs or
     consumers (the queue does); its byte count covers what it holds, paged messages included."""
 
-    seq_shift = 0  # an entry's seq is its arrival number (core/ttl.py compares arrival numbers with it)
+    seq_shift = 0  # an entry's seq is its arrival number
 
     def __init__(
         self, key: str, log: MessageLog, codecs: Codecs, durable: bool, saw_deadline: Callable[[], None]
