@@ -22,7 +22,7 @@ Rules of this module (RabbitMQ 3.10's rabbit_exchange:route/2 is the model):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .exchanges import Destination, Exchange
 
@@ -100,3 +100,20 @@ def _walk(
             visited.add(name)
             pending.append((target, None, depth + 1))
     return list(found)
+
+
+def sender_keys(message: Message) -> tuple[str, ...]:
+    """The sender-selected routing keys ``message`` was published with (CC and BCC; the front end sets
+    ``message.cc``). A message read back from the store has lost them: its CC header still names CC's."""
+    keys: tuple[str, ...] | None = getattr(message, "cc", None)
+    if keys is not None:
+        return keys
+    return cc_header(message.headers)
+
+
+def cc_header(headers: dict[str, Any] | None) -> tuple[str, ...]:
+    """The routing keys of a CC header (an array of strings; anything else names none)."""
+    value = (headers or {}).get("CC")
+    if not isinstance(value, list):
+        return ()
+    return tuple(key for key in value if isinstance(key, str))

@@ -458,20 +458,28 @@ class VirtualHost:
         if exchange is None:
             return  # RabbitMQ drops a message whose dead-letter exchange does not exist
         old_headers = message.codec.headers(message.properties)
-        routing_key = policy.dead_letter_routing_key or message.routing_key
         headers = death_headers(
             old_headers,
             queue=queue.name,
             reason=reason,
             exchange=message.exchange,
-            routing_keys=[message.routing_key],
+            # As RabbitMQ 3.10 (rabbit_dead_letter): the publish's key and its CC keys, never BCC's.
+            routing_keys=[message.routing_key, *routing.cc_header(old_headers)],
             now=self.clock(),
             original_expiration=message.expiration,
         )
+        cc: tuple[str, ...] = ()
+        if policy.dead_letter_routing_key:  # routed on that key alone, and CC goes
+            routing_key = policy.dead_letter_routing_key
+            headers.pop("CC", None)
+        else:  # routed again on all its keys, BCC's included
+            routing_key, cc = message.routing_key, routing.sender_keys(message)
         copy = Message(
             exchange.name, routing_key, message.with_headers(headers), message.body, message.persistent, message.codec
         )
-        for target in self.route(exchange, routing_key, copy):
+        if cc:
+            copy.cc = cc
+        for target in self.route(exchange, routing_key, copy, cc):
             # A cycle without a rejection in it is cut, as in RabbitMQ (dlx.html, "Dead-Lettered Messages").
             if reason != "rejected" and reason in died_in(old_headers, target.name):
                 continue

@@ -181,3 +181,59 @@ def _headers(headers: dict[str, object]):  # type: ignore[no-untyped-def]
     from mailslot.core.message import Properties
 
     return Properties(headers=dict(headers))
+
+
+def _dead_letter_world(world: CoreHarness, dlx_arguments: dict[str, object]) -> None:
+    world.declare("work", {"x-dead-letter-exchange": "amq.direct", **dlx_arguments})
+    for name in ("work", "copy", "hidden", "fixed"):
+        if name != "work":
+            world.declare(name)
+        world.bind("amq.direct", name, name)
+    message = world.message("work", b"m", world.codec.encode(_headers({"CC": ["copy"]}), True))
+    message.cc = ("copy", "hidden")  # as the front end sets it: CC's keys and BCC's
+    world.session.publish("", "work", message, False, cc=message.cc)
+    world.flush()
+    for name in ("copy", "hidden"):
+        assert world.drain(name) == [b"m"]  # the publish itself
+    found = world.session.get("work", no_ack=False)
+    assert found is not None
+    world.session.nack(found[0], False, False)
+    world.flush()
+
+
+def _death(world: CoreHarness, queue: str) -> tuple[list[bytes], list[object], object]:
+    got = world.session.get(queue, no_ack=True)
+    assert got is not None, queue
+    headers = got[1].message.headers
+    rest = world.drain(queue)
+    return [got[1].message.body, *rest], headers["x-death"][0]["routing-keys"], headers.get("CC")
+
+
+def test_a_dead_lettered_message_is_routed_again_on_its_cc_and_bcc_keys(world: CoreHarness) -> None:
+    """RabbitMQ 3.10, seen differentially: x-death names the key and CC's keys; routing uses BCC's too."""
+    _dead_letter_world(world, {})
+    for queue in ("work", "copy", "hidden"):
+        bodies, keys, cc = _death(world, queue)
+        assert (bodies, keys, cc) == ([b"m"], ["work", "copy"], ["copy"]), queue
+    assert world.drain("fixed") == []
+
+
+def test_a_dead_letter_routing_key_replaces_the_keys_and_drops_cc(world: CoreHarness) -> None:
+    _dead_letter_world(world, {"x-dead-letter-routing-key": "fixed"})
+    bodies, keys, cc = _death(world, "fixed")
+    assert (bodies, keys, cc) == ([b"m"], ["work", "copy"], None)
+    assert [world.drain(q) for q in ("work", "copy", "hidden")] == [[], [], []]
+
+
+def test_tracing_records_the_sender_selected_keys(world: CoreHarness) -> None:
+    from mailslot.core.tracing import enable
+
+    tracer = enable(world.vhost, "node")
+    world.declare("a")
+    world.declare("b")
+    message = world.message("a", b"m")
+    world.session.publish("", "a", message, False, cc=("b",))
+    record = tracer.history.record_for(message, create=False)
+    assert record is not None
+    published = record.events[0].document()
+    assert (published["routing_key"], published["cc"], published["queues"]) == ("a", ["b"], ["a", "b"])
