@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import featureset
+from . import consumer_priority, featureset
 from .access.authorizer import UNRESTRICTED, Authorizer
 from .errors import AccessRefused, NotAllowed, NotFound, NotImplementedFeature, PreconditionFailed
 from .message import Entry, Message
@@ -220,6 +220,7 @@ class Session:
             raise AccessRefused(f"queue '{queue_name}' in vhost '{self.vhost.name}' in exclusive use")
         if queue.consumers and (exclusive or queue.consumers[0].exclusive):
             raise AccessRefused(f"queue '{queue_name}' in vhost '{self.vhost.name}' in exclusive use")
+        consumer_priority.check(arguments, queue_name, self.vhost.name)
         consumer = Consumer(tag, self, queue, no_ack, exclusive, self.consumer_prefetch, arguments)
         self.consumers[tag] = consumer
         queue.add_consumer(consumer)
