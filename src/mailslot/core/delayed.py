@@ -27,6 +27,7 @@ from ..storage.api import QueueRecovery, StoredMessage
 from .errors import PreconditionFailed
 from .exchanges import Destination, Exchange, HeadersExchange, make_exchange, register_type
 from .message import Message
+from .routing import sender_keys
 from .storekeys import DELAYED, feature_key
 from .ttl import parse_expiration
 
@@ -217,8 +218,8 @@ class Schedule:
                     heapq.heappush(heap, later)
                 break
             released.append(seq)
-            if message is not None:
-                for queue in vhost.route(exchange, message.routing_key, message):
+            if message is not None:  # on its CC keys too (BCC's were not kept: docs/routing.md)
+                for queue in vhost.route(exchange, message.routing_key, message, sender_keys(message)):
                     vhost.enqueue(queue, message)
         if released:
             vhost.log.stage_remove(self.key, released)

@@ -108,12 +108,15 @@ def sender_keys(message: Message) -> tuple[str, ...]:
     keys: tuple[str, ...] | None = getattr(message, "cc", None)
     if keys is not None:
         return keys
-    return cc_header(message.headers)
+    return _strings(message.header("CC"))  # walks the table; decodes it only when CC is there
 
 
 def cc_header(headers: dict[str, Any] | None) -> tuple[str, ...]:
     """The routing keys of a CC header (an array of strings; anything else names none)."""
-    value = (headers or {}).get("CC")
+    return _strings((headers or {}).get("CC"))
+
+
+def _strings(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         return ()
     return tuple(key for key in value if isinstance(key, str))

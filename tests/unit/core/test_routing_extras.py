@@ -237,3 +237,18 @@ def test_tracing_records_the_sender_selected_keys(world: CoreHarness) -> None:
     assert record is not None
     published = record.events[0].document()
     assert (published["routing_key"], published["cc"], published["queues"]) == ("a", ["b"], ["a", "b"])
+
+
+def test_a_delayed_message_is_routed_on_its_cc_keys_when_due(world: CoreHarness) -> None:
+    world.declare_exchange("later", "x-delayed-message", {"x-delayed-type": "direct"})
+    for name in ("main", "copy", "hidden"):
+        world.declare(name)
+        world.bind("later", name, name)
+    properties = world.codec.encode(_headers({"x-delay": 1000, "CC": ["copy"]}), True)
+    message = world.message("main", b"m", properties, exchange="later")
+    message.cc = ("copy", "hidden")
+    world.session.publish("later", "main", message, False, cc=message.cc)
+    world.flush()
+    assert [world.count(q) for q in ("main", "copy", "hidden")] == [0, 0, 0]  # scheduled once, not routed yet
+    world.run(2)
+    assert [world.drain(q) for q in ("main", "copy", "hidden")] == [[b"m"], [b"m"], []]  # BCC's key is not kept
