@@ -6,6 +6,7 @@ priorities. Clients speak AMQP through pika."""
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -313,3 +314,69 @@ def test_a_priority_that_is_no_integer_is_refused(sides: list[Side]) -> None:
     assert compare(sides, scenario) == (
         406, "PRECONDITION_FAILED - invalid arg 'x-priority' for queue 'Q' in vhost '/': \"expected integer, got longstr\""
     )
+
+
+# ---- tracing -------------------------------------------------------------------------------------
+
+
+def _rabbitmqctl(*args: str) -> None:
+    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stderr.strip() or done.stdout.strip()}")
+
+
+def _cc_traces(url: str) -> list[tuple[str, Any, Any, Any]]:
+    """A CC/BCC publish and its two deliveries on a traced vhost: (trace routing key, routing_keys,
+    routed_queues or None, the traced properties' headers) of each firehose message, in order."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        ch = connection.channel()
+        ch.queue_declare("fh", exclusive=True)
+        ch.queue_bind("fh", "amq.rabbitmq.trace", "#")
+        for name in ("main", "copy"):
+            ch.queue_declare(name, exclusive=True)
+            ch.queue_bind(name, "amq.direct", name)
+        ch.confirm_delivery()
+        ch.basic_publish("amq.direct", "main", b"m", pika.BasicProperties(headers={"CC": ["copy"], "BCC": ["gone"]}))
+        for name in ("main", "copy"):
+            wait_for(lambda n=name: ch.basic_get(n, auto_ack=True)[0])
+        traces: list[tuple[str, Any, Any, Any]] = []
+
+        def collect() -> bool:
+            method, properties, _body = ch.basic_get("fh", auto_ack=True)
+            if method is not None:
+                headers = properties.headers
+                traces.append((method.routing_key, headers["routing_keys"], headers.get("routed_queues"),
+                               headers["properties"].get("headers")))
+            return len(traces) >= 3
+
+        wait_for(collect, what="three trace messages")
+        return traces
+    finally:
+        connection.close()
+
+
+def test_the_firehose_lists_cc_and_bcc_keys_as_rabbitmq_does() -> None:
+    from mailslot.testing import broker_in_thread
+
+    rabbit_url = _rabbitmq_url_or_skip()
+    vhost = f"routing-trace-{uuid.uuid4().hex[:10]}"
+    path = quote(vhost, safe="")
+    try:
+        _rabbitmqctl("add_vhost", vhost)
+    except (OSError, RuntimeError) as error:
+        _service_missing(f"rabbitmqctl cannot add a vhost here ({error})")
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        _rabbitmqctl("trace_on", "-p", vhost)
+        reference = _cc_traces(rabbit_url.rsplit("/", 1)[0] + "/" + path)
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+    with broker_in_thread() as broker:
+        api = ManagementApi(broker.http_url, name="mailslot")
+        api.ok("PUT", f"/api/vhosts/{path}", {})
+        api.ok("PUT", f"/api/permissions/{path}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+        api.ok("PUT", f"/api/vhosts/{path}", {"tracing": True})
+        ours = _cc_traces(str(broker.amqp_url).rsplit("/", 1)[0] + "/" + path)
+    assert ours == reference
+    assert ours[0] == ("publish.amq.direct", ["main", "copy", "gone"], ["copy", "main"], {"CC": ["copy"]})

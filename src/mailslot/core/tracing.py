@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .message import Entry, Message, Properties
+from .routing import sender_keys
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -241,7 +242,8 @@ class Tracer:
         recorded with the publish's own key."""
         vhost = self.vhost
         exchange = vhost.exchanges.get(exchange_name)
-        queues = [] if exchange is None else [q.name for q in vhost.route(exchange, routing_key, message, cc)]
+        # Sorted by name, as RabbitMQ's routing result (lists:usort of queue names) is.
+        queues = [] if exchange is None else sorted(q.name for q in vhost.route(exchange, routing_key, message, cc))
         # The firehose's routed_queues: through the default exchange RabbitMQ 3.10 names the routing key's
         # queue whether it exists or not (seen differentially); the history says where it really went.
         keys = [routing_key, *cc]
@@ -287,7 +289,7 @@ class Tracer:
                 self._firehose(message, f"deliver.{queue.name}", [
                     ("redelivered", 1 if entry.redelivered else 0), ("vhost", self.vhost.name),
                     ("connection", connection), ("channel", channel), ("user", user),
-                ])
+                ], [message.routing_key, *sender_keys(message)])
 
     def settled(self, items: list[tuple[Queue, Entry, Any]], requeue: bool, rejected: bool) -> None:
         event = "requeued" if requeue else "rejected" if rejected else "acked"
