@@ -9,7 +9,8 @@ process per tree (``PYTHONPATH`` picks the tree; the order alternates between ro
 0-9-1 front end without sockets: ``Channel.publish`` for each message (the front end's property checks,
 ``Session.publish``, routing, enqueue), a flush (group commit) every 500 and a purge so that the queue stays
 in memory. Cases: the default exchange (the hot path), ``amq.direct`` to a bound queue, and ``amq.direct``
-with a headers table that holds no CC or BCC (the cheap pre-test of sender_selected.py runs). Prints the
+with a headers table that holds no CC or BCC, without a ``C`` byte (``+headers``: the memchr pre-test of
+sender_selected.py) and with one (``+headers-C``: the search for ``CC`` runs too). Prints the
 median rate per tree and the ratio this checkout / reference (1.00: no cost).
 """
 
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = ("default-exchange", "amq.direct", "amq.direct+headers")
+CASES = ("default-exchange", "amq.direct", "amq.direct+headers", "amq.direct+headers-C")
 
 
 def child(count: int) -> None:
@@ -61,10 +62,13 @@ def child(count: int) -> None:
     plain = props.encode_properties(commands.Basic.Properties(delivery_mode=2))
     with_headers = props.encode_properties(
         commands.Basic.Properties(delivery_mode=2, headers={"tenant": "acme", "trace-id": "0123456789abcdef"}))
+    with_c = props.encode_properties(
+        commands.Basic.Properties(delivery_mode=2, headers={"tenant": "acme", "X-Correlation-Id": "0123456789abcdef"}))
     runs = {
         "default-exchange": (commands.Basic.Publish(exchange="", routing_key="q"), plain),
         "amq.direct": (commands.Basic.Publish(exchange="amq.direct", routing_key="q"), plain),
         "amq.direct+headers": (commands.Basic.Publish(exchange="amq.direct", routing_key="q"), with_headers),
+        "amq.direct+headers-C": (commands.Basic.Publish(exchange="amq.direct", routing_key="q"), with_c),
     }
     body = b"x" * 64
     rates = {}

@@ -121,7 +121,8 @@ class Channel:
             flags = ((properties[0] << 8) | properties[1]) if len(properties) >= 2 else 0
             if flags & CHECKED_FLAGS:
                 properties, ttl = self.check_properties(properties)
-            if flags & FLAG_HEADERS and sender_selected.MARKER in properties:  # CC or BCC, maybe
+            # CC or BCC, maybe: no "C" byte at all (a memchr, ~10 ns) rules both out; then "CC" (~80 ns).
+            if flags & FLAG_HEADERS and 0x43 in properties and properties.find(sender_selected.MARKER) >= 0:
                 cc, properties = self.sender_selected(method.exchange, properties)
             persistent = props.delivery_mode(properties) == 2
         except ValueError as error:  # the peer's bytes, not our bug: a hard syntax error, not 541

@@ -4,8 +4,9 @@ own; ``BCC`` is removed from the message before it is stored or delivered, ``CC`
 other type is refused: 406 "invalid message: {unacceptable_type_in_header,"CC",longstr}" (rabbit_basic's
 header_routes); array elements that are no string are skipped.
 
-The publish path pays nothing for this unless the property block has headers and the two bytes ``CC``
-appear somewhere in it (one substring search in C); only then is the table decoded (``read``).
+The publish path pays nothing for this unless the property block has headers (one bit test); then it
+looks for a ``C`` byte (a memchr) and, if there is one, for ``CC``; only a block where both appear has its
+table decoded (``read``). ``bytes.find`` is used, not ``in``: on 3.11 it is about 40% faster.
 """
 
 from __future__ import annotations
