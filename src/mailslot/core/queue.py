@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..storage.api import MessageLog, StoredMessage
+from . import consumer_priority
 from .arguments import QueuePolicy
 from .features import NO_HOOKS, Hooks, QueueFeature
 from .message import Codecs, Entry, Message
@@ -35,6 +36,7 @@ from .storekeys import queue_key
 from .ttl import QueueExpiry, deadline_for, pop_live
 
 if TYPE_CHECKING:
+    from .consumer_priority import Priorities
     from .session import Consumer
 
     Composer = Callable[["Queue", dict[str, Any]], tuple[QueueFeature, ...]]
@@ -517,6 +519,8 @@ class Queue:
         self.next_seq = 1  # the next message's arrival number (its seq in a FIFO store)
         self.consumers: list[Consumer] = []
         self._rr = 0
+        # Set while some consumer has an x-priority (core/consumer_priority.py); None: plain round-robin.
+        self.prioritised: Priorities | None = None
         self.had_consumer = False  # auto-delete applies only once a consumer has come and gone
         # A deep backlog while a consumer could take more: the broker, not the consumers, is the
         # bottleneck, so its publishers are slowed (see CONGESTION_BACKLOG and Broker.dispatch).
@@ -831,12 +835,16 @@ class Queue:
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
         self.had_consumer = True
+        if self.prioritised is not None or consumer.arguments:
+            self.prioritised = consumer_priority.arrange(self.consumers)
 
     def remove_consumer(self, consumer: Consumer) -> None:
         try:
             self.consumers.remove(consumer)
         except ValueError:
             pass
+        if self.prioritised is not None:
+            self.prioritised = consumer_priority.arrange(self.consumers)
 
     def dispatch(self) -> None:
         """Give ready messages to consumers with room, round-robin, until either runs out."""
@@ -846,6 +854,9 @@ class Queue:
             return
         if count == 1 or self.policy.single_active_consumer:  # the first registered consumer is the active one
             self._dispatch_one(consumers[0])
+            return
+        if self.prioritised is not None:
+            self.prioritised.dispatch(self)
             return
         i = self._rr
         idle = 0
