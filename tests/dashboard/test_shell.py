@@ -140,7 +140,7 @@ def test_fits_a_phone_screen(dash: Page, many_queues: list[str]) -> None:
     expect(dash.page.locator("[data-nav=trace]")).to_be_attached()
 
 
-# Overview requests take 2.5 s here (the broker "slow"); ticks come every second.
+# Overview requests take 1.5 s here (the broker "slow"); ticks come every second.
 SLOW_FETCH = """
 window.__inFlight = 0; window.__maxInFlight = 0; window.__done = 0;
 const realFetch = window.fetch;
@@ -148,7 +148,7 @@ window.fetch = async (url, options) => {
   if (!String(url).includes('/api/overview')) return realFetch(url, options);
   window.__inFlight++; window.__maxInFlight = Math.max(window.__maxInFlight, window.__inFlight);
   try {
-    await new Promise((resolve) => setTimeout(resolve, 2500));
+    await new Promise((resolve) => setTimeout(resolve, 1500));
     return await realFetch(url, options);
   } finally { window.__inFlight--; window.__done++; }
 };

@@ -46,8 +46,8 @@ export function query(params) {
   return text ? `?${text}` : '';
 }
 
-export async function request(method, path, body, {signal, raw = false, auth = credentials()} = {}) {
-  const headers = {};
+export async function request(method, path, body, {signal, raw = false, auth = credentials(), headers: extra = {}} = {}) {
+  const headers = {...extra};
   if (auth) headers.Authorization = `Basic ${auth}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const response = await fetch(`/api${path}`, {

@@ -85,7 +85,15 @@ class View {
   // A refresh run every second (one in flight at a time); the first run starts now.
   live(refresh, options) {
     const live = new Live(refresh, options);
-    live.onError = (error) => this.showError(error);
+    live.onError = (error) => {
+      if (error.status === 404) { // the object of this page is gone: say so once, stop asking
+        live.stop();
+        this.main.prepend(h('p', {class: 'live-error gone', role: 'alert', 'data-testid': 'gone'},
+          'This no longer exists: it was deleted or closed.'));
+        return;
+      }
+      this.showError(error);
+    };
     this.lives.push(live);
     return live.start();
   }

@@ -23,7 +23,7 @@ function build(element, attrs, children) {
   return element;
 }
 
-export function append(element, children) {
+export function append(element, ...children) {
   for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     element.append(child instanceof Node ? child : document.createTextNode(String(child)));

@@ -1,7 +1,7 @@
-import {h} from '../dom.js';
+import {append, h} from '../dom.js';
 
 export function render(view) {
-  view.main.append(h('p', {}, 'Coming soon.'));
+  append(view.main, h('p', {}, 'Coming soon.'));
 }
 
 export const list = render;

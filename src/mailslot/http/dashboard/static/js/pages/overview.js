@@ -2,7 +2,7 @@
 
 import {api} from '../api.js';
 import {Chart} from '../chart.js';
-import {bytes, duration, get, h, num, rate, replace} from '../dom.js';
+import {append, bytes, duration, get, h, num, rate, replace} from '../dom.js';
 import {isMonitor} from '../app.js';
 
 const RATES = [
@@ -31,7 +31,7 @@ export function render(view) {
   const about = h('p', {class: 'muted about'});
   const charts = [rates.el, queued.el, connections.el];
   if (monitor) charts.push(memory.el, disk.el);
-  view.main.append(h('h1', {}, 'Overview'), alarms, totals, h('div', {class: 'charts'}, charts), about);
+  append(view.main, h('h1', {}, 'Overview'), alarms, totals, h('div', {class: 'charts'}, charts), about);
 
   view.live(async (signal) => {
     const doc = await api.get('/overview', {signal});

@@ -3,7 +3,7 @@
 
 import {api, enc, query} from '../api.js';
 import {Chart} from '../chart.js';
-import {duration, get, h, json, num, rate, replace, bytes} from '../dom.js';
+import {append, duration, get, h, json, num, rate, replace, bytes} from '../dom.js';
 import {href} from '../app.js';
 import {messageCard} from '../messages.js';
 import {attempt, field, kv, parseJson, pill, section, table} from '../ui.js';
@@ -118,7 +118,7 @@ export function render(view) {
       const done = await attempt(() => api.del(base), 'Queue deleted.');
       if (done !== undefined) location.hash = '#/queues';
     }}, 'Delete'));
-  view.main.append(
+  append(view.main,
     h('p', {class: 'muted crumbs'}, h('a', {href: '#/queues'}, 'Queues'), ` › vhost ${vhost}`),
     h('h1', {class: 'name'}, name),
     actions, stats,

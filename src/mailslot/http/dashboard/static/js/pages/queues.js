@@ -2,7 +2,7 @@
 // depths, rates, consumers, the policy in force and the drain/fill forecasts, refreshed every second.
 
 import {api, enc, query} from '../api.js';
-import {duration, get, h, num, rate, replace} from '../dom.js';
+import {append, duration, get, h, num, rate, replace} from '../dom.js';
 import {currentVhost, href, vhostNames} from '../app.js';
 import {attempt, field, parseJson, pager, pill, table} from '../ui.js';
 
@@ -97,7 +97,7 @@ export function render(view) {
     refresh();
   });
   view.onLeave(() => clearTimeout(debounce));
-  view.main.append(
+  append(view.main,
     h('h1', {}, 'Queues', vhost ? h('small', {}, ` in ${vhost}`) : null),
     h('div', {class: 'toolbar'}, filter, h('label', {class: 'check'}, regex, ' regex')),
     pages, body, addQueueForm(refresh));
