@@ -40,5 +40,5 @@ export function messageCard(doc, {select = null} = {}) {
       ? h('details', {}, h('summary', {}, 'properties and headers'),
         h('pre', {}, json({...props, headers: shownHeaders})))
       : null,
-    doc.x_death && doc.x_death.length ? h('details', {open: true}, h('summary', {}, 'x-death'), deathTable(doc.x_death)) : null);
+    doc.x_death && doc.x_death.length ? h('details', {}, h('summary', {}, `x-death (${doc.x_death.length})`), deathTable(doc.x_death)) : null);
 }
