@@ -55,7 +55,7 @@ def test_lists_show_a_consumer_and_close_its_connection(dash: Page, api: Managem
     assert api.ok("GET", "/api/queues/%2F/listed")["consumers"] == 0
 
 
-PAGES = ["overview", "queues", "exchanges", "connections", "channels", "consumers", "exchange/%2F/amq.direct", "dlq"]
+PAGES = ["overview", "queues", "exchanges", "connections", "channels", "consumers", "exchange/%2F/amq.direct", "dlq", "trace"]
 
 
 def test_every_page_opens_without_console_errors(dash: Page) -> None:
