@@ -55,7 +55,8 @@ def test_lists_show_a_consumer_and_close_its_connection(dash: Page, api: Managem
     assert api.ok("GET", "/api/queues/%2F/listed")["consumers"] == 0
 
 
-PAGES = ["overview", "queues", "exchanges", "connections", "channels", "consumers", "exchange/%2F/amq.direct", "dlq", "trace"]
+PAGES = ["overview", "queues", "exchanges", "connections", "channels", "consumers", "exchange/%2F/amq.direct", "dlq", "trace",
+         "admin/users", "admin/vhosts", "admin/permissions", "admin/policies", "admin/limits", "admin/definitions"]
 
 
 def test_every_page_opens_without_console_errors(dash: Page) -> None:
