@@ -138,7 +138,7 @@ export function render(view) {
     for (const [key] of RATES) sample[key] = get(q, `message_stats.${key}_details.rate`) || 0;
     depth.push({ready: q.messages_ready, unacked: q.messages_unacknowledged});
     rates.push(sample);
-    const forecast = q.full_seconds === 0 ? 'full' : q.full_seconds != null ? `full in ${duration(q.full_seconds)}`
+    const forecast = !q.messages_ready && q.full_seconds !== 0 ? 'empty' : q.full_seconds === 0 ? 'full' : q.full_seconds != null ? `full in ${duration(q.full_seconds)}`
       : q.drain_seconds != null ? `empty in ${duration(q.drain_seconds)}` : '–';
     replace(stats,
       stat('Ready', num(q.messages_ready), 'ready'),

@@ -29,6 +29,7 @@ function policy(q) {
 }
 
 function forecast(q) {
+  if (!q.messages_ready && q.full_seconds !== 0) return h('span', {class: 'muted'}, 'empty');
   if (q.full_seconds === 0) return pill('full', 'bad');
   if (q.full_seconds !== null && q.full_seconds !== undefined) return pill(`full in ${duration(q.full_seconds)}`, 'warn');
   if (q.drain_seconds !== null && q.drain_seconds !== undefined) return pill(`empty in ${duration(q.drain_seconds)}`, 'good');
@@ -42,7 +43,7 @@ export function columns(showVhost) {
     {label: 'Features', render: features, opt: true},
     {label: 'Policy', render: policy, opt: true},
     {label: 'Ready', key: 'messages_ready', sort: 'messages_ready', num: true, render: (q) => num(q.messages_ready)},
-    {label: 'Unacked', key: 'messages_unacknowledged', sort: 'messages_unacknowledged', num: true,
+    {label: 'Unacked', key: 'messages_unacknowledged', sort: 'messages_unacknowledged', num: true, opt: true,
       render: (q) => num(q.messages_unacknowledged)},
     {label: 'Total', sort: 'messages', num: true, render: (q) => num(q.messages), opt: true},
     {label: 'In', num: true, render: (q) => rate(get(q, 'message_stats.publish_details.rate') || 0)},
