@@ -29,6 +29,8 @@ def test_lists_show_a_consumer_and_close_its_connection(dash: Page, api: Managem
 
         dash.open("channels")
         expect(dash.page.locator("[data-testid=channels] tbody tr")).to_have_count(1)
+        dash.page.locator("[data-testid=channels] tbody a.name").click()  # the channel's own page
+        expect(dash.page.get_by_test_id("channel-consumers")).to_contain_text("dash-consumer")
 
         dash.open("exchanges")
         expect(dash.page.locator("[data-testid=exchanges] tbody")).to_contain_text("amq.topic")

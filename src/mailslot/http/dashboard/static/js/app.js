@@ -40,6 +40,7 @@ const ROUTES = [
   [['connections'], lists, 'connections', 'Connections'],
   [['connection', ':name'], lists, 'connection'],
   [['channels'], lists, 'channels', 'Channels'],
+  [['channel', ':name'], lists, 'channel'],
   [['consumers'], lists, 'consumers', 'Consumers'],
   [['dlq'], dlq, 'list', 'Dead letters'],
   [['dlq', ':vhost', ':name'], dlq, 'render'],

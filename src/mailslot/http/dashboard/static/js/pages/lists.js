@@ -142,7 +142,7 @@ export function connection(view) {
 
 function channelColumns(sortable) {
   return [
-    {label: 'Channel', sort: sortable && 'name', render: (c) => h('span', {class: 'name'}, c.name)},
+    {label: 'Channel', sort: sortable && 'name', render: (c) => h('a', {href: href('channel', c.name), class: 'name'}, c.name)},
     {label: 'User', key: 'user', opt: true},
     {label: 'Mode', render: (c) => [c.confirm && pill('confirm'), c.transactional && pill('tx')]},
     {label: 'Prefetch', num: true, render: (c) => (c.prefetch_count ? num(c.prefetch_count) : 'unlimited')},
@@ -165,6 +165,34 @@ export function channels(view) {
   });
 }
 
+export function channel(view) {
+  const {name} = view.params;
+  const info = h('div');
+  const consumerBox = h('div');
+  append(view.main, h('p', {class: 'muted'}, h('a', {href: '#/channels'}, 'Channels')),
+    h('h1', {class: 'name'}, name), section('Channel', info), section('Consumers', consumerBox));
+  view.live(async (signal) => {
+    const c = await api.get(`/channels/${enc(name)}`, {signal});
+    const connection = get(c, 'connection_details.name');
+    replace(info, kv([['Connection', connection ? h('a', {href: href('connection', connection), class: 'name'}, connection) : '–'],
+      ['User', c.user], ['Vhost', c.vhost], ['State', c.state],
+      ['Mode', [c.confirm ? 'publisher confirms' : null, c.transactional ? 'transactional' : null].filter(Boolean).join(', ') || 'plain'],
+      ['Prefetch', c.prefetch_count ? num(c.prefetch_count) : 'unlimited'],
+      ['Global prefetch', c.global_prefetch_count ? num(c.global_prefetch_count) : 'unlimited'],
+      ['Unacked', num(c.messages_unacknowledged)], ['Unconfirmed', num(c.messages_unconfirmed)],
+      ['Publish', rate(get(c, 'message_stats.publish_details.rate') || 0)],
+      ['Deliver', rate(get(c, 'message_stats.deliver_get_details.rate') || 0)],
+      ['Ack', rate(get(c, 'message_stats.ack_details.rate') || 0)]]));
+    replace(consumerBox, table([
+      {label: 'Queue', render: (k) => h('a', {href: href('queue', k.queue.vhost, k.queue.name), class: 'name'}, k.queue.name)},
+      {label: 'Consumer tag', render: (k) => h('span', {class: 'name'}, k.consumer_tag)},
+      {label: 'Prefetch', num: true, render: (k) => (k.prefetch_count ? num(k.prefetch_count) : 'unlimited')},
+      {label: 'Unacked', num: true, render: (k) => num(k.messages_unacknowledged)},
+      {label: 'Ack', render: (k) => (k.ack_required ? 'manual' : 'auto')},
+    ], c.consumer_details || [], {empty: 'No consumers on this channel.', testid: 'channel-consumers'}));
+  });
+}
+
 export function consumers(view) {
   pagedList(view, {
     title: 'Consumers', path: inVhost('/consumers'), testid: 'consumers', empty: 'No consumers.', filter: false,
@@ -173,7 +201,8 @@ export function consumers(view) {
       {label: 'Queue', sort: 'queue.name', render: (c) => h('a', {href: href('queue', c.queue.vhost, c.queue.name), class: 'name'}, c.queue.name)},
       !currentVhost() && {label: 'Vhost', key: 'queue.vhost', opt: true},
       {label: 'Consumer tag', render: (c) => h('span', {class: 'name'}, c.consumer_tag)},
-      {label: 'Channel', opt: true, render: (c) => get(c, 'channel_details.name')},
+      {label: 'Channel', opt: true, render: (c) => h('a', {href: href('channel', get(c, 'channel_details.name')), class: 'name'},
+        get(c, 'channel_details.name'))},
       {label: 'Prefetch', num: true, render: (c) => (c.prefetch_count ? num(c.prefetch_count) : 'unlimited')},
       {label: 'Unacked', num: true, render: (c) => num(c.messages_unacknowledged)},
       {label: 'Ack', render: (c) => (c.ack_required ? 'manual' : 'auto')},
