@@ -1,6 +1,6 @@
 // Pieces the pages share: messages, tables (sortable headers), the pager, small forms.
 
-import {h, replace, get} from './dom.js';
+import {h, replace, get, num} from './dom.js';
 
 // ---- messages --------------------------------------------------------------------------------------------
 
@@ -60,7 +60,7 @@ export function pager(state, doc, onChange) {
   return h('div', {class: 'pager'},
     h('button', {onclick: go(1), disabled: page <= 1, 'aria-label': 'first page'}, '«'),
     h('button', {onclick: go(page - 1), disabled: page <= 1, 'data-testid': 'prev'}, '‹ prev'),
-    h('span', {class: 'page-of', 'data-testid': 'page-of'}, `page ${page} of ${Math.max(count, 1)}`),
+    h('span', {class: 'page-of', 'data-testid': 'page-of'}, `page ${num(page)} of ${num(Math.max(count, 1))}`),
     h('button', {onclick: go(page + 1), disabled: page >= count, 'data-testid': 'next'}, 'next ›'),
     h('button', {onclick: go(count), disabled: page >= count, 'aria-label': 'last page'}, '»'),
     h('select', {'aria-label': 'page size', onchange: (e) => {
