@@ -99,3 +99,19 @@ def test_move_with_a_dry_run_then_delete(dash: Page, api: ManagementApi) -> None
     dash.page.get_by_test_id("delete").click()
     expect(dash.page.locator("h1")).to_have_text("Queues")
     assert api.get("/api/queues/%2F/move-from").status == 404
+
+
+def test_bind_and_unbind(dash: Page, api: ManagementApi) -> None:
+    api.queue("bound")
+    open_queue(dash, "bound")
+    form = dash.page.get_by_test_id("bind")
+    form.locator("input[name=source]").fill("amq.direct")
+    form.locator("input[name=binding_key]").fill("to-bound")
+    form.locator("button[type=submit]").click()
+    row = dash.page.locator("[data-testid=bindings] tbody tr", has_text="amq.direct")
+    expect(row).to_contain_text("to-bound")
+    assert api.publish("to-bound", "via amq.direct", exchange="amq.direct")["routed"] is True
+    expect(ready(dash)).to_have_text("1")
+    row.get_by_role("button", name="Unbind").click()
+    expect(row).to_have_count(0)
+    assert api.publish("to-bound", "nowhere", exchange="amq.direct")["routed"] is False

@@ -5,7 +5,7 @@ import {api, enc} from '../api.js';
 import {append, bytes, get, h, json, num, rate, replace, time} from '../dom.js';
 import {currentVhost, href, vhostNames} from '../app.js';
 import {pagedList} from '../list.js';
-import {attempt, field, kv, parseJson, pill, section, table} from '../ui.js';
+import {attempt, field, flash, kv, parseJson, pill, section, table} from '../ui.js';
 
 function inVhost(path) {
   const vhost = currentVhost();
@@ -69,7 +69,7 @@ export async function exchange(view) {
         event.preventDefault();
         const result = await attempt(() => api.post(`${base}/publish`,
           {routing_key: key.value, payload: payload.value, payload_encoding: 'string', properties: {}}));
-        if (result) attempt(async () => result, result.routed ? 'Published and routed.' : 'Published, but routed to no queue.');
+        if (result) flash(result.routed ? 'Published and routed.' : 'Published, but routed to no queue.', result.routed ? 'ok' : 'error');
       }}, field('Routing key', key), field('Payload', payload), h('button', {type: 'submit', class: 'primary'}, 'Publish'))),
     name === 'amq.default' || name.startsWith('amq.') ? null : h('div', {class: 'actions'},
       h('button', {class: 'danger', onclick: async () => {

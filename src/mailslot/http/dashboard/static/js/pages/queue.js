@@ -27,12 +27,29 @@ function consumersTable(rows) {
   ], rows, {empty: 'No consumers.', testid: 'consumers'});
 }
 
-function bindingsTable(rows) {
+function bindingsTable(rows, onChange) {
   return table([
     {label: 'From exchange', render: (b) => (b.source ? h('a', {href: href('exchange', b.vhost, b.source), class: 'name'}, b.source) : '(default)')},
     {label: 'Routing key', render: (b) => h('span', {class: 'name'}, b.routing_key)},
     {label: 'Arguments', render: (b) => (Object.keys(b.arguments || {}).length ? h('code', {}, JSON.stringify(b.arguments)) : '–')},
+    {label: '', render: (b) => (b.source ? h('button', {class: 'link', onclick: async () => {
+      await attempt(() => api.del(`/bindings/${enc(b.vhost)}/e/${enc(b.source)}/q/${enc(b.destination)}/${enc(b.properties_key)}`), 'Unbound.');
+      onChange();
+    }}, 'Unbind') : null)},
   ], rows, {empty: 'No bindings.', testid: 'bindings'});
+}
+
+function bindForm(vhost, name, onBound) {
+  const source = h('input', {name: 'source', required: true, placeholder: 'amq.topic'});
+  const key = h('input', {name: 'binding_key', placeholder: 'orders.#'});
+  const args = h('input', {name: 'binding_arguments', placeholder: '{}'});
+  return h('form', {class: 'inline-form', 'data-testid': 'bind', onsubmit: async (event) => {
+    event.preventDefault();
+    const done = await attempt(() => api.post(`/bindings/${enc(vhost)}/e/${enc(source.value)}/q/${enc(name)}`,
+      {routing_key: key.value, arguments: parseJson(args.value, 'arguments')}), 'Bound.');
+    if (done !== undefined) onBound();
+  }}, field('From exchange', source), field('Routing key', key), field('Arguments (JSON)', args),
+  h('button', {type: 'submit'}, 'Bind'));
 }
 
 function publishForm(vhost, name) {
@@ -126,13 +143,16 @@ export function render(view) {
     peekForm(vhost, name),
     publishForm(vhost, name),
     moveForm(vhost, name, refresh),
-    h('div', {class: 'grid-2'}, section('Consumers', consumers), section('Bindings', bindings)),
+    h('div', {class: 'grid-2'}, section('Consumers', consumers),
+      section('Bindings', bindings, bindForm(vhost, name, () => { ticks = 0; refresh(); }))),
     section('Arguments and policy', settings));
 
   let ticks = 0;
   live = view.live(async (signal) => {
     const q = await api.get(base, {signal});
-    if (ticks % BINDINGS_EVERY === 0) replace(bindings, bindingsTable(await api.get(`${base}/bindings`, {signal})));
+    if (ticks % BINDINGS_EVERY === 0) {
+      replace(bindings, bindingsTable(await api.get(`${base}/bindings`, {signal}), () => { ticks = 0; refresh(); }));
+    }
     ticks += 1;
     const sample = {};
     for (const [key] of RATES) sample[key] = get(q, `message_stats.${key}_details.rate`) || 0;
