@@ -129,7 +129,7 @@ def test_admin_pages_are_hidden_from_a_non_administrator(dash: Page, api: Manage
 @pytest.mark.parametrize("dash", [PHONE], indirect=True)
 def test_fits_a_phone_screen(dash: Page, many_queues: list[str]) -> None:
     dash.login()
-    for route in ("overview", "queues"):
+    for route in ("overview", "dlq", "trace", "admin/policies", "queue/%2F/page-0500", "queues"):
         dash.open(route)
         expect(dash.page.locator("main h1")).to_be_visible()
         dash.page.wait_for_timeout(300)
