@@ -75,12 +75,25 @@ class Page:
         self.page.evaluate("route => { location.hash = '#/' + route; }", route)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def dash(browser: Any, broker: Any, request: pytest.FixtureRequest) -> Iterator[Page]:
+def dash(browser: Any, broker: Any, request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     viewport = getattr(request, "param", LAPTOP)
     context = browser.new_context(viewport=viewport)
     page = Page(context.new_page(), broker.http_url)
     yield page
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:  # what the page looked like, for the one reading the failure
+        shot = tmp_path_factory.mktemp("dashboard") / f"{request.node.name}.png"
+        page.page.screenshot(path=str(shot), full_page=True)
+        print(f"screenshot of the failed page: {shot}")
     context.close()
     assert page.errors == [], f"console errors: {page.errors}"
 
