@@ -97,21 +97,39 @@ def test_queue_list_pages_sorts_and_filters_on_the_server(dash: Page, many_queue
     assert sorted(names_shown(dash)) == [f"page-077{i}" for i in range(10)]
 
 
-def test_a_queue_name_with_markup_is_shown_as_text(dash: Page, api: ManagementApi) -> None:
-    name = '<img src=x onerror="window.__xss=1">'
-    api.queue(name)
-    dash.login()
-    dash.open("queues")
-    dash.page.get_by_test_id("filter").fill("onerror")
-    link = dash.page.locator("[data-testid=queues] tbody a.name")
-    expect(link).to_have_count(1)
-    expect(link).to_have_text(name)
-    assert dash.page.locator("[data-testid=queues] img").count() == 0
-    link.click()  # its own page shows the name as text too
-    expect(dash.page.locator("h1")).to_contain_text(name)
-    assert dash.page.locator("main img").count() == 0
-    assert dash.page.evaluate("window.__xss") is None
-    api.ok("DELETE", f"/api/queues/%2F/{q(name)}")
+MARKUP = '<img src=x onerror="window.__xss=1">'
+
+
+def test_names_with_markup_are_shown_as_text(dash: Page, api: ManagementApi) -> None:
+    api.queue(MARKUP)
+    api.exchange(MARKUP + "-x", "topic")
+    api.ok("PUT", f"/api/users/{q(MARKUP)}", {"password": "pw", "tags": "management"})
+    api.ok("PUT", f"/api/vhosts/{q(MARKUP)}", {"description": MARKUP})
+    api.ok("PUT", f"/api/permissions/{q(MARKUP)}/guest", {"configure": ".*", "write": ".*", "read": ".*"})
+    api.ok("PUT", f"/api/policies/%2F/{q(MARKUP)}", {"pattern": "^never$", "definition": {"max-length": 1}})
+    try:
+        dash.login()
+        dash.open("queues")
+        dash.page.get_by_test_id("filter").fill("onerror")
+        link = dash.page.locator("[data-testid=queues] tbody a.name")
+        expect(link).to_have_count(1)
+        expect(link).to_have_text(MARKUP)
+        link.click()  # its own page shows the name as text too
+        expect(dash.page.locator("h1")).to_have_text(MARKUP)
+        expect(dash.page.get_by_test_id("vhost").locator("option", has_text="onerror")).to_have_text(MARKUP)
+        for route, where in (("exchanges", "[data-testid=exchanges]"), ("admin/users", "[data-testid=users]"),
+                             ("admin/vhosts", "[data-testid=vhosts]"), ("admin/policies", "[data-testid=policies]"),
+                             ("admin/permissions", "[data-testid=permissions]")):
+            dash.open(route)
+            expect(dash.page.locator(where)).to_contain_text(MARKUP)
+        assert dash.page.locator("img").count() == 0
+        assert dash.page.evaluate("window.__xss") is None
+    finally:
+        api.ok("DELETE", f"/api/queues/%2F/{q(MARKUP)}")
+        api.ok("DELETE", f"/api/vhosts/{q(MARKUP)}")
+        api.ok("DELETE", f"/api/users/{q(MARKUP)}")
+        api.ok("DELETE", f"/api/policies/%2F/{q(MARKUP)}")
+        api.cleanup()
 
 
 def test_admin_pages_are_hidden_from_a_non_administrator(dash: Page, api: ManagementApi) -> None:
