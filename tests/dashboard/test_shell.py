@@ -51,6 +51,21 @@ def test_overview_follows_the_broker_live(dash: Page, api: ManagementApi) -> Non
     api.ok("DELETE", "/api/queues/%2F/overview-live")
 
 
+def test_a_memory_alarm_shows_on_the_overview(dash: Page, broker: Any) -> None:
+    dash.login()
+    alarms = dash.page.get_by_test_id("alarms")
+    expect(dash.page.get_by_test_id("chart-memory")).to_contain_text("alarm at")
+    expect(alarms.locator(".alarm")).to_have_count(0)
+    broker.set_resource_limits(memory_high_watermark="1MiB")  # below what any Python process holds
+    try:
+        expect(alarms).to_contain_text("Memory alarm")
+        expect(alarms).to_contain_text("Publishers are blocked")
+        expect(dash.page.get_by_test_id("chart-memory")).to_contain_text("alarm at 1 MiB")
+    finally:
+        broker.set_resource_limits(memory_high_watermark="0.4")  # the default
+    expect(alarms.locator(".alarm")).to_have_count(0)
+
+
 @pytest.fixture(scope="module")
 def many_queues(broker: Any) -> list[str]:
     names = [f"page-{i:04d}" for i in range(MANY)]
