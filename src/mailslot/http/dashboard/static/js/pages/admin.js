@@ -17,8 +17,10 @@ function vhostSelect(name = 'vhost') {
 function form(testid, fields, label, submit) {
   const element = h('form', {class: 'inline-form', 'data-testid': testid, onsubmit: async (event) => {
     event.preventDefault();
-    const ok = await attempt(() => submit(element), 'Saved.');
-    if (ok !== undefined) element.reset();
+    await attempt(async () => {
+      await submit(element);
+      element.reset(); // only once saved: a refused form keeps what was typed
+    }, 'Saved.');
   }}, fields, h('button', {type: 'submit', class: 'primary'}, label));
   return element;
 }
