@@ -115,3 +115,12 @@ def test_bind_and_unbind(dash: Page, api: ManagementApi) -> None:
     row.get_by_role("button", name="Unbind").click()
     expect(row).to_have_count(0)
     assert api.publish("to-bound", "nowhere", exchange="amq.direct")["routed"] is False
+
+
+def test_a_queue_deleted_elsewhere_says_so(dash: Page, api: ManagementApi) -> None:
+    api.queue("vanishing")
+    open_queue(dash, "vanishing")
+    expect(ready(dash)).to_have_text("0")
+    api.ok("DELETE", "/api/queues/%2F/vanishing")
+    expect(dash.page.get_by_test_id("gone")).to_contain_text("no longer exists")
+    dash.errors[:] = [e for e in dash.errors if "404" not in e]  # the browser logs the one refused refresh

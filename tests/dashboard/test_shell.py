@@ -155,6 +155,12 @@ def test_admin_pages_are_hidden_from_a_non_administrator(dash: Page, api: Manage
     dash.open("admin/users")
     expect(dash.page.locator("h1")).to_have_text("Administrators only")
     dash.page.get_by_test_id("logout").click()
+    add_user(api, "no-tags", "secret", "")  # not a management user: the API refuses it, the page says why
+    dash.page.fill("input[name=username]", "no-tags")
+    dash.page.fill("input[name=password]", "secret")
+    dash.page.click("form[data-testid=login] button[type=submit]")
+    expect(dash.page.get_by_test_id("login-error")).to_have_text("Not allowed: Not management user.")
+    dash.errors[:] = [e for e in dash.errors if "401" not in e]
     dash.login()  # an administrator sees them
     expect(dash.page.locator("[data-nav=admin]")).to_be_visible()
 
