@@ -8,7 +8,8 @@ The reference is ``git archive <ref> src`` unpacked in a temporary directory. Ea
 process per tree (``PYTHONPATH`` picks the tree; the order alternates between rounds), which drives the AMQP
 0-9-1 front end without sockets: ``Channel.publish`` for each message (the front end's property checks,
 ``Session.publish``, routing, enqueue), a flush (group commit) every 500 and a purge so that the queue stays
-in memory. Cases: the default exchange (the hot path), ``amq.direct`` to a bound queue, and ``amq.direct``
+in memory; each case runs in ``BURSTS`` bursts after a warm-up and counts its best burst (other processes on
+a shared machine only slow a burst down), and the parent takes the median of the rounds. Cases: the default exchange (the hot path), ``amq.direct`` to a bound queue, and ``amq.direct``
 with a headers table that holds no CC or BCC, without a ``C`` byte (``+headers``: the memchr pre-test of
 sender_selected.py) and with one (``+headers-C``: the search for ``CC`` runs too). Prints the
 median rate per tree and the ratio this checkout / reference (1.00: no cost).
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BURSTS = 5  # per case and child: its rate is the best burst's
 CASES = ("default-exchange", "amq.direct", "amq.direct+headers", "amq.direct+headers-C")
 
 
@@ -71,17 +73,23 @@ def child(count: int) -> None:
         "amq.direct+headers-C": (commands.Basic.Publish(exchange="amq.direct", routing_key="q"), with_c),
     }
     body = b"x" * 64
-    rates = {}
-    for case, (publish, raw) in runs.items():
+
+    def burst(publish: commands.Basic.Publish, raw: bytes, n: int) -> float:
         t0 = time.perf_counter()
-        for _ in range(0, count, 500):
+        for _ in range(0, n, 500):
             for _ in range(500):
                 channel.publish(publish, raw, body)
             broker.flush()
             queue.purge()
-        rates[case] = count / (time.perf_counter() - t0)
-        assert queue.stats_published >= count, "the messages did not reach the queue"
+        return n / (time.perf_counter() - t0)
+
+    rates: dict[str, float] = {}
+    for case, (publish, raw) in runs.items():
+        burst(publish, raw, 5_000)  # warm-up
         queue.stats_published = 0
+        # The best of several bursts: on a shared machine other processes only ever slow a burst down.
+        rates[case] = max(burst(publish, raw, count // BURSTS) for _ in range(BURSTS))
+        assert queue.stats_published >= count // BURSTS * BURSTS, "the messages did not reach the queue"
     print(json.dumps({"file": mailslot.__file__, "rates": rates}))
 
 
