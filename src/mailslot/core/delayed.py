@@ -301,6 +301,17 @@ class Schedule:
         self._misses.clear()
 
 
+EXTENSION = "delayed"  # this module's key in VirtualHost.extensions
+
+
+def messages(vhost: VirtualHost) -> DelayedMessages:
+    """The vhost's delayed-message state, made on first use (the vhost holds it without naming it)."""
+    found = vhost.extensions.get(EXTENSION)
+    if not isinstance(found, DelayedMessages):
+        found = vhost.extensions[EXTENSION] = DelayedMessages(vhost)
+    return found
+
+
 class DelayedMessages:
     """The schedules of one vhost's delayed exchanges."""
 
@@ -346,7 +357,8 @@ def release_ticker(vhosts: Iterable[VirtualHost]) -> Callable[[float], None]:
         now_ms = int(now * 1000)
         budget = RELEASE_PER_TICK
         for vhost in list(vhosts):
-            if vhost.delays.schedules:
-                budget -= vhost.delays.release(now_ms, budget)
+            delays = vhost.extensions.get(EXTENSION)
+            if isinstance(delays, DelayedMessages) and delays.schedules:
+                budget -= delays.release(now_ms, budget)
 
     return tick

@@ -26,7 +26,6 @@ from .arguments import (
     validate_queue_properties,
 )
 from .deadletter import death_headers, died_in
-from .delayed import DelayedMessages
 from .errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
 from .message import Codecs, Entry, Message
@@ -87,7 +86,9 @@ class VirtualHost:
         for name_, type_ in PREDECLARED.items():
             # The firehose exchange is internal in RabbitMQ: clients cannot publish to it (403).
             self.exchanges[name_] = make_exchange(type_, name_, durable=True, internal=name_ == "amq.rabbitmq.trace")
-        self.delays = DelayedMessages(self)  # scheduled messages of x-delayed-message exchanges
+        # Per-vhost state of features that are not queue features, by the feature's own key (the
+        # delayed-message exchanges' schedules: core/delayed.py ``messages``); the vhost names none of them.
+        self.extensions: dict[str, object] = {}
         self.max_queues: int | None = None  # the vhost's max-queues limit (None or negative: none)
         self.stats = VhostStats()  # churn, dead-lettering and closed sessions' counters (core/stats.py)
         self.tracer: Tracer | None = None  # set while tracing is on (core/tracing.py)
