@@ -85,7 +85,12 @@ class View {
 
   // A refresh run every second (one in flight at a time); the first run starts now.
   live(refresh, options) {
-    const live = new Live(refresh, options);
+    // main[data-refreshes] counts completed refreshes: a test (or a curious reader) can wait for one.
+    const counted = async (signal) => {
+      await refresh(signal);
+      this.main.dataset.refreshes = String(Number(this.main.dataset.refreshes || 0) + 1);
+    };
+    const live = new Live(counted, options);
     live.onError = (error) => {
       if (error.status === 404) { // the object of this page is gone: say so once, stop asking
         live.stop();
