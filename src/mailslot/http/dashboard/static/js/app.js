@@ -50,7 +50,12 @@ const ROUTES = [
 ];
 
 function match(path) {
-  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  let parts;
+  try {
+    parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  } catch {
+    return null; // a malformed %-escape typed into the address bar: "not found", not an error
+  }
   if (!parts.length) parts.push('overview');
   for (const [pattern, module, handler, , adminOnly] of ROUTES) {
     if (pattern.length !== parts.length) continue;
