@@ -171,7 +171,7 @@ def test_fits_a_phone_screen(dash: Page, many_queues: list[str]) -> None:
     for route in ("overview", "dlq", "trace", "admin/policies", "queue/%2F/page-0500", "queues"):
         dash.open(route)
         expect(dash.page.locator("main h1")).to_be_visible()
-        dash.page.wait_for_timeout(300)
+        expect(dash.page.locator("main[data-refreshes]")).to_be_attached()  # drawn with its data
         # Nothing wider than the screen but the tables, which scroll inside their own box.
         width = dash.page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], (route, width)

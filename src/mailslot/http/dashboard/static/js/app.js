@@ -50,7 +50,12 @@ const ROUTES = [
 ];
 
 function match(path) {
-  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  let parts;
+  try {
+    parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  } catch {
+    return null; // a malformed %-escape typed into the address bar: "not found", not an error
+  }
   if (!parts.length) parts.push('overview');
   for (const [pattern, module, handler, , adminOnly] of ROUTES) {
     if (pattern.length !== parts.length) continue;
@@ -85,7 +90,12 @@ class View {
 
   // A refresh run every second (one in flight at a time); the first run starts now.
   live(refresh, options) {
-    const live = new Live(refresh, options);
+    // main[data-refreshes] counts completed refreshes: a test (or a curious reader) can wait for one.
+    const counted = async (signal) => {
+      await refresh(signal);
+      this.main.dataset.refreshes = String(Number(this.main.dataset.refreshes || 0) + 1);
+    };
+    const live = new Live(counted, options);
     live.onError = (error) => {
       if (error.status === 404) { // the object of this page is gone: say so once, stop asking
         live.stop();

@@ -38,6 +38,10 @@ function history(item) {
 export function render(view) {
   const vhosts = vhostNames();
   let vhost = currentVhost() || (vhosts.includes('/') ? '/' : vhosts[0]);
+  if (vhost === undefined) {
+    append(view.main, h('h1', {}, 'Where is my message'), h('p', {}, 'You have access to no virtual host.'));
+    return;
+  }
   const choose = h('select', {'aria-label': 'vhost', onchange: (e) => {
     vhost = e.target.value;
     live.tick();
