@@ -5,6 +5,7 @@ reason `expired`, also when the broker restarts right after the change (the queu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pika
 import pytest
@@ -64,3 +65,13 @@ def test_the_change_holds_across_a_restart(tmp_path: Path) -> None:
         ManagementApi(broker.http_url).ok("PUT", "/api/policies/%2F/ttl", {**POLICY, "definition": {"message-ttl": 1500}})
     with broker_in_thread(store="segments", data_dir=tmp_path, http_port=0) as broker:
         _expect_expired(broker.amqp_url, 5)  # recovered with the policy; the queued rows carry no deadline
+
+
+def test_the_change_holds_across_a_restart_on_postgres(postgres_settings: Any) -> None:
+    config = {"store": "postgres", "postgres_dsn": postgres_settings.dsn, "postgres_schema": postgres_settings.schema,
+              "node_name": postgres_settings.node_name, "http_port": 0}
+    with broker_in_thread(**config) as broker:
+        _fill(broker.amqp_url, 5)
+        ManagementApi(broker.http_url).ok("PUT", "/api/policies/%2F/ttl", {**POLICY, "definition": {"message-ttl": 1500}})
+    with broker_in_thread(**config) as broker:
+        _expect_expired(broker.amqp_url, 5)

@@ -81,7 +81,7 @@ def save(metadata: MetadataStore, queue: Queue) -> None:
 
 
 def forget(metadata: MetadataStore, queue: Queue) -> None:
-    if queue.durable and queue.ttl_caps:
+    if queue.durable and queue.exclusive_owner is None and queue.ttl_caps:
         metadata.delete_record(RECORD_KIND, queue.key)
 
 
