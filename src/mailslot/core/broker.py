@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from ..storage.api import MessageLog, MetadataStore
-from . import featureset
+from . import featureset, ttl_live
 from .access.authorizer import UNRESTRICTED, Authorizer
 from .argument_source import ArgumentSource, DeclaredOnly
 from .delayed import release_ticker
@@ -149,6 +149,7 @@ class Broker:
             # Dispatched by the key's kind (core/storekeys.py) to the queue, lane or feature owning it.
             if not featureset.recover(self.vhosts, recovered):
                 self.log.stage_purge(recovered.queue)  # rows of a queue or feature that no longer exists
+        ttl_live.recover(self.metadata, self.vhosts.values())  # a live message-ttl change's caps
         if self.log.has_staged():
             self.log.commit()
 

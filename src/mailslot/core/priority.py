@@ -31,6 +31,7 @@ from . import queue as queue_module
 from .message import Codecs, Entry, Message
 from .queue import FifoStore, Queue
 from .storekeys import lane_key, queue_key
+from .ttl_live import Cap
 
 LEVEL_BITS = 8  # x-max-priority is at most 255 (arguments.MAX_PRIORITY)
 LEVEL_MASK = (1 << LEVEL_BITS) - 1
@@ -75,12 +76,14 @@ class PriorityStore:
         self._levels: list[FifoStore] = []  # lanes in use, highest level first
         self._resident = 0  # messages in the lanes' windows together
         self._resident_bytes = 0
+        self.caps: list[Cap] = []  # core/ttl_live.py; entry seqs, so one list serves every lane
 
     def lane(self, level: int) -> FifoStore:
         lane = self._lanes[level]
         if lane is None:
             key = lane_key(self.vhost, self.name, level)
             lane = self._lanes[level] = FifoStore(key, self.log, self.codecs, self.durable, self._saw_deadline)
+            lane.caps = self.caps  # a lane restored after a message-ttl change reads its rows back capped
             self._levels = [each for each in reversed(self._lanes) if each is not None]
         return lane
 
@@ -127,6 +130,11 @@ class PriorityStore:
     def push_back(self, entries: list[Entry]) -> None:
         for lane, group in self._by_lane(entries).items():
             lane.push_back(group)
+
+    def cap_deadlines(self, caps: list[Cap]) -> None:
+        self.caps = caps
+        for lane in self._levels:
+            lane.cap_deadlines(caps)
 
     def mark_redelivered(self, entries: list[Entry]) -> None:
         for lane, group in self._by_lane(entries).items():

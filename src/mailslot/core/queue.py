@@ -34,6 +34,7 @@ from .message import Codecs, Entry, Message
 from .redelivery import retry_delay_ms
 from .storekeys import queue_key
 from .ttl import QueueExpiry, deadline_for, pop_live
+from .ttl_live import Cap, apply_caps, cap_entries, ttl_changed
 
 if TYPE_CHECKING:
     from .consumer_priority import Priorities
@@ -87,6 +88,11 @@ class ReadyStore(Protocol):
     def push_back(self, entries: list[Entry]) -> None: ...
 
     def mark_redelivered(self, entries: list[Entry]) -> None: ...
+
+    def cap_deadlines(self, caps: list[Cap]) -> None:
+        """A message-ttl set or lowered (core/ttl_live.py): entries in memory take the caps now, paged
+        ones as they are read back."""
+        ...
 
     def spill(self) -> None: ...
 
@@ -150,6 +156,7 @@ class FifoStore:
         # Paged seqs that ``remove`` took out before the commit that drops their rows: page-in skips them.
         self._taken: set[int] = set()
         self._removed_from: dict[int, str] = {}  # where the last remove() found each entry (for reinsert)
+        self.caps: list[Cap] = []  # deadline caps of a live message-ttl change (core/ttl_live.py)
 
     def count(self) -> int:
         return len(self._ready) + len(self._requeued) + self.paged + len(self._overflow)
@@ -201,6 +208,11 @@ class FifoStore:
 
     def mark_redelivered(self, entries: list[Entry]) -> None:
         self.log.stage_mark_redelivered(self.key, [entry.seq for entry in entries])
+
+    def cap_deadlines(self, caps: list[Cap]) -> None:
+        self.caps = caps
+        for part in (self._ready, self._requeued, self._overflow):
+            apply_caps(part, caps)  # the requeue heap is ordered by seq: deadlines may change
 
     def spill(self) -> None:
         """Page this turn's overflow out to the log (the broker commits right after)."""
@@ -313,9 +325,12 @@ class FifoStore:
             if taken:
                 rows = [row for row in rows if row.seq not in taken]
             for row in rows:
-                if now_ms and 0 < row.deadline <= now_ms:
+                entry = self._entry(row, row.persistent)
+                if self.caps:
+                    apply_caps((entry,), self.caps)
+                if now_ms and 0 < entry.deadline <= now_ms:
                     continue
-                out.append(self._entry(row, row.persistent))
+                out.append(entry)
         if len(out) < limit and len(rows) >= self.paged:  # this turn's overflow comes after the paged ones
             out += [e for e in itertools.islice(self._overflow, limit) if not (now_ms and 0 < e.deadline <= now_ms)]
         return out[:limit]
@@ -420,7 +435,10 @@ class FifoStore:
                 if row.seq not in seqs or row.seq in self._taken:
                     continue
                 # stored=True even for a transient row (paged only for memory): settling it removes the row.
-                out.append(self._entry(row, True))
+                entry = self._entry(row, True)
+                if self.caps:
+                    apply_caps((entry,), self.caps)
+                out.append(entry)
                 self._taken.add(row.seq)
                 self._removed_from[row.seq] = "paged"
                 if row.seq > self._restored_upto:  # counted in ready_bytes on arrival, not yet on page-in
@@ -458,6 +476,9 @@ class FifoStore:
             self._window_bytes += len(row.body)
             if row.seq <= self._restored_upto:
                 self.ready_bytes += len(row.body)
+        if self.caps and rows:  # a message-ttl change since these were paged (core/ttl_live.py)
+            apply_caps(itertools.islice(reversed(self._ready), len(rows)), self.caps)
+            deadlines = True
         if deadlines:
             self._saw_deadline()  # read back after a restart: its deadline still holds
         if rows:
@@ -543,6 +564,7 @@ class Queue:
         # TTL (core/ttl.py): ``expiring`` once an entry may carry a deadline; until then pops check nothing.
         self.expiry: QueueExpiry | None = None
         self.expiring = False
+        self.ttl_caps: list[Cap] = []  # a live message-ttl change's caps (core/ttl_live.py), entry seqs
         # Queue features (core/features.py), composed from the effective arguments by ``composer`` (set by
         # core/featureset.py); ``_admit`` mirrors ``hooks.admit`` so enqueue tests one attribute.
         self.hooks: Hooks = NO_HOOKS
@@ -571,13 +593,14 @@ class Queue:
         to a live queue: limits and TTLs are re-read, features composed again, and a lowered max-length
         applies the overflow mode at once (drop-head victims go to ``dropped``, for the vhost to
         dead-letter); the reject-publish modes keep what is there and refuse new messages. A new
-        message-ttl applies to messages that arrive from now on, as in RabbitMQ 3.10 (checked against
-        it: messages already queued keep the deadline they were given). The ready store stays: its kind
+        message-ttl set or lowered applies to the messages already queued too (core/ttl_live.py; unlike
+        RabbitMQ 3.10, whose messages keep the expiry given at enqueue). The ready store stays: its kind
         follows x-max-priority, which no policy can set."""
         self.effective_arguments = effective
         policy = self.policy = QueuePolicy.from_arguments(effective)
         expiry = self.expiry
         if expiry is not None:
+            ttl_changed(self, expiry.ttl, policy.message_ttl)
             expiry.ttl = policy.message_ttl
             if expiry.expires is None and policy.expires is not None:
                 expiry.last_used = expiry.clock()  # a new lease starts now
@@ -710,6 +733,8 @@ class Queue:
         exhausted: list[Entry] = []
         stored: list[Entry] = []
         ready: list[Entry] = []
+        if self.ttl_caps:  # delivered before a message-ttl change, back in the queue after it
+            apply_caps(entries, self.ttl_caps)
         for entry in entries:
             entry.redelivered = True
             count = entry.requeues = entry.requeues + 1
@@ -729,6 +754,10 @@ class Queue:
         if stored:
             self.store.mark_redelivered(stored)
         return exhausted
+
+    def cap_held(self, deadline: int) -> None:
+        """Entries held for a retry delay expire by ``deadline`` at the latest (core/ttl_live.py)."""
+        cap_entries((item[2] for item in self._held), deadline)
 
     @property
     def holding(self) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
-from . import featureset, routing
+from . import featureset, routing, ttl_live
 from .access.authorizer import UNRESTRICTED, Authorizer
 from .access.limits import check_queue_count
 from .argument_source import ArgumentSource, DeclaredOnly
@@ -393,6 +393,7 @@ class VirtualHost:
                 self._forget_binding(exchange, dest, routing_key, args_key)
         if queue.durable:
             self.metadata.delete_queue(self.name, queue.name)
+            ttl_live.forget(self.metadata, queue)
         queue.set_features(())  # each feature closes (a deduplication window drops its rows)
         return count
 
@@ -407,7 +408,10 @@ class VirtualHost:
             effective = source.queue_arguments(self.name, queue.name, queue.arguments)
             if effective == queue.effective_arguments:
                 continue
+            caps = queue.ttl_caps
             queue.reconfigure(effective)
+            if queue.ttl_caps is not caps:  # a message-ttl set or lowered capped what is queued
+                ttl_live.save(self.metadata, queue)
             if queue.dropped:  # a lowered max-length with drop-head: the excess is dead-lettered now
                 dropped, queue.dropped = queue.dropped, []
                 self.dead_letter(queue, dropped, "maxlen")
