@@ -26,7 +26,8 @@ from typing import Any
 from . import queue as queue_module
 from .arguments import QueuePolicy
 from .message import Entry, Message
-from .queue import ACCEPTED, REJECTED, Queue
+from .outcome import Outcome
+from .queue import Queue
 from .storekeys import lane_key
 
 LEVEL_BITS = 8  # x-max-priority is at most 255 (arguments.MAX_PRIORITY)
@@ -129,12 +130,12 @@ class PriorityQueue(Queue):
 
     # ---- enqueue --------------------------------------------------------------------------------
 
-    def enqueue(self, message: Message, admitted: bool = False) -> int:
+    def enqueue(self, message: Message, admitted: bool = False) -> Outcome:
         if self._admit and not admitted:
             return self._enqueue_through_features(message)
         policy = self.policy
         if policy.bounded and policy.overflow != "drop-head" and self._beyond_limits(1):
-            return REJECTED
+            return Outcome.REJECTED
         level = message.priority
         level = min(level, self.max_priority)  # RabbitMQ treats a priority above the maximum as the maximum
         lane = self._lanes[level] or self.lane(level)
@@ -156,7 +157,7 @@ class PriorityQueue(Queue):
                 self._resident_bytes -= len(message.body)
         if policy.bounded and policy.overflow == "drop-head":
             self._drop_head()
-        return ACCEPTED
+        return Outcome.ACCEPTED
 
     def spill(self) -> None:
         for lane in self._levels:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .message import Entry, Message, Properties
 
 if TYPE_CHECKING:
+    from .outcome import Outcome
     from .queue import Queue
     from .session import Session
     from .vhost import VirtualHost
@@ -235,7 +236,7 @@ class Tracer:
         return not self._publishing and session.tx is None
 
     def publish(self, session: Session, exchange_name: str, routing_key: str, message: Message,
-                mandatory: bool) -> int:
+                mandatory: bool) -> Outcome:
         """Route and enqueue through the session as usual, then record the publish and copy it to the
         firehose with the queues it reached."""
         vhost = self.vhost
