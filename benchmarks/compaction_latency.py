@@ -270,7 +270,7 @@ def one_round(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="compaction-bench-", dir=args.dir) as tmp:
         probe_file = Path(tmp) / "steps.txt"
         probe_file.touch()
-        env = {"PYTHONPATH": os.pathsep.join([str(tree), str(HERE / "_compaction_probe")]),
+        env = {"PYTHONPATH": os.pathsep.join([str(tree), str(args.probe_dir)]),
                "MAILSLOT_COMPACTION_PROBE": str(probe_file)}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
@@ -284,6 +284,13 @@ def one_round(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     os.environ[k] = v
         spans, steps, longest, imported = windows(probe_file)
+        if args.samples:
+            with args.samples.open("a", encoding="utf-8") as out:
+                out.write(f"# {imported}\n")
+                out.writelines(f"{a} {lat}\n" for a, lat in result["samples"])
+                extra = probe_file.with_name(probe_file.name + ".diag")
+                if extra.exists():
+                    out.writelines("= " + line for line in extra.read_text(encoding="utf-8").splitlines(True))
     during, outside = [], []
     for arrived, latency in result["samples"]:
         if any(s <= arrived <= e + AFTER_NS for s, e in spans):
@@ -315,6 +322,9 @@ def main() -> None:
     ap.add_argument("--tail", type=float, default=10.0)
     ap.add_argument("--max-drain", type=float, default=300.0)
     ap.add_argument("--dir", help="where the data directories go (the disk under test; default: the temp dir)")
+    ap.add_argument("--probe-dir", type=Path, default=HERE / "_compaction_probe",
+                    help="the sitecustomize that times compaction steps (another one may time more)")
+    ap.add_argument("--samples", type=Path, help="append each round's probe samples (arrival ns, latency ns) here")
     args = ap.parse_args()
     trees = {"after": args.after.resolve()}
     if args.before:
