@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from helpers import async_wait_for
 from mailslot import client
 from mailslot.client import ChannelClosed, ConnectionLost, PublishNacked
 
@@ -174,10 +175,7 @@ async def test_consumer_exit_requeues_unhanded_messages(conn: client.Connection,
     async with ch.consume(q, prefetch=50) as messages:
         first = await asyncio.wait_for(messages.__anext__(), 5)
         await first.ack()
-        for _ in range(100):  # let the rest arrive in the buffer
-            await asyncio.sleep(0.01)
-            if len(messages._buffer) == 49:
-                break
+        await async_wait_for(lambda: len(messages._buffer) == 49, what="the rest in the buffer")
     rest = await drain(ch, q, 49)
     assert sorted(int(m.body) for m in rest) == list(range(1, 50))
 
@@ -234,10 +232,8 @@ async def test_reconnect_waits_for_new_calls_and_stale_acks_are_noops(proxy: tup
         m = await ch.get(q)
         assert m is not None
         px.drop()
-        for _ in range(500):  # until the client has seen the drop (a call made before would fail)
-            if not conn.is_open:
-                break
-            await asyncio.sleep(0.01)
+        # The client has seen the drop (a call made before would fail): down, or already back (0.05 s delay).
+        await async_wait_for(lambda: not conn.is_open or conn.reconnects, what="the client seeing the drop")
         # a call made while reconnecting waits for the new connection
         assert await asyncio.wait_for(ch.declare_queue(q, passive=True), 10) == (q, 1, 0)  # requeued
         assert not await m.ack()  # its delivery tag died with the old connection
@@ -253,10 +249,7 @@ async def test_no_reconnect_fails_everything(proxy: tuple[Proxy, str], queue_nam
     q = queue_name()
     await ch.declare_queue(q)
     px.drop()
-    for _ in range(500):
-        if not conn.is_open:
-            break
-        await asyncio.sleep(0.01)
+    await async_wait_for(lambda: not conn.is_open, what="the client seeing the drop")
     with pytest.raises(ConnectionLost):
         await asyncio.wait_for(conn.wait_ready(), 5)
     with pytest.raises(ConnectionLost):

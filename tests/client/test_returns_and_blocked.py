@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from helpers import async_wait_for
 from mailslot import client
 from mailslot.testing import running_broker
 
@@ -73,7 +74,7 @@ async def test_publishes_wait_while_the_connection_is_blocked() -> None:
         await ch.confirm_select()
         await ch.publish("", "held", b"before")  # a publisher: the broker blocks it during an alarm
         readings.rss = 500 * 1000**2  # memory alarm
-        await _until(lambda: conn.blocked)
+        await async_wait_for(lambda: conn.blocked)
         publish = asyncio.ensure_future(ch.publish("", "held", b"during"))
         many = asyncio.ensure_future(ch.publish_many([("", "held", b"m1"), ("", "held", b"m2")]))
         await asyncio.sleep(0.3)
@@ -85,16 +86,10 @@ async def test_publishes_wait_while_the_connection_is_blocked() -> None:
         assert broker.core.vhosts["/"].queues["held"].message_count == 4
         # A close while blocked ends the wait with an error instead of hanging.
         readings.rss = 500 * 1000**2  # the broker blocks the connections that have published
-        await _until(lambda: conn.blocked)
+        await async_wait_for(lambda: conn.blocked)
         stuck = asyncio.ensure_future(ch.publish("", "held", b"never"))
         await asyncio.sleep(0.05)
         await conn.close()
         with pytest.raises(client.ConnectionLost):
             await asyncio.wait_for(stuck, 5)
 
-
-async def _until(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

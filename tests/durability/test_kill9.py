@@ -15,6 +15,8 @@ from typing import Any
 import aio_pika
 import pytest
 
+from helpers import async_wait_for
+
 from .broker_process import BrokerProcess, publish_until_killed
 
 pytestmark = pytest.mark.slow
@@ -119,8 +121,8 @@ async def test_transient_messages_and_nondurable_queues_are_gone_after_restart(m
             # The durable binding survived: a publish to the topic exchange reaches the queue.
             exchange = await channel.get_exchange("events")
             await exchange.publish(aio_pika.Message(b"routed"), routing_key="order.created")
-            await asyncio.sleep(0.05)
-            assert (await queue.get(no_ack=True)).body == b"routed"
+            routed = await async_wait_for(lambda: queue.get(no_ack=True, fail=False), what="the routed message")
+            assert routed.body == b"routed"
             with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
                 await channel.declare_queue("scratch", passive=True)
     finally:

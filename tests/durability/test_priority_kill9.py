@@ -13,6 +13,8 @@ import asyncio
 import aio_pika
 import pytest
 
+from helpers import async_wait_for
+
 from .broker_process import BrokerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -68,10 +70,7 @@ async def test_priority_order_and_single_active_consumer_survive_sigkill(tmp_pat
                     await message.ack()
 
                 await serial.consume(on_message, consumer_tag=tag)
-            for _ in range(100):
-                if len(seen["first"]) == 10:
-                    break
-                await asyncio.sleep(0.05)
+            await async_wait_for(lambda: len(seen["first"]) == 10, what="the active consumer's ten")
             assert seen == {"first": [f"s{i}" for i in range(10)], "second": []}
     finally:
         broker.kill()

@@ -39,7 +39,9 @@ def _raw_client(port: int) -> socket.socket:
         opened = any(isinstance(f, commands.Connection.OpenOk) for _, f in frames)
     assert opened, "handshake did not complete"
     sock.sendall(method(1, commands.Channel.Open()))
-    time.sleep(0.1)
+    frames: list = []
+    while not any(isinstance(f, commands.Channel.OpenOk) for _, f in frames):  # channel 1 is open
+        frames, _ = peer.receive_data(sock.recv(65536))
     sock.setblocking(False)
     return sock
 

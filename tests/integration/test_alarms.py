@@ -32,8 +32,10 @@ class FakeReadings:
     def __init__(self) -> None:
         self.rss = 50 * 1000**2
         self.free_disk = 100 * 1000**3
+        self.reads = 0  # resource checks the broker made: a barrier for "nothing changed meanwhile"
 
     def __call__(self) -> tuple[int, int]:
+        self.reads += 1
         return self.rss, self.free_disk
 
 
@@ -200,8 +202,10 @@ async def test_aio_pika_sees_blocked_and_unblocked(caplog: pytest.LogCaptureFixt
             )
             assert "low on disk" in caplog.text
             ready = asyncio.ensure_future(amqp.ready())  # aiormq: resolves once unblocked
-            await asyncio.sleep(0.1)
-            assert not ready.done()
+            checks = readings.reads
+            await async_wait_for(lambda: readings.reads >= checks + 2, what="two more resource checks")
+            await asyncio.sleep(0)  # let aiormq take any frame already read
+            assert not ready.done()  # the broker re-checked twice, still low on disk: still blocked
             readings.free_disk = 100 * 1000**3
             await asyncio.wait_for(ready, 5)
             queue = await channel.declare_queue("aio", passive=True)

@@ -113,7 +113,8 @@ def test_each_x_delayed_type_routes_as_that_type(
     assert ch.basic_get(hit, auto_ack=True)[0] is None  # not yet
     assert [body for _, _, body in collect(ch, hit, 1)] == [b"m"]
     expected_miss = 1 if routing_type == "fanout" else 0
-    time.sleep(0.2)
+    # No wait: a release routes the message to every matching queue at once, so ``miss`` got its copy (or
+    # none) before ``hit`` could hand out its own.
     assert ch.queue_declare(miss, passive=True).method.message_count == expected_miss
 
 
@@ -182,7 +183,10 @@ def test_deleting_the_exchange_drops_its_delayed_messages(ch: BlockingChannel) -
     ch.exchange_delete(x)
     delayed_exchange(ch)
     ch.queue_bind(q, x, "jobs")
-    time.sleep(0.8)
+    # Barrier: messages are released in due order, so once this later one has arrived, the dropped one
+    # (due 300 ms) would have arrived before it.
+    ch.basic_publish(x, "jobs", b"barrier", delay(400))
+    assert [body for _, _, body in collect(ch, q, 1)] == [b"barrier"]
     assert ch.queue_declare(q, passive=True).method.message_count == 0
 
 
@@ -210,7 +214,7 @@ def test_persistent_delayed_messages_survive_a_restart(tmp_path: Path) -> None:
             if len(got) >= 50 or time.time() > published + 15:
                 break
         channel.cancel()
-        time.sleep(0.3)
+        # No wait: releases come in due order, and the transient one was due before the last persistent one.
         left = channel.queue_declare("after-restart", durable=True, passive=True).method.message_count
         connection.close()
     assert [body for _, body in got] == [b"p%d" % i for i in range(50)]

@@ -181,7 +181,9 @@ def test_channel_max_exhaustion_closes_the_connection() -> None:
         conn.close()
         sock = _after_start(broker.amqp_port)
         sock.sendall(_start_ok(b"\x00guest\x00guest"))
-        time.sleep(0.2)
+        tune = b""
+        while b"\xce" not in tune:  # connection.tune: the broker has taken start-ok (a barrier, not a sleep)
+            tune += sock.recv(65536)
         sock.sendall(frame.marshal(commands.Connection.TuneOk(channel_max=8, frame_max=131072, heartbeat=0), 0))
         sock.sendall(frame.marshal(commands.Connection.Open(virtual_host="/"), 0))
         for number in range(1, 10):

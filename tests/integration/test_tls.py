@@ -23,6 +23,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from helpers import async_wait_for, wait_for
 from mailslot.bootstrap import BrokerServer
 from mailslot.config import ConfigError
 from mailslot.core.broker import Broker as CoreBroker
@@ -320,10 +321,10 @@ async def test_the_connection_carries_the_verified_client_certificate(pki: PKI) 
     try:
         for n, context in enumerate((pki.client_context(with_cert=True), pki.client_context()), 1):
             _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="localhost")
-            await _until(lambda: len(made) == n)  # noqa: B023 -- awaited within the iteration
+            await async_wait_for(lambda: len(made) == n)  # noqa: B023 -- awaited within the iteration
             writer.close()
         _reader, writer = await asyncio.open_connection("127.0.0.1", plain_port)
-        await _until(lambda: len(made) == 3)
+        await async_wait_for(lambda: len(made) == 3)
         writer.close()
         with_cert, without_cert, plain = made
         assert with_cert.peer_certificate is not None
@@ -335,13 +336,6 @@ async def test_the_connection_carries_the_verified_client_certificate(pki: PKI) 
     finally:
         await listener.stop(grace=0.1)
         core.close()
-
-
-async def _until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def test_amqp_listener_off_refuses_plain_connections(pki: PKI) -> None:
@@ -370,7 +364,6 @@ def test_sighup_reloads_the_certificates_of_mailslot_serve(pki: PKI) -> None:
     """The real command (uvloop's TLS, signal handling): SIGHUP picks up rotated files; bad files are
     logged and the previous certificate stays."""
     import signal
-    import time
 
     from mailslot.bench.broker_process import BrokerProcess
 
@@ -382,10 +375,8 @@ def test_sighup_reloads_the_certificates_of_mailslot_serve(pki: PKI) -> None:
         rotated = pki.ca.issue("localhost", server=True).write(pki.directory, "server")
         os_kill = broker.process.send_signal  # type: ignore[union-attr]
         os_kill(signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while _server_certificate(broker.tls_port, pki.client_context()).serial_number == before.serial_number:
-            assert time.monotonic() < deadline, "the certificate was not reloaded"
-            time.sleep(0.05)
+        wait_for(lambda: _server_certificate(broker.tls_port, pki.client_context()).serial_number != before.serial_number,
+                 20, 0.05, what="the certificate reloaded")
         served = x509.load_pem_x509_certificate(rotated.cert.read_bytes())
         assert _server_certificate(broker.tls_port, pki.client_context()).serial_number == served.serial_number
         assert _round_trip(old, "hup", b"still here") == b"still here"
@@ -393,9 +384,8 @@ def test_sighup_reloads_the_certificates_of_mailslot_serve(pki: PKI) -> None:
 
         pki.server.key.write_text("not a key")
         os_kill(signal.SIGHUP)
-        while not any("TLS certificates not reloaded" in line for line in broker.output):
-            assert time.monotonic() < deadline + 20, "the failed reload was not logged"
-            time.sleep(0.05)
+        wait_for(lambda: any("TLS certificates not reloaded" in line for line in broker.output), 20, 0.05,
+                 what="the failed reload logged")
         assert _server_certificate(broker.tls_port, pki.client_context()).serial_number == served.serial_number
         assert broker.alive()
 

@@ -280,7 +280,8 @@ def test_update_secret_is_accepted(world: tuple[dict[str, Side], dict[str, str],
     for side in sides.values():
         conn = side.connect(names["full"], vhost)
         conn.update_secret("new-token", "token refresh")  # update-secret-ok, as RabbitMQ's internal backend
-        conn.channel().queue_declare("q.existing", passive=True)  # still open and working
+        ok = conn.channel().queue_declare("q.existing", passive=True)  # still open and working
+        assert ok.method.queue == "q.existing" and conn.is_open
         conn.close()
 
 

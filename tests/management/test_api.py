@@ -7,28 +7,17 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pika
 import pytest
 
+from helpers import wait_for
 from mailslot.testing import broker_in_thread
 
 from .client import ManagementApi, q
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
-        time.sleep(0.05)
 
 
 def amqp(api: ManagementApi) -> pika.BlockingConnection:
@@ -54,7 +43,7 @@ def test_peek_shows_messages_in_order_without_taking_or_marking_them(mailslot_ap
     everything = api.ok("GET", "/api/mailslot/queues/%2F/jobs/peek?count=100&encoding=auto")
     assert len(everything) == 7 and everything[-1]["payload_encoding"] == "base64"
     assert everything[-1]["payload"] == base64.b64encode(b"\xff\xfe").decode()
-    queue = poll("7 messages", lambda: (d := api.ok("GET", "/api/queues/%2F/jobs")) and d["messages"] == 7 and d)
+    queue = wait_for(lambda: (d := api.ok("GET", "/api/queues/%2F/jobs")) and d["messages"] == 7 and d, 15.0, 0.05, what="7 messages")
     assert queue["messages_ready"] == 7 and queue["message_stats"]["publish"] == 7
     assert "deliver_get" not in queue["message_stats"]  # peeking delivered nothing
     got = api.ok("POST", "/api/queues/%2F/jobs/get", {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})
@@ -76,7 +65,7 @@ def test_peek_reads_messages_paged_out_to_the_store(tmp_path: Any, monkeypatch: 
         for i in range(1000):
             channel.basic_publish("", "deep", str(i).encode(), pika.BasicProperties(delivery_mode=2))
         connection.close()
-        doc = poll("paged", lambda: (d := api.ok("GET", "/api/queues/%2F/deep")) and d["messages"] == 1000 and d)
+        doc = wait_for(lambda: (d := api.ok("GET", "/api/queues/%2F/deep")) and d["messages"] == 1000 and d, 15.0, 0.05, what="paged")
         assert doc["messages_paged_out"] > 800 and doc["messages_ready_ram"] < 200
         peeked = api.ok("GET", "/api/mailslot/queues/%2F/deep/peek?count=1000")
         assert [int(m["payload"]) for m in peeked] == list(range(1000))
@@ -169,13 +158,13 @@ def test_amqp_traffic_shows_in_queue_channel_vhost_and_overview_stats(mailslot_a
             d = api.ok("GET", "/api/queues/%2F/work")
             stats = d.get("message_stats", {})
             return stats.get("redeliver") and stats["publish_details"]["rate"] > 0 and d
-        queue = poll("queue stats", sampled)
+        queue = wait_for(sampled, 15.0, 0.05, what="queue stats")
         stats = queue["message_stats"]
         assert stats["publish"] == 100 and stats["deliver"] >= 100 and stats["redeliver"] >= 10
         assert stats["ack"] >= 50 and stats["deliver_get"] == stats["deliver"]
         assert stats["publish_details"]["rate"] > 0 and queue["consumers"] == 1
 
-        conns = poll("connection", lambda: api.ok("GET", "/api/connections"))
+        conns = wait_for(lambda: api.ok("GET", "/api/connections"), 15.0, 0.05, what="connection")
         assert conns[0]["channels"] == 2 and conns[0]["recv_oct"] > 0 and conns[0]["send_oct"] > 0
         chans = {c["number"]: c for c in api.ok("GET", "/api/channels")}
         publisher = chans[1]["message_stats"]
@@ -192,7 +181,7 @@ def test_amqp_traffic_shows_in_queue_channel_vhost_and_overview_stats(mailslot_a
     finally:
         connection.close()
     # totals outlive the channels that counted them
-    after = poll("closed", lambda: (d := api.ok("GET", "/api/overview")) and not d["object_totals"]["connections"] and d)
+    after = wait_for(lambda: (d := api.ok("GET", "/api/overview")) and not d["object_totals"]["connections"] and d, 15.0, 0.05, what="closed")
     assert after["message_stats"]["publish"] == 101 and after["churn_rates"]["connection_closed"] == 1
 
 
@@ -201,7 +190,7 @@ def test_forecasts_are_extra_fields_of_queues(mailslot_api: ManagementApi) -> No
     api.queue("bounded", arguments={"x-max-length": 1000})
     for _ in range(20):
         api.publish("bounded", "x")
-    doc = poll("a fill rate", lambda: (d := api.ok("GET", "/api/queues/%2F/bounded"))["full_seconds"] and d)
+    doc = wait_for(lambda: (d := api.ok("GET", "/api/queues/%2F/bounded"))["full_seconds"] and d, 15.0, 0.05, what="a fill rate")
     assert doc["full_seconds"] == pytest.approx((1000 - doc["messages"]) / doc["message_stats"]["publish_details"]["rate"], rel=0.05)
     assert doc["drain_seconds"] is None  # nobody consumes
 
@@ -213,7 +202,7 @@ def test_closing_a_connection_by_user_and_a_missing_one(mailslot_api: Management
     api = mailslot_api
     connection = amqp(api)
     try:
-        poll("listed", lambda: api.ok("GET", "/api/connections/username/guest"))
+        wait_for(lambda: api.ok("GET", "/api/connections/username/guest"), 15.0, 0.05, what="listed")
         assert api.ok("GET", "/api/vhosts/%2F/connections")[0]["user"] == "guest"
         assert api.delete("/api/connections/username/guest").status == 204
         with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
@@ -259,7 +248,7 @@ def test_health_checks_may_be_opened_to_anonymous_callers_and_nothing_else() -> 
 def test_an_alarm_fails_the_alarm_checks() -> None:
     with broker_in_thread(disk_free_limit="1000TB", resource_check_interval=0.05) as broker:
         api = ManagementApi(broker.http_url)
-        failed = poll("alarm", lambda: (r := api.get("/api/health/checks/local-alarms")).status == 503 and r)
+        failed = wait_for(lambda: (r := api.get("/api/health/checks/local-alarms")).status == 503 and r, 15.0, 0.05, what="alarm")
         node = api.ok("GET", "/api/nodes")[0]["name"]
         assert failed.json == {"status": "failed", "reason": "There are alarms in effect on the node",
                                "alarms": [{"resource": "disk space", "node": node}]}

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pika
 import pytest
+
+from helpers import wait_for
 
 from .client import ManagementApi, q
 
@@ -43,17 +44,6 @@ SETTLE = 20.0  # seconds to wait for RabbitMQ's statistics to catch up
 
 def unique(prefix: str) -> str:
     return f"mailslot-test.mgmt.{prefix}.{uuid.uuid4().hex[:10]}"
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float = SETTLE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
-        time.sleep(0.2)
 
 
 def same_fields(kind: str, mailslot: dict[str, Any], rabbitmq: dict[str, Any]) -> None:
@@ -140,9 +130,8 @@ def test_queue_declare_show_publish_get_purge_delete(apis: dict[str, ManagementA
         assert api.publish(unique("nowhere"), "lost") == {"routed": False}
 
     # RabbitMQ adds message_stats to a queue only once its stats timer has run after the first publish.
-    docs = {n: poll(f"3 messages and their stats in {n}",
-                    lambda api=api: (d := api.ok("GET", path)) and d.get("messages") == 3 and "memory" in d
-                    and "message_stats" in d and d)
+    docs = {n: wait_for(lambda api=api: (d := api.ok("GET", path)) and d.get("messages") == 3 and "memory" in d
+                    and "message_stats" in d and d, SETTLE, 0.2, what=f"3 messages and their stats in {n}")
             for n, api in apis.items()}
     same_fields("queue", docs["mailslot"], docs["rabbitmq"])
     same_fields("message_stats", docs["mailslot"]["message_stats"], docs["rabbitmq"]["message_stats"])
@@ -174,7 +163,7 @@ def test_queue_declare_show_publish_get_purge_delete(apis: dict[str, ManagementA
     purge = both(apis, "DELETE", f"{path}/contents")
     assert purge["mailslot"].status == purge["rabbitmq"].status == 204
     for n, api in apis.items():
-        poll(f"empty queue in {n}", lambda api=api: api.ok("GET", path)["messages"] == 0)
+        wait_for(lambda api=api: api.ok("GET", path)["messages"] == 0, SETTLE, 0.2, what=f"empty queue in {n}")
     deleted = both(apis, "DELETE", f"{path}?if-empty=true")
     assert deleted["mailslot"].status == deleted["rabbitmq"].status == 204
     gone = both(apis, "DELETE", path)
@@ -284,8 +273,8 @@ def test_exchanges_and_bindings_in_all_four_forms(apis: dict[str, ManagementApi]
     for api in apis.values():
         assert api.ok("GET", lists["between"]) == []
         # RabbitMQ fills an exchange's message_stats field by field as its stats timer runs: wait for the count.
-        stats = poll("exchange stats", lambda api=api: (
-            s := api.ok("GET", f"/api/exchanges/%2F/{q(source)}").get("message_stats")) and "publish_in" in s and s)
+        stats = wait_for(lambda api=api: (
+            s := api.ok("GET", f"/api/exchanges/%2F/{q(source)}").get("message_stats")) and "publish_in" in s and s, SETTLE, 0.2, what="exchange stats")
         assert stats["publish_in"] == 2 and "publish_in_details" in stats
 
 
@@ -315,14 +304,14 @@ def test_connections_channels_and_consumers_then_closing_one(apis: dict[str, Man
             def mine(api: ManagementApi = api) -> Any:
                 return [c for c in api.ok("GET", "/api/connections")
                         if c["client_properties"].get("connection_name") == client_name and c.get("channels") == 1]
-            [found[name]] = poll(f"the connection on {name}", mine)
+            [found[name]] = wait_for(mine, SETTLE, 0.2, what=f"the connection on {name}")
         same_fields("connection", found["mailslot"], found["rabbitmq"])
         for field in ("user", "vhost", "protocol", "auth_mechanism", "channels", "frame_max", "timeout", "ssl", "type"):
             assert found["mailslot"][field] == found["rabbitmq"][field], field
         channels = {}
         for name, api in apis.items():
             path = f"/api/connections/{q(found[name]['name'])}/channels"
-            [channels[name]] = poll(f"channels of {name}", lambda api=api, path=path: api.ok("GET", path))
+            [channels[name]] = wait_for(lambda api=api, path=path: api.ok("GET", path), SETTLE, 0.2, what=f"channels of {name}")
         same_fields("channel", channels["mailslot"], channels["rabbitmq"])
         for field in ("number", "prefetch_count", "consumer_count", "confirm", "transactional", "user", "vhost"):
             assert channels["mailslot"][field] == channels["rabbitmq"][field], field
@@ -361,8 +350,8 @@ def test_overview_nodes_vhosts_and_whoami_have_rabbitmqs_fields(apis: dict[str, 
         api.queue(queue)
         api.publish(queue, "x")
         api.ok("POST", f"/api/queues/%2F/{q(queue)}/get", {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})
-    overview = {n: poll("message_stats", lambda api=api: (d := api.ok("GET", "/api/overview")).get("message_stats", {})
-                        .get("get_no_ack") and d) for n, api in apis.items()}
+    overview = {n: wait_for(lambda api=api: (d := api.ok("GET", "/api/overview")).get("message_stats", {})
+                        .get("get_no_ack") and d, SETTLE, 0.2, what="message_stats") for n, api in apis.items()}
     same_fields("overview", overview["mailslot"], overview["rabbitmq"])
     for block in ("object_totals", "queue_totals", "churn_rates", "message_stats"):
         same_fields(block, overview["mailslot"][block], overview["rabbitmq"][block])

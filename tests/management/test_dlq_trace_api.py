@@ -4,27 +4,16 @@ dead-letter queues, redrive with its dry run, progress and cancel, and tracing w
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pika
 import pytest
 
+from helpers import wait_for
+
 from .client import ManagementApi
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
-        time.sleep(0.05)
 
 
 def dead_letters(api: ManagementApi, count: int) -> None:
@@ -44,7 +33,7 @@ def dead_letters(api: ManagementApi, count: int) -> None:
         assert method is not None
         channel.basic_reject(method.delivery_tag, requeue=False)
     connection.close()
-    poll("dead letters", lambda: api.ok("GET", "/api/queues/%2F/orders.dlq")["messages"] == count)
+    wait_for(lambda: api.ok("GET", "/api/queues/%2F/orders.dlq")["messages"] == count, 15.0, 0.05, what="dead letters")
 
 
 def test_browse_filters_and_decodes(mailslot_api: ManagementApi) -> None:
@@ -85,7 +74,7 @@ def test_redrive_dry_run_then_by_filter_back_to_origin(mailslot_api: ManagementA
     reply = api.post(path, {"filter": {"header": "tenant=a"}})
     assert reply.status == 202
     progress_path = reply.headers["location"]
-    done = poll("redrive done", lambda: (d := api.ok("GET", progress_path)) and d["state"] == "done" and d)
+    done = wait_for(lambda: (d := api.ok("GET", progress_path)) and d["state"] == "done" and d, 15.0, 0.05, what="redrive done")
     assert (done["matched"], done["moved"], done["failed"], done["remaining"]) == (3, 3, 0, 0)
     assert api.ok("GET", "/api/queues/%2F/orders")["messages"] == 3
     back = api.ok("GET", "/api/mailslot/queues/%2F/orders/messages")["items"]
@@ -101,7 +90,7 @@ def test_redrive_by_id_to_an_exchange_at_a_rate_and_cancel(mailslot_api: Managem
     ids = [m["id"] for m in api.ok("GET", "/api/mailslot/queues/%2F/orders.dlq/messages")["items"]]
     path = "/api/mailslot/dlq/%2F/orders.dlq/redrive"
     reply = api.post(path, {"ids": ids[:2], "target": {"exchange": "amq.default", "routing_key": "parking"}})
-    poll("moved", lambda: api.ok("GET", reply.headers["location"])["state"] == "done")
+    wait_for(lambda: api.ok("GET", reply.headers["location"])["state"] == "done", 15.0, 0.05, what="moved")
     assert api.ok("GET", "/api/queues/%2F/parking")["messages"] == 2
     slow = api.post(path, {"rate": 0.5, "target": {"exchange": "", "routing_key": "parking"}})
     assert slow.status == 202
@@ -145,11 +134,11 @@ def test_tracing_flag_firehose_and_history(mailslot_api: ManagementApi) -> None:
     channel.queue_bind("firehose", "amq.rabbitmq.trace", "#")
     channel.queue_declare("work")
     channel.basic_publish("", "work", b"hello", pika.BasicProperties(message_id="m-1", headers={"order": "42"}))
-    method, _props, _body = poll("delivery", lambda: (got := channel.basic_get("work")) and got[0] and got)
+    method, _props, _body = wait_for(lambda: (got := channel.basic_get("work")) and got[0] and got, 15.0, 0.05, what="delivery")
     channel.basic_ack(method.delivery_tag)
     traces = []
-    poll("two trace messages", lambda: (g := channel.basic_get("firehose", auto_ack=True))[0] and traces.append(g)
-         or len(traces) >= 2)
+    wait_for(lambda: (g := channel.basic_get("firehose", auto_ack=True))[0] and traces.append(g)
+         or len(traces) >= 2, 15.0, 0.05, what="two trace messages")
     keys = [t[0].routing_key for t in traces]
     assert keys == ["publish.", "deliver.work"]
     headers = traces[0][1].headers
@@ -236,7 +225,7 @@ def test_a_running_redrive_stops_with_the_broker(tmp_path: Any) -> None:
         started = api.post("/api/mailslot/dlq/%2F/orders.dlq/redrive",
                            {"rate": 2, "target": {"exchange": "", "routing_key": "slow-target"}})
         assert started.status == 202
-        poll("a first move", lambda: api.ok("GET", started.headers["location"])["moved"] >= 1)
+        wait_for(lambda: api.ok("GET", started.headers["location"])["moved"] >= 1, 15.0, 0.05, what="a first move")
     with broker_in_thread(store="segments", data_dir=tmp_path) as broker:
         api = ManagementApi(broker.http_url, name="mailslot")
         moved = api.ok("GET", "/api/queues/%2F/slow-target")["messages"]
@@ -308,7 +297,7 @@ def test_move_by_position(mailslot_api: ManagementApi) -> None:
     assert dry["matched"] == 2
     reply = api.post("/api/mailslot/queues/%2F/dash-api-pos/move",
                      {"positions": [1, 3], "target": {"exchange": "", "routing_key": "dash-api-pos-to"}})
-    poll("moved", lambda: api.ok("GET", reply.headers["location"])["state"] == "done")
+    wait_for(lambda: api.ok("GET", reply.headers["location"])["state"] == "done", 15.0, 0.05, what="moved")
     assert [m["payload"] for m in api.ok("GET", "/api/mailslot/queues/%2F/dash-api-pos-to/messages")["items"]] == [
         "p1", "p3"]
 
@@ -322,7 +311,7 @@ def test_move_messages_of_any_queue(mailslot_api: ManagementApi) -> None:
     reply = api.post("/api/mailslot/queues/%2F/dash-api-from/move",
                      {"limit": 2, "target": {"exchange": "", "routing_key": "dash-api-to"}})
     assert reply.status == 202
-    poll("moved", lambda: api.ok("GET", reply.headers["location"])["state"] == "done")
+    wait_for(lambda: api.ok("GET", reply.headers["location"])["state"] == "done", 15.0, 0.05, what="moved")
     moved = api.ok("GET", "/api/mailslot/queues/%2F/dash-api-to/messages")["items"]
     assert [m["payload"] for m in moved] == ["x0", "x1"]
     assert [m["payload"] for m in api.ok("GET", "/api/mailslot/queues/%2F/dash-api-from/messages")["items"]] == ["x2"]

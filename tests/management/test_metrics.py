@@ -4,14 +4,14 @@ prometheus-client's own text parser (what a scraper reads), never with string ma
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pika
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from helpers import wait_for
 
 from .client import ManagementApi, q
 
@@ -29,17 +29,6 @@ def value(text: str, sample_name: str, **labels: str) -> float | None:
             if sample.name == sample_name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return None
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float = SETTLE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {result!r}")
-        time.sleep(0.25)
 
 
 # Families RabbitMQ emits that mailslot cannot (Erlang VM, Mnesia, Raft, process reductions, I/O
@@ -97,7 +86,7 @@ def test_the_same_traffic_moves_the_same_numbers(apis: dict[str, ManagementApi])
         def settled(api: ManagementApi = api) -> Any:
             text = api.metrics("/metrics/per-object")
             return value(text, "rabbitmq_queue_messages_ready", vhost="/", queue=queue) == 5 and text
-        per_object = poll(f"{name} per-object", settled)
+        per_object = wait_for(settled, SETTLE, 0.25, what=f"{name} per-object")
         assert value(per_object, "rabbitmq_queue_messages", vhost="/", queue=queue) == 5
         assert value(per_object, "rabbitmq_queue_consumers", vhost="/", queue=queue) == 0
         after = api.metrics("/metrics")
@@ -129,8 +118,8 @@ def test_detailed_takes_families_and_vhosts(apis: dict[str, ManagementApi]) -> N
         api.queue(queue)
     path = "/metrics/detailed?family=queue_coarse_metrics&family=exchange_names&vhost=%2F"
     for name, api in apis.items():
-        text = poll(f"{name} detailed", lambda api=api: (t := api.metrics(path)) and
-                    value(t, "rabbitmq_detailed_queue_messages", vhost="/", queue=queue) is not None and t)
+        text = wait_for(lambda api=api: (t := api.metrics(path)) and
+                    value(t, "rabbitmq_detailed_queue_messages", vhost="/", queue=queue) is not None and t, SETTLE, 0.25, what=f"{name} detailed")
         names = set(families(text))
         assert {"rabbitmq_detailed_queue_messages_ready", "rabbitmq_detailed_queue_messages_unacked",
                 "rabbitmq_detailed_queue_messages", "rabbitmq_cluster_exchange_name", "rabbitmq_identity_info"} <= names
@@ -150,16 +139,16 @@ def test_mailslots_own_families(tmp_path: Any) -> None:
         for i in range(3):
             api.publish("dedup", "x", properties={"headers": {"x-deduplication-header": f"k{i}"}})
             api.publish("draining", "x", properties={"delivery_mode": 2})
-        text = poll("commits", lambda: (t := api.metrics("/metrics/per-object"))
-                    and (value(t, "mailslot_store_commit_seconds_count") or 0) > 0 and t)
+        text = wait_for(lambda: (t := api.metrics("/metrics/per-object"))
+                    and (value(t, "mailslot_store_commit_seconds_count") or 0) > 0 and t, SETTLE, 0.25, what="commits")
         fams = families(text)
         assert fams["mailslot_store_commit_seconds"].type == "histogram"
         assert value(text, "mailslot_store_commit_bytes_count") > 0  # the segment log reports its bytes
         assert value(text, "mailslot_store_commit_bytes_sum") > 0
         assert value(text, "mailslot_dedup_window_keys", vhost="/", kind="queue", name="dedup") == 3
         assert value(text, "mailslot_dedup_window_keys_all") == 3
-        full = poll("a fill forecast", lambda: value(api.metrics("/metrics/per-object"), "mailslot_queue_full_seconds",
-                                                     vhost="/", queue="draining"))
+        full = wait_for(lambda: value(api.metrics("/metrics/per-object"), "mailslot_queue_full_seconds",
+                                                     vhost="/", queue="draining"), SETTLE, 0.25, what="a fill forecast")
         assert full > 0
         aggregated = api.metrics("/metrics")
         assert value(aggregated, "mailslot_queues_forecast", forecast="filling") == 1

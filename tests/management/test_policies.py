@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from helpers import wait_for
+
 from .client import ManagementApi, q
-from .test_differential import both, poll
+from .test_differential import SETTLE, both
 from .test_rabbitmqadmin import rabbitmqadmin  # noqa: F401 -- the fixture
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
@@ -160,7 +162,7 @@ def test_queues_and_exchanges_report_the_policy_in_force(apis: dict[str, Managem
             doc = api.get(f"/api/queues/%2F/{q(queue)}").json
             return doc if doc.get("operator_policy") == operator and doc.get("policy") == high else None
 
-        doc = poll(f"{name} reporting the policy", seen)
+        doc = wait_for(seen, SETTLE, 0.2, what=f"{name} reporting the policy")
         reported[name] = {k: doc[k] for k in ("policy", "operator_policy", "effective_policy_definition", "arguments")}
     assert reported["mailslot"] == reported["rabbitmq"] == {
         "policy": high, "operator_policy": operator, "arguments": {},
@@ -178,7 +180,7 @@ def test_queues_and_exchanges_report_the_policy_in_force(apis: dict[str, Managem
             doc = api.get(f"/api/queues/%2F/{q(queue)}").json
             return doc if doc.get("policy") == low else None
 
-        doc = poll(f"{name} falling back to the lower priority", lowered)
+        doc = wait_for(lowered, SETTLE, 0.2, what=f"{name} falling back to the lower priority")
         assert doc["effective_policy_definition"] == {"max-length": 100}
         assert not doc["operator_policy"]  # RabbitMQ: null or absent
 
@@ -271,7 +273,7 @@ def test_listing_order_and_precedence_whatever_the_order_of_creation(
         def applied(api: ManagementApi = api) -> Any:
             return api.get(f"/api/queues/{q(vhost)}/{queue}").json.get("policy")
 
-        assert poll(f"{name}: the policy in force", applied) == "top"
+        assert wait_for(applied, SETTLE, 0.2, what=f"{name}: the policy in force") == "top"
 
 
 def test_deleting_a_vhost_deletes_its_policies(apis: dict[str, ManagementApi], cleanup: list[str]) -> None:

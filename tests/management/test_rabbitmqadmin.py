@@ -15,8 +15,11 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from helpers import wait_for
 
 from .client import RABBITMQ_API, ManagementApi, q
 
@@ -100,16 +103,11 @@ def test_declare_list_publish_get_purge_and_delete_in_every_format(admins: dict[
 
     # counts reach RabbitMQ's listing after its stats interval; compare once both show 3 messages
     for name, admin in admins.items():
-        deadline = 30
-        for _ in range(deadline * 4):
-            rows = json.loads(admin.run("list", "queues", "name", "messages", vhost=admin.vhost, fmt="raw_json").stdout)  # type: ignore[attr-defined]
-            if {r["name"]: r.get("messages") for r in rows}.get("jobs") == 3:
-                break
-            import time
+        def listed(admin: Any = admin) -> bool:
+            rows = json.loads(admin.run("list", "queues", "name", "messages", vhost=admin.vhost, fmt="raw_json").stdout)
+            return {r["name"]: r.get("messages") for r in rows}.get("jobs") == 3
 
-            time.sleep(0.25)
-        else:
-            raise AssertionError(f"{name}: 3 messages never listed")
+        wait_for(listed, 30, 0.25, what=f"{name} listing 3 messages")
     table = both(admins, "list", "queues", "name", "messages", fmt="table")
     assert table["mailslot"].stdout == table["rabbitmq"].stdout
 

@@ -66,7 +66,9 @@ def check_accounting(log: SegmentMessageLog) -> None:
 
 
 def _open_tiny(data_dir: Path) -> Any:
-    return open_segment_store(data_dir, segment_bytes=600)
+    # Segments of a few batches: compaction may start after 2 stable commits (the default 200 is sized
+    # for 64 MiB segments), so that it happens within a machine's few dozen steps.
+    return open_segment_store(data_dir, segment_bytes=600, compact_stable_commits=2)
 
 
 class SegmentLogMachine(LogMachine):
@@ -258,7 +260,7 @@ def test_a_dead_segment_outlives_the_messages_its_removes_point_to(tmp_path: Pat
 
 def test_compaction_moves_stragglers_so_disk_use_stays_bounded(tmp_path: Path) -> None:
     """A consumer that keeps one message unacked per segment would otherwise pin every segment."""
-    log = SegmentMessageLog(tmp_path, segment_bytes=64 * 1024)
+    log = SegmentMessageLog(tmp_path, segment_bytes=64 * 1024, compact_stable_commits=4)
     seq = 0
     kept: list[int] = []
     previous: list[StoredMessage] = []
@@ -291,7 +293,7 @@ def test_compaction_moves_stragglers_so_disk_use_stays_bounded(tmp_path: Path) -
 def test_compaction_keeps_deadline_requeue_count_and_codec(tmp_path: Path) -> None:
     """Stragglers requeued 1-3 times, with deadlines, some from another protocol's codec, are copied
     forward by compaction and keep all three."""
-    log = SegmentMessageLog(tmp_path, segment_bytes=64 * 1024)
+    log = SegmentMessageLog(tmp_path, segment_bytes=64 * 1024, compact_stable_commits=4)
     expected: dict[int, tuple[int, int, str]] = {}  # seq -> (requeues, deadline, codec)
     previous: list[StoredMessage] = []
     seq = 0
@@ -428,7 +430,7 @@ def churn(log: SegmentMessageLog, rounds: int, start: int) -> int:
 
 
 def test_a_watermark_outlives_the_segment_it_was_written_in(tmp_path: Path) -> None:
-    log = SegmentMessageLog(tmp_path, segment_bytes=2048)
+    log = SegmentMessageLog(tmp_path, segment_bytes=2048, compact_stable_commits=2)
     log.stage_append([msg(s) for s in (1, 2, 3)])
     log.commit()
     nxt = churn(log, 10, 1)
@@ -438,7 +440,7 @@ def test_a_watermark_outlives_the_segment_it_was_written_in(tmp_path: Path) -> N
     churn(log, 30, nxt)
     assert written_in not in log.segments()  # the record's segment is gone (compaction moved q's messages)
     log._release()  # a crash: nothing more is written
-    log = SegmentMessageLog(tmp_path, segment_bytes=2048)
+    log = SegmentMessageLog(tmp_path, segment_bytes=2048, compact_stable_commits=2)
     assert flagged(log) == [1, 2]
     check_accounting(log)
     log.close()

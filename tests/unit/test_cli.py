@@ -144,3 +144,13 @@ def test_consume_from_a_missing_queue_reports_the_404(mailslot_url: str) -> None
     assert result.exit_code == 1
     [line] = result.stderr.splitlines()
     assert line.startswith("error: the broker closed the channel: 404 NOT_FOUND")
+
+
+@pytest.mark.parametrize("command", [["publish"], ["consume"], ["bench"], ["queues"], ["spike"], ["worker"],
+                                     ["trace"], ["dlq", "list"], ["ctl"]])
+def test_every_command_names_the_broker_with_url(command: list[str]) -> None:
+    """One convention (issue 15): the broker is ``--url`` (env MAILSLOT_URL), an AMQP URL, for every
+    command that talks to one (``queues`` still accepts its old ``--http-url``)."""
+    result = CliRunner(env={"COLUMNS": "250", "NO_COLOR": "1"}).invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--url" in result.output and "MAILSLOT_URL" in result.output

@@ -227,3 +227,41 @@ def test_rate_series_two_samples_close_together_do_not_make_a_spike() -> None:
     r = rate_series(t, c)
     assert max(r) < 10_500
     assert r[4] == pytest.approx((261_000 - 246_000) / (26.33 - 24.6))
+
+
+def test_without_matplotlib_the_hint_names_the_extra_that_brings_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain install (scripts/serve) has no matplotlib: the hint is a command that installs it into this
+    environment, from this checkout (``pip install 'mailslot'`` would install nothing new)."""
+    import io
+    import shlex
+    import sys
+
+    from rich.console import Console
+
+    from mailslot.bench import spike_chart
+    from mailslot.cli import spike
+
+    def no_matplotlib(*args: object) -> Path:
+        raise ImportError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(spike_chart, "write_png", no_matplotlib)
+    err = io.StringIO()
+    paths = spike._write_outputs(fake_result(), tmp_path, Console(file=err, width=300, no_color=True))
+    assert [p.name for p in paths] == ["spike.json", "spike.html"]
+    hint = err.getvalue()
+    command = spike.install_extra_command("bench")
+    assert "matplotlib is not installed" in hint and command in hint
+    words = shlex.split(command)
+    assert words[:4] == [sys.executable, "-m", "pip", "install"]
+    assert words[-1].endswith("[bench]")
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").exists() and words[-1] != "mailslot[bench]":
+        assert Path(words[-1].removesuffix("[bench]")) == root  # installed from this checkout (editable)
+
+
+def test_the_bench_extra_brings_matplotlib() -> None:
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    extras = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    assert any(d.startswith("matplotlib") for d in extras["bench"])

@@ -7,12 +7,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import typer
 
+from helpers import wait_for
 from mailslot.cli.worker import load_handler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -56,12 +56,10 @@ def test_worker_command_runs_exactly_once_and_stops_on_sigterm(tmp_path: Path):
              broker.amqp_url, "--guarantee", "exactly-once", "--sqlite", str(db_path)],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            deadline = time.monotonic() + 30
-            while db.execute("SELECT count(*) FROM effects").fetchone()[0] < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            while ch.queue_declare("cli-in", passive=True).method.message_count and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.3)
+            wait_for(lambda: db.execute("SELECT count(*) FROM effects").fetchone()[0] >= 2, 30, what="two effects")
+            # Every message taken and acked (the duplicate "a" included): nothing is left for SIGTERM to cut.
+            queue = broker.core.vhosts["/"].queues["cli-in"]
+            wait_for(lambda: queue.message_count == 0 and queue.unacked == 0, 30, what="the queue empty and acked")
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=30)
         finally:

@@ -66,8 +66,8 @@ class Stats:
 
     def __init__(self) -> None:
         self.published = 0
-        self.confirmed = 0
-        self.nacked = 0
+        self.confirmed = 0  # messages the broker acked
+        self.nacked = 0  # messages the broker nacked (refused): never counted as confirmed
         self.consumed = 0
         self.confirm_lat = array("q")  # ns, one entry per confirmed message
         self.deliver_lat = array("q")  # ns, one entry per delivered message
@@ -97,8 +97,8 @@ class Producer:
                                                    stamp_size=STAMP_SIZE)
         self.window = cfg.confirm
         self.seq = 0  # last published sequence number (== confirm delivery tag)
-        self.acked_upto = 0  # every tag <= this is confirmed
-        self.out_of_order: set[int] = set()
+        self.acked_upto = 0  # every tag <= this is decided (acked or nacked)
+        self.out_of_order: set[int] = set()  # single confirms beyond acked_upto, counted already
         self.batches: deque[list[int]] = deque()  # [first seq, last seq, send ns]
         self.stopped = False
         self.done = asyncio.get_running_loop().create_future()
@@ -165,21 +165,7 @@ class Producer:
             if type(ev) is Confirm:
                 if not now:
                     now = time.monotonic_ns()
-                if not ev.ack:
-                    self.stats.nacked += 1  # nack frames (a multiple nack counts once)
-                tag = ev.delivery_tag
-                if ev.multiple:
-                    self._confirm_upto(tag, now)
-                    if self.out_of_order:
-                        self.out_of_order = {t for t in self.out_of_order if t > tag}
-                elif tag == self.acked_upto + 1:
-                    self._confirm_upto(tag, now)
-                    ooo = self.out_of_order
-                    while ooo and self.acked_upto + 1 in ooo:
-                        ooo.discard(self.acked_upto + 1)
-                        self._confirm_upto(self.acked_upto + 1, now)
-                elif tag > self.acked_upto:
-                    self.out_of_order.add(tag)
+                self._settle(ev.delivery_tag, ev.multiple, ev.ack, now)
             else:
                 if other is None:
                     other = []
@@ -191,18 +177,53 @@ class Producer:
             if not self.stopped and not self.cfg.rate:
                 self.pump()
 
-    def _confirm_upto(self, tag: int, now: int) -> None:
-        batches = self.batches
+    def _settle(self, tag: int, multiple: bool, ack: bool, now: int) -> None:
+        """One basic.ack / basic.nack: count each message it decides once, as confirmed or as nacked.
+
+        ``multiple`` decides every undecided tag up to ``tag``; a single confirm beyond the next undecided
+        tag is counted at once and remembered in ``out_of_order`` so that a later range skips it."""
+        if tag <= self.acked_upto:
+            return
+        ooo = self.out_of_order
+        if multiple or tag == self.acked_upto + 1:
+            skip = [t for t in ooo if t <= tag] if ooo else []
+            self._count_upto(tag, ack, now, skip)
+            if skip:
+                ooo.difference_update(skip)
+            while ooo and self.acked_upto + 1 in ooo:  # counted when they came: only move past them
+                ooo.discard(self.acked_upto + 1)
+                self._count_upto(self.acked_upto + 1, ack, now, [self.acked_upto + 1])
+        elif tag not in ooo:
+            ooo.add(tag)
+            self._count(1, ack, now - self._sent_at(tag))
+
+    def _count(self, n: int, ack: bool, latency: int) -> None:
         stats = self.stats
-        lat = stats.confirm_lat
+        if not stats.recording or n <= 0:
+            return
+        if ack:
+            stats.confirmed += n
+            lat = stats.confirm_lat
+            lat.extend([latency] * n) if n > 1 else lat.append(latency)
+        else:
+            stats.nacked += n
+
+    def _sent_at(self, tag: int) -> int:
+        for first, last, sent in self.batches:  # only for out-of-order confirms (rare): a short scan
+            if first <= tag <= last:
+                return sent
+        return 0
+
+    def _count_upto(self, tag: int, ack: bool, now: int, skip: list[int]) -> None:
+        """Count the tags up to ``tag`` not yet decided, except ``skip`` (already counted)."""
+        batches = self.batches
         while batches and batches[0][0] <= tag:
             b = batches[0]
             hi = min(b[1], tag)
             n = hi - b[0] + 1
-            if stats.recording:
-                stats.confirmed += n
-                d = now - b[2]
-                lat.extend([d] * n) if n > 1 else lat.append(d)
+            if skip:
+                n -= sum(1 for t in skip if b[0] <= t <= hi)
+            self._count(n, ack, now - b[2])
             if hi == b[1]:
                 batches.popleft()
             else:
@@ -373,6 +394,7 @@ def _result(cfg: BenchConfig, stats: Stats, elapsed: float, queues: list[str]) -
         "consumed": stats.consumed,
         "published_per_s": round(stats.published / elapsed, 1),
         "confirmed_per_s": round(stats.confirmed / elapsed, 1),
+        "nacked_per_s": round(stats.nacked / elapsed, 1),
         "consumed_per_s": round(stats.consumed / elapsed, 1),
         "confirm_latency_ms": percentiles(stats.confirm_lat),
         "deliver_latency_ms": percentiles(stats.deliver_lat),

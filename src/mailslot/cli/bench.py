@@ -70,8 +70,9 @@ def bench(
     c, d = result["confirm_latency_ms"], result["deliver_latency_ms"]
     out.print(f"[bold]{url}[/]  {result['elapsed_s']:.1f} s")
     out.print(f"  published  {result['published_per_s']:>10,.0f} msg/s  ({result['published']:,})")
-    out.print(f"  confirmed  {result['confirmed_per_s']:>10,.0f} msg/s  ({result['confirmed']:,}"
-              f"{', nacks ' + str(result['nacked']) if result['nacked'] else ''})")
+    out.print(f"  confirmed  {result['confirmed_per_s']:>10,.0f} msg/s  ({result['confirmed']:,})")
+    if result["nacked"]:  # refused by the broker (a full queue, a disk alarm...): never counted as confirmed
+        out.print(f"  [red]nacked[/]     {result['nacked_per_s']:>10,.0f} msg/s  ({result['nacked']:,})")
     out.print(f"  consumed   {result['consumed_per_s']:>10,.0f} msg/s  ({result['consumed']:,})")
     for name, lat in (("publish->confirm", c), ("publish->deliver", d)):
         out.print(f"  {name:<17} p50 {lat['p50']:7.2f}  p95 {lat['p95']:7.2f}  p99 {lat['p99']:7.2f}  "

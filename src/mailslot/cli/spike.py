@@ -147,8 +147,35 @@ def _write_outputs(result: dict[str, Any], out: Path, err: Any) -> list[Path]:
     try:
         paths.append(write_png(result, out / "spike.png"))
     except ImportError:
-        err.print("[yellow]no PNG: matplotlib is not installed (pip install 'mailslot[bench]')[/]")
+        from rich.markup import escape
+
+        # escape(): rich would take "[bench]" for markup and print "pip install 'mailslot'" (issue 15).
+        err.print(f"[yellow]no PNG (spike.html has the same picture): matplotlib is not installed; the bench extra "
+                  f"brings it: {escape(install_extra_command('bench'))}[/]", soft_wrap=True)
     return paths
+
+
+def install_extra_command(extra: str) -> str:
+    """The command that adds ``extra`` to the mailslot that runs, in its own environment: from the source
+    checkout it was installed from (what scripts/serve does: ``pip install 'mailslot[bench]'`` would fetch
+    another copy from the package index instead), else from the index."""
+    import json
+    import shlex
+    import sys
+    import urllib.parse
+    from importlib import metadata
+
+    target = f"mailslot[{extra}]"
+    try:
+        direct = json.loads(metadata.distribution("mailslot").read_text("direct_url.json") or "{}")
+    except (metadata.PackageNotFoundError, ValueError):
+        direct = {}
+    url = str(direct.get("url", ""))
+    editable = ""
+    if url.startswith("file://"):
+        target = urllib.parse.unquote(urllib.parse.urlsplit(url).path) + f"[{extra}]"
+        editable = "-e " if (direct.get("dir_info") or {}).get("editable") else ""
+    return f"{shlex.quote(sys.executable)} -m pip install {editable}{shlex.quote(target)}"
 
 
 def _mb(v: int | None) -> str:

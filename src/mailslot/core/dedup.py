@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..storage.api import MessageLog, QueueRecovery, StoredMessage
 from .features import QueueFeature
 from .message import Entry, Message
+from .outcome import Outcome
 from .storekeys import DEDUP_EXCHANGE, DEDUP_QUEUE, feature_key
 
 if TYPE_CHECKING:
@@ -458,21 +459,17 @@ class DedupFeature(QueueFeature):
         return DedupSettings.for_queue(arguments) == self.window.settings
 
     def admit(self, queue: Queue, message: Message) -> int:
-        from .queue import DUPLICATE as DUPLICATE_OUTCOME  # queue imports features, features nothing
-
         key = self.window.check(message)
         if key is DUPLICATE:
-            return DUPLICATE_OUTCOME
+            return Outcome.DUPLICATE
         self._key = key
         return 0
 
-    def enqueued(self, queue: Queue, message: Message, outcome: int) -> None:
-        from .queue import REJECTED
-
+    def enqueued(self, queue: Queue, message: Message, outcome: Outcome) -> None:
         key, self._key = self._key, None
         # Remembered once the queue took the message (a refused one may be retried); drop-head victims,
         # the new message among them, are settled by the vhost after this returns, which forgets them.
-        if key is not None and outcome != REJECTED:
+        if key is not None and outcome != Outcome.REJECTED:
             self.window.remember(key, message, message.persistent and queue.durable)
 
     def settle(self, queue: Queue, entries: list[Entry]) -> None:

@@ -14,7 +14,7 @@ feature keeps in the message log goes through the typed store keys of core/store
 Hooks, in the order a message meets them:
 
 * ``admit(queue, message) -> int``: before the queue stores a message; 0 lets it in, any other value
-  is the enqueue outcome (``queue.DUPLICATE``) and the message is not stored.
+  is the enqueue outcome (``Outcome.DUPLICATE``) and the message is not stored.
 * ``enqueued(queue, message, outcome)``: after the queue stored it (``ACCEPTED``) or refused it
   (``REJECTED``, over a limit with a reject-publish overflow).
 * ``settle(queue, entries)``: entries left the queue for good (acked, dropped, dead-lettered, expired).
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from .message import Entry, Message
+    from .outcome import Outcome
     from .queue import Queue
 
 
@@ -44,7 +45,7 @@ class QueueFeature:
     def admit(self, queue: Queue, message: Message) -> int:
         return 0
 
-    def enqueued(self, queue: Queue, message: Message, outcome: int) -> None:
+    def enqueued(self, queue: Queue, message: Message, outcome: Outcome) -> None:
         pass
 
     def settle(self, queue: Queue, entries: list[Entry]) -> None:

@@ -31,6 +31,7 @@ from . import consumer_priority
 from .arguments import QueuePolicy
 from .features import NO_HOOKS, Hooks, QueueFeature
 from .message import Codecs, Entry, Message
+from .outcome import Outcome
 from .redelivery import retry_delay_ms
 from .storekeys import queue_key
 from .ttl import QueueExpiry, deadline_for, pop_live
@@ -50,10 +51,8 @@ WINDOW_MESSAGES = 50_000
 WINDOW_BYTES = 32 * 1024 * 1024
 PAGE_IN_BATCH = 2_000
 
-# What enqueue did with a message.
-ACCEPTED = 1
-REJECTED = 2  # over x-max-length / x-max-length-bytes with x-overflow reject-publish(-dlx)
-DUPLICATE = 3  # its deduplication key is in the queue's window (core.dedup): accepted (confirmed), not enqueued
+# What enqueue did with a message (core/outcome.py).
+ACCEPTED, REJECTED, DUPLICATE = Outcome.ACCEPTED, Outcome.REJECTED, Outcome.DUPLICATE
 # A backlog this deep in front of a consumer that wants more means the broker, not the consumer, is
 # the bottleneck: its publishers are slowed (credit flow) before the backlog has to be paged to disk.
 # RabbitMQ's credit flow engages after a few hundred messages; a few turns' worth of deliveries here.
@@ -639,7 +638,7 @@ class Queue:
 
     # ---- enqueue --------------------------------------------------------------------------------
 
-    def enqueue(self, message: Message, admitted: bool = False) -> int:
+    def enqueue(self, message: Message, admitted: bool = False) -> Outcome:
         """Append one message (ACCEPTED), or refuse it (REJECTED) when full with a reject-publish
         overflow. With drop-head, the oldest messages over the limit go to ``dropped``. A feature may
         refuse it first (``admit`` hooks: DUPLICATE); ``admitted``: they were asked already."""
@@ -657,11 +656,11 @@ class Queue:
             self._drop_head()
         return ACCEPTED
 
-    def _enqueue_through_features(self, message: Message) -> int:
+    def _enqueue_through_features(self, message: Message) -> Outcome:
         for feature in self._admit:
-            outcome = feature.admit(self, message)
-            if outcome:
-                return outcome
+            refused = feature.admit(self, message)
+            if refused:
+                return Outcome(refused)
         outcome = self.enqueue(message, True)
         for feature in self.hooks.enqueued:
             feature.enqueued(self, message, outcome)

@@ -14,16 +14,16 @@ from . import consumer_priority, featureset
 from .access.authorizer import UNRESTRICTED, Authorizer
 from .errors import AccessRefused, NotAllowed, NotFound, NotImplementedFeature, PreconditionFailed
 from .message import Entry, Message
+from .outcome import Outcome
 from .queue import Queue
 from .vhost import VirtualHost
 
 if TYPE_CHECKING:
     from .broker import Broker
 
-# Session.publish outcomes.
-UNROUTED = 0
-ROUTED = 1
-REJECTED = 2  # routed, but a full queue refused it (x-overflow reject-publish): nack the publisher
+# Session.publish outcomes (core/outcome.py). REJECTED: routed, but a full queue refused it (x-overflow
+# reject-publish): nack the publisher.
+UNROUTED, ROUTED, REJECTED = Outcome.UNROUTED, Outcome.ROUTED, Outcome.REJECTED
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_TO_PREFIX = REPLY_TO + "."
@@ -154,7 +154,7 @@ class Session:
 
     def publish(
         self, exchange_name: str, routing_key: str, message: Message, mandatory: bool, cc: tuple[str, ...] = ()
-    ) -> int:
+    ) -> Outcome:
         """Route and enqueue: UNROUTED, ROUTED or REJECTED. Inside a transaction: buffered (ROUTED).
         As rabbit_channel: write permission on the exchange before it is looked up (403 before 404).
         ``cc``: more routing keys (sender-selected distribution, the front end read them: CC and BCC)."""

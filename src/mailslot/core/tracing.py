@@ -33,6 +33,7 @@ from .message import Entry, Message, Properties
 from .routing import sender_keys
 
 if TYPE_CHECKING:
+    from .outcome import Outcome
     from .queue import Queue
     from .session import Session
     from .vhost import VirtualHost
@@ -236,7 +237,7 @@ class Tracer:
         return not self._publishing and session.tx is None
 
     def publish(self, session: Session, exchange_name: str, routing_key: str, message: Message,
-                mandatory: bool, cc: tuple[str, ...] = ()) -> int:
+                mandatory: bool, cc: tuple[str, ...] = ()) -> Outcome:
         """Route and enqueue through the session as usual, then record the publish and copy it to the
         firehose with the queues it reached. ``cc``: the sender-selected routing keys (CC and BCC),
         recorded with the publish's own key."""

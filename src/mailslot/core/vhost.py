@@ -29,7 +29,8 @@ from .deadletter import death_headers, died_in
 from .errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
 from .message import Codecs, Entry, Message
-from .queue import REJECTED, Queue
+from .outcome import Outcome
+from .queue import Queue
 from .stats import VhostStats
 from .ttl import drop_expired
 
@@ -436,7 +437,7 @@ class VirtualHost:
         """Enqueue into one queue, with the overflow rules' consequences; False when it refused it."""
         outcome = queue.enqueue(message)
         self.mark_dirty(queue)
-        if outcome == REJECTED:
+        if outcome == Outcome.REJECTED:
             if queue.policy.overflow == "reject-publish-dlx":
                 self.stats.count_dead_lettered("maxlen", queue.policy.dead_letter_exchange is not None, 1)
                 self._dead_letter_message(queue, message, "maxlen")

@@ -26,6 +26,7 @@ from mailslot.testing.clock import FakeClock
 if TYPE_CHECKING:
     from mailslot.core.broker import Broker
     from mailslot.core.message import Entry, Message, PropertiesCodec
+    from mailslot.core.outcome import Outcome
     from mailslot.core.session import Session
     from mailslot.core.vhost import VirtualHost
     from mailslot.storage.api import MessageLog, MetadataStore
@@ -270,7 +271,7 @@ class CoreHarness:
         mandatory: bool = False,
         session: Session | None = None,
         flush: bool = False,
-    ) -> int:
+    ) -> Outcome:
         """Publish through ``session`` (the default one); the outcome (UNROUTED, ROUTED, REJECTED).
         ``flush``: end the turn afterwards, as the transport would after this one publish."""
         message = self.message(routing_key, body, properties, exchange=exchange, persistent=persistent, ttl=ttl)

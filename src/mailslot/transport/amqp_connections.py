@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.connections import ChannelView, ConnectionView
-from ..protocols.amqp091 import ReplyCode
 from .amqp_listener import AMQPListener, AMQPStream
 
 PROTOCOL = "AMQP 0-9-1"
@@ -83,12 +82,7 @@ class AMQPConnections:
         conn = stream.conn if isinstance(stream, AMQPStream) else None
         if conn is None or conn.closed:
             return
-        proto = conn.proto
-        if not proto.terminated and not proto.closing:  # connection.close 320, as RabbitMQ's API closes one
-            code = ReplyCode.CONNECTION_FORCED
-            proto.close_connection(code, code.text(reason))
-        conn.connection_lost()
-        conn.touch()
+        conn.close_by_operator(reason)  # the front end knows its protocol's close (AMQP: 320)
         self.listener.scheduler.request()  # write the close now
 
     def churn(self) -> tuple[int, int]:

@@ -57,7 +57,7 @@ REPLY_CODES: dict[type[core_errors.BrokerError], ReplyCode] = {
 }
 
 #: How a broker shutdown closes a connection (RabbitMQ's words: rabbit_networking:close_connections).
-SHUTDOWN = (ReplyCode.CONNECTION_FORCED, "broker forced connection closure with reason 'shutdown'")
+SHUTDOWN_REASON = "broker forced connection closure with reason 'shutdown'"  # 320, as RabbitMQ
 
 
 def server_properties() -> dict[str, Any]:
@@ -233,8 +233,17 @@ class AMQPConnection:
     def shutdown(self) -> None:
         """The broker is stopping: connection.close 320 CONNECTION_FORCED (as RabbitMQ), then the
         connection is over for the core (unacked deliveries requeued, exclusive queues dropped)."""
+        self._force_close(SHUTDOWN_REASON)
+
+    def close_by_operator(self, reason: str) -> None:
+        """Closed from the management API (``DELETE /api/connections/{name}``, the ``X-Reason`` header):
+        connection.close 320 CONNECTION_FORCED with the reason, as RabbitMQ's API closes one. The host
+        writes the close at its next flush."""
+        self._force_close(reason)
+
+    def _force_close(self, detail: str) -> None:
         if not self.proto.terminated and not self.proto.closing:
-            code, detail = SHUTDOWN
+            code = ReplyCode.CONNECTION_FORCED
             self.proto.close_connection(code, code.text(detail))
         self.connection_lost()
         self.touch()
@@ -368,11 +377,7 @@ class AMQPConnection:
     def _closed_by_broker(self, text: str) -> None:
         """Its user or vhost was deleted, or its user's password changed (core/access/admin.py)."""
         self._info = None  # the table already dropped it
-        if not self.proto.terminated and not self.proto.closing:
-            code = ReplyCode.CONNECTION_FORCED
-            self.proto.close_connection(code, code.text(text))
-        self.connection_lost()
-        self.touch()
+        self._force_close(text)
         self.broker.request_flush()  # write the close now
 
     def _channel_refusal(self) -> str | None:
