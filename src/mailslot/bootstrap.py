@@ -13,6 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from .cluster import (
+    DEFAULT_LEASE_TTL,
+    ClusterMessageLog,
+    ClusterMetadataStore,
+    ClusterNode,
+    open_cluster_store,
+)
 from .config import ConfigError
 from .core.access.admin import AccessAdmin, ensure_configured, seed_defaults
 from .core.access.control import InternalAccessControl
@@ -158,6 +165,10 @@ class BrokerConfig:
     postgres_schema: str = DEFAULT_POSTGRES_SCHEMA
     node_name: str = ""
     postgres_commit_timeout: float = DEFAULT_COMMIT_TIMEOUT
+    # Several nodes sharing queues over one PostgreSQL schema (docs/cluster.md); needs store postgres. A
+    # node that has not renewed its lease of a queue for lease_ttl seconds loses the queue to another node.
+    cluster: bool = False
+    lease_ttl: float = DEFAULT_LEASE_TTL
 
     def __post_init__(self) -> None:
         """Refuse what the broker cannot use, naming the setting (mailslot/config.py adds the source)."""
@@ -199,6 +210,10 @@ class BrokerConfig:
             raise ConfigError("postgres_dsn", "is required with store postgres (--postgres-dsn, MAILSLOT_POSTGRES_DSN)")
         if not POSTGRES_SCHEMA_NAME.fullmatch(self.postgres_schema):
             raise ConfigError("postgres_schema", f"{self.postgres_schema!r}: use lower-case letters, digits and _")
+        if self.cluster and self.store != "postgres":
+            raise ConfigError("cluster", "needs store postgres (--store postgres --postgres-dsn ...)")
+        if self.lease_ttl <= 0:
+            raise ConfigError("lease_ttl", "must be more than 0 seconds")
         if self.postgres_commit_timeout <= 0:
             raise ConfigError("postgres_commit_timeout", "must be more than 0 seconds")
         for name, check in (("memory_high_watermark", parse_memory_limit), ("disk_free_limit", parse_disk_free_limit)):
@@ -241,6 +256,7 @@ class BrokerServer:
         self._access: InternalAccessControl | None = None
         self._admin: AccessAdmin | None = None
         self._policies: PolicyEngine | None = None
+        self._cluster: ClusterNode | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -272,6 +288,9 @@ class BrokerServer:
         self._access, self._admin = access, admin
         if definitions is not None:
             self._import_at_boot(definitions, admin, core)
+        if isinstance(message_log, ClusterMessageLog) and isinstance(metadata, ClusterMetadataStore):
+            self._cluster = ClusterNode(core, message_log, metadata, loop)
+            self._cluster.start()
 
         def make_connection(peer_host: str, outbox: set[AMQPConnection]) -> AMQPConnection:
             return AMQPConnection(
@@ -299,6 +318,7 @@ class BrokerServer:
             await self._listen(listener, http, tls)
         except BaseException:
             await self._close_listeners()
+            self._stop_cluster()
             self._core = None
             core.close()
             raise
@@ -416,6 +436,10 @@ class BrokerServer:
             return open_segment_store(Path(self.config.data_dir))
         if self.config.store == "postgres":
             try:
+                if self.config.cluster:
+                    return open_cluster_store(
+                        self.postgres_settings, self.config.lease_ttl, self.config.postgres_commit_timeout
+                    )
                 return open_postgres_store(self.postgres_settings, self.config.postgres_commit_timeout)
             except PostgresFormatError as exc:
                 raise ConfigError("postgres_schema", str(exc)) from None
@@ -433,10 +457,21 @@ class BrokerServer:
             self._alarms.stop()
             self._alarms = None
         await self._close_listeners()
+        self._stop_cluster()
         if self._core is not None:
             self._core.close()
             self._core = None
         log.info("broker stopped")
+
+    def _stop_cluster(self) -> None:
+        if self._cluster is not None:
+            self._cluster.stop()
+            self._cluster = None
+
+    @property
+    def cluster(self) -> ClusterNode | None:
+        """This node's part of a cluster (``cluster = true``), else None."""
+        return self._cluster
 
     @staticmethod
     def _limits(memory_high_watermark: str | float, disk_free_limit: str | int) -> Limits:
@@ -576,7 +611,8 @@ class BrokerServer:
             return "in memory (nothing survives a restart)"
         if self.config.store == "postgres":
             settings = self.postgres_settings
-            return f"in PostgreSQL, schema {settings.schema!r}, as node {settings.node_name!r}"
+            cluster = f", in a cluster (lease TTL {self.config.lease_ttl:g} s)" if self.config.cluster else ""
+            return f"in PostgreSQL, schema {settings.schema!r}, as node {settings.node_name!r}{cluster}"
         kind = "SQLite, WAL mode" if self.config.store == "sqlite" else "segment log + SQLite metadata"
         return f"in {Path(self.config.data_dir).resolve()} ({kind})"
 

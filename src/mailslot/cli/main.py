@@ -251,6 +251,18 @@ def serve(
             show_default=False,
         ),
     ] = "",
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster", help="With --store postgres: share queues with the other nodes on the same schema "
+            "(docs/cluster.md).",
+        ),
+    ] = False,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(help="With --cluster: seconds after which a node that stopped renewing its leases loses "
+                     "its queues to another node.", min=0.001),
+    ] = 10.0,
     log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.info,
 ) -> None:
     """Run the broker until Ctrl-C or SIGTERM (SIGHUP reloads the TLS certificates)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..storage.api import MessageLog, StoredMessage
 from .arguments import QueuePolicy
@@ -55,6 +55,13 @@ DUPLICATE = 3  # its deduplication key is in the queue's window (core.dedup): ac
 CONGESTION_BACKLOG = 10_000
 # Deliveries handed to a single consumer per call; the output gate is checked between batches.
 DELIVERY_BATCH = 256
+
+
+class RemoteOwner(Protocol):
+    """Where a queue's messages go while another node owns it (mailslot.cluster)."""
+
+    def enqueue(self, queue: Queue, message: Message) -> bool:
+        """Hand ``message`` on to the owner; False refuses it (the publisher is nacked)."""
 
 
 class Queue:
@@ -131,6 +138,8 @@ class Queue:
         self.hooks: Hooks = NO_HOOKS
         self._admit: tuple[QueueFeature, ...] = ()
         self.composer: Composer | None = None
+        # Set while another node owns the queue (mailslot.cluster): publishes go there, nothing is staged here.
+        self.remote: RemoteOwner | None = None
 
     # ---- features and live reconfiguration ----------------------------------------------------------
 

@@ -1,0 +1,45 @@
+"""Several mailslot nodes sharing queues over one PostgreSQL (docs/cluster.md, issue 14).
+
+PostgreSQL is the durable log and the source of truth for who owns what: each shared queue has one
+owner at a time, by a lease row renewed on the database's clock (leases.py); every write of the
+owner is fenced by the lease's epoch (store.py); the node polls the leases and takes over the queues
+of a node that stopped renewing (node.py). ``open_cluster_store`` opens the store of such a node.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from mailslot.storage.postgres import DEFAULT_COMMIT_TIMEOUT, PostgresSettings, StoreUnavailable
+from mailslot.storage.postgres import _safe as safe_dsn
+from mailslot.storage.postgres._migrate import migrate
+
+from .leases import DEFAULT_LEASE_TTL, Lease, LeaseTable, NodeRow
+from .node import ClusterNode
+from .store import ClusterMessageLog, ClusterMetadataStore, lease_group
+
+__all__ = [
+    "DEFAULT_LEASE_TTL",
+    "ClusterMessageLog",
+    "ClusterMetadataStore",
+    "ClusterNode",
+    "Lease",
+    "LeaseTable",
+    "NodeRow",
+    "lease_group",
+    "open_cluster_store",
+]
+
+
+def open_cluster_store(
+    settings: PostgresSettings, lease_ttl: float = DEFAULT_LEASE_TTL, commit_timeout: float = DEFAULT_COMMIT_TIMEOUT
+) -> tuple[ClusterMessageLog, ClusterMetadataStore]:
+    """Migrate the schema, then open the message log (registering the node) and the metadata, both
+    sharing one lease table. Raises StoreUnavailable with one line when PostgreSQL cannot be used."""
+    try:
+        migrate(settings)
+        leases = LeaseTable(settings, lease_ttl)
+        message_log = ClusterMessageLog(settings, leases, commit_timeout)
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"cannot use PostgreSQL at {safe_dsn(settings.dsn)}: {' '.join(str(exc).split())}") from exc
+    return message_log, ClusterMetadataStore(settings, leases)
