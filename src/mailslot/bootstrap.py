@@ -19,6 +19,7 @@ from .cluster import (
     ClusterMetadataStore,
     ClusterNode,
     open_cluster_store,
+    start_cluster_node,
 )
 from .config import ConfigError
 from .core.access.admin import AccessAdmin, ensure_configured, seed_defaults
@@ -289,8 +290,7 @@ class BrokerServer:
         if definitions is not None:
             self._import_at_boot(definitions, admin, core)
         if isinstance(message_log, ClusterMessageLog) and isinstance(metadata, ClusterMetadataStore):
-            self._cluster = ClusterNode(core, message_log, metadata, loop)
-            self._cluster.start()
+            self._cluster = start_cluster_node(core, message_log, metadata, loop, access, admin, policies)
 
         def make_connection(peer_host: str, outbox: set[AMQPConnection]) -> AMQPConnection:
             return AMQPConnection(

@@ -8,8 +8,14 @@ of a node that stopped renewing (node.py). ``open_cluster_store`` opens the stor
 
 from __future__ import annotations
 
+import asyncio
+
 import psycopg
 
+from mailslot.core.access.admin import AccessAdmin
+from mailslot.core.access.control import InternalAccessControl
+from mailslot.core.broker import Broker
+from mailslot.core.policies import PolicyEngine
 from mailslot.storage.postgres import DEFAULT_COMMIT_TIMEOUT, PostgresSettings, StoreUnavailable
 from mailslot.storage.postgres import _safe as safe_dsn
 from mailslot.storage.postgres._migrate import migrate
@@ -17,17 +23,21 @@ from mailslot.storage.postgres._migrate import migrate
 from .leases import DEFAULT_LEASE_TTL, Lease, LeaseTable, NodeRow
 from .node import ClusterNode
 from .store import ClusterMessageLog, ClusterMetadataStore, lease_group
+from .sync import SYNC_INTERVAL, MetadataSync
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
+    "SYNC_INTERVAL",
     "ClusterMessageLog",
     "ClusterMetadataStore",
     "ClusterNode",
     "Lease",
     "LeaseTable",
+    "MetadataSync",
     "NodeRow",
     "lease_group",
     "open_cluster_store",
+    "start_cluster_node",
 ]
 
 
@@ -43,3 +53,19 @@ def open_cluster_store(
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"cannot use PostgreSQL at {safe_dsn(settings.dsn)}: {' '.join(str(exc).split())}") from exc
     return message_log, ClusterMetadataStore(settings, leases)
+
+
+def start_cluster_node(
+    core: Broker,
+    message_log: ClusterMessageLog,
+    metadata: ClusterMetadataStore,
+    loop: asyncio.AbstractEventLoop,
+    access: InternalAccessControl,
+    admin: AccessAdmin,
+    policies: PolicyEngine,
+) -> ClusterNode:
+    """After the core recovered: serve this node's share of the queues and follow the others' changes."""
+    node = ClusterNode(core, message_log, metadata, loop)
+    node.sync = MetadataSync(message_log.settings, core, metadata, access, admin, policies, loop.call_soon_threadsafe)
+    node.start()
+    return node

@@ -71,3 +71,6 @@ SELECT vhost, name FROM queues WHERE NOT exclusive;
 
 -- name: metadata_revision
 SELECT revision FROM metadata_revision WHERE id = 1;
+
+-- name: all_records
+SELECT kind, key, value FROM records ORDER BY id;

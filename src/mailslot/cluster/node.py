@@ -36,6 +36,7 @@ from mailslot.storage.postgres import FencedError, StoreUnavailable
 
 from .leases import Lease, LeaseTable
 from .store import ClusterMessageLog, ClusterMetadataStore
+from .sync import MetadataSync
 
 log = logging.getLogger("mailslot.cluster")
 T = TypeVar("T")
@@ -79,7 +80,7 @@ class ClusterNode:
         self.owners: dict[str, Lease] = {}  # the lease table as last polled: queue key -> lease
         self.takeovers = 0  # leases taken over from another node (or a former process) since start
         self.polled_at = 0.0  # time.monotonic() of the last complete poll
-        self.on_poll: list[Callable[[], None]] = []  # more work for the poller thread (metadata sync)
+        self.sync: MetadataSync | None = None  # the metadata sync, started and stopped with the node
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -91,13 +92,17 @@ class ClusterNode:
         held = self.leases.held
         for queue in self._shared_queues():
             if queue.key not in held:
-                queue.remote = self.remote
+                self._make_remote(queue)
         log.info("cluster node '%s': serving %d shared queue(s); lease TTL %.1f s", self.node, len(held),
                  self.leases.ttl)
         self._thread = threading.Thread(target=self._run, name="mailslot-cluster", daemon=True)
         self._thread.start()
+        if self.sync is not None:
+            self.sync.start()
 
     def stop(self) -> None:
+        if self.sync is not None:
+            self.sync.stop()
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -122,7 +127,7 @@ class ClusterNode:
             self._wake.clear()
 
     def poll(self) -> None:
-        """One round: heartbeat, renew, read the lease table, take what is free, then the extra work."""
+        """One round: heartbeat, renew, read the lease table, take what is free."""
         leases = self.leases
         leases.heartbeat(self.log.epoch, self.link_address)
         lost = leases.renew()
@@ -139,8 +144,6 @@ class ClusterNode:
             taken = leases.take(free)
             if taken:
                 self._adopt(taken, {k: table[k].owner for k in taken if k in table})
-        for work in self.on_poll:
-            work()
         self.polled_at = time.monotonic()
 
     def _adopt(self, taken: dict[str, int], former: dict[str, str]) -> None:
@@ -182,7 +185,7 @@ class ClusterNode:
         host = self.core.vhosts.get(vhost)
         queue = host.queues.get(name) if host is not None else None
         if queue is not None and not owned:
-            queue.remote = self.remote
+            self._make_remote(queue)
 
     def _gain(self, taken: dict[str, int], recoveries: list[QueueRecovery]) -> None:
         core = self.core
@@ -192,6 +195,7 @@ class ClusterNode:
             queue = self._queue(key)
             if queue is not None:
                 queue.remote = None
+                queue.log = self.log
                 core.mark_dirty(queue)
         core.request_flush()
 
@@ -218,9 +222,14 @@ class ClusterNode:
             vhost, queue.name, durable=queue.durable, exclusive_owner=None, auto_delete=queue.auto_delete,
             arguments=queue.arguments, effective=queue.effective_arguments,
         )
-        fresh.remote = self.remote
+        self._make_remote(fresh)
         vhost.queues[queue.name] = fresh
         return fresh
+
+    def _make_remote(self, queue: Queue) -> None:
+        """Another node owns ``queue``: publishes go to it, and this object stages nothing anywhere."""
+        queue.remote = self.remote
+        queue.log = DISCARD
 
 
 class _Discard:

@@ -105,7 +105,10 @@ class ClusterMessageLog(PostgresMessageLog):
         self.commit()
         rows = self._adopter.run(lambda conn: conn.execute(Q["shared_queues"]).fetchall())
         queues = [storekeys.queue_key(bytes(v).decode(), bytes(n).decode()) for v, n in rows]
-        return self.adopt(self.leases.take(queues))
+        self.leases.take(queues)
+        # Every lease held now was taken during this start: by the line above, or by the core's
+        # recovery, which declares each queue again (ClusterMetadataStore.save_queue takes it).
+        return self.adopt(dict(self.leases.held))
 
     def adopt(self, taken: dict[str, int]) -> list[QueueRecovery]:
         """The logs of the leases just taken (queue key -> epoch): transient rows of the former owner
@@ -162,42 +165,50 @@ class ClusterMetadataStore(PostgresMetadataStore):
     """The metadata store of a cluster node: declaring a shared queue takes its lease when it is free
     (the declaring node owns a new queue), deleting one drops it. ``on_declared(vhost, name, owned)``
     tells the node whether it owns the queue just saved. While :attr:`muted`, writes are skipped: the
-    metadata sync applies what another node already wrote."""
+    metadata sync applies what another node already wrote. Every call runs on the event loop."""
 
     def __init__(self, settings: PostgresSettings, leases: LeaseTable) -> None:
         super().__init__(settings)
         self.leases = leases
         self.muted = False
+        self.writes = 0  # writes that reached PostgreSQL, for the metadata sync (sync.py)
         self.on_declared: Any = None  # Callable[[str, str, bool], None], set by the cluster node
 
     def save_exchange(self, exchange: ExchangeDefinition) -> None:
         if not self.muted:
             super().save_exchange(exchange)
+            self.writes += 1
 
     def delete_exchange(self, vhost: str, name: str) -> None:
         if not self.muted:
             super().delete_exchange(vhost, name)
+            self.writes += 1
 
     def save_binding(self, binding: BindingDefinition, arguments: dict[str, Any]) -> None:
         if not self.muted:
             super().save_binding(binding, arguments)
+            self.writes += 1
 
     def delete_binding(self, binding: BindingDefinition) -> None:
         if not self.muted:
             super().delete_binding(binding)
+            self.writes += 1
 
     def save_record(self, kind: str, key: str, value: Any) -> None:
         if not self.muted:
             super().save_record(kind, key, value)
+            self.writes += 1
 
     def delete_record(self, kind: str, key: str) -> None:
         if not self.muted:
             super().delete_record(kind, key)
+            self.writes += 1
 
     def save_queue(self, queue: QueueDefinition) -> None:
         key = storekeys.queue_key(queue.vhost, queue.name)
         if not self.muted:
             super().save_queue(queue)
+            self.writes += 1
         if queue.exclusive:
             return
         # Saved by this node: it takes the lease if the queue is free. Applied by the metadata sync
@@ -210,4 +221,5 @@ class ClusterMetadataStore(PostgresMetadataStore):
         if self.muted:
             return
         super().delete_queue(vhost, name)
+        self.writes += 1
         self.leases.drop(storekeys.queue_key(vhost, name))
