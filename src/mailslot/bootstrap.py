@@ -21,6 +21,7 @@ from .cluster import (
     open_cluster_store,
     start_cluster_node,
 )
+from .cluster.link import parse_address as parse_link_address
 from .config import ConfigError
 from .core.access.admin import AccessAdmin, ensure_configured, seed_defaults
 from .core.access.control import InternalAccessControl
@@ -88,6 +89,8 @@ class PortInUseError(OSError):
         self.host, self.port, self.flag = host, port, flag
 
 
+# The cluster link's shared secret: at least this long (a guessable secret lets anyone publish as a node).
+MIN_CLUSTER_SECRET = 16
 # RabbitMQ's hard cap on max_message_size (rabbit_channel ?MAX_MSG_SIZE, 512 MiB); the setting may not exceed it.
 MAX_MESSAGE_SIZE_CAP = 512 * 1024 * 1024
 
@@ -170,6 +173,11 @@ class BrokerConfig:
     # node that has not renewed its lease of a queue for lease_ttl seconds loses the queue to another node.
     cluster: bool = False
     lease_ttl: float = DEFAULT_LEASE_TTL
+    # The cluster link (docs/cluster.md): where this node listens for the other nodes (HOST:PORT or
+    # unix:/path; "" none: publishes to queues other nodes own are nacked here), and the secret every node
+    # of the cluster shares to authenticate the link (prefer MAILSLOT_CLUSTER_SECRET to the command line).
+    cluster_link: str = ""
+    cluster_secret: str = ""
 
     def __post_init__(self) -> None:
         """Refuse what the broker cannot use, naming the setting (mailslot/config.py adds the source)."""
@@ -213,6 +221,16 @@ class BrokerConfig:
             raise ConfigError("postgres_schema", f"{self.postgres_schema!r}: use lower-case letters, digits and _")
         if self.cluster and self.store != "postgres":
             raise ConfigError("cluster", "needs store postgres (--store postgres --postgres-dsn ...)")
+        if self.cluster_link:
+            if not self.cluster:
+                raise ConfigError("cluster_link", "needs cluster (--cluster)")
+            try:
+                parse_link_address(self.cluster_link)
+            except ValueError as error:
+                raise ConfigError("cluster_link", str(error)) from None
+            if len(self.cluster_secret) < MIN_CLUSTER_SECRET:
+                raise ConfigError("cluster_secret", f"is required with cluster_link, at least {MIN_CLUSTER_SECRET} "
+                                  "characters, the same on every node (MAILSLOT_CLUSTER_SECRET)")
         if self.lease_ttl <= 0:
             raise ConfigError("lease_ttl", "must be more than 0 seconds")
         if self.postgres_commit_timeout <= 0:
@@ -290,7 +308,8 @@ class BrokerServer:
         if definitions is not None:
             self._import_at_boot(definitions, admin, core)
         if isinstance(message_log, ClusterMessageLog) and isinstance(metadata, ClusterMetadataStore):
-            self._cluster = start_cluster_node(core, message_log, metadata, loop, access, admin, policies)
+            self._cluster = await start_cluster_node(core, message_log, metadata, loop, access, admin, policies,
+                                                     config.cluster_link, config.cluster_secret)
 
         def make_connection(peer_host: str, outbox: set[AMQPConnection]) -> AMQPConnection:
             return AMQPConnection(

@@ -9,6 +9,8 @@ of a node that stopped renewing (node.py). ``open_cluster_store`` opens the stor
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 
 import psycopg
 
@@ -20,10 +22,14 @@ from mailslot.storage.postgres import DEFAULT_COMMIT_TIMEOUT, PostgresSettings, 
 from mailslot.storage.postgres import _safe as safe_dsn
 from mailslot.storage.postgres._migrate import migrate
 
+from . import link
+from .forward import Forwarder, ForwardReceiver
 from .leases import DEFAULT_LEASE_TTL, Lease, LeaseTable, NodeRow
 from .node import ClusterNode
 from .store import ClusterMessageLog, ClusterMetadataStore, lease_group
 from .sync import SYNC_INTERVAL, MetadataSync
+
+log = logging.getLogger("mailslot.cluster")
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
@@ -55,7 +61,7 @@ def open_cluster_store(
     return message_log, ClusterMetadataStore(settings, leases)
 
 
-def start_cluster_node(
+async def start_cluster_node(
     core: Broker,
     message_log: ClusterMessageLog,
     metadata: ClusterMetadataStore,
@@ -63,9 +69,29 @@ def start_cluster_node(
     access: InternalAccessControl,
     admin: AccessAdmin,
     policies: PolicyEngine,
+    link_address: str = "",
+    secret: str = "",
 ) -> ClusterNode:
-    """After the core recovered: serve this node's share of the queues and follow the others' changes."""
+    """After the core recovered: serve this node's share of the queues, follow the others' changes and,
+    with ``link_address``, listen on the cluster link and forward publishes to their queue's owner."""
     node = ClusterNode(core, message_log, metadata, loop)
+    if link_address:
+        key = secret.encode()
+        receiver = ForwardReceiver(core, message_log.leases, key)
+        server, bound = await link.start_server(link.parse_address(link_address), receiver.handle)
+        node.link_address = advertised(bound)
+        forwarder = Forwarder(message_log.node, key, lambda: node.owners, lambda: node.links, loop,
+                              message_log.commit_timeout)
+        node.remote = message_log.forwarder = forwarder
+        node.closers += [server.close, receiver.close, forwarder.close]
+        log.info("cluster link listening on %s (advertised as %s)", bound, node.link_address)
     node.sync = MetadataSync(message_log.settings, core, metadata, access, admin, policies, loop.call_soon_threadsafe)
     node.start()
     return node
+
+
+def advertised(bound: link.Address) -> str:
+    """The address other nodes reach this one's link at: a wildcard host is replaced by this host's name."""
+    if bound.transport == "tcp" and bound.host in ("", "0.0.0.0", "::"):
+        return f"{socket.getfqdn()}:{bound.port}"
+    return str(bound)

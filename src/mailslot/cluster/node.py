@@ -34,7 +34,7 @@ from mailslot.core.queue import Queue, RemoteOwner
 from mailslot.storage.api import QueueRecovery, StoredMessage
 from mailslot.storage.postgres import FencedError, StoreUnavailable
 
-from .leases import Lease, LeaseTable
+from .leases import Lease, LeaseTable, NodeRow
 from .store import ClusterMessageLog, ClusterMetadataStore
 from .sync import MetadataSync
 
@@ -78,6 +78,9 @@ class ClusterNode:
         self.remote: RemoteOwner = remote if remote is not None else Unforwarded()
         self.link_address = link_address
         self.owners: dict[str, Lease] = {}  # the lease table as last polled: queue key -> lease
+        self.links: dict[str, str] = {}  # running nodes' cluster link addresses, as last polled
+        self.nodes: list[NodeRow] = []  # the nodes table as last polled (/api/nodes)
+        self.closers: list[Callable[[], None]] = []  # the link's server and forwarder, closed at stop
         self.takeovers = 0  # leases taken over from another node (or a former process) since start
         self.polled_at = 0.0  # time.monotonic() of the last complete poll
         self.sync: MetadataSync | None = None  # the metadata sync, started and stopped with the node
@@ -101,6 +104,8 @@ class ClusterNode:
             self.sync.start()
 
     def stop(self) -> None:
+        for close in self.closers:
+            close()
         if self.sync is not None:
             self.sync.stop()
         self._stop.set()
@@ -136,6 +141,8 @@ class ClusterNode:
             self.loop.call_soon_threadsafe(self._lose, lost)
         table = {lease.queue: lease for lease in leases.table()}
         self.owners = table
+        self.nodes = leases.nodes()
+        self.links = {row.name: row.link for row in self.nodes if row.running and row.link}
         shared = self._on_loop(lambda: {q.key for q in self._shared_queues()})
         held = leases.held
         free = [key for key in shared if key not in held and (

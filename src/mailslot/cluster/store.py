@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, LiteralString
+from typing import TYPE_CHECKING, Any, LiteralString
 
 import psycopg
 
@@ -31,6 +31,11 @@ from mailslot.storage.postgres._connect import Link
 from mailslot.storage.postgres.log import _Batch
 
 from .leases import LeaseTable, Q
+
+if TYPE_CHECKING:
+    from mailslot.core.broker import Hold
+
+    from .forward import Forwarder
 
 log = logging.getLogger("mailslot.cluster")
 
@@ -54,6 +59,11 @@ class ClusterMessageLog(PostgresMessageLog):
         self.lost: set[str] = set()  # leases lost since the last cut: their staged work is dropped
         self._groups: dict[str, str | None] = {}
         self._adopter = Link(settings, "adopt")
+        self.forwarder: Forwarder | None = None  # set when the node has a cluster link
+
+    def hold_confirms(self) -> Hold | None:
+        """At the broker's cut (core/broker.py): forwarded publishes go out, and hold the batch's confirms."""
+        return self.forwarder.hold_confirms() if self.forwarder is not None else None
 
     def group(self, key: str) -> str | None:
         groups = self._groups
@@ -206,14 +216,15 @@ class ClusterMetadataStore(PostgresMetadataStore):
 
     def save_queue(self, queue: QueueDefinition) -> None:
         key = storekeys.queue_key(queue.vhost, queue.name)
+        # Saved by this node: it takes the lease first if the queue is free, so that no other node sees
+        # the queue without its lease and takes it (its poller takes leases of queues that have none).
+        # Applied by the metadata sync (muted): another node declared it and holds it.
+        owned = key in self.leases.held or (not self.muted and not queue.exclusive and bool(self.leases.take([key])))
         if not self.muted:
             super().save_queue(queue)
             self.writes += 1
         if queue.exclusive:
             return
-        # Saved by this node: it takes the lease if the queue is free. Applied by the metadata sync
-        # (muted): another node declared it and holds it; the lease poller takes it if it is free.
-        owned = key in self.leases.held or (not self.muted and bool(self.leases.take([key])))
         if self.on_declared is not None:
             self.on_declared(queue.vhost, queue.name, owned)
 
