@@ -331,6 +331,7 @@ class BrokerServer:
         read = config.resource_reader or system_reader(Path(config.data_dir))
         monitor = ResourceMonitor(read, limits)
         management = self._management(core, access, admin, listener, monitor, policies)
+        management.node.cluster = self._cluster  # /api/nodes lists every node; a queue's "node" is its owner
         http = HTTPServer(management, commit_stats=listener.scheduler.commit_stats)
         self._core, self._listener, self._http, self._tls = core, listener, http, tls
         try:

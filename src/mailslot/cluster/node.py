@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mailslot.core import featureset, storekeys
 from mailslot.core.broker import Broker
@@ -117,6 +117,44 @@ class ClusterNode:
     def poke(self) -> None:
         """Poll now rather than at the next interval."""
         self._wake.set()
+
+    # -- what the management API shows (http/context.py's ClusterView) -------------------------------------
+    def node_extras(self) -> dict[str, Any]:
+        return {
+            "epoch": self.log.epoch,
+            "lease_ttl": self.leases.ttl,
+            "leases": len(self.leases.held),
+            "takeovers": self.takeovers,
+            "link": self.link_address,
+            "last_poll_age": round(time.monotonic() - self.polled_at, 3) if self.polled_at else None,
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        owned: dict[str, int] = {}
+        for lease in self.owners.values():
+            if not lease.expired:
+                owned[lease.owner] = owned.get(lease.owner, 0) + 1
+        return [
+            {
+                "name": row.name,
+                "type": "disc",
+                "running": row.running,
+                "cluster": {  # mailslot: what the nodes table and the lease table say of it
+                    "epoch": row.epoch,
+                    "started_at": row.started_at.isoformat(),
+                    "seen_at": row.seen_at.isoformat() if row.seen_at is not None else None,
+                    "leases": owned.get(row.name, 0),
+                    "link": row.link,
+                },
+            }
+            for row in self.nodes if row.name != self.node
+        ]
+
+    def owner_of(self, queue_key: str) -> str | None:
+        if queue_key in self.leases.held:
+            return self.node
+        lease = self.owners.get(queue_key)
+        return lease.owner if lease is not None else None
 
     # -- the poller (its own thread) -------------------------------------------------------------------
     def _run(self) -> None:
