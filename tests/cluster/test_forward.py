@@ -144,3 +144,57 @@ async def test_a_node_without_the_cluster_secret_cannot_forward(
                 with pytest.raises(aio_pika.exceptions.DeliveryError):
                     await _publish(channel, b"smuggled")
         assert await _drain(a.amqp_url) == []
+
+
+async def test_a_consumer_on_a_non_owner_is_served_through_its_node(
+    cluster_settings: Callable[[str], PostgresSettings], tmp_path: Path
+) -> None:
+    """b's consumer of a queue a owns gets every message, in order; its acks reach a (a holds nothing
+    after); what b's consumer left unacked when it cancelled goes back to a, flagged redelivered."""
+    async with _node(cluster_settings("a"), "127.0.0.1:0", http_port=0) as a, \
+            _node(cluster_settings("b"), "127.0.0.1:0") as b:
+        on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
+        async with on_a, on_b:
+            publisher = await on_a.channel(publisher_confirms=True, on_return_raises=True)
+            await publisher.declare_queue("orders", durable=True)  # a owns it
+            bodies = [f"o-{i}".encode() for i in range(200)]
+            await asyncio.gather(*(_publish(publisher, body) for body in bodies))
+
+            channel_b = await on_b.channel()
+            await channel_b.set_qos(prefetch_count=20)
+            queue_b = await async_wait_for(lambda: _passive(channel_b, "orders"), timeout=10,
+                                           what="b to know the queue")
+            got: list[bytes] = []
+            kept: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                got.append(message.body)
+                if len(got) <= 150:
+                    await message.ack()
+                else:
+                    kept.append(message)  # the last 50: delivered to b's consumer, never acked
+
+            tag = await queue_b.consume(on_message)
+            await async_wait_for(lambda: len(got) >= 170, timeout=15, what=lambda: f"deliveries on b ({len(got)})")
+            assert got[:170] == bodies[:170]  # in order, through b
+            await queue_b.cancel(tag)
+            await channel_b.close()  # b's unacked deliveries are requeued: b gives them back to a
+
+            consumer_a = await on_a.channel()
+            queue_a = await consumer_a.declare_queue("orders", durable=True, passive=True)
+            back: list[tuple[bytes, bool]] = []
+            while len(back) < 50:
+                message = await async_wait_for(lambda: queue_a.get(no_ack=True, fail=False), timeout=10,
+                                               what=lambda: f"the rest back on a ({len(back)})")
+                back.append((message.body, message.redelivered))
+            assert await queue_a.get(no_ack=True, fail=False) is None, "an acked message came back"
+        assert [body for body, _ in back] == bodies[150:]
+        assert all(flag for body, flag in back[:20]), "what b had delivered is not flagged redelivered"
+
+
+async def _passive(channel: aio_pika.abc.AbstractChannel, name: str) -> aio_pika.abc.AbstractQueue | None:
+    try:
+        return await channel.declare_queue(name, durable=True, passive=True)
+    except aio_pika.exceptions.ChannelClosed:
+        await channel.reopen()
+        return None

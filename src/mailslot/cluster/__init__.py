@@ -82,6 +82,7 @@ async def start_cluster_node(
         node.link_address = advertised(bound)
         forwarder = Forwarder(message_log.node, key, lambda: node.owners, lambda: node.links, loop,
                               message_log.commit_timeout)
+        forwarder.core = core
         node.remote = message_log.forwarder = forwarder
         node.closers += [server.close, receiver.close, forwarder.close]
         log.info("cluster link listening on %s (advertised as %s)", bound, node.link_address)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import struct
 from collections.abc import Callable
@@ -29,8 +30,10 @@ from typing import Any
 
 from mailslot.core import storekeys
 from mailslot.core.broker import Broker, Hold, OnCommit
+from mailslot.core.errors import BrokerError
 from mailslot.core.message import Message
 from mailslot.core.queue import Queue
+from mailslot.core.session import Gate, Session
 
 from . import link
 from .leases import Lease, LeaseTable
@@ -38,6 +41,10 @@ from .leases import Lease, LeaseTable
 log = logging.getLogger("mailslot.cluster")
 
 PUBLISH, CONFIRM, NACK = 10, 11, 12
+SUBSCRIBE, DELIVER, SETTLE, CANCEL, CANCELLED = 13, 14, 15, 16, 17
+# Deliveries the owner may have outstanding at a node for one queue (the node's consumers' buffer):
+# bounds what a node holds in memory for consumers of a queue it does not own.
+PROXY_PREFETCH = 1000
 # A forwarded batch is cut into frames of about this size (a frame per batch per owner otherwise).
 FRAME_TARGET = 64 * 1024 * 1024
 
@@ -113,6 +120,48 @@ def decode_publish(payload: bytes) -> tuple[int, list[tuple[str, int]], list[tup
     return seq, queues, messages
 
 
+def encode_deliver(sub_id: int, first_tag: int, entries: list[Any]) -> bytes:
+    parts = [_U64.pack(sub_id), _U64.pack(first_tag), _U32.pack(len(entries))]
+    for entry in entries:
+        message = entry.message
+        parts.append(bytes((entry.redelivered, message.persistent)))
+        for part in (message.exchange.encode(), message.routing_key.encode(), message.properties, message.body,
+                     message.codec.name.encode()):
+            parts.append(_U32.pack(len(part)))
+            parts.append(part)
+    return b"".join(parts)
+
+
+def decode_deliver(payload: bytes) -> tuple[int, int, list[tuple[bool, bool, list[bytes]]]]:
+    """(subscription, first delivery tag, [(redelivered, persistent, [exchange, rk, properties, body, codec])])."""
+    r = _Reader(payload)
+    (sub_id,) = r.unpack(_U64)
+    (first_tag,) = r.unpack(_U64)
+    (count,) = r.unpack(_U32)
+    out = []
+    for _ in range(count):
+        flags = r.take(2)
+        out.append((bool(flags[0]), bool(flags[1]), [r.blob() for _ in range(5)]))
+    return sub_id, first_tag, out
+
+
+def encode_tags(sub_id: int, requeue: bool, tags: list[int]) -> bytes:
+    return b"".join([_U64.pack(sub_id), bytes((requeue,)), _U32.pack(len(tags)), *map(_U64.pack, tags)])
+
+
+def decode_tags(payload: bytes) -> tuple[int, bool, list[int]]:
+    r = _Reader(payload)
+    (sub_id,) = r.unpack(_U64)
+    requeue = bool(r.take(1)[0])
+    (count,) = r.unpack(_U32)
+    return sub_id, requeue, [r.unpack(_U64)[0] for _ in range(count)]
+
+
+def _message(codecs: Any, persistent: bool, fields: list[bytes], ttl: int | None = None) -> Message:
+    exchange, routing_key, properties, body, codec = fields
+    return Message(exchange.decode(), routing_key.decode(), properties, body, persistent, codecs[codec.decode()], ttl)
+
+
 # -- the sender ---------------------------------------------------------------------------------------
 
 
@@ -132,6 +181,9 @@ class Forwarder:
         self._owners, self._links = owners, links
         self._pending: dict[str, list[Item]] = {}
         self._peers: dict[str, _Peer] = {}
+        self.core: Broker | None = None  # set by the node: consumers here are served through it
+        self._subs: dict[str, _Subscription] = {}  # queue key -> its subscription at the owner
+        self._sub_ids = itertools.count(1)
         self.forwarded = 0  # messages handed to another node (metrics, tests)
         self.frames = 0  # PUBLISH frames sent: one per batch per owner (larger batches split)
 
@@ -174,9 +226,83 @@ class Forwarder:
 
         return hold
 
+    def _peer(self, owner: str) -> _Peer:
+        peer = self._peers.get(owner)
+        if peer is None:
+            peer = self._peers[owner] = _Peer(self, owner)
+        return peer
+
+    # -- consumers here of queues another node owns ---------------------------------------------------
+    def consumers_changed(self, queue: Queue) -> None:
+        """The first consumer here subscribes at the owner; when the last one goes, the subscription is
+        cancelled and what was buffered for it is dropped (the owner requeues what it had delivered)."""
+        sub = self._subs.get(queue.key)
+        if queue.consumers and sub is None:
+            lease = self._owners().get(queue.key)
+            if lease is None or lease.owner == self.node_name or lease.expired:
+                return  # retried at the next poll (ClusterNode.poll)
+            sub = _Subscription(next(self._sub_ids), queue, lease.owner)
+            self._subs[queue.key] = sub
+            self._peer(lease.owner).subscribe(sub, lease.epoch)
+        elif not queue.consumers and sub is not None:
+            self.forget(queue)
+
+    def forget(self, queue: Queue) -> None:
+        """Stop being served for ``queue`` (no consumer left, or this node owns it now)."""
+        sub = self._subs.pop(queue.key, None)
+        if sub is not None:
+            self._peer(sub.owner).control(CANCEL, _U64.pack(sub.sub_id))
+            sub.tags.clear()
+            queue.forget_ready()
+
+    def settled(self, queue: Queue, entries: list[Any]) -> None:
+        sub = self._subs.get(queue.key)
+        if sub is None:
+            return
+        tags = [tag for tag in (sub.tags.pop(entry.seq, None) for entry in entries) if tag is not None]
+        if tags:
+            self._peer(sub.owner).control(SETTLE, encode_tags(sub.sub_id, False, tags))
+
+    def _delivered(self, owner: str, payload: bytes) -> None:
+        sub_id, first_tag, deliveries = decode_deliver(payload)
+        sub = next((s for s in self._subs.values() if s.sub_id == sub_id and s.owner == owner), None)
+        core = self.core
+        if sub is None or core is None or sub.queue.remote is not self or sub.queue.deleted:
+            return  # cancelled meanwhile: the owner requeues them when it reads the CANCEL
+        codecs = core.codecs
+        entries = sub.queue.take_in([(_message(codecs, persistent, fields), redelivered)
+                                     for redelivered, persistent, fields in deliveries])
+        for tag, entry in enumerate(entries, first_tag):
+            sub.tags[entry.seq] = tag
+        core.mark_dirty(sub.queue)
+        core.request_flush()
+
+    def _cancelled(self, owner: str, sub_id: int | None = None) -> None:
+        """The owner cancelled a subscription (the queue moved, or was deleted), or the link to it broke
+        (``sub_id`` None: all of its subscriptions). Subscribed again at the next poll if consumers remain."""
+        for key, sub in list(self._subs.items()):
+            if sub.owner == owner and sub_id in (None, sub.sub_id):
+                del self._subs[key]
+                sub.tags.clear()
+                sub.queue.forget_ready()
+
+    def refresh(self, queues: list[Queue]) -> None:
+        """Each poll: queues with consumers here and no subscription (the owner was unknown, or changed)."""
+        for queue in queues:
+            if queue.remote is self and queue.consumers and queue.key not in self._subs:
+                self.consumers_changed(queue)
+
     def close(self) -> None:
         for peer in self._peers.values():
             peer.close()
+
+
+class _Subscription:
+    __slots__ = ("owner", "queue", "sub_id", "tags")
+
+    def __init__(self, sub_id: int, queue: Queue, owner: str) -> None:
+        self.sub_id, self.queue, self.owner = sub_id, queue, owner
+        self.tags: dict[int, int] = {}  # the local entry's seq -> the owner's delivery tag
 
 
 def _chunks(items: list[Item]) -> list[list[Item]]:
@@ -254,6 +380,20 @@ class _Peer:
         loop.call_later(self.forwarder.timeout, self._expire, seq)
         return answer
 
+    def subscribe(self, sub: _Subscription, epoch: int) -> None:
+        key = sub.queue.key.encode()
+        self.control(SUBSCRIBE, b"".join([_U64.pack(sub.sub_id), _I64.pack(epoch), _U32.pack(PROXY_PREFETCH),
+                                          _U32.pack(len(key)), key]))
+
+    def control(self, kind: int, payload: bytes) -> None:
+        frame = link.encode_frame(kind, payload)
+        if self._writer is not None:
+            self._writer.write(frame)
+            return
+        self._outbox.append(frame)
+        if self._task is None:
+            self._task = self.forwarder.loop.create_task(self._run(), name=f"mailslot-link-to-{self.owner}")
+
     def _expire(self, seq: int) -> None:
         if seq in self._waiting:
             log.warning("node '%s' did not answer a forwarded batch in time: its publishers are nacked", self.owner)
@@ -272,8 +412,13 @@ class _Peer:
             self._outbox = []
             while True:
                 kind, payload = await link.read_frame(reader)
+                if kind == DELIVER:
+                    forwarder._delivered(self.owner, payload)
+                    continue
                 (seq,) = _U64.unpack(payload[:8])
-                if kind == CONFIRM:
+                if kind == CANCELLED:
+                    forwarder._cancelled(self.owner, seq)
+                elif kind == CONFIRM:
                     for waiting in sorted(s for s in self._waiting if s <= seq):
                         self._resolve(waiting, True)
                 elif kind == NACK:
@@ -288,6 +433,7 @@ class _Peer:
             for seq in list(self._waiting):
                 self._resolve(seq, False)
             self._outbox = []
+            forwarder._cancelled(self.owner)  # the owner requeues what it had delivered here
 
     def _resolve(self, seq: int, ok: bool) -> None:
         answer = self._waiting.pop(seq, None)
@@ -315,12 +461,23 @@ class ForwardReceiver:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections.add(writer)
         peer = "?"
+        sessions: dict[int, Session] = {}  # this link's subscriptions: one session each
         try:
             peer = await link.accept(reader, writer, self.secret)
             while True:
                 kind, payload = await link.read_frame(reader)
                 if kind == PUBLISH:
                     self._publish(payload, writer)
+                elif kind == SUBSCRIBE:
+                    self._subscribe(payload, writer, sessions, peer)
+                elif kind == SETTLE:
+                    self._settle(payload, sessions)
+                elif kind == CANCEL:
+                    (sub_id,) = _U64.unpack(payload[:8])
+                    session = sessions.pop(sub_id, None)
+                    if session is not None:
+                        session.close()  # what it had delivered and is unsettled is requeued
+                        self.core.request_flush()
                 else:
                     raise link.LinkError(f"unexpected frame type {kind}")
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -328,8 +485,51 @@ class ForwardReceiver:
         except (TimeoutError, link.LinkError, ValueError, struct.error) as exc:
             log.warning("cluster link from %s closed: %s", peer if peer != "?" else "a peer", exc)
         finally:
+            for session in sessions.values():
+                session.close()
+            if sessions:
+                self.core.request_flush()
             self._connections.discard(writer)
             writer.close()
+
+    def _subscribe(self, payload: bytes, writer: asyncio.StreamWriter, sessions: dict[int, Session], peer: str) -> None:
+        r = _Reader(payload)
+        (sub_id,) = r.unpack(_U64)
+        (epoch,) = r.unpack(_I64)
+        (prefetch,) = r.unpack(_U32)
+        key = r.blob().decode()
+        queue = _local_queue(self.core, key)
+        if queue is None or self.leases.held.get(key) != epoch:
+            writer.write(link.encode_frame(CANCELLED, _U64.pack(sub_id)))
+            return
+        core = self.core
+        session = core.open_session(core.vhosts[queue.vhost], object(), _LinkSink(writer, sub_id), Gate())
+        session.consumer_prefetch = min(prefetch, PROXY_PREFETCH)
+        try:
+            session.consume(queue.name, f"amq.ctag-link-{peer}-{sub_id}", no_ack=False, exclusive=False,
+                            arguments={})
+        except BrokerError as error:  # exclusive use, single active consumer taken...
+            log.info("node '%s' cannot consume from queue '%s': %s", peer, queue.name, error)
+            session.close()
+            writer.write(link.encode_frame(CANCELLED, _U64.pack(sub_id)))
+            return
+        sessions[sub_id] = session
+        core.request_flush()
+
+    def _settle(self, payload: bytes, sessions: dict[int, Session]) -> None:
+        sub_id, requeue, tags = decode_tags(payload)
+        session = sessions.get(sub_id)
+        if session is None:
+            return
+        for tag in tags:
+            try:
+                if requeue:
+                    session.nack(tag, False, True)
+                else:
+                    session.ack(tag, False)
+            except BrokerError:
+                pass  # requeued meanwhile (a consumer timeout): nothing to settle
+        self.core.request_flush()
 
     def _publish(self, payload: bytes, writer: asyncio.StreamWriter) -> None:
         seq, queues, messages = decode_publish(payload)
@@ -364,6 +564,24 @@ class ForwardReceiver:
         for writer in list(self._connections):
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+class _LinkSink:
+    """The session of a subscription: its deliveries go over the link as one DELIVER frame per batch."""
+
+    def __init__(self, writer: asyncio.StreamWriter, sub_id: int) -> None:
+        self.writer, self.sub_id = writer, sub_id
+
+    def deliver_many(self, consumer_tag: str, first_tag: int, entries: list[Any]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(link.encode_frame(DELIVER, encode_deliver(self.sub_id, first_tag, entries)))
+
+    def consumer_cancelled(self, consumer_tag: str) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(link.encode_frame(CANCELLED, _U64.pack(self.sub_id)))
+
+    def acknowledgement_timed_out(self, timeout_ms: int) -> None:
+        self.consumer_cancelled("")
 
 
 def _local_queue(core: Broker, key: str) -> Queue | None:

@@ -29,11 +29,12 @@ from typing import Any, TypeVar
 
 from mailslot.core import featureset, storekeys
 from mailslot.core.broker import Broker
-from mailslot.core.message import Message
-from mailslot.core.queue import Queue, RemoteOwner
+from mailslot.core.message import Entry, Message
+from mailslot.core.queue import Queue
 from mailslot.storage.api import QueueRecovery, StoredMessage
 from mailslot.storage.postgres import FencedError, StoreUnavailable
 
+from .forward import Forwarder
 from .leases import Lease, LeaseTable, NodeRow
 from .store import ClusterMessageLog, ClusterMetadataStore
 from .sync import MetadataSync
@@ -59,6 +60,18 @@ class Unforwarded:
                         "publishes to it are nacked here; publish through its owner", queue.name, queue.vhost)
         return False
 
+    def consumers_changed(self, queue: Queue) -> None:
+        pass  # consumers here wait until this node owns the queue
+
+    def settled(self, queue: Queue, entries: list[Entry]) -> None:
+        pass
+
+    def forget(self, queue: Queue) -> None:
+        pass
+
+    def refresh(self, queues: list[Queue]) -> None:
+        pass
+
 
 class ClusterNode:
     """Keeps this broker's share of the cluster current (see the module's rules)."""
@@ -69,13 +82,13 @@ class ClusterNode:
         message_log: ClusterMessageLog,
         metadata: ClusterMetadataStore,
         loop: asyncio.AbstractEventLoop,
-        remote: RemoteOwner | None = None,
+        remote: Forwarder | Unforwarded | None = None,
         link_address: str = "",
     ) -> None:
         self.core, self.log, self.metadata, self.loop = core, message_log, metadata, loop
         self.leases: LeaseTable = message_log.leases
         self.node = message_log.node
-        self.remote: RemoteOwner = remote if remote is not None else Unforwarded()
+        self.remote: Forwarder | Unforwarded = remote if remote is not None else Unforwarded()
         self.link_address = link_address
         self.owners: dict[str, Lease] = {}  # the lease table as last polled: queue key -> lease
         self.links: dict[str, str] = {}  # running nodes' cluster link addresses, as last polled
@@ -182,6 +195,7 @@ class ClusterNode:
         self.nodes = leases.nodes()
         self.links = {row.name: row.link for row in self.nodes if row.running and row.link}
         shared = self._on_loop(lambda: {q.key for q in self._shared_queues()})
+        self.loop.call_soon_threadsafe(self._refresh_subscriptions)
         held = leases.held
         free = [key for key in shared if key not in held and (
             key not in table or table[key].expired or table[key].owner == self.node)]
@@ -226,6 +240,9 @@ class ClusterNode:
         queue = vhost.queues.get(parsed.name) if vhost is not None else None
         return queue if queue is not None and queue.key == key else None
 
+    def _refresh_subscriptions(self) -> None:
+        self.remote.refresh(self._shared_queues())
+
     def _declared(self, vhost: str, name: str, owned: bool) -> None:
         host = self.core.vhosts.get(vhost)
         queue = host.queues.get(name) if host is not None else None
@@ -234,6 +251,10 @@ class ClusterNode:
 
     def _gain(self, taken: dict[str, int], recoveries: list[QueueRecovery]) -> None:
         core = self.core
+        for key in taken:
+            queue = self._queue(key)
+            if queue is not None:
+                self.remote.forget(queue)  # what it took in from the former owner is the log's again
         for recovered in recoveries:
             featureset.recover(core.vhosts, recovered)
         for key in taken:

@@ -58,10 +58,17 @@ DELIVERY_BATCH = 256
 
 
 class RemoteOwner(Protocol):
-    """Where a queue's messages go while another node owns it (mailslot.cluster)."""
+    """Where a queue's messages go while another node owns it (mailslot.cluster). Consumers here are
+    served through this node: the owner's deliveries come in by ``take_in``."""
 
     def enqueue(self, queue: Queue, message: Message) -> bool:
         """Hand ``message`` on to the owner; False refuses it (the publisher is nacked)."""
+
+    def consumers_changed(self, queue: Queue) -> None:
+        """A consumer came or went here: subscribe at the owner, or give back what is buffered."""
+
+    def settled(self, queue: Queue, entries: list[Entry]) -> None:
+        """Entries taken in from the owner were acknowledged (or dropped) here: tell the owner."""
 
 
 class Queue:
@@ -419,6 +426,8 @@ class Queue:
 
     def settle(self, entries: list[Entry]) -> None:
         """Acked (or dropped): forget the stored rows."""
+        if self.remote is not None:
+            self.remote.settled(self, entries)
         stored = [entry.seq for entry in entries if entry.stored]
         if stored:
             self.log.stage_remove(self.key, stored)
@@ -603,12 +612,41 @@ class Queue:
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
         self.had_consumer = True
+        if self.remote is not None:
+            self.remote.consumers_changed(self)
 
     def remove_consumer(self, consumer: Consumer) -> None:
         try:
             self.consumers.remove(consumer)
         except ValueError:
             pass
+        if self.remote is not None:
+            self.remote.consumers_changed(self)
+
+    def forget_ready(self) -> list[Entry]:
+        """Drop the ready messages from memory, touching neither the log nor the features, and return them
+        (mailslot.cluster: what this node took in for the owner on another node, which still keeps them)."""
+        entries = [*self._requeued, *self._ready]
+        self._requeued.clear()
+        self._ready.clear()
+        self._window_bytes = 0
+        self.ready_bytes = 0
+        return entries
+
+    def take_in(self, deliveries: list[tuple[Message, bool]]) -> list[Entry]:
+        """Messages the owner on another node delivered for this node's consumers (mailslot.cluster):
+        ready here, in memory only (never stored here), after what is ready already. Their number is
+        bounded by the prefetch this node asked the owner for."""
+        entries = []
+        for message, redelivered in deliveries:
+            entry = Entry(self.next_seq, message, redelivered, False)
+            self.next_seq += 1
+            self._ready.append(entry)
+            size = len(message.body)
+            self._window_bytes += size
+            self.ready_bytes += size
+            entries.append(entry)
+        return entries
 
     def dispatch(self) -> None:
         """Give ready messages to consumers with room, round-robin, until either runs out."""
