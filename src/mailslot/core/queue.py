@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..storage.api import MessageLog, StoredMessage
 from .arguments import QueuePolicy
+from .errors import PreconditionFailed
 from .features import NO_HOOKS, Hooks, QueueFeature
 from .message import Codecs, Entry, Message
 from .redelivery import retry_delay_ms
@@ -632,6 +633,15 @@ class Queue:
         self._window_bytes = 0
         self.ready_bytes = 0
         return entries
+
+    def served_here(self, action: str) -> None:
+        """Refuse ``action`` (basic.get, purge) on a queue another node owns (mailslot.cluster): only its
+        owner holds its messages, and an empty answer here would be wrong."""
+        if self.remote is not None:
+            raise PreconditionFailed(
+                f"queue '{self.name}' in vhost '{self.vhost}' is owned by another node of the cluster: {action} "
+                "is served by its owner only (connect to it; /api/queues shows its node)"
+            )
 
     def take_in(self, deliveries: list[tuple[Message, bool]]) -> list[Entry]:
         """Messages the owner on another node delivered for this node's consumers (mailslot.cluster):

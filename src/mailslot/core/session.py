@@ -312,6 +312,7 @@ class Session:
         self.authz.read("queue", queue_name)
         queue = self.vhost.queue(queue_name)
         self.vhost.check_access(queue, self.owner)
+        queue.served_here("basic.get")
         if queue.expiry is not None:
             queue.expiry.used()  # basic.get renews the x-expires lease
         queue.stats_dirty = True

@@ -211,6 +211,9 @@ async def purge_queue(request: web.Request) -> web.Response:
             f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{queue.name}' "
             f"in vhost '{queue.vhost}'"
         )
+    if queue.remote is not None:  # mailslot.cluster: only the owner holds its messages
+        raise bad_request(f"PRECONDITION_FAILED - queue '{queue.name}' in vhost '{queue.vhost}' is owned by node "
+                          f"'{ctx.node.owner_of(queue.key)}': purge it there")
     queue.purge()
     await committed(ctx)
     return empty_response()
