@@ -21,6 +21,7 @@ from .cluster import (
     open_cluster_store,
     start_cluster_node,
 )
+from .cluster.link import link_tls as cluster_link_tls
 from .cluster.link import parse_address as parse_link_address
 from .config import ConfigError
 from .core.access.admin import AccessAdmin, ensure_configured, seed_defaults
@@ -178,6 +179,9 @@ class BrokerConfig:
     # of the cluster shares to authenticate the link (prefer MAILSLOT_CLUSTER_SECRET to the command line).
     cluster_link: str = ""
     cluster_secret: str = ""
+    # Mutual TLS on the cluster link, with tls_cert / tls_key (this node's, for serverAuth and clientAuth)
+    # and tls_ca (the cluster's CA, which signed every node's certificate).
+    cluster_link_tls: bool = False
 
     def __post_init__(self) -> None:
         """Refuse what the broker cannot use, naming the setting (mailslot/config.py adds the source)."""
@@ -231,6 +235,12 @@ class BrokerConfig:
             if len(self.cluster_secret) < MIN_CLUSTER_SECRET:
                 raise ConfigError("cluster_secret", f"is required with cluster_link, at least {MIN_CLUSTER_SECRET} "
                                   "characters, the same on every node (MAILSLOT_CLUSTER_SECRET)")
+        if self.cluster_link_tls:
+            if not self.cluster_link:
+                raise ConfigError("cluster_link_tls", "needs cluster_link (--cluster-link)")
+            for name in ("tls_cert", "tls_key", "tls_ca"):
+                if getattr(self, name) is None:
+                    raise ConfigError(name, "is required for the cluster link's TLS (cluster_link_tls)")
         if self.lease_ttl <= 0:
             raise ConfigError("lease_ttl", "must be more than 0 seconds")
         if self.postgres_commit_timeout <= 0:
@@ -308,8 +318,11 @@ class BrokerServer:
         if definitions is not None:
             self._import_at_boot(definitions, admin, core)
         if isinstance(message_log, ClusterMessageLog) and isinstance(metadata, ClusterMetadataStore):
+            link_tls = None
+            if config.cluster_link_tls and config.tls_cert and config.tls_key and config.tls_ca:
+                link_tls = cluster_link_tls(config.tls_cert, config.tls_key, config.tls_ca, config.tls_key_password)
             self._cluster = await start_cluster_node(core, message_log, metadata, loop, access, admin, policies,
-                                                     config.cluster_link, config.cluster_secret)
+                                                     config.cluster_link, config.cluster_secret, link_tls)
 
         def make_connection(peer_host: str, outbox: set[AMQPConnection]) -> AMQPConnection:
             return AMQPConnection(

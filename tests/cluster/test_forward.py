@@ -19,6 +19,7 @@ from mailslot.bootstrap import BrokerServer
 from mailslot.cluster.forward import Forwarder
 from mailslot.storage.postgres import PostgresSettings
 from mailslot.testing import running_broker
+from mailslot.testing.certificates import CertificateAuthority
 
 SECRET = "a-secret-of-the-cluster-0123456789"
 
@@ -219,3 +220,30 @@ async def test_get_and_purge_on_a_non_owner_are_refused_rather_than_answered_emp
                 await queue_b.purge()
             queue_a = await (await on_a.channel()).declare_queue("orders", durable=True, passive=True)
             assert (await queue_a.get(no_ack=True)).body == b"kept"  # neither touched it
+
+
+async def test_the_link_with_mutual_tls_forwards_and_refuses_a_node_of_another_ca(
+    cluster_settings: Callable[[str], PostgresSettings], tmp_path: Path
+) -> None:
+    ca, stranger_ca = CertificateAuthority("cluster CA"), CertificateAuthority("another CA")
+    ca_file = ca.write(tmp_path, "ca")
+
+    def tls(issuer: CertificateAuthority, name: str) -> dict[str, Any]:
+        files = issuer.issue(name, server=True, client=True).write(tmp_path, name)
+        return {"cluster_link_tls": True, "tls_cert": files.cert, "tls_key": files.key, "tls_ca": ca_file}
+
+    async with _node(cluster_settings("a"), "127.0.0.1:0", **tls(ca, "a")) as a, \
+            _node(cluster_settings("b"), "127.0.0.1:0", **tls(ca, "b")) as b, \
+            _node(cluster_settings("m"), "127.0.0.1:0", **tls(stranger_ca, "m")) as m:
+        on_a, on_b, on_m = [await aio_pika.connect(n.amqp_url) for n in (a, b, m)]
+        async with on_a, on_b, on_m:
+            await (await on_a.channel()).declare_queue("orders", durable=True)
+            channel_b = await on_b.channel(publisher_confirms=True, on_return_raises=True)
+            await _until_forwarded(channel_b)
+            await _publish(channel_b, b"over-tls")
+            channel_m = await on_m.channel(publisher_confirms=True, on_return_raises=True)
+            await async_wait_for(lambda: m.cluster is not None and "/\x00orders" in m.cluster.owners
+                                 and "a" in m.cluster.links, timeout=10, what="m to know the owner and its link")
+            with pytest.raises(aio_pika.exceptions.DeliveryError):  # its certificate is not the cluster's
+                await _publish(channel_m, b"from-a-stranger")
+        assert [body for body in await _drain(a.amqp_url) if body != b"probe"] == [b"over-tls"]

@@ -273,6 +273,11 @@ def serve(
         typer.Option(help="With --cluster-link: the secret every node shares (env MAILSLOT_CLUSTER_SECRET keeps it "
                      "out of the process list).", show_default=False),
     ] = "",
+    cluster_link_tls: Annotated[
+        bool,
+        typer.Option("--cluster-link-tls", help="Mutual TLS on the cluster link, with --tls-cert/--tls-key (this "
+                     "node's) and --tls-ca (the cluster's CA)."),
+    ] = False,
     log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.info,
 ) -> None:
     """Run the broker until Ctrl-C or SIGTERM (SIGHUP reloads the TLS certificates)."""

@@ -71,6 +71,7 @@ async def start_cluster_node(
     policies: PolicyEngine,
     link_address: str = "",
     secret: str = "",
+    tls: link.LinkTLS | None = None,
 ) -> ClusterNode:
     """After the core recovered: serve this node's share of the queues, follow the others' changes and,
     with ``link_address``, listen on the cluster link and forward publishes to their queue's owner."""
@@ -78,14 +79,15 @@ async def start_cluster_node(
     if link_address:
         key = secret.encode()
         receiver = ForwardReceiver(core, message_log.leases, key)
-        server, bound = await link.start_server(link.parse_address(link_address), receiver.handle)
+        server, bound = await link.start_server(link.parse_address(link_address), receiver.handle, tls)
         node.link_address = advertised(bound)
         forwarder = Forwarder(message_log.node, key, lambda: node.owners, lambda: node.links, loop,
-                              message_log.commit_timeout)
+                              message_log.commit_timeout, tls)
         forwarder.core = core
         node.remote = message_log.forwarder = forwarder
         node.closers += [server.close, receiver.close, forwarder.close]
-        log.info("cluster link listening on %s (advertised as %s)", bound, node.link_address)
+        log.info("cluster link listening on %s (advertised as %s%s)", bound, node.link_address,
+                 ", mutual TLS" if tls is not None else "")
     node.sync = MetadataSync(message_log.settings, core, metadata, access, admin, policies, loop.call_soon_threadsafe)
     node.start()
     return node

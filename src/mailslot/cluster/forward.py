@@ -176,8 +176,9 @@ class Forwarder:
         links: Callable[[], dict[str, str]],
         loop: asyncio.AbstractEventLoop,
         timeout: float,
+        tls: link.LinkTLS | None = None,
     ) -> None:
-        self.node_name, self.secret, self.loop, self.timeout = node_name, secret, loop, timeout
+        self.node_name, self.secret, self.loop, self.timeout, self.tls = node_name, secret, loop, timeout, tls
         self._owners, self._links = owners, links
         self._pending: dict[str, list[Item]] = {}
         self._peers: dict[str, _Peer] = {}
@@ -405,7 +406,8 @@ class _Peer:
             address = forwarder._links().get(self.owner, "")
             if not address:
                 raise link.LinkError(f"node '{self.owner}' has no cluster link (--cluster-link)")
-            reader, writer = await link.connect(link.parse_address(address), forwarder.secret, forwarder.node_name)
+            reader, writer = await link.connect(link.parse_address(address), forwarder.secret, forwarder.node_name,
+                                                forwarder.tls)
             self._writer = writer
             for frame in self._outbox:
                 writer.write(frame)

@@ -13,7 +13,10 @@ Rules of this module:
   HMAC-SHA256 over both sides' random nonces: the server sends a nonce, the client answers with
   its node name, its own nonce and a MAC, the server proves it knows the secret too. The secret
   never crosses the wire. Until then a frame may not exceed :data:`HANDSHAKE_FRAME_MAX`, so an
-  unauthenticated peer cannot make a node allocate much. (No TLS yet: see docs/cluster.md.)
+  unauthenticated peer cannot make a node allocate much.
+* TLS when configured (:func:`link_tls`): both sides present a certificate and verify the other's
+  against the cluster's CA (mutual TLS), under the same secret handshake. Host names are not checked
+  (nodes are reached at addresses they advertise themselves): the CA should be the cluster's own.
 * Peers' sizes are checked before anything is allocated: :data:`FRAME_MAX` after the handshake.
 """
 
@@ -23,9 +26,13 @@ import asyncio
 import hashlib
 import hmac
 import os
+import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+from mailslot.config import ConfigError
 
 # The largest frame a peer may send once authenticated: a forwarded batch is split before this (a
 # message is at most 512 MiB, RabbitMQ's cap, and is never split).
@@ -72,21 +79,51 @@ def parse_address(text: str) -> Address:
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-async def open_connection(address: Address) -> Streams:
+@dataclass(frozen=True, slots=True)
+class LinkTLS:
+    server: ssl.SSLContext  # asks every peer for its certificate
+    client: ssl.SSLContext  # presents this node's certificate, verifies the peer's
+
+
+def link_tls(cert: Path, key: Path, ca: Path, key_password: str | None = None) -> LinkTLS:
+    """Mutual TLS for the link from this node's certificate and key and the cluster's CA (ConfigError
+    naming the setting when a file is unusable). A node's certificate is both server and client."""
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for context in (server, client):
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.verify_mode = ssl.CERT_REQUIRED
+        try:
+            context.load_cert_chain(cert, key, password=lambda: key_password or "")
+        except OSError as error:
+            raise ConfigError("tls_cert", f"{cert} / {key} cannot be used for the cluster link: {error}") from None
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (OSError, ValueError) as error:
+            raise ConfigError("tls_ca", f"{ca} holds no usable CA certificate: {error}") from None
+    client.check_hostname = False  # see the module's rules: the CA is the cluster's own
+    return LinkTLS(server, client)
+
+
+async def open_connection(address: Address, tls: LinkTLS | None = None) -> Streams:
+    context = tls.client if tls is not None else None
+    hostname = "mailslot-cluster-link" if tls is not None else None  # required by asyncio, not checked
     if address.transport == "unix":
-        return await asyncio.open_unix_connection(address.path)
-    return await asyncio.open_connection(address.host, address.port)
+        return await asyncio.open_unix_connection(address.path, ssl=context, server_hostname=hostname)
+    return await asyncio.open_connection(address.host, address.port, ssl=context, server_hostname=hostname)
 
 
 async def start_server(address: Address, handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
-                                                            Awaitable[None]]) -> tuple[asyncio.Server, Address]:
+                                                            Awaitable[None]],
+                       tls: LinkTLS | None = None) -> tuple[asyncio.Server, Address]:
     """Listen on ``address``; returns the server and the address it really bound (port 0: a free one)."""
+    context = tls.server if tls is not None else None
     if address.transport == "unix":
         if os.path.exists(address.path):
             os.unlink(address.path)  # a stale socket of a former process
-        server = await asyncio.start_unix_server(handle, address.path)
+        server = await asyncio.start_unix_server(handle, address.path, ssl=context)
         return server, address
-    server = await asyncio.start_server(handle, address.host, address.port)
+    server = await asyncio.start_server(handle, address.host, address.port, ssl=context)
     port = server.sockets[0].getsockname()[1]
     return server, Address("tcp", address.host, port)
 
@@ -128,9 +165,9 @@ async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sec
     return name.decode(errors="replace")
 
 
-async def connect(address: Address, secret: bytes, node_name: str) -> Streams:
+async def connect(address: Address, secret: bytes, node_name: str, tls: LinkTLS | None = None) -> Streams:
     """Client side: connect to ``address`` and authenticate both ways. LinkError when it fails."""
-    reader, writer = await asyncio.wait_for(open_connection(address), HANDSHAKE_TIMEOUT)
+    reader, writer = await asyncio.wait_for(open_connection(address, tls), HANDSHAKE_TIMEOUT)
     try:
         kind, server_nonce = await asyncio.wait_for(read_frame(reader, HANDSHAKE_FRAME_MAX), HANDSHAKE_TIMEOUT)
         if kind != CHALLENGE or len(server_nonce) != NONCE_BYTES:
