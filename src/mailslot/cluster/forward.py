@@ -523,9 +523,17 @@ class ForwardReceiver:
         session = sessions.get(sub_id)
         if session is None:
             return
+        top = max(tags, default=0)
+        if not requeue and set(tags) == {t for t in session.unacked if t <= top}:
+            tags = [top]  # every delivery up to top: one multiple ack (the usual case: acks in order)
+            multiple = True
+        else:
+            multiple = False
         for tag in tags:
             try:
-                if requeue:
+                if multiple:
+                    session.ack(tag, True)
+                elif requeue:
                     session.nack(tag, False, True)
                 else:
                     session.ack(tag, False)

@@ -337,6 +337,7 @@ class Broker:
     def _held_done(self, batch: Batch, ok: bool) -> None:
         batch.ok = ok
         self._release_held()
+        self.request_flush()  # released outside a flush: the front ends' confirms go out with the next one
 
     def _release_held(self) -> None:
         held = self._held
