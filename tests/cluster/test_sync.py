@@ -91,7 +91,6 @@ async def test_topology_users_and_policies_made_on_one_node_are_seen_on_the_othe
     print("\nseen on the other node after: " + ", ".join(f"{k} {v:.2f} s" for k, v in delays.items()))
     # Polled every SYNC_INTERVAL: each change is applied within about one interval (a second is the goal).
     assert max(delays.values()) < 1.0, delays
-    assert SYNC_INTERVAL <= 0.5
 
 
 async def test_a_queue_declared_on_a_second_node_stays_with_its_owner(
