@@ -15,7 +15,6 @@ import pytest
 
 from helpers import async_wait_for
 from mailslot.bootstrap import BrokerServer
-from mailslot.cluster import SYNC_INTERVAL
 from mailslot.storage.postgres import PostgresSettings
 from mailslot.testing import running_broker
 
@@ -89,7 +88,7 @@ async def test_topology_users_and_policies_made_on_one_node_are_seen_on_the_othe
             await exchange.delete()
             delays["exchange deleted"] = await _seen(http, f"{b.http_url}/api/exchanges/%2F/events", 404)
     print("\nseen on the other node after: " + ", ".join(f"{k} {v:.2f} s" for k, v in delays.items()))
-    # Polled every SYNC_INTERVAL: each change is applied within about one interval (a second is the goal).
+    # Polled every 0.5 s (cluster.sync.SYNC_INTERVAL): each change is applied within about that (a second is the goal).
     assert max(delays.values()) < 1.0, delays
 
 
@@ -112,3 +111,27 @@ async def test_a_queue_declared_on_a_second_node_stays_with_its_owner(
             queue = await channel_a.declare_queue("shared", durable=True, passive=True)
             assert (await queue.get(no_ack=True)).body == b"via-a"
             assert await queue.get(no_ack=True, fail=False) is None
+
+
+async def test_a_queue_expires_by_its_owner_only(cluster_settings: Callable[[str], PostgresSettings]) -> None:
+    """x-expires: b's view of a queue a owns has no consumer, a's has one; b must not expire (delete) it."""
+    async with _node(cluster_settings("a")) as a, _node(cluster_settings("b")) as b, \
+            aiohttp.ClientSession(headers=GUEST) as http:
+        connection = await aio_pika.connect(a.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue("leased", durable=True, arguments={"x-expires": 1000})
+            async def ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                pass
+
+            await queue.consume(ignore)  # in use on a
+            await _seen(http, f"{b.http_url}/api/queues/%2F/leased")  # b knows it: its view is unused
+            seen_at = time.monotonic()
+
+            async def still_there_after_two_expiry_periods() -> bool:
+                assert await _status(http, f"{a.http_url}/api/queues/%2F/leased") == 200, "expired though in use"
+                return time.monotonic() - seen_at > 2.0
+
+            await async_wait_for(still_there_after_two_expiry_periods, timeout=10, interval=0.1)
+        # Its consumer gone, the owner expires it, and b follows.
+        await _seen(http, f"{b.http_url}/api/queues/%2F/leased", 404)
