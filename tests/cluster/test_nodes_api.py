@@ -18,7 +18,8 @@ GUEST = {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}  # guest:guest
 
 def _config(settings: PostgresSettings) -> dict[str, Any]:
     return {"store": "postgres", "postgres_dsn": settings.dsn, "postgres_schema": settings.schema,
-            "node_name": settings.node_name, "cluster": True, "lease_ttl": 1.5, "http_port": 0}
+            "node_name": settings.node_name, "cluster": True, "lease_ttl": 1.5, "http_port": 0,
+            "prometheus_port": 0}
 
 
 async def test_nodes_lists_every_node_and_a_queue_names_its_owner(
@@ -53,6 +54,11 @@ async def test_nodes_lists_every_node_and_a_queue_names_its_owner(
                 assert response.status == 200 and (await response.json())["name"] == "b"
             async with http.get(f"{a.http_url}/api/nodes/nobody") as response:
                 assert response.status == 404
+            async with http.get(f"{a.prometheus_url}/metrics") as response:
+                metrics = await response.text()
+            for line in ("mailslot_cluster_leases 1.0", 'mailslot_cluster_nodes{state="running"} 2.0',
+                         "mailslot_cluster_takeovers_total 0.0"):
+                assert line in metrics.splitlines(), line
 
         async def b_stopped() -> bool:  # b stopped renewing: not running once its last heartbeat is a TTL old
             return (await nodes())["b"]["running"] is False

@@ -86,6 +86,7 @@ async def start_cluster_node(
         forwarder.core = core
         node.remote = message_log.forwarder = forwarder
         node.closers += [server.close, receiver.close, forwarder.close]
+        node.received = lambda: receiver.received
         log.info("cluster link listening on %s (advertised as %s%s)", bound, node.link_address,
                  ", mutual TLS" if tls is not None else "")
     node.sync = MetadataSync(message_log.settings, core, metadata, access, admin, policies, loop.call_soon_threadsafe)

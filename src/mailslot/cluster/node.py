@@ -94,6 +94,7 @@ class ClusterNode:
         self.links: dict[str, str] = {}  # running nodes' cluster link addresses, as last polled
         self.nodes: list[NodeRow] = []  # the nodes table as last polled (/api/nodes)
         self.closers: list[Callable[[], None]] = []  # the link's server and forwarder, closed at stop
+        self.received: Callable[[], int] = lambda: 0  # messages other nodes forwarded here (the link's receiver)
         self.takeovers = 0  # leases taken over from another node (or a former process) since start
         self.polled_at = 0.0  # time.monotonic() of the last complete poll
         self.sync: MetadataSync | None = None  # the metadata sync, started and stopped with the node
@@ -140,6 +141,8 @@ class ClusterNode:
             "takeovers": self.takeovers,
             "link": self.link_address,
             "last_poll_age": round(time.monotonic() - self.polled_at, 3) if self.polled_at else None,
+            "forwarded": self.remote.forwarded if isinstance(self.remote, Forwarder) else 0,
+            "received": self.received(),
         }
 
     def peers(self) -> list[dict[str, Any]]:
