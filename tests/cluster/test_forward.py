@@ -247,3 +247,53 @@ async def test_the_link_with_mutual_tls_forwards_and_refuses_a_node_of_another_c
             with pytest.raises(aio_pika.exceptions.DeliveryError):  # its certificate is not the cluster's
                 await _publish(channel_m, b"from-a-stranger")
         assert [body for body in await _drain(a.amqp_url) if body != b"probe"] == [b"over-tls"]
+
+
+async def test_a_consumer_served_through_its_node_goes_on_when_the_owner_stops(
+    cluster_settings: Callable[[str], PostgresSettings],
+) -> None:
+    """Three nodes: c's consumer of a queue a owns keeps getting messages after a stops, whether c or b
+    takes the queue over (c is then served from the log, or subscribes at b)."""
+    async with _node(cluster_settings("b"), "127.0.0.1:0") as b, _node(cluster_settings("c"), "127.0.0.1:0") as c:
+        got: list[bytes] = []
+        on_c = await aio_pika.connect(c.amqp_url)
+        async with on_c:
+            async with _node(cluster_settings("a"), "127.0.0.1:0") as a:
+                on_a = await aio_pika.connect(a.amqp_url)
+                async with on_a:
+                    publisher = await on_a.channel(publisher_confirms=True)
+                    await publisher.declare_queue("orders", durable=True)  # a owns it
+                    channel_c = await on_c.channel()
+                    queue_c = await async_wait_for(lambda: _passive(channel_c, "orders"), timeout=10,
+                                                   what="c to know the queue")
+
+                    async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                        got.append(message.body)
+                        await message.ack()
+
+                    await queue_c.consume(take)
+                    for i in range(20):
+                        await _publish(publisher, f"before-{i}".encode())
+                    await async_wait_for(lambda: len(got) >= 20, timeout=10, what="c served through c from a")
+            # a stopped (its leases given up): b or c takes the queue over; publish through b.
+            on_b = await aio_pika.connect(b.amqp_url)
+            async with on_b:
+                channel_b = await on_b.channel(publisher_confirms=True, on_return_raises=True)
+                await _until_forwarded_or_owned(channel_b)
+                for i in range(20):
+                    await _publish(channel_b, f"after-{i}".encode())
+                await async_wait_for(lambda: sum(body.startswith(b"after-") for body in got) >= 20, timeout=15,
+                                     what=lambda: f"c's consumer served after the takeover ({len(got)})")
+    assert [body for body in got if body.startswith(b"before-")] == [f"before-{i}".encode() for i in range(20)]
+    assert [body for body in got if body.startswith(b"after-")] == [f"after-{i}".encode() for i in range(20)]
+
+
+async def _until_forwarded_or_owned(channel: aio_pika.abc.AbstractChannel) -> None:
+    async def probe() -> bool:
+        try:
+            await _publish(channel, b"probe-after")
+            return True
+        except (aio_pika.exceptions.DeliveryError, aio_pika.exceptions.PublishError):
+            return False
+
+    await async_wait_for(probe, timeout=15, interval=0.1, what="a publish through b after the takeover")
