@@ -14,7 +14,7 @@ Rules of this module:
 * Gained: the lease is held (so the log may write for it) before the loop restores the queue from
   the rows the former owner committed. Lost: the queue's consumers are cancelled (basic.cancel), a
   fresh Queue object marked remote replaces it, and what was staged for it is dropped at the next
-  cut (ClusterMessageLog.lost); the old object writes nowhere any more.
+  cut (ClusterMessageLog.prepare_commit drops what is staged for leases other nodes hold).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from mailslot.core import featureset, storekeys
 from mailslot.core.broker import Broker
 from mailslot.core.message import Entry, Message
 from mailslot.core.queue import Queue
-from mailslot.storage.api import QueueRecovery, StoredMessage
+from mailslot.storage.api import QueueRecovery
 from mailslot.storage.postgres import FencedError, StoreUnavailable
 
 from .forward import Forwarder
@@ -87,6 +87,7 @@ class ClusterNode:
     ) -> None:
         self.core, self.log, self.metadata, self.loop = core, message_log, metadata, loop
         self.leases: LeaseTable = message_log.leases
+        message_log.owners = lambda: self.owners
         self.node = message_log.node
         self.remote: Forwarder | Unforwarded = remote if remote is not None else Unforwarded()
         self.link_address = link_address
@@ -264,7 +265,6 @@ class ClusterNode:
             queue = self._queue(key)
             if queue is not None:
                 queue.remote = None
-                queue.log = self.log
                 core.mark_dirty(queue)
         core.request_flush()
 
@@ -285,8 +285,7 @@ class ClusterNode:
         for consumer in list(queue.consumers):
             consumer.session.cancelled_by_broker(consumer)
         queue.consumers.clear()
-        queue.deleted = True
-        queue.log = DISCARD
+        queue.deleted = True  # what it still stages is dropped at the cut (ClusterMessageLog.prepare_commit)
         fresh = featureset.build_queue(
             vhost, queue.name, durable=queue.durable, exclusive_owner=None, auto_delete=queue.auto_delete,
             arguments=queue.arguments, effective=queue.effective_arguments,
@@ -296,46 +295,9 @@ class ClusterNode:
         return fresh
 
     def _make_remote(self, queue: Queue) -> None:
-        """Another node owns ``queue``: publishes go to it, and this object stages nothing anywhere."""
+        """Another node owns ``queue``: publishes go to it; what this object stages (delivery watermarks of
+        what it took in) is dropped at the cut, since this node holds no lease for it."""
         queue.remote = self.remote
-        queue.log = DISCARD
-
-
-class _Discard:
-    """The log of a Queue object this node no longer serves: whatever it still stages goes nowhere."""
-
-    def stage_append(self, messages: list[StoredMessage]) -> None:
-        pass
-
-    def stage_remove(self, queue: str, seqs: list[int]) -> None:
-        pass
-
-    def stage_mark_redelivered(self, queue: str, seqs: list[int]) -> None:
-        pass
-
-    def stage_delivered(self, queue: str, seq: int) -> None:
-        pass
-
-    def stage_purge(self, queue: str) -> None:
-        pass
-
-    def commit(self) -> None:
-        pass
-
-    def has_staged(self) -> bool:
-        return False
-
-    def read(self, queue: str, after_seq: int, limit: int) -> list[StoredMessage]:
-        return []
-
-    def recover(self) -> list[QueueRecovery]:
-        return []
-
-    def close(self) -> None:
-        pass
-
-
-DISCARD = _Discard()
 
 
 def _show(key: str) -> str:

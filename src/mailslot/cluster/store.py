@@ -19,7 +19,7 @@ Rules of this module:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, LiteralString
 
 import psycopg
@@ -60,6 +60,7 @@ class ClusterMessageLog(PostgresMessageLog):
         self._groups: dict[str, str | None] = {}
         self._adopter = Link(settings, "adopt")
         self.forwarder: Forwarder | None = None  # set when the node has a cluster link
+        self.owners: Callable[[], Mapping[str, object]] = dict  # the lease table as last polled (ClusterNode)
 
     def hold_confirms(self) -> Hold | None:
         """At the broker's cut (core/broker.py): forwarded publishes go out, and hold the batch's confirms."""
@@ -75,9 +76,19 @@ class ClusterMessageLog(PostgresMessageLog):
 
     # -- the batch transaction -------------------------------------------------------------------------
     def prepare_commit(self) -> Any:
-        if self.lost:
-            lost, self.lost = self.lost, set()
-            _drop_groups(self._staged, lost, self.group)
+        """Detach the batch, without what is staged for a lease this node does not hold while the lease
+        table says another node does (lost leases, and queues served here for their owner): fence_leased()
+        would refuse the whole batch for it."""
+        foreign = self.lost
+        self.lost = set()
+        held = self.leases.held
+        written = self._staged.keys()  # the batch's log keys (a set, not a dict view)
+        for key in written:
+            group = self.group(key)
+            if group is not None and group not in held and group in self.owners():
+                foreign.add(group)
+        if foreign:
+            _drop_groups(self._staged, foreign, self.group)
         return super().prepare_commit()
 
     def _fence(

@@ -27,6 +27,7 @@ from ..storage.api import QueueRecovery, StoredMessage
 from .errors import PreconditionFailed
 from .exchanges import Destination, Exchange, HeadersExchange, make_exchange, register_type
 from .message import Message
+from .routing import sender_keys
 from .storekeys import DELAYED, feature_key
 from .ttl import parse_expiration
 
@@ -98,14 +99,29 @@ class DelayedExchange(Exchange):
         super().__init__(*args, **kwargs)
         self.routing = make_exchange(delayed_routing_type(self.arguments), self.name)
         self.schedule: Schedule | None = None  # attached by the vhost once declared
+        self.scheduled: Any = None  # the last message scheduled (``kept``: not for the alternate exchange)
 
     def route(self, routing_key: str, message: Any) -> Iterable[Destination]:
         schedule = self.schedule
+        self.scheduled = None
         if schedule is not None:
             delay = delay_of(message.headers)
             if delay is not None and schedule.add(routing_key, message, delay):
+                self.scheduled = message
                 return ()  # unroutable now, as with the plugin: a mandatory publish gets basic.return
         return self.routing.route(routing_key, message)
+
+    def route_keys(self, routing_keys: tuple[str, ...], message: Any) -> Iterable[Destination]:
+        """Scheduled once, on its routing key; routed now on all of them (CC/BCC) otherwise."""
+        found = self.route(routing_keys[0], message)
+        if self.scheduled is message:
+            return found
+        return {**dict.fromkeys(found), **dict.fromkeys(self.routing.route_keys(routing_keys[1:], message))}
+
+    def kept(self, message: Any) -> bool:
+        # Unlike the plugin (rabbitmq-delayed-message-exchange#36, "expectations are reasonable"), a
+        # scheduled message does not go to the alternate exchange at once; it is routed when due.
+        return self.scheduled is message
 
     def bind(self, destination: Destination, routing_key: str, arguments: dict[str, Any], args_key: str) -> bool:
         if isinstance(self.routing, HeadersExchange):
@@ -202,8 +218,8 @@ class Schedule:
                     heapq.heappush(heap, later)
                 break
             released.append(seq)
-            if message is not None:
-                for queue in vhost.route(exchange, message.routing_key, message):
+            if message is not None:  # on its CC keys too (BCC's were not kept: docs/routing.md)
+                for queue in vhost.route(exchange, message.routing_key, message, sender_keys(message)):
                     vhost.enqueue(queue, message)
         if released:
             vhost.log.stage_remove(self.key, released)
@@ -285,6 +301,17 @@ class Schedule:
         self._misses.clear()
 
 
+EXTENSION = "delayed"  # this module's key in VirtualHost.extensions
+
+
+def messages(vhost: VirtualHost) -> DelayedMessages:
+    """The vhost's delayed-message state, made on first use (the vhost holds it without naming it)."""
+    found = vhost.extensions.get(EXTENSION)
+    if not isinstance(found, DelayedMessages):
+        found = vhost.extensions[EXTENSION] = DelayedMessages(vhost)
+    return found
+
+
 class DelayedMessages:
     """The schedules of one vhost's delayed exchanges."""
 
@@ -330,7 +357,8 @@ def release_ticker(vhosts: Iterable[VirtualHost]) -> Callable[[float], None]:
         now_ms = int(now * 1000)
         budget = RELEASE_PER_TICK
         for vhost in list(vhosts):
-            if vhost.delays.schedules:
-                budget -= vhost.delays.release(now_ms, budget)
+            delays = vhost.extensions.get(EXTENSION)
+            if isinstance(delays, DelayedMessages) and delays.schedules:
+                budget -= delays.release(now_ms, budget)
 
     return tick

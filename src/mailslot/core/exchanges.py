@@ -41,12 +41,32 @@ class Exchange:
         self.internal = internal
         self.arguments = arguments or {}
         # As declared, combined with policies (core/argument_source.py); the vhost keeps it current.
+        # Setting it also sets ``alternate``, so routing reads one attribute (core/routing.py).
         self.effective_arguments = self.arguments
         self.bindings: dict[BindingKey, dict[str, Any]] = {}
         # Publishes into this exchange and the queue deliveries they made (RabbitMQ's publish_in and
         # publish_out), for the management API; the default exchange's fast path does not count them.
         self.stats_in = 0
         self.stats_out = 0
+
+    @property
+    def effective_arguments(self) -> dict[str, Any]:
+        return self._effective_arguments
+
+    @effective_arguments.setter
+    def effective_arguments(self, arguments: dict[str, Any]) -> None:
+        self._effective_arguments = arguments
+        alternate = arguments.get("alternate-exchange")
+        if isinstance(alternate, bytes):
+            alternate = alternate.decode(errors="replace")
+        # The alternate exchange (https://www.rabbitmq.com/docs/ae): the exchange argument or the policy
+        # key, as core/policies.py merged them. A value that is no string is ignored, as RabbitMQ does.
+        self.alternate: str | None = alternate if isinstance(alternate, str) else None
+
+    def kept(self, message: Any) -> bool:
+        """Did the last ``route`` of ``message`` find no destination because this exchange kept it (a
+        delayed message scheduled, a duplicate dropped)? Then it is not unroutable: no alternate exchange."""
+        return False
 
     def bind(self, destination: Destination, routing_key: str, arguments: dict[str, Any], args_key: str) -> bool:
         key = (destination, routing_key, args_key)
@@ -73,6 +93,14 @@ class Exchange:
 
     def route(self, routing_key: str, message: Any) -> Iterable[Destination]:
         raise NotImplementedError
+
+    def route_keys(self, routing_keys: tuple[str, ...], message: Any) -> Iterable[Destination]:
+        """Destinations for several routing keys at once (sender-selected distribution, CC/BCC): the
+        union, each destination once."""
+        found: dict[Destination, None] = {}
+        for routing_key in routing_keys:
+            found.update(dict.fromkeys(self.route(routing_key, message)))
+        return found
 
     def _index_add(self, destination: Destination, routing_key: str, arguments: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -263,6 +291,12 @@ class DeduplicationExchange(FanoutExchange):
             self.dropped = message
             return ()
         return self._destinations
+
+    def route_keys(self, routing_keys: tuple[str, ...], message: Any) -> Iterable[Destination]:
+        return self.route(routing_keys[0], message)  # fanout: keys do not matter, and the window admits once
+
+    def kept(self, message: Any) -> bool:
+        return self.dropped is message
 
 
 _TYPES: dict[str, type[Exchange]] = {

@@ -20,8 +20,11 @@ Hooks, in the order a message meets them:
 * ``settle(queue, entries)``: entries left the queue for good (acked, dropped, dead-lettered, expired).
 * ``purge(queue)``: every ready message went (queue.purge, and the queue's deletion).
 * ``close(queue)``: the feature leaves the queue (deleted, or a reconfigure no longer asks for it).
-* ``tick(now)``: timer work, called by the broker's feature timer for features that override it.
-* ``restore(recovered)``: at start-up, rows under a store key the feature owns (``owned_keys``).
+
+Timer work and the rows a feature keeps in the message log are not queue hooks: the feature registers
+a store owner (core/featureset.py ``StoreOwner``: ``restore`` and ``tick``) in ``VirtualHost.owners``
+under its own store key, which recovery finds by the key's kind and the broker's feature timer ticks
+(DedupFeature's window). So a timer never walks every queue to find the few with features.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from ..storage.api import QueueRecovery
     from .message import Entry, Message
     from .queue import Queue
 
@@ -54,16 +56,6 @@ class QueueFeature:
     def close(self, queue: Queue) -> None:
         pass
 
-    def tick(self, now: float) -> None:
-        pass
-
-    def owned_keys(self) -> tuple[str, ...]:
-        """Store keys whose rows this feature keeps (recovery hands them back through ``restore``)."""
-        return ()
-
-    def restore(self, recovered: QueueRecovery) -> None:
-        pass
-
     def same_as(self, arguments: dict[str, Any]) -> bool:
         """Would the feature built from ``arguments`` be this one? Then a reconfigure keeps it (and its state)."""
         return False
@@ -76,7 +68,7 @@ def _overrides(feature: QueueFeature, hook: str) -> bool:
 class Hooks:
     """A queue's features, one tuple per hook of those that override it (empty: the hook is skipped)."""
 
-    __slots__ = ("admit", "all", "enqueued", "purge", "settle", "tick")
+    __slots__ = ("admit", "all", "enqueued", "purge", "settle")
 
     def __init__(self, features: tuple[QueueFeature, ...] = ()) -> None:
         self.all = features
@@ -84,7 +76,6 @@ class Hooks:
         self.enqueued = tuple(f for f in features if _overrides(f, "enqueued"))
         self.settle = tuple(f for f in features if _overrides(f, "settle"))
         self.purge = tuple(f for f in features if _overrides(f, "purge"))
-        self.tick = tuple(f for f in features if _overrides(f, "tick"))
 
     def find(self, name: str) -> QueueFeature | None:
         for feature in self.all:

@@ -3,8 +3,8 @@
 The one place that names the features (core/features.py is their protocol): the broker, the virtual
 host and the session call the functions here and never a feature module directly.
 
-* :func:`build_queue` makes a queue from its declared and effective arguments (priority queues are a
-  different ready store; TTL state; the features of :data:`QUEUE_FEATURES`), and gives it
+* :func:`build_queue` makes a queue from its declared and effective arguments (priority queues get a
+  ready store of FIFO lanes, core/priority.py; TTL state; the features of :data:`QUEUE_FEATURES`), and gives it
   :func:`compose` so that ``Queue.reconfigure`` composes them again from new effective arguments.
 * Exchanges: :func:`check_exchange`, :func:`exchange_declared` and :func:`exchange_deleted` (the
   delayed-message and deduplication types keep per-exchange state).
@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..storage.api import QueueRecovery
-from . import dedup, storekeys
+from . import dedup, delayed, storekeys
 from .delayed import DELAYED_TYPE, DelayedExchange, delayed_routing_type
 from .errors import CommandInvalid
 from .exchanges import Exchange, is_known_type
 from .features import QueueFeature
-from .priority import queue_factory, restore_lane
+from .priority import max_priority, use_priorities
 from .queue import Queue
 from .ttl import QueueExpiry
 
@@ -62,8 +62,7 @@ def build_queue(
     arguments: dict[str, Any],
     effective: dict[str, Any],
 ) -> Queue:
-    # x-max-priority is not a policy key (RabbitMQ refuses it there), so the ready store is fixed for life.
-    queue = queue_factory(effective)(
+    queue = Queue(
         name,
         vhost.name,
         durable=durable,
@@ -74,6 +73,10 @@ def build_queue(
         codecs=vhost.codecs,
         effective=effective,
     )
+    # x-max-priority is not a policy key (RabbitMQ refuses it there), so the ready store is fixed for life.
+    levels = max_priority(effective)
+    if levels:
+        use_priorities(queue, levels)
     policy = queue.policy
     queue.expiry = QueueExpiry(vhost.clock, vhost.expired, policy.message_ttl, policy.expires)
     queue.expiring = policy.message_ttl is not None
@@ -113,12 +116,12 @@ def check_exchange(type_: str, arguments: dict[str, Any]) -> None:
 def exchange_declared(vhost: VirtualHost, exchange: Exchange) -> None:
     dedup.attach_to_exchange(vhost, exchange)
     if isinstance(exchange, DelayedExchange):
-        vhost.delays.attach(exchange)
+        delayed.messages(vhost).attach(exchange)
 
 
 def exchange_deleted(vhost: VirtualHost, exchange: Exchange) -> None:
     if isinstance(exchange, DelayedExchange):
-        vhost.delays.drop(exchange)
+        delayed.messages(vhost).drop(exchange)
     dedup.detach_from_exchange(vhost, exchange)
 
 
@@ -157,7 +160,7 @@ def recover(vhosts: Mapping[str, VirtualHost], recovered: QueueRecovery) -> bool
         return True
     if key.kind == storekeys.LANE:
         queue = vhost.queues.get(key.name)
-        return queue is not None and restore_lane(queue, int(key.sub), recovered.count, recovered.max_seq)
+        return queue is not None and queue.restore_lane(int(key.sub), recovered.count, recovered.max_seq)
     owner = vhost.owners.get(recovered.queue)
     if owner is None:
         return False

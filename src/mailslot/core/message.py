@@ -123,8 +123,12 @@ class Message:
     """One published message: routing information, the body, and the properties as their protocol encoded
     them (``properties``, read through ``codec``). Shared by every queue it was routed to: never mutated."""
 
-    # __weakref__: tracing (core/tracing.py) follows a message without keeping it alive.
-    __slots__ = ("__weakref__", "_headers", "body", "codec", "exchange", "persistent", "properties", "routing_key", "ttl")
+    # __weakref__: tracing (core/tracing.py) follows a message without keeping it alive. ``cc``: set only on
+    # a message published with sender-selected routing keys (CC and BCC): read it with ``routing.sender_keys``.
+    __slots__ = (
+        "__weakref__", "_headers", "body", "cc", "codec", "exchange", "persistent", "properties", "routing_key", "ttl"
+    )
+    cc: tuple[str, ...]
 
     def __init__(
         self,

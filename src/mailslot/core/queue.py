@@ -4,10 +4,13 @@ Rules of this module:
 
 * Order is ``seq``. New messages get the next seq; a requeued message keeps its seq, so it goes
   back to its original place (RabbitMQ's classic queues do the same since 2.7).
-* Ready messages live in four places, in seq order, each older than the next: ``_requeued`` (a
-  heap: requeues arrive in any order) and ``_ready`` (the window, a deque) in memory; ``paged``
-  messages that only the message log holds; ``_overflow``, messages that arrived this turn while
-  the window was full. ``spill`` (once per flush, just before the store commit) writes the
+* The ``Queue`` keeps what is per queue (limits, TTLs, retry delays, features, consumers, dispatch);
+  its ready messages sit in a ready store (``ReadyStore``): a ``FifoStore``, or for ``x-max-priority``
+  core/priority.py's store of FIFO lanes, the way RabbitMQ's priority queue wraps a backing queue.
+* In a ``FifoStore`` ready messages live in four places, in seq order, each older than the next:
+  ``_requeued`` (a heap: requeues arrive in any order) and ``_ready`` (the window, a deque) in memory;
+  ``paged`` messages that only the message log holds; ``_overflow``, messages that arrived this turn
+  while the window was full. ``spill`` (once per flush, just before the store commit) writes the
   overflow's transient messages to the log (flagged so recovery drops them; persistent ones were
   written on arrival) and drops their bodies: memory stays bounded by the window, and everything
   paged is always committed, so reading it back never forces a commit.
@@ -20,9 +23,11 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..storage.api import MessageLog, StoredMessage
+from . import consumer_priority
 from .arguments import QueuePolicy
 from .errors import PreconditionFailed
 from .features import NO_HOOKS, Hooks, QueueFeature
@@ -32,8 +37,7 @@ from .storekeys import queue_key
 from .ttl import QueueExpiry, deadline_for, pop_live
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
+    from .consumer_priority import Priorities
     from .session import Consumer
 
     Composer = Callable[["Queue", dict[str, Any]], tuple[QueueFeature, ...]]
@@ -72,6 +76,427 @@ class RemoteOwner(Protocol):
         """Entries taken in from the owner were acknowledged (or dropped) here: tell the owner."""
 
 
+class ReadyStore(Protocol):
+    """What a queue keeps its ready messages in: :class:`FifoStore`, or core/priority.py's store of FIFO
+    lanes. Entries come out in the order consumers get them; limits, TTLs and retry delays are the
+    queue's. ``seq_shift``: an entry's seq is its arrival number shifted left by this much (plus bits
+    of the store's own), so arrival order and seq order agree across the whole store."""
+
+    seq_shift: int
+
+    @property
+    def ready_bytes(self) -> int: ...
+
+    @property
+    def redelivered(self) -> int: ...
+
+    @property
+    def paged(self) -> int: ...
+
+    def count(self) -> int: ...
+
+    def has_ready(self) -> bool: ...
+
+    def append(self, seq: int, message: Message, deadline: int, durable_write: bool) -> None: ...
+
+    def push_back(self, entries: list[Entry]) -> None: ...
+
+    def mark_redelivered(self, entries: list[Entry]) -> None: ...
+
+    def spill(self) -> None: ...
+
+    def pop(self) -> Entry | None: ...
+
+    def pop_many(self, limit: int, now: int) -> list[Entry]:
+        """Up to ``limit`` in order; stops early at a head whose deadline is at or before ``now`` (ms, 0: no
+        check), leaving it for the queue to expire."""
+        ...
+
+    def peek_head(self) -> Entry | None: ...
+
+    def peek(self, limit: int, now_ms: int = 0) -> list[Entry]: ...
+
+    def mark_delivered(self, entries: list[Entry]) -> None: ...
+
+    def settle(self, entries: list[Entry]) -> None: ...
+
+    def purge(self) -> None: ...
+
+    def remove(self, seqs: set[int]) -> list[Entry]: ...
+
+    def reinsert(self, entries: list[Entry]) -> None: ...
+
+    def restore(self, count: int, max_seq: int) -> int:
+        """At start-up, the rows under the queue's own key; returns the arrival number to go on from."""
+        ...
+
+    def restore_lane(self, level: int, count: int, max_seq: int) -> int:
+        """At start-up, the rows of a priority level (store-key kind ``lane``); the same, or 0: not mine."""
+        ...
+
+
+class FifoStore:
+    """A queue's ready messages in seq order (the ready store of every queue without ``x-max-priority``,
+    and of each level of one with it, core/priority.py): the memory window, requeued entries, the
+    overflow and what is paged out to the message log under ``key``. It keeps no limits, TTLs or
+    consumers (the queue does); its byte count covers what it holds, paged messages included."""
+
+    seq_shift = 0  # an entry's seq is its arrival number
+
+    def __init__(
+        self, key: str, log: MessageLog, codecs: Codecs, durable: bool, saw_deadline: Callable[[], None]
+    ) -> None:
+        self.key = key
+        self.log = log
+        self.codecs = codecs
+        self.durable = durable
+        self._default_codec = codecs.default
+        self._saw_deadline = saw_deadline  # a row read back carries a deadline: the queue is expiring
+        self._ready: deque[Entry] = deque()
+        self._requeued: list[Entry] = []
+        self._window_bytes = 0
+        self._overflow: deque[Entry] = deque()
+        self.ready_bytes = 0  # body bytes of the entries held here (restored ones counted as read back)
+        self.redelivered = 0  # requeued entries handed out again (the queue's stats_redelivered)
+        self.paged = 0  # messages in the log beyond the memory window
+        self._restored_upto = 0
+        self._loaded_upto = 0  # highest seq read back from (or kept out of) the log
+        self._delivered_upto = 0  # the delivery watermark staged last (mark_delivered)
+        # Paged seqs that ``remove`` took out before the commit that drops their rows: page-in skips them.
+        self._taken: set[int] = set()
+        self._removed_from: dict[int, str] = {}  # where the last remove() found each entry (for reinsert)
+
+    def count(self) -> int:
+        return len(self._ready) + len(self._requeued) + self.paged + len(self._overflow)
+
+    def has_ready(self) -> bool:
+        return bool(self._ready or self._requeued or self.paged or self._overflow)
+
+    def resident(self) -> tuple[int, int]:
+        """Messages and body bytes in the memory window."""
+        return len(self._ready), self._window_bytes
+
+    # ---- in -------------------------------------------------------------------------------------
+
+    def append(self, seq: int, message: Message, deadline: int, durable_write: bool) -> None:
+        """A new message as entry ``seq``; ``durable_write``: its row is staged now (persistent message,
+        durable queue). The row is built here, not by a helper: one call per message on the hot path."""
+        if durable_write:
+            row = StoredMessage(
+                self.key, seq, message.exchange, message.routing_key, message.properties, message.body, True
+            )
+            if deadline:  # set apart: a keyword argument would cost every message (~90 ns)
+                row.deadline = deadline
+            if message.codec is not self._default_codec:  # the same: the common case pays one identity test
+                row.codec = message.codec.name
+            self.log.stage_append([row])
+        entry = Entry(seq, message, False, durable_write, deadline)
+        size = len(message.body)
+        if self.paged or self._overflow or len(self._ready) >= WINDOW_MESSAGES or self._window_bytes >= WINDOW_BYTES:
+            self._overflow.append(entry)
+        else:
+            self._ready.append(entry)
+            self._window_bytes += size
+        self.ready_bytes += size
+
+    def demote_newest(self) -> None:
+        """The message just put into the window goes to the overflow instead (a window shared by several
+        stores is full). Order holds: a message enters the window only when this store has no paged or
+        overflow messages."""
+        entry = self._ready.pop()
+        self._window_bytes -= len(entry.message.body)
+        self._overflow.append(entry)
+
+    def push_back(self, entries: list[Entry]) -> None:
+        """Requeued entries, ready again at their original place."""
+        requeued = self._requeued
+        for entry in entries:
+            self.ready_bytes += len(entry.message.body)
+            heapq.heappush(requeued, entry)
+
+    def mark_redelivered(self, entries: list[Entry]) -> None:
+        self.log.stage_mark_redelivered(self.key, [entry.seq for entry in entries])
+
+    def spill(self) -> None:
+        """Page this turn's overflow out to the log (the broker commits right after)."""
+        overflow = self._overflow
+        if not overflow:
+            return
+        if not self.paged:
+            self._loaded_upto = overflow[0].seq - 1  # everything older is in memory
+        transient = [self._row(e.seq, e.message, False, e.deadline) for e in overflow if not e.stored]
+        if transient:
+            self.log.stage_append(transient)  # persistent ones were staged on arrival
+        self.paged += len(overflow)
+        overflow.clear()
+
+    def _row(self, seq: int, message: Message, persistent: bool, deadline: int) -> StoredMessage:
+        row = StoredMessage(
+            self.key, seq, message.exchange, message.routing_key, message.properties, message.body, persistent
+        )
+        if deadline:
+            row.deadline = deadline
+        if message.codec is not self._default_codec:
+            row.codec = message.codec.name
+        return row
+
+    # ---- out ------------------------------------------------------------------------------------
+
+    def pop(self) -> Entry | None:
+        """The next entry in seq order, expired or not (the queue applies TTLs)."""
+        requeued = self._requeued
+        ready = self._ready
+        if requeued and (not ready or requeued[0].seq < ready[0].seq):
+            entry = heapq.heappop(requeued)
+            self.ready_bytes -= len(entry.message.body)
+            self.redelivered += 1
+            return entry
+        if not ready:
+            if self.paged:
+                self._page_in()
+            elif self._overflow:
+                self._refill_from_overflow()
+        if ready:
+            entry = ready.popleft()
+            size = len(entry.message.body)
+            self._window_bytes -= size
+            self.ready_bytes -= size
+            return entry
+        return None
+
+    def pop_many(self, limit: int, now: int) -> list[Entry]:
+        """Up to ``limit`` entries in order, stopping early at an entry whose deadline is at or before
+        ``now`` (ms; 0: no TTL check), which is left at the head for the queue to expire."""
+        out: list[Entry] = []
+        ready = self._ready
+        while len(out) < limit:
+            if self._requeued or not ready:
+                head = self.peek_head()  # requeues, page-in and overflow keep their rules
+                if head is None or (now and 0 < head.deadline <= now):
+                    break
+                self.pop()
+                out.append(head)
+                continue
+            take = min(limit - len(out), len(ready))
+            popleft = ready.popleft
+            size = 0
+            if now:
+                expired = False
+                for _ in range(take):
+                    deadline = ready[0].deadline
+                    if 0 < deadline <= now:
+                        expired = True
+                        break
+                    entry = popleft()
+                    size += len(entry.message.body)
+                    out.append(entry)
+                self._window_bytes -= size
+                self.ready_bytes -= size
+                if expired:
+                    break
+                continue
+            for _ in range(take):
+                entry = popleft()
+                size += len(entry.message.body)
+                out.append(entry)
+            self._window_bytes -= size
+            self.ready_bytes -= size
+        return out
+
+    def peek_head(self) -> Entry | None:
+        """The entry ``pop`` would hand out next, left in place (TTL looks at the head)."""
+        requeued, ready = self._requeued, self._ready
+        if requeued and (not ready or requeued[0].seq < ready[0].seq):
+            return requeued[0]
+        if not ready:
+            if self.paged:
+                self._page_in()
+            elif self._overflow:
+                self._refill_from_overflow()
+        return ready[0] if ready else None
+
+    def peek(self, limit: int, now_ms: int = 0) -> list[Entry]:
+        """Up to ``limit`` entries in the order ``pop`` hands them out, left where they are (Queue.peek)."""
+        if limit <= 0:
+            return []
+        heads = heapq.merge(heapq.nsmallest(limit, self._requeued), itertools.islice(self._ready, limit))
+        out = [entry for entry in heads if not (now_ms and 0 < entry.deadline <= now_ms)][:limit]
+        rows: list[StoredMessage] = []
+        if len(out) < limit and self.paged:
+            taken = self._taken  # rows remove() took, still in the log until the commit: read past them
+            rows = self.log.read(self.key, self._loaded_upto, min(limit - len(out), self.paged) + len(taken))
+            if taken:
+                rows = [row for row in rows if row.seq not in taken]
+            for row in rows:
+                if now_ms and 0 < row.deadline <= now_ms:
+                    continue
+                out.append(self._entry(row, row.persistent))
+        if len(out) < limit and len(rows) >= self.paged:  # this turn's overflow comes after the paged ones
+            out += [e for e in itertools.islice(self._overflow, limit) if not (now_ms and 0 < e.deadline <= now_ms)]
+        return out[:limit]
+
+    def _entry(self, row: StoredMessage, stored: bool) -> Entry:
+        message = Message(
+            row.exchange, row.routing_key, row.properties, row.body, row.persistent, self.codecs[row.codec]
+        )
+        return Entry(row.seq, message, row.redelivered, stored, row.deadline, row.requeues)
+
+    def _refill_from_overflow(self) -> None:
+        overflow, ready = self._overflow, self._ready
+        while overflow and len(ready) < WINDOW_MESSAGES and self._window_bytes < WINDOW_BYTES:
+            entry = overflow.popleft()
+            ready.append(entry)
+            self._window_bytes += len(entry.message.body)
+
+    # ---- the log's side of delivery and settling ------------------------------------------------
+
+    def mark_delivered(self, entries: list[Entry]) -> None:
+        """One delivery watermark per batch (entries in seq order): see Queue.mark_delivered."""
+        seq = entries[-1].seq
+        if self.durable and seq > self._delivered_upto:
+            self._delivered_upto = seq
+            self.log.stage_delivered(self.key, seq)
+
+    def settle(self, entries: list[Entry]) -> None:
+        """Acked (or dropped): forget the stored rows."""
+        stored = [entry.seq for entry in entries if entry.stored]
+        if stored:
+            self.log.stage_remove(self.key, stored)
+
+    def purge(self) -> None:
+        self._ready.clear()
+        self._requeued.clear()
+        self._window_bytes = 0
+        self.ready_bytes = 0
+        self._overflow.clear()
+        self.paged = 0
+        self._taken.clear()
+        self.log.stage_purge(self.key)
+
+    # ---- taking chosen entries out (redrive) ----------------------------------------------------
+
+    def remove(self, seqs: set[int]) -> list[Entry]:
+        """Take the entries with these seqs out wherever they sit (Queue.remove). Paged entries are read
+        from the log (and count as stored, transient ones too: their row goes when they are settled)."""
+        self._removed_from = {}
+        out: list[Entry] = []
+        origin = self._removed_from
+        for part, where in ((self._ready, "memory"), (self._overflow, "overflow")):
+            if any(entry.seq in seqs for entry in part):
+                taken = [entry for entry in part if entry.seq in seqs]
+                kept = [entry for entry in part if entry.seq not in seqs]
+                part.clear()
+                part.extend(kept)
+                out += taken
+                origin.update((entry.seq, where) for entry in taken)
+                if part is self._ready:
+                    self._window_bytes -= sum(len(e.message.body) for e in taken)
+        if any(entry.seq in seqs for entry in self._requeued):
+            out += [entry for entry in self._requeued if entry.seq in seqs]
+            self._requeued = [entry for entry in self._requeued if entry.seq not in seqs]
+            heapq.heapify(self._requeued)
+        self.ready_bytes -= sum(len(entry.message.body) for entry in out)
+        found = {entry.seq for entry in out}
+        if self.paged and len(found) < len(seqs):
+            out += self._remove_paged({seq for seq in seqs if seq not in found and seq > self._loaded_upto})
+        return out
+
+    def reinsert(self, entries: list[Entry]) -> None:
+        """Give back entries the last ``remove`` took, each at its place and as it was (Queue.reinsert)."""
+        origin = self._removed_from
+        for entry in entries:
+            where = origin.pop(entry.seq, "memory")
+            size = len(entry.message.body)
+            if where == "paged":  # its row is still in the log: it is paged out again
+                self._taken.discard(entry.seq)
+                self.paged += 1
+                if entry.seq > self._restored_upto:
+                    self.ready_bytes += size
+                continue
+            self.ready_bytes += size
+            if where == "overflow":
+                overflow = self._overflow
+                i = len(overflow)
+                while i and overflow[i - 1].seq > entry.seq:
+                    i -= 1
+                overflow.insert(i, entry)
+            else:  # ready, requeued or held: the requeue heap keeps seq order against the window
+                heapq.heappush(self._requeued, entry)
+
+    def _remove_paged(self, seqs: set[int]) -> list[Entry]:
+        out: list[Entry] = []
+        after, last = self._loaded_upto, max(seqs, default=0)
+        while seqs and after < last:
+            rows = self.log.read(self.key, after, PAGE_IN_BATCH)
+            if not rows:
+                break
+            after = rows[-1].seq
+            for row in rows:
+                if row.seq not in seqs or row.seq in self._taken:
+                    continue
+                # stored=True even for a transient row (paged only for memory): settling it removes the row.
+                out.append(self._entry(row, True))
+                self._taken.add(row.seq)
+                self._removed_from[row.seq] = "paged"
+                if row.seq > self._restored_upto:  # counted in ready_bytes on arrival, not yet on page-in
+                    self.ready_bytes -= len(row.body)
+        self.paged -= len(out)
+        return out
+
+    # ---- paging in and recovery -------------------------------------------------------------------
+
+    def _without_taken(self, rows: list[StoredMessage]) -> list[StoredMessage]:
+        """Page-in's rows without those remove() took (their removal may not be committed yet)."""
+        taken = self._taken
+        kept = [row for row in rows if row.seq not in taken]
+        taken.difference_update([row.seq for row in rows])
+        return kept
+
+    def _page_in(self) -> None:
+        # Paged rows were staged by spill() and committed in the same flush, so read() sees them all.
+        rows = self.log.read(self.key, self._loaded_upto, min(PAGE_IN_BATCH, self.paged))
+        if not rows and self.log.has_staged():
+            self.log.commit()  # only after a failed commit left the spill staged
+            rows = self.log.read(self.key, self._loaded_upto, min(PAGE_IN_BATCH, self.paged))
+        last = rows[-1].seq if rows else 0
+        if self._taken and rows:
+            rows = self._without_taken(rows)
+            if not rows:  # only rows remove() took: read on past them
+                self._loaded_upto = last
+                self._page_in()
+                return
+        deadlines = False
+        for row in rows:
+            # Transient rows were paged only for memory; they are dropped from the log once in memory.
+            self._ready.append(self._entry(row, row.persistent))
+            deadlines = deadlines or bool(row.deadline)
+            self._window_bytes += len(row.body)
+            if row.seq <= self._restored_upto:
+                self.ready_bytes += len(row.body)
+        if deadlines:
+            self._saw_deadline()  # read back after a restart: its deadline still holds
+        if rows:
+            self._loaded_upto = last  # the last row read, taken ones included
+            transient = [row.seq for row in rows if not row.persistent]
+            if transient:
+                self.log.stage_remove(self.key, transient)
+        self.paged -= len(rows)
+        if not rows:
+            self.paged = 0  # the log holds less than we counted (purged elsewhere): trust the log
+
+    def restore(self, count: int, max_seq: int) -> int:
+        """After a restart: the log holds ``count`` messages up to ``max_seq`` under this store's key.
+        Returns the arrival number the queue goes on from."""
+        self.paged = count
+        self._loaded_upto = 0
+        self._restored_upto = max_seq  # their body bytes are counted as they are read back
+        return max_seq + 1
+
+    def restore_lane(self, level: int, count: int, max_seq: int) -> int:
+        """Rows of a priority level: a FIFO store has none (0: not mine)."""
+        return 0
+
+
 class Queue:
     def __init__(
         self,
@@ -97,24 +522,20 @@ class Queue:
         self.arguments = arguments
         self.effective_arguments = arguments if effective is None else effective
         self.policy = QueuePolicy.from_arguments(self.effective_arguments)
-        self.ready_bytes = 0  # body bytes of ready messages (x-max-length-bytes); 0 after a restart
         self.dropped: list[Entry] = []  # drop-head victims, for the vhost to dead-letter
         self.log = log
         self.codecs = codecs
-        self._default_codec = codecs.default
-        self._ready: deque[Entry] = deque()
-        self._requeued: list[Entry] = []
+        # The ready messages (FIFO; core/priority.py's store for x-max-priority, set by core/featureset.py
+        # while the queue is still empty). Limits, TTLs, retry delays and consumers stay here.
+        self.store: ReadyStore = FifoStore(self.key, log, codecs, durable, self.saw_deadline)
         # Requeued messages waiting out x-retry-delays: (due ms, seq, entry), a heap by due time.
         self._held: list[tuple[int, int, Entry]] = []
-        self._window_bytes = 0
-        self._overflow: deque[Entry] = deque()
-        self.paged = 0  # messages in the log beyond the memory window
-        self._restored_upto = 0
-        self._loaded_upto = 0  # highest seq read back from (or kept out of) the log
-        self.next_seq = 1
-        self._delivered_upto = 0  # the delivery watermark staged last (mark_delivered)
+        self._held_bytes = 0
+        self.next_seq = 1  # the next message's arrival number (its seq in a FIFO store)
         self.consumers: list[Consumer] = []
         self._rr = 0
+        # Set while some consumer has an x-priority (core/consumer_priority.py); None: plain round-robin.
+        self.prioritised: Priorities | None = None
         self.had_consumer = False  # auto-delete applies only once a consumer has come and gone
         # A deep backlog while a consumer could take more: the broker, not the consumers, is the
         # bottleneck, so its publishers are slowed (see CONGESTION_BACKLOG and Broker.dispatch).
@@ -131,16 +552,12 @@ class Queue:
         self.stats_get_no_ack = 0
         self.stats_get_empty = 0
         self.stats_acked = 0
-        self.stats_redelivered = 0  # handed out again after a requeue (RabbitMQ's redeliver)
         # Set when the broker touched the queue in a batch (its dispatch), a get or a purge: the stats sampler
         # reads only touched queues' counters each tick, not every queue's (core/stats.py).
         self.stats_dirty = False
         # TTL (core/ttl.py): ``expiring`` once an entry may carry a deadline; until then pops check nothing.
         self.expiry: QueueExpiry | None = None
         self.expiring = False
-        # Paged seqs that ``remove`` took out before the commit that drops their rows: page-in skips them.
-        self._taken: set[int] = set()
-        self._removed_from: dict[int, str] = {}  # where the last remove() found each entry (for reinsert)
         # Queue features (core/features.py), composed from the effective arguments by ``composer`` (set by
         # core/featureset.py); ``_admit`` mirrors ``hooks.admit`` so enqueue tests one attribute.
         self.hooks: Hooks = NO_HOOKS
@@ -148,6 +565,10 @@ class Queue:
         self.composer: Composer | None = None
         # Set while another node owns the queue (mailslot.cluster): publishes go there, nothing is staged here.
         self.remote: RemoteOwner | None = None
+
+    def saw_deadline(self) -> None:
+        """A message read back from the log carries a deadline: TTLs apply from now on."""
+        self.expiring = True
 
     # ---- features and live reconfiguration ----------------------------------------------------------
 
@@ -168,7 +589,8 @@ class Queue:
         applies the overflow mode at once (drop-head victims go to ``dropped``, for the vhost to
         dead-letter); the reject-publish modes keep what is there and refuse new messages. A new
         message-ttl applies to messages that arrive from now on, as in RabbitMQ 3.10 (checked against
-        it: messages already queued keep the deadline they were given)."""
+        it: messages already queued keep the deadline they were given). The ready store stays: its kind
+        follows x-max-priority, which no policy can set."""
         self.effective_arguments = effective
         policy = self.policy = QueuePolicy.from_arguments(effective)
         expiry = self.expiry
@@ -188,10 +610,26 @@ class Queue:
 
     @property
     def message_count(self) -> int:
-        return len(self._ready) + len(self._requeued) + self.paged + len(self._overflow) + len(self._held)
+        return self.store.count() + len(self._held)
+
+    @property
+    def ready_bytes(self) -> int:
+        """Body bytes of ready and held messages (x-max-length-bytes); paged ones after a restart count
+        once they are read back."""
+        return self.store.ready_bytes + self._held_bytes
+
+    @property
+    def paged(self) -> int:
+        """Messages only the message log holds (beyond the memory window)."""
+        return self.store.paged
+
+    @property
+    def stats_redelivered(self) -> int:
+        """Entries handed out again after a requeue (RabbitMQ's redeliver); the store counts them."""
+        return self.store.redelivered
 
     def has_ready(self) -> bool:
-        return bool(self._ready or self._requeued or self.paged or self._overflow)
+        return self.store.has_ready()
 
     # ---- enqueue --------------------------------------------------------------------------------
 
@@ -208,16 +646,7 @@ class Queue:
         self.next_seq = seq + 1
         self.stats_published += 1
         deadline = deadline_for(self, message, seq) if self.expiring or message.ttl is not None else 0
-        durable_write = message.persistent and self.durable
-        if durable_write:
-            self.log.stage_append([self._row(seq, message, True, deadline)])
-        entry = Entry(seq, message, False, durable_write, deadline)
-        if self.paged or self._overflow or len(self._ready) >= WINDOW_MESSAGES or self._window_bytes >= WINDOW_BYTES:
-            self._overflow.append(entry)
-        else:
-            self._ready.append(entry)
-            self._window_bytes += len(message.body)
-        self.ready_bytes += len(message.body)
+        self.store.append(seq, message, deadline, message.persistent and self.durable)
         if policy.bounded and policy.overflow == "drop-head":
             self._drop_head()
         return ACCEPTED
@@ -251,130 +680,42 @@ class Queue:
 
     def spill(self) -> None:
         """Page this turn's overflow out to the log (the broker commits right after)."""
-        overflow = self._overflow
-        if not overflow:
-            return
-        if not self.paged:
-            self._loaded_upto = overflow[0].seq - 1  # everything older is in memory
-        transient = [self._row(e.seq, e.message, False, e.deadline) for e in overflow if not e.stored]
-        if transient:
-            self.log.stage_append(transient)  # persistent ones were staged on arrival
-        self.paged += len(overflow)
-        overflow.clear()
-
-    def _row(self, seq: int, message: Message, persistent: bool, deadline: int = 0) -> StoredMessage:
-        row = StoredMessage(
-            self.key, seq, message.exchange, message.routing_key, message.properties, message.body, persistent
-        )
-        if deadline:  # set apart: a keyword argument would cost every message (~90 ns)
-            row.deadline = deadline
-        if message.codec is not self._default_codec:  # the same: the common case pays one identity test
-            row.codec = message.codec.name
-        return row
+        self.store.spill()
 
     # ---- take and give back ---------------------------------------------------------------------
 
     def pop_ready(self, skip_expired: bool = True) -> Entry | None:
         if skip_expired and self.expiring:
             return pop_live(self)  # expired entries are expired on the way, never handed out
-        requeued = self._requeued
-        ready = self._ready
-        if requeued and (not ready or requeued[0].seq < ready[0].seq):
-            entry = heapq.heappop(requeued)
-            self.ready_bytes -= len(entry.message.body)
-            self.stats_redelivered += 1
-            return entry
-        if not ready:
-            if self.paged:
-                self._page_in()
-            elif self._overflow:
-                self._refill_from_overflow()
-        if ready:
-            entry = ready.popleft()
-            size = len(entry.message.body)
-            self._window_bytes -= size
-            self.ready_bytes -= size
-            return entry
-        return None
+        return self.store.pop()
 
     def pop_many(self, limit: int) -> list[Entry]:
         """Up to ``limit`` ready entries in order (the dispatch fast path for a single consumer)."""
-        out: list[Entry] = []
-        ready = self._ready
+        if not self.expiring:
+            return self.store.pop_many(limit, 0)
         expiry = self.expiry
-        # TTL: one clock reading per batch; an entry past it goes the slow way (pop_live expires it).
-        now = int(expiry.clock() * 1000) if self.expiring and expiry is not None else 0
+        # TTL: one clock reading per batch; the store stops at an entry past it, which goes the slow way
+        # (pop_live expires it and what follows it expired).
+        now = int(expiry.clock() * 1000) if expiry is not None else 0
+        out = self.store.pop_many(limit, now)
         while len(out) < limit:
-            if self._requeued or not ready or (now and 0 < ready[0].deadline <= now):
-                entry = self.pop_ready()  # requeues, page-in, overflow and expiry keep their rules
-                if entry is None:
-                    break
-                out.append(entry)
-                continue
-            take = min(limit - len(out), len(ready))
-            popleft = ready.popleft
-            size = 0
-            if now:
-                for _ in range(take):
-                    deadline = ready[0].deadline
-                    if 0 < deadline <= now:
-                        break
-                    entry = popleft()
-                    size += len(entry.message.body)
-                    out.append(entry)
-            else:
-                for _ in range(take):
-                    entry = popleft()
-                    size += len(entry.message.body)
-                    out.append(entry)
-            self._window_bytes -= size
-            self.ready_bytes -= size
+            entry = self.pop_ready()
+            if entry is None:
+                break
+            out.append(entry)
+            out += self.store.pop_many(limit - len(out), now)
         return out
 
     def peek_ready(self) -> Entry | None:
         """The entry ``pop_ready`` would hand out next, left in place (TTL looks at the head)."""
-        requeued, ready = self._requeued, self._ready
-        if requeued and (not ready or requeued[0].seq < ready[0].seq):
-            return requeued[0]
-        if not ready:
-            if self.paged:
-                self._page_in()
-            elif self._overflow:
-                self._refill_from_overflow()
-        return ready[0] if ready else None
+        return self.store.peek_head()
 
     def peek(self, limit: int, now_ms: int = 0) -> list[Entry]:
         """Up to ``limit`` ready entries in the order consumers would get them, left where they are:
         nothing is popped, marked redelivered or paged into memory (the management API's peek). Paged
         messages are read from the log's committed rows; held (x-retry-delays) and expired entries
         (deadline at or before ``now_ms``, when given) are not shown, since neither is handed out next."""
-        if limit <= 0:
-            return []
-        heads = heapq.merge(heapq.nsmallest(limit, self._requeued), itertools.islice(self._ready, limit))
-        out = [entry for entry in heads if not (now_ms and 0 < entry.deadline <= now_ms)][:limit]
-        rows: list[StoredMessage] = []
-        if len(out) < limit and self.paged:
-            taken = self._taken  # rows remove() took, still in the log until the commit: read past them
-            rows = self.log.read(self.key, self._loaded_upto, min(limit - len(out), self.paged) + len(taken))
-            if taken:
-                rows = [row for row in rows if row.seq not in taken]
-            for row in rows:
-                if now_ms and 0 < row.deadline <= now_ms:
-                    continue
-                message = Message(
-                    row.exchange, row.routing_key, row.properties, row.body, row.persistent, self.codecs[row.codec]
-                )
-                out.append(Entry(row.seq, message, row.redelivered, row.persistent, row.deadline, row.requeues))
-        if len(out) < limit and len(rows) >= self.paged:  # this turn's overflow comes after the paged ones
-            out += [e for e in itertools.islice(self._overflow, limit) if not (now_ms and 0 < e.deadline <= now_ms)]
-        return out[:limit]
-
-    def _refill_from_overflow(self) -> None:
-        overflow, ready = self._overflow, self._ready
-        while overflow and len(ready) < WINDOW_MESSAGES and self._window_bytes < WINDOW_BYTES:
-            entry = overflow.popleft()
-            ready.append(entry)
-            self._window_bytes += len(entry.message.body)
+        return self.store.peek(limit, now_ms)
 
     def requeue(self, entries: list[Entry], now: float = 0.0) -> list[Entry]:
         """Put delivered-but-unacked entries back at their original place, marked redelivered, each one
@@ -384,23 +725,26 @@ class Queue:
         limit = policy.delivery_limit
         delays = policy.retry_delays
         exhausted: list[Entry] = []
-        stored = []
+        stored: list[Entry] = []
+        ready: list[Entry] = []
         for entry in entries:
             entry.redelivered = True
             count = entry.requeues = entry.requeues + 1
             if limit is not None and count > limit:
                 exhausted.append(entry)
                 continue
-            self.ready_bytes += len(entry.message.body)
             if entry.stored:
-                stored.append(entry.seq)
+                stored.append(entry)
             delay = retry_delay_ms(delays, count) if delays else 0
             if delay:
                 heapq.heappush(self._held, (int(now * 1000) + delay, entry.seq, entry))
+                self._held_bytes += len(entry.message.body)
             else:
-                heapq.heappush(self._requeued, entry)
+                ready.append(entry)
+        if ready:
+            self.store.push_back(ready)
         if stored:
-            self.log.stage_mark_redelivered(self.key, stored)
+            self.store.mark_redelivered(stored)
         return exhausted
 
     @property
@@ -412,26 +756,24 @@ class Queue:
         held = self._held
         if not held or held[0][0] > now_ms:
             return False
+        due: list[Entry] = []
         while held and held[0][0] <= now_ms:
-            heapq.heappush(self._requeued, heapq.heappop(held)[2])
+            due.append(heapq.heappop(held)[2])
+        self._held_bytes -= sum(len(entry.message.body) for entry in due)
+        self.store.push_back(due)
         return True
 
     def mark_delivered(self, entries: list[Entry]) -> None:
         """Handed to a consumer that must ack them (in seq order, as every pop gives them): the log records
         how far the queue has delivered, one watermark per batch, so that after a crash these messages come
         back redelivered=true, as RabbitMQ's classic queues do (storage/api.py ``stage_delivered``)."""
-        seq = entries[-1].seq
-        if self.durable and seq > self._delivered_upto:
-            self._delivered_upto = seq
-            self.log.stage_delivered(self.key, seq)
+        self.store.mark_delivered(entries)
 
     def settle(self, entries: list[Entry]) -> None:
         """Acked (or dropped): forget the stored rows."""
         if self.remote is not None:
             self.remote.settled(self, entries)
-        stored = [entry.seq for entry in entries if entry.stored]
-        if stored:
-            self.log.stage_remove(self.key, stored)
+        self.store.settle(entries)
         if self.hooks.settle:
             self.settled(entries)
 
@@ -447,16 +789,9 @@ class Queue:
     def purge(self) -> int:
         count = self.message_count
         self.stats_dirty = True
-        self._ready.clear()
-        self._requeued.clear()
         self._held.clear()
-        self._window_bytes = 0
-        self.ready_bytes = 0
-        self._overflow.clear()
-        self.paged = 0
-        self._loaded_upto = self.next_seq - 1
-        self._taken.clear()
-        self.log.stage_purge(self.key)
+        self._held_bytes = 0
+        self.store.purge()
         if self.hooks.purge:
             self.purged()
         return count
@@ -467,33 +802,16 @@ class Queue:
         marked redelivered; stored rows stay until the caller settles the entries, so the removal and
         what replaces it (a publish elsewhere) land in one commit. Paged entries are read from the log
         (and count as stored, transient ones too: their row goes when they are settled)."""
-        self._removed_from = {}
         if not seqs:
+            self.store.remove(set())  # forgets the last removal's places
             return []
         out: list[Entry] = []
-        origin = self._removed_from
-        for part, where in ((self._ready, "memory"), (self._overflow, "overflow")):
-            if any(entry.seq in seqs for entry in part):
-                taken = [entry for entry in part if entry.seq in seqs]
-                kept = [entry for entry in part if entry.seq not in seqs]
-                part.clear()
-                part.extend(kept)
-                out += taken
-                origin.update((entry.seq, where) for entry in taken)
-                if part is self._ready:
-                    self._window_bytes -= sum(len(e.message.body) for e in taken)
-        if any(entry.seq in seqs for entry in self._requeued):
-            out += [entry for entry in self._requeued if entry.seq in seqs]
-            self._requeued = [entry for entry in self._requeued if entry.seq not in seqs]
-            heapq.heapify(self._requeued)
         if any(item[1] in seqs for item in self._held):
             out += [item[2] for item in self._held if item[1] in seqs]
             self._held = [item for item in self._held if item[1] not in seqs]
             heapq.heapify(self._held)
-        self.ready_bytes -= sum(len(entry.message.body) for entry in out)
-        found = {entry.seq for entry in out}
-        if self.paged and len(found) < len(seqs):
-            out += self._remove_paged({seq for seq in seqs if seq not in found and seq > self._loaded_upto})
+            self._held_bytes -= sum(len(entry.message.body) for entry in out)
+        out += self.store.remove(seqs - {entry.seq for entry in out})
         out.sort()
         self.stats_dirty = True
         return out
@@ -502,89 +820,8 @@ class Queue:
         """Give back entries the last ``remove`` took (a move that could not be made), each at its place
         and as it was: not marked redelivered, its stored row untouched (one held for a retry delay is
         ready at once)."""
-        origin = self._removed_from
-        for entry in entries:
-            where = origin.pop(entry.seq, "memory")
-            size = len(entry.message.body)
-            if where == "paged":  # its row is still in the log: it is paged out again
-                self._taken.discard(entry.seq)
-                self.paged += 1
-                if entry.seq > self._restored_upto:
-                    self.ready_bytes += size
-                continue
-            self.ready_bytes += size
-            if where == "overflow":
-                overflow = self._overflow
-                i = len(overflow)
-                while i and overflow[i - 1].seq > entry.seq:
-                    i -= 1
-                overflow.insert(i, entry)
-            else:  # ready, requeued or held: the requeue heap keeps seq order against the window
-                heapq.heappush(self._requeued, entry)
+        self.store.reinsert(entries)
         self.stats_dirty = True
-
-    def _remove_paged(self, seqs: set[int]) -> list[Entry]:
-        out: list[Entry] = []
-        after, last = self._loaded_upto, max(seqs, default=0)
-        while seqs and after < last:
-            rows = self.log.read(self.key, after, PAGE_IN_BATCH)
-            if not rows:
-                break
-            after = rows[-1].seq
-            for row in rows:
-                if row.seq not in seqs or row.seq in self._taken:
-                    continue
-                message = Message(
-                    row.exchange, row.routing_key, row.properties, row.body, row.persistent, self.codecs[row.codec]
-                )
-                # stored=True even for a transient row (paged only for memory): settling it removes the row.
-                out.append(Entry(row.seq, message, row.redelivered, True, row.deadline, row.requeues))
-                self._taken.add(row.seq)
-                self._removed_from[row.seq] = "paged"
-                if row.seq > self._restored_upto:  # counted in ready_bytes on arrival, not yet on page-in
-                    self.ready_bytes -= len(row.body)
-        self.paged -= len(out)
-        return out
-
-    def _without_taken(self, rows: list[StoredMessage]) -> list[StoredMessage]:
-        """Page-in's rows without those remove() took (their removal may not be committed yet)."""
-        taken = self._taken
-        kept = [row for row in rows if row.seq not in taken]
-        taken.difference_update([row.seq for row in rows])
-        return kept
-
-    def _page_in(self) -> None:
-        # Paged rows were staged by spill() and committed in the same flush, so read() sees them all.
-        rows = self.log.read(self.key, self._loaded_upto, min(PAGE_IN_BATCH, self.paged))
-        if not rows and self.log.has_staged():
-            self.log.commit()  # only after a failed commit left the spill staged
-            rows = self.log.read(self.key, self._loaded_upto, min(PAGE_IN_BATCH, self.paged))
-        last = rows[-1].seq if rows else 0
-        if self._taken and rows:
-            rows = self._without_taken(rows)
-            if not rows:  # only rows remove() took: read on past them
-                self._loaded_upto = last
-                self._page_in()
-                return
-        for row in rows:
-            message = Message(
-                row.exchange, row.routing_key, row.properties, row.body, row.persistent, self.codecs[row.codec]
-            )
-            # Transient rows were paged only for memory; they are dropped from the log once in memory.
-            self._ready.append(Entry(row.seq, message, row.redelivered, row.persistent, row.deadline, row.requeues))
-            if row.deadline:
-                self.expiring = True  # read back after a restart: its deadline still holds
-            self._window_bytes += len(row.body)
-            if row.seq <= self._restored_upto:
-                self.ready_bytes += len(row.body)
-        if rows:
-            self._loaded_upto = last  # the last row read, taken ones included
-            transient = [row.seq for row in rows if not row.persistent]
-            if transient:
-                self.log.stage_remove(self.key, transient)
-        self.paged -= len(rows)
-        if not rows:
-            self.paged = 0  # the log holds less than we counted (purged elsewhere): trust the log
 
     def _dispatch_one(self, consumer: Consumer) -> None:
         """One consumer: hand it batches (one session call and one encode pass per batch)."""
@@ -602,17 +839,23 @@ class Queue:
                 return
 
     def restore(self, count: int, max_seq: int) -> None:
-        """After a restart: the log holds ``count`` messages up to ``max_seq``."""
-        self.paged = count
-        self._loaded_upto = 0
-        self._restored_upto = max_seq  # their body bytes are counted as they are read back
-        self.next_seq = max_seq + 1
+        """After a restart: the log holds ``count`` messages up to ``max_seq`` under the queue's key."""
+        self.next_seq = max(self.next_seq, self.store.restore(count, max_seq))
+
+    def restore_lane(self, level: int, count: int, max_seq: int) -> bool:
+        """After a restart: rows of priority level ``level`` (store-key kind ``lane``); False when the
+        queue has no such level (its rows are purged)."""
+        next_seq = self.store.restore_lane(level, count, max_seq)
+        self.next_seq = max(self.next_seq, next_seq)
+        return next_seq > 0
 
     # ---- consumers ------------------------------------------------------------------------------
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
         self.had_consumer = True
+        if self.prioritised is not None or consumer.arguments:
+            self.prioritised = consumer_priority.arrange(self.consumers)
         if self.remote is not None:
             self.remote.consumers_changed(self)
 
@@ -621,22 +864,16 @@ class Queue:
             self.consumers.remove(consumer)
         except ValueError:
             pass
+        if self.prioritised is not None:
+            self.prioritised = consumer_priority.arrange(self.consumers)
         if self.remote is not None:
             self.remote.consumers_changed(self)
 
-    def forget_ready(self) -> list[Entry]:
-        """Drop the ready messages from memory, touching neither the log nor the features, and return them
-        (mailslot.cluster: what this node took in for the owner on another node, which still keeps them)."""
-        entries = [*self._requeued, *self._ready]
-        self._requeued.clear()
-        self._ready.clear()
-        self._window_bytes = 0
-        self.ready_bytes = 0
-        return entries
+    # ---- a queue another node owns (mailslot.cluster) ---------------------------------------------
 
     def served_here(self, action: str) -> None:
-        """Refuse ``action`` (basic.get, purge) on a queue another node owns (mailslot.cluster): only its
-        owner holds its messages, and an empty answer here would be wrong."""
+        """Refuse ``action`` (basic.get, purge) on a queue another node owns: only its owner holds its
+        messages, and an empty answer here would be wrong."""
         if self.remote is not None:
             raise PreconditionFailed(
                 f"queue '{self.name}' in vhost '{self.vhost}' is owned by another node of the cluster: {action} "
@@ -644,19 +881,22 @@ class Queue:
             )
 
     def take_in(self, deliveries: list[tuple[Message, bool]]) -> list[Entry]:
-        """Messages the owner on another node delivered for this node's consumers (mailslot.cluster):
-        ready here, in memory only (never stored here), after what is ready already. Their number is
-        bounded by the prefetch this node asked the owner for."""
+        """Messages the owner on another node delivered for this node's consumers: ready here, in memory
+        only (never stored here), in the order given. Their number is bounded by the prefetch this node
+        asked the owner for."""
         entries = []
         for message, redelivered in deliveries:
-            entry = Entry(self.next_seq, message, redelivered, False)
+            entry = Entry(self.next_seq << self.store.seq_shift, message, redelivered, False)
             self.next_seq += 1
-            self._ready.append(entry)
-            size = len(message.body)
-            self._window_bytes += size
-            self.ready_bytes += size
             entries.append(entry)
+        self.store.push_back(entries)  # ready in seq order, as requeued entries are
         return entries
+
+    def forget_ready(self) -> None:
+        """Drop the ready messages from memory, writing nothing (what this node took in for the owner on
+        another node, which still keeps them). Only for a queue marked remote: it has nothing paged."""
+        while self.store.pop_many(DELIVERY_BATCH, 0):
+            pass
 
     def dispatch(self) -> None:
         """Give ready messages to consumers with room, round-robin, until either runs out."""
@@ -666,6 +906,9 @@ class Queue:
             return
         if count == 1 or self.policy.single_active_consumer:  # the first registered consumer is the active one
             self._dispatch_one(consumers[0])
+            return
+        if self.prioritised is not None:
+            self.prioritised.dispatch(self)
             return
         i = self._rr
         idle = 0

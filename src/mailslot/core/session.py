@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import featureset
+from . import consumer_priority, featureset
 from .access.authorizer import UNRESTRICTED, Authorizer
 from .errors import AccessRefused, NotAllowed, NotFound, NotImplementedFeature, PreconditionFailed
 from .message import Entry, Message
@@ -100,7 +100,7 @@ class Transaction:
     __slots__ = ("publishes", "settles")
 
     def __init__(self) -> None:
-        self.publishes: list[tuple[str, str, Message, bool]] = []
+        self.publishes: list[tuple[str, str, Message, bool, tuple[str, ...]]] = []
         self.settles: list[tuple[int, Unacked, bool, bool]] = []  # (tag, unacked, requeue, is_ack)
 
 
@@ -152,16 +152,19 @@ class Session:
 
     # ---- publishing -----------------------------------------------------------------------------
 
-    def publish(self, exchange_name: str, routing_key: str, message: Message, mandatory: bool) -> int:
+    def publish(
+        self, exchange_name: str, routing_key: str, message: Message, mandatory: bool, cc: tuple[str, ...] = ()
+    ) -> int:
         """Route and enqueue: UNROUTED, ROUTED or REJECTED. Inside a transaction: buffered (ROUTED).
-        As rabbit_channel: write permission on the exchange before it is looked up (403 before 404)."""
+        As rabbit_channel: write permission on the exchange before it is looked up (403 before 404).
+        ``cc``: more routing keys (sender-selected distribution, the front end read them: CC and BCC)."""
         vhost = self.vhost
         if vhost.tracer is not None and vhost.tracer.wants(self):  # tracing on (core/tracing.py)
-            return vhost.tracer.publish(self, exchange_name, routing_key, message, mandatory)
+            return vhost.tracer.publish(self, exchange_name, routing_key, message, mandatory, cc)
         if exchange_name not in self.write_ok:
             self.authz.may_publish(exchange_name)
         self.stats_published += 1
-        if not exchange_name and self.tx is None:  # the default exchange: the hot path, one lookup
+        if not exchange_name and self.tx is None and not cc:  # the default exchange: the hot path, one lookup
             queue = vhost.queues.get(routing_key)
             if queue is not None:
                 if queue.congested:
@@ -181,9 +184,9 @@ class Session:
         if exchange.type == "topic":
             self.authz.topic("write", exchange_name, routing_key)
         if self.tx is not None:
-            self.tx.publishes.append((exchange_name, routing_key, message, mandatory))
+            self.tx.publishes.append((exchange_name, routing_key, message, mandatory, cc))
             return ROUTED
-        queues = vhost.route(exchange, routing_key, message)
+        queues = vhost.route(exchange, routing_key, message, cc)
         exchange.stats_in += 1
         exchange.stats_out += len(queues)
         if not queues:
@@ -217,6 +220,7 @@ class Session:
             raise AccessRefused(f"queue '{queue_name}' in vhost '{self.vhost.name}' in exclusive use")
         if queue.consumers and (exclusive or queue.consumers[0].exclusive):
             raise AccessRefused(f"queue '{queue_name}' in vhost '{self.vhost.name}' in exclusive use")
+        consumer_priority.check(arguments, queue_name, self.vhost.name)
         consumer = Consumer(tag, self, queue, no_ack, exclusive, self.consumer_prefetch, arguments)
         self.consumers[tag] = consumer
         queue.add_consumer(consumer)
@@ -460,8 +464,8 @@ class Session:
         self.stats_published -= len(tx.publishes)  # counted when buffered; publish() counts them again now
         unroutable = []
         try:
-            for exchange, routing_key, message, mandatory in tx.publishes:
-                if self.publish(exchange, routing_key, message, mandatory) == UNROUTED and mandatory:
+            for exchange, routing_key, message, mandatory, cc in tx.publishes:
+                if self.publish(exchange, routing_key, message, mandatory, cc) == UNROUTED and mandatory:
                     unroutable.append((exchange, routing_key, message))
             for requeue, is_ack in ((False, True), (False, False), (True, False)):
                 items = [item for _, item, rq, ack in tx.settles if rq is requeue and ack is is_ack]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .message import Entry, Message, Properties
+from .routing import sender_keys
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -235,18 +236,21 @@ class Tracer:
         return not self._publishing and session.tx is None
 
     def publish(self, session: Session, exchange_name: str, routing_key: str, message: Message,
-                mandatory: bool) -> int:
+                mandatory: bool, cc: tuple[str, ...] = ()) -> int:
         """Route and enqueue through the session as usual, then record the publish and copy it to the
-        firehose with the queues it reached."""
+        firehose with the queues it reached. ``cc``: the sender-selected routing keys (CC and BCC),
+        recorded with the publish's own key."""
         vhost = self.vhost
         exchange = vhost.exchanges.get(exchange_name)
-        queues = [] if exchange is None else [q.name for q in vhost.route(exchange, routing_key, message)]
+        # Sorted by name, as RabbitMQ's routing result (lists:usort of queue names) is.
+        queues = [] if exchange is None else sorted(q.name for q in vhost.route(exchange, routing_key, message, cc))
         # The firehose's routed_queues: through the default exchange RabbitMQ 3.10 names the routing key's
         # queue whether it exists or not (seen differentially); the history says where it really went.
-        named = [routing_key] if exchange is vhost.default_exchange else queues
+        keys = [routing_key, *cc]
+        named = keys if exchange is vhost.default_exchange else queues
         self._publishing = True
         try:
-            outcome = session.publish(exchange_name, routing_key, message, mandatory)
+            outcome = session.publish(exchange_name, routing_key, message, mandatory, cc)
         finally:
             self._publishing = False
         if exchange_name == TRACE_EXCHANGE:
@@ -257,12 +261,12 @@ class Tracer:
         if record is not None:
             self.history.add(record, "published", now, {
                 "connection": connection, "channel": channel, "user": user, "exchange": exchange_name,
-                "routing_key": routing_key, "queues": queues})
+                "routing_key": routing_key, "queues": queues, **({"cc": list(cc)} if cc else {})})
         if self._listened():
             self._firehose(message, f"publish.{exchange_name}", [
                 ("vhost", vhost.name), ("connection", connection), ("channel", channel), ("user", user),
                 ("routed_queues", named),
-            ])
+            ], keys)
         return outcome
 
     def delivered(self, session: Session, queue: Queue, entries: list[Entry], consumer_tag: str | None,
@@ -285,7 +289,7 @@ class Tracer:
                 self._firehose(message, f"deliver.{queue.name}", [
                     ("redelivered", 1 if entry.redelivered else 0), ("vhost", self.vhost.name),
                     ("connection", connection), ("channel", channel), ("user", user),
-                ])
+                ], [message.routing_key, *sender_keys(message)])
 
     def settled(self, items: list[tuple[Queue, Entry, Any]], requeue: bool, rejected: bool) -> None:
         event = "requeued" if requeue else "rejected" if rejected else "acked"
@@ -323,13 +327,17 @@ class Tracer:
         exchange = self.vhost.exchanges.get(TRACE_EXCHANGE)
         return exchange is not None and bool(exchange.bindings)
 
-    def _firehose(self, message: Message, routing_key: str, extra: list[tuple[str, Any]]) -> None:
+    def _firehose(
+        self, message: Message, routing_key: str, extra: list[tuple[str, Any]], keys: list[str] | None = None
+    ) -> None:
+        """One trace message; ``keys``: the publish's routing keys, CC and BCC included, as rabbit_trace
+        names them (default: the message's own key)."""
         vhost = self.vhost
         exchange = vhost.exchanges[TRACE_EXCHANGE]
         codec = vhost.codecs.default or message.codec
         headers: dict[str, Any] = {
             "exchange_name": message.exchange,
-            "routing_keys": [message.routing_key],
+            "routing_keys": keys or [message.routing_key],
             "properties": self._properties_table(message),
             "node": self.node,
         }

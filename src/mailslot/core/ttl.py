@@ -96,7 +96,8 @@ def _pretty(problem: str | tuple[str, str], column: int) -> str:
 
 
 def deadline_for(queue: Queue, message: Message, seq: int) -> int:
-    """The deadline of a message entering ``queue`` as ``seq`` (0: none); marks the queue expiring."""
+    """The deadline of a message entering ``queue`` as arrival number ``seq`` (0: none); marks the queue
+    expiring."""
     expiry = queue.expiry
     if expiry is None:
         return 0
@@ -106,8 +107,8 @@ def deadline_for(queue: Queue, message: Message, seq: int) -> int:
     if ttl is None:
         return 0
     queue.expiring = True
-    if not expiry.fresh_since:
-        expiry.fresh_since = seq
+    if not expiry.fresh_since:  # as an entry seq: later arrivals, in any priority lane, have higher ones
+        expiry.fresh_since = seq << queue.store.seq_shift
     return int(expiry.clock() * 1000) + ttl
 
 

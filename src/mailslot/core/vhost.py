@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
-from . import featureset
+from . import featureset, routing
 from .access.authorizer import UNRESTRICTED, Authorizer
 from .access.limits import check_queue_count
 from .argument_source import ArgumentSource, DeclaredOnly
@@ -26,7 +26,6 @@ from .arguments import (
     validate_queue_properties,
 )
 from .deadletter import death_headers, died_in
-from .delayed import DelayedMessages
 from .errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
 from .message import Codecs, Entry, Message
@@ -45,7 +44,6 @@ PREDECLARED = {
     "amq.match": "headers",
     "amq.rabbitmq.trace": "topic",
 }
-MAX_ROUTE_DEPTH = 32  # exchange-to-exchange hops; cycles are cut by the visited set anyway
 DEFAULT_EXCHANGE_REFUSED = "operation not permitted on the default exchange"
 
 
@@ -88,7 +86,9 @@ class VirtualHost:
         for name_, type_ in PREDECLARED.items():
             # The firehose exchange is internal in RabbitMQ: clients cannot publish to it (403).
             self.exchanges[name_] = make_exchange(type_, name_, durable=True, internal=name_ == "amq.rabbitmq.trace")
-        self.delays = DelayedMessages(self)  # scheduled messages of x-delayed-message exchanges
+        # Per-vhost state of features that are not queue features, by the feature's own key (the
+        # delayed-message exchanges' schedules: core/delayed.py ``messages``); the vhost names none of them.
+        self.extensions: dict[str, object] = {}
         self.max_queues: int | None = None  # the vhost's max-queues limit (None or negative: none)
         self.stats = VhostStats()  # churn, dead-lettering and closed sessions' counters (core/stats.py)
         self.tracer: Tracer | None = None  # set while tracing is on (core/tracing.py)
@@ -422,32 +422,9 @@ class VirtualHost:
 
     # ---- routing --------------------------------------------------------------------------------
 
-    def route(self, exchange: Exchange, routing_key: str, message: Message) -> list[Queue]:
-        """Queues a message published to ``exchange`` reaches, following exchange-to-exchange bindings."""
-        queues = self.queues
-        if exchange is self.default_exchange:
-            queue = queues.get(routing_key)
-            return [queue] if queue is not None else []
-        destinations = exchange.route(routing_key, message)
-        found: list[Queue] = []
-        visited: set[str] | None = None
-        pending: list[tuple[Iterable[Destination], int]] = [(destinations, 0)]
-        while pending:
-            batch, depth = pending.pop()
-            for kind, name in batch:
-                if kind == "queue":
-                    queue = queues.get(name)
-                    if queue is not None and queue not in found:
-                        found.append(queue)
-                    continue
-                if visited is None:
-                    visited = {exchange.name}
-                target = self.exchanges.get(name)
-                if target is None or name in visited or depth >= MAX_ROUTE_DEPTH:
-                    continue
-                visited.add(name)
-                pending.append((target.route(routing_key, message), depth + 1))
-        return found
+    # route(exchange, routing_key, message, cc=()) -> the queues reached, following exchange-to-exchange
+    # bindings and alternate exchanges (core/routing.py; a plain function, so no extra call per publish).
+    route = routing.route
 
     # ---- dead-lettering --------------------------------------------------------------------------
 
@@ -485,20 +462,28 @@ class VirtualHost:
         if exchange is None:
             return  # RabbitMQ drops a message whose dead-letter exchange does not exist
         old_headers = message.codec.headers(message.properties)
-        routing_key = policy.dead_letter_routing_key or message.routing_key
         headers = death_headers(
             old_headers,
             queue=queue.name,
             reason=reason,
             exchange=message.exchange,
-            routing_keys=[message.routing_key],
+            # As RabbitMQ 3.10 (rabbit_dead_letter): the publish's key and its CC keys, never BCC's.
+            routing_keys=[message.routing_key, *routing.cc_header(old_headers)],
             now=self.clock(),
             original_expiration=message.expiration,
         )
+        cc: tuple[str, ...] = ()
+        if policy.dead_letter_routing_key:  # routed on that key alone, and CC goes
+            routing_key = policy.dead_letter_routing_key
+            headers.pop("CC", None)
+        else:  # routed again on all its keys, BCC's included
+            routing_key, cc = message.routing_key, routing.sender_keys(message)
         copy = Message(
             exchange.name, routing_key, message.with_headers(headers), message.body, message.persistent, message.codec
         )
-        for target in self.route(exchange, routing_key, copy):
+        if cc:
+            copy.cc = cc
+        for target in self.route(exchange, routing_key, copy, cc):
             # A cycle without a rejection in it is cut, as in RabbitMQ (dlx.html, "Dead-Lettered Messages").
             if reason != "rejected" and reason in died_in(old_headers, target.name):
                 continue

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from . import extras
 from .context import CONTEXT, ManagementContext
+from .dashboard import mount_dashboard
 from .errors import error_middleware
 from .resources import ROUTES
 from .routing import install
@@ -18,4 +19,5 @@ def management_app(ctx: ManagementContext) -> web.Application:
     app[CONTEXT] = ctx
     install(app, ROUTES)
     install(app, extras.setup(app, ctx))  # mailslot's own: browse, dead-letter queues, redrive, tracing
+    mount_dashboard(app)  # the web dashboard at / (http/dashboard/)
     return app

@@ -62,7 +62,7 @@ def test_messages_are_released_in_due_order_and_not_before(d: CoreHarness) -> No
     assert d.drain("q") == [b"b"]
     d.advance(10)
     assert d.drain("q") == [b"c"]
-    assert d.vhost.delays.count == 0
+    assert delayed.messages(d.vhost).count == 0
     assert d.log.read(delay_key("/", EXCHANGE), 0, 10) == []  # released rows leave the delay store
 
 
@@ -158,7 +158,7 @@ def test_deleting_the_exchange_drops_its_scheduled_messages(d: CoreHarness) -> N
     bound_queue(d, "q")
     d.advance(10)
     assert d.drain("q") == []
-    assert d.vhost.delays.count == 0
+    assert delayed.messages(d.vhost).count == 0
 
 
 def test_declaration_errors_are_the_plugin_s() -> None:
@@ -184,7 +184,7 @@ def test_restart_rebuilds_the_schedule_and_drops_transient_ones(d: CoreHarness) 
     publish(d, b"transient", 1000, persistent=False)
     d.clock.advance(1)
     d.restart()  # same stores (the memory store keeps what was committed), new broker: recovery
-    assert d.vhost.delays.count == 2
+    assert delayed.messages(d.vhost).count == 2
     d.advance(0.5)
     assert d.drain("q") == []  # transient one is gone; the others are not due yet
     d.advance(0.5)
@@ -225,7 +225,7 @@ def test_bodies_are_read_back_from_the_log_beyond_the_hot_window(d: CoreHarness)
     for i in range(300):
         d.publish("q", b"%d" % i, properties(60_000 - (i % 3) * 10_000), exchange=EXCHANGE)
     d.broker.flush()
-    schedule = d.vhost.delays.schedules[EXCHANGE]
+    schedule = delayed.messages(d.vhost).schedules[EXCHANGE]
     assert schedule._hot == {}  # noqa: SLF001 -- the memory claim is the point of this test
     d.advance(60)
     expected = [b"%d" % i for k in (2, 1, 0) for i in range(300) if i % 3 == k]
@@ -252,7 +252,7 @@ def test_one_timer_however_many_messages_and_little_memory_per_message(tmp_path:
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert len(d.broker.tickers) == timers  # no timer per message (nor per exchange)
-    assert d.vhost.delays.count == count
+    assert delayed.messages(d.vhost).count == count
     per_message = grown / count
     assert per_message < 150, f"{per_message:.0f} bytes held per scheduled 1 KB message"
     d.advance(30)

@@ -6,7 +6,7 @@ import pytest
 
 from mailslot.core import queue as queue_module
 from mailslot.core.errors import PreconditionFailed
-from mailslot.core.priority import PriorityQueue
+from mailslot.core.priority import PriorityStore
 from mailslot.core.queue import Queue
 from mailslot.core.storekeys import lane_key
 from mailslot.testing.codec import JSON_CODEC
@@ -21,11 +21,11 @@ def publish(harness, session, queue: str, body: bytes, priority: int | None, per
     assert harness.publish(queue, body, raw, persistent=persistent, session=session)
 
 
-def declare(harness, name: str = "q", **arguments) -> PriorityQueue:
+def declare(harness, name: str = "q", **arguments) -> Queue:
     args = {"x-" + k.replace("_", "-"): v for k, v in arguments.items()}
     harness.declare(name, args)
     queue = harness.vhost.queues[name]
-    assert isinstance(queue, PriorityQueue)
+    assert isinstance(queue.store, PriorityStore)
     return queue
 
 
@@ -183,7 +183,7 @@ def test_order_survives_a_restart_with_requeued_messages(harness):
     harness.restart()
     s, _ = harness.open()
     queue = harness.vhost.queues["q"]
-    assert isinstance(queue, PriorityQueue) and queue.message_count == len(MIXED)
+    assert isinstance(queue.store, PriorityStore) and queue.message_count == len(MIXED)
     first = s.get("q", no_ack=True)
     assert first is not None and first[1].redelivered and first[1].message.body == b"m2"
     assert harness.drain("q", session=s) == MIXED_ORDER[1:]
@@ -203,17 +203,17 @@ def test_a_backlog_beyond_the_shared_window_is_paged_and_read_back_in_order(harn
     for body, priority in sent:
         publish(harness, s, "q", body, priority, persistent=int(body) % 3 == 0)
     harness.broker.flush()
-    in_memory = sum(lane.resident()[0] for lane in queue._levels)
+    in_memory = sum(lane.resident()[0] for lane in queue.store.lanes())
     assert in_memory == 10  # one window for every level together, not one per level
-    assert sum(lane.paged for lane in queue._levels) == 190
+    assert sum(lane.paged for lane in queue.store.lanes()) == 190
     expected = [body for body, _ in sorted(sent, key=lambda item: (-item[1], int(item[0])))]
     got = []
     for _ in range(200):
         got.append(s.get("q", no_ack=True)[1].message.body)
-        assert sum(lane.resident()[0] for lane in queue._levels) <= 10 + 4 * 10
+        assert sum(lane.resident()[0] for lane in queue.store.lanes()) <= 10 + 4 * 10
     assert got == expected
     harness.broker.flush()
-    assert all(harness.log.read(lane.key, 0, 1000) == [] for lane in queue._levels)
+    assert all(harness.log.read(lane.key, 0, 1000) == [] for lane in queue.store.lanes())
 
 
 def test_a_paged_backlog_survives_a_restart(harness, monkeypatch):

@@ -49,3 +49,36 @@ def test_expired_low_priority_waits_behind_live_higher_priority_head() -> None:
     assert world.count("pq") == 2  # the expired one is behind the head
     assert world.drain("pq") == [b"live-high"]  # and it is never handed out
     assert world.count("pq") == 0
+
+
+def test_ttl_zero_spares_this_turns_arrivals_at_every_level_for_one_dispatch() -> None:
+    """x-message-ttl 0: what arrived since the last dispatch gets that dispatch (core/ttl.py), whichever
+    lane it sits in (entry seqs carry the level in their low byte; arrival order still holds). What the
+    consumer had no room for expires right after it."""
+    world = CoreHarness()
+    dead = dead_letter_queue(world, "pq", {"x-max-priority": 5, "x-message-ttl": 0})
+    session, sink = world.open()
+    session.qos(0, 2, False)
+    session.consume("pq", "c", no_ack=False, exclusive=False, arguments={})
+    for body, priority in ((b"low", 1), (b"high", 5), (b"mid", 3)):
+        publish(world, "pq", body, priority)
+    world.flush()
+    assert sink.bodies() == [b"high", b"mid"]
+    assert world.count("pq") == 0
+    assert world.drain(dead) == [b"low"]
+
+
+def test_ttl_zero_spares_only_this_turns_arrivals_not_older_expired_ones() -> None:
+    """The spared range starts at this turn's first arrival, in entry-seq terms across lanes: an older
+    entry that expired meanwhile is expired, not delivered alongside."""
+    world = CoreHarness()
+    dead = dead_letter_queue(world, "pq", {"x-max-priority": 5, "x-message-ttl": 1000})
+    publish(world, "pq", b"old", 1)
+    world.flush()
+    world.clock.advance(1.5)  # past its TTL, before any timer tick
+    publish(world, "pq", b"now-or-never", 1, ttl=0)
+    session, sink = world.open()
+    session.consume("pq", "c", no_ack=True, exclusive=False, arguments={})
+    world.flush()
+    assert sink.bodies() == [b"now-or-never"]
+    assert world.drain(dead) == [b"old"]

@@ -15,6 +15,7 @@ from ...protocols.amqp091 import properties as props
 FLAG_REPLY_TO = 1 << 9  # property-flag bits (AMQP 0-9-1 spec 4.2.6.1, basic class properties)
 FLAG_USER_ID = 1 << 4
 FLAG_EXPIRATION = 1 << 8
+FLAG_HEADERS = 1 << 13  # a publish with headers may carry CC/BCC (sender_selected.py)
 #: A publish with any of these properties takes the slow path (Channel.check_properties); others cost one test.
 CHECKED_FLAGS = FLAG_REPLY_TO | FLAG_USER_ID | FLAG_EXPIRATION
 

@@ -158,6 +158,34 @@ def header(raw: bytes, name: str) -> Any:
         raise ValueError(f"malformed property block: {exc}") from exc
 
 
+def without_header(raw: bytes, name: str) -> bytes:
+    """The same property block without header ``name`` (every other byte as it was; the table may be
+    left empty, as RabbitMQ's strip_header leaves it). ``raw`` itself when the header is absent."""
+    try:
+        flags, p = _skip_flag_words(raw)
+        if not flags & FLAG_HEADERS:
+            return raw
+        table_at = _headers_at(raw, flags, p)
+        end = _table_end(raw, table_at)
+        p = table_at + 4
+        wanted = name.encode()
+        while p < end:
+            start = p
+            key_end = p + 1 + raw[p]
+            tag = raw[key_end]
+            p = key_end + 1
+            size = 4 + _U32.unpack_from(raw, p)[0] if tag in _LENGTH_PREFIXED else _FIXED_SIZES.get(tag)
+            if size is None or p + size > end:
+                raise ValueError(f"bad field in headers table (type {tag})")
+            p += size
+            if raw[start + 1 : key_end] == wanted:
+                length = _U32.pack(end - table_at - 4 - (p - start))
+                return bytes(raw[:table_at]) + length + bytes(raw[table_at + 4 : start]) + bytes(raw[p:])
+        return raw
+    except (struct.error, IndexError) as exc:
+        raise ValueError(f"malformed property block: {exc}") from exc
+
+
 # After the headers table: delivery-mode and priority (octets), then correlation-id, reply-to and
 # expiration (shortstrs) come before message-id.
 _BEFORE_MESSAGE_ID = ((0x1000, 1), (0x0800, 1), (0x0400, 0), (0x0200, 0), (0x0100, 0))
