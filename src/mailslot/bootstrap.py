@@ -13,6 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from .cluster import (
+    DEFAULT_LEASE_TTL,
+    ClusterMessageLog,
+    ClusterMetadataStore,
+    ClusterNode,
+    open_cluster_store,
+    start_cluster_node,
+)
+from .cluster.link import link_tls as cluster_link_tls
+from .cluster.link import parse_address as parse_link_address
 from .config import ConfigError
 from .core.access.admin import AccessAdmin, ensure_configured, seed_defaults
 from .core.access.control import InternalAccessControl
@@ -80,6 +90,8 @@ class PortInUseError(OSError):
         self.host, self.port, self.flag = host, port, flag
 
 
+# The cluster link's shared secret: at least this long (a guessable secret lets anyone publish as a node).
+MIN_CLUSTER_SECRET = 16
 # RabbitMQ's hard cap on max_message_size (rabbit_channel ?MAX_MSG_SIZE, 512 MiB); the setting may not exceed it.
 MAX_MESSAGE_SIZE_CAP = 512 * 1024 * 1024
 
@@ -158,6 +170,18 @@ class BrokerConfig:
     postgres_schema: str = DEFAULT_POSTGRES_SCHEMA
     node_name: str = ""
     postgres_commit_timeout: float = DEFAULT_COMMIT_TIMEOUT
+    # Several nodes sharing queues over one PostgreSQL schema (docs/cluster.md); needs store postgres. A
+    # node that has not renewed its lease of a queue for lease_ttl seconds loses the queue to another node.
+    cluster: bool = False
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    # The cluster link (docs/cluster.md): where this node listens for the other nodes (HOST:PORT or
+    # unix:/path; "" none: publishes to queues other nodes own are nacked here), and the secret every node
+    # of the cluster shares to authenticate the link (prefer MAILSLOT_CLUSTER_SECRET to the command line).
+    cluster_link: str = ""
+    cluster_secret: str = ""
+    # Mutual TLS on the cluster link, with tls_cert / tls_key (this node's, for serverAuth and clientAuth)
+    # and tls_ca (the cluster's CA, which signed every node's certificate).
+    cluster_link_tls: bool = False
 
     def __post_init__(self) -> None:
         """Refuse what the broker cannot use, naming the setting (mailslot/config.py adds the source)."""
@@ -199,6 +223,26 @@ class BrokerConfig:
             raise ConfigError("postgres_dsn", "is required with store postgres (--postgres-dsn, MAILSLOT_POSTGRES_DSN)")
         if not POSTGRES_SCHEMA_NAME.fullmatch(self.postgres_schema):
             raise ConfigError("postgres_schema", f"{self.postgres_schema!r}: use lower-case letters, digits and _")
+        if self.cluster and self.store != "postgres":
+            raise ConfigError("cluster", "needs store postgres (--store postgres --postgres-dsn ...)")
+        if self.cluster_link:
+            if not self.cluster:
+                raise ConfigError("cluster_link", "needs cluster (--cluster)")
+            try:
+                parse_link_address(self.cluster_link)
+            except ValueError as error:
+                raise ConfigError("cluster_link", str(error)) from None
+            if len(self.cluster_secret) < MIN_CLUSTER_SECRET:
+                raise ConfigError("cluster_secret", f"is required with cluster_link, at least {MIN_CLUSTER_SECRET} "
+                                  "characters, the same on every node (MAILSLOT_CLUSTER_SECRET)")
+        if self.cluster_link_tls:
+            if not self.cluster_link:
+                raise ConfigError("cluster_link_tls", "needs cluster_link (--cluster-link)")
+            for name in ("tls_cert", "tls_key", "tls_ca"):
+                if getattr(self, name) is None:
+                    raise ConfigError(name, "is required for the cluster link's TLS (cluster_link_tls)")
+        if self.lease_ttl <= 0:
+            raise ConfigError("lease_ttl", "must be more than 0 seconds")
         if self.postgres_commit_timeout <= 0:
             raise ConfigError("postgres_commit_timeout", "must be more than 0 seconds")
         for name, check in (("memory_high_watermark", parse_memory_limit), ("disk_free_limit", parse_disk_free_limit)):
@@ -241,6 +285,7 @@ class BrokerServer:
         self._access: InternalAccessControl | None = None
         self._admin: AccessAdmin | None = None
         self._policies: PolicyEngine | None = None
+        self._cluster: ClusterNode | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -272,6 +317,12 @@ class BrokerServer:
         self._access, self._admin = access, admin
         if definitions is not None:
             self._import_at_boot(definitions, admin, core)
+        if isinstance(message_log, ClusterMessageLog) and isinstance(metadata, ClusterMetadataStore):
+            link_tls = None
+            if config.cluster_link_tls and config.tls_cert and config.tls_key and config.tls_ca:
+                link_tls = cluster_link_tls(config.tls_cert, config.tls_key, config.tls_ca, config.tls_key_password)
+            self._cluster = await start_cluster_node(core, message_log, metadata, loop, access, admin, policies,
+                                                     config.cluster_link, config.cluster_secret, link_tls)
 
         def make_connection(peer_host: str, outbox: set[AMQPConnection]) -> AMQPConnection:
             return AMQPConnection(
@@ -293,12 +344,14 @@ class BrokerServer:
         read = config.resource_reader or system_reader(Path(config.data_dir))
         monitor = ResourceMonitor(read, limits)
         management = self._management(core, access, admin, listener, monitor, policies)
+        management.node.cluster = self._cluster  # /api/nodes lists every node; a queue's "node" is its owner
         http = HTTPServer(management, commit_stats=listener.scheduler.commit_stats)
         self._core, self._listener, self._http, self._tls = core, listener, http, tls
         try:
             await self._listen(listener, http, tls)
         except BaseException:
             await self._close_listeners()
+            self._stop_cluster()
             self._core = None
             core.close()
             raise
@@ -416,6 +469,10 @@ class BrokerServer:
             return open_segment_store(Path(self.config.data_dir))
         if self.config.store == "postgres":
             try:
+                if self.config.cluster:
+                    return open_cluster_store(
+                        self.postgres_settings, self.config.lease_ttl, self.config.postgres_commit_timeout
+                    )
                 return open_postgres_store(self.postgres_settings, self.config.postgres_commit_timeout)
             except PostgresFormatError as exc:
                 raise ConfigError("postgres_schema", str(exc)) from None
@@ -433,10 +490,21 @@ class BrokerServer:
             self._alarms.stop()
             self._alarms = None
         await self._close_listeners()
+        self._stop_cluster()
         if self._core is not None:
             self._core.close()
             self._core = None
         log.info("broker stopped")
+
+    def _stop_cluster(self) -> None:
+        if self._cluster is not None:
+            self._cluster.stop()
+            self._cluster = None
+
+    @property
+    def cluster(self) -> ClusterNode | None:
+        """This node's part of a cluster (``cluster = true``), else None."""
+        return self._cluster
 
     @staticmethod
     def _limits(memory_high_watermark: str | float, disk_free_limit: str | int) -> Limits:
@@ -576,7 +644,8 @@ class BrokerServer:
             return "in memory (nothing survives a restart)"
         if self.config.store == "postgres":
             settings = self.postgres_settings
-            return f"in PostgreSQL, schema {settings.schema!r}, as node {settings.node_name!r}"
+            cluster = f", in a cluster (lease TTL {self.config.lease_ttl:g} s)" if self.config.cluster else ""
+            return f"in PostgreSQL, schema {settings.schema!r}, as node {settings.node_name!r}{cluster}"
         kind = "SQLite, WAL mode" if self.config.store == "sqlite" else "segment log + SQLite metadata"
         return f"in {Path(self.config.data_dir).resolve()} ({kind})"
 

@@ -17,7 +17,7 @@ import time
 import uuid
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -59,6 +59,11 @@ class BenchConfig:
     durable_queues: bool | None = None  # None: durable when persistent
     delete_queues: bool = True
     progress: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+    # Declare (and delete) the queues through this broker instead of ``url`` ("": ``url``): in a cluster, the
+    # node that is to own them while producers and consumers use another (benchmarks/cluster_forward.py).
+    declare_url: str = ""
+    # Awaited with the queue names once they are declared, before any consumer or producer starts.
+    prepared: Callable[[list[str]], Awaitable[None]] | None = field(default=None, repr=False)
 
 
 class Stats:
@@ -308,7 +313,7 @@ async def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     durable = cfg.persistent if cfg.durable_queues is None else cfg.durable_queues
     stats = Stats()
     stats.recording = False
-    control = await connect(url, "mailslot-bench-control")
+    control = await connect(AMQPUrl.parse(cfg.declare_url) if cfg.declare_url else url, "mailslot-bench-control")
     await _open_channel(control)
     protos: list[ClientProtocol] = []
     producers: list[Producer] = []
@@ -325,6 +330,8 @@ async def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         for q in queues:
             await control.call(1, lambda q=q: control.conn.queue_declare(1, q, durable=durable),  # type: ignore[misc]
                                commands.Queue.DeclareOk)
+        if cfg.prepared is not None:
+            await cfg.prepared(queues)
         for i in range(cfg.consumers):
             proto = await connect(url, f"mailslot-bench-consumer-{i}")
             protos.append(proto)

@@ -251,6 +251,33 @@ def serve(
             show_default=False,
         ),
     ] = "",
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster", help="With --store postgres: share queues with the other nodes on the same schema "
+            "(docs/cluster.md).",
+        ),
+    ] = False,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(help="With --cluster: seconds after which a node that stopped renewing its leases loses "
+                     "its queues to another node.", min=0.001),
+    ] = 10.0,
+    cluster_link: Annotated[
+        str,
+        typer.Option(help="With --cluster: where this node listens for the other nodes, HOST:PORT or unix:/path "
+                     "(publishes to queues another node owns are forwarded there).", show_default=False),
+    ] = "",
+    cluster_secret: Annotated[
+        str,
+        typer.Option(help="With --cluster-link: the secret every node shares (env MAILSLOT_CLUSTER_SECRET keeps it "
+                     "out of the process list).", show_default=False),
+    ] = "",
+    cluster_link_tls: Annotated[
+        bool,
+        typer.Option("--cluster-link-tls", help="Mutual TLS on the cluster link, with --tls-cert/--tls-key (this "
+                     "node's) and --tls-ca (the cluster's CA)."),
+    ] = False,
     log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.info,
 ) -> None:
     """Run the broker until Ctrl-C or SIGTERM (SIGHUP reloads the TLS certificates)."""

@@ -16,6 +16,7 @@ import base64
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -62,13 +63,21 @@ class OnCommit:
         self.fn(ok)
 
 
+# A store's hold on a batch's waiters (mailslot.cluster: publishes forwarded to the node that owns their
+# queue): called once the batch is written, it calls back with whether the other nodes committed too.
+Hold = Callable[[Callable[[bool], None]], None]
+
+
 class Batch:
     """Detached staged writes (``write`` is None when there were none) and their waiters."""
 
-    __slots__ = ("threadable", "waiters", "write")
+    __slots__ = ("hold", "ok", "threadable", "waiters", "write")
 
-    def __init__(self, write: Callable[[], None] | None, waiters: list[CommitWaiter], threadable: bool) -> None:
-        self.write, self.waiters, self.threadable = write, waiters, threadable
+    def __init__(
+        self, write: Callable[[], None] | None, waiters: list[CommitWaiter], threadable: bool, hold: Hold | None = None
+    ) -> None:
+        self.write, self.waiters, self.threadable, self.hold = write, waiters, threadable, hold
+        self.ok: bool | None = None  # known once written (and released by its hold, if any)
 
 
 class Broker:
@@ -102,6 +111,7 @@ class Broker:
         self.tickers.append(lambda now: featureset.tick_owners(self.vhosts.values(), now))
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
+        self._held: deque[Batch] = deque()  # written batches whose waiters wait for an earlier one's hold
         self._reply_sessions: dict[str, Session] = {}
         self.congested: set[Queue] = set()  # see Queue.congested: their publishers are slowed
         self.request_flush: Callable[[], None] = lambda: None  # set by the transport: schedule flush() soon
@@ -304,13 +314,39 @@ class Broker:
                 threadable = True
             else:
                 write = log.commit
+        hold_confirms = getattr(log, "hold_confirms", None)  # mailslot.cluster's log forwards publishes
+        hold = hold_confirms() if hold_confirms is not None else None
         waiters = self._waiters
         self._waiters = []
         for waiter in waiters:
             waiter.batch_cut()
-        return Batch(write, waiters, threadable)
+        return Batch(write, waiters, threadable, hold)
 
     def finish(self, batch: Batch, ok: bool) -> None:
+        """The batch is written: release its waiters, in the order batches were cut (a confirm covers
+        every earlier publish), once its hold (if any) released it too."""
+        if batch.hold is None:
+            if not self._held:
+                self._release(batch, ok)
+                return
+            batch.ok = ok
+        else:
+            batch.hold(lambda remote_ok: self._held_done(batch, ok and remote_ok))
+        self._held.append(batch)
+        self._release_held()
+
+    def _held_done(self, batch: Batch, ok: bool) -> None:
+        batch.ok = ok
+        self._release_held()
+        self.request_flush()  # released outside a flush: the front ends' confirms go out with the next one
+
+    def _release_held(self) -> None:
+        held = self._held
+        while held and held[0].ok is not None:
+            batch = held.popleft()
+            self._release(batch, bool(batch.ok))
+
+    def _release(self, batch: Batch, ok: bool) -> None:
         if not ok:
             log.error("store commit failed; the publishes waiting on it are nacked")
         for waiter in batch.waiters:

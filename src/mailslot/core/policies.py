@@ -334,6 +334,19 @@ class PolicyEngine:
                     continue
                 self._sets[kind].setdefault(vhost, {})[name] = policy
 
+    def reload(self, source: MetadataStore) -> None:
+        """Replace every policy with those ``source`` holds (another node of a cluster changed them,
+        mailslot.cluster.sync) and apply the change to each vhost whose policies differ. Writes still go
+        to this engine's own store."""
+        fresh = PolicyEngine(source)
+        changed = {vhost for kind in KINDS for vhost in {*self._sets[kind], *fresh._sets[kind]}
+                   if self._sets[kind].get(vhost) != fresh._sets[kind].get(vhost)}
+        self._sets = fresh._sets
+        self._indexes.clear()
+        self._merged.clear()
+        for vhost in sorted(changed):
+            self._changed(vhost)
+
     def attach(self, changed: Callable[[str], None]) -> None:
         """Call ``changed(vhost)`` after every change (``Broker.arguments_changed``), so live queues and
         exchanges take their new effective arguments at once."""

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..storage.api import MessageLog, StoredMessage
 from . import consumer_priority
 from .arguments import QueuePolicy
+from .errors import PreconditionFailed
 from .features import NO_HOOKS, Hooks, QueueFeature
 from .message import Codecs, Entry, Message
 from .outcome import Outcome
@@ -59,6 +60,20 @@ ACCEPTED, REJECTED, DUPLICATE = Outcome.ACCEPTED, Outcome.REJECTED, Outcome.DUPL
 CONGESTION_BACKLOG = 10_000
 # Deliveries handed to a single consumer per call; the output gate is checked between batches.
 DELIVERY_BATCH = 256
+
+
+class RemoteOwner(Protocol):
+    """Where a queue's messages go while another node owns it (mailslot.cluster). Consumers here are
+    served through this node: the owner's deliveries come in by ``take_in``."""
+
+    def enqueue(self, queue: Queue, message: Message) -> bool:
+        """Hand ``message`` on to the owner; False refuses it (the publisher is nacked)."""
+
+    def consumers_changed(self, queue: Queue) -> None:
+        """A consumer came or went here: subscribe at the owner, or give back what is buffered."""
+
+    def settled(self, queue: Queue, entries: list[Entry]) -> None:
+        """Entries taken in from the owner were acknowledged (or dropped) here: tell the owner."""
 
 
 class ReadyStore(Protocol):
@@ -569,6 +584,8 @@ class Queue:
         self.hooks: Hooks = NO_HOOKS
         self._admit: tuple[QueueFeature, ...] = ()
         self.composer: Composer | None = None
+        # Set while another node owns the queue (mailslot.cluster): publishes go there, nothing is staged here.
+        self.remote: RemoteOwner | None = None
 
     def saw_deadline(self) -> None:
         """A message read back from the log carries a deadline: TTLs apply from now on."""
@@ -782,6 +799,8 @@ class Queue:
 
     def settle(self, entries: list[Entry]) -> None:
         """Acked (or dropped): forget the stored rows."""
+        if self.remote is not None:
+            self.remote.settled(self, entries)
         self.store.settle(entries)
         if self.hooks.settle:
             self.settled(entries)
@@ -865,6 +884,8 @@ class Queue:
         self.had_consumer = True
         if self.prioritised is not None or consumer.arguments:
             self.prioritised = consumer_priority.arrange(self.consumers)
+        if self.remote is not None:
+            self.remote.consumers_changed(self)
 
     def remove_consumer(self, consumer: Consumer) -> None:
         try:
@@ -873,6 +894,37 @@ class Queue:
             pass
         if self.prioritised is not None:
             self.prioritised = consumer_priority.arrange(self.consumers)
+        if self.remote is not None:
+            self.remote.consumers_changed(self)
+
+    # ---- a queue another node owns (mailslot.cluster) ---------------------------------------------
+
+    def served_here(self, action: str) -> None:
+        """Refuse ``action`` (basic.get, purge) on a queue another node owns: only its owner holds its
+        messages, and an empty answer here would be wrong."""
+        if self.remote is not None:
+            raise PreconditionFailed(
+                f"queue '{self.name}' in vhost '{self.vhost}' is owned by another node of the cluster: {action} "
+                "is served by its owner only (connect to it; /api/queues shows its node)"
+            )
+
+    def take_in(self, deliveries: list[tuple[Message, bool]]) -> list[Entry]:
+        """Messages the owner on another node delivered for this node's consumers: ready here, in memory
+        only (never stored here), in the order given. Their number is bounded by the prefetch this node
+        asked the owner for."""
+        entries = []
+        for message, redelivered in deliveries:
+            entry = Entry(self.next_seq << self.store.seq_shift, message, redelivered, False)
+            self.next_seq += 1
+            entries.append(entry)
+        self.store.push_back(entries)  # ready in seq order, as requeued entries are
+        return entries
+
+    def forget_ready(self) -> None:
+        """Drop the ready messages from memory, writing nothing (what this node took in for the owner on
+        another node, which still keeps them). Only for a queue marked remote: it has nothing paged."""
+        while self.store.pop_many(DELIVERY_BATCH, 0):
+            pass
 
     def dispatch(self) -> None:
         """Give ready messages to consumers with room, round-robin, until either runs out."""

@@ -261,7 +261,9 @@ class Session:
         queue.remove_consumer(consumer)
         if wake:
             self.broker.mark_dirty(queue)  # its congestion (and auto-delete) must be looked at again
-        if queue.auto_delete and not queue.consumers and not queue.deleted and queue.had_consumer:
+        # A queue another node owns is auto-deleted there, when its last consumer (this node's link) goes.
+        if queue.auto_delete and not queue.consumers and not queue.deleted and queue.had_consumer \
+                and queue.remote is None:
             self.broker.delete_queue(self.vhost, queue)
 
     def _drop_reply_consumer(self) -> None:
@@ -316,6 +318,7 @@ class Session:
         self.authz.read("queue", queue_name)
         queue = self.vhost.queue(queue_name)
         self.vhost.check_access(queue, self.owner)
+        queue.served_here("basic.get")
         if queue.expiry is not None:
             queue.expiry.used()  # basic.get renews the x-expires lease
         queue.stats_dirty = True

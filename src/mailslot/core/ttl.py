@@ -177,7 +177,7 @@ class ExpiryTicker:
         for vhost in broker.vhosts.values():
             for queue in list(vhost.queues.values()):
                 expiry = queue.expiry
-                if expiry is None:
+                if expiry is None or queue.remote is not None:  # another node owns it: it expires there
                     continue
                 if not self.started and queue.paged:
                     queue.peek_ready()  # recovered messages: reading the head back finds any deadline

@@ -435,6 +435,9 @@ class VirtualHost:
 
     def enqueue(self, queue: Queue, message: Message) -> bool:
         """Enqueue into one queue, with the overflow rules' consequences; False when it refused it."""
+        remote = queue.remote
+        if remote is not None:  # another node owns it (mailslot.cluster): its rules apply there
+            return remote.enqueue(queue, message)
         outcome = queue.enqueue(message)
         self.mark_dirty(queue)
         if outcome == Outcome.REJECTED:

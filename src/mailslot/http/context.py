@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -69,6 +69,19 @@ class Listener:
     cacertfile: Path | None = None
 
 
+class ClusterView(Protocol):
+    """This node's cluster (mailslot.cluster), as the management API shows it."""
+
+    def node_extras(self) -> dict[str, Any]:
+        """mailslot's extra fields of this node's ``/api/nodes`` document (its leases, its link)."""
+
+    def peers(self) -> list[dict[str, Any]]:
+        """The other nodes, as ``/api/nodes`` documents (the fields a node knows of another)."""
+
+    def owner_of(self, queue_key: str) -> str | None:
+        """The node that owns the queue of this store key (None: not shared, this node's)."""
+
+
 @dataclass
 class NodeInfo:
     """This node's facts for ``/api/nodes`` and ``/api/overview``."""
@@ -80,6 +93,12 @@ class NodeInfo:
     storage: str = ""
     monitor: ResourceMonitor | None = None  # alarms, limits and the last readings (None: not monitored)
     product_version: str = field(default_factory=product_version)
+    cluster: ClusterView | None = None  # set when this node is part of a cluster (docs/cluster.md)
+
+    def owner_of(self, queue_key: str) -> str:
+        """The node that serves a queue: its lease owner in a cluster, else this node."""
+        owner = self.cluster.owner_of(queue_key) if self.cluster is not None else None
+        return owner or self.name
 
     @property
     def cluster_name(self) -> str:

@@ -101,11 +101,13 @@ class CertificateAuthority:
         common_name: str,
         *,
         server: bool = False,
+        client: bool = False,
         names: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
         subject: x509.Name | None = None,
     ) -> IssuedCertificate:
         """A certificate for ``common_name`` (or the whole ``subject``); ``server=True`` adds the
-        subject alternative ``names`` (host names and IP addresses) and the serverAuth usage."""
+        subject alternative ``names`` (host names and IP addresses) and the serverAuth usage, and
+        ``client=True`` with it the clientAuth usage too (a cluster node's certificate is both)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
         builder = (
@@ -121,7 +123,9 @@ class CertificateAuthority:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
             )
             .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH] if server and not client
+                                      else [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server
+                                      else [ExtendedKeyUsageOID.CLIENT_AUTH]),
                 critical=False,
             )
         )

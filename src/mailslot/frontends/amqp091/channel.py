@@ -297,6 +297,7 @@ class Channel:
         self.session.authz.read("queue", name)  # rabbit_channel: before the lookup
         queue = vhost.queue(name)
         vhost.check_access(queue, self.connection)
+        queue.served_here("queue.purge")
         count = queue.purge()
         if not m.nowait:
             self.reply(spec.Queue.PurgeOk(message_count=count))

@@ -501,6 +501,30 @@ class BrokerCollector:
         total = GaugeMetricFamily("mailslot_dedup_window_keys_all", "Deduplication keys held by all windows together")
         total.add_metric((), total_keys)
         yield total
+        yield from self._cluster()
+
+    def _cluster(self) -> Iterator[Metric]:
+        """A node of a cluster (docs/cluster.md): its leases, takeovers, forwarding, and the nodes it sees."""
+        cluster = self.ctx.node.cluster
+        if cluster is None:
+            return
+        extras = cluster.node_extras()
+        leases = GaugeMetricFamily("mailslot_cluster_leases", "Shared queues this node owns (leases it holds)")
+        leases.add_metric((), extras.get("leases", 0))
+        yield leases
+        for name, help_ in (("takeovers", "Queues this node took over from another node since it started"),
+                            ("forwarded", "Messages this node forwarded to the queue's owner"),
+                            ("received", "Messages other nodes forwarded to this node")):
+            counter = CounterMetricFamily(f"mailslot_cluster_{name}", help_)
+            counter.add_metric((), extras.get(name, 0))
+            yield counter
+        peers = cluster.peers()
+        nodes = GaugeMetricFamily("mailslot_cluster_nodes", "Nodes of the cluster by state (this one included)",
+                                  labels=("state",))
+        running = 1 + sum(1 for peer in peers if peer.get("running"))
+        nodes.add_metric(("running",), running)
+        nodes.add_metric(("stopped",), len(peers) + 1 - running)
+        yield nodes
 
 
 def _client_version() -> str:

@@ -213,6 +213,8 @@ def node_document(ctx: ManagementContext) -> dict[str, Any]:
         "cluster_links": [],
         "storage": node.storage,  # mailslot: where messages are kept
     }
+    if node.cluster is not None:
+        doc["cluster"] = node.cluster.node_extras()  # mailslot: its leases, its link
     if monitor is not None and monitor.last is not None:
         doc["mem_used"] = monitor.last.memory_bytes
     for name, value, per_second in zip(CHURN, ctx.churn(), ctx.sampler.churn.rates(""), strict=True):
@@ -223,13 +225,22 @@ def node_document(ctx: ManagementContext) -> dict[str, Any]:
 @routes.get("/nodes", Rule.MONITOR)
 async def list_nodes(request: web.Request) -> web.Response:
     ctx = context(request)
-    listing = Listing(document=lambda _node: node_document(ctx), basic={"name": lambda _node: ctx.node.name})
-    return reply_list(request, [ctx.node], listing)
+    documents = [node_document(ctx), *_peers(ctx)]  # in a cluster, every node sharing the schema
+    listing = Listing(document=lambda doc: doc, basic={"name": lambda doc: doc["name"]})
+    return reply_list(request, documents, listing)
 
 
 @routes.get("/nodes/{node}", Rule.MONITOR)
 async def show_node(request: web.Request) -> web.Response:
     ctx = context(request)
-    if request.match_info["node"] != ctx.node.name:
-        raise not_found()
-    return reply_object(request, node_document(ctx))
+    name = request.match_info["node"]
+    if name == ctx.node.name:
+        return reply_object(request, node_document(ctx))
+    for peer in _peers(ctx):
+        if peer["name"] == name:
+            return reply_object(request, peer)
+    raise not_found()
+
+
+def _peers(ctx: ManagementContext) -> list[dict[str, Any]]:
+    return ctx.node.cluster.peers() if ctx.node.cluster is not None else []

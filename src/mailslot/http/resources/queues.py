@@ -65,7 +65,7 @@ def queue_document(ctx: ManagementContext, queue: Queue) -> dict[str, Any]:
         "messages_ready_ram": ready - paged,
         "messages_unacknowledged_ram": unacked,
         "name": queue.name,
-        "node": ctx.node.name,
+        "node": ctx.node.owner_of(queue.key),  # in a cluster: the node that owns it
         "operator_policy": applied.operator_policy.name if applied.operator_policy else None,
         "policy": applied.policy.name if applied.policy else None,
         "recoverable_slaves": None,
@@ -107,7 +107,7 @@ def _listing(ctx: ManagementContext) -> Listing:
             "messages": lambda q: q.message_count + q.unacked,
             "messages_ready": lambda q: q.message_count,
             "messages_unacknowledged": lambda q: q.unacked,
-            "node": lambda q: ctx.node.name,
+            "node": lambda q: ctx.node.owner_of(q.key),
             "type": lambda q: "classic",
             "state": lambda q: "running",
         },
@@ -211,6 +211,9 @@ async def purge_queue(request: web.Request) -> web.Response:
             f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{queue.name}' "
             f"in vhost '{queue.vhost}'"
         )
+    if queue.remote is not None:  # mailslot.cluster: only the owner holds its messages
+        raise bad_request(f"PRECONDITION_FAILED - queue '{queue.name}' in vhost '{queue.vhost}' is owned by node "
+                          f"'{ctx.node.owner_of(queue.key)}': purge it there")
     queue.purge()
     await committed(ctx)
     return empty_response()

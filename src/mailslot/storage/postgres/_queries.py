@@ -6,8 +6,9 @@ from importlib import resources
 from typing import LiteralString, cast
 
 
-def _load() -> dict[str, LiteralString]:
-    text = resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8")
+def load_queries(package: str, filename: str) -> dict[str, LiteralString]:
+    """The named statements of ``filename`` in ``package`` (mailslot.cluster keeps its own file)."""
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
     queries: dict[str, list[str]] = {}
     lines: list[str] | None = None
     for line in text.splitlines():
@@ -19,4 +20,4 @@ def _load() -> dict[str, LiteralString]:
     return {name: cast(LiteralString, "\n".join(body).strip().rstrip(";")) for name, body in queries.items()}
 
 
-Q = _load()
+Q = load_queries("mailslot.storage.postgres", "queries.sql")

@@ -30,7 +30,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 
@@ -55,8 +55,8 @@ READ_WAIT = 5.0
 # At 20k deletes/s that is every 10 s; a VACUUM of ~80 MB of dead heap takes a fraction of a second and
 # takes no lock that inserts or deletes wait for.
 VACUUM_EVERY_ROWS = 200_000
-# SQLSTATEs that fence() raises (migrations/0001_initial.sql).
-FENCED_STATES = frozenset({"MSF01", "MSF02"})
+# SQLSTATEs that fence() raises (migrations/0001_initial.sql) and fence_leased() (0002_cluster.sql).
+FENCED_STATES = frozenset({"MSF01", "MSF02", "MSF03"})
 
 # A staged row: the COPY columns after log_id; exchange and routing key are encoded at write time.
 _Row = tuple[int, bool, int, int, str, str, bytes, bytes, str]
@@ -232,10 +232,16 @@ class PostgresMessageLog:
                 except psycopg.Error as exc:
                     self._unresolved = None  # the server refused it and the transaction rolled back
                     if exc.sqlstate in FENCED_STATES:
-                        self._fenced = exc.diag.message_primary or str(exc)
-                        log.error("this node is fenced and stops writing: %s", self._fenced)
-                        raise FencedError(self._fenced) from None
+                        raise self._fenced_by(exc) from None
                     raise
+
+    def _fenced_by(self, exc: psycopg.Error) -> FencedError:
+        """The server refused a batch by fencing: from now on this process writes nothing (a newer one
+        took its node name or its logs). The cluster's log (mailslot.cluster) stops only the queues
+        whose lease it lost."""
+        self._fenced = exc.diag.message_primary or str(exc)
+        log.error("this node is fenced and stops writing: %s", self._fenced)
+        return FencedError(self._fenced)
 
     def _committed(self, conn: psycopg.Connection[Any], batch_no: int) -> bool:
         """After a broken attempt: did that attempt's COMMIT land? (fence() recorded its number)."""
@@ -256,10 +262,7 @@ class PostgresMessageLog:
                 with conn.pipeline():  # one round trip
                     if part is parts[0]:
                         cur.execute("BEGIN")
-                        cur.execute(Q["fence"], {
-                            "node": self.node, "node_epoch": self.epoch, "batch": batch_no,
-                            "log_ids": [i for i, _ in owned], "log_epochs": [e for _, e in owned],
-                        })
+                        cur.execute(*self._fence(keys, owned, batch_no))
                     if part.purges:
                         purged = {"log_ids": [ids[k][0] for k in part.purges]}
                         cur.execute(Q["purge_logs"], purged)
@@ -285,6 +288,16 @@ class PostgresMessageLog:
         except BaseException:
             _rollback(conn)
             raise
+
+    def _fence(
+        self, keys: set[str], owned: list[tuple[int, int]], batch_no: int
+    ) -> tuple[LiteralString, dict[str, Any]]:
+        """The batch's first statement: fence() checks this node's epoch and its claim on every log
+        the batch writes (``owned``: their (id, epoch)); mailslot.cluster checks leases instead."""
+        return Q["fence"], {
+            "node": self.node, "node_epoch": self.epoch, "batch": batch_no,
+            "log_ids": [i for i, _ in owned], "log_epochs": [e for _, e in owned],
+        }
 
     def _claim(self, conn: psycopg.Connection[Any], keys: Iterable[str]) -> dict[str, tuple[int, int]]:
         """Ids of ``keys``, claiming (creating if need be) the ones this process has not written yet."""

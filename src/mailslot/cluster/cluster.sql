@@ -1,0 +1,76 @@
+-- Every statement mailslot.cluster runs, by name (loaded like storage/postgres/queries.sql).
+-- Unqualified names: each connection's search_path is the install's schema. Times are the
+-- database's (now()), never a node's clock: nodes may disagree about the time, not about now().
+
+-- name: lease_table
+SELECT queue, owner, epoch, expires_at < now() FROM leases;
+
+-- name: take_leases
+-- Take these queues' leases: create the missing ones, take over the expired ones and those held
+-- under this node's name by a former process. epoch + 1 fences the former holder.
+INSERT INTO leases (queue, owner, epoch, expires_at)
+SELECT queue, %(node)s, 1, now() + make_interval(secs => %(ttl)s) FROM unnest(%(queues)s::bytea[]) AS queue
+ON CONFLICT (queue) DO UPDATE SET owner = excluded.owner, epoch = leases.epoch + 1, expires_at = excluded.expires_at
+WHERE leases.expires_at < now() OR leases.owner = excluded.owner
+RETURNING queue, epoch;
+
+-- name: renew_leases
+-- One statement for all of a node's leases, each only at the epoch it holds.
+UPDATE leases SET expires_at = now() + make_interval(secs => %(ttl)s)
+FROM unnest(%(queues)s::bytea[], %(epochs)s::bigint[]) AS mine(queue, epoch)
+WHERE leases.queue = mine.queue AND leases.owner = %(node)s AND leases.epoch = mine.epoch
+RETURNING leases.queue;
+
+-- name: release_leases
+-- A clean stop: the leases expire now, so another node takes them over at its next poll.
+UPDATE leases SET expires_at = '-infinity'
+FROM unnest(%(queues)s::bytea[], %(epochs)s::bigint[]) AS mine(queue, epoch)
+WHERE leases.queue = mine.queue AND leases.owner = %(node)s AND leases.epoch = mine.epoch;
+
+-- name: drop_lease
+DELETE FROM leases WHERE queue = %(queue)s;
+
+-- name: heartbeat
+UPDATE nodes SET seen_at = now(), link = %(link)s WHERE name = %(node)s AND epoch = %(epoch)s;
+
+-- name: cluster_nodes
+SELECT name, epoch, started_at, seen_at, link,
+    coalesce(seen_at > now() - make_interval(secs => %(ttl)s), false)
+FROM nodes ORDER BY name;
+
+-- name: ensure_logs
+-- Ids of these logs, created if need be, with the lease that covers each (no ownership change:
+-- in a cluster, leases fence the writes, not logs.owner).
+INSERT INTO logs (key, lease_group)
+SELECT key, grp FROM unnest(%(keys)s::bytea[], %(groups)s::bytea[]) AS wanted(key, grp)
+ON CONFLICT (key) DO UPDATE SET lease_group = excluded.lease_group
+RETURNING id, key;
+
+-- name: group_logs
+SELECT id, key FROM logs WHERE lease_group = ANY(%(groups)s::bytea[]);
+
+-- name: check_leases
+SELECT check_leases(%(node)s, %(groups)s::bytea[], %(epochs)s::bigint[]);
+
+-- name: fence_leased
+SELECT fence_leased(%(node)s, %(node_epoch)s, %(batch)s, %(groups)s::bytea[], %(epochs)s::bigint[]);
+
+-- name: drop_transient_of
+DELETE FROM messages WHERE log_id = ANY(%(log_ids)s::bigint[]) AND NOT persistent;
+
+-- name: clamp_delivered_of
+UPDATE logs SET delivered = coalesce((SELECT max(seq) FROM messages WHERE log_id = logs.id), 0)
+WHERE id = ANY(%(log_ids)s::bigint[])
+    AND delivered > coalesce((SELECT max(seq) FROM messages WHERE log_id = logs.id), 0);
+
+-- name: count_of
+SELECT log_id, count(*), max(seq) FROM messages WHERE log_id = ANY(%(log_ids)s::bigint[]) GROUP BY log_id;
+
+-- name: shared_queues
+SELECT vhost, name FROM queues WHERE NOT exclusive;
+
+-- name: metadata_revision
+SELECT revision FROM metadata_revision WHERE id = 1;
+
+-- name: all_records
+SELECT kind, key, value FROM records ORDER BY id;
