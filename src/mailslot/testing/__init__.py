@@ -24,9 +24,10 @@ if TYPE_CHECKING:
     from mailslot.testing.access import default_access
     from mailslot.testing.broker import broker_in_thread, make_config, running_broker
     from mailslot.testing.clock import FakeClock
-    from mailslot.testing.core import CoreHarness, Delivery, RecordingSink
+    from mailslot.testing.core import ArgumentOverrides, CoreHarness, Delivery, RecordingSink
 
 __all__ = [
+    "ArgumentOverrides",
     "BrokerServer",
     "CoreHarness",
     "Delivery",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 _HOMES = {
+    "ArgumentOverrides": "mailslot.testing.core",
     "BrokerServer": "mailslot.bootstrap",
     "CoreHarness": "mailslot.testing.core",
     "Delivery": "mailslot.testing.core",

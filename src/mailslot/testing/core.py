@@ -73,7 +73,9 @@ class RecordingSink:
 
     def deliver_many(self, consumer_tag: str, first_tag: int, entries: list[Entry]) -> None:
         for i, entry in enumerate(entries):
-            self.deliveries.append(Delivery(consumer_tag, first_tag + i, entry.redelivered, entry.requeues, entry))
+            self.deliveries.append(
+                Delivery(consumer_tag, first_tag + i, entry.redelivered, entry.requeues, entry)
+            )
 
     def consumer_cancelled(self, consumer_tag: str) -> None:
         self.cancelled.append(consumer_tag)
@@ -158,7 +160,9 @@ class CoreHarness:
         tests/durability (a broker process killed with SIGKILL)."""
         drop_staged = getattr(self.log, "drop_staged", None)
         if drop_staged is None:
-            raise TypeError(f"crash() needs a store that can drop its staged writes, not {type(self.log).__name__}")
+            raise TypeError(
+                f"crash() needs a store that can drop its staged writes, not {type(self.log).__name__}"
+            )
         drop_staged()
         self.clock.advance(downtime)
         self.start()
@@ -233,11 +237,18 @@ class CoreHarness:
         internal: bool = False,
     ) -> None:
         self.vhost.declare_exchange(
-            name, type_, passive=False, durable=durable, auto_delete=auto_delete, internal=internal,
+            name,
+            type_,
+            passive=False,
+            durable=durable,
+            auto_delete=auto_delete,
+            internal=internal,
             arguments=arguments or {},
         )
 
-    def bind(self, exchange: str, queue: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+    def bind(
+        self, exchange: str, queue: str, routing_key: str = "", arguments: dict[str, Any] | None = None
+    ) -> None:
         """Bind ``queue`` to ``exchange``."""
         self.vhost.bind(exchange, ("queue", queue), routing_key, arguments or {}, self.session.owner)
 
@@ -274,7 +285,9 @@ class CoreHarness:
     ) -> Outcome:
         """Publish through ``session`` (the default one); the outcome (UNROUTED, ROUTED, REJECTED).
         ``flush``: end the turn afterwards, as the transport would after this one publish."""
-        message = self.message(routing_key, body, properties, exchange=exchange, persistent=persistent, ttl=ttl)
+        message = self.message(
+            routing_key, body, properties, exchange=exchange, persistent=persistent, ttl=ttl
+        )
         outcome = (session or self.session).publish(exchange, routing_key, message, mandatory)
         if flush:
             self.broker.flush()
@@ -298,3 +311,29 @@ class CoreHarness:
     def count(self, queue: str) -> int:
         """Messages waiting in ``queue`` (ready, paged out and held for a retry delay; not the unacknowledged)."""
         return self.vhost.queue(queue).message_count
+
+
+class ArgumentOverrides:
+    """An ArgumentSource standing in for policies in core tests: per queue (or exchange) name, arguments
+    laid over the declared ones. ``set_queue`` changes one and lets the broker reconfigure live queues."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, dict[str, Any]] = {}
+        self.exchanges: dict[str, dict[str, Any]] = {}
+        self.asked: list[str] = []  # queue names in the order the broker asked for them
+
+    def queue_arguments(self, vhost: str, name: str, declared: dict[str, Any]) -> dict[str, Any]:
+        self.asked.append(name)
+        return {**declared, **self.queues.get(name, {})}
+
+    def exchange_arguments(self, vhost: str, name: str, declared: dict[str, Any]) -> dict[str, Any]:
+        return {**declared, **self.exchanges.get(name, {})}
+
+    def set_queue(self, harness: CoreHarness, name: str, arguments: dict[str, Any] | None) -> None:
+        """Lay ``arguments`` over queue ``name`` (None: lift them), then apply it as a policy change would."""
+        if arguments is None:
+            self.queues.pop(name, None)
+        else:
+            self.queues[name] = arguments
+        harness.broker.arguments_changed("/")
+        harness.flush()

@@ -14,7 +14,7 @@ from mailslot.core.features import Hooks, QueueFeature
 from mailslot.core.message import Entry, Message
 from mailslot.core.queue import ACCEPTED, DUPLICATE, REJECTED, Queue
 from mailslot.core.session import ROUTED
-from mailslot.testing import CoreHarness
+from mailslot.testing import ArgumentOverrides, CoreHarness
 from mailslot.testing.codec import JSON_CODEC
 
 BLOCKED = JSON_CODEC.block(headers={"x-block": True})
@@ -61,39 +61,23 @@ def _tally(vhost: Any, queue: Queue, arguments: dict[str, Any]) -> QueueFeature 
     return Tally(arguments["x-tally"]) if "x-tally" in arguments else None
 
 
-class Overrides:
-    """An ArgumentSource standing in for policies: per queue name, arguments laid over the declared ones."""
-
-    def __init__(self) -> None:
-        self.queues: dict[str, dict[str, Any]] = {}
-
-    def queue_arguments(self, vhost: str, name: str, declared: dict[str, Any]) -> dict[str, Any]:
-        return {**declared, **self.queues.get(name, {})}
-
-    def exchange_arguments(self, vhost: str, name: str, declared: dict[str, Any]) -> dict[str, Any]:
-        return declared
+@pytest.fixture
+def source() -> ArgumentOverrides:
+    return ArgumentOverrides()
 
 
 @pytest.fixture
-def source() -> Overrides:
-    return Overrides()
-
-
-@pytest.fixture
-def world(source: Overrides, monkeypatch: pytest.MonkeyPatch) -> CoreHarness:
+def world(source: ArgumentOverrides, monkeypatch: pytest.MonkeyPatch) -> CoreHarness:
     monkeypatch.setattr(featureset, "QUEUE_FEATURES", (*featureset.QUEUE_FEATURES, ("tally", _tally)))
     harness = CoreHarness()
     harness.broker.arguments = source
     return harness
 
 
-def change(world: CoreHarness, source: Overrides, name: str, arguments: dict[str, Any] | None) -> None:
-    if arguments is None:
-        source.queues.pop(name, None)
-    else:
-        source.queues[name] = arguments
-    world.broker.arguments_changed("/")
-    world.flush()
+def change(
+    world: CoreHarness, source: ArgumentOverrides, name: str, arguments: dict[str, Any] | None
+) -> None:
+    source.set_queue(world, name, arguments)
 
 
 def tally(world: CoreHarness, name: str = "q") -> Tally:
@@ -109,7 +93,13 @@ def tally(world: CoreHarness, name: str = "q") -> Tally:
 def test_a_queue_whose_arguments_ask_for_no_feature_runs_no_hook(world, arguments):
     world.declare("q", arguments)
     hooks = world.vhost.queue("q").hooks
-    assert hooks.all == () and hooks.admit == () and hooks.enqueued == () and hooks.settle == () and hooks.purge == ()
+    assert (
+        hooks.all == ()
+        and hooks.admit == ()
+        and hooks.enqueued == ()
+        and hooks.settle == ()
+        and hooks.purge == ()
+    )
 
 
 def test_hooks_hold_only_the_features_that_override_them():

@@ -16,45 +16,26 @@ import pytest
 from mailslot.core.dedup import queue_store_key
 from mailslot.core.errors import PreconditionFailed
 from mailslot.core.session import REJECTED, ROUTED
-from mailslot.testing import CoreHarness
+from mailslot.testing import ArgumentOverrides, CoreHarness
 from mailslot.testing.codec import JSON_CODEC
 
 
-class Overrides:
-    """An ArgumentSource: per queue (or exchange) name, arguments laid over the declared ones."""
-
-    def __init__(self) -> None:
-        self.queues: dict[str, dict[str, Any]] = {}
-        self.exchanges: dict[str, dict[str, Any]] = {}
-        self.asked: list[str] = []
-
-    def queue_arguments(self, vhost: str, name: str, declared: dict[str, Any]) -> dict[str, Any]:
-        self.asked.append(name)
-        return {**declared, **self.queues.get(name, {})}
-
-    def exchange_arguments(self, vhost: str, name: str, declared: dict[str, Any]) -> dict[str, Any]:
-        return {**declared, **self.exchanges.get(name, {})}
+@pytest.fixture
+def source() -> ArgumentOverrides:
+    return ArgumentOverrides()
 
 
 @pytest.fixture
-def source() -> Overrides:
-    return Overrides()
-
-
-@pytest.fixture
-def world(source: Overrides) -> CoreHarness:
+def world(source: ArgumentOverrides) -> CoreHarness:
     harness = CoreHarness()
     harness.broker.arguments = source
     return harness
 
 
-def change(world: CoreHarness, source: Overrides, name: str, arguments: dict[str, Any] | None) -> None:
-    if arguments is None:
-        source.queues.pop(name, None)
-    else:
-        source.queues[name] = arguments
-    world.broker.arguments_changed("/")
-    world.flush()
+def change(
+    world: CoreHarness, source: ArgumentOverrides, name: str, arguments: dict[str, Any] | None
+) -> None:
+    source.set_queue(world, name, arguments)
 
 
 def fill(world: CoreHarness, queue: str, count: int, prefix: bytes = b"m") -> None:
@@ -178,7 +159,9 @@ def test_unchanged_deduplication_keeps_its_window_through_a_reconfigure(world, s
 
 def test_priority_queue_lanes_follow_a_new_delivery_limit(world, source):
     world.declare("dead")
-    world.declare("q", {"x-max-priority": 3, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"})
+    world.declare(
+        "q", {"x-max-priority": 3, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"}
+    )
     world.publish("q", b"p", JSON_CODEC.block(priority=2), flush=True)
     change(world, source, "q", {"x-delivery-limit": 0})
     session = world.session

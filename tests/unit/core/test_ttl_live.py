@@ -10,42 +10,26 @@ import pytest
 
 from mailslot.core import queue as queue_module
 from mailslot.core.ttl_live import RECORD_KIND
-from mailslot.testing import CoreHarness
+from mailslot.testing import ArgumentOverrides, CoreHarness
 from mailslot.testing.codec import JSON_CODEC
 
 
-class Policies:
-    """An ArgumentSource standing in for policies: per queue name, arguments laid over the declared ones."""
-
-    def __init__(self) -> None:
-        self.queues: dict[str, dict[str, Any]] = {}
-
-    def queue_arguments(self, vhost: str, name: str, declared: dict[str, Any]) -> dict[str, Any]:
-        return {**declared, **self.queues.get(name, {})}
-
-    def exchange_arguments(self, vhost: str, name: str, declared: dict[str, Any]) -> dict[str, Any]:
-        return declared
+@pytest.fixture
+def policies() -> ArgumentOverrides:
+    return ArgumentOverrides()
 
 
 @pytest.fixture
-def policies() -> Policies:
-    return Policies()
-
-
-@pytest.fixture
-def world(policies: Policies) -> CoreHarness:
+def world(policies: ArgumentOverrides) -> CoreHarness:
     harness = CoreHarness()
     harness.broker.arguments = policies
     return harness
 
 
-def set_policy(world: CoreHarness, policies: Policies, name: str, arguments: dict[str, Any] | None) -> None:
-    if arguments is None:
-        policies.queues.pop(name, None)
-    else:
-        policies.queues[name] = arguments
-    world.broker.arguments_changed("/")
-    world.flush()
+def set_policy(
+    world: CoreHarness, policies: ArgumentOverrides, name: str, arguments: dict[str, Any] | None
+) -> None:
+    policies.set_queue(world, name, arguments)
 
 
 def fill(world: CoreHarness, queue: str, count: int, prefix: bytes = b"m", **options: Any) -> None:
