@@ -1,6 +1,6 @@
 """``python -m mailslot``: the same as the ``mailslot`` command."""
 
-from mailslot.cli.main import app
+from mailslot.cli.main import main
 
 if __name__ == "__main__":
-    app()
+    main()

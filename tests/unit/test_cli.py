@@ -154,3 +154,37 @@ def test_every_command_names_the_broker_with_url(command: list[str]) -> None:
     result = CliRunner(env={"COLUMNS": "250", "NO_COLOR": "1"}).invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "--url" in result.output and "MAILSLOT_URL" in result.output
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["ctl", "add_user"], "mailslot ctl add_user: Missing argument 'username'."),
+        (["serve", "--port", "abc"], "mailslot serve: Invalid value for '--port'"),
+        (["no-such-command"], "mailslot: No such command 'no-such-command'."),
+    ],
+)
+def test_usage_mistakes_are_one_line_and_exit_code_2(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The installed command (``main``), not the typer app: a usage mistake is one line on stderr."""
+    from mailslot.cli.main import main
+
+    monkeypatch.setattr("sys.argv", ["mailslot", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith(message), err
+    assert "--help" in err
+
+
+def test_help_still_prints_the_full_usage(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from mailslot.cli.main import main
+
+    monkeypatch.setattr("sys.argv", ["mailslot", "ctl", "add_user", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 0
+    assert "Usage" in capsys.readouterr().out

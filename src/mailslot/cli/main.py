@@ -392,3 +392,28 @@ _register_dlq(app)  # mailslot dlq list|show|redrive, mailslot trace MESSAGE_ID
 from mailslot.cli.ctl import app as _ctl
 
 app.add_typer(_ctl, name="ctl")
+
+
+# typer raises click's ClickException, from the click it vendors (0.29+) or the installed one: take it
+# from typer.BadParameter's ancestry, whichever it is.
+_ClickException: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def main() -> None:
+    """The ``mailslot`` command: ``app``, with usage mistakes (a missing argument, an unknown option, a bad
+    value) reported as one line on stderr and exit code 2, like every other error, instead of click's
+    usage panel. ``--help`` (and a bare command group) still print the full usage."""
+    try:
+        code = app(standalone_mode=False, prog_name="mailslot")
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        raise SystemExit(1) from None
+    except _ClickException as error:
+        if type(error).__name__ == "NoArgsIsHelpError":
+            typer.echo(error.format_message())
+            raise SystemExit(0) from None
+        context = getattr(error, "ctx", None)
+        command = context.command_path if context is not None else "mailslot"
+        typer.echo(f"{command}: {error.format_message()} (see {command} --help)", err=True)
+        raise SystemExit(error.exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
