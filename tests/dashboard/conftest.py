@@ -25,7 +25,9 @@ LAPTOP = {"width": 1280, "height": 800}
 WAIT_MS = 10_000
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in this thread while it is
+# started, so it must be stopped before the asyncio tests of the directories after this one run.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         _service_missing(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
