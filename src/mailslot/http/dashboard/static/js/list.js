@@ -29,16 +29,7 @@ export function pagedList(view, options) {
   view.onLeave(() => clearTimeout(debounce));
   append(view.main, h('h1', {}, options.title), filter ? h('div', {class: 'toolbar'}, filter) : null, pages, body,
     options.extra || null);
-  const sort = {
-    get field() { return state.sort; },
-    get reverse() { return state.reverse; },
-    onSort(field) {
-      if (state.sort === field) state.reverse = !state.reverse;
-      else Object.assign(state, {sort: field, reverse: false});
-      state.page = 1;
-      refresh();
-    },
-  };
+  const sort = sortControl(state, refresh);
   live = view.live(async (signal) => {
     const ask = (page) => api.get(`${options.path}${query({page, page_size: state.pageSize, name: state.name,
       sort: state.sort, sort_reverse: state.reverse ? 'true' : ''})}`, {signal});
@@ -58,4 +49,19 @@ export function pagedList(view, options) {
       rowKey: options.rowKey}));
   });
   return {refresh};
+}
+
+// What a table's headers need to sort on the server: the field and direction in `state` (a second click on
+// the same field reverses it), back to page 1, then `refresh()`.
+export function sortControl(state, refresh) {
+  return {
+    get field() { return state.sort; },
+    get reverse() { return state.reverse; },
+    onSort(field) {
+      if (state.sort === field) state.reverse = !state.reverse;
+      else Object.assign(state, {sort: field, reverse: false});
+      state.page = 1;
+      refresh();
+    },
+  };
 }

@@ -5,6 +5,7 @@ import {api, enc, query} from '../api.js';
 import {append, duration, get, h, num, rate, replace} from '../dom.js';
 import {currentVhost, href, vhostNames} from '../app.js';
 import {attempt, field, parseJson, pager, pill, table} from '../ui.js';
+import {sortControl} from '../list.js';
 
 // Kept while the tab lives, so coming back from a queue's page finds the same page, sort and filter.
 const state = {page: 1, pageSize: 20, name: '', regex: false, sort: 'name', reverse: false};
@@ -103,16 +104,7 @@ export function render(view) {
     h('div', {class: 'toolbar'}, filter, h('label', {class: 'check'}, regex, ' regex')),
     pages, body, addQueueForm(refresh));
 
-  const sort = {
-    get field() { return state.sort; },
-    get reverse() { return state.reverse; },
-    onSort(fieldName) {
-      if (state.sort === fieldName) state.reverse = !state.reverse;
-      else Object.assign(state, {sort: fieldName, reverse: false});
-      state.page = 1;
-      refresh();
-    },
-  };
+  const sort = sortControl(state, refresh);
   const go = (page) => {
     state.page = page;
     refresh();
