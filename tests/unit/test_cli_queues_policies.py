@@ -32,3 +32,21 @@ def test_table_shows_policy_and_effective_limit() -> None:
     assert "orders (policy: cap)" in text
     row = next(line for line in text.splitlines() if "orders" in line)
     assert row.rstrip().endswith("10")  # the limit column: the policy's max-length
+
+
+def _table_text(queues: list[dict[str, object]]) -> str:
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render_table(queues, "http://broker"))
+    return console.export_text()
+
+
+def test_table_shows_each_queues_node_when_there_are_several() -> None:
+    queues = [{"vhost": "/", "name": "orders", "node": "mailslot@n1", "arguments": {}},
+              {"vhost": "/", "name": "emails", "node": "mailslot@n2", "arguments": {}}]
+    text = _table_text(queues)
+    assert "node" in text.splitlines()[2]  # the heading row, after the title and a blank line
+    assert "mailslot@n1" in next(line for line in text.splitlines() if "orders" in line)
+    assert "mailslot@n2" in next(line for line in text.splitlines() if "emails" in line)
+    # One node (no cluster): no node column.
+    single = _table_text([{**q, "node": "mailslot@n1"} for q in queues])
+    assert "mailslot@n1" not in single

@@ -36,7 +36,7 @@ WATCH_INTERVAL = 1.0  # seconds, the broker's sampling interval: faster shows no
 COLUMNS = (
     "vhost,name,messages,messages_ready,messages_unacknowledged,consumers,arguments,"
     "message_stats.publish_details,message_stats.deliver_get_details,drain_seconds,full_seconds,"
-    "single_active_consumer_tag,policy,operator_policy,effective_policy_definition"
+    "single_active_consumer_tag,policy,operator_policy,effective_policy_definition,node"
 )
 # Policy keys that are numeric limits: against a queue argument the lower value runs (docs/policies.md).
 _LIMIT_KEYS = {"x-max-length": "max-length", "x-max-length-bytes": "max-length-bytes"}
@@ -159,6 +159,8 @@ def render_table(queues: list[dict[str, Any]], source: str) -> RenderableType:
     from rich.table import Table
 
     show_vhost = len({q.get("vhost") for q in queues}) > 1
+    # Several nodes (mailslot serve --cluster): which one owns each queue (docs/cluster.md).
+    show_node = len({q.get("node") for q in queues}) > 1
     table = Table(
         title=f"queues at {source}",
         title_justify="left",
@@ -170,6 +172,8 @@ def render_table(queues: list[dict[str, Any]], source: str) -> RenderableType:
     if show_vhost:
         table.add_column("vhost", overflow="fold")
     table.add_column("queue", overflow="fold", min_width=14)
+    if show_node:
+        table.add_column("node", overflow="fold")
     # Short headings: the table must fit 80 columns (the caption explains them).
     for heading in ("ready", "unacked", "cons", "in/s", "out/s", "drain", "full", "limit"):
         table.add_column(heading, justify="right", no_wrap=True)
@@ -199,6 +203,8 @@ def render_table(queues: list[dict[str, Any]], source: str) -> RenderableType:
         policies = policy_text(q)
         if policies:  # the policy and operator policy in force (their limits are in "limit")
             row[0] += f" ({escape(policies)})"
+        if show_node:
+            row.insert(1, escape(str(q.get("node") or "")))
         table.add_row(*([str(q.get("vhost", ""))] if show_vhost else []), *row)
     table.caption = (
         f"{len(queues)} queue{'s' if len(queues) != 1 else ''}, {total:,} messages. "
