@@ -15,18 +15,7 @@ export function pagedList(view, options) {
   const refresh = () => live && live.tick();
   const filter = options.filter === false ? null : h('input', {type: 'search', placeholder: 'Filter by name',
     'aria-label': 'filter by name', 'data-testid': 'filter'});
-  let debounce = null;
-  if (filter) {
-    filter.addEventListener('input', () => {
-      clearTimeout(debounce);
-      debounce = setTimeout(() => {
-        state.name = filter.value;
-        state.page = 1;
-        refresh();
-      }, 250);
-    });
-  }
-  view.onLeave(() => clearTimeout(debounce));
+  if (filter) filterByName(view, filter, state, refresh);
   append(view.main, h('h1', {}, options.title), filter ? h('div', {class: 'toolbar'}, filter) : null, pages, body,
     options.extra || null);
   const sort = sortControl(state, refresh);
@@ -64,4 +53,19 @@ export function sortControl(state, refresh) {
       refresh();
     },
   };
+}
+
+// Typing in a name filter asks the server again a quarter second after the last key (back to page 1),
+// not once per key; leaving the page cancels a pending ask.
+export function filterByName(view, filter, state, refresh) {
+  let debounce = null;
+  filter.addEventListener('input', () => {
+    clearTimeout(debounce);
+    debounce = setTimeout(() => {
+      state.name = filter.value;
+      state.page = 1;
+      refresh();
+    }, 250);
+  });
+  view.onLeave(() => clearTimeout(debounce));
 }

@@ -5,7 +5,7 @@ import {api, enc, query} from '../api.js';
 import {append, duration, get, h, num, rate, replace} from '../dom.js';
 import {currentVhost, href, vhostNames} from '../app.js';
 import {attempt, field, parseJson, pager, pill, table} from '../ui.js';
-import {sortControl} from '../list.js';
+import {filterByName, sortControl} from '../list.js';
 
 // Kept while the tab lives, so coming back from a queue's page finds the same page, sort and filter.
 const state = {page: 1, pageSize: 20, name: '', regex: false, sort: 'name', reverse: false};
@@ -84,21 +84,12 @@ export function render(view) {
   const pages = h('div');
   let live = null;
   const refresh = () => live && live.tick();
-  let debounce = null;
-  filter.addEventListener('input', () => {
-    clearTimeout(debounce);
-    debounce = setTimeout(() => {
-      state.name = filter.value;
-      state.page = 1;
-      refresh();
-    }, 250);
-  });
+  filterByName(view, filter, state, refresh);
   regex.addEventListener('change', () => {
     state.regex = regex.checked;
     state.page = 1;
     refresh();
   });
-  view.onLeave(() => clearTimeout(debounce));
   append(view.main,
     h('h1', {}, 'Queues', vhost ? h('small', {}, ` in ${vhost}`) : null),
     h('div', {class: 'toolbar'}, filter, h('label', {class: 'check'}, regex, ' regex')),
