@@ -74,11 +74,6 @@ def world(source: ArgumentOverrides, monkeypatch: pytest.MonkeyPatch) -> CoreHar
     return harness
 
 
-def change(
-    world: CoreHarness, source: ArgumentOverrides, name: str, arguments: dict[str, Any] | None
-) -> None:
-    source.set_queue(world, name, arguments)
-
 
 def tally(world: CoreHarness, name: str = "q") -> Tally:
     feature = world.vhost.queue(name).feature("tally")
@@ -168,11 +163,11 @@ def test_purge_and_delete_reach_the_feature(world, source):
 
 
 def test_a_feature_the_new_arguments_still_ask_for_is_kept_with_its_state(world, source):
-    change(world, source, "q", {"x-tally": 1})
+    source.set_queue(world, "q", {"x-tally": 1})
     world.declare("q")
     world.publish("q", b"a", flush=True)
     before = tally(world)
-    change(world, source, "q", {"x-tally": 1, "x-max-length": 10})
+    source.set_queue(world, "q", {"x-tally": 1, "x-max-length": 10})
     assert tally(world) is before and not before.closed
     assert before.events[:2] == [("admit", b"a"), ("enqueued", (b"a", ACCEPTED))]
 
@@ -181,10 +176,10 @@ def test_a_changed_feature_is_rebuilt_and_a_dropped_one_closed(world, source):
     source.queues["q"] = {"x-tally": 1}
     world.declare("q")
     first = tally(world)
-    change(world, source, "q", {"x-tally": 2})
+    source.set_queue(world, "q", {"x-tally": 2})
     second = tally(world)
     assert first.closed and second is not first and second.setting == 2
-    change(world, source, "q", None)
+    source.set_queue(world, "q", None)
     assert second.closed
     queue = world.vhost.queue("q")
     assert queue.feature("tally") is None and queue.hooks.all == ()
@@ -195,7 +190,7 @@ def test_a_changed_feature_is_rebuilt_and_a_dropped_one_closed(world, source):
 def test_a_live_queue_gains_a_feature(world, source):
     world.declare("q")
     world.publish("q", b"before", BLOCKED, flush=True)
-    change(world, source, "q", {"x-tally": 1})
+    source.set_queue(world, "q", {"x-tally": 1})
     world.publish("q", b"after", BLOCKED, flush=True)
     assert world.drain("q") == [b"before"]
 
@@ -225,7 +220,7 @@ def test_features_compose_over_a_priority_store(world, source):
 def test_deduplication_set_by_policy_expires_on_the_timer_and_goes_with_the_policy(world, source):
     keyed = JSON_CODEC.block(headers={"x-deduplication-header": "k"})
     world.declare("q")
-    change(world, source, "q", {"x-message-deduplication": True, "x-cache-ttl": 1000})
+    source.set_queue(world, "q", {"x-message-deduplication": True, "x-cache-ttl": 1000})
     world.publish("q", b"first", keyed)
     world.publish("q", b"duplicate", keyed, flush=True)
     assert world.count("q") == 1
@@ -235,7 +230,7 @@ def test_deduplication_set_by_policy_expires_on_the_timer_and_goes_with_the_poli
     world.run(1.5)  # the feature timer forgets the key after x-cache-ttl
     world.publish("q", b"again", keyed, flush=True)
     assert world.count("q") == 2
-    change(world, source, "q", None)
+    source.set_queue(world, "q", None)
     assert window_key not in world.vhost.owners
     assert world.log.read(window_key, 0, 10) == []  # the window's rows went with it
     world.publish("q", b"free", keyed, flush=True)

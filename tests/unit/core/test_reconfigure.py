@@ -9,8 +9,6 @@ new 1 s message-ttl); mailslot applies it to them, as issue 10 asks (tests/unit/
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from mailslot.core.dedup import queue_store_key
@@ -31,11 +29,6 @@ def world(source: ArgumentOverrides) -> CoreHarness:
     harness.broker.arguments = source
     return harness
 
-
-def change(
-    world: CoreHarness, source: ArgumentOverrides, name: str, arguments: dict[str, Any] | None
-) -> None:
-    source.set_queue(world, name, arguments)
 
 
 def fill(world: CoreHarness, queue: str, count: int, prefix: bytes = b"m") -> None:
@@ -66,7 +59,7 @@ def test_lowering_max_length_drops_the_excess_head_at_once_and_dead_letters_it(w
     world.declare("dead")
     world.declare("q", {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"})
     fill(world, "q", 5)
-    change(world, source, "q", {"x-max-length": 2})
+    source.set_queue(world, "q", {"x-max-length": 2})
     assert world.count("q") == 2
     assert world.drain("dead") == [b"m0", b"m1", b"m2"]
     assert world.drain("q") == [b"m3", b"m4"]
@@ -75,10 +68,10 @@ def test_lowering_max_length_drops_the_excess_head_at_once_and_dead_letters_it(w
 def test_lowering_max_length_with_reject_publish_keeps_the_excess_and_refuses_new(world, source):
     world.declare("q", {"x-overflow": "reject-publish"})
     fill(world, "q", 4)
-    change(world, source, "q", {"x-max-length": 2})
+    source.set_queue(world, "q", {"x-max-length": 2})
     assert world.count("q") == 4
     assert world.publish("q", b"late", flush=True) == REJECTED
-    change(world, source, "q", None)  # the limit lifted
+    source.set_queue(world, "q", None)  # the limit lifted
     assert world.publish("q", b"later", flush=True) == ROUTED
     assert world.count("q") == 5
 
@@ -88,7 +81,7 @@ def test_removing_a_limit_lifts_it(world, source):
     world.declare("q")
     fill(world, "q", 3)
     assert world.count("q") == 1
-    change(world, source, "q", None)
+    source.set_queue(world, "q", None)
     assert world.vhost.queue("q").effective_arguments == {}
     fill(world, "q", 3, b"n")
     assert world.count("q") == 4
@@ -97,7 +90,7 @@ def test_removing_a_limit_lifts_it(world, source):
 def test_new_message_ttl_applies_to_queued_messages_and_those_after_it(world, source):
     world.declare("q")
     world.publish("q", b"before", flush=True)
-    change(world, source, "q", {"x-message-ttl": 1000})
+    source.set_queue(world, "q", {"x-message-ttl": 1000})
     world.advance(0.5)
     world.publish("q", b"after", flush=True)
     world.advance(0.7)  # "before" is 1.2 s past the change, "after" 0.7 s old
@@ -107,7 +100,7 @@ def test_new_message_ttl_applies_to_queued_messages_and_those_after_it(world, so
 def test_removed_message_ttl_stops_expiring_new_messages(world, source):
     source.queues["q"] = {"x-message-ttl": 1000}
     world.declare("q")
-    change(world, source, "q", None)
+    source.set_queue(world, "q", None)
     world.publish("q", b"kept", flush=True)
     world.advance(5)
     assert world.drain("q") == [b"kept"]
@@ -115,7 +108,7 @@ def test_removed_message_ttl_stops_expiring_new_messages(world, source):
 
 def test_a_new_expires_lease_deletes_an_unused_queue(world, source):
     world.declare("q")
-    change(world, source, "q", {"x-expires": 1000})
+    source.set_queue(world, "q", {"x-expires": 1000})
     world.advance(0.5)
     assert "q" in world.vhost.queues
     world.run(1.0)
@@ -136,12 +129,12 @@ def test_deduplication_switched_on_and_off_live(world, source):
         return JSON_CODEC.block(headers={"x-deduplication-header": key})
 
     world.declare("q")
-    change(world, source, "q", {"x-message-deduplication": True})
+    source.set_queue(world, "q", {"x-message-deduplication": True})
     world.publish("q", b"a", keyed("k"), flush=True)
     world.publish("q", b"dup", keyed("k"), flush=True)
     assert world.count("q") == 1
     assert queue_store_key("/", "q") in world.vhost.owners
-    change(world, source, "q", None)
+    source.set_queue(world, "q", None)
     assert world.vhost.owners == {}
     assert world.log.read(queue_store_key("/", "q"), 0, 10) == []  # the window's rows went with it
     world.publish("q", b"again", keyed("k"), flush=True)
@@ -152,7 +145,7 @@ def test_unchanged_deduplication_keeps_its_window_through_a_reconfigure(world, s
     keyed = JSON_CODEC.block(headers={"x-deduplication-header": "k"})
     world.declare("q", {"x-message-deduplication": True})
     world.publish("q", b"a", keyed, flush=True)
-    change(world, source, "q", {"x-max-length": 10})
+    source.set_queue(world, "q", {"x-max-length": 10})
     world.publish("q", b"dup", keyed, flush=True)
     assert world.drain("q") == [b"a"]
 
@@ -163,7 +156,7 @@ def test_priority_queue_lanes_follow_a_new_delivery_limit(world, source):
         "q", {"x-max-priority": 3, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"}
     )
     world.publish("q", b"p", JSON_CODEC.block(priority=2), flush=True)
-    change(world, source, "q", {"x-delivery-limit": 0})
+    source.set_queue(world, "q", {"x-delivery-limit": 0})
     session = world.session
     tag, _entry, _left = session.get("q", no_ack=False)
     session.nack(tag, multiple=False, requeue=True)

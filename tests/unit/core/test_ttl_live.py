@@ -26,11 +26,6 @@ def world(policies: ArgumentOverrides) -> CoreHarness:
     return harness
 
 
-def set_policy(
-    world: CoreHarness, policies: ArgumentOverrides, name: str, arguments: dict[str, Any] | None
-) -> None:
-    policies.set_queue(world, name, arguments)
-
 
 def fill(world: CoreHarness, queue: str, count: int, prefix: bytes = b"m", **options: Any) -> None:
     for i in range(count):
@@ -42,7 +37,7 @@ def test_a_policy_ttl_expires_messages_queued_before_it(world, policies):
     world.declare("q")
     fill(world, "q", 3)
     world.advance(10)  # they have waited long before the policy comes
-    set_policy(world, policies, "q", {"x-message-ttl": 1000})
+    policies.set_queue(world, "q", {"x-message-ttl": 1000})
     world.advance(0.9)
     assert world.count("q") == 3  # counted from the change: arrival times are not kept
     world.advance(0.2)
@@ -52,7 +47,7 @@ def test_a_policy_ttl_expires_messages_queued_before_it(world, policies):
 def test_lowering_the_ttl_applies_to_queued_messages(world, policies):
     world.declare("q", {"x-message-ttl": 60_000})
     fill(world, "q", 2)
-    set_policy(world, policies, "q", {"x-message-ttl": 500})  # the lower of argument and policy wins
+    policies.set_queue(world, "q", {"x-message-ttl": 500})  # the lower of argument and policy wins
     world.advance(0.6)
     assert world.count("q") == 0
 
@@ -61,14 +56,14 @@ def test_raising_or_removing_the_ttl_extends_no_deadline(world, policies):
     policies.queues["q"] = {"x-message-ttl": 1000}
     world.declare("q")
     fill(world, "q", 1, b"old")
-    set_policy(world, policies, "q", {"x-message-ttl": 60_000})
+    policies.set_queue(world, "q", {"x-message-ttl": 60_000})
     fill(world, "q", 1, b"new")
     world.advance(1.1)
     assert world.drain("q") == [b"new0"]  # the old deadline held; the new message has the new TTL
 
     fill(world, "q", 1, b"kept")
-    set_policy(world, policies, "q", {"x-message-ttl": 500})
-    set_policy(world, policies, "q", None)  # removed: the 0.5 s given stays
+    policies.set_queue(world, "q", {"x-message-ttl": 500})
+    policies.set_queue(world, "q", None)  # removed: the 0.5 s given stays
     world.advance(0.6)
     assert world.count("q") == 0
 
@@ -77,7 +72,7 @@ def test_expired_ones_are_dead_lettered_with_reason_expired(world, policies):
     world.declare("dead")
     world.declare("q", {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"})
     fill(world, "q", 2)
-    set_policy(world, policies, "q", {"x-message-ttl": 100})
+    policies.set_queue(world, "q", {"x-message-ttl": 100})
     world.advance(0.2)
     got = []
     while (item := world.session.get("dead", no_ack=True)) is not None:
@@ -95,7 +90,7 @@ def test_requeued_and_unacked_messages_are_capped_too(world, policies):
     assert first is not None and second is not None
     world.session.nack(first[0], False, True)  # back in the requeue heap before the change
     world.flush()
-    set_policy(world, policies, "q", {"x-message-ttl": 1000})
+    policies.set_queue(world, "q", {"x-message-ttl": 1000})
     world.session.nack(second[0], False, True)  # delivered before the change, requeued after it
     world.flush()
     world.advance(1.1)
@@ -110,7 +105,7 @@ def test_messages_held_for_a_retry_delay_are_capped(world, policies):
     world.session.nack(found[0], False, True)
     world.flush()
     assert world.vhost.queue("q").holding
-    set_policy(world, policies, "q", {"x-message-ttl": 1000})
+    policies.set_queue(world, "q", {"x-message-ttl": 1000})
     world.run(6.0)  # released after 5 s, long past the cap
     assert world.count("q") == 0
 
@@ -122,7 +117,7 @@ def test_paged_out_messages_expire_without_the_backlog_being_read(world, policie
     queue = world.vhost.queue("q")
     assert queue.paged > 0
     paged_before = queue.paged
-    set_policy(world, policies, "q", {"x-message-ttl": 1000})
+    policies.set_queue(world, "q", {"x-message-ttl": 1000})
     assert queue.paged == paged_before  # the change read nothing back from the log
     assert queue.store.caps  # the paged ones are covered by a cap, applied as they are read back
     fill(world, "q", 2, b"new")
@@ -139,7 +134,7 @@ def test_a_priority_queue_is_capped_lane_by_lane(world, policies, monkeypatch):
         world.publish("q", f"p{i % 3}-{i}".encode(), JSON_CODEC.block(priority=i % 3))
     world.flush()
     assert world.count("q") == 12
-    set_policy(world, policies, "q", {"x-message-ttl": 1000})
+    policies.set_queue(world, "q", {"x-message-ttl": 1000})
     world.publish("q", b"after", JSON_CODEC.block(priority=0), flush=True)
     world.advance(0.5)
     world.publish("q", b"late", JSON_CODEC.block(priority=0), flush=True)
@@ -151,7 +146,7 @@ def test_the_cap_survives_a_restart_with_the_policy(world, policies, monkeypatch
     monkeypatch.setattr(queue_module, "WINDOW_MESSAGES", 3)
     world.declare("q")
     fill(world, "q", 10)
-    set_policy(world, policies, "q", {"x-message-ttl": 2000})
+    policies.set_queue(world, "q", {"x-message-ttl": 2000})
     assert list(world.meta.load_records(RECORD_KIND)) == [world.vhost.queue("q").key]
     world.advance(0.5)
     world.restart(downtime=1.0)
@@ -171,7 +166,7 @@ def test_the_record_goes_with_the_queue_and_a_queue_that_came_back_empty(world, 
     fill(world, "q", 1)
     fill(world, "gone", 1)
     policies.queues["gone"] = {"x-message-ttl": 1000}
-    set_policy(world, policies, "q", {"x-message-ttl": 1000})
+    policies.set_queue(world, "q", {"x-message-ttl": 1000})
     assert len(world.meta.load_records(RECORD_KIND)) == 2
     world.vhost.delete_queue("gone", if_unused=False, if_empty=False, owner=world.session.owner)
     assert list(world.meta.load_records(RECORD_KIND)) == [world.vhost.queue("q").key]
@@ -183,6 +178,6 @@ def test_the_record_goes_with_the_queue_and_a_queue_that_came_back_empty(world, 
 def test_queues_without_a_change_carry_no_caps(world, policies):
     world.declare("q", {"x-message-ttl": 1000})
     fill(world, "q", 3)
-    set_policy(world, policies, "q", {"x-max-length": 10})  # a change, but not to the TTL
+    policies.set_queue(world, "q", {"x-max-length": 10})  # a change, but not to the TTL
     queue = world.vhost.queue("q")
     assert queue.ttl_caps == [] and queue.store.caps == []
