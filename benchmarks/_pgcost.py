@@ -115,9 +115,14 @@ def auxiliary_pids(dsn: str) -> Callable[[], list[int]]:
     assert row is not None
     postmaster = psutil.Process(int(row[0])).parent()
     assert postmaster is not None
-    found = [p.pid for p in postmaster.children() if any(" ".join(p.cmdline()).endswith(": " + name)
-                                                          or f": {name} " in " ".join(p.cmdline()) + " "
-                                                          for name in AUXILIARY)]
+    found = []
+    for child in postmaster.children():
+        try:
+            title = " ".join(child.cmdline()).strip()  # "postgres: 15/main: walwriter"
+        except psutil.Error:  # a backend that just exited
+            continue
+        if any(title.endswith(": " + name) for name in AUXILIARY):
+            found.append(child.pid)
     return lambda: found
 
 

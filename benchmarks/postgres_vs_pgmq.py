@@ -96,6 +96,7 @@ class WalMeter:
             self.first = WalPoint.read(conn)
 
     def stop(self) -> dict[str, float]:
+        time.sleep(1.1)  # backends publish their WAL and commit counters at most once a second
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             return WalPoint.read(conn).since(conn, self.first)
 
