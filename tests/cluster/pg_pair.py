@@ -5,10 +5,14 @@
 ``standby1``) and waits until the primary reports it as its *sync* standby: from then on every COMMIT
 returns only once the standby has its WAL. ``dsn`` names both servers with
 ``target_session_attrs=read-write``, so libpq connects to whichever of them is the primary.
+``fail_over()`` promotes the standby (after a test killed or stopped the primary);
+``rebuild_standby()`` then clones a new synchronous standby on the lost server's port, so ``dsn``
+stays valid and the pair is whole again.
 
 PostgreSQL refuses to run as root: when the tests run as root (CI), every server command runs as the
-``postgres`` OS user (``runuser``) in a temp dir it owns. The primary's ``synchronous_standby_names`` is
-given on its command line, not in its files, so a promoted standby does not wait for a standby of its own.
+``postgres`` OS user (``runuser``) in a temp dir it owns. The primary gets ``synchronous_standby_names``
+(ALTER SYSTEM) after the standby was cloned from it, so a promoted standby does not wait for a standby
+of its own.
 """
 
 from __future__ import annotations
@@ -55,10 +59,10 @@ def _alive(process: psutil.Process) -> bool:
 class PgServer:
     """One PostgreSQL data directory and its server process."""
 
-    def __init__(self, pair: PgPair, name: str, extra: tuple[str, ...] = ()) -> None:
-        self.pair, self.name, self.extra = pair, name, extra
+    def __init__(self, pair: PgPair, name: str, port: int = 0) -> None:
+        self.pair, self.name = pair, name
         self.data = pair.root / name
-        self.port = _free_port()
+        self.port = port or _free_port()
 
     @property
     def dsn(self) -> str:
@@ -66,7 +70,7 @@ class PgServer:
 
     def start(self) -> None:
         options = " ".join((*SERVER_SETTINGS, "-c", f"port={self.port}",
-                            "-c", f"unix_socket_directories={self.pair.root}", *self.extra))
+                            "-c", f"unix_socket_directories={self.pair.root}"))
         self.pair.run("pg_ctl", "-D", str(self.data), "-l", str(self.pair.root / f"{self.name}.log"), "-w",
                       "-t", "30", "-o", options, "start")
 
@@ -105,7 +109,8 @@ class PgServer:
 
     def query(self, statement: str) -> list[tuple[object, ...]]:
         with psycopg.connect(self.dsn, autocommit=True, connect_timeout=2) as conn:
-            return conn.execute(statement).fetchall()  # type: ignore[arg-type]
+            cursor = conn.execute(statement)  # type: ignore[arg-type]
+            return cursor.fetchall() if cursor.description is not None else []
 
 
 class PgPair:
@@ -117,8 +122,9 @@ class PgPair:
         if self._as_postgres:
             entry = pwd.getpwnam("postgres")
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        self.primary = PgServer(self, "primary", ("-c", f"synchronous_standby_names={STANDBY_NAME}"))
+        self.primary = PgServer(self, "primary")
         self.standby = PgServer(self, "standby")
+        self._servers = 2
 
     @property
     def dsn(self) -> str:
@@ -141,22 +147,58 @@ class PgPair:
         self.run("initdb", "-D", str(self.primary.data), "-U", "postgres", "-A", "trust", "--no-sync",
                  "--no-instructions")
         self.primary.start()
+        self._clone_standby()
+        self._require_standby()
+        return self
+
+    def _clone_standby(self) -> None:
         self.run("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres",
-                 "-D", str(self.standby.data), "-X", "stream", "--no-sync")
+                 "-D", str(self.standby.data), "-X", "stream", "--checkpoint=fast", "--no-sync")
         (self.standby.data / "standby.signal").touch()
-        with open(self.standby.data / "postgresql.auto.conf", "a") as conf:
+        with open(self.standby.data / "postgresql.auto.conf", "a") as conf:  # the last setting wins
             conf.write(f"primary_conninfo = 'host=127.0.0.1 port={self.primary.port} user=postgres "
                        f"application_name={STANDBY_NAME}'\n")
         self.standby.start()
+
+    def fail_over(self) -> None:
+        """What a failover tool does once the primary is gone: promote the standby, and let it commit
+        without a synchronous standby of its own (it has none yet)."""
+        self.standby.promote()
+        self.standby.query("ALTER SYSTEM RESET synchronous_standby_names")
+        self.standby.query("SELECT pg_reload_conf()")
+        self.primary, self.standby = self.standby, self.primary
+
+    def rebuild_standby(self) -> None:
+        """After a failover: a new synchronous standby cloned from the new primary, on the lost server's
+        port (so the nodes' DSN names both again), then the primary waits for it on every commit."""
+        lost = self.standby
+        lost.kill()
+        shutil.rmtree(lost.data)
+        self._servers += 1
+        self.standby = PgServer(self, f"server{self._servers}", port=lost.port)
+        self._clone_standby()
+        self._require_standby()
+
+    def _require_standby(self) -> None:
+        """Every COMMIT on the primary waits for the standby from now on (set after the clone was taken,
+        so the standby's own files do not ask for a standby once it is promoted)."""
+        self.primary.query(f"ALTER SYSTEM SET synchronous_standby_names = '{STANDBY_NAME}'")
+        self.primary.query("SELECT pg_reload_conf()")
         self.wait_sync()
-        return self
 
     def wait_sync(self, timeout: float = 30.0) -> None:
         """Until the primary streams to the standby synchronously."""
-        wait_for(lambda: self.primary.query(
-            f"SELECT 1 FROM pg_stat_replication WHERE application_name = '{STANDBY_NAME}' "
-            "AND state = 'streaming' AND sync_state = 'sync'"), timeout=timeout,
-            what=lambda: "the standby streaming as the synchronous standby" + self._logs())
+        wait_for(self.healthy, timeout=timeout,
+                 what=lambda: "the standby streaming as the synchronous standby" + self._logs())
+
+    def healthy(self) -> bool:
+        """Both servers up, the standby synchronous."""
+        try:
+            return bool(self.primary.query(
+                f"SELECT 1 FROM pg_stat_replication WHERE application_name = '{STANDBY_NAME}' "
+                "AND state = 'streaming' AND sync_state = 'sync'"))
+        except psycopg.OperationalError:
+            return False
 
     def close(self) -> None:
         for server in (self.primary, self.standby):

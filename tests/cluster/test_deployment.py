@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow
 LEASE_TTL = 3.0
 SECRET = "deployment-test-secret-0123456789"
 NODES = ("n1", "n2", "n3")
+GUEST = {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}  # guest:guest
 WAITING_WRITER = ("SELECT 1 FROM pg_stat_activity WHERE wait_event = 'SyncRep' "
                   "AND application_name = 'mailslot n1 writer'")
 
@@ -40,30 +41,49 @@ class Deployment:
     pair: PgPair
     nodes: dict[str, BrokerProcess]
 
+    def restore(self) -> None:
+        """Whatever a test broke, whole again: a synchronous standby, every node running."""
+        if not self.pair.healthy():
+            self.pair.rebuild_standby()
+        for node in self.nodes.values():
+            if not node.alive():
+                node.start()
 
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """One deployment for the module (starting one takes seconds); ``deployment`` mends it between tests."""
     if not binaries_present():
         if os.environ.get("MAILSLOT_REQUIRE_SERVICES", "") == "1":
             pytest.fail("PostgreSQL 15 binaries (initdb, pg_ctl, pg_basebackup) absent and MAILSLOT_REQUIRE_SERVICES=1")
         pytest.skip("PostgreSQL 15 binaries (initdb, pg_ctl, pg_basebackup) absent")
+    links = tmp_path_factory.mktemp("links")
+    began = time.monotonic()
     pair = PgPair()
     nodes: dict[str, BrokerProcess] = {}
     try:
         pair.start()
+        pair_up = time.monotonic()
         for name in NODES:
             nodes[name] = BrokerProcess(store="postgres", extra_args=(
                 "--postgres-dsn", pair.dsn, "--node-name", name, "--cluster", "--lease-ttl", str(LEASE_TTL),
-                "--cluster-link", f"unix:{tmp_path}/{name}.sock", "--cluster-secret", SECRET,
+                "--cluster-link", f"unix:{links}/{name}.sock", "--cluster-secret", SECRET,
             ))
         nodes["n1"].start()  # the first one creates the schema; the others start together
         with ThreadPoolExecutor() as starting:
             list(starting.map(BrokerProcess.start, (nodes[name] for name in NODES[1:])))
+        print(f"\ndeployment up in {time.monotonic() - began:.1f} s (PostgreSQL pair {pair_up - began:.1f} s)")
         yield Deployment(pair, nodes)
     finally:
-        for node in nodes.values():
-            node.stop()
+        with ThreadPoolExecutor() as stopping:
+            list(stopping.map(BrokerProcess.stop, nodes.values()))
         pair.close()
+
+
+@pytest.fixture
+def deployment(layout: Deployment) -> Deployment:
+    layout.restore()
+    return layout
 
 
 @dataclass
@@ -106,7 +126,7 @@ class Publisher:
 
 async def _owner(node: BrokerProcess, queue: str) -> str | None:
     """The queue's owner as ``node``'s management API reports it (None: the node does not know the queue)."""
-    async with aiohttp.ClientSession(auth=aiohttp.BasicAuth("guest", "guest")) as http:
+    async with aiohttp.ClientSession(headers=GUEST) as http:
         async with http.get(f"{node.http_url}/api/queues/%2F/{queue}") as response:
             return (await response.json())["node"] if response.status == 200 else None
 
@@ -142,7 +162,7 @@ async def test_the_primary_lost_and_the_standby_promoted_loses_no_confirmed_mess
     deployment: Deployment, detected_after: float,
 ) -> None:
     pair, nodes = deployment.pair, deployment.nodes
-    publishers = [Publisher(node.url, f"q-{name}") for name, node in nodes.items()]
+    publishers = [Publisher(node.url, f"failover-{detected_after}-{name}") for name, node in nodes.items()]
     tasks = [asyncio.create_task(p.run()) for p in publishers]
     await async_wait_for(lambda: all(len(p.confirmed) >= 20 for p in publishers), timeout=20,
                          what="20 confirms on every node before the failover")
@@ -150,9 +170,9 @@ async def test_the_primary_lost_and_the_standby_promoted_loses_no_confirmed_mess
     killed_at = time.monotonic()
     await asyncio.to_thread(pair.primary.kill)  # every process of it: the machine is lost
     await asyncio.sleep(detected_after)  # the failover tool noticing (the scenario, not a synchronisation)
-    await asyncio.to_thread(pair.standby.promote)  # what the failover tool does; the nodes are not told
+    await asyncio.to_thread(pair.fail_over)  # what the failover tool does; the nodes are not told
     promoted_at = time.monotonic()
-    assert await asyncio.to_thread(pair.standby.query, "SELECT NOT pg_is_in_recovery()") == [(True,)]
+    assert await asyncio.to_thread(pair.primary.query, "SELECT NOT pg_is_in_recovery()") == [(True,)]
     await async_wait_for(lambda: all(p.confirmed_after(promoted_at) >= 20 for p in publishers), timeout=30,
                          what=lambda: "20 confirms on every node after the promotion "
                          f"({[p.confirmed_after(promoted_at) for p in publishers]}); "
@@ -163,15 +183,15 @@ async def test_the_primary_lost_and_the_standby_promoted_loses_no_confirmed_mess
 
     pauses = [p.longest_pause() for p in publishers]
     resumed = [min(at for _, at in p.confirmed if at > promoted_at) - promoted_at for p in publishers]
-    owners = {p.queue: await _owner(nodes["n1"], p.queue) for p in publishers}
+    owners = {p.queue: await _owner(node, p.queue) for p, node in zip(publishers, nodes.values(), strict=True)}
     print(f"\nfailover: promoted {promoted_at - killed_at:.2f} s after the kill; longest pause of each publisher "
           f"{', '.join(f'{s:.2f}' for s in pauses)} s; first confirm {', '.join(f'{s:.2f}' for s in resumed)} s "
           f"after the promotion; nacks {[len(p.nacked) for p in publishers]}; owners then {owners}")
     assert all(node.alive() for node in nodes.values()), "a node exited instead of waiting for the database"
     # The writer retries for postgres_commit_timeout (10 s): a failover within it is a pause, not nacks.
     assert not any(p.nacked for p in publishers)
-    if detected_after < LEASE_TTL / 2:  # shorter than the lease TTL: every node keeps its queues
-        assert owners == {p.queue: name for p, name in zip(publishers, nodes, strict=True)}
+    # Even when the outage outlasts the lease TTL, every node renews its leases before any takes another's.
+    assert owners == {p.queue: name for p, name in zip(publishers, nodes, strict=True)}, "queues reshuffled"
     for publisher, node in zip(publishers, nodes.values(), strict=True):
         delivered = await _drain(node.url, publisher.queue, {body for body, _ in publisher.confirmed})
         _assert_every_confirmed_delivered(publisher, delivered)
@@ -179,7 +199,7 @@ async def test_the_primary_lost_and_the_standby_promoted_loses_no_confirmed_mess
 
 async def test_the_standby_lost_holds_every_confirm_until_it_is_back(deployment: Deployment) -> None:
     pair, nodes = deployment.pair, deployment.nodes
-    publisher = Publisher(nodes["n1"].url, "q-n1")
+    publisher = Publisher(nodes["n1"].url, "standby-lost")
     task = asyncio.create_task(publisher.run())
     await async_wait_for(lambda: len(publisher.confirmed) >= 20, timeout=20, what="20 confirms")
 
@@ -204,26 +224,26 @@ async def test_the_standby_lost_holds_every_confirm_until_it_is_back(deployment:
     print(f"\nstandby down {restarted_at - stopped_at:.2f} s: no confirm meanwhile; first confirm "
           f"{resumed:.2f} s after it was started again")
     await asyncio.to_thread(pair.wait_sync)
-    delivered = await _drain(nodes["n2"].url, "q-n1", {body for body, _ in publisher.confirmed})
+    delivered = await _drain(nodes["n2"].url, "standby-lost", {body for body, _ in publisher.confirmed})
     _assert_every_confirmed_delivered(publisher, delivered)
 
 
 async def test_a_node_killed_in_this_layout_has_its_queues_taken_over(deployment: Deployment) -> None:
     nodes = deployment.nodes
-    publisher = Publisher(nodes["n1"].url, "q-n1")
+    publisher = Publisher(nodes["n1"].url, "node-lost")
     task = asyncio.create_task(publisher.run())
     await async_wait_for(lambda: len(publisher.confirmed) >= 50, timeout=20, what="50 confirms")
     publisher.stop = True
     await task
-    await async_wait_for(lambda: _owner(nodes["n2"], "q-n1"), timeout=5, what="n2 to know q-n1 (metadata sync)")
+    await async_wait_for(lambda: _owner(nodes["n2"], "node-lost"), timeout=5, what="n2 to know the queue (metadata sync)")
 
     killed_at = time.monotonic()
     nodes["n1"].kill()
-    delivered = await _drain(nodes["n2"].url, "q-n1", {body for body, _ in publisher.confirmed})
+    delivered = await _drain(nodes["n2"].url, "node-lost", {body for body, _ in publisher.confirmed})
     print(f"\nnode n1 killed: every confirmed message of its queue delivered through n2 "
           f"{time.monotonic() - killed_at:.2f} s later (lease TTL {LEASE_TTL} s)")
     _assert_every_confirmed_delivered(publisher, delivered)
     taken_by = wait_for(lambda: [name for name in ("n2", "n3")
-                                 if any("took over queue 'q-n1'" in line for line in nodes[name].output)],
+                                 if any("took over queue 'node-lost'" in line for line in nodes[name].output)],
                         timeout=5, what="a 'took over' log line")
     assert len(taken_by) == 1
