@@ -23,6 +23,8 @@ import pytest
 
 from helpers import async_wait_for, wait_for
 from mailslot.bench.broker_process import BrokerProcess
+from mailslot.storage.postgres import PostgresSettings, StoreUnavailable
+from mailslot.storage.postgres._connect import Link, connect
 
 from .pg_pair import PgPair, binaries_present
 
@@ -210,7 +212,8 @@ async def test_the_standby_lost_holds_every_confirm_until_it_is_back(deployment:
     await async_wait_for(lambda: asyncio.to_thread(pair.primary.query, WAITING_WRITER), timeout=10,
                          what="the writer's commit waiting for the synchronous standby")
     confirms_then = len(publisher.confirmed)
-    await asyncio.sleep(LEASE_TTL / 2)  # an observation window, not a synchronisation: nothing may happen in it
+    # An observation window (nothing may happen in it), longer than the lease TTL: no renewal commits either.
+    await asyncio.sleep(1.2 * LEASE_TTL)
     assert len(publisher.confirmed) == confirms_then, "a publish was confirmed while the synchronous standby was down"
     assert publisher.pending is not None and not publisher.nacked, "the publisher should be waiting, not nacked"
 
@@ -221,8 +224,11 @@ async def test_the_standby_lost_holds_every_confirm_until_it_is_back(deployment:
     publisher.stop = True
     await task
     resumed = min(at for _, at in publisher.confirmed if at > restarted_at) - restarted_at
+    owner = await _owner(nodes["n1"], "standby-lost")
     print(f"\nstandby down {restarted_at - stopped_at:.2f} s: no confirm meanwhile; first confirm "
-          f"{resumed:.2f} s after it was started again")
+          f"{resumed:.2f} s after it was started again; owner then {owner}")
+    assert not publisher.nacked
+    assert owner == "n1", "the queue moved although its node never stopped"
     await asyncio.to_thread(pair.wait_sync)
     delivered = await _drain(nodes["n2"].url, "standby-lost", {body for body, _ in publisher.confirmed})
     _assert_every_confirmed_delivered(publisher, delivered)
@@ -247,3 +253,14 @@ async def test_a_node_killed_in_this_layout_has_its_queues_taken_over(deployment
                                  if any("took over queue 'node-lost'" in line for line in nodes[name].output)],
                         timeout=5, what="a 'took over' log line")
     assert len(taken_by) == 1
+
+
+def test_a_node_connects_to_the_primary_whichever_server_its_dsn_names_first(deployment: Deployment) -> None:
+    """Without target_session_attrs in the DSN, mailslot asks for a writable server all the same."""
+    primary, standby = deployment.pair.primary, deployment.pair.standby
+    standby_first = f"postgresql://postgres@127.0.0.1:{standby.port},127.0.0.1:{primary.port}/postgres"
+    conn = connect(PostgresSettings(standby_first, node_name="probe"), "probe")
+    with conn:
+        assert conn.execute("SELECT inet_server_port(), pg_is_in_recovery()").fetchone() == (primary.port, False)
+    with pytest.raises(StoreUnavailable, match="read-only"):  # only the standby named: unreachable, retried
+        Link(PostgresSettings(standby.dsn, node_name="probe"), "probe").get()
