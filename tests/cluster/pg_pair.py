@@ -98,7 +98,11 @@ class PgServer:
                 pass
         wait_for(lambda: not any(_alive(process) for process in processes), timeout=10,
                  what=f"the {self.name} server's processes gone after SIGKILL")
-        (self.data / "postmaster.pid").unlink(missing_ok=True)
+        # What a clean stop removes. (A killed server's PIDs may linger as zombies, and PostgreSQL takes a
+        # lock file whose PID exists for a live server's.)
+        for leftover in (self.data / "postmaster.pid", self.pair.root / f".s.PGSQL.{self.port}",
+                         self.pair.root / f".s.PGSQL.{self.port}.lock"):
+            leftover.unlink(missing_ok=True)
 
     def promote(self) -> None:
         self.pair.run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", "promote")
