@@ -34,7 +34,7 @@ LEASE_TTL = 3.0
 SECRET = "deployment-test-secret-0123456789"
 NODES = ("n1", "n2", "n3")
 GUEST = {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}  # guest:guest
-WAITING_WRITER = ("SELECT 1 FROM pg_stat_activity WHERE wait_event = 'SyncRep' "
+WAITING_WRITER = ("SELECT {} FROM pg_stat_activity WHERE wait_event = 'SyncRep' "
                   "AND application_name = 'mailslot n1 writer'")
 
 
@@ -209,9 +209,12 @@ async def test_the_standby_lost_holds_every_confirm_until_it_is_back(deployment:
     stopped_at = time.monotonic()
     # A COMMIT waits for the standby: the primary shows the writer's backend waiting on SyncRep. (Blocking
     # calls run in a thread: the event loop must take in every confirm as it comes.)
-    await async_wait_for(lambda: asyncio.to_thread(pair.primary.query, WAITING_WRITER), timeout=10,
+    await async_wait_for(lambda: asyncio.to_thread(pair.primary.query, WAITING_WRITER.format(1)), timeout=10,
                          what="the writer's commit waiting for the synchronous standby")
     confirms_then = len(publisher.confirmed)
+    # Its connection cut meanwhile (here by the server; a restart of the primary does the same): PostgreSQL
+    # ends the wait, and the commit stays on the primary alone. The node must not confirm it on that.
+    assert await asyncio.to_thread(pair.primary.query, WAITING_WRITER.format("pg_terminate_backend(pid)")) == [(True,)]
     # An observation window (nothing may happen in it), longer than the lease TTL: no renewal commits either.
     await asyncio.sleep(1.2 * LEASE_TTL)
     assert len(publisher.confirmed) == confirms_then, "a publish was confirmed while the synchronous standby was down"
