@@ -140,7 +140,7 @@ class PgPair:
         command = [str(BIN / tool), *args]
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
-        done = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=60, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stdout}{done.stderr}{self._logs()}")
 

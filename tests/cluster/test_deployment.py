@@ -10,12 +10,12 @@ wait until it is back), a node lost (its queues taken over). The durations print
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aio_pika
 import aiohttp
@@ -123,14 +123,14 @@ class Publisher:
     def longest_pause(self) -> float:
         """The longest time between two confirms in a row (seconds)."""
         times = [at for _, at in self.confirmed]
-        return max(later - earlier for earlier, later in zip(times, times[1:]))
+        return max(later - earlier for earlier, later in itertools.pairwise(times))
 
 
 async def _owner(node: BrokerProcess, queue: str) -> str | None:
     """The queue's owner as ``node``'s management API reports it (None: the node does not know the queue)."""
-    async with aiohttp.ClientSession(headers=GUEST) as http:
-        async with http.get(f"{node.http_url}/api/queues/%2F/{queue}") as response:
-            return (await response.json())["node"] if response.status == 200 else None
+    async with (aiohttp.ClientSession(headers=GUEST) as http,
+                http.get(f"{node.http_url}/api/queues/%2F/{queue}") as response):
+        return (await response.json())["node"] if response.status == 200 else None
 
 
 async def _drain(url: str, queue: str, expected: set[bytes]) -> list[bytes]:

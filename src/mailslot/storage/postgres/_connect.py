@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 log = logging.getLogger("mailslot.storage.postgres")
 
@@ -78,8 +78,7 @@ def connect(settings: PostgresSettings, role: str) -> psycopg.Connection[Any]:
     several hosts (the first writable one is taken) or one name that moved (DNS, a virtual IP). Without
     it a connection made to a standby during a failover would stay there, every batch refused."""
     conn = psycopg.connect(
-        settings.dsn,
-        **_session_attrs(settings.dsn),
+        _writable(settings.dsn),
         autocommit=True,
         connect_timeout=CONNECT_TIMEOUT,
         tcp_user_timeout=TCP_USER_TIMEOUT_MS,
@@ -102,14 +101,14 @@ def connect(settings: PostgresSettings, role: str) -> psycopg.Connection[Any]:
     return conn
 
 
-def _session_attrs(dsn: str) -> dict[str, str]:
+def _writable(dsn: str) -> str:
+    """``dsn`` asking for a server that accepts writes, unless the operator chose otherwise."""
     try:
-        given = conninfo_to_dict(dsn)
+        if "target_session_attrs" in conninfo_to_dict(dsn) or "PGTARGETSESSIONATTRS" in os.environ:
+            return dsn
+        return make_conninfo(dsn, target_session_attrs="read-write")
     except psycopg.ProgrammingError:  # a malformed DSN: let connect() say why
-        return {}
-    if "target_session_attrs" in given or "PGTARGETSESSIONATTRS" in os.environ:  # the operator chose
-        return {}
-    return {"target_session_attrs": "read-write"}
+        return dsn
 
 
 class Link:
