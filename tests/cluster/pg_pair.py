@@ -39,8 +39,16 @@ SERVER_SETTINGS = ("-c", "listen_addresses=127.0.0.1", "-c", "shared_buffers=16M
                    "-c", "wal_receiver_status_interval=1s", "-c", "logging_collector=off")
 
 
-def binaries_present() -> bool:
-    return all((BIN / tool).is_file() for tool in ("initdb", "pg_ctl", "pg_basebackup"))
+def missing() -> str:
+    """Why a pair cannot start here ("" if it can)."""
+    if not all((BIN / tool).is_file() for tool in ("initdb", "pg_ctl", "pg_basebackup")):
+        return f"PostgreSQL binaries (initdb, pg_ctl, pg_basebackup) absent from {BIN}"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and no 'postgres' user to run PostgreSQL as"
+    return ""
 
 
 def _free_port() -> int:

@@ -26,7 +26,7 @@ from mailslot.bench.broker_process import BrokerProcess
 from mailslot.storage.postgres import PostgresSettings, StoreUnavailable
 from mailslot.storage.postgres._connect import Link, connect
 
-from .pg_pair import PgPair, binaries_present
+from .pg_pair import PgPair, missing
 
 pytestmark = pytest.mark.slow
 
@@ -55,10 +55,11 @@ class Deployment:
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """One deployment for the module (starting one takes seconds); ``deployment`` mends it between tests."""
-    if not binaries_present():
+    reason = missing()
+    if reason:
         if os.environ.get("MAILSLOT_REQUIRE_SERVICES", "") == "1":
-            pytest.fail("PostgreSQL 15 binaries (initdb, pg_ctl, pg_basebackup) absent and MAILSLOT_REQUIRE_SERVICES=1")
-        pytest.skip("PostgreSQL 15 binaries (initdb, pg_ctl, pg_basebackup) absent")
+            pytest.fail(reason + " and MAILSLOT_REQUIRE_SERVICES=1")
+        pytest.skip(reason)
     links = tmp_path_factory.mktemp("links")
     began = time.monotonic()
     pair = PgPair()
