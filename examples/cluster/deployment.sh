@@ -12,7 +12,8 @@
 #   examples/cluster/deployment.sh down           # stop everything, remove $DIR
 #
 # Publish with confirms to any node meanwhile (e.g. `mailslot spike --url amqp://guest:guest@127.0.0.1:5701/`)
-# and watch the pause. Settings: DIR, PGBIN, PG_PORTS ("5441 5442"), MAILSLOT (the command), LEASE_TTL.
+# and watch the pause. Settings: DIR, PGBIN, PG_PORTS ("5441 5442"), MAILSLOT (the command), LEASE_TTL,
+# AMQP_BASE and HTTP_BASE (node i listens on AMQP_BASE+i and HTTP_BASE+i).
 set -euo pipefail
 
 DIR=${DIR:-/tmp/mailslot-deployment}
@@ -20,6 +21,8 @@ PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 read -r PORT_A PORT_B <<<"${PG_PORTS:-5441 5442}"
 MAILSLOT=${MAILSLOT:-mailslot}
 LEASE_TTL=${LEASE_TTL:-10}
+AMQP_BASE=${AMQP_BASE:-5700}
+HTTP_BASE=${HTTP_BASE:-15700}
 DSN="postgresql://postgres@127.0.0.1:$PORT_A,127.0.0.1:$PORT_B/postgres?target_session_attrs=read-write"
 export MAILSLOT_CLUSTER_SECRET=${MAILSLOT_CLUSTER_SECRET:-try-the-deployment-secret-0123456789}
 
@@ -64,8 +67,8 @@ up)
   for i in 1 2 3; do
     mkdir -p "$DIR/n$i"
     nohup "$MAILSLOT" serve --store postgres --postgres-dsn "$DSN" --cluster --node-name "n$i" \
-      --lease-ttl "$LEASE_TTL" --cluster-link "unix:$DIR/n$i.sock" --host 127.0.0.1 --port "570$i" \
-      --http-port "1570$i" --prometheus-port 0 --data-dir "$DIR/n$i" >"$DIR/n$i.log" 2>&1 &
+      --lease-ttl "$LEASE_TTL" --cluster-link "unix:$DIR/n$i.sock" --host 127.0.0.1 --port "$((AMQP_BASE + i))" \
+      --http-port "$((HTTP_BASE + i))" --prometheus-port 0 --data-dir "$DIR/n$i" >"$DIR/n$i.log" 2>&1 &
     echo $! >"$DIR/n$i.pid"
     # n1 creates the schema: the others start once it serves.
     if [ "$i" = 1 ]; then wait_started 1; fi
@@ -77,7 +80,7 @@ status)
   echo "primary: port $primary; its synchronous standby:"
   sql "$primary" "SELECT application_name, state, sync_state FROM pg_stat_replication"
   for i in 1 2 3; do
-    printf 'n%s: ' "$i"; kill -0 "$(cat "$DIR/n$i.pid")" 2>/dev/null && echo "running (amqp://guest:guest@127.0.0.1:570$i/)" || echo stopped
+    printf 'n%s: ' "$i"; kill -0 "$(cat "$DIR/n$i.pid")" 2>/dev/null && echo "running (amqp://guest:guest@127.0.0.1:$((AMQP_BASE + i))/)" || echo stopped
   done
   ;;
 failover)
@@ -108,6 +111,6 @@ down)
   rm -rf "$DIR"
   ;;
 *)
-  sed -n '2,15p' "$0"; exit 2
+  sed -n '2,16p' "$0"; exit 2
   ;;
 esac
