@@ -14,9 +14,10 @@ Rules of this module:
   (``ClusterMetadataStore.writes`` moved since the read began) and the next poll reads again, so a
   node never undoes its own fresh change.
 * Access records are rebuilt from the snapshot (Users, Vhosts, Permissions, ... read it as they
-  read a store at start) and every open connection's cached permission answers are dropped.
-  Connections of a user deleted elsewhere stay open until they close (as on one node, a deleted
-  user's connections are closed only by the node that deleted it).
+  read a store at start) and every open connection's cached permission answers are dropped, so a
+  permission removed on another node is refused on this node's open channels at their next check,
+  as on the node that removed it. A user deleted, or whose password changed, on another node has
+  its connections here closed with the reason that node gave them (AccessAdmin.close_user).
 """
 
 from __future__ import annotations
@@ -152,12 +153,19 @@ class MetadataSync:
     def _apply_access(self, snapshot: Snapshot) -> None:
         access, store = self.access, snapshot
         before = {record.name for record in access.vhosts}
+        passwords = {user.name: user.password_hash for user in access.users}
         access.users = Users(store)  # type: ignore[arg-type]
         access.vhosts = Vhosts(store)  # type: ignore[arg-type]
         access.permissions = Permissions(store)  # type: ignore[arg-type]
         access.topic_permissions = TopicPermissions(store)  # type: ignore[arg-type]
         access.limits = Limits(store)  # type: ignore[arg-type]
         access.permissions_changed()
+        for name, password_hash in sorted(passwords.items()):
+            user = access.users.get(name)
+            if user is None:
+                self.admin.close_user(name, f"user '{name}' is deleted")
+            elif user.password_hash != password_hash:
+                self.admin.close_user(name, f"user '{name}' password changed")
         after = {record.name for record in access.vhosts}
         host = self.admin.host
         for name in sorted(after):
