@@ -79,6 +79,7 @@ async def start_cluster_node(
     if link_address:
         key = secret.encode()
         receiver = ForwardReceiver(core, message_log.leases, key)
+        receiver.hosts_of = lambda name: link_hosts(node.links.get(name, ""))
         server, bound = await link.start_server(link.parse_address(link_address), receiver.handle, tls)
         node.link_address = advertised(bound)
         forwarder = Forwarder(message_log.node, key, lambda: node.owners, lambda: node.links, loop,
@@ -92,6 +93,15 @@ async def start_cluster_node(
     node.sync = MetadataSync(message_log.settings, core, metadata, access, admin, policies, loop.call_soon_threadsafe)
     node.start()
     return node
+
+
+def link_hosts(address: str) -> list[str]:
+    """The host of a node's advertised link address (none for a Unix socket, or no address)."""
+    try:
+        parsed = link.parse_address(address)
+    except ValueError:
+        return []
+    return [parsed.host] if parsed.transport == "tcp" else []
 
 
 def advertised(bound: link.Address) -> str:
