@@ -430,6 +430,9 @@ class BrokerServer:
             port = config.http_tls_port
             bound = await _bind(http.start_api(http_host, port, tls.http_context), http_host, port, "--http-tls-port")
             listeners.append(Listener("https", *bound, config.tls_cert, config.tls_ca))
+        if self._cluster is not None:  # other nodes' queries about queues here are made of this API
+            self._cluster.management_url = (self.http_url if config.http_port is not None else
+                                            self.https_url if config.http_tls_port is not None else "")
         if config.prometheus_port is not None:
             port = config.prometheus_port
             bound = await _bind(http.start_metrics(prometheus_host, port), prometheus_host, port, "--prometheus-port")

@@ -26,6 +26,7 @@ from . import link
 from .forward import Forwarder, ForwardReceiver
 from .leases import DEFAULT_LEASE_TTL, Lease, LeaseTable, NodeRow
 from .node import ClusterNode
+from .proxy import QueryClient, QueryServer
 from .store import ClusterMessageLog, ClusterMetadataStore, lease_group
 from .sync import SYNC_INTERVAL, MetadataSync
 
@@ -80,13 +81,16 @@ async def start_cluster_node(
         key = secret.encode()
         receiver = ForwardReceiver(core, message_log.leases, key)
         receiver.hosts_of = lambda name: link_hosts(node.links.get(name, ""))
+        queries = QueryServer(lambda: node.management_url)
+        receiver.queries = queries
+        node.queries = QueryClient(message_log.node, key, lambda: node.links, tls)
         server, bound = await link.start_server(link.parse_address(link_address), receiver.handle, tls)
         node.link_address = advertised(bound)
         forwarder = Forwarder(message_log.node, key, lambda: node.owners, lambda: node.links, loop,
                               message_log.commit_timeout, tls)
         forwarder.core = core
         node.remote = message_log.forwarder = forwarder
-        node.closers += [server.close, receiver.close, forwarder.close]
+        node.closers += [server.close, receiver.close, forwarder.close, queries.close]
         node.received = lambda: receiver.received
         log.info("cluster link listening on %s (advertised as %s%s)", bound, node.link_address,
                  ", mutual TLS" if tls is not None else "")

@@ -459,6 +459,7 @@ class ForwardReceiver:
         self.core, self.leases, self.secret = core, leases, secret
         self.received = 0  # messages enqueued for other nodes (metrics, tests)
         self.hosts_of: Callable[[str], list[str]] = lambda node: []  # TLS: hosts a node may be (link.accept)
+        self.queries: Callable[[bytes, asyncio.StreamWriter], None] | None = None  # proxy.QueryServer
         self._connections: set[asyncio.StreamWriter] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -481,6 +482,8 @@ class ForwardReceiver:
                     if session is not None:
                         session.close()  # what it had delivered and is unsettled is requeued
                         self.core.request_flush()
+                elif kind == link.QUERY and self.queries is not None:
+                    self.queries(payload, writer)  # a management request about a queue here (proxy.py)
                 else:
                     raise link.LinkError(f"unexpected frame type {kind}")
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -55,7 +55,8 @@ HANDSHAKE_TIMEOUT = 10.0  # seconds, as an AMQP handshake
 
 _HEADER = struct.Struct("!IB")
 
-CHALLENGE, HELLO, WELCOME = 1, 2, 3  # the handshake's frames; the rest are forward.py's
+CHALLENGE, HELLO, WELCOME = 1, 2, 3  # the handshake's frames; 10-29 are forward.py's
+QUERY, ANSWER = 30, 31  # a management request passed to a queue's owner, and its answer (proxy.py)
 
 
 class LinkError(ConnectionError):

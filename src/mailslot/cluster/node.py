@@ -36,6 +36,7 @@ from mailslot.storage.postgres import FencedError, StoreUnavailable
 
 from .forward import Forwarder
 from .leases import Lease, LeaseTable, NodeRow
+from .proxy import QueryClient
 from .store import ClusterMessageLog, ClusterMetadataStore
 from .sync import MetadataSync
 
@@ -99,6 +100,8 @@ class ClusterNode:
         self.takeovers = 0  # leases taken over from another node (or a former process) since start
         self.polled_at = 0.0  # time.monotonic() of the last complete poll
         self.sync: MetadataSync | None = None  # the metadata sync, started and stopped with the node
+        self.queries: QueryClient | None = None  # asks queues' owners (with a cluster link)
+        self.management_url = ""  # this node's management API, for other nodes' queries (bootstrap sets it)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -166,6 +169,12 @@ class ClusterNode:
             }
             for row in self.nodes if row.name != self.node
         ]
+
+    async def ask(self, owner: str, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        """A management request answered by node ``owner`` (proxy.py); ConnectionError saying why not."""
+        if self.queries is None:
+            raise ConnectionError("this node has no cluster link (--cluster-link) to ask it")
+        return await self.queries.ask(owner, method, path, headers, body)
 
     def owner_of(self, queue_key: str) -> str | None:
         if queue_key in self.leases.held:
