@@ -289,8 +289,8 @@ async def start_redrive(request: web.Request) -> web.Response:
     ctx = context(request)
     vhost, queue = _queue(ctx, request)
     if (answer := await _at_owner(request, queue)) is not None:  # the redrive runs there
-        if answer.status == 202 and answer.body is not None:
-            request.app[REDRIVES].started_elsewhere(vhost.name, json.loads(bytes(answer.body))["id"],
+        if answer.status == 202:
+            request.app[REDRIVES].started_elsewhere(vhost.name, json.loads(answer.text or "{}")["id"],
                                                     ctx.node.owner_of(queue.key))
         return answer
     body = await read_body(request)
