@@ -57,6 +57,17 @@ async def test_each_side_accepts_a_certificate_naming_the_node_or_its_host(tmp_p
         assert seen in (["a"], ["b"]), seen
 
 
+async def test_a_node_named_mailslot_at_host_may_present_a_certificate_for_the_host(tmp_path: Path) -> None:
+    ca = CertificateAuthority("cluster CA")
+    server, bound, seen = await _listen(_tls(ca, tmp_path, "n1", ("n1.nodes.example",)))
+    async with server:
+        reader, writer = await link.connect(bound, SECRET.encode(), "mailslot@n2.nodes.example",
+                                            _tls(ca, tmp_path, "n2", ("n2.nodes.example",)), "mailslot@n1.nodes.example")
+        writer.close()
+        await async_wait_for(lambda: seen, timeout=5, what="the listener's verdict")
+    assert seen == ["mailslot@n2.nodes.example"]
+
+
 def test_a_wildcard_name_covers_one_label() -> None:
     assert link._matches("*.nodes.example", "n1.nodes.example")
     assert not link._matches("*.nodes.example", "a.n1.nodes.example")

@@ -161,7 +161,8 @@ def check_identity(writer: asyncio.StreamWriter, acceptable: list[str], who: str
         return
     der = ssl_object.getpeercert(binary_form=True)
     names = certificate_names(der) if der else set()
-    wanted = [_normal(name) for name in acceptable if name]
+    # A node named as by default, mailslot@HOST, may present a certificate for HOST.
+    wanted = [_normal(name) for name in acceptable for name in (name, name.partition("@")[2]) if name]
     if any(_matches(name, want) for name in names for want in wanted):
         return
     listed = ", ".join(repr(name) for name in sorted(names)) or "no name"
