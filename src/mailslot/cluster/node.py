@@ -39,6 +39,7 @@ from .leases import Lease, LeaseTable, NodeRow
 from .proxy import QueryClient
 from .store import ClusterMessageLog, ClusterMetadataStore
 from .sync import MetadataSync
+from .transient import TransientQueues, is_transient
 
 log = logging.getLogger("mailslot.cluster")
 T = TypeVar("T")
@@ -100,6 +101,7 @@ class ClusterNode:
         self.takeovers = 0  # leases taken over from another node (or a former process) since start
         self.polled_at = 0.0  # time.monotonic() of the last complete poll
         self.sync: MetadataSync | None = None  # the metadata sync, started and stopped with the node
+        self.transient: TransientQueues | None = None  # other nodes' non-durable and exclusive queues
         self.queries: QueryClient | None = None  # asks queues' owners (with a cluster link)
         self.management_url = ""  # this node's management API, for other nodes' queries (bootstrap sets it)
         self._stop = threading.Event()
@@ -216,7 +218,17 @@ class ClusterNode:
             taken = leases.take(free)
             if taken:
                 self._adopt(taken, {k: table[k].owner for k in taken if k in table})
+        if self.transient is not None:
+            self._sweep_transient(self.transient, table)
         self.polled_at = time.monotonic()
+
+    def _sweep_transient(self, transient: TransientQueues, table: dict[str, Lease]) -> None:
+        """Other nodes' non-durable and exclusive queues whose node is gone: deleted (transient.py)."""
+        views = self._on_loop(lambda: [q.key for vhost in self.core.vhosts.values() for q in vhost.queues.values()
+                                       if is_transient(q) and q.remote is not None and not q.deleted])
+        lost = transient.sweep(table, views)
+        if lost:
+            self.loop.call_soon_threadsafe(transient.forget, lost)
 
     def _adopt(self, taken: dict[str, int], former: dict[str, str]) -> None:
         try:
@@ -281,6 +293,14 @@ class ClusterNode:
         for key in lost:
             queue = self._queue(key)
             if queue is None or queue.remote is not None:
+                continue
+            if is_transient(queue):  # not taken over but deleted by whoever saw it lost (transient.py)
+                log.warning("lost the lease of queue %s: it is deleted (non-durable or exclusive)", _show(key))
+                self.metadata.muted = True
+                try:
+                    self.core.delete_queue(self.core.vhosts[queue.vhost], queue)
+                finally:
+                    self.metadata.muted = False
                 continue
             log.warning("lost the lease of queue %s: another node serves it now; its consumers here are "
                         "cancelled", _show(key))

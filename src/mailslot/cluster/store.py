@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any, LiteralString
 import psycopg
 
 from mailslot.core import storekeys
-from mailslot.storage.api import BindingDefinition, ExchangeDefinition, QueueDefinition, QueueRecovery
+from mailslot.storage.api import (
+    BindingDefinition,
+    Definitions,
+    ExchangeDefinition,
+    QueueDefinition,
+    QueueRecovery,
+)
 from mailslot.storage.postgres import FencedError, PostgresMessageLog, PostgresMetadataStore, PostgresSettings
 from mailslot.storage.postgres._connect import Link
 from mailslot.storage.postgres.log import _Batch
@@ -238,6 +244,19 @@ class ClusterMetadataStore(PostgresMetadataStore):
             return
         if self.on_declared is not None:
             self.on_declared(queue.vhost, queue.name, owned)
+
+    def load(self) -> Definitions:
+        """What the core recovers at start: the shared queues; other nodes' non-durable and exclusive
+        queues (transient.py) are not this node's to recover (the metadata sync makes views of them)."""
+        definitions = super().load()
+        definitions.queues = [q for q in definitions.queues if q.durable and not q.exclusive]
+        return definitions
+
+    def queue_row(self, vhost: str, name: str) -> tuple[bool, bool] | None:
+        """(durable, exclusive) of a queue's row, None when it has none."""
+        row = self._run(lambda conn: conn.execute(Q["queue_row"], {"vhost": vhost.encode(), "name": name.encode()})
+                        .fetchone())
+        return (bool(row[0]), bool(row[1])) if row else None
 
     def delete_queue(self, vhost: str, name: str) -> None:
         if self.muted:

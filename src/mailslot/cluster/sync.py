@@ -45,6 +45,7 @@ from mailslot.storage.postgres._connect import Link
 
 from .leases import Q
 from .store import ClusterMetadataStore
+from .transient import ELSEWHERE
 
 log = logging.getLogger("mailslot.cluster")
 
@@ -187,10 +188,10 @@ class MetadataSync:
                     e.name, e.type, passive=False, durable=True, auto_delete=e.auto_delete, internal=e.internal,
                     arguments=e.arguments))
         for q in queues.values():
-            if q.name not in vhost.queues:
+            if q.name not in vhost.queues:  # another node's non-durable or exclusive one: a view (transient.py)
                 _try(f"queue '{q.name}'", lambda q=q: vhost.declare_queue(  # type: ignore[misc]
-                    q.name, passive=False, durable=True, exclusive=False, auto_delete=q.auto_delete,
-                    arguments=q.arguments, owner=None))
+                    q.name, passive=False, durable=q.durable, exclusive=q.exclusive, auto_delete=q.auto_delete,
+                    arguments=q.arguments, owner=ELSEWHERE if q.exclusive else None))
         wanted: dict[BindingKey, dict[str, Any]] = {
             (b.source, (b.destination_kind, b.destination), b.routing_key, b.arguments_key):
                 definitions.binding_arguments.get(b, {})
@@ -208,7 +209,10 @@ class MetadataSync:
             if bound is not None and _exists(vhost, destination):
                 bound.bind(destination, routing_key, arguments, args_key)  # False when it is there already
         for queue in list(vhost.queues.values()):
-            if queue.durable and queue.exclusive_owner is None and queue.name not in queues:
+            # A non-durable or exclusive queue is registered when it is a view, or this node's and leased.
+            shared = queue.durable and queue.exclusive_owner is None
+            registered = shared or queue.remote is not None or queue.key in self.metadata.leases.held
+            if registered and queue.name not in queues and not queue.deleted:
                 log.info("queue '%s' in vhost '%s' deleted on another node", queue.name, name)
                 self.core.delete_queue(vhost, queue)
         for exchange in list(vhost.exchanges.values()):
