@@ -290,22 +290,32 @@ class ClusterNode:
         core.request_flush()
 
     def _lose(self, lost: set[str]) -> None:
+        lost = self._lose_transient(lost)
         for key in lost:
             queue = self._queue(key)
             if queue is None or queue.remote is not None:
-                continue
-            if is_transient(queue):  # not taken over but deleted by whoever saw it lost (transient.py)
-                log.warning("lost the lease of queue %s: it is deleted (non-durable or exclusive)", _show(key))
-                self.metadata.muted = True
-                try:
-                    self.core.delete_queue(self.core.vhosts[queue.vhost], queue)
-                finally:
-                    self.metadata.muted = False
                 continue
             log.warning("lost the lease of queue %s: another node serves it now; its consumers here are "
                         "cancelled", _show(key))
             self.replace_with_remote(queue)
         self.core.request_flush()
+
+    def _lose_transient(self, lost: set[str]) -> set[str]:
+        """Non-durable and exclusive queues whose lease is lost are deleted here, not served elsewhere
+        (whoever saw the lease lost deleted their rows: transient.py); returns the other keys."""
+        rest = set()
+        for key in lost:
+            queue = self._queue(key)
+            if queue is None or queue.remote is not None or not is_transient(queue):
+                rest.add(key)
+                continue
+            log.warning("lost the lease of queue %s: it is deleted (non-durable or exclusive)", _show(key))
+            self.metadata.muted = True
+            try:
+                self.core.delete_queue(self.core.vhosts[queue.vhost], queue)
+            finally:
+                self.metadata.muted = False
+        return rest
 
     def replace_with_remote(self, queue: Queue) -> Queue:
         """Stop serving ``queue`` here: cancel its consumers, and put an empty Queue marked remote in its

@@ -25,13 +25,7 @@ from typing import TYPE_CHECKING, Any, LiteralString
 import psycopg
 
 from mailslot.core import storekeys
-from mailslot.storage.api import (
-    BindingDefinition,
-    Definitions,
-    ExchangeDefinition,
-    QueueDefinition,
-    QueueRecovery,
-)
+from mailslot.storage.api import BindingDefinition, ExchangeDefinition, QueueDefinition, QueueRecovery
 from mailslot.storage.postgres import FencedError, PostgresMessageLog, PostgresMetadataStore, PostgresSettings
 from mailslot.storage.postgres._connect import Link
 from mailslot.storage.postgres.log import _Batch
@@ -40,6 +34,7 @@ from .leases import LeaseTable, Q
 
 if TYPE_CHECKING:
     from mailslot.core.broker import Hold
+    from mailslot.storage.api import Definitions
 
     from .forward import Forwarder
 
