@@ -78,7 +78,7 @@ async def start_cluster_node(
     """After the core recovered: serve this node's share of the queues, follow the others' changes and,
     with ``link_address``, listen on the cluster link and forward publishes to their queue's owner."""
     node = ClusterNode(core, message_log, metadata, loop)
-    node.transient = TransientQueues(metadata, message_log.leases, node._make_remote)
+    node.transient = TransientQueues(core, metadata, message_log.leases, node._make_remote)
     core.queue_names = node.transient  # names of non-durable and exclusive queues: unique cluster-wide
     for vhost in core.vhosts.values():
         vhost.queue_names = node.transient

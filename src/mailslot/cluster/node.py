@@ -39,7 +39,7 @@ from .leases import Lease, LeaseTable, NodeRow
 from .proxy import QueryClient
 from .store import ClusterMessageLog, ClusterMetadataStore
 from .sync import MetadataSync
-from .transient import TransientQueues, is_transient
+from .transient import TransientQueues
 
 log = logging.getLogger("mailslot.cluster")
 T = TypeVar("T")
@@ -219,16 +219,8 @@ class ClusterNode:
             if taken:
                 self._adopt(taken, {k: table[k].owner for k in taken if k in table})
         if self.transient is not None:
-            self._sweep_transient(self.transient, table)
+            self.transient.sweep(table, self._on_loop, self.loop)
         self.polled_at = time.monotonic()
-
-    def _sweep_transient(self, transient: TransientQueues, table: dict[str, Lease]) -> None:
-        """Other nodes' non-durable and exclusive queues whose node is gone: deleted (transient.py)."""
-        views = self._on_loop(lambda: [q.key for vhost in self.core.vhosts.values() for q in vhost.queues.values()
-                                       if is_transient(q) and q.remote is not None and not q.deleted])
-        lost = transient.sweep(table, views)
-        if lost:
-            self.loop.call_soon_threadsafe(transient.forget, lost)
 
     def _adopt(self, taken: dict[str, int], former: dict[str, str]) -> None:
         try:
@@ -290,7 +282,7 @@ class ClusterNode:
         core.request_flush()
 
     def _lose(self, lost: set[str]) -> None:
-        lost = self._lose_transient(lost)
+        lost = self.transient.lose(lost) if self.transient is not None else lost
         for key in lost:
             queue = self._queue(key)
             if queue is None or queue.remote is not None:
@@ -299,23 +291,6 @@ class ClusterNode:
                         "cancelled", _show(key))
             self.replace_with_remote(queue)
         self.core.request_flush()
-
-    def _lose_transient(self, lost: set[str]) -> set[str]:
-        """Non-durable and exclusive queues whose lease is lost are deleted here, not served elsewhere
-        (whoever saw the lease lost deleted their rows: transient.py); returns the other keys."""
-        rest = set()
-        for key in lost:
-            queue = self._queue(key)
-            if queue is None or queue.remote is not None or not is_transient(queue):
-                rest.add(key)
-                continue
-            log.warning("lost the lease of queue %s: it is deleted (non-durable or exclusive)", _show(key))
-            self.metadata.muted = True
-            try:
-                self.core.delete_queue(self.core.vhosts[queue.vhost], queue)
-            finally:
-                self.metadata.muted = False
-        return rest
 
     def replace_with_remote(self, queue: Queue) -> Queue:
         """Stop serving ``queue`` here: cancel its consumers, and put an empty Queue marked remote in its

@@ -21,11 +21,13 @@ Rules of this module:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from mailslot.core import storekeys
+from mailslot.core.broker import Broker
 from mailslot.core.errors import ResourceLocked
 from mailslot.core.queue import Queue
 from mailslot.storage.api import QueueDefinition
@@ -53,7 +55,8 @@ def is_transient(queue: Queue) -> bool:
 class TransientQueues:
     """The core's :class:`~mailslot.core.vhost.QueueNames` in a cluster (see the rules)."""
 
-    def __init__(self, metadata: Any, leases: LeaseTable, make_remote: Callable[[Queue], None]) -> None:
+    def __init__(self, core: Broker, metadata: Any, leases: LeaseTable, make_remote: Callable[[Queue], None]) -> None:
+        self.core = core
         self.metadata = metadata  # ClusterMetadataStore (its writes counter, its muted flag)
         self.leases = leases
         self.make_remote = make_remote
@@ -88,19 +91,46 @@ class TransientQueues:
         if queue.key in self.leases.held:
             self.leases.drop(queue.key)
 
-    def sweep(self, table: dict[str, Lease], views: list[str]) -> list[str]:
-        """Poller thread: of ``views`` (keys of other nodes' transient queues seen here), those whose
-        owner lost them (lease expired, missing, or a former process's of this node): their lease and
-        row deleted. Returns the keys deleted."""
+    def sweep(self, table: dict[str, Lease], on_loop: Callable[[Callable[[], list[str]]], list[str]],
+              loop: asyncio.AbstractEventLoop) -> None:
+        """Poller thread, after reading the lease ``table``: other nodes' transient queues seen here whose
+        owner lost them (lease expired, missing, or a former process's of this node) have their lease
+        deleted here, then their row on the event loop (every node's sync then deletes its view)."""
+        views = on_loop(self._views)
         lost = [key for key in views if key not in self.leases.held and (
             key not in table or table[key].expired or table[key].owner == self.leases.node)]
         if not lost:
-            return []
+            return
         deleted = self.leases.drop_lost(lost)
         for key in deleted:
             log.warning("queue %s deleted: its node is gone (a non-durable or exclusive queue is not taken over)",
                         _show(key))
-        return deleted
+        if deleted:
+            loop.call_soon_threadsafe(self.forget, deleted)
+
+    def _views(self) -> list[str]:
+        return [q.key for vhost in self.core.vhosts.values() for q in vhost.queues.values()
+                if is_transient(q) and q.remote is not None and not q.deleted]
+
+    def lose(self, lost: set[str]) -> set[str]:
+        """Event loop: this node's transient queues among the ``lost`` leases are deleted here, not served
+        elsewhere (whoever saw the lease lost deleted their rows); returns the other keys."""
+        rest = set()
+        for key in lost:
+            parsed = storekeys.decode(key)
+            vhost = self.core.vhosts.get(parsed.vhost)
+            queue = vhost.queues.get(parsed.name) if vhost is not None else None
+            if vhost is None or queue is None or queue.key != key or queue.remote is not None \
+                    or not is_transient(queue):
+                rest.add(key)
+                continue
+            log.warning("lost the lease of queue %s: it is deleted (non-durable or exclusive)", _show(key))
+            self.metadata.muted = True
+            try:
+                self.core.delete_queue(vhost, queue)
+            finally:
+                self.metadata.muted = False
+        return rest
 
     def forget(self, keys: list[str]) -> None:
         """Event loop: the rows of the queues :meth:`sweep` found lost (every node's sync then deletes
