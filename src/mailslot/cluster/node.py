@@ -36,8 +36,10 @@ from mailslot.storage.postgres import FencedError, StoreUnavailable
 
 from .forward import Forwarder
 from .leases import Lease, LeaseTable, NodeRow
+from .proxy import QueryClient
 from .store import ClusterMessageLog, ClusterMetadataStore
 from .sync import MetadataSync
+from .transient import TransientQueues
 
 log = logging.getLogger("mailslot.cluster")
 T = TypeVar("T")
@@ -106,6 +108,9 @@ class ClusterNode:
         self.polled_at = 0.0  # time.monotonic() of the last complete poll
         self._patient_until = 0.0  # until then, expired leases of other nodes are not taken (_patient)
         self.sync: MetadataSync | None = None  # the metadata sync, started and stopped with the node
+        self.transient: TransientQueues | None = None  # other nodes' non-durable and exclusive queues
+        self.queries: QueryClient | None = None  # asks queues' owners (with a cluster link)
+        self.management_url = ""  # this node's management API, for other nodes' queries (bootstrap sets it)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -174,6 +179,12 @@ class ClusterNode:
             for row in self.nodes if row.name != self.node
         ]
 
+    async def ask(self, owner: str, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        """A management request answered by node ``owner`` (proxy.py); ConnectionError saying why not."""
+        if self.queries is None:
+            raise ConnectionError("this node has no cluster link (--cluster-link) to ask it")
+        return await self.queries.ask(owner, method, path, headers, body)
+
     def owner_of(self, queue_key: str) -> str | None:
         if queue_key in self.leases.held:
             return self.node
@@ -215,6 +226,8 @@ class ClusterNode:
             taken = leases.take(free)
             if taken:
                 self._adopt(taken, {k: table[k].owner for k in taken if k in table})
+        if self.transient is not None:
+            self.transient.sweep(table, self._on_loop, self.loop)
         self.polled_at = time.monotonic()
 
     def _patient(self) -> bool:
@@ -287,6 +300,7 @@ class ClusterNode:
         core.request_flush()
 
     def _lose(self, lost: set[str]) -> None:
+        lost = self.transient.lose(lost) if self.transient is not None else lost
         for key in lost:
             queue = self._queue(key)
             if queue is None or queue.remote is not None:

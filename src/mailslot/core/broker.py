@@ -30,7 +30,7 @@ from .queue import Queue
 from .redelivery import DEFAULT_CONSUMER_TIMEOUT_MS, Redelivery
 from .session import DeliverySink, Gate, Session
 from .ttl import ExpiryTicker, after_dispatch
-from .vhost import VirtualHost
+from .vhost import QueueNames, VirtualHost
 
 log = logging.getLogger("mailslot.core")
 
@@ -101,6 +101,7 @@ class Broker:
         self.clock = clock
         self.vhosts: dict[str, VirtualHost] = {}
         self._arguments: ArgumentSource = arguments if arguments is not None else DeclaredOnly()
+        self.queue_names: QueueNames | None = None  # several nodes (mailslot.cluster.transient); set before vhosts
         for name in vhosts:
             self.add_vhost(name)
         # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
@@ -209,6 +210,7 @@ class Broker:
                 name, self.log, self.metadata, self.codecs, self.mark_dirty, self.clock
             )
             vhost.arguments = self._arguments
+            vhost.queue_names = self.queue_names
         return vhost
 
     def delete_vhost(self, name: str) -> None:
