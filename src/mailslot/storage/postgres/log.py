@@ -212,13 +212,13 @@ class PostgresMessageLog:
                     conn = link.get(backoff=False)
                     unresolved = self._unresolved
                     if unresolved is not None:
-                        landed = self._committed(conn, unresolved)
-                        self._unresolved = None
-                        if landed:  # that attempt's COMMIT went through before its connection broke
+                        if self._committed(conn, unresolved):  # its COMMIT went through before the break
                             write.drop_landed(everything=unresolved == batch_no)
                             if not write.parts:
-                                self._replicated(conn, batch_no)
+                                self._replicated(conn, batch_no)  # a break here: all of this once more
+                                self._unresolved = None
                                 return
+                        self._unresolved = None
                     self._unresolved = batch_no
                     self._transaction(conn, write.parts, batch_no)
                     self._unresolved = None
