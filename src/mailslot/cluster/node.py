@@ -46,6 +46,11 @@ T = TypeVar("T")
 
 # Longest the poller waits for the event loop to answer (the shared queues it serves).
 LOOP_ANSWER_TIMEOUT = 5.0
+# A node whose last complete poll is more than CUT_OFF_POLLS renewal intervals old was cut off from the
+# database; it then takes no expired lease of another node for PATIENCE_POLLS intervals, the time the
+# other nodes, cut off too, need to poll (each retries every interval, a first retry may hit the
+# connection's reconnect backoff) and renew their leases.
+CUT_OFF_POLLS, PATIENCE_POLLS = 2.0, 2.0
 
 
 class Unforwarded:
@@ -90,6 +95,7 @@ class ClusterNode:
         self.core, self.log, self.metadata, self.loop = core, message_log, metadata, loop
         self.leases: LeaseTable = message_log.leases
         message_log.owners = lambda: self.owners
+        message_log.on_lease_refused = self.poke  # learn at once which lease went, rather than at the next poll
         self.node = message_log.node
         self.remote: Forwarder | Unforwarded = remote if remote is not None else Unforwarded()
         self.link_address = link_address
@@ -100,6 +106,7 @@ class ClusterNode:
         self.received: Callable[[], int] = lambda: 0  # messages other nodes forwarded here (the link's receiver)
         self.takeovers = 0  # leases taken over from another node (or a former process) since start
         self.polled_at = 0.0  # time.monotonic() of the last complete poll
+        self._patient_until = 0.0  # until then, expired leases of other nodes are not taken (_patient)
         self.sync: MetadataSync | None = None  # the metadata sync, started and stopped with the node
         self.transient: TransientQueues | None = None  # other nodes' non-durable and exclusive queues
         self.queries: QueryClient | None = None  # asks queues' owners (with a cluster link)
@@ -212,8 +219,9 @@ class ClusterNode:
         shared = self._on_loop(lambda: {q.key for q in self._shared_queues()})
         self.loop.call_soon_threadsafe(self._refresh_subscriptions)
         held = leases.held
+        patient = self._patient()
         free = [key for key in shared if key not in held and (
-            key not in table or table[key].expired or table[key].owner == self.node)]
+            key not in table or (table[key].expired and not patient) or table[key].owner == self.node)]
         if free:
             taken = leases.take(free)
             if taken:
@@ -221,6 +229,16 @@ class ClusterNode:
         if self.transient is not None:
             self.transient.sweep(table, self._on_loop, self.loop)
         self.polled_at = time.monotonic()
+
+    def _patient(self) -> bool:
+        """Whether to leave other nodes' expired leases alone for now: after this node was cut off from
+        the database (an outage, a failover, commits waiting for a standby, or this process frozen), their
+        leases expired because nobody could renew them, not because their nodes died. Every node renews
+        first, so an outage longer than the TTL reshuffles no queue."""
+        now = time.monotonic()
+        if self.polled_at and now - self.polled_at > CUT_OFF_POLLS * self.leases.renew_every:
+            self._patient_until = now + PATIENCE_POLLS * self.leases.renew_every
+        return now < self._patient_until
 
     def _adopt(self, taken: dict[str, int], former: dict[str, str]) -> None:
         try:

@@ -62,6 +62,7 @@ class ClusterMessageLog(PostgresMessageLog):
         self._adopter = Link(settings, "adopt")
         self.forwarder: Forwarder | None = None  # set when the node has a cluster link
         self.owners: Callable[[], Mapping[str, object]] = dict  # the lease table as last polled (ClusterNode)
+        self.on_lease_refused: Callable[[], None] = lambda: None  # a batch was refused for a lost lease
 
     def hold_confirms(self) -> Hold | None:
         """At the broker's cut (core/broker.py): forwarded publishes go out, and hold the batch's confirms."""
@@ -107,6 +108,7 @@ class ClusterMessageLog(PostgresMessageLog):
             return super()._fenced_by(exc)
         message = exc.diag.message_primary or str(exc)
         log.warning("a batch was refused, this node lost a lease: %s", message)
+        self.on_lease_refused()
         return FencedError(message)
 
     def _claim(self, conn: psycopg.Connection[Any], keys: Iterable[str]) -> dict[str, tuple[int, int]]:
