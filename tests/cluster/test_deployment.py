@@ -165,6 +165,11 @@ async def test_the_primary_lost_and_the_standby_promoted_loses_no_confirmed_mess
     deployment: Deployment, detected_after: float,
 ) -> None:
     pair, nodes = deployment.pair, deployment.nodes
+    # A non-durable queue lives as long as its node (n2): an outage must not make another node think n2 died.
+    transient = f"transient-{detected_after}"
+    async with await aio_pika.connect(nodes["n2"].url) as connection:
+        await (await connection.channel()).declare_queue(transient, durable=False)
+    await async_wait_for(lambda: _owner(nodes["n3"], transient), timeout=5, what="n3 to know the queue (metadata sync)")
     publishers = [Publisher(node.url, f"failover-{detected_after}-{name}") for name, node in nodes.items()]
     tasks = [asyncio.create_task(p.run()) for p in publishers]
     await async_wait_for(lambda: all(len(p.confirmed) >= 20 for p in publishers), timeout=20,
@@ -195,6 +200,8 @@ async def test_the_primary_lost_and_the_standby_promoted_loses_no_confirmed_mess
     assert not any(p.nacked for p in publishers)
     # Even when the outage outlasts the lease TTL, every node renews its leases before any takes another's.
     assert owners == {p.queue: name for p, name in zip(publishers, nodes, strict=True)}, "queues reshuffled"
+    async with await aio_pika.connect(nodes["n3"].url) as connection:  # passive: 404 closes it if deleted
+        await (await connection.channel()).declare_queue(transient, passive=True)
     for publisher, node in zip(publishers, nodes.values(), strict=True):
         delivered = await _drain(node.url, publisher.queue, {body for body, _ in publisher.confirmed})
         _assert_every_confirmed_delivered(publisher, delivered)

@@ -226,7 +226,7 @@ class ClusterNode:
             taken = leases.take(free)
             if taken:
                 self._adopt(taken, {k: table[k].owner for k in taken if k in table})
-        if self.transient is not None:
+        if self.transient is not None and not patient:  # an outage is not the death of their nodes either
             self.transient.sweep(table, self._on_loop, self.loop)
         self.polled_at = time.monotonic()
 
