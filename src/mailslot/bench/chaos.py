@@ -83,9 +83,10 @@ class ChaosResult:
     seconds: float = 0.0
     timeline: list[tuple[float, int]] = field(default_factory=list)  # (t, messages taken off the queue)
     kill_times: list[tuple[float, str]] = field(default_factory=list)
+    node_errors: list[str] = field(default_factory=list)  # cluster mode: ERROR lines the nodes logged
 
     def row(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("timeline", "kill_times")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("timeline", "kill_times", "node_errors")}
 
 
 class _Effects:
@@ -449,11 +450,14 @@ class _Cluster:
             await asyncio.sleep(0.05)
 
     async def kill_and_restart(self, owner: bool, worker: _WorkerProcess, log: Callable[[str], None]) -> str:
-        """SIGKILL the owner (restarted once another node took the queue over), or the node the worker is
-        connected to while another node owns the queue (the worker is moved to such a node first if it
-        sits on the owner), restarted after a moment. Returns "worker" when the worker was restarted."""
+        """SIGKILL the owner (restarted once another node took the queue over, or at once every other
+        time), or the node the worker is connected to while another node owns the queue (the worker is
+        moved to such a node first if it sits on the owner), restarted after a moment. Returns "worker"
+        when the worker was restarted."""
         moved = ""
-        holder = await self._owner()
+        # The owner as last observed (the main loop reads it all the time): the producer's kill must land
+        # while its publishes are in flight, not a database round trip later.
+        holder = self.nodes.owner if owner and self.nodes.owner else await self._owner()
         if owner or holder is None:
             victim = holder or self.rng.choice(self.nodes.live())
         else:
@@ -479,7 +483,9 @@ class _Cluster:
             self.result.worker_node_kills += 1
             kind = "worker's node"
         log(f"node {victim} ({kind})")
-        if victim == holder:
+        if victim == holder and self.result.owner_kills % 2 == 1:
+            # Every other owner kill waits for a takeover; the others restart the owner at once, before
+            # its lease expired (a supervisor restarting a crashed node), while the lease names it.
             async def taken_over() -> bool:
                 current = await self._owner()
                 return current is not None and current != victim
@@ -492,13 +498,14 @@ class _Cluster:
 
     def stop(self) -> None:
         self.nodes.stop()
+        self.result.node_errors = self.nodes.errors()
 
 
 COLUMNS = [("guarantee", "guarantee"), ("db", "db"), ("n", "N"), ("effects", "effects"), ("lost", "lost"),
            ("duplicate_keys", "dup keys"), ("worker_duplicates", "dup by worker"), ("redeliveries", "redeliveries"),
            ("worker_kills", "worker kills"), ("broker_kills", "broker kills"), ("producer_retries", "producer retries"),
            ("seconds", "seconds")]
-CLUSTER_COLUMNS = [("nodes", "nodes"), ("owner_kills", "owner kills"), ("worker_node_kills", "worker's node kills"),
+CLUSTER_COLUMNS = [("inbox_hits", "inbox hits"), ("nodes", "nodes"), ("owner_kills", "owner kills"), ("worker_node_kills", "worker's node kills"),
                    ("takeovers", "takeovers")]
 
 

@@ -21,6 +21,26 @@ from typing import Any
 from mailslot.bench.broker_process import BrokerProcess
 
 
+class _Node(BrokerProcess):
+    """A node whose log lines at ERROR (and tracebacks) are kept for the run's report, the rest dropped
+    as BrokerProcess does (its pipe must never fill up)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.errors: list[str] = []
+
+    def _drain(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        in_error = False  # the lines of an ERROR record (its traceback) up to the next record
+        for line in self.process.stdout:
+            if line[:1].isdigit():  # a new record starts with its time
+                in_error = " ERROR " in line or " CRITICAL " in line
+            if in_error or "Traceback" in line:
+                self.errors.append(line.rstrip())
+            self.output.append(line)
+            del self.output[:-200]
+
+
 class ClusterNodes:
     def __init__(self, workdir: Path, count: int, dsn: str, queue: str, lease_ttl: float = 2.0) -> None:
         if count < 2:
@@ -32,7 +52,7 @@ class ClusterNodes:
         secret = secrets.token_hex(16)
         self.names = [f"n{i + 1}" for i in range(count)]
         self.nodes = {
-            name: BrokerProcess(store="postgres", data_dir=workdir / name, extra_args=(
+            name: _Node(store="postgres", data_dir=workdir / name, extra_args=(
                 "--postgres-dsn", dsn, "--postgres-schema", self.schema, "--node-name", name, "--cluster",
                 "--lease-ttl", str(lease_ttl), "--cluster-link", f"unix:{workdir}/{name}.sock",
                 "--cluster-secret", secret))
@@ -54,6 +74,11 @@ class ClusterNodes:
         return [name for name, node in self.nodes.items() if node.alive()]
 
     # ------------------------------------------------------------------ who owns, who serves the worker
+    @property
+    def owner(self) -> str | None:
+        """The queue's owner as last read by :meth:`lease`."""
+        return self._lease[0] if self._lease else None
+
     def lease(self) -> tuple[str, int] | None:
         """(owner, epoch) of the work queue's lease, counting a takeover when the owner changed."""
         import psycopg
@@ -83,6 +108,10 @@ class ClusterNodes:
                 if str((c.get("client_properties") or {}).get("connection_name", "")).startswith("mailslot.worker"):
                     return name
         return None
+
+    def errors(self) -> list[str]:
+        """ERROR lines and tracebacks the nodes logged (after their start)."""
+        return [f"{name}: {line}" for name, node in self.nodes.items() for line in node.errors]
 
     def stop(self) -> None:
         for node in self.nodes.values():
