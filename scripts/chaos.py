@@ -103,6 +103,10 @@ async def main() -> int:
     ok = all(r.lost == 0 and r.duplicate_keys == 0 and r.effects == r.n and r.redeliveries > 0 for r in exactly)
     if args.cluster:
         ok = ok and all(r.takeovers >= 1 and r.owner_kills >= 1 and r.worker_node_kills >= 1 for r in exactly)
+        for r in results:
+            if r.node_errors:
+                print(f"{r.guarantee} on {r.db}: the nodes logged errors:", *r.node_errors, sep="\n", file=sys.stderr)
+                ok = False
     print("exactly-once held in every run" if ok else "EXACTLY-ONCE VIOLATED", file=sys.stderr)
     return 0 if ok else 1
 

@@ -458,6 +458,7 @@ class _Cluster:
         # The owner as last observed (the main loop reads it all the time): the producer's kill must land
         # while its publishes are in flight, not a database round trip later.
         holder = self.nodes.owner if owner and self.nodes.owner else await self._owner()
+        victim: str | None
         if owner or holder is None:
             victim = holder or self.rng.choice(self.nodes.live())
         else:

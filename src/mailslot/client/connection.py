@@ -243,7 +243,7 @@ class Connection:
             try:
                 await self._connect_once()
                 return
-            except Exception as exc:  # noqa: BLE001 - refused, timed out, closed while opening: the next one
+            except Exception as exc:  # refused, timed out, closed while opening: try the next one
                 if tried == len(self.addresses) - 1:
                     raise
                 log.info("cannot connect to %s:%d (%s); trying the next address", self.params.host,
