@@ -10,9 +10,9 @@ the guarantee (see chaos_worker) so its characteristic outcome shows in every ru
 Cluster mode (``cluster=N``): the broker is N nodes of ``mailslot serve --store postgres --cluster`` on a
 schema of their own (:mod:`mailslot.bench.chaos_cluster`); the producer and the worker get every node's URL
 and reconnect to another node when theirs dies. The broker kills then SIGKILL one node each, in turn the
-owner of the queue (the run waits for another node to take it over before restarting it) and the node the
+owner of the queue and the node the
 worker is connected to while another node owns the queue (its consumer is served through that node); the
-producer's kill hits the owner.
+producer's kill hits the owner. Every other owner kill waits for a takeover before restarting the owner.
 
 Counting, per key: lost = keys with no effect; duplicate keys = keys with more than one effect. Each
 publish attempt carries an ``attempt`` header, so a duplicate made by a producer retry (two messages with one
@@ -37,7 +37,7 @@ from typing import Any
 
 import mailslot.client
 from mailslot.bench.broker_process import BrokerProcess
-from mailslot.bench.chaos_cluster import ClusterNodes
+from mailslot.bench.chaos_cluster import ChaosCluster
 from mailslot.worker import DEDUP_HEADER, Guarantee
 
 QUEUE = "chaos"
@@ -294,7 +294,7 @@ async def run_chaos(cfg: ChaosConfig, progress: Callable[[ChaosResult, int], Non
     # Kill points: fractions of the queue's progress. The first broker kill falls in the publishing.
     worker_points = sorted(rng.uniform(0.02, 0.9) for _ in range(cfg.worker_kills))
     broker_points = sorted(rng.uniform(0.1, 0.85) for _ in range(max(0, cfg.broker_kills - 1)))
-    brokers: _Broker | _Cluster = _Cluster(cfg, rng, result) if cfg.cluster else _Broker(cfg, rng, result)
+    brokers: _Broker | ChaosCluster = ChaosCluster(cfg, rng, result, QUEUE) if cfg.cluster else _Broker(cfg, rng, result)
     brokers.start()
     worker = _WorkerProcess(cfg, brokers.worker_urls, effects, crash_key)
     producer = _Producer(brokers.urls, keys, cfg.queue_arguments, cfg.publish_seconds)
@@ -409,97 +409,6 @@ class _Broker:
 
     def stop(self) -> None:
         self.process.stop()
-
-
-class _Cluster:
-    """Cluster nodes on PostgreSQL: each kill SIGKILLs one node, the queue's owner or the worker's node."""
-
-    def __init__(self, cfg: ChaosConfig, rng: random.Random, result: ChaosResult) -> None:
-        self.rng = rng
-        self.result = result
-        self.nodes = ClusterNodes(cfg.workdir, cfg.cluster, cfg.postgres_dsn, QUEUE, cfg.lease_ttl)
-        self.lease_ttl = cfg.lease_ttl
-
-    def start(self) -> None:
-        self.nodes.start()
-
-    @property
-    def urls(self) -> list[str]:
-        return self.nodes.urls
-
-    def worker_urls(self) -> list[str]:
-        """Every node, from a random one on: each worker start lands on some node, owner or not."""
-        urls = self.nodes.urls
-        first = self.rng.randrange(len(urls))
-        return urls[first:] + urls[:first]
-
-    async def observe(self) -> None:
-        await asyncio.to_thread(self.nodes.lease)  # counts takeovers
-        self.result.takeovers = self.nodes.takeovers
-
-    async def _owner(self) -> str | None:
-        lease = await asyncio.to_thread(self.nodes.lease)
-        self.result.takeovers = self.nodes.takeovers
-        return lease[0] if lease else None
-
-    async def _wait(self, condition: Callable[[], Awaitable[bool]], what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not await condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"chaos run: {what} did not happen within {timeout:.0f} s")
-            await asyncio.sleep(0.05)
-
-    async def kill_and_restart(self, owner: bool, worker: _WorkerProcess, log: Callable[[str], None]) -> str:
-        """SIGKILL the owner (restarted once another node took the queue over, or at once every other
-        time), or the node the worker is connected to while another node owns the queue (the worker is
-        moved to such a node first if it sits on the owner), restarted after a moment. Returns "worker"
-        when the worker was restarted."""
-        moved = ""
-        # The owner as last observed (the main loop reads it all the time): the producer's kill must land
-        # while its publishes are in flight, not a database round trip later.
-        holder = self.nodes.owner if owner and self.nodes.owner else await self._owner()
-        victim: str | None
-        if owner or holder is None:
-            victim = holder or self.rng.choice(self.nodes.live())
-        else:
-            victim = await asyncio.to_thread(self.nodes.worker_node)
-            if victim is None or victim == holder:
-                others = [name for name in self.nodes.live() if name != holder]
-                victim = self.rng.choice(others)
-                worker.kill()
-                log("worker")
-                moved = "worker"
-                worker.start([self.nodes.nodes[victim].url] + [u for u in self.nodes.urls
-                                                               if u != self.nodes.nodes[victim].url])
-
-                async def on_victim() -> bool:
-                    return await asyncio.to_thread(self.nodes.worker_node) == victim
-
-                await self._wait(on_victim, f"the worker connected to {victim}", 30)
-        self.nodes.nodes[victim].kill()
-        if victim == holder:
-            self.result.owner_kills += 1
-            kind = "owner"
-        else:
-            self.result.worker_node_kills += 1
-            kind = "worker's node"
-        log(f"node {victim} ({kind})")
-        if victim == holder and self.result.owner_kills % 2 == 1:
-            # Every other owner kill waits for a takeover; the others restart the owner at once, before
-            # its lease expired (a supervisor restarting a crashed node), while the lease names it.
-            async def taken_over() -> bool:
-                current = await self._owner()
-                return current is not None and current != victim
-
-            await self._wait(taken_over, f"a takeover of {victim}'s queue", 10 * self.lease_ttl)
-        else:
-            await asyncio.sleep(self.rng.uniform(0.0, 0.3))
-        await asyncio.to_thread(self.nodes.nodes[victim].start)
-        return moved
-
-    def stop(self) -> None:
-        self.nodes.stop()
-        self.result.node_errors = self.nodes.errors()
 
 
 COLUMNS = [("guarantee", "guarantee"), ("db", "db"), ("n", "N"), ("effects", "effects"), ("lost", "lost"),
