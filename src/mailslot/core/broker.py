@@ -114,6 +114,8 @@ class Broker:
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
         self._held: deque[Batch] = deque()  # written batches whose waiters wait for an earlier one's hold
+        self._unforwarded = 0  # batches an owner node did not commit since the last warning (logged once a second)
+        self._unforwarded_warned = 0.0
         self._reply_sessions: dict[str, Session] = {}
         self.congested: set[Queue] = set()  # see Queue.congested: their publishers are slowed
         self.request_flush: Callable[[], None] = lambda: None  # set by the transport: schedule flush() soon
@@ -354,8 +356,12 @@ class Broker:
         if not ok and not batch.stored:
             log.error("store commit failed; the publishes waiting on it are nacked")
         elif not ok:  # a cluster node did not commit what was forwarded to it (it died, its lease moved)
-            log.warning("an owner node did not commit the publishes forwarded to it; the publishes waiting "
-                        "on them are nacked")
+            self._unforwarded += 1
+            now = time.monotonic()
+            if now - self._unforwarded_warned >= 1.0:  # one line a second: a dead owner fails every batch
+                log.warning("%d batch(es) of publishes forwarded to an owner node were not committed there; "
+                            "their publishes are nacked", self._unforwarded)
+                self._unforwarded, self._unforwarded_warned = 0, now
         for waiter in batch.waiters:
             waiter.committed(ok)
 
