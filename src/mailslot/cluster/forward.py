@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mailslot.core import storekeys
-from mailslot.core.broker import Broker, Hold, OnCommit
+from mailslot.core.broker import Broker, Hold
 from mailslot.core.errors import BrokerError
 from mailslot.core.message import Message
 from mailslot.core.queue import Queue
@@ -571,7 +571,7 @@ class ForwardReceiver:
             if not writer.is_closing():
                 writer.write(link.encode_frame(CONFIRM if ok and not refused else NACK, _U64.pack(seq)))
 
-        core.after_commit(OnCommit(committed))
+        core.after_write(committed)  # not after_commit: see Broker.after_write
         core.request_flush()
 
     def close(self) -> None:

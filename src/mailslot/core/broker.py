@@ -71,12 +71,14 @@ Hold = Callable[[Callable[[bool], None]], None]
 class Batch:
     """Detached staged writes (``write`` is None when there were none) and their waiters."""
 
-    __slots__ = ("hold", "ok", "stored", "threadable", "waiters", "write")
+    __slots__ = ("hold", "ok", "stored", "threadable", "waiters", "write", "written")
 
     def __init__(
-        self, write: Callable[[], None] | None, waiters: list[CommitWaiter], threadable: bool, hold: Hold | None = None
+        self, write: Callable[[], None] | None, waiters: list[CommitWaiter], threadable: bool, hold: Hold | None = None,
+        written: list[Callable[[bool], None]] | None = None,
     ) -> None:
         self.write, self.waiters, self.threadable, self.hold = write, waiters, threadable, hold
+        self.written = written  # after_write callbacks: called when this batch is written, whatever is held
         self.ok: bool | None = None  # known once written (and released by its hold, if any)
         self.stored = True  # False: this node's own commit failed (not an owner node's, through the hold)
 
@@ -113,6 +115,7 @@ class Broker:
         self.tickers.append(lambda now: featureset.tick_owners(self.vhosts.values(), now))
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
+        self._written: list[Callable[[bool], None]] = []
         self._held: deque[Batch] = deque()  # written batches whose waiters wait for an earlier one's hold
         self._unforwarded = 0  # batches an owner node did not commit since the last warning (logged once a second)
         self._unforwarded_warned = 0.0
@@ -282,6 +285,13 @@ class Broker:
     def after_commit(self, waiter: CommitWaiter) -> None:
         self._waiters.append(waiter)
 
+    def after_write(self, fn: Callable[[bool], None]) -> None:
+        """``fn(ok)`` once the batch being staged is written, without waiting for earlier batches held for
+        other nodes' answers (as after_commit waiters do): the cluster link's answer to a forwarded frame.
+        Waiting there would be circular when two nodes forward to each other, each holding a batch
+        until the other answers."""
+        self._written.append(fn)
+
     def dispatch(self) -> None:
         """Give ready messages of every dirty queue to consumers; spill what exceeds memory windows."""
         dirty = self._dirty
@@ -325,12 +335,16 @@ class Broker:
         self._waiters = []
         for waiter in waiters:
             waiter.batch_cut()
-        return Batch(write, waiters, threadable, hold)
+        written, self._written = self._written or None, []
+        return Batch(write, waiters, threadable, hold, written)
 
     def finish(self, batch: Batch, ok: bool) -> None:
         """The batch is written: release its waiters, in the order batches were cut (a confirm covers
-        every earlier publish), once its hold (if any) released it too."""
+        every earlier publish), once its hold (if any) released it too. after_write callbacks run now."""
         batch.stored = ok
+        if batch.written is not None:
+            for fn in batch.written:
+                fn(ok)
         if batch.hold is None:
             if not self._held:
                 self._release(batch, ok)
