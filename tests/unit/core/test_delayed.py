@@ -225,7 +225,7 @@ def test_bodies_are_read_back_from_the_log_beyond_the_hot_window(d: CoreHarness)
     for i in range(300):
         d.publish("q", b"%d" % i, properties(60_000 - (i % 3) * 10_000), exchange=EXCHANGE)
     d.broker.flush()
-    schedule = delayed.messages(d.vhost).schedules[EXCHANGE]
+    schedule = d.vhost.exchanges[EXCHANGE].schedule
     assert schedule._hot == {}  # noqa: SLF001 -- the memory claim is the point of this test
     d.advance(60)
     expected = [b"%d" % i for k in (2, 1, 0) for i in range(300) if i % 3 == k]
