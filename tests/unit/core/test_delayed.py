@@ -271,3 +271,49 @@ def test_per_message_ttl_applies_from_the_release_on(d: CoreHarness, delay_ms: i
     assert d.vhost.queues["q"].message_count == 2
     d.advance(1.1)
     assert d.drain("q") == [b"stays"]
+
+
+class _RefusingOwner:
+    """A queue's remote owner (mailslot.cluster) that refuses every message: no live owner is known."""
+
+    def __init__(self) -> None:
+        self.refused = 0
+
+    def enqueue(self, queue: Any, message: Any) -> bool:
+        self.refused += 1
+        return False
+
+
+def test_a_due_message_that_only_other_nodes_queues_refused_stays_scheduled(d: CoreHarness) -> None:
+    # In a cluster, a queue another node owns refuses while its owner changes: nothing of the message
+    # landed anywhere, so it is kept and tried again rather than dropped.
+    queue = d.vhost.queues["q"]
+    owner = _RefusingOwner()
+    queue.remote = owner
+    publish(d, b"held", 1000)
+    d.advance(1.0)
+    assert owner.refused == 1
+    assert delayed.messages(d.vhost).count == 1
+    queue.remote = None  # the queue is served here again
+    d.advance(delayed.REMOTE_RETRY_MS / 1000)
+    assert d.drain("q") == [b"held"]
+    assert delayed.messages(d.vhost).count == 0
+    assert d.log.read(delay_key("/", EXCHANGE), 0, 10) == []
+
+
+def test_a_schedule_of_another_process_is_adopted_and_released(d: CoreHarness) -> None:
+    # A cluster node releases the schedule of a node process it took over: rows under another key.
+    from mailslot.storage.api import QueueRecovery, StoredMessage
+
+    other = delay_key("/", EXCHANGE, "n1:7")
+    due = int(d.clock() * 1000) + 500
+    d.log.stage_append([StoredMessage(other, 1, EXCHANGE, "q", properties(-500), b"adopted", True, deadline=due,
+                                      codec=JSON_CODEC.name)])
+    d.log.commit()
+    assert delayed.messages(d.vhost).adopt(QueueRecovery(other, 1, 1))
+    assert delayed.messages(d.vhost).count == 1
+    d.advance(0.5)
+    assert d.drain("q") == [b"adopted"]
+    assert d.log.read(other, 0, 10) == []  # released once: its row went with the release
+    delayed.messages(d.vhost).forget(other)
+    assert delayed.messages(d.vhost).count == 0
