@@ -74,7 +74,7 @@ async def _rate(url: str, exchange: str, count: int, tag: str) -> float:
 
 
 def _schema() -> str:
-    name = "bench_" + uuid.uuid4().hex[:12]
+    name = "bench_exchanges_" + uuid.uuid4().hex[:12]
     with psycopg.connect(DSN, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
     return name
@@ -93,17 +93,22 @@ async def main() -> None:
     single_schema, cluster_schema = _schema(), _schema()
     links = tempfile.mkdtemp(prefix="mailslot-links-")
 
-    def node(name: str) -> BrokerProcess:
-        return BrokerProcess(store="postgres", log_level="warning", extra_args=(
-            "--postgres-dsn", DSN, "--postgres-schema", cluster_schema, "--node-name", name, "--cluster",
-            "--cluster-link", f"unix:{links}/{name}.sock", "--cluster-secret", SECRET)).start()
+    processes: list[BrokerProcess] = []
 
-    single = BrokerProcess(store="postgres", log_level="warning",
-                           extra_args=("--postgres-dsn", DSN, "--postgres-schema", single_schema)).start()
-    a = node("a")
-    b = node("b")
+    def start(*extra: str) -> BrokerProcess:
+        process = BrokerProcess(store="postgres", extra_args=("--postgres-dsn", DSN, *extra))
+        processes.append(process)
+        return process.start()
+
+    def node(name: str) -> BrokerProcess:
+        return start("--postgres-schema", cluster_schema, "--node-name", name, "--cluster",
+                     "--cluster-link", f"unix:{links}/{name}.sock", "--cluster-secret", SECRET)
+
     results: dict[str, list[float]] = {}
     try:
+        single = start("--postgres-schema", single_schema)
+        a = node("a")
+        b = node("b")
         await _declare(single.url)
         await _declare(a.url)
         cases = [(f"{exchange} {where}", url, exchange) for exchange in ("once", "later")
@@ -113,7 +118,7 @@ async def main() -> None:
                 rate = await _rate(url, exchange, args.messages, f"{name}-{round_no}")
                 results.setdefault(name, []).append(rate)
     finally:
-        for process in (single, a, b):
+        for process in processes:
             process.stop()
         _drop(single_schema)
         _drop(cluster_schema)
