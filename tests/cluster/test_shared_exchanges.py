@@ -39,6 +39,15 @@ def _held_delayed_rows(settings: PostgresSettings) -> int:
         return int(row[0]) if row else 0
 
 
+def _schedule_leases(settings: PostgresSettings, node: str) -> int:
+    """Leases of ``node``'s processes' delayed-message schedules (sub-key ``NODE:EPOCH``)."""
+    with psycopg.connect(settings.dsn) as conn:
+        conn.execute(f'SET search_path = "{settings.schema}"')
+        row = conn.execute("SELECT count(*) FROM leases WHERE position(convert_to('delayed', 'UTF8') in queue) > 0 "
+                           "AND position(convert_to(%s, 'UTF8') in queue) > 0", (f'"{node}:',)).fetchone()
+        return int(row[0]) if row else 0
+
+
 async def _declare_delayed(url: str) -> None:
     connection = await aio_pika.connect(url)
     async with connection:
@@ -128,6 +137,10 @@ async def test_delayed_messages_of_a_killed_node_are_released_once_on_time_by_an
                              what="the delayed rows removed with their release")
         await _barrier(n2.url, "due", got)  # a second copy, had one been enqueued, came before it
         assert Counter(body for body, _ in got) == Counter(on_n1 + on_n2)  # each exactly once
+        # n1's schedule, all released, gives its lease up (not renewed for ever by n2).
+        await async_wait_for(lambda: _schedule_leases(cluster_settings("n2"), "n1") == 0, timeout=4 * LEASE_TTL,
+                             what="the lease of n1's released schedule dropped")
+        assert _schedule_leases(cluster_settings("n2"), "n2") == 1  # n2's own stays
         first = min(at for _, at in got)
         assert first - sent >= DELAY_MS / 1000 - 0.1, "released before it was due"
         # On time: n2's own when due, n1's within about a lease TTL of the takeover.

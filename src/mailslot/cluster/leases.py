@@ -129,6 +129,19 @@ class LeaseTable:
             rows = self._link.run(lambda conn: conn.execute(Q["drop_lost_transient"], params).fetchall())
         return [bytes(q).decode() for (q,) in rows]
 
+    def drop_empty(self, queues: Iterable[str]) -> set[str]:
+        """Drop the held leases of ``queues`` whose logs hold no row; returns those dropped."""
+        with self.lock:
+            wanted = [q for q in queues if q in self.held]
+            if not wanted:
+                return set()
+            params = {"node": self.node, "queues": [q.encode() for q in wanted]}
+            rows = self._link.run(lambda conn: conn.execute(Q["drop_empty_leases"], params).fetchall())
+            dropped = {bytes(q).decode() for (q,) in rows}
+            for queue in dropped:
+                self.held.pop(queue, None)
+        return dropped
+
     def heartbeat(self, node_epoch: int, link: str) -> None:
         params = {"node": self.node, "epoch": node_epoch, "link": link}
         self._link.run(lambda conn: conn.execute(Q["heartbeat"], params))

@@ -236,6 +236,9 @@ class ClusterNode:
                 self._adopt(taken, {k: table[k].owner for k in taken if k in table})
         if self.transient is not None and not patient:  # an outage is not the death of their nodes either
             self.transient.sweep(table, self._on_loop, self.loop)
+        released = self._on_loop(self._released_schedules)
+        if released:
+            self.loop.call_soon_threadsafe(self._forget_schedules, leases.drop_empty(released))
         self.polled_at = time.monotonic()
 
     def _patient(self) -> bool:
@@ -340,6 +343,18 @@ class ClusterNode:
         vhost = self.core.vhosts.get(storekeys.decode(key).vhost)
         if vhost is not None:
             delayed.messages(vhost).forget(key)
+
+    def _released_schedules(self) -> list[str]:
+        """Schedules of former node processes that this node took over and released entirely."""
+        held = self.leases.held
+        return [key for vhost in self.core.vhosts.values() for key, schedule in delayed.messages(vhost).schedules.items()
+                if key in held and not len(schedule) and schedule.exchange.schedule is not schedule]
+
+    def _forget_schedules(self, keys: set[str]) -> None:
+        for key in keys:
+            vhost = self.core.vhosts.get(storekeys.decode(key).vhost)
+            if vhost is not None:
+                delayed.messages(vhost).forget(key)
 
     def _exchange_declared(self, vhost: str, name: str, owned: bool) -> None:
         host = self.core.vhosts.get(vhost)
