@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from mailslot.core import featureset, storekeys
-from mailslot.core.dedup import exchange_store_key
 from mailslot.core.exchanges import DeduplicationExchange
 from mailslot.core.message import Message
 from mailslot.core.routing import sender_keys
@@ -133,7 +132,3 @@ def hand_over(exchange: DeduplicationExchange, remote: Any) -> None:
     if exchange.window is not None:
         exchange.window.index.clear()
         exchange.remote = ExchangeForwarder(remote, exchange.window.store_key)
-
-
-def key_of(vhost: str, exchange: str) -> str:
-    return exchange_store_key(vhost, exchange)
