@@ -57,6 +57,8 @@ MAX_READ_MISSES = 100
 # A due message that only queues of other nodes reached, and they refused it (their owner is changing: a
 # takeover takes about the lease TTL), is tried again this much later.
 REMOTE_RETRY_MS = 1_000
+DONE, FORWARDED, RETRY = 0, 1, 2  # what releasing one message did (Schedule._route)
+AfterCommit = Callable[[Callable[[bool], None]], None]  # calls a function with the batch's outcome
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
@@ -201,9 +203,12 @@ class Schedule:
             self._hot_bytes += size
         return True
 
-    def release(self, now_ms: int, budget: int) -> int:
+    def release(self, now_ms: int, budget: int, after_commit: AfterCommit | None = None) -> int:
         """Route what is due (at most ``budget``) through the exchange's current bindings; stage the
-        enqueues and the removal of the delay rows together. Returns how many left the schedule."""
+        enqueues and the removal of the delay rows together. Returns how many left the schedule.
+        A message that reached a queue another node owns (mailslot.cluster: forwarded) keeps its row
+        until ``after_commit`` says the batch and every forward of it landed; if one failed, it is
+        scheduled again (at-least-once: the copies that landed may be enqueued twice)."""
         heap = self._heap
         due: list[int] = []
         while heap and heap[0] >> SEQ_BITS <= now_ms and len(due) < budget:
@@ -217,6 +222,7 @@ class Schedule:
                 heapq.heappush(heap, key)
             raise
         released: list[int] = []
+        forwarded: list[int] = []
         retry: list[int] = []
         for i, key in enumerate(due):
             seq = key & SEQ_MASK
@@ -225,29 +231,47 @@ class Schedule:
                 for later in due[i:]:  # keep the order: wait for the batch that holds it to land
                     heapq.heappush(heap, later)
                 break
-            if message is not None and not self._route(message):
+            routed = DONE if message is None else self._route(message)
+            if routed == RETRY:
                 retry.append(((now_ms + REMOTE_RETRY_MS) << SEQ_BITS) | seq)
                 continue
-            released.append(seq)
+            (forwarded if routed == FORWARDED and after_commit is not None else released).append(seq)
         for key in retry:
             heapq.heappush(heap, key)  # read back from the log when retried
         if released:
             self.vhost.log.stage_remove(self.key, released)
-        return len(released)
+        if forwarded and after_commit is not None:
+            after_commit(lambda ok: self._forwarded(forwarded, ok))
+        return len(released) + len(forwarded)
 
-    def _route(self, message: Message) -> bool:
+    def _forwarded(self, seqs: list[int], ok: bool) -> None:
+        """The batch that forwarded these released messages to other nodes is answered."""
+        if ok:
+            self.vhost.log.stage_remove(self.key, seqs)
+            return
+        log.warning("%d delayed message(s) of exchange '%s' could not be handed to another node; they are "
+                    "released again", len(seqs), self.exchange.name)
+        due = (int(self.vhost.clock() * 1000) + REMOTE_RETRY_MS) << SEQ_BITS
+        for seq in seqs:
+            heapq.heappush(self._heap, due | seq)
+
+    def _route(self, message: Message) -> int:
         """Enqueue a due message through the exchange's current bindings (on its CC keys too; BCC's were
-        not kept: docs/routing.md). False to keep it scheduled: every queue it reached is owned by another
+        not kept: docs/routing.md). RETRY to keep it scheduled: every queue it reached is owned by another
         node and refused it (mailslot.cluster: no live owner known, a takeover under way), so nothing of
-        it landed and it can be retried without a second copy anywhere."""
+        it landed and it can be retried without a second copy anywhere. FORWARDED: some copy went to
+        another node, DONE: every copy is staged here."""
         vhost = self.vhost
-        refused_remote = landed = 0
+        refused_remote = landed = forwarded = 0
         for queue in vhost.route(self.exchange, message.routing_key, message, sender_keys(message)):
             if vhost.enqueue(queue, message):
                 landed += 1
+                forwarded += queue.remote is not None
             elif queue.remote is not None:
                 refused_remote += 1
-        return landed > 0 or refused_remote == 0
+        if landed == 0 and refused_remote > 0:
+            return RETRY
+        return FORWARDED if forwarded else DONE
 
     def _missed(self, seq: int) -> bool:
         """True to retry a row that is not readable yet; False once it is taken as gone."""
@@ -391,12 +415,12 @@ class DelayedMessages:
                 schedule.clear()
                 self.vhost.log.stage_purge(key)
 
-    def release(self, now_ms: int, budget: int) -> int:
+    def release(self, now_ms: int, budget: int, after_commit: AfterCommit | None = None) -> int:
         released = 0
         for schedule in list(self.schedules.values()):
             if released >= budget:
                 break
-            released += schedule.release(now_ms, budget - released)
+            released += schedule.release(now_ms, budget - released, after_commit)
         return released
 
     @property
@@ -405,9 +429,12 @@ class DelayedMessages:
         return sum(len(schedule) for schedule in self.schedules.values())
 
 
-def release_ticker(vhosts: Iterable[VirtualHost]) -> Callable[[float], None]:
+def release_ticker(
+    vhosts: Iterable[VirtualHost], after_commit: AfterCommit | None = None
+) -> Callable[[float], None]:
     """The broker's one delay timer: called every tick with the clock's time (seconds). ``vhosts`` is read
-    at each tick (a live view), so vhosts created at runtime are served too."""
+    at each tick (a live view), so vhosts created at runtime are served too. ``after_commit(fn)``: call
+    ``fn(ok)`` once the batch being staged is committed (and what it forwarded, answered)."""
 
     def tick(now: float) -> None:
         now_ms = int(now * 1000)
@@ -415,6 +442,6 @@ def release_ticker(vhosts: Iterable[VirtualHost]) -> Callable[[float], None]:
         for vhost in list(vhosts):
             delays = vhost.extensions.get(EXTENSION)
             if isinstance(delays, DelayedMessages) and delays.schedules:
-                budget -= delays.release(now_ms, budget)
+                budget -= delays.release(now_ms, budget, after_commit)
 
     return tick

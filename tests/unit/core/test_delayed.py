@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from mailslot.core import delayed
+from mailslot.core.broker import OnCommit
 from mailslot.core.delayed import delay_key, delay_of
 from mailslot.core.errors import BrokerError, CommandInvalid, PreconditionFailed
 from mailslot.core.session import ROUTED, UNROUTED
@@ -316,4 +317,46 @@ def test_a_schedule_of_another_process_is_adopted_and_released(d: CoreHarness) -
     assert d.drain("q") == [b"adopted"]
     assert d.log.read(other, 0, 10) == []  # released once: its row went with the release
     delayed.messages(d.vhost).forget(other)
+    assert delayed.messages(d.vhost).count == 0
+
+
+class _ForwardingOwner:
+    """A queue's remote owner (mailslot.cluster) that takes every message to forward it at the batch's
+    cut, where the store's ``hold_confirms`` (as mailslot.cluster's) holds the batch until the owner
+    answers: ``answers`` in turn."""
+
+    def __init__(self, answers: list[bool]) -> None:
+        self.taken: list[bytes] = []
+        self.answers = answers
+        self._pending = False
+
+    def enqueue(self, queue: Any, message: Any) -> bool:
+        self.taken.append(message.body)
+        self._pending = True
+        return True
+
+    def hold_confirms(self) -> Any:
+        if not self._pending:
+            return None
+        self._pending = False
+        answer = self.answers.pop(0)
+        return lambda release: release(answer)
+
+
+def test_a_message_released_to_another_node_keeps_its_row_until_the_forward_is_answered(d: CoreHarness) -> None:
+    # The release commits here while the copy is forwarded: if the owner does not answer it, the row
+    # must still be there to release it again (at-least-once), not removed with the release.
+    d.broker.tickers.append(delayed.release_ticker(d.broker.vhosts.values(),
+                                                   lambda fn: d.broker.after_commit(OnCommit(fn))))
+    owner = _ForwardingOwner([False, True])  # the first forward fails (a link broke), the second lands
+    d.vhost.queues["q"].remote = owner
+    d.log.hold_confirms = owner.hold_confirms  # type: ignore[attr-defined]
+    publish(d, b"far", 1000)
+    d.advance(1.0)
+    assert owner.taken == [b"far"]
+    assert [row.body for row in d.log.read(delay_key("/", EXCHANGE), 0, 10)] == [b"far"]
+    d.advance(delayed.REMOTE_RETRY_MS / 1000)
+    d.advance(0.1)
+    assert owner.taken == [b"far", b"far"]
+    assert d.log.read(delay_key("/", EXCHANGE), 0, 10) == []
     assert delayed.messages(d.vhost).count == 0
