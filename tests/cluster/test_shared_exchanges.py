@@ -6,6 +6,7 @@ on one PostgreSQL schema, linked over Unix sockets."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -148,6 +149,37 @@ async def test_delayed_messages_of_a_killed_node_are_released_once_on_time_by_an
     finally:
         await consumer.close()
     assert any("took over the delayed messages of exchange 'later'" in line for line in n2.output)
+
+
+async def test_a_node_paused_past_its_lease_never_releases_what_another_node_released(
+    node_process: Callable[..., BrokerProcess], cluster_settings: Callable[[str], PostgresSettings], tmp_path: Path,
+) -> None:
+    # The queue is n2's: what n1 releases is forwarded to n2, outside n1's fenced batches. n1 is paused
+    # holding the messages, n2 takes them over and releases them; n1, resumed after they are due, must
+    # not release them a second time (its batches are fenced; its forwards are held back until it has
+    # renewed its lease, which it cannot).
+    n1 = _start(node_process, tmp_path, "n1")
+    n2 = _start(node_process, tmp_path, "n2")
+    await _declare_delayed(n2.url)
+    await _until_known(n1.url, "later")
+    bodies = [b"p-%d" % i for i in range(30)]
+    await _publish_delayed(n1.url, bodies, delay_ms=2_000)
+    assert _held_delayed_rows(cluster_settings("n1")) == 30
+    n1.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+    got: list[tuple[bytes, float]] = []
+    consumer = await _collect(n2.url, "due", got)
+    try:
+        try:
+            await async_wait_for(lambda: len(got) >= 30, timeout=8 * LEASE_TTL,
+                                 what=lambda: f"n1's delayed messages released by n2 (got {len(got)})")
+        finally:
+            n1.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        await async_wait_for(lambda: any("lost the lease of the delayed messages of exchange 'later'" in line
+                                         for line in n1.output), timeout=4 * LEASE_TTL, what="n1 noticing")
+        await _barrier(n2.url, "due", got)  # n1 had a tick or more after SIGCONT: a second copy came before
+        assert Counter(body for body, _ in got) == Counter(bodies)
+    finally:
+        await consumer.close()
 
 
 async def test_every_node_restarted_keeps_the_held_delayed_messages(

@@ -74,6 +74,12 @@ class ClusterMessageLog(PostgresMessageLog):
         """This process's delayed-message schedules' sub-key (core/delayed.py, shared_exchanges.py)."""
         return partition_of(self.node, self.epoch)
 
+    def may_release(self, key: str) -> bool:
+        """May this process release the rows of ``key`` now (core/delayed.py)? Only while it holds the
+        lease and renewed it recently (LeaseTable.fresh)."""
+        group = self.group(key)
+        return group is None or self.leases.fresh(group)
+
     def hold_confirms(self) -> Hold | None:
         """At the broker's cut (core/broker.py): forwarded publishes go out, and hold the batch's confirms."""
         return self.forwarder.hold_confirms() if self.forwarder is not None else None

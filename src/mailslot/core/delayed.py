@@ -210,6 +210,11 @@ class Schedule:
         until ``after_commit`` says the batch and every forward of it landed; if one failed, it is
         scheduled again (at-least-once: the copies that landed may be enqueued twice)."""
         heap = self._heap
+        if not heap or heap[0] >> SEQ_BITS > now_ms:
+            return 0
+        may_release = getattr(self.vhost.log, "may_release", None)  # a cluster node's store: its lease
+        if may_release is not None and not may_release(self.key):
+            return 0  # not sure to hold it now (a pause, a slow database): the next tick asks again
         due: list[int] = []
         while heap and heap[0] >> SEQ_BITS <= now_ms and len(due) < budget:
             due.append(heapq.heappop(heap))
