@@ -45,6 +45,15 @@ SELECT queue FROM lost
 UNION
 SELECT queue FROM wanted WHERE NOT EXISTS (SELECT 1 FROM leases WHERE leases.queue = wanted.queue);
 
+-- name: drop_empty_leases
+-- Leases of logs that hold no row any more (a former node process's delayed-message schedule, all
+-- released): dropped, so they are not renewed for ever. A row still there (a release not committed
+-- yet) keeps its lease, so no row is ever left without one.
+DELETE FROM leases
+WHERE queue = ANY(%(queues)s::bytea[]) AND owner = %(node)s
+    AND NOT EXISTS (SELECT 1 FROM logs JOIN messages ON messages.log_id = logs.id WHERE logs.key = leases.queue)
+RETURNING queue;
+
 -- name: heartbeat
 UPDATE nodes SET seen_at = now(), link = %(link)s WHERE name = %(node)s AND epoch = %(epoch)s;
 

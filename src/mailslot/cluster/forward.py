@@ -37,6 +37,7 @@ from mailslot.core.session import Gate, Session
 
 from . import link
 from .leases import Lease, LeaseTable
+from .shared_exchanges import exchange_target
 
 log = logging.getLogger("mailslot.cluster")
 
@@ -549,21 +550,19 @@ class ForwardReceiver:
         seq, queues, messages = decode_publish(payload)
         core = self.core
         held = self.leases.held
-        targets: list[Queue] = []
+        targets: list[Callable[[Message], bool]] = []
         for key, epoch in queues:
-            queue = _local_queue(core, key)
-            if queue is None or held.get(key) != epoch:  # the queue moved (or the sender read an old lease)
+            target = _local_target(core, key)
+            if target is None or held.get(key) != epoch:  # the queue moved (or the sender read an old lease)
                 writer.write(link.encode_frame(NACK, _U64.pack(seq)))
                 return
-            targets.append(queue)
+            targets.append(target)
         refused = False
         codecs = core.codecs
         for index, persistent, ttl, (exchange, routing_key, properties, body, codec) in messages:
-            queue = targets[index]
             message = Message(exchange.decode(), routing_key.decode(), properties, body, persistent,
                               codecs[codec.decode()], None if ttl < 0 else ttl)
-            vhost = core.vhosts[queue.vhost]
-            if not vhost.enqueue(queue, message):
+            if not targets[index](message):
                 refused = True
         self.received += len(messages)
 
@@ -596,6 +595,16 @@ class _LinkSink:
 
     def acknowledgement_timed_out(self, timeout_ms: int) -> None:
         self.consumer_cancelled("")
+
+
+def _local_target(core: Broker, key: str) -> Callable[[Message], bool] | None:
+    """What enqueues a forwarded message for ``key`` here: its queue, or a deduplicating exchange this node
+    owns (shared_exchanges.py: routed through its window here)."""
+    queue = _local_queue(core, key)
+    if queue is None:
+        return exchange_target(core, key)
+    vhost = core.vhosts[queue.vhost]
+    return lambda message: vhost.enqueue(queue, message)
 
 
 def _local_queue(core: Broker, key: str) -> Queue | None:

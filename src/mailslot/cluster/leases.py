@@ -17,6 +17,7 @@ Rules of this module:
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,6 +63,9 @@ class LeaseTable:
         self.node = settings.node_name
         self.ttl = ttl
         self.held: dict[str, int] = {}
+        # When each held lease was last taken or renewed, by this process's monotonic clock (the start of
+        # the statement: conservative). What must not happen twice checks it (``fresh``).
+        self._since: dict[str, float] = {}
         self.lock = threading.Lock()
         self._link = Link(settings, "leases")
 
@@ -81,9 +85,11 @@ class LeaseTable:
             if not wanted:
                 return {}
             params = {"node": self.node, "ttl": self.ttl, "queues": [q.encode() for q in wanted]}
+            started = time.monotonic()
             rows = self._link.run(lambda conn: conn.execute(Q["take_leases"], params).fetchall())
             taken = {bytes(q).decode(): int(epoch) for q, epoch in rows}
             self.held.update(taken)
+            self._since.update(dict.fromkeys(taken, started))
         return taken
 
     def renew(self) -> set[str]:
@@ -96,13 +102,23 @@ class LeaseTable:
                 return set()
             params = {"node": self.node, "ttl": self.ttl, "queues": [q.encode() for q in held],
                       "epochs": list(held.values())}
+            started = time.monotonic()
             rows = self._link.run(lambda conn: conn.execute(Q["renew_leases"], params).fetchall())
             renewed = {bytes(q).decode() for (q,) in rows}
+            self._since.update(dict.fromkeys(renewed, started))
             lost = set(held) - renewed
             for queue in lost:
                 if self.held.get(queue) == held[queue]:
                     del self.held[queue]
         return lost
+
+    def fresh(self, queue: str) -> bool:
+        """Held, and taken or renewed less than half the TTL ago by this process's clock. Fencing keeps a
+        former holder from *writing* after a takeover; this keeps it from acting outside PostgreSQL (a
+        delayed release forwarded to another node) when it was paused past its lease and has not
+        noticed yet: its clock jumped too, so its last renewal looks old."""
+        since = self._since.get(queue)
+        return queue in self.held and since is not None and time.monotonic() - since < self.ttl / 2
 
     def release(self) -> None:
         """A clean stop: every held lease expires now, so other nodes take the queues over at once."""
@@ -128,6 +144,19 @@ class LeaseTable:
             params = {"queues": [q.encode() for q in wanted], "node": self.node}
             rows = self._link.run(lambda conn: conn.execute(Q["drop_lost_transient"], params).fetchall())
         return [bytes(q).decode() for (q,) in rows]
+
+    def drop_empty(self, queues: Iterable[str]) -> set[str]:
+        """Drop the held leases of ``queues`` whose logs hold no row; returns those dropped."""
+        with self.lock:
+            wanted = [q for q in queues if q in self.held]
+            if not wanted:
+                return set()
+            params = {"node": self.node, "queues": [q.encode() for q in wanted]}
+            rows = self._link.run(lambda conn: conn.execute(Q["drop_empty_leases"], params).fetchall())
+            dropped = {bytes(q).decode() for (q,) in rows}
+            for queue in dropped:
+                self.held.pop(queue, None)
+        return dropped
 
     def heartbeat(self, node_epoch: int, link: str) -> None:
         params = {"node": self.node, "epoch": node_epoch, "link": link}

@@ -27,13 +27,15 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mailslot.core import featureset, storekeys
+from mailslot.core import delayed, featureset, storekeys
 from mailslot.core.broker import Broker
+from mailslot.core.exchanges import DeduplicationExchange
 from mailslot.core.message import Entry, Message
 from mailslot.core.queue import Queue
 from mailslot.storage.api import QueueRecovery
 from mailslot.storage.postgres import FencedError, StoreUnavailable
 
+from . import shared_exchanges
 from .forward import Forwarder
 from .leases import Lease, LeaseTable, NodeRow
 from .proxy import QueryClient
@@ -119,10 +121,14 @@ class ClusterNode:
     def start(self) -> None:
         """After the core recovered: queues whose lease this node did not take are remote."""
         self.metadata.on_declared = self._declared
+        self.metadata.on_exchange_declared = self._exchange_declared
         held = self.leases.held
         for queue in self._shared_queues():
             if queue.key not in held:
                 self._make_remote(queue)
+        for _, exchange in shared_exchanges.dedup_exchanges(self.core):
+            if exchange.window is not None and exchange.window.store_key not in held:
+                shared_exchanges.hand_over(exchange, self.remote)
         log.info("cluster node '%s': serving %d shared queue(s); lease TTL %.1f s", self.node, len(held),
                  self.leases.ttl)
         self._thread = threading.Thread(target=self._run, name="mailslot-cluster", daemon=True)
@@ -216,7 +222,9 @@ class ClusterNode:
         self.owners = table
         self.nodes = leases.nodes()
         self.links = {row.name: row.link for row in self.nodes if row.running and row.link}
-        shared = self._on_loop(lambda: {q.key for q in self._shared_queues()})
+        shared = self._on_loop(self._shared_keys)
+        # Other node processes' delayed-message schedules: taken over like queues when their lease expires.
+        shared |= {key for key in table if shared_exchanges.is_schedule_key(key)}
         self.loop.call_soon_threadsafe(self._refresh_subscriptions)
         held = leases.held
         patient = self._patient()
@@ -228,6 +236,9 @@ class ClusterNode:
                 self._adopt(taken, {k: table[k].owner for k in taken if k in table})
         if self.transient is not None and not patient:  # an outage is not the death of their nodes either
             self.transient.sweep(table, self._on_loop, self.loop)
+        released = self._on_loop(self._released_schedules)
+        if released:
+            self.loop.call_soon_threadsafe(self._forget_schedules, leases.drop_empty(released))
         self.polled_at = time.monotonic()
 
     def _patient(self) -> bool:
@@ -249,7 +260,7 @@ class ClusterNode:
         for key, epoch in taken.items():
             if key in former:
                 self.takeovers += 1
-                log.warning("took over queue %s from node '%s' (lease epoch %d)", _show(key), former[key], epoch)
+                log.warning("took over %s from node '%s' (lease epoch %d)", _show(key), former[key], epoch)
         self.loop.call_soon_threadsafe(self._gain, taken, recoveries)
 
     def _on_loop(self, fn: Callable[[], T]) -> T:
@@ -268,6 +279,12 @@ class ClusterNode:
     def _shared_queues(self) -> list[Queue]:
         return [q for vhost in self.core.vhosts.values() for q in vhost.queues.values()
                 if q.durable and q.exclusive_owner is None and not q.deleted]
+
+    def _shared_keys(self) -> set[str]:
+        """The leases this node may hold: its shared queues' and its deduplicating exchanges' windows'."""
+        keys = {q.key for q in self._shared_queues()}
+        keys.update(e.window.store_key for _, e in shared_exchanges.dedup_exchanges(self.core) if e.window is not None)
+        return keys
 
     def _queue(self, key: str) -> Queue | None:
         parsed = storekeys.decode(key)
@@ -290,6 +307,9 @@ class ClusterNode:
             queue = self._queue(key)
             if queue is not None:
                 self.remote.forget(queue)  # what it took in from the former owner is the log's again
+            exchange = shared_exchanges.dedup_exchange(core, key)
+            if exchange is not None:
+                shared_exchanges.serve(exchange)  # its window is restored from the rows below
         for recovered in recoveries:
             featureset.recover(core.vhosts, recovered)
         for key in taken:
@@ -302,13 +322,45 @@ class ClusterNode:
     def _lose(self, lost: set[str]) -> None:
         lost = self.transient.lose(lost) if self.transient is not None else lost
         for key in lost:
+            if shared_exchanges.is_exchange_key(key):
+                self._lose_exchange_state(key)
+                continue
             queue = self._queue(key)
             if queue is None or queue.remote is not None:
                 continue
-            log.warning("lost the lease of queue %s: another node serves it now; its consumers here are "
+            log.warning("lost the lease of %s: another node serves it now; its consumers here are "
                         "cancelled", _show(key))
             self.replace_with_remote(queue)
         self.core.request_flush()
+
+    def _lose_exchange_state(self, key: str) -> None:
+        """Another node holds the lease of an exchange's schedule or window now: it releases or decides."""
+        log.warning("lost the lease of %s: another node serves it now", _show(key))
+        exchange = shared_exchanges.dedup_exchange(self.core, key)
+        if exchange is not None:
+            shared_exchanges.hand_over(exchange, self.remote)
+            return
+        vhost = self.core.vhosts.get(storekeys.decode(key).vhost)
+        if vhost is not None:
+            delayed.messages(vhost).forget(key)
+
+    def _released_schedules(self) -> list[str]:
+        """Schedules of former node processes that this node took over and released entirely."""
+        held = self.leases.held
+        return [key for vhost in self.core.vhosts.values() for key, schedule in delayed.messages(vhost).schedules.items()
+                if key in held and not len(schedule) and schedule.exchange.schedule is not schedule]
+
+    def _forget_schedules(self, keys: set[str]) -> None:
+        for key in keys:
+            vhost = self.core.vhosts.get(storekeys.decode(key).vhost)
+            if vhost is not None:
+                delayed.messages(vhost).forget(key)
+
+    def _exchange_declared(self, vhost: str, name: str, owned: bool) -> None:
+        host = self.core.vhosts.get(vhost)
+        exchange = host.exchanges.get(name) if host is not None else None
+        if isinstance(exchange, DeduplicationExchange) and not owned:
+            shared_exchanges.hand_over(exchange, self.remote)
 
     def replace_with_remote(self, queue: Queue) -> Queue:
         """Stop serving ``queue`` here: cancel its consumers, and put an empty Queue marked remote in its
@@ -334,4 +386,8 @@ class ClusterNode:
 
 def _show(key: str) -> str:
     parsed = storekeys.decode(key)
-    return f"'{parsed.name}' in vhost '{parsed.vhost}'"
+    if parsed.kind == storekeys.DELAYED:
+        return f"the delayed messages of exchange '{parsed.name}' in vhost '{parsed.vhost}' ({parsed.sub})"
+    if parsed.kind == storekeys.DEDUP_EXCHANGE:
+        return f"the deduplication window of exchange '{parsed.name}' in vhost '{parsed.vhost}'"
+    return f"queue '{parsed.name}' in vhost '{parsed.vhost}'"

@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any, LiteralString
 import psycopg
 
 from mailslot.core import storekeys
+from mailslot.core.dedup import EXCHANGE_TYPE, exchange_store_key
 from mailslot.storage.api import BindingDefinition, ExchangeDefinition, QueueDefinition, QueueRecovery
 from mailslot.storage.postgres import FencedError, PostgresMessageLog, PostgresMetadataStore, PostgresSettings
 from mailslot.storage.postgres._connect import Link
 from mailslot.storage.postgres.log import _Batch
 
 from .leases import LeaseTable, Q
+from .shared_exchanges import LEASED_KINDS, is_exchange_key, is_own_schedule, partition_of
 
 if TYPE_CHECKING:
     from mailslot.core.broker import Hold
@@ -44,10 +46,13 @@ _QUEUE_KINDS = frozenset({storekeys.QUEUE, storekeys.LANE, storekeys.DEDUP_QUEUE
 
 
 def lease_group(key: str) -> str | None:
-    """The lease (its queue's store key) covering the log ``key``; None for node-local logs."""
+    """The lease covering the log ``key``: its queue's store key, or the key itself for an exchange's
+    schedule or window (shared_exchanges.py); None for node-local logs."""
     parsed = storekeys.decode(key)
     if parsed.kind in _QUEUE_KINDS:
         return storekeys.queue_key(parsed.vhost, parsed.name)
+    if parsed.kind in LEASED_KINDS:
+        return key
     return None
 
 
@@ -63,6 +68,17 @@ class ClusterMessageLog(PostgresMessageLog):
         self.forwarder: Forwarder | None = None  # set when the node has a cluster link
         self.owners: Callable[[], Mapping[str, object]] = dict  # the lease table as last polled (ClusterNode)
         self.on_lease_refused: Callable[[], None] = lambda: None  # a batch was refused for a lost lease
+
+    @property
+    def partition(self) -> str:
+        """This process's delayed-message schedules' sub-key (core/delayed.py, shared_exchanges.py)."""
+        return partition_of(self.node, self.epoch)
+
+    def may_release(self, key: str) -> bool:
+        """May this process release the rows of ``key`` now (core/delayed.py)? Only while it holds the
+        lease and renewed it recently (LeaseTable.fresh)."""
+        group = self.group(key)
+        return group is None or self.leases.fresh(group)
 
     def hold_confirms(self) -> Hold | None:
         """At the broker's cut (core/broker.py): forwarded publishes go out, and hold the batch's confirms."""
@@ -96,8 +112,12 @@ class ClusterMessageLog(PostgresMessageLog):
     def _fence(
         self, keys: set[str], owned: list[tuple[int, int]], batch_no: int
     ) -> tuple[LiteralString, dict[str, Any]]:
-        held = self.leases.held
         groups = sorted({g for g in map(self.group, keys) if g is not None})  # one lock order for all
+        partition = self.partition
+        mine = [g for g in groups if g not in self.leases.held and is_own_schedule(g, partition)]
+        if mine:  # this process's first write to its own schedule: its lease first, so others can take it over
+            self.leases.take(mine)
+        held = self.leases.held
         return Q["fence_leased"], {
             "node": self.node, "node_epoch": self.epoch, "batch": batch_no,
             "groups": [g.encode() for g in groups], "epochs": [held.get(g, 0) for g in groups],
@@ -129,6 +149,8 @@ class ClusterMessageLog(PostgresMessageLog):
         self.commit()
         rows = self._adopter.run(lambda conn: conn.execute(Q["shared_queues"]).fetchall())
         queues = [storekeys.queue_key(bytes(v).decode(), bytes(n).decode()) for v, n in rows]
+        # Exchanges' schedules and windows whose lease is free (their node stopped): released here now.
+        queues += [lease.queue for lease in self.leases.table() if is_exchange_key(lease.queue)]
         self.leases.take(queues)
         # Every lease held now was taken during this start: by the line above, or by the core's
         # recovery, which declares each queue again (ClusterMetadataStore.save_queue takes it).
@@ -176,6 +198,13 @@ class ClusterMessageLog(PostgresMessageLog):
             self.leases.close()
 
 
+def dedup_exchange_key(exchange: ExchangeDefinition) -> str | None:
+    """The lease key of a shared deduplicating exchange's window; None for any other exchange."""
+    if exchange.type != EXCHANGE_TYPE or not exchange.durable:
+        return None
+    return exchange_store_key(exchange.vhost, exchange.name)
+
+
 def _drop_groups(batch: _Batch, lost: set[str], group: Any) -> None:
     """Remove from a staged batch everything written for the ``lost`` leases."""
     batch.appends = {k: v for k, v in batch.appends.items() if group(k) not in lost}
@@ -197,16 +226,24 @@ class ClusterMetadataStore(PostgresMetadataStore):
         self.muted = False
         self.writes = 0  # writes that reached PostgreSQL, for the metadata sync (sync.py)
         self.on_declared: Any = None  # Callable[[str, str, bool], None], set by the cluster node
+        self.on_exchange_declared: Any = None  # the same for deduplicating exchanges
 
     def save_exchange(self, exchange: ExchangeDefinition) -> None:
+        # A deduplicating exchange's window has one owner (shared_exchanges.py): the declaring node takes
+        # its lease first when it is free, as for a queue; ``on_exchange_declared`` tells the node.
+        key = dedup_exchange_key(exchange)
+        owned = key is not None and (key in self.leases.held or (not self.muted and bool(self.leases.take([key]))))
         if not self.muted:
             super().save_exchange(exchange)
             self.writes += 1
+        if key is not None and self.on_exchange_declared is not None:
+            self.on_exchange_declared(exchange.vhost, exchange.name, owned)
 
     def delete_exchange(self, vhost: str, name: str) -> None:
         if not self.muted:
             super().delete_exchange(vhost, name)
             self.writes += 1
+            self.leases.drop(exchange_store_key(vhost, name))  # if it had one (a deduplicating exchange)
 
     def save_binding(self, binding: BindingDefinition, arguments: dict[str, Any]) -> None:
         if not self.muted:

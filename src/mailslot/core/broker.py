@@ -111,7 +111,8 @@ class Broker:
         self.tickers: list[Callable[[float], None]] = [ExpiryTicker(self)]
         self.redelivery = Redelivery(self.mark_dirty, consumer_timeout_ms)  # retry delays, ack timeouts
         self.tickers.append(self.redelivery.tick)
-        self.tickers.append(release_ticker(self.vhosts.values()))  # delayed messages: one timer for all
+        # delayed messages: one timer for all
+        self.tickers.append(release_ticker(self.vhosts.values(), lambda fn: self.after_commit(OnCommit(fn))))
         self.tickers.append(lambda now: featureset.tick_owners(self.vhosts.values(), now))
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []

@@ -28,7 +28,8 @@ from .errors import PreconditionFailed
 from .exchanges import Destination, Exchange, HeadersExchange, make_exchange, register_type
 from .message import Message
 from .routing import sender_keys
-from .storekeys import DELAYED, feature_key
+from .storekeys import DELAYED, StoreKey, feature_key
+from .storekeys import decode as storekeys_decode
 from .ttl import parse_expiration
 
 if TYPE_CHECKING:
@@ -53,12 +54,21 @@ RESTORE_BATCH = 2_000  # rows read at a time when rebuilding the schedule at sta
 # A due row that cannot be read yet is still in a store batch being written; after this many ticks it is
 # taken as gone (and logged) so it cannot hold the exchange's schedule up for ever.
 MAX_READ_MISSES = 100
+# A due message that only queues of other nodes reached, and they refused it (their owner is changing: a
+# takeover takes about the lease TTL), is tried again this much later.
+REMOTE_RETRY_MS = 1_000
+DONE, FORWARDED, RETRY = 0, 1, 2  # what releasing one message did (Schedule._route)
+AfterCommit = Callable[[Callable[[bool], None]], None]  # calls a function with the batch's outcome
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
-def delay_key(vhost: str, exchange: str) -> str:
-    """The message-log key of a delayed exchange's scheduled messages (core/storekeys.py, kind ``delayed``)."""
+def delay_key(vhost: str, exchange: str, partition: str = "") -> str:
+    """The message-log key of a delayed exchange's scheduled messages (core/storekeys.py, kind ``delayed``).
+    ``partition``: the store's (a cluster node's process, mailslot.cluster) when several nodes schedule
+    for one exchange: each writes its own log, which another node releases if it dies."""
+    if partition:
+        return StoreKey(DELAYED, vhost, exchange, partition).encode()
     return feature_key(DELAYED, vhost, exchange)
 
 
@@ -148,10 +158,10 @@ register_type(DelayedExchange)
 class Schedule:
     """One delayed exchange's scheduled messages: rows in the log, a heap of (due, seq) in memory."""
 
-    def __init__(self, vhost: VirtualHost, exchange: DelayedExchange) -> None:
+    def __init__(self, vhost: VirtualHost, exchange: DelayedExchange, key: str) -> None:
         self.vhost = vhost
         self.exchange = exchange
-        self.key = delay_key(vhost.name, exchange.name)
+        self.key = key
         self.next_seq = 1
         self._heap: list[int] = []
         self._hot: dict[int, Message] = {}  # bodies kept in memory: seq -> message as it will be routed
@@ -193,10 +203,18 @@ class Schedule:
             self._hot_bytes += size
         return True
 
-    def release(self, now_ms: int, budget: int) -> int:
+    def release(self, now_ms: int, budget: int, after_commit: AfterCommit | None = None) -> int:
         """Route what is due (at most ``budget``) through the exchange's current bindings; stage the
-        enqueues and the removal of the delay rows together. Returns how many left the schedule."""
+        enqueues and the removal of the delay rows together. Returns how many left the schedule.
+        A message that reached a queue another node owns (mailslot.cluster: forwarded) keeps its row
+        until ``after_commit`` says the batch and every forward of it landed; if one failed, it is
+        scheduled again (at-least-once: the copies that landed may be enqueued twice)."""
         heap = self._heap
+        if not heap or heap[0] >> SEQ_BITS > now_ms:
+            return 0
+        may_release = getattr(self.vhost.log, "may_release", None)  # a cluster node's store: its lease
+        if may_release is not None and not may_release(self.key):
+            return 0  # not sure to hold it now (a pause, a slow database): the next tick asks again
         due: list[int] = []
         while heap and heap[0] >> SEQ_BITS <= now_ms and len(due) < budget:
             due.append(heapq.heappop(heap))
@@ -208,8 +226,9 @@ class Schedule:
             for key in due:
                 heapq.heappush(heap, key)
             raise
-        vhost, exchange = self.vhost, self.exchange
         released: list[int] = []
+        forwarded: list[int] = []
+        retry: list[int] = []
         for i, key in enumerate(due):
             seq = key & SEQ_MASK
             message = messages.get(seq)
@@ -217,13 +236,47 @@ class Schedule:
                 for later in due[i:]:  # keep the order: wait for the batch that holds it to land
                     heapq.heappush(heap, later)
                 break
-            released.append(seq)
-            if message is not None:  # on its CC keys too (BCC's were not kept: docs/routing.md)
-                for queue in vhost.route(exchange, message.routing_key, message, sender_keys(message)):
-                    vhost.enqueue(queue, message)
+            routed = DONE if message is None else self._route(message)
+            if routed == RETRY:
+                retry.append(((now_ms + REMOTE_RETRY_MS) << SEQ_BITS) | seq)
+                continue
+            (forwarded if routed == FORWARDED and after_commit is not None else released).append(seq)
+        for key in retry:
+            heapq.heappush(heap, key)  # read back from the log when retried
         if released:
-            vhost.log.stage_remove(self.key, released)
-        return len(released)
+            self.vhost.log.stage_remove(self.key, released)
+        if forwarded and after_commit is not None:
+            after_commit(lambda ok: self._forwarded(forwarded, ok))
+        return len(released) + len(forwarded)
+
+    def _forwarded(self, seqs: list[int], ok: bool) -> None:
+        """The batch that forwarded these released messages to other nodes is answered."""
+        if ok:
+            self.vhost.log.stage_remove(self.key, seqs)
+            return
+        log.warning("%d delayed message(s) of exchange '%s' could not be handed to another node; they are "
+                    "released again", len(seqs), self.exchange.name)
+        due = (int(self.vhost.clock() * 1000) + REMOTE_RETRY_MS) << SEQ_BITS
+        for seq in seqs:
+            heapq.heappush(self._heap, due | seq)
+
+    def _route(self, message: Message) -> int:
+        """Enqueue a due message through the exchange's current bindings (on its CC keys too; BCC's were
+        not kept: docs/routing.md). RETRY to keep it scheduled: every queue it reached is owned by another
+        node and refused it (mailslot.cluster: no live owner known, a takeover under way), so nothing of
+        it landed and it can be retried without a second copy anywhere. FORWARDED: some copy went to
+        another node, DONE: every copy is staged here."""
+        vhost = self.vhost
+        refused_remote = landed = forwarded = 0
+        for queue in vhost.route(self.exchange, message.routing_key, message, sender_keys(message)):
+            if vhost.enqueue(queue, message):
+                landed += 1
+                forwarded += queue.remote is not None
+            elif queue.remote is not None:
+                refused_remote += 1
+        if landed == 0 and refused_remote > 0:
+            return RETRY
+        return FORWARDED if forwarded else DONE
 
     def _missed(self, seq: int) -> bool:
         """True to retry a row that is not readable yet; False once it is taken as gone."""
@@ -313,34 +366,66 @@ def messages(vhost: VirtualHost) -> DelayedMessages:
 
 
 class DelayedMessages:
-    """The schedules of one vhost's delayed exchanges."""
+    """The schedules of one vhost's delayed exchanges, by store key. An exchange schedules into its own
+    (``exchange.schedule``, under the store's ``partition``); in a cluster (mailslot.cluster) a node also
+    releases the schedules of other nodes' processes whose lease it took over (``adopt``)."""
 
     def __init__(self, vhost: VirtualHost) -> None:
         self.vhost = vhost
         self.schedules: dict[str, Schedule] = {}
+        self._generation = 0  # bumped when this process lost its own key's lease: it writes under a new key
 
     def attach(self, exchange: DelayedExchange) -> None:
         """A delayed exchange was declared: from now on it schedules what asks for a delay."""
-        schedule = Schedule(self.vhost, exchange)
-        self.schedules[exchange.name] = schedule
-        exchange.schedule = schedule
-        self.vhost.owners[schedule.key] = schedule  # its rows, at start-up (core/featureset.py)
+        partition: str = getattr(self.vhost.log, "partition", "")  # a cluster node's process (mailslot.cluster)
+        if partition and self._generation:
+            partition = f"{partition}.{self._generation}"
+        exchange.schedule = self._add(exchange, delay_key(self.vhost.name, exchange.name, partition))
+
+    def adopt(self, recovered: QueueRecovery) -> bool:
+        """Rows of another key of a delayed exchange (a cluster node's former process): schedule them here
+        too. False when their exchange does not exist (the caller purges them)."""
+        key = storekeys_decode(recovered.queue)
+        exchange = self.vhost.exchanges.get(key.name)
+        if not isinstance(exchange, DelayedExchange):
+            return False
+        schedule = self.schedules.get(recovered.queue) or self._add(exchange, recovered.queue)
+        schedule.clear()  # held by another node meanwhile: what it released is gone from the log
+        schedule.restore(recovered)
+        return True
+
+    def forget(self, key: str) -> None:
+        """Another node releases the rows of ``key`` now (mailslot.cluster: the lease was lost): stop
+        scheduling them here, without touching the rows."""
+        schedule = self.schedules.pop(key, None)
+        if schedule is not None:
+            self.vhost.owners.pop(key, None)
+            schedule.clear()
+            if schedule.exchange.schedule is schedule:  # its own: go on under a key no other node holds
+                self._generation += 1
+                self.attach(schedule.exchange)
+
+    def _add(self, exchange: DelayedExchange, key: str) -> Schedule:
+        schedule = self.schedules[key] = Schedule(self.vhost, exchange, key)
+        self.vhost.owners[key] = schedule  # its rows, at start-up (core/featureset.py)
+        return schedule
 
     def drop(self, exchange: DelayedExchange) -> None:
         """The exchange was deleted: its scheduled messages go with it (as with the plugin)."""
-        schedule = self.schedules.pop(exchange.name, None)
         exchange.schedule = None
-        if schedule is not None:
-            self.vhost.owners.pop(schedule.key, None)
-            schedule.clear()
-            self.vhost.log.stage_purge(schedule.key)
+        for key, schedule in list(self.schedules.items()):
+            if schedule.exchange is exchange:
+                del self.schedules[key]
+                self.vhost.owners.pop(key, None)
+                schedule.clear()
+                self.vhost.log.stage_purge(key)
 
-    def release(self, now_ms: int, budget: int) -> int:
+    def release(self, now_ms: int, budget: int, after_commit: AfterCommit | None = None) -> int:
         released = 0
-        for schedule in self.schedules.values():
+        for schedule in list(self.schedules.values()):
             if released >= budget:
                 break
-            released += schedule.release(now_ms, budget - released)
+            released += schedule.release(now_ms, budget - released, after_commit)
         return released
 
     @property
@@ -349,9 +434,12 @@ class DelayedMessages:
         return sum(len(schedule) for schedule in self.schedules.values())
 
 
-def release_ticker(vhosts: Iterable[VirtualHost]) -> Callable[[float], None]:
+def release_ticker(
+    vhosts: Iterable[VirtualHost], after_commit: AfterCommit | None = None
+) -> Callable[[float], None]:
     """The broker's one delay timer: called every tick with the clock's time (seconds). ``vhosts`` is read
-    at each tick (a live view), so vhosts created at runtime are served too."""
+    at each tick (a live view), so vhosts created at runtime are served too. ``after_commit(fn)``: call
+    ``fn(ok)`` once the batch being staged is committed (and what it forwarded, answered)."""
 
     def tick(now: float) -> None:
         now_ms = int(now * 1000)
@@ -359,6 +447,6 @@ def release_ticker(vhosts: Iterable[VirtualHost]) -> Callable[[float], None]:
         for vhost in list(vhosts):
             delays = vhost.extensions.get(EXTENSION)
             if isinstance(delays, DelayedMessages) and delays.schedules:
-                budget -= delays.release(now_ms, budget)
+                budget -= delays.release(now_ms, budget, after_commit)
 
     return tick

@@ -48,6 +48,9 @@ class Exchange:
         # publish_out), for the management API; the default exchange's fast path does not count them.
         self.stats_in = 0
         self.stats_out = 0
+        # Set when another node decides where this exchange's publishes go (mailslot.cluster: the owner of
+        # a deduplicating exchange's window): ``remote.publish(exchange, message) -> bool`` hands them over.
+        self.remote: Any = None
 
     @property
     def effective_arguments(self) -> dict[str, Any]:

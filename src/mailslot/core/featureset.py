@@ -163,6 +163,8 @@ def recover(vhosts: Mapping[str, VirtualHost], recovered: QueueRecovery) -> bool
         return queue is not None and queue.restore_lane(int(key.sub), recovered.count, recovered.max_seq)
     owner = vhost.owners.get(recovered.queue)
     if owner is None:
+        if key.kind == storekeys.DELAYED:  # another process's schedule of a delayed exchange (a cluster node's)
+            return delayed.messages(vhost).adopt(recovered)
         return False
     owner.restore(recovered)
     return True

@@ -186,6 +186,9 @@ class Session:
         if self.tx is not None:
             self.tx.publishes.append((exchange_name, routing_key, message, mandatory, cc))
             return ROUTED
+        if exchange.remote is not None:  # another node owns its state (mailslot.cluster): routed there
+            exchange.stats_in += 1
+            return ROUTED if exchange.remote.publish(exchange, message) else REJECTED
         queues = vhost.route(exchange, routing_key, message, cc)
         exchange.stats_in += 1
         exchange.stats_out += len(queues)

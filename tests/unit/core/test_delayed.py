@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from mailslot.core import delayed
+from mailslot.core.broker import OnCommit
 from mailslot.core.delayed import delay_key, delay_of
 from mailslot.core.errors import BrokerError, CommandInvalid, PreconditionFailed
 from mailslot.core.session import ROUTED, UNROUTED
@@ -225,7 +226,7 @@ def test_bodies_are_read_back_from_the_log_beyond_the_hot_window(d: CoreHarness)
     for i in range(300):
         d.publish("q", b"%d" % i, properties(60_000 - (i % 3) * 10_000), exchange=EXCHANGE)
     d.broker.flush()
-    schedule = delayed.messages(d.vhost).schedules[EXCHANGE]
+    schedule = d.vhost.exchanges[EXCHANGE].schedule
     assert schedule._hot == {}  # noqa: SLF001 -- the memory claim is the point of this test
     d.advance(60)
     expected = [b"%d" % i for k in (2, 1, 0) for i in range(300) if i % 3 == k]
@@ -271,3 +272,91 @@ def test_per_message_ttl_applies_from_the_release_on(d: CoreHarness, delay_ms: i
     assert d.vhost.queues["q"].message_count == 2
     d.advance(1.1)
     assert d.drain("q") == [b"stays"]
+
+
+class _RefusingOwner:
+    """A queue's remote owner (mailslot.cluster) that refuses every message: no live owner is known."""
+
+    def __init__(self) -> None:
+        self.refused = 0
+
+    def enqueue(self, queue: Any, message: Any) -> bool:
+        self.refused += 1
+        return False
+
+
+def test_a_due_message_that_only_other_nodes_queues_refused_stays_scheduled(d: CoreHarness) -> None:
+    # In a cluster, a queue another node owns refuses while its owner changes: nothing of the message
+    # landed anywhere, so it is kept and tried again rather than dropped.
+    queue = d.vhost.queues["q"]
+    owner = _RefusingOwner()
+    queue.remote = owner
+    publish(d, b"held", 1000)
+    d.advance(1.0)
+    assert owner.refused == 1
+    assert delayed.messages(d.vhost).count == 1
+    queue.remote = None  # the queue is served here again
+    d.advance(delayed.REMOTE_RETRY_MS / 1000)
+    assert d.drain("q") == [b"held"]
+    assert delayed.messages(d.vhost).count == 0
+    assert d.log.read(delay_key("/", EXCHANGE), 0, 10) == []
+
+
+def test_a_schedule_of_another_process_is_adopted_and_released(d: CoreHarness) -> None:
+    # A cluster node releases the schedule of a node process it took over: rows under another key.
+    from mailslot.storage.api import QueueRecovery, StoredMessage
+
+    other = delay_key("/", EXCHANGE, "n1:7")
+    due = int(d.clock() * 1000) + 500
+    d.log.stage_append([StoredMessage(other, 1, EXCHANGE, "q", properties(-500), b"adopted", True, deadline=due,
+                                      codec=JSON_CODEC.name)])
+    d.log.commit()
+    assert delayed.messages(d.vhost).adopt(QueueRecovery(other, 1, 1))
+    assert delayed.messages(d.vhost).count == 1
+    d.advance(0.5)
+    assert d.drain("q") == [b"adopted"]
+    assert d.log.read(other, 0, 10) == []  # released once: its row went with the release
+    delayed.messages(d.vhost).forget(other)
+    assert delayed.messages(d.vhost).count == 0
+
+
+class _ForwardingOwner:
+    """A queue's remote owner (mailslot.cluster) that takes every message to forward it at the batch's
+    cut, where the store's ``hold_confirms`` (as mailslot.cluster's) holds the batch until the owner
+    answers: ``answers`` in turn."""
+
+    def __init__(self, answers: list[bool]) -> None:
+        self.taken: list[bytes] = []
+        self.answers = answers
+        self._pending = False
+
+    def enqueue(self, queue: Any, message: Any) -> bool:
+        self.taken.append(message.body)
+        self._pending = True
+        return True
+
+    def hold_confirms(self) -> Any:
+        if not self._pending:
+            return None
+        self._pending = False
+        answer = self.answers.pop(0)
+        return lambda release: release(answer)
+
+
+def test_a_message_released_to_another_node_keeps_its_row_until_the_forward_is_answered(d: CoreHarness) -> None:
+    # The release commits here while the copy is forwarded: if the owner does not answer it, the row
+    # must still be there to release it again (at-least-once), not removed with the release.
+    d.broker.tickers.append(delayed.release_ticker(d.broker.vhosts.values(),
+                                                   lambda fn: d.broker.after_commit(OnCommit(fn))))
+    owner = _ForwardingOwner([False, True])  # the first forward fails (a link broke), the second lands
+    d.vhost.queues["q"].remote = owner
+    d.log.hold_confirms = owner.hold_confirms  # type: ignore[attr-defined]
+    publish(d, b"far", 1000)
+    d.advance(1.0)
+    assert owner.taken == [b"far"]
+    assert [row.body for row in d.log.read(delay_key("/", EXCHANGE), 0, 10)] == [b"far"]
+    d.advance(delayed.REMOTE_RETRY_MS / 1000)
+    d.advance(0.1)
+    assert owner.taken == [b"far", b"far"]
+    assert d.log.read(delay_key("/", EXCHANGE), 0, 10) == []
+    assert delayed.messages(d.vhost).count == 0
