@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mailslot.core import storekeys
-from mailslot.core.broker import Broker, Hold, OnCommit
+from mailslot.core.broker import Broker, Hold, OnCommit, Refusals
 from mailslot.core.errors import BrokerError
 from mailslot.core.message import Message
 from mailslot.core.queue import Queue
@@ -42,6 +42,11 @@ log = logging.getLogger("mailslot.cluster")
 
 PUBLISH, CONFIRM, NACK = 10, 11, 12
 SUBSCRIBE, DELIVER, SETTLE, CANCEL, CANCELLED = 13, 14, 15, 16, 17
+# The owner's answer to a PUBLISH frame some of whose messages its queues refused (x-overflow
+# reject-publish): the frame's seq and those messages' indexes in it. Sent only then (rare).
+REFUSED = 20
+# What a SETTLE frame does with its deliveries: acknowledged, nacked with requeue, rejected (dead-lettered).
+ACK, REQUEUE, REJECT = 0, 1, 2
 # Deliveries the owner may have outstanding at a node for one queue (the node's consumers' buffer):
 # bounds what a node holds in memory for consumers of a queue it does not own.
 PROXY_PREFETCH = 1000
@@ -50,8 +55,11 @@ FRAME_TARGET = 64 * 1024 * 1024
 
 _U32, _U64, _I64 = struct.Struct("!I"), struct.Struct("!Q"), struct.Struct("!q")
 _MESSAGE = struct.Struct("!IBq")  # index of its queue in the frame, persistent, ttl (-1: none)
+_DELIVERY = struct.Struct("!BBI")  # redelivered, persistent, failed deliveries so far (x-delivery-count)
 
-Item = tuple[str, int, Message]  # queue key, the owner's epoch, the message
+# Who to tell when the owner refuses a forwarded publish: a publisher's confirms and the publish's number.
+Origin = tuple[Refusals, int] | None
+Item = tuple[str, int, Message, Origin]  # queue key, the owner's epoch, the message, its publisher
 
 
 # -- the PUBLISH frame --------------------------------------------------------------------------------
@@ -61,7 +69,7 @@ def encode_publish(seq: int, items: list[Item]) -> bytes:
     keys: dict[str, int] = {}
     epochs: list[int] = []
     body: list[bytes] = []
-    for key, epoch, message in items:
+    for key, epoch, message, _ in items:
         index = keys.get(key)
         if index is None:
             index = keys[key] = len(epochs)
@@ -124,7 +132,7 @@ def encode_deliver(sub_id: int, first_tag: int, entries: list[Any]) -> bytes:
     parts = [_U64.pack(sub_id), _U64.pack(first_tag), _U32.pack(len(entries))]
     for entry in entries:
         message = entry.message
-        parts.append(bytes((entry.redelivered, message.persistent)))
+        parts.append(_DELIVERY.pack(entry.redelivered, message.persistent, entry.requeues))
         for part in (message.exchange.encode(), message.routing_key.encode(), message.properties, message.body,
                      message.codec.name.encode()):
             parts.append(_U32.pack(len(part)))
@@ -132,29 +140,44 @@ def encode_deliver(sub_id: int, first_tag: int, entries: list[Any]) -> bytes:
     return b"".join(parts)
 
 
-def decode_deliver(payload: bytes) -> tuple[int, int, list[tuple[bool, bool, list[bytes]]]]:
-    """(subscription, first delivery tag, [(redelivered, persistent, [exchange, rk, properties, body, codec])])."""
+def decode_deliver(payload: bytes) -> tuple[int, int, list[tuple[bool, bool, int, list[bytes]]]]:
+    """(subscription, first delivery tag, [(redelivered, persistent, requeues, [exchange, rk, properties, body,
+    codec])])."""
     r = _Reader(payload)
     (sub_id,) = r.unpack(_U64)
     (first_tag,) = r.unpack(_U64)
     (count,) = r.unpack(_U32)
     out = []
     for _ in range(count):
-        flags = r.take(2)
-        out.append((bool(flags[0]), bool(flags[1]), [r.blob() for _ in range(5)]))
+        redelivered, persistent, requeues = r.unpack(_DELIVERY)
+        out.append((bool(redelivered), bool(persistent), requeues, [r.blob() for _ in range(5)]))
     return sub_id, first_tag, out
 
 
-def encode_tags(sub_id: int, requeue: bool, tags: list[int]) -> bytes:
-    return b"".join([_U64.pack(sub_id), bytes((requeue,)), _U32.pack(len(tags)), *map(_U64.pack, tags)])
+def encode_tags(sub_id: int, mode: int, tags: list[int]) -> bytes:
+    return b"".join([_U64.pack(sub_id), bytes((mode,)), _U32.pack(len(tags)), *map(_U64.pack, tags)])
 
 
-def decode_tags(payload: bytes) -> tuple[int, bool, list[int]]:
+def decode_tags(payload: bytes) -> tuple[int, int, list[int]]:
+    """(subscription, ACK / REQUEUE / REJECT, the owner's delivery tags)."""
     r = _Reader(payload)
     (sub_id,) = r.unpack(_U64)
-    requeue = bool(r.take(1)[0])
+    mode = r.take(1)[0]
+    if mode not in (ACK, REQUEUE, REJECT):
+        raise link.LinkError(f"a SETTLE frame with an unknown mode {mode}")
     (count,) = r.unpack(_U32)
-    return sub_id, requeue, [r.unpack(_U64)[0] for _ in range(count)]
+    return sub_id, mode, [r.unpack(_U64)[0] for _ in range(count)]
+
+
+def encode_refused(seq: int, indexes: list[int]) -> bytes:
+    return b"".join([_U64.pack(seq), _U32.pack(len(indexes)), *map(_U32.pack, indexes)])
+
+
+def decode_refused(payload: bytes) -> tuple[int, list[int]]:
+    r = _Reader(payload)
+    (seq,) = r.unpack(_U64)
+    (count,) = r.unpack(_U32)
+    return seq, [r.unpack(_U32)[0] for _ in range(count)]
 
 
 def _message(codecs: Any, persistent: bool, fields: list[bytes], ttl: int | None = None) -> Message:
@@ -184,6 +207,9 @@ class Forwarder:
         self._peers: dict[str, _Peer] = {}
         self.core: Broker | None = None  # set by the node: consumers here are served through it
         self._subs: dict[str, _Subscription] = {}  # queue key -> its subscription at the owner
+        # Settles of deliveries taken in, sent at the broker's cut: one SETTLE frame per subscription and
+        # mode per batch, whether the consumers ack one by one or many at once.
+        self._settling: dict[_Subscription, dict[int, list[int]]] = {}
         self._sub_ids = itertools.count(1)
         self.forwarded = 0  # messages handed to another node (metrics, tests)
         self.frames = 0  # PUBLISH frames sent: one per batch per owner (larger batches split)
@@ -195,12 +221,16 @@ class Forwarder:
         pending = self._pending.get(lease.owner)
         if pending is None:
             pending = self._pending[lease.owner] = []
-        pending.append((queue.key, lease.epoch, message))
+        core = self.core
+        publisher = core.publishing if core is not None else None
+        pending.append((queue.key, lease.epoch, message, (publisher, publisher.published) if publisher else None))
         return True
 
     def hold_confirms(self) -> Hold | None:
         """At the cut: one frame per owner with what is pending for it; the hold releases the batch's
         confirms once every frame is answered."""
+        if self._settling:
+            self._send_settles()
         if not self._pending:
             return None
         pending, self._pending = self._pending, {}
@@ -252,17 +282,45 @@ class Forwarder:
         """Stop being served for ``queue`` (no consumer left, or this node owns it now)."""
         sub = self._subs.pop(queue.key, None)
         if sub is not None:
+            if sub in self._settling:
+                self._send_settles(sub)  # before the CANCEL: what was settled is not requeued by it
             self._peer(sub.owner).control(CANCEL, _U64.pack(sub.sub_id))
             sub.tags.clear()
             queue.forget_ready()
 
     def settled(self, queue: Queue, entries: list[Any]) -> None:
+        self._settle(queue, entries, ACK)
+
+    def returned(self, queue: Queue, entries: list[Any], requeue: bool) -> None:
+        """Nacked or rejected here: the owner requeues them at their place (redelivered, one delivery more
+        towards x-delivery-limit) for any consumer on any node, or dead-letters them (reason rejected)."""
+        self._settle(queue, entries, REQUEUE if requeue else REJECT)
+
+    def _settle(self, queue: Queue, entries: list[Any], mode: int) -> None:
         sub = self._subs.get(queue.key)
         if sub is None:
-            return
+            return  # the subscription is gone: the owner requeued everything it had delivered here
         tags = [tag for tag in (sub.tags.pop(entry.seq, None) for entry in entries) if tag is not None]
-        if tags:
-            self._peer(sub.owner).control(SETTLE, encode_tags(sub.sub_id, False, tags))
+        if not tags:
+            return
+        if not self._settling and self.core is not None:
+            self.core.request_flush()  # they go at the next cut
+        modes = self._settling.get(sub)
+        if modes is None:
+            modes = self._settling[sub] = {}
+        pending = modes.get(mode)
+        if pending is None:
+            modes[mode] = tags
+        else:
+            pending += tags
+
+    def _send_settles(self, only: _Subscription | None = None) -> None:
+        """The settles gathered since the last cut (or those of ``only``, cancelled next)."""
+        for sub in [only] if only is not None else list(self._settling):
+            modes = self._settling.pop(sub, None) or {}
+            peer = self._peer(sub.owner)
+            for mode, tags in modes.items():
+                peer.control(SETTLE, encode_tags(sub.sub_id, mode, tags))
 
     def _delivered(self, owner: str, payload: bytes) -> None:
         sub_id, first_tag, deliveries = decode_deliver(payload)
@@ -271,8 +329,8 @@ class Forwarder:
         if sub is None or core is None or sub.queue.remote is not self or sub.queue.deleted:
             return  # cancelled meanwhile: the owner requeues them when it reads the CANCEL
         codecs = core.codecs
-        entries = sub.queue.take_in([(_message(codecs, persistent, fields), redelivered)
-                                     for redelivered, persistent, fields in deliveries])
+        entries = sub.queue.take_in([(_message(codecs, persistent, fields), redelivered, requeues)
+                                     for redelivered, persistent, requeues, fields in deliveries])
         for tag, entry in enumerate(entries, first_tag):
             sub.tags[entry.seq] = tag
         core.mark_dirty(sub.queue)
@@ -284,6 +342,7 @@ class Forwarder:
         for key, sub in list(self._subs.items()):
             if sub.owner == owner and sub_id in (None, sub.sub_id):
                 del self._subs[key]
+                self._settling.pop(sub, None)  # the owner requeued them all
                 sub.tags.clear()
                 sub.queue.forget_ready()
 
@@ -330,6 +389,7 @@ class _Peer:
         self.forwarder, self.owner = forwarder, owner
         self._seq = 0
         self._waiting: dict[int, asyncio.Future[bool]] = {}
+        self._sent: dict[int, list[Item]] = {}  # unanswered frames' items: a REFUSED answer names them
         self._queued: list[Item] = []
         self._queued_answer: asyncio.Future[bool] | None = None
         self._outbox: list[bytes] = []
@@ -371,6 +431,7 @@ class _Peer:
         seq = self._seq
         answer: asyncio.Future[bool] = loop.create_future()
         self._waiting[seq] = answer
+        self._sent[seq] = items
         frame = link.encode_frame(PUBLISH, encode_publish(seq, items))
         if self._writer is not None:
             self._writer.write(frame)
@@ -425,6 +486,8 @@ class _Peer:
                         self._resolve(waiting, True)
                 elif kind == NACK:
                     self._resolve(seq, False)
+                elif kind == REFUSED:
+                    self._refused(payload)
         except (OSError, asyncio.IncompleteReadError, link.LinkError, ValueError, struct.error) as exc:
             log.warning("cluster link to node '%s' failed: %s", self.owner, exc)
         finally:
@@ -437,7 +500,20 @@ class _Peer:
             self._outbox = []
             forwarder._cancelled(self.owner)  # the owner requeues what it had delivered here
 
+    def _refused(self, payload: bytes) -> None:
+        """The owner refused some messages of a frame (full queues): nack those publishes only; the frame's
+        CONFIRM (which follows) releases the rest."""
+        seq, indexes = decode_refused(payload)
+        items = self._sent.get(seq)
+        if items is None:
+            return  # answered already (timed out): its publishes were nacked
+        for index in indexes:
+            origin = items[index][3] if index < len(items) else None
+            if origin is not None:
+                origin[0].refuse(origin[1])
+
     def _resolve(self, seq: int, ok: bool) -> None:
+        self._sent.pop(seq, None)
         answer = self._waiting.pop(seq, None)
         if answer is not None and not answer.done():
             answer.set_result(ok)
@@ -519,24 +595,25 @@ class ForwardReceiver:
         core.request_flush()
 
     def _settle(self, payload: bytes, sessions: dict[int, Session]) -> None:
-        sub_id, requeue, tags = decode_tags(payload)
+        sub_id, mode, tags = decode_tags(payload)
         session = sessions.get(sub_id)
         if session is None:
             return
+        if mode != ACK:  # nacked or rejected on the consumer's node: as a consumer here would
+            for tag in tags:
+                with contextlib.suppress(BrokerError):  # requeued meanwhile (a consumer timeout)
+                    session.nack(tag, False, mode == REQUEUE)
+            self.core.request_flush()
+            return
         top = max(tags, default=0)
-        if not requeue and set(tags) == {t for t in session.unacked if t <= top}:
+        if set(tags) == {t for t in session.unacked if t <= top}:
             tags = [top]  # every delivery up to top: one multiple ack (the usual case: acks in order)
             multiple = True
         else:
             multiple = False
         for tag in tags:
             try:
-                if multiple:
-                    session.ack(tag, True)
-                elif requeue:
-                    session.nack(tag, False, True)
-                else:
-                    session.ack(tag, False)
+                session.ack(tag, multiple)
             except BrokerError:
                 pass  # requeued meanwhile (a consumer timeout): nothing to settle
         self.core.request_flush()
@@ -552,20 +629,23 @@ class ForwardReceiver:
                 writer.write(link.encode_frame(NACK, _U64.pack(seq)))
                 return
             targets.append(queue)
-        refused = False
+        refused: list[int] = []
         codecs = core.codecs
-        for index, persistent, ttl, (exchange, routing_key, properties, body, codec) in messages:
+        for position, (index, persistent, ttl, fields) in enumerate(messages):
+            exchange, routing_key, properties, body, codec = fields
             queue = targets[index]
             message = Message(exchange.decode(), routing_key.decode(), properties, body, persistent,
                               codecs[codec.decode()], None if ttl < 0 else ttl)
             vhost = core.vhosts[queue.vhost]
             if not vhost.enqueue(queue, message):
-                refused = True
+                refused.append(position)
         self.received += len(messages)
+        if refused:  # those publishes only are nacked; the CONFIRM after the commit releases the others
+            writer.write(link.encode_frame(REFUSED, encode_refused(seq, refused)))
 
         def committed(ok: bool) -> None:
             if not writer.is_closing():
-                writer.write(link.encode_frame(CONFIRM if ok and not refused else NACK, _U64.pack(seq)))
+                writer.write(link.encode_frame(CONFIRM if ok else NACK, _U64.pack(seq)))
 
         core.after_commit(OnCommit(committed))
         core.request_flush()

@@ -66,6 +66,9 @@ class Unforwarded:
     def settled(self, queue: Queue, entries: list[Entry]) -> None:
         pass
 
+    def returned(self, queue: Queue, entries: list[Entry], requeue: bool) -> None:
+        pass  # nothing is taken in without a link
+
     def forget(self, queue: Queue) -> None:
         pass
 

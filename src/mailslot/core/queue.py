@@ -75,6 +75,10 @@ class RemoteOwner(Protocol):
     def settled(self, queue: Queue, entries: list[Entry]) -> None:
         """Entries taken in from the owner were acknowledged (or dropped) here: tell the owner."""
 
+    def returned(self, queue: Queue, entries: list[Entry], requeue: bool) -> None:
+        """Entries taken in from the owner were nacked or rejected here: the owner requeues them
+        (``requeue``) or dead-letters them, by its own rules (x-delivery-limit, its dead-letter exchange)."""
+
 
 class ReadyStore(Protocol):
     """What a queue keeps its ready messages in: :class:`FifoStore`, or core/priority.py's store of FIFO
@@ -908,16 +912,22 @@ class Queue:
                 "is served by its owner only (connect to it; /api/queues shows its node)"
             )
 
-    def take_in(self, deliveries: list[tuple[Message, bool]]) -> list[Entry]:
-        """Messages the owner on another node delivered for this node's consumers: ready here, in memory
-        only (never stored here), in the order given. Their number is bounded by the prefetch this node
+    def take_in(self, deliveries: list[tuple[Message, bool, int]]) -> list[Entry]:
+        """Messages the owner on another node delivered for this node's consumers (with their redelivered flag
+        and failed deliveries so far): ready here, in memory only (never stored here), in the order given
+        (in a priority queue, per level). Their number is bounded by the prefetch this node
         asked the owner for."""
         entries = []
-        for message, redelivered in deliveries:
-            entry = Entry(self.next_seq << self.store.seq_shift, message, redelivered, False)
+        store = self.store
+        shift = store.seq_shift
+        top = getattr(store, "max_priority", 0)  # a priority store: each entry goes to its level's lane
+        for message, redelivered, requeues in deliveries:
+            seq = self.next_seq << shift
+            if top:
+                seq |= min(message.priority, top)
+            entries.append(Entry(seq, message, redelivered, False, 0, requeues))
             self.next_seq += 1
-            entries.append(entry)
-        self.store.push_back(entries)  # ready in seq order, as requeued entries are
+        store.push_back(entries)  # ready in seq order (per level), as requeued entries are
         return entries
 
     def forget_ready(self) -> None:

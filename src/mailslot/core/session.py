@@ -400,7 +400,10 @@ class Session:
             self.stats_acked += len(items)
         mark_dirty = self.broker.mark_dirty
         for queue, entries in by_queue.items():
-            if requeue and not queue.deleted:
+            if (requeue or rejected) and queue.remote is not None and not queue.deleted:
+                # Another node owns it (mailslot.cluster): its owner requeues or dead-letters them, as on one node.
+                queue.remote.returned(queue, entries, requeue)
+            elif requeue and not queue.deleted:
                 exhausted = queue.requeue(entries, self.broker.clock())
                 if exhausted:  # past x-delivery-limit
                     self.vhost.dead_letter(queue, exhausted, "delivery_limit")

@@ -131,19 +131,24 @@ class Channel:
             ) from None
         message = Message(method.exchange, method.routing_key, properties, body, persistent, AMQP_CODEC, ttl)
         confirms = self.confirms
+        broker = conn.broker
         if confirms is not None:
             confirms.published += 1
-        if cc:
-            message.cc = cc  # dead-lettering routes on them again (core/routing.py sender_keys)
-            outcome = self.session.publish(method.exchange, method.routing_key, message, method.mandatory, cc)
-        else:
-            outcome = self.session.publish(method.exchange, method.routing_key, message, method.mandatory)
+            broker.publishing = confirms  # a queue on another node may refuse it later (Broker.publishing)
+        try:
+            if cc:
+                message.cc = cc  # dead-lettering routes on them again (core/routing.py sender_keys)
+                outcome = self.session.publish(method.exchange, method.routing_key, message, method.mandatory, cc)
+            else:
+                outcome = self.session.publish(method.exchange, method.routing_key, message, method.mandatory)
+        finally:
+            broker.publishing = None
         if confirms is not None:
             if outcome == REJECTED:
                 confirms.rejected.append(confirms.published)
             if not confirms.hooked:
                 confirms.hooked = True
-                conn.broker.after_commit(ConfirmRelease(confirms, self.release_confirms))
+                broker.after_commit(ConfirmRelease(confirms, self.release_confirms))
         if outcome == UNROUTED and method.mandatory:
             self.send_return(method.exchange, method.routing_key, properties, body)
 

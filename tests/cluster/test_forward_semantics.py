@@ -1,0 +1,234 @@
+"""A client on a node that does not own the queue gets what it would get on the owner (mailslot.cluster.forward):
+nack/reject relayed to the owner (requeued there at its place, dead-lettered there, x-delivery-limit counted
+there), priority order through another node, and a reject-publish refusal that nacks that publish only. Two
+nodes in this process on one PostgreSQL schema; where it helps, the same scenario on the owner itself."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aio_pika
+import pytest
+
+from helpers import async_wait_for
+from mailslot.bootstrap import BrokerServer
+from mailslot.cluster import link
+from mailslot.cluster.forward import (
+    ACK, REJECT, decode_deliver, decode_refused, decode_tags, encode_deliver, encode_refused, encode_tags,
+)
+from mailslot.core.message import Entry, Message
+from mailslot.frontends.amqp091 import AMQP_CODEC
+from mailslot.storage.postgres import PostgresSettings
+
+from .test_forward import _node, _passive
+
+QUEUE_KEY = "/\x00{}"
+
+
+async def _knows(node: BrokerServer, owner: str, *queues: str) -> None:
+    """``node`` has polled the owner of each queue and where the owner's link listens."""
+    await async_wait_for(
+        lambda: node.cluster is not None and owner in node.cluster.links
+        and all(QUEUE_KEY.format(q) in node.cluster.owners for q in queues),
+        timeout=10, what=f"the node to learn the owner of {queues}")
+
+
+async def _queue_on(connection: aio_pika.abc.AbstractConnection, name: str) -> aio_pika.abc.AbstractQueue:
+    channel = await connection.channel()
+    return await async_wait_for(lambda: _passive(channel, name), timeout=10, what=f"the node to know {name}")
+
+
+async def _get(queue: aio_pika.abc.AbstractQueue, what: str) -> aio_pika.abc.AbstractIncomingMessage:
+    return await async_wait_for(lambda: queue.get(no_ack=True, fail=False), timeout=10, what=what)
+
+
+async def test_a_nack_with_requeue_on_a_non_owner_requeues_at_the_owner_for_any_consumer(
+    cluster_settings: Callable[[str], PostgresSettings],
+) -> None:
+    """b's consumer nacks (requeue) everything it gets; a's consumer acks. The nacked messages go back to the
+    owner, flagged redelivered, and a's consumer gets them: all 20 end on a, none is lost or kept by b."""
+    async with _node(cluster_settings("a"), "127.0.0.1:0") as a, _node(cluster_settings("b"), "127.0.0.1:0") as b:
+        on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
+        async with on_a, on_b:
+            publisher = await on_a.channel(publisher_confirms=True)
+            await publisher.declare_queue("jobs", durable=True)
+            bodies = [f"j-{i}".encode() for i in range(20)]
+            for body in bodies:
+                await publisher.default_exchange.publish(aio_pika.Message(body, delivery_mode=2), routing_key="jobs")
+            queue_b = await _queue_on(on_b, "jobs")
+            await queue_b.channel.set_qos(prefetch_count=5)
+            nacked_on_b: list[bytes] = []
+
+            async def refuse(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                nacked_on_b.append(message.body)
+                await message.nack(requeue=True)
+
+            tag_b = await queue_b.consume(refuse)
+            await async_wait_for(lambda: len(set(nacked_on_b)) >= 5, timeout=10, what="b's consumer to nack some")
+            channel_a = await on_a.channel()
+            await channel_a.set_qos(prefetch_count=5)
+            queue_a = await channel_a.declare_queue("jobs", durable=True, passive=True)
+            got_on_a: dict[bytes, bool] = {}
+
+            async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                got_on_a[message.body] = message.redelivered
+                await message.ack()
+
+            await queue_a.consume(take)
+            await async_wait_for(lambda: len(got_on_a) == 20, timeout=20,
+                                 what=lambda: f"every message on a's consumer ({len(got_on_a)})")
+            await queue_b.cancel(tag_b)
+        assert sorted(got_on_a) == sorted(bodies)
+        first_nacked = nacked_on_b[:5]
+        assert all(got_on_a[body] for body in first_nacked), "a message nacked on b came back not redelivered"
+
+
+async def test_requeue_counts_toward_the_delivery_limit_at_the_owner_and_dead_letters_there(
+    cluster_settings: Callable[[str], PostgresSettings],
+) -> None:
+    """x-delivery-limit 1: a's channel nacks the message once (1 failed delivery), b's consumer gets it with
+    x-delivery-count 1, nacks it (2 > 1): the owner dead-letters it (reason delivery_limit) as on one node;
+    b's consumer never sees it again."""
+    async with _node(cluster_settings("a"), "127.0.0.1:0") as a, _node(cluster_settings("b"), "127.0.0.1:0") as b:
+        on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
+        async with on_a, on_b:
+            channel_a = await on_a.channel(publisher_confirms=True)
+            dlq = await channel_a.declare_queue("limited-dlq", durable=True)
+            queue_a = await channel_a.declare_queue("limited", durable=True, arguments={
+                "x-delivery-limit": 1, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "limited-dlq"})
+            await channel_a.default_exchange.publish(aio_pika.Message(b"once", delivery_mode=2), routing_key="limited")
+            first = await queue_a.get(no_ack=False)
+            await first.nack(requeue=True)  # one failed delivery, counted by the owner
+            queue_b = await _queue_on(on_b, "limited")
+            seen_on_b: list[tuple[bytes, Any, bool]] = []
+
+            async def refuse(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                seen_on_b.append((message.body, message.headers.get("x-delivery-count"), message.redelivered))
+                await message.nack(requeue=True)
+
+            await queue_b.consume(refuse)
+            dead = await _get(dlq, "the message dead-lettered on a")
+            assert await queue_a.get(no_ack=True, fail=False) is None
+        assert seen_on_b == [(b"once", 1, True)]
+        death = dead.headers["x-death"][0]
+        assert (dead.body, death["reason"], death["queue"]) == (b"once", "delivery_limit", "limited")
+
+
+@pytest.mark.parametrize("consumer_on", ["owner", "non-owner"])
+async def test_a_reject_without_requeue_is_dead_lettered_by_the_owner(
+    cluster_settings: Callable[[str], PostgresSettings], consumer_on: str
+) -> None:
+    """The same on the owner and through b: x-death reason rejected, and the owner counts it dead-lettered
+    (its dead-letter exchange, its statistics); b's own counters stay at 0."""
+    async with _node(cluster_settings("a"), "127.0.0.1:0") as a, _node(cluster_settings("b"), "127.0.0.1:0") as b:
+        on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
+        async with on_a, on_b:
+            channel_a = await on_a.channel(publisher_confirms=True)
+            dlq = await channel_a.declare_queue("refused-dlq", durable=True)
+            await channel_a.declare_queue("refused", durable=True, arguments={
+                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "refused-dlq"})
+            await channel_a.default_exchange.publish(aio_pika.Message(b"bad", delivery_mode=2), routing_key="refused")
+            queue = await _queue_on(on_a if consumer_on == "owner" else on_b, "refused")
+
+            async def reject(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                await message.reject(requeue=False)
+
+            await queue.consume(reject)
+            dead = await _get(dlq, "the rejected message dead-lettered on a")
+        death = dead.headers["x-death"][0]
+        assert (dead.body, death["reason"], death["queue"], death["count"]) == (b"bad", "rejected", "refused", 1)
+        assert a.core.vhosts["/"].stats.dead_lettered == {("rejected", True): 1}
+        assert b.core.vhosts["/"].stats.dead_lettered == {}
+
+
+@pytest.mark.parametrize("consumer_on", ["owner", "non-owner"])
+async def test_a_priority_queue_is_served_in_priority_order_through_another_node(
+    cluster_settings: Callable[[str], PostgresSettings], consumer_on: str
+) -> None:
+    """A consumer (prefetch 1) holds the first of 10 priority-0 messages; 5 of priority 7 (capped at 5)
+    arrive meanwhile, while b has the other 9 taken in already: they come next, before the 9, on b as on a."""
+    async with _node(cluster_settings("a"), "127.0.0.1:0") as a, _node(cluster_settings("b"), "127.0.0.1:0") as b:
+        on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
+        async with on_a, on_b:
+            publisher = await on_a.channel(publisher_confirms=True)
+            await publisher.declare_queue("urgent", durable=True, arguments={"x-max-priority": 5})
+
+            async def send(bodies: list[bytes], priority: int) -> None:
+                for body in bodies:
+                    await publisher.default_exchange.publish(
+                        aio_pika.Message(body, delivery_mode=2, priority=priority), routing_key="urgent")
+
+            low, high = [f"low-{i}".encode() for i in range(10)], [f"high-{i}".encode() for i in range(5)]
+            await send(low, 0)
+            node = a if consumer_on == "owner" else b
+            queue = await _queue_on(on_a if consumer_on == "owner" else on_b, "urgent")
+            await queue.channel.set_qos(prefetch_count=1)
+            got: list[bytes] = []
+            release = asyncio.Event()
+
+            async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                got.append(message.body)
+                if len(got) == 1:
+                    await release.wait()
+                await message.ack()
+
+            await queue.consume(take)
+            ready_there = node.core.vhosts["/"].queues["urgent"]  # on b: what b took in from a
+            await async_wait_for(lambda: len(got) == 1 and ready_there.message_count == 9, timeout=10,
+                                 what="the first delivery, the other 9 ready where the consumer is")
+            await send(high, 7)
+            await async_wait_for(lambda: ready_there.message_count == 14, timeout=10,
+                                 what="the 5 urgent ones ready where the consumer is")
+            release.set()
+            await async_wait_for(lambda: len(got) == 15, timeout=15, what=lambda: f"every message ({len(got)})")
+    assert got == [low[0], *high, *low[1:]]
+
+
+@pytest.mark.parametrize("publisher_on", ["owner", "non-owner"])
+async def test_a_full_reject_publish_queue_nacks_only_the_publishes_it_refused(
+    cluster_settings: Callable[[str], PostgresSettings], publisher_on: str
+) -> None:
+    """x-max-length 3, reject-publish: of 8 publishes sent at once (one forwarded frame), the first 3 are
+    confirmed and the other 5 nacked, whether published on the owner or forwarded from b."""
+    async with _node(cluster_settings("a"), "127.0.0.1:0") as a, _node(cluster_settings("b"), "127.0.0.1:0") as b:
+        on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
+        async with on_a, on_b:
+            channel_a = await on_a.channel()
+            queue_a = await channel_a.declare_queue("capped", durable=True, arguments={
+                "x-max-length": 3, "x-overflow": "reject-publish"})
+            connection = on_a if publisher_on == "owner" else on_b
+            if publisher_on == "non-owner":
+                await _knows(b, "a", "capped")
+                await _queue_on(on_b, "capped")
+            channel = await connection.channel(publisher_confirms=True)
+            bodies = [f"c-{i}".encode() for i in range(8)]
+
+            async def publish(body: bytes) -> bool:
+                try:
+                    await channel.default_exchange.publish(aio_pika.Message(body, delivery_mode=2),
+                                                           routing_key="capped")
+                    return True
+                except aio_pika.exceptions.DeliveryError:
+                    return False
+
+            confirmed = await asyncio.gather(*(publish(body) for body in bodies))
+            kept = [message.body for message in [await queue_a.get(no_ack=True) for _ in range(3)]]
+            assert await queue_a.get(no_ack=True, fail=False) is None
+    assert confirmed == [True] * 3 + [False] * 5
+    assert kept == bodies[:3]
+
+
+def test_the_settle_refused_and_deliver_frames_round_trip_and_refuse_garbage() -> None:
+    assert decode_tags(encode_tags(4, REJECT, [7, 9])) == (4, REJECT, [7, 9])
+    with pytest.raises(link.LinkError, match="unknown mode"):
+        decode_tags(encode_tags(4, 9, [7]))
+    with pytest.raises(link.LinkError, match="ends early"):
+        decode_tags(encode_tags(4, ACK, [7, 9])[:-3])
+    assert decode_refused(encode_refused(12, [0, 5])) == (12, [0, 5])
+    with pytest.raises(link.LinkError, match="ends early"):
+        decode_refused(encode_refused(12, [0, 5])[:-1])
+    entry = Entry(1, Message("ex", "rk", b"p", b"body", True, AMQP_CODEC), True, False, 0, 3)
+    assert decode_deliver(encode_deliver(2, 40, [entry])) == (2, 40, [(True, True, 3, [b"ex", b"rk", b"p", b"body",
+                                                                                       b"amqp091"])])
