@@ -10,13 +10,21 @@ from collections.abc import Callable
 from typing import Any
 
 import aio_pika
+import aiohttp
 import pytest
 
 from helpers import async_wait_for
 from mailslot.bootstrap import BrokerServer
 from mailslot.cluster import link
 from mailslot.cluster.forward import (
-    ACK, REJECT, decode_deliver, decode_refused, decode_tags, encode_deliver, encode_refused, encode_tags,
+    ACK,
+    REJECT,
+    decode_deliver,
+    decode_refused,
+    decode_tags,
+    encode_deliver,
+    encode_refused,
+    encode_tags,
 )
 from mailslot.core.message import Entry, Message
 from mailslot.frontends.amqp091 import AMQP_CODEC
@@ -232,3 +240,89 @@ def test_the_settle_refused_and_deliver_frames_round_trip_and_refuse_garbage() -
     entry = Entry(1, Message("ex", "rk", b"p", b"body", True, AMQP_CODEC), True, False, 0, 3)
     assert decode_deliver(encode_deliver(2, 40, [entry])) == (2, 40, [(True, True, 3, [b"ex", b"rk", b"p", b"body",
                                                                                        b"amqp091"])])
+
+
+@pytest.mark.parametrize("client_on", ["owner", "non-owner"])
+async def test_get_purge_and_delete_answer_the_same_on_any_node(
+    cluster_settings: Callable[[str], PostgresSettings], client_on: str
+) -> None:
+    """basic.get (ack, nack, no-ack, unacked when the channel closes), queue.purge and queue.delete on b are
+    run by the owner a: the same messages, flags and counts as on a itself."""
+    async with _node(cluster_settings("a"), "127.0.0.1:0") as a, _node(cluster_settings("b"), "127.0.0.1:0") as b:
+        on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
+        async with on_a, on_b:
+            publisher = await on_a.channel(publisher_confirms=True)
+            await publisher.declare_queue("orders", durable=True)
+
+            async def publish(*bodies: bytes) -> None:
+                for body in bodies:
+                    await publisher.default_exchange.publish(aio_pika.Message(body, delivery_mode=2),
+                                                             routing_key="orders")
+
+            await publish(b"m0", b"m1", b"m2", b"m3")
+            client = on_a if client_on == "owner" else on_b
+            if client_on == "non-owner":
+                await _knows(b, "a", "orders")
+            queue = await _queue_on(client, "orders")
+            first = await queue.get(no_ack=False)
+            assert (first.body, first.redelivered, first.message_count) == (b"m0", False, 3)
+            await first.nack(requeue=True)  # back at its place on the owner
+            again = await queue.get(no_ack=False)
+            assert (again.body, again.redelivered) == (b"m0", True)
+            await again.ack()
+            taken = await queue.get(no_ack=True)
+            assert (taken.body, taken.message_count) == (b"m1", 2)
+            kept = await queue.get(no_ack=False)
+            assert kept.body == b"m2"
+            await queue.channel.close()  # m2 unacked: given back to the owner
+            queue = await _queue_on(client, "orders")
+            assert (await queue.purge()).message_count == 2  # m2 (redelivered) and m3
+            assert await queue.get(no_ack=True, fail=False) is None
+            await publish(b"m4", b"m5", b"m6")
+            with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed, match="not empty"):
+                await queue.delete(if_unused=False, if_empty=True)  # the owner's count says it is not
+            queue = await _queue_on(client, "orders")
+            assert (await queue.delete(if_unused=False, if_empty=False)).message_count == 3
+
+            async def gone_on_a() -> bool:
+                return await _passive(await on_a.channel(), "orders") is None
+
+            await async_wait_for(gone_on_a, timeout=10, what="the owner to delete the queue")
+
+
+async def test_the_management_api_gets_and_purges_through_the_owner(
+    cluster_settings: Callable[[str], PostgresSettings],
+) -> None:
+    async with _node(cluster_settings("a"), "127.0.0.1:0") as a, \
+            _node(cluster_settings("b"), "127.0.0.1:0", http_port=0) as b, \
+            aiohttp.ClientSession(headers={"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}) as http:
+        on_a = await aio_pika.connect(a.amqp_url)
+        async with on_a:
+            publisher = await on_a.channel(publisher_confirms=True)
+            dlq = await publisher.declare_queue("mgmt-dlq", durable=True)
+            queue_a = await publisher.declare_queue("mgmt", durable=True, arguments={
+                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "mgmt-dlq"})
+            for body in (b"g0", b"g1", b"g2", b"g3", b"g4"):
+                await publisher.default_exchange.publish(aio_pika.Message(body, delivery_mode=2), routing_key="mgmt")
+            await _knows(b, "a", "mgmt")
+            await _queue_on(await aio_pika.connect(b.amqp_url), "mgmt")
+            url = f"{b.http_url}/api/queues/%2F/mgmt"
+
+            async def get(ackmode: str, count: int) -> list[dict[str, Any]]:
+                async with http.post(f"{url}/get", json={"count": count, "ackmode": ackmode,
+                                                          "encoding": "auto"}) as response:
+                    assert response.status == 200, await response.text()
+                    return await response.json()
+
+            peeked = await get("ack_requeue_true", 2)
+            assert [(d["payload"], d["redelivered"], d["message_count"]) for d in peeked] == [
+                ("g0", False, 4), ("g1", False, 3)]
+            taken = await get("ack_requeue_false", 1)
+            assert [(d["payload"], d["redelivered"]) for d in taken] == [("g0", True)]
+            rejected = await get("reject_requeue_false", 1)
+            assert [d["payload"] for d in rejected] == ["g1"]
+            dead = await _get(dlq, "g1 dead-lettered on a")
+            assert (dead.body, dead.headers["x-death"][0]["reason"]) == (b"g1", "rejected")
+            async with http.delete(f"{url}/contents") as response:
+                assert response.status == 204, await response.text()
+            assert await queue_a.get(no_ack=True, fail=False) is None  # g2..g4 purged on a

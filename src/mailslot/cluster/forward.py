@@ -31,11 +31,11 @@ from typing import Any
 from mailslot.core import storekeys
 from mailslot.core.broker import Broker, Hold, OnCommit, Refusals
 from mailslot.core.errors import BrokerError
-from mailslot.core.message import Message
+from mailslot.core.message import Entry, Message
 from mailslot.core.queue import Queue
 from mailslot.core.session import Gate, Session
 
-from . import link
+from . import link, requests
 from .leases import Lease, LeaseTable
 
 log = logging.getLogger("mailslot.cluster")
@@ -129,7 +129,12 @@ def decode_publish(payload: bytes) -> tuple[int, list[tuple[str, int]], list[tup
 
 
 def encode_deliver(sub_id: int, first_tag: int, entries: list[Any]) -> bytes:
-    parts = [_U64.pack(sub_id), _U64.pack(first_tag), _U32.pack(len(entries))]
+    return b"".join([_U64.pack(sub_id), _U64.pack(first_tag), _U32.pack(len(entries)), encode_entries(entries)])
+
+
+def encode_entries(entries: list[Any]) -> bytes:
+    """Delivered entries as they travel (DELIVER frames, answers to a get: requests.py)."""
+    parts = []
     for entry in entries:
         message = entry.message
         parts.append(_DELIVERY.pack(entry.redelivered, message.persistent, entry.requeues))
@@ -147,11 +152,15 @@ def decode_deliver(payload: bytes) -> tuple[int, int, list[tuple[bool, bool, int
     (sub_id,) = r.unpack(_U64)
     (first_tag,) = r.unpack(_U64)
     (count,) = r.unpack(_U32)
+    return sub_id, first_tag, decode_entries(r, count)
+
+
+def decode_entries(r: _Reader, count: int) -> list[tuple[bool, bool, int, list[bytes]]]:
     out = []
     for _ in range(count):
         redelivered, persistent, requeues = r.unpack(_DELIVERY)
         out.append((bool(redelivered), bool(persistent), requeues, [r.blob() for _ in range(5)]))
-    return sub_id, first_tag, out
+    return out
 
 
 def encode_tags(sub_id: int, mode: int, tags: list[int]) -> bytes:
@@ -209,7 +218,9 @@ class Forwarder:
         self._subs: dict[str, _Subscription] = {}  # queue key -> its subscription at the owner
         # Settles of deliveries taken in, sent at the broker's cut: one SETTLE frame per subscription and
         # mode per batch, whether the consumers ack one by one or many at once.
-        self._settling: dict[_Subscription, dict[int, list[int]]] = {}
+        self._settling: dict[tuple[str, int], dict[int, list[int]]] = {}  # (owner, subscription) -> mode -> tags
+        # basic.get here of a queue another node owns, unacked: (queue key, local seq) -> (owner, its tag).
+        self._gets: dict[tuple[str, int], tuple[str, int]] = {}
         self._sub_ids = itertools.count(1)
         self.forwarded = 0  # messages handed to another node (metrics, tests)
         self.frames = 0  # PUBLISH frames sent: one per batch per owner (larger batches split)
@@ -282,8 +293,8 @@ class Forwarder:
         """Stop being served for ``queue`` (no consumer left, or this node owns it now)."""
         sub = self._subs.pop(queue.key, None)
         if sub is not None:
-            if sub in self._settling:
-                self._send_settles(sub)  # before the CANCEL: what was settled is not requeued by it
+            if (sub.owner, sub.sub_id) in self._settling:
+                self._send_settles((sub.owner, sub.sub_id))  # before the CANCEL: settled ones are not requeued
             self._peer(sub.owner).control(CANCEL, _U64.pack(sub.sub_id))
             sub.tags.clear()
             queue.forget_ready()
@@ -297,30 +308,99 @@ class Forwarder:
         self._settle(queue, entries, REQUEUE if requeue else REJECT)
 
     def _settle(self, queue: Queue, entries: list[Any], mode: int) -> None:
+        if self._gets:
+            entries = self._settle_gets(queue, entries, mode)
         sub = self._subs.get(queue.key)
         if sub is None:
             return  # the subscription is gone: the owner requeued everything it had delivered here
         tags = [tag for tag in (sub.tags.pop(entry.seq, None) for entry in entries) if tag is not None]
-        if not tags:
-            return
+        if tags:
+            self._pend(sub.owner, sub.sub_id, mode, tags)
+
+    def _settle_gets(self, queue: Queue, entries: list[Any], mode: int) -> list[Any]:
+        """Settle the entries that a basic.get here took from the owner; returns the others."""
+        others = []
+        for entry in entries:
+            got = self._gets.pop((queue.key, entry.seq), None)
+            if got is None:
+                others.append(entry)
+            else:
+                self._pend(got[0], requests.GET_SESSION, mode, [got[1]])
+        return others
+
+    def _pend(self, owner: str, sub_id: int, mode: int, tags: list[int]) -> None:
         if not self._settling and self.core is not None:
             self.core.request_flush()  # they go at the next cut
-        modes = self._settling.get(sub)
+        modes = self._settling.get((owner, sub_id))
         if modes is None:
-            modes = self._settling[sub] = {}
+            modes = self._settling[owner, sub_id] = {}
         pending = modes.get(mode)
         if pending is None:
             modes[mode] = tags
         else:
             pending += tags
 
-    def _send_settles(self, only: _Subscription | None = None) -> None:
+    def _send_settles(self, only: tuple[str, int] | None = None) -> None:
         """The settles gathered since the last cut (or those of ``only``, cancelled next)."""
-        for sub in [only] if only is not None else list(self._settling):
-            modes = self._settling.pop(sub, None) or {}
-            peer = self._peer(sub.owner)
+        for key in [only] if only is not None else list(self._settling):
+            modes = self._settling.pop(key, None) or {}
+            peer = self._peer(key[0])
             for mode, tags in modes.items():
-                peer.control(SETTLE, encode_tags(sub.sub_id, mode, tags))
+                peer.control(SETTLE, encode_tags(key[1], mode, tags))
+
+    # -- basic.get, purge and counts of queues another node owns (requests.py) -----------------------
+    def get(self, queue: Queue, count: int, settle: str) -> asyncio.Future[list[tuple[Entry, int]]]:
+        """Up to ``count`` messages from the owner, with the count left after each; ``settle``: "keep"
+        (unacked, settled through this node), "take" (no-ack), "requeue" or "reject" (given back at once)."""
+        mode = {"keep": requests.KEEP, "take": requests.TAKE, "requeue": requests.REQUEUE_AFTER,
+                "reject": requests.REJECT_AFTER}[settle]
+        owner, asked = self._ask(queue, requests.GET, mode, count, "basic.get")
+
+        def taken(answer: tuple[int, int, list[tuple[int, int]], list[Any]]) -> list[tuple[Entry, int]]:
+            _, _, got, deliveries = answer
+            codecs = self.core.codecs if self.core is not None else None
+            entries = queue.take_in([(_message(codecs, persistent, fields), redelivered, requeues)
+                                     for redelivered, persistent, requeues, fields in deliveries], ready=False)
+            if mode == requests.KEEP:
+                for (tag, _), entry in zip(got, entries, strict=True):
+                    self._gets[queue.key, entry.seq] = (owner, tag)
+            return [(entry, remaining) for entry, (_, remaining) in zip(entries, got, strict=True)]
+
+        return self._then(queue, "basic.get", asked, taken)
+
+    def purge(self, queue: Queue) -> asyncio.Future[int]:
+        """Purge the queue on its owner; the number of messages purged."""
+        return self._then(queue, "queue.purge", self._ask(queue, requests.PURGE, 0, 0, "queue.purge")[1],
+                          lambda answer: answer[1])
+
+    def count(self, queue: Queue) -> asyncio.Future[int]:
+        """The owner's message count of the queue."""
+        return self._then(queue, "a message count", self._ask(queue, requests.COUNT, 0, 0, "a message count")[1],
+                          lambda answer: answer[1])
+
+    def _ask(self, queue: Queue, op: int, mode: int, count: int, action: str) -> tuple[str, asyncio.Future[Any]]:
+        lease = self._owners().get(queue.key)
+        if lease is None or lease.owner == self.node_name or lease.expired:
+            raise requests.refused(queue, action, "no live owner known: a takeover is under way")
+        peer = self._peer(lease.owner)
+        request_id, asked = peer.asked.new(self.timeout)
+        peer.control(requests.REQUEST, requests.encode_request(request_id, op, mode, count, lease.epoch, queue.key))
+        return lease.owner, asked
+
+    def _then(self, queue: Queue, action: str, asked: asyncio.Future[Any], make: Callable[[Any], Any]) -> Any:
+        result = self.loop.create_future()
+
+        def done(answer: asyncio.Future[Any]) -> None:
+            error = answer.exception()
+            if error is None and answer.result()[0] != requests.OK:
+                error = LookupError("it moved to another node meanwhile")
+            if error is not None:
+                result.set_exception(requests.refused(queue, action, str(error)))
+            else:
+                result.set_result(make(answer.result()))
+
+        asked.add_done_callback(done)
+        return result
 
     def _delivered(self, owner: str, payload: bytes) -> None:
         sub_id, first_tag, deliveries = decode_deliver(payload)
@@ -342,9 +422,17 @@ class Forwarder:
         for key, sub in list(self._subs.items()):
             if sub.owner == owner and sub_id in (None, sub.sub_id):
                 del self._subs[key]
-                self._settling.pop(sub, None)  # the owner requeued them all
+                self._settling.pop((owner, sub.sub_id), None)  # the owner requeued them all
                 sub.tags.clear()
                 sub.queue.forget_ready()
+
+    def _link_broke(self, owner: str) -> None:
+        """The owner requeued what it had handed out here: forget it (a later ack of it goes nowhere)."""
+        self._cancelled(owner)
+        self._settling.pop((owner, requests.GET_SESSION), None)
+        for key, got in list(self._gets.items()):
+            if got[0] == owner:
+                del self._gets[key]
 
     def refresh(self, queues: list[Queue]) -> None:
         """Each poll: queues with consumers here and no subscription (the owner was unknown, or changed)."""
@@ -395,6 +483,7 @@ class _Peer:
         self._outbox: list[bytes] = []
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
+        self.asked = requests.Asked(forwarder.loop)  # gets, purges, counts sent to the owner (requests.py)
 
     def send(self, items: list[Item]) -> asyncio.Future[bool]:
         """Forward ``items``; the answer is True once the owner committed them."""
@@ -478,6 +567,9 @@ class _Peer:
                 if kind == DELIVER:
                     forwarder._delivered(self.owner, payload)
                     continue
+                if kind == requests.ANSWER:
+                    self.asked.answered(payload)
+                    continue
                 (seq,) = _U64.unpack(payload[:8])
                 if kind == CANCELLED:
                     forwarder._cancelled(self.owner, seq)
@@ -498,7 +590,8 @@ class _Peer:
             for seq in list(self._waiting):
                 self._resolve(seq, False)
             self._outbox = []
-            forwarder._cancelled(self.owner)  # the owner requeues what it had delivered here
+            self.asked.fail_all("the link to the owner broke")
+            forwarder._link_broke(self.owner)  # the owner requeues what it had delivered here
 
     def _refused(self, payload: bytes) -> None:
         """The owner refused some messages of a frame (full queues): nack those publishes only; the frame's
@@ -550,6 +643,9 @@ class ForwardReceiver:
                     self._subscribe(payload, writer, sessions, peer)
                 elif kind == SETTLE:
                     self._settle(payload, sessions)
+                elif kind == requests.REQUEST:
+                    requests.serve(self.core, self.leases.held, payload, writer, sessions,
+                                   _LinkSink(writer, requests.GET_SESSION))
                 elif kind == CANCEL:
                     (sub_id,) = _U64.unpack(payload[:8])
                     session = sessions.pop(sub_id, None)

@@ -39,6 +39,8 @@ from .ttl import QueueExpiry, deadline_for, pop_live
 from .ttl_live import Cap, apply_caps, cap_entries, ttl_changed
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .consumer_priority import Priorities
     from .session import Consumer
 
@@ -78,6 +80,17 @@ class RemoteOwner(Protocol):
     def returned(self, queue: Queue, entries: list[Entry], requeue: bool) -> None:
         """Entries taken in from the owner were nacked or rejected here: the owner requeues them
         (``requeue``) or dead-letters them, by its own rules (x-delivery-limit, its dead-letter exchange)."""
+
+    def get(self, queue: Queue, count: int, settle: str) -> asyncio.Future[list[tuple[Entry, int]]]:
+        """basic.get on the owner: up to ``count`` entries, each with the messages left after it. ``settle``:
+        "keep" (unacked; settled here, relayed), "take" (no-ack), "requeue"/"reject" (given back at once).
+        A PreconditionFailed (raised, or in the awaitable) when the owner cannot be asked."""
+
+    def purge(self, queue: Queue) -> asyncio.Future[int]:
+        """queue.purge on the owner: how many messages it purged."""
+
+    def count(self, queue: Queue) -> asyncio.Future[int]:
+        """The owner's message count."""
 
 
 class ReadyStore(Protocol):
@@ -912,10 +925,10 @@ class Queue:
                 "is served by its owner only (connect to it; /api/queues shows its node)"
             )
 
-    def take_in(self, deliveries: list[tuple[Message, bool, int]]) -> list[Entry]:
+    def take_in(self, deliveries: list[tuple[Message, bool, int]], ready: bool = True) -> list[Entry]:
         """Messages the owner on another node delivered for this node's consumers (with their redelivered flag
         and failed deliveries so far): ready here, in memory only (never stored here), in the order given
-        (in a priority queue, per level). Their number is bounded by the prefetch this node
+        (in a priority queue, per level). ``ready`` False: only the entries (a basic.get through the owner). Their number is bounded by the prefetch this node
         asked the owner for."""
         entries = []
         store = self.store
@@ -927,7 +940,8 @@ class Queue:
                 seq |= min(message.priority, top)
             entries.append(Entry(seq, message, redelivered, False, 0, requeues))
             self.next_seq += 1
-        store.push_back(entries)  # ready in seq order (per level), as requeued entries are
+        if ready:
+            store.push_back(entries)  # ready in seq order (per level), as requeued entries are
         return entries
 
     def forget_ready(self) -> None:
