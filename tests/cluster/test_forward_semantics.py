@@ -33,6 +33,7 @@ from mailslot.storage.postgres import PostgresSettings
 from .test_forward import _node, _passive
 
 QUEUE_KEY = "/\x00{}"
+GUEST = {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}  # guest:guest
 
 
 async def _knows(node: BrokerServer, owner: str, *queues: str) -> None:
@@ -200,7 +201,8 @@ async def test_a_full_reject_publish_queue_nacks_only_the_publishes_it_refused(
 ) -> None:
     """x-max-length 3, reject-publish: of 8 publishes sent at once (one forwarded frame), the first 3 are
     confirmed and the other 5 nacked, whether published on the owner or forwarded from b."""
-    async with _node(cluster_settings("a"), "127.0.0.1:0") as a, _node(cluster_settings("b"), "127.0.0.1:0") as b:
+    async with _node(cluster_settings("a"), "127.0.0.1:0", http_port=0) as a, \
+            _node(cluster_settings("b"), "127.0.0.1:0", http_port=0) as b, aiohttp.ClientSession(headers=GUEST) as http:
         on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
         async with on_a, on_b:
             channel_a = await on_a.channel()
@@ -222,6 +224,12 @@ async def test_a_full_reject_publish_queue_nacks_only_the_publishes_it_refused(
                     return False
 
             confirmed = await asyncio.gather(*(publish(body) for body in bodies))
+            node = a if publisher_on == "owner" else b
+            async with http.post(f"{node.http_url}/api/exchanges/%2F/amq.default/publish", json={
+                    "routing_key": "capped", "properties": {}, "payload": "via-http",
+                    "payload_encoding": "string"}) as response:
+                assert (response.status, (await response.json())["reason"]) == (400, "Unable to publish message. "
+                                                                                 "Check queue limits.")
             kept = [message.body for message in [await queue_a.get(no_ack=True) for _ in range(3)]]
             assert await queue_a.get(no_ack=True, fail=False) is None
     assert confirmed == [True] * 3 + [False] * 5
@@ -295,7 +303,7 @@ async def test_the_management_api_gets_and_purges_through_the_owner(
 ) -> None:
     async with _node(cluster_settings("a"), "127.0.0.1:0") as a, \
             _node(cluster_settings("b"), "127.0.0.1:0", http_port=0) as b, \
-            aiohttp.ClientSession(headers={"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}) as http:
+            aiohttp.ClientSession(headers=GUEST) as http:
         on_a = await aio_pika.connect(a.amqp_url)
         async with on_a:
             publisher = await on_a.channel(publisher_confirms=True)

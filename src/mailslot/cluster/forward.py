@@ -394,10 +394,13 @@ class Forwarder:
             error = answer.exception()
             if error is None and answer.result()[0] != requests.OK:
                 error = LookupError("it moved to another node meanwhile")
-            if error is not None:
-                result.set_exception(requests.refused(queue, action, str(error)))
-            else:
-                result.set_result(make(answer.result()))
+            if error is None:
+                try:
+                    result.set_result(make(answer.result()))
+                    return
+                except (LookupError, ValueError) as bad:  # a codec this node lacks, a malformed name
+                    error = bad
+            result.set_exception(requests.refused(queue, action, str(error)))
 
         asked.add_done_callback(done)
         return result

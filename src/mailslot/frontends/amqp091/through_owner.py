@@ -54,13 +54,17 @@ def purge(channel: Channel, queue: Queue, nowait: bool) -> None:
 
 def delete(channel: Channel, vhost: VirtualHost, queue: Queue, if_empty: bool, nowait: bool) -> None:
     """The owner's message count first (the reply's, and if-empty's), then the deletion (here; the owner
-    applies it from the metadata). If the owner cannot be asked, the queue is deleted all the same and the
-    count is 0, unless if-empty asked for it."""
+    applies it from the metadata). If the owner cannot be asked (no link, a takeover under way), this
+    node's own view answers, as before nodes could ask: the count of what it holds for its consumers."""
     assert queue.remote is not None
     if nowait and not if_empty:
         channel.connection.broker.delete_queue(vhost, queue)
         return
-    asked = queue.remote.count(queue)
+    try:
+        asked = queue.remote.count(queue)
+    except core_errors.BrokerError:
+        asked = asyncio.get_running_loop().create_future()
+        asked.set_exception(LookupError("the owner cannot be asked"))
 
     def answered(count: int) -> None:
         if if_empty and count:
@@ -72,10 +76,7 @@ def delete(channel: Channel, vhost: VirtualHost, queue: Queue, if_empty: bool, n
             channel.reply(spec.Queue.DeleteOk(message_count=count))
 
     def unanswered(error: BaseException) -> None:
-        if if_empty:
-            _fail(channel, error)
-        else:
-            answered(0)
+        answered(queue.message_count)
 
     _when_answered(channel, asked, answered, failed=unanswered)
 
