@@ -31,8 +31,10 @@ class PublisherConfirms:
     def refuse(self, seq: int) -> None:
         """Publish ``seq`` was refused where it went (a forwarded publish the owner's full queue refused):
         nacked at its batch's release, which is still to come."""
-        if seq > self.confirmed:
-            bisect.insort(self.rejected, seq)
+        rejected = self.rejected
+        at = bisect.bisect_left(rejected, seq)
+        if seq > self.confirmed and (at == len(rejected) or rejected[at] != seq):  # once, whatever refused it
+            rejected.insert(at, seq)
 
     def release(self, proto: ServerConnection, channel: int, upto: int, ok: bool) -> bool:
         """After the group commit: ack (multiple) everything up to ``upto`` except the rejected ones, which
