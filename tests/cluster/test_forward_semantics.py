@@ -334,3 +334,29 @@ async def test_the_management_api_gets_and_purges_through_the_owner(
             async with http.delete(f"{url}/contents") as response:
                 assert response.status == 204, await response.text()
             assert await queue_a.get(no_ack=True, fail=False) is None  # g2..g4 purged on a
+
+
+async def test_a_message_got_through_a_link_that_breaks_is_requeued_by_the_owner(
+    cluster_settings: Callable[[str], PostgresSettings],
+) -> None:
+    """At-least-once: b's client holds a message got from a unacked; the link breaks; a requeues it
+    (redelivered). b's later ack goes nowhere, and b asks a again over a new link."""
+    async with _node(cluster_settings("a"), "127.0.0.1:0") as a, _node(cluster_settings("b"), "127.0.0.1:0") as b:
+        on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
+        async with on_a, on_b:
+            publisher = await on_a.channel(publisher_confirms=True)
+            queue_a = await publisher.declare_queue("held", durable=True)
+            await publisher.default_exchange.publish(aio_pika.Message(b"h0", delivery_mode=2), routing_key="held")
+            await _knows(b, "a", "held")
+            queue_b = await _queue_on(on_b, "held")
+            held = await queue_b.get(no_ack=False)
+            assert held.body == b"h0"
+            assert b.cluster is not None
+            link_to_a = b.cluster.remote._peers["a"]  # type: ignore[union-attr]
+            assert link_to_a._writer is not None
+            link_to_a._writer.close()
+            back = await _get(queue_a, "h0 requeued on a")
+            assert (back.body, back.redelivered) == (b"h0", True)
+            await held.ack()  # its delivery is gone with the link: nothing happens, the channel stays open
+            assert await queue_b.get(no_ack=True, fail=False) is None  # asked again over a new link
+            assert await queue_a.get(no_ack=True, fail=False) is None
