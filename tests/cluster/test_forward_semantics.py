@@ -18,6 +18,7 @@ from mailslot.bootstrap import BrokerServer
 from mailslot.cluster import link
 from mailslot.cluster.forward import (
     ACK,
+    PROXY_PREFETCH,
     REJECT,
     decode_deliver,
     decode_refused,
@@ -360,3 +361,31 @@ async def test_a_message_got_through_a_link_that_breaks_is_requeued_by_the_owner
             await held.ack()  # its delivery is gone with the link: nothing happens, the channel stays open
             assert await queue_b.get(no_ack=True, fail=False) is None  # asked again over a new link
             assert await queue_a.get(no_ack=True, fail=False) is None
+
+
+async def test_a_no_ack_consumer_served_through_another_node_gets_more_than_the_links_prefetch(
+    cluster_settings: Callable[[str], PostgresSettings],
+) -> None:
+    """Deliveries to a no-ack consumer on b are settled at the owner too, so the owner goes on past the
+    1,000 it may have outstanding at b: every message arrives, in order, and a keeps none."""
+    async with _node(cluster_settings("a"), "127.0.0.1:0") as a, _node(cluster_settings("b"), "127.0.0.1:0") as b:
+        on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
+        async with on_a, on_b:
+            publisher = await on_a.channel(publisher_confirms=True)
+            queue_a = await publisher.declare_queue("firehose", durable=True)
+            bodies = [f"f-{i}".encode() for i in range(PROXY_PREFETCH + 300)]
+            await asyncio.gather(*(publisher.default_exchange.publish(aio_pika.Message(body), routing_key="firehose")
+                                   for body in bodies))
+            queue_b = await _queue_on(on_b, "firehose")
+            got: list[bytes] = []
+
+            async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                got.append(message.body)
+
+            await queue_b.consume(take, no_ack=True)
+            await async_wait_for(lambda: len(got) == len(bodies), timeout=20,
+                                 what=lambda: f"every message on b's no-ack consumer ({len(got)})")
+            await async_wait_for(lambda: a.core.vhosts["/"].queues["firehose"].unacked == 0, timeout=10,
+                                 what="a to have nothing outstanding at b")
+            assert await queue_a.get(no_ack=True, fail=False) is None
+        assert got == bodies

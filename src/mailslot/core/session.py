@@ -281,7 +281,9 @@ class Session:
             self.stats_delivered_no_ack += count
             queue.stats_delivered_no_ack += count
             stored = [entry for entry in entries if entry.stored]
-            if stored or queue.hooks.settle:  # features that track messages (deduplication) see them leave
+            # Features that track messages (deduplication) see them leave; the owner on another node of a
+            # queue served through this one hears of them (it delivers no more than it has heard settled).
+            if stored or queue.hooks.settle or queue.remote is not None:
                 queue.settle(entries)
         else:
             unacked = self.unacked
