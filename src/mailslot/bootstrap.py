@@ -21,6 +21,7 @@ from .cluster import (
     open_cluster_store,
     start_cluster_node,
 )
+from .cluster.link import LinkTLS
 from .cluster.link import link_tls as cluster_link_tls
 from .cluster.link import parse_address as parse_link_address
 from .config import ConfigError
@@ -282,6 +283,7 @@ class BrokerServer:
         self._ports: dict[str, int] = {}  # "amqp" / "amqps": bound ports of the listeners that run
         self._http: HTTPServer | None = None
         self._tls: ReloadableTLS | None = None
+        self._link_tls: LinkTLS | None = None  # the cluster link's (cluster_link_tls)
         self._access: InternalAccessControl | None = None
         self._admin: AccessAdmin | None = None
         self._policies: PolicyEngine | None = None
@@ -321,6 +323,7 @@ class BrokerServer:
             link_tls = None
             if config.cluster_link_tls and config.tls_cert and config.tls_key and config.tls_ca:
                 link_tls = cluster_link_tls(config.tls_cert, config.tls_key, config.tls_ca, config.tls_key_password)
+            self._link_tls = link_tls
             self._cluster = await start_cluster_node(core, message_log, metadata, loop, access, admin, policies,
                                                      config.cluster_link, config.cluster_secret, link_tls)
 
@@ -427,6 +430,9 @@ class BrokerServer:
             port = config.http_tls_port
             bound = await _bind(http.start_api(http_host, port, tls.http_context), http_host, port, "--http-tls-port")
             listeners.append(Listener("https", *bound, config.tls_cert, config.tls_ca))
+        if self._cluster is not None:  # other nodes' queries about queues here are made of this API
+            self._cluster.management_url = (self.http_url if config.http_port is not None else
+                                            self.https_url if config.http_tls_port is not None else "")
         if config.prometheus_port is not None:
             port = config.prometheus_port
             bound = await _bind(http.start_metrics(prometheus_host, port), prometheus_host, port, "--prometheus-port")
@@ -456,9 +462,12 @@ class BrokerServer:
         """Read the TLS certificate, key and CA files again (SIGHUP, or the management API): new
         connections use them, open ones keep theirs. Raises ConfigError, keeping the old ones, when the
         new files are unusable. Safe to call from any thread."""
-        if self._tls is None:
-            raise ConfigError("tls_port", "no TLS listener is configured, nothing to reload")
-        self._tls.reload()
+        if self._tls is None and self._link_tls is None:
+            raise ConfigError("tls_port", "no TLS listener or TLS cluster link is configured, nothing to reload")
+        if self._tls is not None:
+            self._tls.reload()
+        if self._link_tls is not None:  # the same files: a problem was raised above, before either changed
+            self._link_tls.reload()
 
     def _open_store(self) -> tuple[MessageLog, MetadataStore]:
         if self.config.store == "memory":

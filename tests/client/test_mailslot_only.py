@@ -79,3 +79,32 @@ async def test_a_server_that_breaks_the_protocol_loses_the_connection() -> None:
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_several_urls_connect_to_the_first_that_answers_and_reconnect_to_the_next() -> None:
+    dead = f"amqp://guest:guest@127.0.0.1:{_closed_port()}/%2F"
+    async with running_broker() as a, running_broker() as b:
+        # The first connect skips an address that refuses (pika and aio-pika do the same with several hosts).
+        conn = await client.connect([dead, a.amqp_url, b.amqp_url], reconnect=True, reconnect_delay=0.05)
+        assert conn.params.port == a.amqp_port
+        ch = await conn.channel()
+        await ch.declare_queue("q")
+        await ch.confirm_select()
+        await a.stop()  # the node goes away: a does not answer any more, b does
+        await asyncio.wait_for(conn.wait_ready(), 10)
+        assert conn.params.port == b.amqp_port and conn.reconnects == 1
+        await ch.publish("", "q", b"on b")  # the queue was declared again on b
+        m = await ch.get("q")
+        assert m is not None and m.body == b"on b"
+        await conn.close()
+    with pytest.raises(OSError):  # no address answers: the last error
+        await client.connect([dead, dead])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -51,9 +52,12 @@ def test_worker_command_runs_exactly_once_and_stops_on_sigterm(tmp_path: Path):
             ch.basic_publish("", "cli-in", b"x", pika.BasicProperties(message_id=key, delivery_mode=2))
         src = str(Path(__file__).resolve().parents[2] / "src")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+        with socket.socket() as s:  # a port nothing listens on: the worker goes on to the next URL
+            s.bind(("127.0.0.1", 0))
+            dead = f"amqp://guest:guest@127.0.0.1:{s.getsockname()[1]}/%2F"
         proc = subprocess.Popen(
             [sys.executable, "-m", "mailslot", "worker", "myhandlers:handle", "-q", "cli-in", "--url",
-             broker.amqp_url, "--guarantee", "exactly-once", "--sqlite", str(db_path)],
+             f"{dead},{broker.amqp_url}", "--guarantee", "exactly-once", "--sqlite", str(db_path)],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             wait_for(lambda: db.execute("SELECT count(*) FROM effects").fetchone()[0] >= 2, 30, what="two effects")

@@ -7,6 +7,13 @@ Kill points are random fractions of the queue's progress (messages taken off it)
 while messages are in flight however fast the worker runs. One extra crash is forced at the worst point for
 the guarantee (see chaos_worker) so its characteristic outcome shows in every run.
 
+Cluster mode (``cluster=N``): the broker is N nodes of ``mailslot serve --store postgres --cluster`` on a
+schema of their own (:mod:`mailslot.bench.chaos_cluster`); the producer and the worker get every node's URL
+and reconnect to another node when theirs dies. The broker kills then SIGKILL one node each, in turn the
+owner of the queue and the node the
+worker is connected to while another node owns the queue (its consumer is served through that node); the
+producer's kill hits the owner. Every other owner kill waits for a takeover before restarting the owner.
+
 Counting, per key: lost = keys with no effect; duplicate keys = keys with more than one effect. Each
 publish attempt carries an ``attempt`` header, so a duplicate made by a producer retry (two messages with one
 key) is told from a duplicate made by the worker (one message handled twice): ``worker_duplicates`` counts
@@ -30,6 +37,7 @@ from typing import Any
 
 import mailslot.client
 from mailslot.bench.broker_process import BrokerProcess
+from mailslot.bench.chaos_cluster import ChaosCluster
 from mailslot.worker import DEDUP_HEADER, Guarantee
 
 QUEUE = "chaos"
@@ -50,6 +58,8 @@ class ChaosConfig:
     queue_arguments: dict[str, Any] | None = None  # e.g. broker-side deduplication
     publish_seconds: float = 3.0  # the producer spreads its publishes over this long (so broker kills hit it)
     timeout: float = 600.0
+    cluster: int = 0  # 0: one broker on the segments store; N >= 2: N cluster nodes on PostgreSQL (postgres_dsn)
+    lease_ttl: float = 2.0  # cluster mode: the nodes' --lease-ttl
 
 
 @dataclass
@@ -66,12 +76,17 @@ class ChaosResult:
     worker_kills: int = 0
     broker_kills: int = 0
     producer_retries: int = 0
+    nodes: int = 0  # cluster mode: how many nodes
+    takeovers: int = 0  # cluster mode: changes of the queue's owner seen in the lease table
+    owner_kills: int = 0  # cluster mode: broker kills that hit the queue's owner
+    worker_node_kills: int = 0  # cluster mode: ... that hit the node serving the worker, not the owner
     seconds: float = 0.0
     timeline: list[tuple[float, int]] = field(default_factory=list)  # (t, messages taken off the queue)
     kill_times: list[tuple[float, str]] = field(default_factory=list)
+    node_errors: list[str] = field(default_factory=list)  # cluster mode: ERROR lines the nodes logged
 
     def row(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("timeline", "kill_times")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("timeline", "kill_times", "node_errors")}
 
 
 class _Effects:
@@ -139,21 +154,23 @@ class _Effects:
 
 
 class _WorkerProcess:
-    def __init__(self, cfg: ChaosConfig, broker: BrokerProcess, effects: _Effects, crash_key: str | None) -> None:
+    def __init__(self, cfg: ChaosConfig, urls: Callable[[], list[str]], effects: _Effects, crash_key: str | None) -> None:
         self.cfg = cfg
-        self.broker = broker
+        self.urls = urls  # the broker's URL, or the cluster's nodes in the order this start tries them
         self.effects = effects
         self.crash_key = crash_key
         self.log_path = cfg.workdir / "worker.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        args = [sys.executable, "-m", "mailslot.bench.chaos_worker", "--url", self.broker.url, "--queue", QUEUE,
+    def start(self, urls: list[str] | None = None) -> None:
+        args = [sys.executable, "-m", "mailslot.bench.chaos_worker", "--queue", QUEUE,
                 "--guarantee", self.cfg.guarantee.value, "--db", self.effects.spec, "--table", self.effects.table,
                 "--inbox-prefix", self.effects.prefix, "--concurrency", str(self.cfg.concurrency),
                 "--marker", str(self.cfg.workdir / "crash.marker")]
         if self.crash_key:
             args += ["--crash-key", self.crash_key]
+        for url in urls or self.urls():
+            args += ["--url", url]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
@@ -183,8 +200,8 @@ class _WorkerProcess:
 class _Producer:
     """Publishes every key with confirms; what a broker kill leaves unconfirmed is published again."""
 
-    def __init__(self, url: str, keys: list[str], queue_arguments: dict[str, Any] | None, seconds: float) -> None:
-        self.url = url
+    def __init__(self, urls: list[str], keys: list[str], queue_arguments: dict[str, Any] | None, seconds: float) -> None:
+        self.urls = urls
         self.seconds = seconds
         self.keys = keys
         self.queue_arguments = queue_arguments
@@ -195,7 +212,7 @@ class _Producer:
         self.kill: Callable[[], Awaitable[None]] | None = None
 
     async def run(self) -> None:
-        conn = await mailslot.client.connect(self.url, reconnect=True, reconnect_max_delay=0.5)
+        conn = await mailslot.client.connect(self.urls, reconnect=True, reconnect_max_delay=0.5)
         try:
             ch = await conn.channel()
             await ch.declare_queue(QUEUE, arguments=self.queue_arguments)
@@ -226,6 +243,7 @@ class _Producer:
                     self.retries += len(failed)
                     attempt += 1
                     await conn.wait_ready()
+                    await asyncio.sleep(0.05)  # a queue whose owner died is nacked until it is taken over
                 pending = failed
         finally:
             self.done = True
@@ -240,7 +258,7 @@ class _Monitor:
         self.conn: Any = None
         self.ch: Any = None
 
-    async def depth(self, url: str) -> int | None:
+    async def depth(self, url: str | list[str]) -> int | None:
         """Ready messages in the queue, or None while the broker is unreachable."""
         try:
             if self.conn is None:
@@ -268,7 +286,7 @@ async def run_chaos(cfg: ChaosConfig, progress: Callable[[ChaosResult, int], Non
     rng = random.Random(cfg.seed)
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     tag = f"{cfg.guarantee.value.replace('-', '_')}_{cfg.seed}"
-    result = ChaosResult(cfg.guarantee.value, cfg.db, cfg.n)
+    result = ChaosResult(cfg.guarantee.value, cfg.db, cfg.n, nodes=cfg.cluster)
     keys = [f"m-{i}" for i in range(cfg.n)]
     effects = _Effects(cfg, tag)
     effects.create()
@@ -276,14 +294,14 @@ async def run_chaos(cfg: ChaosConfig, progress: Callable[[ChaosResult, int], Non
     # Kill points: fractions of the queue's progress. The first broker kill falls in the publishing.
     worker_points = sorted(rng.uniform(0.02, 0.9) for _ in range(cfg.worker_kills))
     broker_points = sorted(rng.uniform(0.1, 0.85) for _ in range(max(0, cfg.broker_kills - 1)))
-    broker = BrokerProcess(store="segments", data_dir=cfg.workdir / "broker")
-    broker.start()
-    worker = _WorkerProcess(cfg, broker, effects, crash_key)
-    producer = _Producer(broker.url, keys, cfg.queue_arguments, cfg.publish_seconds)
+    brokers: _Broker | ChaosCluster = ChaosCluster(cfg, rng, result, QUEUE) if cfg.cluster else _Broker(cfg, rng, result)
+    brokers.start()
+    worker = _WorkerProcess(cfg, brokers.worker_urls, effects, crash_key)
+    producer = _Producer(brokers.urls, keys, cfg.queue_arguments, cfg.publish_seconds)
     monitor = _Monitor()
     if cfg.broker_kills:
         producer.kill_at = int(rng.uniform(0.2, 0.7) * cfg.n)
-        producer.kill = lambda: kill_broker()
+        producer.kill = lambda: kill_broker(owner=True)
     start = time.monotonic()
     deadline = start + cfg.timeout
 
@@ -292,28 +310,29 @@ async def run_chaos(cfg: ChaosConfig, progress: Callable[[ChaosResult, int], Non
 
     broker_lock = asyncio.Lock()  # the producer's kill and the main loop's must not overlap
 
-    async def kill_broker() -> None:
+    async def kill_broker(owner: bool) -> None:
         async with broker_lock:
-            broker.kill()
+            what = await brokers.kill_and_restart(owner, worker, lambda what: result.kill_times.append((now(), what)))
             result.broker_kills += 1
-            result.kill_times.append((now(), "broker"))
-            await asyncio.sleep(rng.uniform(0.0, 0.3))
-            await asyncio.to_thread(broker.start)
+            if what == "worker":  # the worker was moved to another node first: a worker kill too
+                result.worker_kills += 1
 
     try:
         worker.start()
         producing = asyncio.ensure_future(producer.run())
         taken = 0
         idle_since: float | None = None
+        owner_next = False  # the producer's kill hits the owner, then the worker's node and the owner in turn
         while True:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"chaos run did not finish in {cfg.timeout:.0f} s: {result.row()}")
             await asyncio.sleep(0.02)
             if producing.done() and producing.exception() is not None:
                 raise producing.exception()  # type: ignore[misc]
-            depth = await monitor.depth(broker.url)
+            depth = await monitor.depth(brokers.urls)
             if depth is None:
                 continue
+            await brokers.observe()
             taken = max(taken, producer.confirmed - depth)
             result.timeline.append((now(), taken))
             if progress is not None:
@@ -328,7 +347,8 @@ async def run_chaos(cfg: ChaosConfig, progress: Callable[[ChaosResult, int], Non
                 continue
             if broker_points and taken >= broker_points[0] * cfg.n:
                 broker_points.pop(0)
-                await kill_broker()
+                await kill_broker(owner=owner_next)
+                owner_next = not owner_next
                 continue
             if not worker.alive():  # the forced crash
                 result.kill_times.append((now(), "forced"))
@@ -339,7 +359,7 @@ async def run_chaos(cfg: ChaosConfig, progress: Callable[[ChaosResult, int], Non
                 idle_since = idle_since or time.monotonic()
                 if time.monotonic() - idle_since > 1.0:
                     worker.terminate()  # graceful: unacked messages go back to the queue
-                    if await monitor.depth(broker.url) == 0:
+                    if await monitor.depth(brokers.urls) == 0:
                         break
                     worker.start()
                     idle_since = None
@@ -355,23 +375,57 @@ async def run_chaos(cfg: ChaosConfig, progress: Callable[[ChaosResult, int], Non
     finally:
         worker.kill()
         await monitor.close()
-        broker.stop()
+        brokers.stop()
         with contextlib.suppress(Exception):
             effects.drop()
+
+
+class _Broker:
+    """One broker process on the segments store, SIGKILLed and restarted on its data."""
+
+    def __init__(self, cfg: ChaosConfig, rng: random.Random, result: ChaosResult) -> None:
+        self.rng = rng
+        self.process = BrokerProcess(store="segments", data_dir=cfg.workdir / "broker")
+
+    def start(self) -> None:
+        self.process.start()
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.process.url]
+
+    def worker_urls(self) -> list[str]:
+        return self.urls
+
+    async def observe(self) -> None:
+        pass
+
+    async def kill_and_restart(self, owner: bool, worker: _WorkerProcess, log: Callable[[str], None]) -> str:
+        self.process.kill()
+        log("broker")
+        await asyncio.sleep(self.rng.uniform(0.0, 0.3))
+        await asyncio.to_thread(self.process.start)
+        return "broker"
+
+    def stop(self) -> None:
+        self.process.stop()
 
 
 COLUMNS = [("guarantee", "guarantee"), ("db", "db"), ("n", "N"), ("effects", "effects"), ("lost", "lost"),
            ("duplicate_keys", "dup keys"), ("worker_duplicates", "dup by worker"), ("redeliveries", "redeliveries"),
            ("worker_kills", "worker kills"), ("broker_kills", "broker kills"), ("producer_retries", "producer retries"),
            ("seconds", "seconds")]
+CLUSTER_COLUMNS = [("inbox_hits", "inbox hits"), ("nodes", "nodes"), ("owner_kills", "owner kills"), ("worker_node_kills", "worker's node kills"),
+                   ("takeovers", "takeovers")]
 
 
 def table(results: list[ChaosResult]) -> str:
     """The results side by side as a Markdown table."""
-    head = "| " + " | ".join(h for _, h in COLUMNS) + " |"
-    sep = "|" + "|".join("---" if k in ("guarantee", "db") else "---:" for k, _ in COLUMNS) + "|"
+    columns = COLUMNS[:-1] + CLUSTER_COLUMNS + COLUMNS[-1:] if any(r.nodes for r in results) else COLUMNS
+    head = "| " + " | ".join(h for _, h in columns) + " |"
+    sep = "|" + "|".join("---" if k in ("guarantee", "db") else "---:" for k, _ in columns) + "|"
     rows = []
     for r in results:
-        cells = [f"{getattr(r, k):.1f}" if k == "seconds" else str(getattr(r, k)) for k, _ in COLUMNS]
+        cells = [f"{getattr(r, k):.1f}" if k == "seconds" else str(getattr(r, k)) for k, _ in columns]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join([head, sep, *rows])

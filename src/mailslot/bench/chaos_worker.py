@@ -83,7 +83,7 @@ class Effects:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--url", required=True)
+    ap.add_argument("--url", required=True, action="append", help="a broker URL; repeated: the nodes of a cluster")
     ap.add_argument("--queue", required=True)
     ap.add_argument("--guarantee", required=True, choices=[g.value for g in Guarantee])
     ap.add_argument("--db", required=True, help="sqlite:PATH or postgres:DSN")
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     if guarantee is Guarantee.EXACTLY_ONCE:
         inbox = (SQLiteInbox(args.db[7:], table_prefix=args.inbox_prefix) if args.db.startswith("sqlite:")
                  else PostgresInbox(args.db[9:], table_prefix=args.inbox_prefix))
-    worker = Worker(args.url, args.queue, effects.handler_for(guarantee), guarantee=guarantee, inbox=inbox,
+    urls = args.url if len(args.url) > 1 else args.url[0]
+    worker = Worker(urls, args.queue, effects.handler_for(guarantee), guarantee=guarantee, inbox=inbox,
                     concurrency=args.concurrency, shutdown_timeout=10,
                     after_commit=effects.after_commit if guarantee is Guarantee.EXACTLY_ONCE else None)
     print("chaos worker ready", file=sys.stderr, flush=True)

@@ -276,7 +276,7 @@ def serve(
     cluster_link_tls: Annotated[
         bool,
         typer.Option("--cluster-link-tls", help="Mutual TLS on the cluster link, with --tls-cert/--tls-key (this "
-                     "node's) and --tls-ca (the cluster's CA)."),
+                     "node's, naming its node name or host) and --tls-ca (the cluster's CA)."),
     ] = False,
     log_level: Annotated[LogLevel, typer.Option(help="Log verbosity.")] = LogLevel.info,
 ) -> None:

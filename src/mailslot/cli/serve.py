@@ -76,7 +76,7 @@ async def _serve(config: BrokerConfig) -> int:
         # BrokerServer.start logs where it listens ("AMQP listening on HOST:PORT") and where it stores
         # (broker.storage_description), once for every way of running it (CLI or mailslot.testing).
         try:
-            if config.tls_files is not None:
+            if config.tls_files is not None or config.cluster_link_tls:
                 _on_signal(signal.SIGHUP, lambda: _reload_tls(broker))
             await stop.wait()
             log.info("stopping (signal received)")

@@ -48,7 +48,9 @@ def load_handler(spec: str) -> Any:
 def worker(
     handler: Annotated[str, typer.Argument(help="The handler, module:function; it gets a mailslot.worker.Job.")],
     queue: Annotated[str, typer.Option("--queue", "-q", help="Queue to consume (declared durable).")],
-    url: Annotated[str, typer.Option("--url", envvar="MAILSLOT_URL", help="Broker URL.")] = DEFAULT_URL,
+    url: Annotated[str, typer.Option("--url", envvar="MAILSLOT_URL", help="Broker URL; the nodes of a cluster as "
+                                     "several URLs separated by commas (it reconnects to the next that answers).")
+                   ] = DEFAULT_URL,
     guarantee: Annotated[GuaranteeOption, typer.Option(help="Delivery guarantee.")] = GuaranteeOption.at_least_once,
     sqlite: Annotated[
         str | None, typer.Option(help="exactly-once: the SQLite file holding your tables and the inbox.")
@@ -80,7 +82,7 @@ def worker(
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
-        w = Worker(url, queue, function, guarantee=Guarantee(guarantee.value), inbox=inbox,
+        w = Worker(url.split(",") if "," in url else url, queue, function, guarantee=Guarantee(guarantee.value), inbox=inbox,
                    concurrency=concurrency, shutdown_timeout=shutdown_timeout, name=name)
     except (TypeError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)

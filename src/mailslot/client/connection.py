@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Sequence
 from typing import Any, Self
 
 from pamqp import commands
@@ -111,9 +112,14 @@ class Connection:
     ask for a flush; it routes each channel's events to it (:class:`~.link.LinkedChannel`).
     """
 
-    def __init__(self, params: ConnectParams, *, reconnect: bool = False, reconnect_delay: float = 0.1,
-                 reconnect_max_delay: float = 5.0, name: str | None = None) -> None:
-        self.params = params
+    def __init__(self, params: ConnectParams | Sequence[ConnectParams], *, reconnect: bool = False,
+                 reconnect_delay: float = 0.1, reconnect_max_delay: float = 5.0, name: str | None = None) -> None:
+        # Several addresses: the nodes of one cluster (or one broker behind several names). The connection
+        # uses one at a time and moves to the next one that answers when it cannot connect.
+        self.addresses = [params] if isinstance(params, ConnectParams) else list(params)
+        if not self.addresses:
+            raise ValueError("no address to connect to")
+        self._address = 0  # index in self.addresses of the one in use (or tried next)
         self.name = name
         self.reconnect = reconnect
         self.reconnect_delay = reconnect_delay
@@ -139,6 +145,11 @@ class Connection:
         self._flush_scheduled = False
 
     # ------------------------------------------------------------------ public
+    @property
+    def params(self) -> ConnectParams:
+        """The address in use (the one last connected to, or tried)."""
+        return self.addresses[self._address]
+
     @property
     def is_open(self) -> bool:
         return self._ready
@@ -225,6 +236,23 @@ class Connection:
         self.heartbeat = connected.heartbeat
         self._start_heartbeat()
 
+    async def _connect_any(self) -> None:
+        """Connect to the first address that answers, the one in use first, then the next ones in order
+        (pika's and aio-pika's behaviour with several hosts). Raises the last error when none does."""
+        for tried in range(len(self.addresses)):
+            try:
+                await self._connect_once()
+                return
+            except Exception as exc:  # refused, timed out, closed while opening: try the next one
+                if tried == len(self.addresses) - 1:
+                    raise
+                log.info("cannot connect to %s:%d (%s); trying the next address", self.params.host,
+                         self.params.port, exc)
+                self._next_address()
+
+    def _next_address(self) -> None:
+        self._address = (self._address + 1) % len(self.addresses)
+
     def _set_ready(self) -> None:
         self._ready = True
         self._ready_event.set()
@@ -241,7 +269,7 @@ class Connection:
         delay = self.reconnect_delay
         while not self._closing:
             try:
-                await self._connect_once()
+                await self._connect_any()
                 await self._recover()
             except asyncio.CancelledError:
                 raise
@@ -250,6 +278,7 @@ class Connection:
                          self.params.port, exc, delay)
                 if self._proto is not None and self._proto.transport is not None:
                     self._proto.transport.abort()
+                self._next_address()  # with several addresses, a round over all of them per pause
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.reconnect_max_delay)
                 continue
@@ -440,19 +469,23 @@ class Connection:
         self._hb_handle = self._loop.call_later(self.heartbeat / 2, self._heartbeat_tick)
 
 
-async def connect(url: str = "amqp://guest:guest@localhost:5672/%2F", *, reconnect: bool = False,
+async def connect(url: str | Sequence[str] = "amqp://guest:guest@localhost:5672/%2F", *, reconnect: bool = False,
                   heartbeat: int | None = None, name: str | None = None, reconnect_delay: float = 0.1,
                   reconnect_max_delay: float = 5.0) -> Connection:
     """Open a connection. ``reconnect=True``: after a drop, connect again (backoff from
     ``reconnect_delay`` doubling to ``reconnect_max_delay``), declare again the exchanges, queues and
     bindings declared through this connection, reopen its channels and consumers. The first connect is
-    not retried: a wrong URL or password fails here."""
-    params = ConnectParams.parse(url)
+    not retried: a wrong URL or password fails here.
+
+    ``url`` may be a list of URLs (the nodes of a cluster): the connection uses the first that answers,
+    and after a drop reconnects to the same one or, when it does not answer, to the next ones in turn."""
+    urls = [url] if isinstance(url, str) else list(url)
+    addresses = [ConnectParams.parse(u) for u in urls]
     if heartbeat is not None:
-        params = dataclasses.replace(params, heartbeat=heartbeat)
-    conn = Connection(params, reconnect=reconnect, reconnect_delay=reconnect_delay,
+        addresses = [dataclasses.replace(params, heartbeat=heartbeat) for params in addresses]
+    conn = Connection(addresses, reconnect=reconnect, reconnect_delay=reconnect_delay,
                       reconnect_max_delay=reconnect_max_delay, name=name)
-    await conn._connect_once()
+    await conn._connect_any()
     conn._set_ready()
     return conn
 

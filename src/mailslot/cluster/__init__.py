@@ -26,8 +26,10 @@ from . import link
 from .forward import Forwarder, ForwardReceiver
 from .leases import DEFAULT_LEASE_TTL, Lease, LeaseTable, NodeRow
 from .node import ClusterNode
+from .proxy import QueryClient, QueryServer
 from .store import ClusterMessageLog, ClusterMetadataStore, lease_group
 from .sync import SYNC_INTERVAL, MetadataSync
+from .transient import TransientQueues
 
 log = logging.getLogger("mailslot.cluster")
 
@@ -76,22 +78,39 @@ async def start_cluster_node(
     """After the core recovered: serve this node's share of the queues, follow the others' changes and,
     with ``link_address``, listen on the cluster link and forward publishes to their queue's owner."""
     node = ClusterNode(core, message_log, metadata, loop)
+    node.transient = TransientQueues(core, metadata, message_log.leases, node._make_remote)
+    core.queue_names = node.transient  # names of non-durable and exclusive queues: unique cluster-wide
+    for vhost in core.vhosts.values():
+        vhost.queue_names = node.transient
     if link_address:
         key = secret.encode()
         receiver = ForwardReceiver(core, message_log.leases, key)
+        receiver.hosts_of = lambda name: link_hosts(node.links.get(name, ""))
+        queries = QueryServer(lambda: node.management_url)
+        receiver.queries = queries
+        node.queries = QueryClient(message_log.node, key, lambda: node.links, tls)
         server, bound = await link.start_server(link.parse_address(link_address), receiver.handle, tls)
         node.link_address = advertised(bound)
         forwarder = Forwarder(message_log.node, key, lambda: node.owners, lambda: node.links, loop,
                               message_log.commit_timeout, tls)
         forwarder.core = core
         node.remote = message_log.forwarder = forwarder
-        node.closers += [server.close, receiver.close, forwarder.close]
+        node.closers += [server.close, receiver.close, forwarder.close, queries.close]
         node.received = lambda: receiver.received
         log.info("cluster link listening on %s (advertised as %s%s)", bound, node.link_address,
                  ", mutual TLS" if tls is not None else "")
     node.sync = MetadataSync(message_log.settings, core, metadata, access, admin, policies, loop.call_soon_threadsafe)
     node.start()
     return node
+
+
+def link_hosts(address: str) -> list[str]:
+    """The host of a node's advertised link address (none for a Unix socket, or no address)."""
+    try:
+        parsed = link.parse_address(address)
+    except ValueError:
+        return []
+    return [parsed.host] if parsed.transport == "tcp" else []
 
 
 def advertised(bound: link.Address) -> str:

@@ -30,6 +30,21 @@ WHERE leases.queue = mine.queue AND leases.owner = %(node)s AND leases.epoch = m
 -- name: drop_lease
 DELETE FROM leases WHERE queue = %(queue)s;
 
+-- name: queue_row
+SELECT durable, exclusive FROM queues WHERE vhost = %(vhost)s AND name = %(name)s;
+
+-- name: drop_lost_transient
+-- Non-durable and exclusive queues (transient.py) whose owner lost them: their leases expired or
+-- left by a former process of this node are deleted; returned with those that have no lease at all.
+WITH wanted AS (SELECT unnest(%(queues)s::bytea[]) AS queue),
+lost AS (
+    DELETE FROM leases WHERE queue IN (SELECT queue FROM wanted) AND (expires_at < now() OR owner = %(node)s)
+    RETURNING queue
+)
+SELECT queue FROM lost
+UNION
+SELECT queue FROM wanted WHERE NOT EXISTS (SELECT 1 FROM leases WHERE leases.queue = wanted.queue);
+
 -- name: heartbeat
 UPDATE nodes SET seen_at = now(), link = %(link)s WHERE name = %(node)s AND epoch = %(epoch)s;
 

@@ -560,7 +560,7 @@ class _Peer:
             if not address:
                 raise link.LinkError(f"node '{self.owner}' has no cluster link (--cluster-link)")
             reader, writer = await link.connect(link.parse_address(address), forwarder.secret, forwarder.node_name,
-                                                forwarder.tls)
+                                                forwarder.tls, self.owner)
             self._writer = writer
             for frame in self._outbox:
                 writer.write(frame)
@@ -630,6 +630,8 @@ class ForwardReceiver:
     def __init__(self, core: Broker, leases: LeaseTable, secret: bytes) -> None:
         self.core, self.leases, self.secret = core, leases, secret
         self.received = 0  # messages enqueued for other nodes (metrics, tests)
+        self.hosts_of: Callable[[str], list[str]] = lambda node: []  # TLS: hosts a node may be (link.accept)
+        self.queries: Callable[[bytes, asyncio.StreamWriter], None] | None = None  # proxy.QueryServer
         self._connections: set[asyncio.StreamWriter] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -637,7 +639,7 @@ class ForwardReceiver:
         peer = "?"
         sessions: dict[int, Session] = {}  # this link's subscriptions: one session each
         try:
-            peer = await link.accept(reader, writer, self.secret)
+            peer = await link.accept(reader, writer, self.secret, self.hosts_of)
             while True:
                 kind, payload = await link.read_frame(reader)
                 if kind == PUBLISH:
@@ -655,6 +657,8 @@ class ForwardReceiver:
                     if session is not None:
                         session.close()  # what it had delivered and is unsettled is requeued
                         self.core.request_flush()
+                elif kind == link.QUERY and self.queries is not None:
+                    self.queries(payload, writer)  # a management request about a queue here (proxy.py)
                 else:
                     raise link.LinkError(f"unexpected frame type {kind}")
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -118,6 +118,17 @@ class LeaseTable:
             self.held.pop(queue, None)
             self._link.run(lambda conn: conn.execute(Q["drop_lease"], {"queue": queue.encode()}))
 
+    def drop_lost(self, queues: list[str]) -> list[str]:
+        """Of these queues' leases, delete those lost by their owner (expired, or a former process's of
+        this node); returns them with the queues that have no lease (transient.py)."""
+        with self.lock:  # as take(): a lease this process takes meanwhile is never one of them
+            wanted = [q for q in queues if q not in self.held]
+            if not wanted:
+                return []
+            params = {"queues": [q.encode() for q in wanted], "node": self.node}
+            rows = self._link.run(lambda conn: conn.execute(Q["drop_lost_transient"], params).fetchall())
+        return [bytes(q).decode() for (q,) in rows]
+
     def heartbeat(self, node_epoch: int, link: str) -> None:
         params = {"node": self.node, "epoch": node_epoch, "link": link}
         self._link.run(lambda conn: conn.execute(Q["heartbeat"], params))

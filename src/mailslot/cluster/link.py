@@ -15,8 +15,12 @@ Rules of this module:
   never crosses the wire. Until then a frame may not exceed :data:`HANDSHAKE_FRAME_MAX`, so an
   unauthenticated peer cannot make a node allocate much.
 * TLS when configured (:func:`link_tls`): both sides present a certificate and verify the other's
-  against the cluster's CA (mutual TLS), under the same secret handshake. Host names are not checked
-  (nodes are reached at addresses they advertise themselves): the CA should be the cluster's own.
+  against the cluster's CA (mutual TLS), under the same secret handshake. Each side also checks that
+  the other's certificate is for the node it talks to (:func:`check_identity`): its subjectAltName
+  (or CN) names the node's name (``--node-name``) or the host of its link address (the dialer: the
+  host it dialed; the listener: the peer's IP address or the host the node table advertises for the
+  node the peer says it is, after the secret proved it a member). The files are re-read by
+  :meth:`LinkTLS.reload` (SIGHUP, with the AMQPS/HTTPS ones).
 * Peers' sizes are checked before anything is allocated: :data:`FRAME_MAX` after the handshake.
 """
 
@@ -25,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
+import logging
 import os
 import ssl
 import struct
@@ -32,7 +38,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailslot.config import ConfigError
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from mailslot.transport.tls import TLSFiles, client_context, handing_over, server_context
+
+log = logging.getLogger("mailslot.cluster")
 
 # The largest frame a peer may send once authenticated: a forwarded batch is split before this (a
 # message is at most 512 MiB, RabbitMQ's cap, and is never split).
@@ -44,7 +55,8 @@ HANDSHAKE_TIMEOUT = 10.0  # seconds, as an AMQP handshake
 
 _HEADER = struct.Struct("!IB")
 
-CHALLENGE, HELLO, WELCOME = 1, 2, 3  # the handshake's frames; the rest are forward.py's
+CHALLENGE, HELLO, WELCOME = 1, 2, 3  # the handshake's frames; 10-29 are forward.py's
+QUERY, ANSWER = 30, 31  # a management request passed to a queue's owner, and its answer (proxy.py)
 
 
 class LinkError(ConnectionError):
@@ -79,35 +91,89 @@ def parse_address(text: str) -> Address:
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-@dataclass(frozen=True, slots=True)
 class LinkTLS:
-    server: ssl.SSLContext  # asks every peer for its certificate
-    client: ssl.SSLContext  # presents this node's certificate, verifies the peer's
+    """Mutual TLS of the link from this node's certificate and key and the cluster's CA. A node's
+    certificate is both server and client. :meth:`reload` reads the files again (SIGHUP): new link
+    connections, both ways, use them; connections already up keep theirs."""
+
+    def __init__(self, files: TLSFiles) -> None:
+        self.files = files
+        self._server, self.client = self._build()
+        self.server = handing_over(self._server, lambda: self._server)  # the listener's, for its whole life
+        self.reloads = 0
+
+    def _build(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        return server_context(self.files), client_context(self.files)
+
+    def reload(self) -> None:
+        """Read the files again; ConfigError naming the setting (and the old ones kept) when unusable."""
+        self._server, self.client = self._build()
+        self.reloads += 1
+        log.info("cluster link TLS certificates reloaded from %s and %s", self.files.cert, self.files.key)
 
 
 def link_tls(cert: Path, key: Path, ca: Path, key_password: str | None = None) -> LinkTLS:
-    """Mutual TLS for the link from this node's certificate and key and the cluster's CA (ConfigError
-    naming the setting when a file is unusable). A node's certificate is both server and client."""
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    for context in (server, client):
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.verify_mode = ssl.CERT_REQUIRED
-        try:
-            context.load_cert_chain(cert, key, password=lambda: key_password or "")
-        except OSError as error:
-            raise ConfigError("tls_cert", f"{cert} / {key} cannot be used for the cluster link: {error}") from None
-        try:
-            context.load_verify_locations(cafile=ca)
-        except (OSError, ValueError) as error:
-            raise ConfigError("tls_ca", f"{ca} holds no usable CA certificate: {error}") from None
-    client.check_hostname = False  # see the module's rules: the CA is the cluster's own
-    return LinkTLS(server, client)
+    """The link's TLS (ConfigError naming the setting when a file is unusable)."""
+    return LinkTLS(TLSFiles(cert, key, ca, key_password, verify_peer=True, fail_if_no_peer_cert=True))
+
+
+def certificate_names(der: bytes) -> set[str]:
+    """The names a certificate is for: its subjectAltName's DNS names (lower case) and IP addresses,
+    or its CN when it has none of those (as browsers no longer do, but self-made node certificates
+    often have only a CN)."""
+    certificate = x509.load_der_x509_certificate(der)
+    names: set[str] = set()
+    try:
+        alternatives = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        names |= {name.lower() for name in alternatives.get_values_for_type(x509.DNSName)}
+        names |= {str(address) for address in alternatives.get_values_for_type(x509.IPAddress)}
+    if not names:
+        for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+            value = attribute.value
+            names.add((value if isinstance(value, str) else value.decode(errors="replace")).lower())
+    return names
+
+
+def _normal(name: str) -> str:
+    try:
+        return str(ipaddress.ip_address(name.strip("[]")))
+    except ValueError:
+        return name.lower().rstrip(".")
+
+
+def _matches(pattern: str, name: str) -> bool:
+    """RFC 6125: equal, or ``*.example.com`` for exactly one more label on the left."""
+    if pattern == name:
+        return True
+    if pattern.startswith("*.") and "." in name:
+        return name.split(".", 1)[1] == pattern[2:]
+    return False
+
+
+def check_identity(writer: asyncio.StreamWriter, acceptable: list[str], who: str) -> None:
+    """LinkError unless the peer's certificate names one of ``acceptable`` (see the module's rules);
+    nothing to check without TLS."""
+    ssl_object = writer.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return
+    der = ssl_object.getpeercert(binary_form=True)
+    names = certificate_names(der) if der else set()
+    # A node named as by default, mailslot@HOST, may present a certificate for HOST.
+    wanted = [_normal(name) for name in acceptable for name in (name, name.partition("@")[2]) if name]
+    if any(_matches(name, want) for name in names for want in wanted):
+        return
+    listed = ", ".join(repr(name) for name in sorted(names)) or "no name"
+    raise LinkError(f"the TLS certificate of {who} is for {listed}, not for "
+                    f"{' or '.join(repr(w) for w in dict.fromkeys(wanted))}: refused (a certificate of the "
+                    "cluster's CA must name the node: its node name or the host of its cluster link address)")
 
 
 async def open_connection(address: Address, tls: LinkTLS | None = None) -> Streams:
     context = tls.client if tls is not None else None
-    hostname = "mailslot-cluster-link" if tls is not None else None  # required by asyncio, not checked
+    hostname = "mailslot-cluster-link" if tls is not None else None  # SNI; names are checked by check_identity
     if address.transport == "unix":
         return await asyncio.open_unix_connection(address.path, ssl=context, server_hostname=hostname)
     return await asyncio.open_connection(address.host, address.port, ssl=context, server_hostname=hostname)
@@ -150,8 +216,10 @@ def _mac(secret: bytes, *parts: bytes) -> bytes:
     return hmac.new(secret, b"".join(parts), hashlib.sha256).digest()
 
 
-async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secret: bytes) -> str:
-    """Server side: authenticate the peer; returns its node name. LinkError when it fails."""
+async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secret: bytes,
+                 hosts_of: Callable[[str], list[str]] = lambda node: []) -> str:
+    """Server side: authenticate the peer; returns its node name. LinkError when it fails. With TLS,
+    the peer's certificate must name that node, its IP address or one of ``hosts_of(node)``."""
     server_nonce = os.urandom(NONCE_BYTES)
     writer.write(encode_frame(CHALLENGE, server_nonce))
     kind, payload = await asyncio.wait_for(read_frame(reader, HANDSHAKE_FRAME_MAX), HANDSHAKE_TIMEOUT)
@@ -160,15 +228,22 @@ async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sec
     client_nonce, mac, name = payload[:NONCE_BYTES], payload[NONCE_BYTES:NONCE_BYTES + 32], payload[NONCE_BYTES + 32:]
     if not hmac.compare_digest(mac, _mac(secret, b"mailslot-link-client", server_nonce, client_nonce, name)):
         raise LinkError("authentication failed: the peer does not know the cluster secret")
+    node = name.decode(errors="replace")
+    peer = writer.get_extra_info("peername")
+    peer_ip = peer[0] if isinstance(peer, tuple) else ""
+    check_identity(writer, [node, peer_ip, *hosts_of(node)], f"node '{node}' (connecting from {peer_ip or 'a socket'})")
     writer.write(encode_frame(WELCOME, _mac(secret, b"mailslot-link-server", client_nonce, server_nonce)))
     await writer.drain()
-    return name.decode(errors="replace")
+    return node
 
 
-async def connect(address: Address, secret: bytes, node_name: str, tls: LinkTLS | None = None) -> Streams:
-    """Client side: connect to ``address`` and authenticate both ways. LinkError when it fails."""
+async def connect(address: Address, secret: bytes, node_name: str, tls: LinkTLS | None = None,
+                  peer: str = "") -> Streams:
+    """Client side: connect to node ``peer`` at ``address`` and authenticate both ways. LinkError when
+    it fails. With TLS, the peer's certificate must name ``peer`` or the host of ``address``."""
     reader, writer = await asyncio.wait_for(open_connection(address, tls), HANDSHAKE_TIMEOUT)
     try:
+        check_identity(writer, [peer, address.host], f"node '{peer}' at {address}")
         kind, server_nonce = await asyncio.wait_for(read_frame(reader, HANDSHAKE_FRAME_MAX), HANDSHAKE_TIMEOUT)
         if kind != CHALLENGE or len(server_nonce) != NONCE_BYTES:
             raise LinkError("expected a CHALLENGE frame")

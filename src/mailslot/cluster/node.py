@@ -36,14 +36,21 @@ from mailslot.storage.postgres import FencedError, StoreUnavailable
 
 from .forward import Forwarder
 from .leases import Lease, LeaseTable, NodeRow
+from .proxy import QueryClient
 from .store import ClusterMessageLog, ClusterMetadataStore
 from .sync import MetadataSync
+from .transient import TransientQueues
 
 log = logging.getLogger("mailslot.cluster")
 T = TypeVar("T")
 
 # Longest the poller waits for the event loop to answer (the shared queues it serves).
 LOOP_ANSWER_TIMEOUT = 5.0
+# A node whose last complete poll is more than CUT_OFF_POLLS renewal intervals old was cut off from the
+# database; it then takes no expired lease of another node for PATIENCE_POLLS intervals, the time the
+# other nodes, cut off too, need to poll (each retries every interval, a first retry may hit the
+# connection's reconnect backoff) and renew their leases.
+CUT_OFF_POLLS, PATIENCE_POLLS = 2.0, 2.0
 
 
 class Unforwarded:
@@ -103,6 +110,7 @@ class ClusterNode:
         self.core, self.log, self.metadata, self.loop = core, message_log, metadata, loop
         self.leases: LeaseTable = message_log.leases
         message_log.owners = lambda: self.owners
+        message_log.on_lease_refused = self.poke  # learn at once which lease went, rather than at the next poll
         self.node = message_log.node
         self.remote: Forwarder | Unforwarded = remote if remote is not None else Unforwarded()
         self.link_address = link_address
@@ -113,7 +121,11 @@ class ClusterNode:
         self.received: Callable[[], int] = lambda: 0  # messages other nodes forwarded here (the link's receiver)
         self.takeovers = 0  # leases taken over from another node (or a former process) since start
         self.polled_at = 0.0  # time.monotonic() of the last complete poll
+        self._patient_until = 0.0  # until then, expired leases of other nodes are not taken (_patient)
         self.sync: MetadataSync | None = None  # the metadata sync, started and stopped with the node
+        self.transient: TransientQueues | None = None  # other nodes' non-durable and exclusive queues
+        self.queries: QueryClient | None = None  # asks queues' owners (with a cluster link)
+        self.management_url = ""  # this node's management API, for other nodes' queries (bootstrap sets it)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -182,6 +194,12 @@ class ClusterNode:
             for row in self.nodes if row.name != self.node
         ]
 
+    async def ask(self, owner: str, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        """A management request answered by node ``owner`` (proxy.py); ConnectionError saying why not."""
+        if self.queries is None:
+            raise ConnectionError("this node has no cluster link (--cluster-link) to ask it")
+        return await self.queries.ask(owner, method, path, headers, body)
+
     def owner_of(self, queue_key: str) -> str | None:
         if queue_key in self.leases.held:
             return self.node
@@ -216,13 +234,26 @@ class ClusterNode:
         shared = self._on_loop(lambda: {q.key for q in self._shared_queues()})
         self.loop.call_soon_threadsafe(self._refresh_subscriptions)
         held = leases.held
+        patient = self._patient()
         free = [key for key in shared if key not in held and (
-            key not in table or table[key].expired or table[key].owner == self.node)]
+            key not in table or (table[key].expired and not patient) or table[key].owner == self.node)]
         if free:
             taken = leases.take(free)
             if taken:
                 self._adopt(taken, {k: table[k].owner for k in taken if k in table})
+        if self.transient is not None and not patient:  # an outage is not the death of their nodes either
+            self.transient.sweep(table, self._on_loop, self.loop)
         self.polled_at = time.monotonic()
+
+    def _patient(self) -> bool:
+        """Whether to leave other nodes' expired leases alone for now: after this node was cut off from
+        the database (an outage, a failover, commits waiting for a standby, or this process frozen), their
+        leases expired because nobody could renew them, not because their nodes died. Every node renews
+        first, so an outage longer than the TTL reshuffles no queue."""
+        now = time.monotonic()
+        if self.polled_at and now - self.polled_at > CUT_OFF_POLLS * self.leases.renew_every:
+            self._patient_until = now + PATIENCE_POLLS * self.leases.renew_every
+        return now < self._patient_until
 
     def _adopt(self, taken: dict[str, int], former: dict[str, str]) -> None:
         try:
@@ -284,6 +315,7 @@ class ClusterNode:
         core.request_flush()
 
     def _lose(self, lost: set[str]) -> None:
+        lost = self.transient.lose(lost) if self.transient is not None else lost
         for key in lost:
             queue = self._queue(key)
             if queue is None or queue.remote is not None:

@@ -34,6 +34,7 @@ from .leases import LeaseTable, Q
 
 if TYPE_CHECKING:
     from mailslot.core.broker import Hold
+    from mailslot.storage.api import Definitions
 
     from .forward import Forwarder
 
@@ -61,6 +62,7 @@ class ClusterMessageLog(PostgresMessageLog):
         self._adopter = Link(settings, "adopt")
         self.forwarder: Forwarder | None = None  # set when the node has a cluster link
         self.owners: Callable[[], Mapping[str, object]] = dict  # the lease table as last polled (ClusterNode)
+        self.on_lease_refused: Callable[[], None] = lambda: None  # a batch was refused for a lost lease
 
     def hold_confirms(self) -> Hold | None:
         """At the broker's cut (core/broker.py): forwarded publishes go out, and hold the batch's confirms."""
@@ -106,6 +108,7 @@ class ClusterMessageLog(PostgresMessageLog):
             return super()._fenced_by(exc)
         message = exc.diag.message_primary or str(exc)
         log.warning("a batch was refused, this node lost a lease: %s", message)
+        self.on_lease_refused()
         return FencedError(message)
 
     def _claim(self, conn: psycopg.Connection[Any], keys: Iterable[str]) -> dict[str, tuple[int, int]]:
@@ -238,6 +241,19 @@ class ClusterMetadataStore(PostgresMetadataStore):
             return
         if self.on_declared is not None:
             self.on_declared(queue.vhost, queue.name, owned)
+
+    def load(self) -> Definitions:
+        """What the core recovers at start: the shared queues; other nodes' non-durable and exclusive
+        queues (transient.py) are not this node's to recover (the metadata sync makes views of them)."""
+        definitions = super().load()
+        definitions.queues = [q for q in definitions.queues if q.durable and not q.exclusive]
+        return definitions
+
+    def queue_row(self, vhost: str, name: str) -> tuple[bool, bool] | None:
+        """(durable, exclusive) of a queue's row, None when it has none."""
+        row = self._run(lambda conn: conn.execute(Q["queue_row"], {"vhost": vhost.encode(), "name": name.encode()})
+                        .fetchone())
+        return (bool(row[0]), bool(row[1])) if row else None
 
     def delete_queue(self, vhost: str, name: str) -> None:
         if self.muted:

@@ -14,9 +14,10 @@ Rules of this module:
   (``ClusterMetadataStore.writes`` moved since the read began) and the next poll reads again, so a
   node never undoes its own fresh change.
 * Access records are rebuilt from the snapshot (Users, Vhosts, Permissions, ... read it as they
-  read a store at start) and every open connection's cached permission answers are dropped.
-  Connections of a user deleted elsewhere stay open until they close (as on one node, a deleted
-  user's connections are closed only by the node that deleted it).
+  read a store at start) and every open connection's cached permission answers are dropped, so a
+  permission removed on another node is refused on this node's open channels at their next check,
+  as on the node that removed it. A user deleted, or whose password changed, on another node has
+  its connections here closed with the reason that node gave them (AccessAdmin.close_user).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from mailslot.storage.postgres._connect import Link
 
 from .leases import Q
 from .store import ClusterMetadataStore
+from .transient import ELSEWHERE
 
 log = logging.getLogger("mailslot.cluster")
 
@@ -152,12 +154,19 @@ class MetadataSync:
     def _apply_access(self, snapshot: Snapshot) -> None:
         access, store = self.access, snapshot
         before = {record.name for record in access.vhosts}
+        passwords = {user.name: user.password_hash for user in access.users}
         access.users = Users(store)  # type: ignore[arg-type]
         access.vhosts = Vhosts(store)  # type: ignore[arg-type]
         access.permissions = Permissions(store)  # type: ignore[arg-type]
         access.topic_permissions = TopicPermissions(store)  # type: ignore[arg-type]
         access.limits = Limits(store)  # type: ignore[arg-type]
         access.permissions_changed()
+        for name, password_hash in sorted(passwords.items()):
+            user = access.users.get(name)
+            if user is None:
+                self.admin.close_user(name, f"user '{name}' is deleted")
+            elif user.password_hash != password_hash:
+                self.admin.close_user(name, f"user '{name}' password changed")
         after = {record.name for record in access.vhosts}
         host = self.admin.host
         for name in sorted(after):
@@ -179,10 +188,10 @@ class MetadataSync:
                     e.name, e.type, passive=False, durable=True, auto_delete=e.auto_delete, internal=e.internal,
                     arguments=e.arguments))
         for q in queues.values():
-            if q.name not in vhost.queues:
+            if q.name not in vhost.queues:  # another node's non-durable or exclusive one: a view (transient.py)
                 _try(f"queue '{q.name}'", lambda q=q: vhost.declare_queue(  # type: ignore[misc]
-                    q.name, passive=False, durable=True, exclusive=False, auto_delete=q.auto_delete,
-                    arguments=q.arguments, owner=None))
+                    q.name, passive=False, durable=q.durable, exclusive=q.exclusive, auto_delete=q.auto_delete,
+                    arguments=q.arguments, owner=ELSEWHERE if q.exclusive else None))
         wanted: dict[BindingKey, dict[str, Any]] = {
             (b.source, (b.destination_kind, b.destination), b.routing_key, b.arguments_key):
                 definitions.binding_arguments.get(b, {})
@@ -200,7 +209,10 @@ class MetadataSync:
             if bound is not None and _exists(vhost, destination):
                 bound.bind(destination, routing_key, arguments, args_key)  # False when it is there already
         for queue in list(vhost.queues.values()):
-            if queue.durable and queue.exclusive_owner is None and queue.name not in queues:
+            # A non-durable or exclusive queue is registered when it is a view, or this node's and leased.
+            shared = queue.durable and queue.exclusive_owner is None
+            registered = shared or queue.remote is not None or queue.key in self.metadata.leases.held
+            if registered and queue.name not in queues and not queue.deleted:
                 log.info("queue '%s' in vhost '%s' deleted on another node", queue.name, name)
                 self.core.delete_queue(vhost, queue)
         for exchange in list(vhost.exchanges.values()):

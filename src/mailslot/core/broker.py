@@ -30,7 +30,7 @@ from .queue import Queue
 from .redelivery import DEFAULT_CONSUMER_TIMEOUT_MS, Redelivery
 from .session import DeliverySink, Gate, Session
 from .ttl import ExpiryTicker, after_dispatch
-from .vhost import VirtualHost
+from .vhost import QueueNames, VirtualHost
 
 log = logging.getLogger("mailslot.core")
 
@@ -79,13 +79,14 @@ Hold = Callable[[Callable[[bool], None]], None]
 class Batch:
     """Detached staged writes (``write`` is None when there were none) and their waiters."""
 
-    __slots__ = ("hold", "ok", "threadable", "waiters", "write")
+    __slots__ = ("hold", "ok", "stored", "threadable", "waiters", "write")
 
     def __init__(
         self, write: Callable[[], None] | None, waiters: list[CommitWaiter], threadable: bool, hold: Hold | None = None
     ) -> None:
         self.write, self.waiters, self.threadable, self.hold = write, waiters, threadable, hold
         self.ok: bool | None = None  # known once written (and released by its hold, if any)
+        self.stored = True  # False: this node's own commit failed (not an owner node's, through the hold)
 
 
 class Broker:
@@ -109,6 +110,7 @@ class Broker:
         self.clock = clock
         self.vhosts: dict[str, VirtualHost] = {}
         self._arguments: ArgumentSource = arguments if arguments is not None else DeclaredOnly()
+        self.queue_names: QueueNames | None = None  # several nodes (mailslot.cluster.transient); set before vhosts
         for name in vhosts:
             self.add_vhost(name)
         # Timer work, each called with the clock's time on every tick (TTL, expiry, timeouts, delays).
@@ -120,6 +122,8 @@ class Broker:
         self._dirty: dict[Queue, None] = {}  # insertion-ordered set
         self._waiters: list[CommitWaiter] = []
         self._held: deque[Batch] = deque()  # written batches whose waiters wait for an earlier one's hold
+        self._unforwarded = 0  # batches an owner node did not commit since the last warning (logged once a second)
+        self._unforwarded_warned = 0.0
         self._reply_sessions: dict[str, Session] = {}
         self.congested: set[Queue] = set()  # see Queue.congested: their publishers are slowed
         self.request_flush: Callable[[], None] = lambda: None  # set by the transport: schedule flush() soon
@@ -220,6 +224,7 @@ class Broker:
                 name, self.log, self.metadata, self.codecs, self.mark_dirty, self.clock
             )
             vhost.arguments = self._arguments
+            vhost.queue_names = self.queue_names
         return vhost
 
     def delete_vhost(self, name: str) -> None:
@@ -336,6 +341,7 @@ class Broker:
     def finish(self, batch: Batch, ok: bool) -> None:
         """The batch is written: release its waiters, in the order batches were cut (a confirm covers
         every earlier publish), once its hold (if any) released it too."""
+        batch.stored = ok
         if batch.hold is None:
             if not self._held:
                 self._release(batch, ok)
@@ -358,8 +364,15 @@ class Broker:
             self._release(batch, bool(batch.ok))
 
     def _release(self, batch: Batch, ok: bool) -> None:
-        if not ok:
+        if not ok and not batch.stored:
             log.error("store commit failed; the publishes waiting on it are nacked")
+        elif not ok:  # a cluster node did not commit what was forwarded to it (it died, its lease moved)
+            self._unforwarded += 1
+            now = time.monotonic()
+            if now - self._unforwarded_warned >= 1.0:  # one line a second: a dead owner fails every batch
+                log.warning("%d batch(es) of publishes forwarded to an owner node were not committed there; "
+                            "their publishes are nacked", self._unforwarded)
+                self._unforwarded, self._unforwarded_warned = 0, now
         for waiter in batch.waiters:
             waiter.committed(ok)
 

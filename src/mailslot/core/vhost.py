@@ -12,7 +12,7 @@ import base64
 import json
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..storage.api import BindingDefinition, ExchangeDefinition, MessageLog, MetadataStore, QueueDefinition
 from . import featureset, routing, ttl_live
@@ -59,6 +59,22 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
+class QueueNames(Protocol):
+    """Where queues that live in one node's memory only (non-durable or exclusive) get a name that is
+    unique over several nodes (mailslot.cluster.transient); None on a single node."""
+
+    def claim(self, queue: QueueDefinition) -> bool:
+        """Before such a queue is made here: True when this node now owns the name, False when another
+        node does (the queue made here is a view of that node's); ResourceLocked when another node's
+        queue of that name is exclusive, or this one is and the name is taken."""
+
+    def made(self, queue: Queue, owned: bool) -> None:
+        """The queue ``claim`` was asked about, just made here."""
+
+    def released(self, queue: Queue) -> None:
+        """Such a queue deleted here."""
+
+
 class VirtualHost:
     def __init__(
         self,
@@ -93,6 +109,7 @@ class VirtualHost:
         self.max_queues: int | None = None  # the vhost's max-queues limit (None or negative: none)
         self.stats = VhostStats()  # churn, dead-lettering and closed sessions' counters (core/stats.py)
         self.tracer: Tracer | None = None  # set while tracing is on (core/tracing.py)
+        self.queue_names: QueueNames | None = None  # several nodes: unique names of transient queues
 
     # ---- naming ---------------------------------------------------------------------------------
 
@@ -322,6 +339,9 @@ class VirtualHost:
             authz.read("queue", name)
             authz.write("exchange", _text(dead_letter_exchange))
         validate_queue_properties(name, self.name, arguments, durable=durable, exclusive=exclusive, auto_delete=auto_delete)
+        transient = self.queue_names is not None and not (durable and not exclusive)
+        owned = transient and self.queue_names.claim(  # type: ignore[union-attr]
+            QueueDefinition(name, self.name, durable, exclusive, auto_delete, arguments))
         queue = featureset.build_queue(
             self,
             name,
@@ -335,6 +355,8 @@ class VirtualHost:
         self.stats.queues_created += 1
         if durable and not exclusive:
             self.metadata.save_queue(QueueDefinition(name, self.name, durable, exclusive, auto_delete, arguments))
+        elif transient:
+            self.queue_names.made(queue, owned)  # type: ignore[union-attr]
         return queue
 
     def _declared_again(self, queue: Queue) -> None:
@@ -395,6 +417,8 @@ class VirtualHost:
         if queue.durable:
             self.metadata.delete_queue(self.name, queue.name)
             ttl_live.forget(self.metadata, queue)
+        if self.queue_names is not None and not (queue.durable and queue.exclusive_owner is None):
+            self.queue_names.released(queue)
         queue.set_features(())  # each feature closes (a deduplication window drops its rows)
         return count
 

@@ -81,6 +81,10 @@ class ClusterView(Protocol):
     def owner_of(self, queue_key: str) -> str | None:
         """The node that owns the queue of this store key (None: not shared, this node's)."""
 
+    async def ask(self, owner: str, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        """The answer of node ``owner``'s management API to this request (``status``, ``headers``,
+        ``body``); ConnectionError saying why when it cannot be had."""
+
 
 @dataclass
 class NodeInfo:

@@ -11,6 +11,7 @@ docs/tracing.md describe every endpoint.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 from urllib.parse import quote
@@ -28,7 +29,7 @@ from .auth import Rule, visible_vhosts
 from .bodies import parse_int, read_body
 from .context import ManagementContext, context, current_user
 from .direct import committed, direct_session, require, vhost_or_404
-from .errors import bad_request, empty_response, json_response, not_found
+from .errors import ApiError, bad_request, empty_response, json_response, not_found
 from .messages import ENCODINGS, message_document
 from .routing import Route, Routes
 from .tracing_api import routes as tracing_routes
@@ -45,6 +46,8 @@ MAX_BROWSE = 10_000
 BROWSE_SCAN = 10_000
 # Moves one dry run lists one by one (it counts them all).
 DRY_RUN_ITEMS = 1_000
+# Redrives started at another node that this node remembers, to pass their progress requests on.
+KEEP_ELSEWHERE = 1_000
 # Bodies parsed as JSON for ``payload_json``, at most: a larger one is shown as text only.
 MAX_JSON_BODY = 1024 * 1024
 
@@ -58,6 +61,28 @@ def _queue(ctx: ManagementContext, request: web.Request) -> tuple[VirtualHost, Q
     if queue is None or queue.deleted:
         raise not_found()
     return vhost, queue
+
+
+# Set on a request another node passed on (mailslot.cluster.proxy.PROXIED): answered here, never passed on again.
+PROXIED = "X-Mailslot-Proxied-By"
+
+
+async def _at_owner(request: web.Request, queue: Queue) -> web.Response | None:
+    """In a cluster, a queue another node owns: only the owner holds its messages, so the request is
+    answered by the owner (over the cluster link, mailslot.cluster.proxy), or 503 saying why it cannot
+    be. None: this node answers."""
+    ctx = context(request)
+    cluster = ctx.node.cluster
+    if queue.remote is None or cluster is None or PROXIED in request.headers:
+        return None
+    owner = ctx.node.owner_of(queue.key)
+    try:
+        answer = await cluster.ask(owner, request.method, request.raw_path, dict(request.headers), await request.read())
+    except ConnectionError as exc:
+        log.warning("queue '%s' in vhost '%s': %s", queue.name, queue.vhost, exc)
+        raise ApiError(503, "service_unavailable", f"queue '{queue.name}' in vhost '{queue.vhost}' is owned by node "
+                       f"'{owner}', which could not answer: {exc}") from None
+    return web.Response(status=answer["status"], body=answer["body"], headers=answer.get("headers", {}))
 
 
 def _filter(values: Any) -> Filter:
@@ -102,6 +127,8 @@ async def browse_messages(request: web.Request) -> web.Response:
     """Messages from ``offset`` on (``limit``, 50 by default), filtered, left in the queue."""
     ctx = context(request)
     vhost, queue = _queue(ctx, request)
+    if (answer := await _at_owner(request, queue)) is not None:
+        return answer
     query = request.query
     offset = parse_int("offset", query.get("offset", "0"), minimum=0)
     limit = parse_int("limit", query.get("limit", "50"), minimum=0)
@@ -136,6 +163,8 @@ async def peek_messages(request: web.Request) -> web.Response:
     """The first ``count`` messages (10 by default) as a plain list: the browse without its envelope."""
     ctx = context(request)
     vhost, queue = _queue(ctx, request)
+    if (answer := await _at_owner(request, queue)) is not None:
+        return answer
     query = request.query
     count = parse_int("count", query.get("count", "10"), minimum=0)
     if count > MAX_BROWSE:
@@ -181,6 +210,8 @@ async def list_dead_letter_queues(request: web.Request) -> web.Response:
 async def show_dead_letter_queue(request: web.Request) -> web.Response:
     ctx = context(request)
     vhost, queue = _queue(ctx, request)
+    if (answer := await _at_owner(request, queue)) is not None:
+        return answer
     require(ctx, current_user(request), vhost.name, "read", "queue", queue.name)
     summary = summarize_dead_letters(queue, ctx.core.clock())
     return json_response({
@@ -257,6 +288,11 @@ async def start_redrive(request: web.Request) -> web.Response:
     dead-letter queue (the dashboard's "move messages"), usually with a ``target``."""
     ctx = context(request)
     vhost, queue = _queue(ctx, request)
+    if (answer := await _at_owner(request, queue)) is not None:  # the redrive runs there
+        if answer.status == 202:
+            request.app[REDRIVES].started_elsewhere(vhost.name, json.loads(answer.text or "{}")["id"],
+                                                    ctx.node.owner_of(queue.key))
+        return answer
     body = await read_body(request)
     redrive_request, dry_run = _redrive_request(body, queue, ctx.core.clock())
     user = current_user(request)
@@ -308,14 +344,32 @@ def _redrive(request: web.Request) -> Redrive:
     return redrive
 
 
+async def _redrive_elsewhere(request: web.Request) -> web.Response | None:
+    """A redrive this node started at a queue's owner (start_redrive): the owner answers about it."""
+    owner = request.app[REDRIVES].elsewhere.get((request.match_info["vhost"], request.match_info["id"]))
+    cluster = context(request).node.cluster
+    if owner is None or cluster is None or PROXIED in request.headers:
+        return None
+    try:
+        answer = await cluster.ask(owner, request.method, request.raw_path, dict(request.headers), b"")
+    except ConnectionError as exc:
+        raise ApiError(503, "service_unavailable", f"redrive {request.match_info['id']} runs on node '{owner}', "
+                       f"which could not answer: {exc}") from None
+    return web.Response(status=answer["status"], body=answer["body"], headers=answer.get("headers", {}))
+
+
 @routes.get("/mailslot/redrives/{vhost}/{id}", Rule.VHOST)
 async def show_redrive(request: web.Request) -> web.Response:
+    if (answer := await _redrive_elsewhere(request)) is not None:
+        return answer
     return json_response(_redrive(request).document())
 
 
 @routes.delete("/mailslot/redrives/{vhost}/{id}", Rule.VHOST)
 async def cancel_redrive(request: web.Request) -> web.Response:
     """Stop between two steps: what moved stays moved, the rest stays in the dead-letter queue."""
+    if (answer := await _redrive_elsewhere(request)) is not None:
+        return answer
     redrive = _redrive(request)
     ctx = context(request)
     require(ctx, current_user(request), redrive.vhost.name, "read", "queue", redrive.queue.name)
@@ -333,7 +387,14 @@ class RedriveRunner:
     def __init__(self, ctx: ManagementContext) -> None:
         self.ctx = ctx
         self.redrives = Redrives()
+        # Redrives started through this node at a queue's owner (a cluster): (vhost, id) -> the owner.
+        self.elsewhere: dict[tuple[str, str], str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def started_elsewhere(self, vhost: str, redrive_id: str, owner: str) -> None:
+        self.elsewhere[(vhost, redrive_id)] = owner
+        while len(self.elsewhere) > KEEP_ELSEWHERE:
+            del self.elsewhere[next(iter(self.elsewhere))]
 
     def start(self, vhost: VirtualHost, queue: Queue, request: RedriveRequest, user: str) -> Redrive:
         redrive = self.redrives.add(vhost, queue, request, user, self.ctx.core.clock())

@@ -62,6 +62,31 @@ def server_context(files: TLSFiles, *, verify_clients: bool = True) -> ssl.SSLCo
     return context
 
 
+def client_context(files: TLSFiles) -> ssl.SSLContext:
+    """A client context that presents ``files``' certificate and verifies the server's against its CA
+    (the cluster link: mailslot.cluster.link). Host names are checked by the caller, which knows
+    which names the peer may have."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = MINIMUM_VERSION
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    _load(context, files)
+    return context
+
+
+def handing_over(first: ssl.SSLContext, newest: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """``first``, made to hand every new handshake over to ``newest()`` (a listener keeps the context it
+    was created with; see the module's rules)."""
+
+    def hand_over(connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+        current = newest()
+        if current is not context:
+            connection.context = current  # SSL_set_SSL_CTX: certificate, key and CA store of the new one
+
+    first.sni_callback = hand_over  # type: ignore[assignment]  # typeshed wants SSLSocket; asyncio passes SSLObject
+    return first
+
+
 def _load(context: ssl.SSLContext, files: TLSFiles) -> None:
     for key, path in (("tls_cert", files.cert), ("tls_key", files.key), ("tls_ca", files.ca)):
         if path is not None and not Path(path).is_file():
@@ -117,22 +142,12 @@ class ReloadableTLS:
         self.files = files
         self._amqp, self._http = self._build()
         # The contexts listeners were created with; each forwards new handshakes to the newest context.
-        self.amqp_context = self._front(self._amqp, lambda: self._amqp)
-        self.http_context = self._front(self._http, lambda: self._http)
+        self.amqp_context = handing_over(self._amqp, lambda: self._amqp)
+        self.http_context = handing_over(self._http, lambda: self._http)
         self.reloads = 0
 
     def _build(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
         return server_context(self.files), server_context(self.files, verify_clients=False)
-
-    @staticmethod
-    def _front(first: ssl.SSLContext, newest: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        def hand_over(connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
-            current = newest()
-            if current is not context:
-                connection.context = current  # SSL_set_SSL_CTX: certificate, key and CA store of the new one
-
-        first.sni_callback = hand_over  # type: ignore[assignment]  # typeshed wants SSLSocket; asyncio passes SSLObject
-        return first
 
     def reload(self) -> None:
         """Read the files again. On any problem raise :class:`ConfigError` and keep serving the old ones."""

@@ -20,7 +20,7 @@ import inspect
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +46,8 @@ class WorkerStats:
 
 class Worker:
     """Run ``handler`` over ``queue``. ``await worker.run()`` until :meth:`stop` (or SIGTERM/SIGINT with
-    :func:`run_worker`).
+    :func:`run_worker`). ``url`` may be a list of URLs, the nodes of a cluster: the worker reconnects to
+    the next one that answers when its node goes away (:func:`mailslot.client.connect`).
 
     ``concurrency`` messages are in flight at once (the prefetch); synchronous handlers run in a pool of
     that many threads, each exactly-once thread with its own database connection. ``inbox`` (a
@@ -57,7 +58,7 @@ class Worker:
     and before its outputs are published and the message is acked.
     """
 
-    def __init__(self, url: str, queue: str, handler: Handler, *,
+    def __init__(self, url: str | Sequence[str], queue: str, handler: Handler, *,
                  guarantee: Guarantee | str = Guarantee.AT_LEAST_ONCE, inbox: Inbox | None = None,
                  concurrency: int = 16, declare: bool = True, queue_arguments: dict[str, Any] | None = None,
                  shutdown_timeout: float = 30.0, name: str | None = None,

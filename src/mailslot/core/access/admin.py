@@ -91,21 +91,21 @@ class AccessAdmin:
                                        hashing_algorithm=hashing_algorithm, tags=tags,
                                        rabbitmq_version=rabbitmq_version)
         if before is not None and before.password_hash != record.password_hash:
-            self._close_user(name, f"user '{name}' password changed")
+            self.close_user(name, f"user '{name}' password changed")
         self.access.permissions_changed()
         return record
 
     def change_password(self, name: str, password: str | None) -> None:
         """A new password (None: clear it, as ``rabbitmqctl clear_password``); closes the user's connections."""
         self.access.users.change_password(name, password)
-        self._close_user(name, f"user '{name}' password changed")
+        self.close_user(name, f"user '{name}' password changed")
 
     def set_user_tags(self, name: str, tags: Iterable[str] | str) -> UserRecord:
         return self.access.users.set_tags(name, tags)
 
     def delete_user(self, name: str) -> None:
         self.access.users.delete(name)
-        self._close_user(name, f"user '{name}' is deleted")
+        self.close_user(name, f"user '{name}' is deleted")
         self.access.permissions.forget(user=name)
         self.access.topic_permissions.forget(user=name)
         self.access.limits.clear_user(name)
@@ -115,7 +115,8 @@ class AccessAdmin:
         return [UserInfo(u.name, u.tags, bool(u.password_hash), self.access.limits.of_user(u.name))
                 for u in self.access.users]
 
-    def _close_user(self, name: str, text: str) -> None:
+    def close_user(self, name: str, text: str) -> None:
+        """Close every connection of the user (a deleted user, a changed password: RabbitMQ's reasons)."""
         closed = self.access.connections.close_user(name, text)
         if closed:
             log.info("closed %d connection(s) of user '%s': %s", closed, name, text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import socket
 import threading
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 log = logging.getLogger("mailslot.storage.postgres")
 
@@ -69,9 +71,14 @@ class StoreUnavailable(ConnectionError):
 
 
 def connect(settings: PostgresSettings, role: str) -> psycopg.Connection[Any]:
-    """A new autocommit connection whose search_path is the install's schema."""
+    """A new autocommit connection whose search_path is the install's schema.
+
+    It is to a server that accepts writes: unless the DSN says otherwise, libpq's
+    ``target_session_attrs=read-write`` skips a standby (or a demoted primary), whether the DSN names
+    several hosts (the first writable one is taken) or one name that moved (DNS, a virtual IP). Without
+    it a connection made to a standby during a failover would stay there, every batch refused."""
     conn = psycopg.connect(
-        settings.dsn,
+        _writable(settings.dsn),
         autocommit=True,
         connect_timeout=CONNECT_TIMEOUT,
         tcp_user_timeout=TCP_USER_TIMEOUT_MS,
@@ -92,6 +99,16 @@ def connect(settings: PostgresSettings, role: str) -> psycopg.Connection[Any]:
         conn.close()
         raise
     return conn
+
+
+def _writable(dsn: str) -> str:
+    """``dsn`` asking for a server that accepts writes, unless the operator chose otherwise."""
+    try:
+        if "target_session_attrs" in conninfo_to_dict(dsn) or "PGTARGETSESSIONATTRS" in os.environ:
+            return dsn
+        return make_conninfo(dsn, target_session_attrs="read-write")
+    except psycopg.ProgrammingError:  # a malformed DSN: let connect() say why
+        return dsn
 
 
 class Link:

@@ -15,7 +15,8 @@ Rules of this module:
   confirms only after COMMIT returned. psycopg releases the GIL while it waits for the server.
 * A write that fails because the connection broke is retried on a new connection until
   ``commit_timeout``; if the break hid whether COMMIT happened, the node row's ``committed_batch``
-  tells (each batch writes its number there). A batch that still failed raises, so its waiters are
+  tells (each batch writes its number there), and a write of the fence alone waits for the synchronous
+  standby (if any) before the batch is confirmed. A batch that still failed raises, so its waiters are
   nacked, and is kept: the next batch writes it first (or drops it, if the node row shows that its
   last attempt committed after all), so the log never misses what the core did. A batch the server
   refuses (fenced, or a bug) is dropped instead: kept, it would fail every batch after it.
@@ -211,12 +212,13 @@ class PostgresMessageLog:
                     conn = link.get(backoff=False)
                     unresolved = self._unresolved
                     if unresolved is not None:
-                        landed = self._committed(conn, unresolved)
-                        self._unresolved = None
-                        if landed:  # that attempt's COMMIT went through before its connection broke
+                        if self._committed(conn, unresolved):  # its COMMIT went through before the break
                             write.drop_landed(everything=unresolved == batch_no)
                             if not write.parts:
+                                self._replicated(conn, batch_no)  # a break here: all of this once more
+                                self._unresolved = None
                                 return
+                        self._unresolved = None
                     self._unresolved = batch_no
                     self._transaction(conn, write.parts, batch_no)
                     self._unresolved = None
@@ -242,6 +244,14 @@ class PostgresMessageLog:
         self._fenced = exc.diag.message_primary or str(exc)
         log.error("this node is fenced and stops writing: %s", self._fenced)
         return FencedError(self._fenced)
+
+    def _replicated(self, conn: psycopg.Connection[Any], batch_no: int) -> None:
+        """A commit of our own after one that landed while its connection broke: that one may have been
+        cut out of its wait for a synchronous standby (PostgreSQL ends it when the connection goes, and
+        keeps the commit on the primary alone). This one returns only once the standby has the WAL up to
+        it, hence that commit too; then, and only then, the batch may be confirmed. A write of nothing
+        but the fence (it records the batch number on the node row)."""
+        conn.execute(*self._fence(set(), [], batch_no))
 
     def _committed(self, conn: psycopg.Connection[Any], batch_no: int) -> bool:
         """After a broken attempt: did that attempt's COMMIT land? (fence() recorded its number)."""
