@@ -201,27 +201,6 @@ async def _passive(channel: aio_pika.abc.AbstractChannel, name: str) -> aio_pika
         return None
 
 
-async def test_get_and_purge_on_a_non_owner_are_refused_rather_than_answered_empty(
-    cluster_settings: Callable[[str], PostgresSettings],
-) -> None:
-    async with _node(cluster_settings("a"), "127.0.0.1:0") as a, _node(cluster_settings("b"), "127.0.0.1:0") as b:
-        on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
-        async with on_a, on_b:
-            publisher = await on_a.channel(publisher_confirms=True)
-            await publisher.declare_queue("orders", durable=True)
-            await _publish(publisher, b"kept")
-            channel = await on_b.channel()
-            queue_b = await async_wait_for(lambda: _passive(channel, "orders"), timeout=10, what="b to know it")
-            with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed, match="owned by another node"):
-                await queue_b.get(no_ack=True, fail=False)
-            await channel.reopen()
-            queue_b = await channel.declare_queue("orders", durable=True, passive=True)
-            with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed, match="owned by another node"):
-                await queue_b.purge()
-            queue_a = await (await on_a.channel()).declare_queue("orders", durable=True, passive=True)
-            assert (await queue_a.get(no_ack=True)).body == b"kept"  # neither touched it
-
-
 async def test_the_link_with_mutual_tls_forwards_and_refuses_a_node_of_another_ca(
     cluster_settings: Callable[[str], PostgresSettings], tmp_path: Path
 ) -> None:

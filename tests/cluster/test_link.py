@@ -37,7 +37,8 @@ def test_bad_addresses_say_what_is_expected(text: str) -> None:
 def test_a_publish_frame_round_trips() -> None:
     messages = [Message("ex", "rk.1", b"\x00\x01props", b"body-1", True, AMQP_CODEC, None),
                 Message("", "q2", b"", b"\xff" * 300, False, AMQP_CODEC, 5000)]
-    payload = encode_publish(7, [("/\x00q1", 3, messages[0]), ("/\x00q2", 9, messages[1]), ("/\x00q1", 3, messages[0])])
+    payload = encode_publish(7, [("/\x00q1", 3, messages[0], None), ("/\x00q2", 9, messages[1], None),
+                                 ("/\x00q1", 3, messages[0], None)])
     seq, queues, decoded = decode_publish(payload)
     assert seq == 7
     assert queues == [("/\x00q1", 3), ("/\x00q2", 9)]
@@ -49,7 +50,7 @@ def test_a_publish_frame_round_trips() -> None:
 
 
 def test_a_truncated_or_lying_publish_frame_is_refused() -> None:
-    payload = encode_publish(1, [("/\x00q1", 1, Message("", "q1", b"", b"x" * 100, True, AMQP_CODEC))])
+    payload = encode_publish(1, [("/\x00q1", 1, Message("", "q1", b"", b"x" * 100, True, AMQP_CODEC), None)])
     with pytest.raises(link.LinkError, match="ends early"):
         decode_publish(payload[:-10])
     tail = 100 + 4 + len(b"amqp091")  # the body, the codec's length and the codec

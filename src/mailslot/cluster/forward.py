@@ -29,13 +29,13 @@ from collections.abc import Callable
 from typing import Any
 
 from mailslot.core import storekeys
-from mailslot.core.broker import Broker, Hold
+from mailslot.core.broker import Broker, Hold, Refusals
 from mailslot.core.errors import BrokerError
-from mailslot.core.message import Message
+from mailslot.core.message import Entry, Message
 from mailslot.core.queue import Queue
 from mailslot.core.session import Gate, Session
 
-from . import link
+from . import link, requests
 from .leases import Lease, LeaseTable
 from .shared_exchanges import exchange_target
 
@@ -43,6 +43,11 @@ log = logging.getLogger("mailslot.cluster")
 
 PUBLISH, CONFIRM, NACK = 10, 11, 12
 SUBSCRIBE, DELIVER, SETTLE, CANCEL, CANCELLED = 13, 14, 15, 16, 17
+# The owner's answer to a PUBLISH frame some of whose messages its queues refused (x-overflow
+# reject-publish): the frame's seq and those messages' indexes in it. Sent only then (rare).
+REFUSED = 20
+# What a SETTLE frame does with its deliveries: acknowledged, nacked with requeue, rejected (dead-lettered).
+ACK, REQUEUE, REJECT = 0, 1, 2
 # Deliveries the owner may have outstanding at a node for one queue (the node's consumers' buffer):
 # bounds what a node holds in memory for consumers of a queue it does not own.
 PROXY_PREFETCH = 1000
@@ -51,8 +56,11 @@ FRAME_TARGET = 64 * 1024 * 1024
 
 _U32, _U64, _I64 = struct.Struct("!I"), struct.Struct("!Q"), struct.Struct("!q")
 _MESSAGE = struct.Struct("!IBq")  # index of its queue in the frame, persistent, ttl (-1: none)
+_DELIVERY = struct.Struct("!BBI")  # redelivered, persistent, failed deliveries so far (x-delivery-count)
 
-Item = tuple[str, int, Message]  # queue key, the owner's epoch, the message
+# Who to tell when the owner refuses a forwarded publish: a publisher's confirms and the publish's number.
+Origin = tuple[Refusals, int] | None
+Item = tuple[str, int, Message, Origin]  # queue key, the owner's epoch, the message, its publisher
 
 
 # -- the PUBLISH frame --------------------------------------------------------------------------------
@@ -62,7 +70,7 @@ def encode_publish(seq: int, items: list[Item]) -> bytes:
     keys: dict[str, int] = {}
     epochs: list[int] = []
     body: list[bytes] = []
-    for key, epoch, message in items:
+    for key, epoch, message, _ in items:
         index = keys.get(key)
         if index is None:
             index = keys[key] = len(epochs)
@@ -122,10 +130,15 @@ def decode_publish(payload: bytes) -> tuple[int, list[tuple[str, int]], list[tup
 
 
 def encode_deliver(sub_id: int, first_tag: int, entries: list[Any]) -> bytes:
-    parts = [_U64.pack(sub_id), _U64.pack(first_tag), _U32.pack(len(entries))]
+    return b"".join([_U64.pack(sub_id), _U64.pack(first_tag), _U32.pack(len(entries)), encode_entries(entries)])
+
+
+def encode_entries(entries: list[Any]) -> bytes:
+    """Delivered entries as they travel (DELIVER frames, answers to a get: requests.py)."""
+    parts = []
     for entry in entries:
         message = entry.message
-        parts.append(bytes((entry.redelivered, message.persistent)))
+        parts.append(_DELIVERY.pack(entry.redelivered, message.persistent, entry.requeues))
         for part in (message.exchange.encode(), message.routing_key.encode(), message.properties, message.body,
                      message.codec.name.encode()):
             parts.append(_U32.pack(len(part)))
@@ -133,29 +146,48 @@ def encode_deliver(sub_id: int, first_tag: int, entries: list[Any]) -> bytes:
     return b"".join(parts)
 
 
-def decode_deliver(payload: bytes) -> tuple[int, int, list[tuple[bool, bool, list[bytes]]]]:
-    """(subscription, first delivery tag, [(redelivered, persistent, [exchange, rk, properties, body, codec])])."""
+def decode_deliver(payload: bytes) -> tuple[int, int, list[tuple[bool, bool, int, list[bytes]]]]:
+    """(subscription, first delivery tag, [(redelivered, persistent, requeues, [exchange, rk, properties, body,
+    codec])])."""
     r = _Reader(payload)
     (sub_id,) = r.unpack(_U64)
     (first_tag,) = r.unpack(_U64)
     (count,) = r.unpack(_U32)
+    return sub_id, first_tag, decode_entries(r, count)
+
+
+def decode_entries(r: _Reader, count: int) -> list[tuple[bool, bool, int, list[bytes]]]:
     out = []
     for _ in range(count):
-        flags = r.take(2)
-        out.append((bool(flags[0]), bool(flags[1]), [r.blob() for _ in range(5)]))
-    return sub_id, first_tag, out
+        redelivered, persistent, requeues = r.unpack(_DELIVERY)
+        out.append((bool(redelivered), bool(persistent), requeues, [r.blob() for _ in range(5)]))
+    return out
 
 
-def encode_tags(sub_id: int, requeue: bool, tags: list[int]) -> bytes:
-    return b"".join([_U64.pack(sub_id), bytes((requeue,)), _U32.pack(len(tags)), *map(_U64.pack, tags)])
+def encode_tags(sub_id: int, mode: int, tags: list[int]) -> bytes:
+    return b"".join([_U64.pack(sub_id), bytes((mode,)), _U32.pack(len(tags)), *map(_U64.pack, tags)])
 
 
-def decode_tags(payload: bytes) -> tuple[int, bool, list[int]]:
+def decode_tags(payload: bytes) -> tuple[int, int, list[int]]:
+    """(subscription, ACK / REQUEUE / REJECT, the owner's delivery tags)."""
     r = _Reader(payload)
     (sub_id,) = r.unpack(_U64)
-    requeue = bool(r.take(1)[0])
+    mode = r.take(1)[0]
+    if mode not in (ACK, REQUEUE, REJECT):
+        raise link.LinkError(f"a SETTLE frame with an unknown mode {mode}")
     (count,) = r.unpack(_U32)
-    return sub_id, requeue, [r.unpack(_U64)[0] for _ in range(count)]
+    return sub_id, mode, [r.unpack(_U64)[0] for _ in range(count)]
+
+
+def encode_refused(seq: int, indexes: list[int]) -> bytes:
+    return b"".join([_U64.pack(seq), _U32.pack(len(indexes)), *map(_U32.pack, indexes)])
+
+
+def decode_refused(payload: bytes) -> tuple[int, list[int]]:
+    r = _Reader(payload)
+    (seq,) = r.unpack(_U64)
+    (count,) = r.unpack(_U32)
+    return seq, [r.unpack(_U32)[0] for _ in range(count)]
 
 
 def _message(codecs: Any, persistent: bool, fields: list[bytes], ttl: int | None = None) -> Message:
@@ -185,6 +217,11 @@ class Forwarder:
         self._peers: dict[str, _Peer] = {}
         self.core: Broker | None = None  # set by the node: consumers here are served through it
         self._subs: dict[str, _Subscription] = {}  # queue key -> its subscription at the owner
+        # Settles of deliveries taken in, sent at the broker's cut: one SETTLE frame per subscription and
+        # mode per batch, whether the consumers ack one by one or many at once.
+        self._settling: dict[tuple[str, int], dict[int, list[int]]] = {}  # (owner, subscription) -> mode -> tags
+        # basic.get here of a queue another node owns, unacked: (queue key, local seq) -> (owner, its tag).
+        self._gets: dict[tuple[str, int], tuple[str, int]] = {}
         self._sub_ids = itertools.count(1)
         self.forwarded = 0  # messages handed to another node (metrics, tests)
         self.frames = 0  # PUBLISH frames sent: one per batch per owner (larger batches split)
@@ -196,12 +233,16 @@ class Forwarder:
         pending = self._pending.get(lease.owner)
         if pending is None:
             pending = self._pending[lease.owner] = []
-        pending.append((queue.key, lease.epoch, message))
+        core = self.core
+        publisher = core.publishing if core is not None else None
+        pending.append((queue.key, lease.epoch, message, (publisher, publisher.published) if publisher else None))
         return True
 
     def hold_confirms(self) -> Hold | None:
         """At the cut: one frame per owner with what is pending for it; the hold releases the batch's
         confirms once every frame is answered."""
+        if self._settling:
+            self._send_settles()
         if not self._pending:
             return None
         pending, self._pending = self._pending, {}
@@ -253,17 +294,117 @@ class Forwarder:
         """Stop being served for ``queue`` (no consumer left, or this node owns it now)."""
         sub = self._subs.pop(queue.key, None)
         if sub is not None:
+            if (sub.owner, sub.sub_id) in self._settling:
+                self._send_settles((sub.owner, sub.sub_id))  # before the CANCEL: settled ones are not requeued
             self._peer(sub.owner).control(CANCEL, _U64.pack(sub.sub_id))
             sub.tags.clear()
             queue.forget_ready()
 
     def settled(self, queue: Queue, entries: list[Any]) -> None:
+        self._settle(queue, entries, ACK)
+
+    def returned(self, queue: Queue, entries: list[Any], requeue: bool) -> None:
+        """Nacked or rejected here: the owner requeues them at their place (redelivered, one delivery more
+        towards x-delivery-limit) for any consumer on any node, or dead-letters them (reason rejected)."""
+        self._settle(queue, entries, REQUEUE if requeue else REJECT)
+
+    def _settle(self, queue: Queue, entries: list[Any], mode: int) -> None:
+        if self._gets:
+            entries = self._settle_gets(queue, entries, mode)
         sub = self._subs.get(queue.key)
         if sub is None:
-            return
+            return  # the subscription is gone: the owner requeued everything it had delivered here
         tags = [tag for tag in (sub.tags.pop(entry.seq, None) for entry in entries) if tag is not None]
         if tags:
-            self._peer(sub.owner).control(SETTLE, encode_tags(sub.sub_id, False, tags))
+            self._pend(sub.owner, sub.sub_id, mode, tags)
+
+    def _settle_gets(self, queue: Queue, entries: list[Any], mode: int) -> list[Any]:
+        """Settle the entries that a basic.get here took from the owner; returns the others."""
+        others = []
+        for entry in entries:
+            got = self._gets.pop((queue.key, entry.seq), None)
+            if got is None:
+                others.append(entry)
+            else:
+                self._pend(got[0], requests.GET_SESSION, mode, [got[1]])
+        return others
+
+    def _pend(self, owner: str, sub_id: int, mode: int, tags: list[int]) -> None:
+        if not self._settling and self.core is not None:
+            self.core.request_flush()  # they go at the next cut
+        modes = self._settling.get((owner, sub_id))
+        if modes is None:
+            modes = self._settling[owner, sub_id] = {}
+        pending = modes.get(mode)
+        if pending is None:
+            modes[mode] = tags
+        else:
+            pending += tags
+
+    def _send_settles(self, only: tuple[str, int] | None = None) -> None:
+        """The settles gathered since the last cut (or those of ``only``, cancelled next)."""
+        for key in [only] if only is not None else list(self._settling):
+            modes = self._settling.pop(key, None) or {}
+            peer = self._peer(key[0])
+            for mode, tags in modes.items():
+                peer.control(SETTLE, encode_tags(key[1], mode, tags))
+
+    # -- basic.get, purge and counts of queues another node owns (requests.py) -----------------------
+    def get(self, queue: Queue, count: int, settle: str) -> asyncio.Future[list[tuple[Entry, int]]]:
+        """Up to ``count`` messages from the owner, with the count left after each; ``settle``: "keep"
+        (unacked, settled through this node), "take" (no-ack), "requeue" or "reject" (given back at once)."""
+        mode = {"keep": requests.KEEP, "take": requests.TAKE, "requeue": requests.REQUEUE_AFTER,
+                "reject": requests.REJECT_AFTER}[settle]
+        owner, asked = self._ask(queue, requests.GET, mode, count, "basic.get")
+
+        def taken(answer: tuple[int, int, list[tuple[int, int]], list[Any]]) -> list[tuple[Entry, int]]:
+            _, _, got, deliveries = answer
+            codecs = self.core.codecs if self.core is not None else None
+            entries = queue.take_in([(_message(codecs, persistent, fields), redelivered, requeues)
+                                     for redelivered, persistent, requeues, fields in deliveries], ready=False)
+            if mode == requests.KEEP:
+                for (tag, _), entry in zip(got, entries, strict=True):
+                    self._gets[queue.key, entry.seq] = (owner, tag)
+            return [(entry, remaining) for entry, (_, remaining) in zip(entries, got, strict=True)]
+
+        return self._then(queue, "basic.get", asked, taken)
+
+    def purge(self, queue: Queue) -> asyncio.Future[int]:
+        """Purge the queue on its owner; the number of messages purged."""
+        return self._then(queue, "queue.purge", self._ask(queue, requests.PURGE, 0, 0, "queue.purge")[1],
+                          lambda answer: answer[1])
+
+    def count(self, queue: Queue) -> asyncio.Future[int]:
+        """The owner's message count of the queue."""
+        return self._then(queue, "a message count", self._ask(queue, requests.COUNT, 0, 0, "a message count")[1],
+                          lambda answer: answer[1])
+
+    def _ask(self, queue: Queue, op: int, mode: int, count: int, action: str) -> tuple[str, asyncio.Future[Any]]:
+        lease = self._owners().get(queue.key)
+        if lease is None or lease.owner == self.node_name or lease.expired:
+            raise requests.refused(queue, action, "no live owner known: a takeover is under way")
+        peer = self._peer(lease.owner)
+        request_id, asked = peer.asked.new(self.timeout)
+        peer.control(requests.REQUEST, requests.encode_request(request_id, op, mode, count, lease.epoch, queue.key))
+        return lease.owner, asked
+
+    def _then(self, queue: Queue, action: str, asked: asyncio.Future[Any], make: Callable[[Any], Any]) -> Any:
+        result = self.loop.create_future()
+
+        def done(answer: asyncio.Future[Any]) -> None:
+            error = answer.exception()
+            if error is None and answer.result()[0] != requests.OK:
+                error = LookupError("it moved to another node meanwhile")
+            if error is None:
+                try:
+                    result.set_result(make(answer.result()))
+                    return
+                except (LookupError, ValueError) as bad:  # a codec this node lacks, a malformed name
+                    error = bad
+            result.set_exception(requests.refused(queue, action, str(error)))
+
+        asked.add_done_callback(done)
+        return result
 
     def _delivered(self, owner: str, payload: bytes) -> None:
         sub_id, first_tag, deliveries = decode_deliver(payload)
@@ -272,8 +413,8 @@ class Forwarder:
         if sub is None or core is None or sub.queue.remote is not self or sub.queue.deleted:
             return  # cancelled meanwhile: the owner requeues them when it reads the CANCEL
         codecs = core.codecs
-        entries = sub.queue.take_in([(_message(codecs, persistent, fields), redelivered)
-                                     for redelivered, persistent, fields in deliveries])
+        entries = sub.queue.take_in([(_message(codecs, persistent, fields), redelivered, requeues)
+                                     for redelivered, persistent, requeues, fields in deliveries])
         for tag, entry in enumerate(entries, first_tag):
             sub.tags[entry.seq] = tag
         core.mark_dirty(sub.queue)
@@ -285,8 +426,17 @@ class Forwarder:
         for key, sub in list(self._subs.items()):
             if sub.owner == owner and sub_id in (None, sub.sub_id):
                 del self._subs[key]
+                self._settling.pop((owner, sub.sub_id), None)  # the owner requeued them all
                 sub.tags.clear()
                 sub.queue.forget_ready()
+
+    def _link_broke(self, owner: str) -> None:
+        """The owner requeued what it had handed out here: forget it (a later ack of it goes nowhere)."""
+        self._cancelled(owner)
+        self._settling.pop((owner, requests.GET_SESSION), None)
+        for key, got in list(self._gets.items()):
+            if got[0] == owner:
+                del self._gets[key]
 
     def refresh(self, queues: list[Queue]) -> None:
         """Each poll: queues with consumers here and no subscription (the owner was unknown, or changed)."""
@@ -331,11 +481,13 @@ class _Peer:
         self.forwarder, self.owner = forwarder, owner
         self._seq = 0
         self._waiting: dict[int, asyncio.Future[bool]] = {}
+        self._sent: dict[int, list[Item]] = {}  # unanswered frames' items: a REFUSED answer names them
         self._queued: list[Item] = []
         self._queued_answer: asyncio.Future[bool] | None = None
         self._outbox: list[bytes] = []
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
+        self.asked = requests.Asked(forwarder.loop)  # gets, purges, counts sent to the owner (requests.py)
 
     def send(self, items: list[Item]) -> asyncio.Future[bool]:
         """Forward ``items``; the answer is True once the owner committed them."""
@@ -372,6 +524,7 @@ class _Peer:
         seq = self._seq
         answer: asyncio.Future[bool] = loop.create_future()
         self._waiting[seq] = answer
+        self._sent[seq] = items
         frame = link.encode_frame(PUBLISH, encode_publish(seq, items))
         if self._writer is not None:
             self._writer.write(frame)
@@ -418,6 +571,9 @@ class _Peer:
                 if kind == DELIVER:
                     forwarder._delivered(self.owner, payload)
                     continue
+                if kind == requests.ANSWER:
+                    self.asked.answered(payload)
+                    continue
                 (seq,) = _U64.unpack(payload[:8])
                 if kind == CANCELLED:
                     forwarder._cancelled(self.owner, seq)
@@ -426,6 +582,8 @@ class _Peer:
                         self._resolve(waiting, True)
                 elif kind == NACK:
                     self._resolve(seq, False)
+                elif kind == REFUSED:
+                    self._refused(payload)
         except (OSError, asyncio.IncompleteReadError, link.LinkError, ValueError, struct.error) as exc:
             log.warning("cluster link to node '%s' failed: %s", self.owner, exc)
         finally:
@@ -436,9 +594,23 @@ class _Peer:
             for seq in list(self._waiting):
                 self._resolve(seq, False)
             self._outbox = []
-            forwarder._cancelled(self.owner)  # the owner requeues what it had delivered here
+            self.asked.fail_all("the link to the owner broke")
+            forwarder._link_broke(self.owner)  # the owner requeues what it had delivered here
+
+    def _refused(self, payload: bytes) -> None:
+        """The owner refused some messages of a frame (full queues): nack those publishes only; the frame's
+        CONFIRM (which follows) releases the rest."""
+        seq, indexes = decode_refused(payload)
+        items = self._sent.get(seq)
+        if items is None:
+            return  # answered already (timed out): its publishes were nacked
+        for index in indexes:
+            origin = items[index][3] if index < len(items) else None
+            if origin is not None:
+                origin[0].refuse(origin[1])
 
     def _resolve(self, seq: int, ok: bool) -> None:
+        self._sent.pop(seq, None)
         answer = self._waiting.pop(seq, None)
         if answer is not None and not answer.done():
             answer.set_result(ok)
@@ -477,6 +649,9 @@ class ForwardReceiver:
                     self._subscribe(payload, writer, sessions, peer)
                 elif kind == SETTLE:
                     self._settle(payload, sessions)
+                elif kind == requests.REQUEST:
+                    requests.serve(self.core, self.leases.held, payload, writer, sessions,
+                                   _LinkSink(writer, requests.GET_SESSION))
                 elif kind == CANCEL:
                     (sub_id,) = _U64.unpack(payload[:8])
                     session = sessions.pop(sub_id, None)
@@ -524,24 +699,25 @@ class ForwardReceiver:
         core.request_flush()
 
     def _settle(self, payload: bytes, sessions: dict[int, Session]) -> None:
-        sub_id, requeue, tags = decode_tags(payload)
+        sub_id, mode, tags = decode_tags(payload)
         session = sessions.get(sub_id)
         if session is None:
             return
+        if mode != ACK:  # nacked or rejected on the consumer's node: as a consumer here would
+            for tag in tags:
+                with contextlib.suppress(BrokerError):  # requeued meanwhile (a consumer timeout)
+                    session.nack(tag, False, mode == REQUEUE)
+            self.core.request_flush()
+            return
         top = max(tags, default=0)
-        if not requeue and set(tags) == {t for t in session.unacked if t <= top}:
+        if set(tags) == {t for t in session.unacked if t <= top}:
             tags = [top]  # every delivery up to top: one multiple ack (the usual case: acks in order)
             multiple = True
         else:
             multiple = False
         for tag in tags:
             try:
-                if multiple:
-                    session.ack(tag, True)
-                elif requeue:
-                    session.nack(tag, False, True)
-                else:
-                    session.ack(tag, False)
+                session.ack(tag, multiple)
             except BrokerError:
                 pass  # requeued meanwhile (a consumer timeout): nothing to settle
         self.core.request_flush()
@@ -557,18 +733,21 @@ class ForwardReceiver:
                 writer.write(link.encode_frame(NACK, _U64.pack(seq)))
                 return
             targets.append(target)
-        refused = False
+        refused: list[int] = []
         codecs = core.codecs
-        for index, persistent, ttl, (exchange, routing_key, properties, body, codec) in messages:
+        for position, (index, persistent, ttl, fields) in enumerate(messages):
+            exchange, routing_key, properties, body, codec = fields
             message = Message(exchange.decode(), routing_key.decode(), properties, body, persistent,
                               codecs[codec.decode()], None if ttl < 0 else ttl)
             if not targets[index](message):
-                refused = True
+                refused.append(position)
         self.received += len(messages)
+        if refused:  # those publishes only are nacked; the CONFIRM after the commit releases the others
+            writer.write(link.encode_frame(REFUSED, encode_refused(seq, refused)))
 
         def committed(ok: bool) -> None:
             if not writer.is_closing():
-                writer.write(link.encode_frame(CONFIRM if ok and not refused else NACK, _U64.pack(seq)))
+                writer.write(link.encode_frame(CONFIRM if ok else NACK, _U64.pack(seq)))
 
         core.after_write(committed)  # not after_commit: see Broker.after_write
         core.request_flush()

@@ -75,6 +75,21 @@ class Unforwarded:
     def settled(self, queue: Queue, entries: list[Entry]) -> None:
         pass
 
+    def returned(self, queue: Queue, entries: list[Entry], requeue: bool) -> None:
+        pass  # nothing is taken in without a link
+
+    def get(self, queue: Queue, count: int, settle: str) -> asyncio.Future[list[tuple[Entry, int]]]:
+        queue.served_here("basic.get")  # raises: the owner cannot be reached without a link
+        raise AssertionError("unreachable")
+
+    def purge(self, queue: Queue) -> asyncio.Future[int]:
+        queue.served_here("queue.purge")
+        raise AssertionError("unreachable")
+
+    def count(self, queue: Queue) -> asyncio.Future[int]:
+        queue.served_here("a message count")
+        raise AssertionError("unreachable")
+
     def forget(self, queue: Queue) -> None:
         pass
 

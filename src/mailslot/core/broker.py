@@ -63,6 +63,14 @@ class OnCommit:
         self.fn(ok)
 
 
+class Refusals(Protocol):
+    """A publisher's confirms, told that one of its publishes was refused (nacked) after routing."""
+
+    published: int  # the sequence number of the publish being routed
+
+    def refuse(self, seq: int) -> None: ...
+
+
 # A store's hold on a batch's waiters (mailslot.cluster: publishes forwarded to the node that owns their
 # queue): called once the batch is written, it calls back with whether the other nodes committed too.
 Hold = Callable[[Callable[[bool], None]], None]
@@ -123,6 +131,9 @@ class Broker:
         self._reply_sessions: dict[str, Session] = {}
         self.congested: set[Queue] = set()  # see Queue.congested: their publishers are slowed
         self.request_flush: Callable[[], None] = lambda: None  # set by the transport: schedule flush() soon
+        # The publisher confirms of the publish being routed, if any (set by the AMQP channel around one
+        # publish): a queue on another node refuses a forwarded publish after the fact (mailslot.cluster).
+        self.publishing: Refusals | None = None
 
     # ---- start-up -------------------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ from .ttl import QueueExpiry, deadline_for, pop_live
 from .ttl_live import Cap, apply_caps, cap_entries, ttl_changed
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .consumer_priority import Priorities
     from .session import Consumer
 
@@ -74,6 +76,21 @@ class RemoteOwner(Protocol):
 
     def settled(self, queue: Queue, entries: list[Entry]) -> None:
         """Entries taken in from the owner were acknowledged (or dropped) here: tell the owner."""
+
+    def returned(self, queue: Queue, entries: list[Entry], requeue: bool) -> None:
+        """Entries taken in from the owner were nacked or rejected here: the owner requeues them
+        (``requeue``) or dead-letters them, by its own rules (x-delivery-limit, its dead-letter exchange)."""
+
+    def get(self, queue: Queue, count: int, settle: str) -> asyncio.Future[list[tuple[Entry, int]]]:
+        """basic.get on the owner: up to ``count`` entries, each with the messages left after it. ``settle``:
+        "keep" (unacked; settled here, relayed), "take" (no-ack), "requeue"/"reject" (given back at once).
+        A PreconditionFailed (raised, or in the awaitable) when the owner cannot be asked."""
+
+    def purge(self, queue: Queue) -> asyncio.Future[int]:
+        """queue.purge on the owner: how many messages it purged."""
+
+    def count(self, queue: Queue) -> asyncio.Future[int]:
+        """The owner's message count."""
 
 
 class ReadyStore(Protocol):
@@ -908,16 +925,23 @@ class Queue:
                 "is served by its owner only (connect to it; /api/queues shows its node)"
             )
 
-    def take_in(self, deliveries: list[tuple[Message, bool]]) -> list[Entry]:
-        """Messages the owner on another node delivered for this node's consumers: ready here, in memory
-        only (never stored here), in the order given. Their number is bounded by the prefetch this node
+    def take_in(self, deliveries: list[tuple[Message, bool, int]], ready: bool = True) -> list[Entry]:
+        """Messages the owner on another node delivered for this node's consumers (with their redelivered flag
+        and failed deliveries so far): ready here, in memory only (never stored here), in the order given
+        (in a priority queue, per level). ``ready`` False: only the entries (a basic.get through the owner). Their number is bounded by the prefetch this node
         asked the owner for."""
         entries = []
-        for message, redelivered in deliveries:
-            entry = Entry(self.next_seq << self.store.seq_shift, message, redelivered, False)
+        store = self.store
+        shift = store.seq_shift
+        top = getattr(store, "max_priority", 0)  # a priority store: each entry goes to its level's lane
+        for message, redelivered, requeues in deliveries:
+            seq = self.next_seq << shift
+            if top:
+                seq |= min(message.priority, top)
+            entries.append(Entry(seq, message, redelivered, False, 0, requeues))
             self.next_seq += 1
-            entries.append(entry)
-        self.store.push_back(entries)  # ready in seq order, as requeued entries are
+        if ready:
+            store.push_back(entries)  # ready in seq order (per level), as requeued entries are
         return entries
 
     def forget_ready(self) -> None:

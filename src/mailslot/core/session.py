@@ -284,7 +284,9 @@ class Session:
             self.stats_delivered_no_ack += count
             queue.stats_delivered_no_ack += count
             stored = [entry for entry in entries if entry.stored]
-            if stored or queue.hooks.settle:  # features that track messages (deduplication) see them leave
+            # Features that track messages (deduplication) see them leave; the owner on another node of a
+            # queue served through this one hears of them (it delivers no more than it has heard settled).
+            if stored or queue.hooks.settle or queue.remote is not None:
                 queue.settle(entries)
         else:
             unacked = self.unacked
@@ -316,20 +318,33 @@ class Session:
         self.next_delivery_tag = tag + 1
         self.sink.deliver_many(self.reply_consumer, tag, [Entry(0, message, False, False)])  # no queue, no ack
 
-    def get(self, queue_name: str, *, no_ack: bool) -> tuple[int, Entry, int] | None:
-        """basic.get: (delivery tag, entry, messages left) or None when empty. Ignores prefetch, as RabbitMQ."""
+    def readable(self, queue_name: str) -> Queue:
+        """The queue, if this session may read it (403, 404, 405 otherwise, in RabbitMQ's order)."""
         self.authz.read("queue", queue_name)
         queue = self.vhost.queue(queue_name)
         self.vhost.check_access(queue, self.owner)
+        return queue
+
+    def get(self, queue_name: str, *, no_ack: bool) -> tuple[int, Entry, int] | None:
+        """basic.get: (delivery tag, entry, messages left) or None when empty. Ignores prefetch, as RabbitMQ."""
+        queue = self.readable(queue_name)
         queue.served_here("basic.get")
         if queue.expiry is not None:
             queue.expiry.used()  # basic.get renews the x-expires lease
         queue.stats_dirty = True
         entry = queue.pop_ready()
         if entry is None:
-            self.stats_get_empty += 1
-            queue.stats_get_empty += 1
+            self.got_nothing(queue)
             return None
+        return self.got(queue, entry, no_ack), entry, queue.message_count
+
+    def got_nothing(self, queue: Queue) -> None:
+        self.stats_get_empty += 1
+        queue.stats_get_empty += 1
+
+    def got(self, queue: Queue, entry: Entry, no_ack: bool) -> int:
+        """``entry`` of ``queue`` handed out by basic.get (here, or by the node that owns the queue, through
+        ``Queue.remote.get``): its delivery tag."""
         tag = self.next_delivery_tag
         self.next_delivery_tag = tag + 1
         self.stats_get += 1
@@ -348,7 +363,7 @@ class Session:
             queue.unacked += 1
             queue.mark_delivered([entry])
             self.broker.redelivery.ack_timeouts.watch(self, queue)
-        return tag, entry, queue.message_count
+        return tag
 
     # ---- settling -------------------------------------------------------------------------------
 
@@ -403,7 +418,10 @@ class Session:
             self.stats_acked += len(items)
         mark_dirty = self.broker.mark_dirty
         for queue, entries in by_queue.items():
-            if requeue and not queue.deleted:
+            if (requeue or rejected) and queue.remote is not None and not queue.deleted:
+                # Another node owns it (mailslot.cluster): its owner requeues or dead-letters them, as on one node.
+                queue.remote.returned(queue, entries, requeue)
+            elif requeue and not queue.deleted:
                 exhausted = queue.requeue(entries, self.broker.clock())
                 if exhausted:  # past x-delivery-limit
                     self.vhost.dead_letter(queue, exhausted, "delivery_limit")

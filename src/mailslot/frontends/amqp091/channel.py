@@ -19,7 +19,7 @@ from ...core.vhost import VirtualHost
 from ...protocols.amqp091 import ReplyCode
 from ...protocols.amqp091 import properties as props
 from ...protocols.amqp091.codec import unchecked
-from . import sender_selected
+from . import sender_selected, through_owner
 from .confirms import ConfirmRelease, PublisherConfirms
 from .properties import AMQP_CODEC, CHECKED_FLAGS, FLAG_HEADERS
 
@@ -131,19 +131,24 @@ class Channel:
             ) from None
         message = Message(method.exchange, method.routing_key, properties, body, persistent, AMQP_CODEC, ttl)
         confirms = self.confirms
+        broker = conn.broker
         if confirms is not None:
             confirms.published += 1
-        if cc:
-            message.cc = cc  # dead-lettering routes on them again (core/routing.py sender_keys)
-            outcome = self.session.publish(method.exchange, method.routing_key, message, method.mandatory, cc)
-        else:
-            outcome = self.session.publish(method.exchange, method.routing_key, message, method.mandatory)
+            broker.publishing = confirms  # a queue on another node may refuse it later (Broker.publishing)
+        try:
+            if cc:
+                message.cc = cc  # dead-lettering routes on them again (core/routing.py sender_keys)
+                outcome = self.session.publish(method.exchange, method.routing_key, message, method.mandatory, cc)
+            else:
+                outcome = self.session.publish(method.exchange, method.routing_key, message, method.mandatory)
+        finally:
+            broker.publishing = None
         if confirms is not None:
             if outcome == REJECTED:
                 confirms.rejected.append(confirms.published)
             if not confirms.hooked:
                 confirms.hooked = True
-                conn.broker.after_commit(ConfirmRelease(confirms, self.release_confirms))
+                broker.after_commit(ConfirmRelease(confirms, self.release_confirms))
         if outcome == UNROUTED and method.mandatory:
             self.send_return(method.exchange, method.routing_key, properties, body)
 
@@ -297,7 +302,9 @@ class Channel:
         self.session.authz.read("queue", name)  # rabbit_channel: before the lookup
         queue = vhost.queue(name)
         vhost.check_access(queue, self.connection)
-        queue.served_here("queue.purge")
+        if queue.remote is not None:  # another node of the cluster owns it: purged there
+            through_owner.purge(self, queue, m.nowait)
+            return
         count = queue.purge()
         if not m.nowait:
             self.reply(spec.Queue.PurgeOk(message_count=count))
@@ -312,6 +319,9 @@ class Channel:
             vhost.check_access(queue, self.connection)
             if m.if_unused and queue.consumers:
                 raise core_errors.PreconditionFailed(f"queue '{name}' in vhost '{vhost.name}' in use")
+            if queue.remote is not None:  # another node of the cluster owns it: its count is the owner's
+                through_owner.delete(self, vhost, queue, m.if_empty, m.nowait)
+                return
             if m.if_empty and queue.message_count:
                 raise core_errors.PreconditionFailed(f"queue '{name}' in vhost '{vhost.name}' not empty")
             count = self.connection.broker.delete_queue(vhost, queue)
@@ -337,11 +347,18 @@ class Channel:
             self.reply(unchecked(spec.Basic.CancelOk, consumer_tag=m.consumer_tag))
 
     def basic_get(self, m: spec.Basic.Get) -> None:
-        got = self.session.get(self._queue_name(m.queue), no_ack=m.no_ack)
+        name = self._queue_name(m.queue)
+        queue = self.session.vhost.queues.get(name)
+        if queue is not None and queue.remote is not None:  # another node of the cluster owns it: got there
+            through_owner.get(self, self.session.readable(name), m.no_ack)
+            return
+        got = self.session.get(name, no_ack=m.no_ack)
         if got is None:
             self.reply(spec.Basic.GetEmpty())
             return
-        tag, entry, remaining = got
+        self.send_get_ok(*got)
+
+    def send_get_ok(self, tag: int, entry: Entry, remaining: int) -> None:
         message = entry.message
         self.connection.proto.send_content(
             self.number,

@@ -8,6 +8,7 @@ refused (x-overflow reject-publish) or every publish of a batch the store failed
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -27,18 +28,26 @@ class PublisherConfirms:
         self.rejected: list[int] = []  # sequence numbers a full queue refused: nacked
         self.hooked = False  # a commit waiter for the current batch is registered
 
+    def refuse(self, seq: int) -> None:
+        """Publish ``seq`` was refused where it went (a forwarded publish the owner's full queue refused):
+        nacked at its batch's release, which is still to come."""
+        rejected = self.rejected
+        at = bisect.bisect_left(rejected, seq)
+        if seq > self.confirmed and (at == len(rejected) or rejected[at] != seq):  # once, whatever refused it
+            rejected.insert(at, seq)
+
     def release(self, proto: ServerConnection, channel: int, upto: int, ok: bool) -> bool:
         """After the group commit: ack (multiple) everything up to ``upto`` except the rejected ones, which
         are nacked; everything when the commit failed (``ok`` false). False when nothing was due."""
         if upto <= self.confirmed:
             return False
         cursor = self.confirmed
+        nacks = [seq for seq in self.rejected if seq <= upto]
+        if nacks:
+            self.rejected = [seq for seq in self.rejected if seq > upto]
         if not ok:
             proto.send_nack(channel, upto, upto - cursor > 1)
         else:
-            nacks = [seq for seq in self.rejected if seq <= upto]
-            if nacks:
-                self.rejected = [seq for seq in self.rejected if seq > upto]
             for seq in nacks:
                 if seq - 1 > cursor:
                     proto.send_ack(channel, seq - 1, seq - 1 - cursor > 1)

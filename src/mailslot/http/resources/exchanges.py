@@ -161,14 +161,28 @@ async def publish(request: web.Request) -> web.Response:
     message = Message(
         exchange.name, routing_key, properties, payload, persistent, AMQP_CODEC, ttl
     )
+    refusals = _Refusals()
     with direct_session(ctx, ctx.core.vhosts[vhost_name]) as session:
+        ctx.core.publishing = refusals  # a queue on another node of the cluster may refuse it (Broker.publishing)
         try:
             outcome = session.publish(exchange.name, routing_key, message, True)
         except core_errors.BrokerError as error:
             raise from_core(error) from None
+        finally:
+            ctx.core.publishing = None
         if outcome == UNROUTED:
             session.stats_returned += 1  # mandatory: returned to this "channel", as RabbitMQ's API does
-    ok = await committed(ctx)
-    if outcome == REJECTED or not ok:
+    ok = await committed(ctx)  # after the owners of the queues it went to answered too
+    if outcome == REJECTED or refusals.refused or not ok:
         raise bad_request("Unable to publish message. Check queue limits.", error="rejected")
     return json_response({"routed": outcome != UNROUTED})
+
+
+class _Refusals:
+    """The one publish of a management API request, refused (or not) by a queue on another node."""
+
+    published = 1
+    refused = False
+
+    def refuse(self, seq: int) -> None:
+        self.refused = True

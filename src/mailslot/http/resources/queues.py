@@ -33,6 +33,9 @@ from .consumers import consumer_document
 routes = Routes()
 
 ACK_MODES = ("ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false")
+# What the owner of a queue on another node does with the messages of such a get (Queue.remote.get).
+REMOTE_SETTLE = {"ack_requeue_true": "requeue", "ack_requeue_false": "take", "reject_requeue_true": "requeue",
+                 "reject_requeue_false": "reject"}
 # Messages one get or peek may return: RabbitMQ sets no bound, but each one is a JSON document in one
 # response; 10,000 of 4 KB is 40 MB, which is where a browser tab or a script stops being helped.
 MAX_MESSAGES_PER_REQUEST = 10_000
@@ -211,9 +214,12 @@ async def purge_queue(request: web.Request) -> web.Response:
             f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{queue.name}' "
             f"in vhost '{queue.vhost}'"
         )
-    if queue.remote is not None:  # mailslot.cluster: only the owner holds its messages
-        raise bad_request(f"PRECONDITION_FAILED - queue '{queue.name}' in vhost '{queue.vhost}' is owned by node "
-                          f"'{ctx.node.owner_of(queue.key)}': purge it there")
+    if queue.remote is not None:  # mailslot.cluster: another node owns it, purged there
+        try:
+            await queue.remote.purge(queue)
+        except core_errors.BrokerError as error:
+            raise from_core(error) from None
+        return empty_response()
     queue.purge()
     await committed(ctx)
     return empty_response()
@@ -250,6 +256,13 @@ async def get_messages(request: web.Request) -> web.Response:
     count, encoding, truncate = _message_options(body)
     require(ctx, current_user(request), queue.vhost, "read", "queue", queue.name)
     vhost = ctx.core.vhosts[queue.vhost]
+    if queue.remote is not None:  # mailslot.cluster: another node owns it, got (and settled) there
+        try:
+            from_owner = await queue.remote.get(queue, count, REMOTE_SETTLE[ackmode])
+        except core_errors.BrokerError as error:
+            raise from_core(error) from None
+        return json_response([message_document(entry, AMQP_CODEC, encoding, truncate, message_count=remaining)
+                              for entry, remaining in from_owner])
     documents = []
     with direct_session(ctx, vhost) as session:
         taken = []
