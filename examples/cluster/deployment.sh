@@ -50,6 +50,13 @@ clone_standby() {  # primary's port: a synchronous standby of it on the other po
   pg_start "$(data_of "$standby")" "$standby"
   # Set after the clone, so the standby, once promoted, does not wait for a standby of its own.
   sql "$1" "ALTER SYSTEM SET synchronous_standby_names = 'standby1'" && sql "$1" 'SELECT pg_reload_conf()' >/dev/null
+  # The walsender turns 'sync' once it has read the reloaded setting: wait for it (5 s at most).
+  for _ in $(seq 50); do
+    [ "$(sql "$1" "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby1'")" = sync ] && return
+    sleep 0.1
+  done
+  echo "the standby did not become synchronous:"; sql "$1" "SELECT application_name, state, sync_state FROM pg_stat_replication"
+  exit 1
 }
 wait_started() {  # node number: until its log says it serves (30 s at most)
   for _ in $(seq 150); do grep -q "storing messages" "$DIR/n$1.log" && return; sleep 0.2; done
