@@ -84,9 +84,12 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
 
 
 @pytest.fixture
-def deployment(layout: Deployment) -> Deployment:
+def deployment(layout: Deployment) -> Iterator[Deployment]:
     layout.restore()
-    return layout
+    yield layout
+    for name, node in layout.nodes.items():  # shown by pytest when the test failed
+        print(f"--- {name}'s last warnings and errors ---")
+        print("".join(line for line in node.output if " WARNING " in line or " ERROR " in line)[-3000:])
 
 
 @dataclass

@@ -4,13 +4,15 @@ transports, mutual authentication, and peers' sizes checked before anything is a
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from pathlib import Path
 
 import pytest
 
+from helpers import async_wait_for
 from mailslot.cluster import link
-from mailslot.cluster.forward import decode_publish, encode_publish
+from mailslot.cluster.forward import Forwarder, decode_publish, encode_publish
 from mailslot.core.message import Message
 from mailslot.frontends.amqp091 import AMQP_CODEC
 
@@ -124,3 +126,28 @@ async def test_an_unauthenticated_peer_cannot_announce_a_large_frame() -> None:
         assert await reader.read() == b""  # closed without reading (or allocating) 500 MB
         writer.close()
     assert "exceeds the limit" in str(seen[0])
+
+
+async def test_a_node_that_is_down_is_logged_once_per_outage_not_once_per_batch(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path,
+) -> None:
+    address = f"unix:{tmp_path}/down.sock"  # nobody listens there: every dial fails at once
+    forwarder = Forwarder("a", SECRET, owners=dict, links=lambda: {"b": address}, loop=asyncio.get_running_loop(),
+                          timeout=5.0)
+    message = Message("", "q", b"", b"x", True, AMQP_CODEC, None)
+    peer = forwarder._peer("b")
+    with caplog.at_level(logging.DEBUG, logger="mailslot.cluster"):
+        for _ in range(5):  # each forwarded batch dials again and is nacked
+            assert await peer.send([("q", 1, message, None)]) is False
+    failures = [r for r in caplog.records if "cluster link to node 'b' failed" in r.getMessage()]
+    assert len(failures) == 5
+    assert [r.levelno for r in failures] == [logging.WARNING] + [logging.DEBUG] * 4
+
+    server, _, seen = await _serve(link.parse_address(address), SECRET)  # b is back
+    async with server:
+        with caplog.at_level(logging.INFO, logger="mailslot.cluster"):
+            peer.control(0, bytes(8))
+            await async_wait_for(lambda: any("is up again" in r.getMessage() for r in caplog.records),
+                                 timeout=5, what="the link's recovery logged")
+    assert seen == ["a"]
+    forwarder.close()

@@ -487,6 +487,7 @@ class _Peer:
         self._outbox: list[bytes] = []
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
+        self._down = False  # the last attempt failed: further failures are logged at debug level only
         self.asked = requests.Asked(forwarder.loop)  # gets, purges, counts sent to the owner (requests.py)
 
     def send(self, items: list[Item]) -> asyncio.Future[bool]:
@@ -563,6 +564,9 @@ class _Peer:
             reader, writer = await link.connect(link.parse_address(address), forwarder.secret, forwarder.node_name,
                                                 forwarder.tls, self.owner)
             self._writer = writer
+            if self._down:
+                self._down = False
+                log.info("cluster link to node '%s' is up again", self.owner)
             for frame in self._outbox:
                 writer.write(frame)
             self._outbox = []
@@ -585,7 +589,11 @@ class _Peer:
                 elif kind == REFUSED:
                     self._refused(payload)
         except (OSError, asyncio.IncompleteReadError, link.LinkError, ValueError, struct.error) as exc:
-            log.warning("cluster link to node '%s' failed: %s", self.owner, exc)
+            # While a node is down every forwarded batch dials it again (and fails at once): one warning
+            # per outage, not one per batch.
+            log.log(logging.DEBUG if self._down else logging.WARNING, "cluster link to node '%s' failed: %s",
+                    self.owner, exc)
+            self._down = True
         finally:
             writer_, self._writer = self._writer, None
             if writer_ is not None:
