@@ -158,7 +158,8 @@ async def test_a_priority_queue_is_served_in_priority_order_through_another_node
     cluster_settings: Callable[[str], PostgresSettings], consumer_on: str
 ) -> None:
     """A consumer (prefetch 1) holds the first of 10 priority-0 messages; 5 of priority 7 (capped at 5)
-    arrive meanwhile, while b has the other 9 taken in already: they come next, before the 9, on b as on a."""
+    arrive meanwhile: they come next, before the other 9, on b as on a. (b's node takes in only what its
+    consumer's prefetch holds, so the other messages wait on the owner, in its priority lanes.)"""
     async with _node(cluster_settings("a"), "127.0.0.1:0") as a, _node(cluster_settings("b"), "127.0.0.1:0") as b:
         on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
         async with on_a, on_b:
@@ -172,7 +173,6 @@ async def test_a_priority_queue_is_served_in_priority_order_through_another_node
 
             low, high = [f"low-{i}".encode() for i in range(10)], [f"high-{i}".encode() for i in range(5)]
             await send(low, 0)
-            node = a if consumer_on == "owner" else b
             queue = await _queue_on(on_a if consumer_on == "owner" else on_b, "urgent")
             await queue.channel.set_qos(prefetch_count=1)
             got: list[bytes] = []
@@ -185,12 +185,12 @@ async def test_a_priority_queue_is_served_in_priority_order_through_another_node
                 await message.ack()
 
             await queue.consume(take)
-            ready_there = node.core.vhosts["/"].queues["urgent"]  # on b: what b took in from a
-            await async_wait_for(lambda: len(got) == 1 and ready_there.message_count == 9, timeout=10,
-                                 what="the first delivery, the other 9 ready where the consumer is")
+            ready = a.core.vhosts["/"].queues["urgent"]
+            await async_wait_for(lambda: len(got) == 1 and ready.message_count == 9, timeout=10,
+                                 what="the first delivery, the other 9 ready on the owner")
             await send(high, 7)
-            await async_wait_for(lambda: ready_there.message_count == 14, timeout=10,
-                                 what="the 5 urgent ones ready where the consumer is")
+            await async_wait_for(lambda: ready.message_count == 14, timeout=10,
+                                 what="the 5 urgent ones ready on the owner")
             release.set()
             await async_wait_for(lambda: len(got) == 15, timeout=15, what=lambda: f"every message ({len(got)})")
     assert got == [low[0], *high, *low[1:]]
@@ -389,3 +389,48 @@ async def test_a_no_ack_consumer_served_through_another_node_gets_more_than_the_
                                  what="a to have nothing outstanding at b")
             assert await queue_a.get(no_ack=True, fail=False) is None
         assert got == bodies
+
+
+async def test_a_consumer_on_a_non_owner_holds_its_prefetch_not_the_nodes_whole_window(
+    cluster_settings: Callable[[str], PostgresSettings],
+) -> None:
+    """Two workers with prefetch 1, one on each node, on a queue a owns: b's node holds one message for its
+    worker (its window is its consumers' prefetch), so a's worker gets the other 19 instead of b's node
+    buffering up to PROXY_PREFETCH of them; a second consumer on b widens b's window to 2."""
+    async with _node(cluster_settings("a"), "127.0.0.1:0") as a, _node(cluster_settings("b"), "127.0.0.1:0") as b:
+        on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
+        async with on_a, on_b:
+            publisher = await on_a.channel(publisher_confirms=True)
+            await publisher.declare_queue("work", durable=True)
+            queue_b = await _queue_on(on_b, "work")
+            await _knows(b, "a", "work")
+            await queue_b.channel.set_qos(prefetch_count=1)
+            held_on_b: list[bytes] = []
+
+            async def hold(message: aio_pika.abc.AbstractIncomingMessage) -> None:  # never acks
+                held_on_b.append(message.body)
+
+            await queue_b.consume(hold)
+            for i in range(20):
+                await publisher.default_exchange.publish(aio_pika.Message(f"w-{i}".encode(), delivery_mode=2),
+                                                         routing_key="work")
+            await async_wait_for(lambda: held_on_b, timeout=10, what="b's worker to get a message")
+            channel_a = await on_a.channel()
+            await channel_a.set_qos(prefetch_count=1)
+            queue_a = await channel_a.get_queue("work")
+            done_on_a: list[bytes] = []
+
+            async def work(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                done_on_a.append(message.body)
+                await message.ack()
+
+            await queue_a.consume(work)
+            await async_wait_for(lambda: len(done_on_a) == 19, timeout=10,
+                                 what=lambda: f"a's worker to do the other 19 ({len(done_on_a)})")
+            assert len(held_on_b) == 1
+
+            second = await on_b.channel()
+            await second.set_qos(prefetch_count=1)
+            await (await second.get_queue("work")).consume(hold)
+            sub = next(iter(b.cluster.remote._subs.values()))
+            await async_wait_for(lambda: sub.window == 2, timeout=5, what="b's window to count both consumers")

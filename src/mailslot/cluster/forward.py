@@ -51,6 +51,10 @@ ACK, REQUEUE, REJECT = 0, 1, 2
 # Deliveries the owner may have outstanding at a node for one queue (the node's consumers' buffer):
 # bounds what a node holds in memory for consumers of a queue it does not own.
 PROXY_PREFETCH = 1000
+# The node's consumers' prefetch changed: the owner's window for the subscription is now (sub id, window).
+# The window is the sum of their prefetch counts (PROXY_PREFETCH at most), so a node serving a worker
+# with prefetch 1 holds one message of the queue, not a thousand that workers on other nodes wait for.
+CREDIT = 18
 # A forwarded batch is cut into frames of about this size (a frame per batch per owner otherwise).
 FRAME_TARGET = 64 * 1024 * 1024
 
@@ -285,10 +289,14 @@ class Forwarder:
             if lease is None or lease.owner == self.node_name or lease.expired:
                 return  # retried at the next poll (ClusterNode.poll)
             sub = _Subscription(next(self._sub_ids), queue, lease.owner)
+            sub.window = _window(queue)
             self._subs[queue.key] = sub
             self._peer(lease.owner).subscribe(sub, lease.epoch)
         elif not queue.consumers and sub is not None:
             self.forget(queue)
+        elif sub is not None and sub.window != _window(queue):
+            sub.window = _window(queue)
+            self._peer(sub.owner).control(CREDIT, _U64.pack(sub.sub_id) + _U32.pack(sub.window))
 
     def forget(self, queue: Queue) -> None:
         """Stop being served for ``queue`` (no consumer left, or this node owns it now)."""
@@ -450,11 +458,22 @@ class Forwarder:
 
 
 class _Subscription:
-    __slots__ = ("owner", "queue", "sub_id", "tags")
+    __slots__ = ("owner", "queue", "sub_id", "tags", "window")
 
     def __init__(self, sub_id: int, queue: Queue, owner: str) -> None:
         self.sub_id, self.queue, self.owner = sub_id, queue, owner
         self.tags: dict[int, int] = {}  # the local entry's seq -> the owner's delivery tag
+        self.window = PROXY_PREFETCH  # deliveries the owner may have outstanding here (CREDIT)
+
+
+def _window(queue: Queue) -> int:
+    """What this node's consumers of ``queue`` can hold: the sum of their prefetch windows (a no-ack
+    consumer, or one without a limit, counts as PROXY_PREFETCH), PROXY_PREFETCH at most."""
+    total = 0
+    for consumer in queue.consumers:
+        limit = 0 if consumer.no_ack else consumer.prefetch or consumer.session.channel_prefetch
+        total += limit or PROXY_PREFETCH
+    return max(1, min(total, PROXY_PREFETCH))
 
 
 def _chunks(items: list[Item]) -> list[list[Item]]:
@@ -538,7 +557,7 @@ class _Peer:
 
     def subscribe(self, sub: _Subscription, epoch: int) -> None:
         key = sub.queue.key.encode()
-        self.control(SUBSCRIBE, b"".join([_U64.pack(sub.sub_id), _I64.pack(epoch), _U32.pack(PROXY_PREFETCH),
+        self.control(SUBSCRIBE, b"".join([_U64.pack(sub.sub_id), _I64.pack(epoch), _U32.pack(sub.window),
                                           _U32.pack(len(key)), key]))
 
     def control(self, kind: int, payload: bytes) -> None:
@@ -660,6 +679,8 @@ class ForwardReceiver:
                 elif kind == requests.REQUEST:
                     requests.serve(self.core, self.leases.held, payload, writer, sessions,
                                    _LinkSink(writer, requests.GET_SESSION))
+                elif kind == CREDIT:
+                    self._credit(payload, sessions)
                 elif kind == CANCEL:
                     (sub_id,) = _U64.unpack(payload[:8])
                     session = sessions.pop(sub_id, None)
@@ -705,6 +726,18 @@ class ForwardReceiver:
             return
         sessions[sub_id] = session
         core.request_flush()
+
+    def _credit(self, payload: bytes, sessions: dict[int, Session]) -> None:
+        r = _Reader(payload)
+        (sub_id,) = r.unpack(_U64)
+        (window,) = r.unpack(_U32)
+        session = sessions.get(sub_id)
+        if session is None:
+            return  # cancelled meanwhile
+        for consumer in session.consumers.values():
+            consumer.prefetch = max(1, min(window, PROXY_PREFETCH))
+            self.core.mark_dirty(consumer.queue)  # a wider window: deliver what now fits
+        self.core.request_flush()
 
     def _settle(self, payload: bytes, sessions: dict[int, Session]) -> None:
         sub_id, mode, tags = decode_tags(payload)
