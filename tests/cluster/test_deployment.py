@@ -26,6 +26,7 @@ from mailslot.bench.broker_process import BrokerProcess
 from mailslot.storage.postgres import PostgresSettings, StoreUnavailable
 from mailslot.storage.postgres._connect import Link, connect
 
+from .clients import consume_until
 from .pg_pair import PgPair, missing
 
 pytestmark = pytest.mark.slow
@@ -139,20 +140,8 @@ async def _owner(node: BrokerProcess, queue: str) -> str | None:
 
 async def _drain(url: str, queue: str, expected: set[bytes]) -> list[bytes]:
     """Consume ``queue`` through the node at ``url`` until every body of ``expected`` came (acked)."""
-    got: list[bytes] = []
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=200)
-
-        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            got.append(message.body)
-            await message.ack()
-
-        await (await channel.declare_queue(queue, durable=True, passive=True)).consume(take)
-        await async_wait_for(lambda: expected <= set(got), timeout=30,
-                             what=lambda: f"every confirmed message of {queue} ({len(expected - set(got))} missing)")
-    return got
+    return await consume_until(url, queue, lambda got: expected <= set(got),
+                               lambda got: f"every confirmed message of {queue} ({len(expected - set(got))} missing)")
 
 
 def _assert_every_confirmed_delivered(publisher: Publisher, delivered: list[bytes]) -> None:

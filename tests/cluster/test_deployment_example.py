@@ -14,8 +14,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from helpers import async_wait_for
-
+from .clients import consume_until
 from .pg_pair import BIN, missing
 
 pytestmark = pytest.mark.slow
@@ -52,19 +51,8 @@ async def _publish(url: str, bodies: list[bytes]) -> None:
 
 
 async def _consume(url: str, count: int) -> list[bytes]:
-    got: list[bytes] = []
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=100)
-
-        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            got.append(message.body)
-            await message.ack()
-
-        await (await channel.declare_queue("example", durable=True, passive=True)).consume(take)
-        await async_wait_for(lambda: len(got) >= count, timeout=20, what=lambda: f"{count} messages ({len(got)})")
-    return got
+    return await consume_until(url, "example", lambda got: len(got) >= count,
+                               lambda got: f"{count} messages ({len(got)})", timeout=20)
 
 
 async def test_the_deployment_script_sets_up_fails_over_and_tears_down() -> None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import aiohttp
 import aiormq
@@ -18,16 +17,8 @@ import pytest
 from helpers import async_wait_for
 from mailslot.bootstrap import BrokerServer
 from mailslot.storage.postgres import PostgresSettings
-from mailslot.testing import running_broker
 
-GUEST = {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}  # guest:guest
-
-
-@asynccontextmanager
-async def _node(settings: PostgresSettings) -> AsyncIterator[BrokerServer]:
-    async with running_broker(store="postgres", postgres_dsn=settings.dsn, postgres_schema=settings.schema,
-                              node_name=settings.node_name, cluster=True, lease_ttl=3.0, http_port=0) as broker:
-        yield broker
+from .test_sync import GUEST, _node
 
 
 async def _put(http: aiohttp.ClientSession, url: str, body: dict[str, str]) -> None:

@@ -14,6 +14,8 @@ import pytest
 from helpers import async_wait_for
 from mailslot.bench.broker_process import BrokerProcess
 
+from .clients import consume_until
+
 pytestmark = pytest.mark.slow
 
 LEASE_TTL = 3.0
@@ -96,19 +98,7 @@ async def test_a_killed_nodes_queues_are_taken_over_and_every_confirmed_message_
 
 async def _consume(url: str, queue: str, count: int) -> list[bytes]:
     """``count`` messages of ``queue`` through the node at ``url`` (acked), whichever node owns it."""
-    connection = await aio_pika.connect(url)
-    got: list[bytes] = []
-    async with connection:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=100)
-
-        async def take(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            got.append(message.body)
-            await message.ack()
-
-        await (await channel.declare_queue(queue, durable=True, passive=True)).consume(take)
-        await async_wait_for(lambda: len(got) >= count, timeout=30, what=lambda: f"{count} of {queue} ({len(got)})")
-    return got
+    return await consume_until(url, queue, lambda got: len(got) >= count, lambda got: f"{count} of {queue} ({len(got)})")
 
 
 async def test_every_node_killed_at_once_keeps_every_confirmed_message(
