@@ -33,6 +33,14 @@ DELETE FROM leases WHERE queue = %(queue)s;
 -- name: queue_row
 SELECT durable, exclusive FROM queues WHERE vhost = %(vhost)s AND name = %(name)s;
 
+-- name: delete_transient_queue
+-- A non-durable or exclusive queue deleted (transient.py): its row and every binding to it, whichever
+-- node made the binding, in one statement, so no node keeps routing to it.
+WITH unbound AS (
+    DELETE FROM bindings WHERE vhost = %(vhost)s AND destination = %(name)s AND destination_kind = 'queue'
+)
+DELETE FROM queues WHERE vhost = %(vhost)s AND name = %(name)s;
+
 -- name: drop_lost_transient
 -- Non-durable and exclusive queues (transient.py) whose owner lost them: their leases expired or
 -- left by a former process of this node are deleted; returned with those that have no lease at all.

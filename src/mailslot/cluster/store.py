@@ -284,6 +284,11 @@ class ClusterMetadataStore(PostgresMetadataStore):
         queues (transient.py) are not this node's to recover (the metadata sync makes views of them)."""
         definitions = super().load()
         definitions.queues = [q for q in definitions.queues if q.durable and not q.exclusive]
+        # Their bindings too: the sync binds them once it made the views.
+        kept = {(q.vhost, q.name) for q in definitions.queues}
+        definitions.bindings = [b for b in definitions.bindings
+                                if b.destination_kind != "queue" or (b.vhost, b.destination) in kept]
+        definitions.binding_arguments = {b: definitions.binding_arguments[b] for b in definitions.bindings}
         return definitions
 
     def queue_row(self, vhost: str, name: str) -> tuple[bool, bool] | None:
@@ -291,6 +296,13 @@ class ClusterMetadataStore(PostgresMetadataStore):
         row = self._run(lambda conn: conn.execute(Q["queue_row"], {"vhost": vhost.encode(), "name": name.encode()})
                         .fetchone())
         return (bool(row[0]), bool(row[1])) if row else None
+
+    def delete_transient_queue(self, vhost: str, name: str) -> None:
+        """A non-durable or exclusive queue's row and every binding to it (transient.py; the lease is the
+        caller's to drop)."""
+        self._run(lambda conn: conn.execute(Q["delete_transient_queue"],
+                                            {"vhost": vhost.encode(), "name": name.encode()}))
+        self.writes += 1
 
     def delete_queue(self, vhost: str, name: str) -> None:
         if self.muted:

@@ -38,6 +38,7 @@ from mailslot.core.access.vhosts import Vhosts
 from mailslot.core.broker import Broker
 from mailslot.core.errors import BrokerError
 from mailslot.core.policies import PolicyEngine
+from mailslot.core.queue import Queue
 from mailslot.core.vhost import VirtualHost
 from mailslot.storage.api import Definitions
 from mailslot.storage.postgres import PostgresMetadataStore, PostgresSettings, StoreUnavailable
@@ -191,7 +192,7 @@ class MetadataSync:
             if q.name not in vhost.queues:  # another node's non-durable or exclusive one: a view (transient.py)
                 _try(f"queue '{q.name}'", lambda q=q: vhost.declare_queue(  # type: ignore[misc]
                     q.name, passive=False, durable=q.durable, exclusive=q.exclusive, auto_delete=q.auto_delete,
-                    arguments=q.arguments, owner=ELSEWHERE if q.exclusive else None))
+                    arguments=q.arguments, owner=ELSEWHERE if q.exclusive else None, server_named=True))
         wanted: dict[BindingKey, dict[str, Any]] = {
             (b.source, (b.destination_kind, b.destination), b.routing_key, b.arguments_key):
                 definitions.binding_arguments.get(b, {})
@@ -202,17 +203,14 @@ class MetadataSync:
                 continue
             for destination, routing_key, args_key in list(exchange.bindings):
                 key = (exchange.name, destination, routing_key, args_key)
-                if key not in wanted and _durable(vhost, destination):
+                if key not in wanted and self._stored(vhost, destination):
                     exchange.unbind(destination, routing_key, args_key)
         for (source, destination, routing_key, args_key), arguments in wanted.items():
             bound = vhost.exchanges.get(source)
             if bound is not None and _exists(vhost, destination):
                 bound.bind(destination, routing_key, arguments, args_key)  # False when it is there already
         for queue in list(vhost.queues.values()):
-            # A non-durable or exclusive queue is registered when it is a view, or this node's and leased.
-            shared = queue.durable and queue.exclusive_owner is None
-            registered = shared or queue.remote is not None or queue.key in self.metadata.leases.held
-            if registered and queue.name not in queues and not queue.deleted:
+            if self._registered(queue) and queue.name not in queues and not queue.deleted:
                 log.info("queue '%s' in vhost '%s' deleted on another node", queue.name, name)
                 self.core.delete_queue(vhost, queue)
         for exchange in list(vhost.exchanges.values()):
@@ -221,14 +219,20 @@ class MetadataSync:
                 _try(f"exchange '{exchange.name}'", lambda n=exchange.name: vhost.delete_exchange(  # type: ignore[misc]
                     n, if_unused=False))
 
+    def _registered(self, queue: Queue) -> bool:
+        """Has the queue a row? A shared one has; a non-durable or exclusive one when it is a view, or this
+        node's and leased (transient.py)."""
+        shared = queue.durable and queue.exclusive_owner is None
+        return shared or queue.remote is not None or queue.key in self.metadata.leases.held
 
-def _durable(vhost: VirtualHost, destination: tuple[str, str]) -> bool:
-    kind, name = destination
-    if kind == "queue":
-        queue = vhost.queues.get(name)
-        return queue is not None and queue.durable and queue.exclusive_owner is None
-    exchange = vhost.exchanges.get(name)
-    return exchange is not None and exchange.durable
+    def _stored(self, vhost: VirtualHost, destination: tuple[str, str]) -> bool:
+        """Are bindings to ``destination`` in PostgreSQL (so one missing from the snapshot was removed)?"""
+        kind, name = destination
+        if kind == "queue":
+            queue = vhost.queues.get(name)
+            return queue is not None and self._registered(queue)
+        exchange = vhost.exchanges.get(name)
+        return exchange is not None and exchange.durable
 
 
 def _exists(vhost: VirtualHost, destination: tuple[str, str]) -> bool:

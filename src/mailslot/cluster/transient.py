@@ -16,7 +16,10 @@ Rules of this module:
   lease), or whose former process held it, has lost the queue. The first node to see that
   (:meth:`TransientQueues.sweep`, every lease poll) deletes the lease and the row; every node's
   metadata sync then deletes its view, as RabbitMQ deletes the non-durable queues of a lost node.
-* Bindings of such queues stay on the node that made them (they are not written to PostgreSQL).
+* Bindings to such a queue are stored as a shared queue's (the core stores them in a cluster), so a
+  publish on any node routes to its view there. Deleting the queue deletes its row and every binding
+  to it in one statement (:meth:`ClusterMetadataStore.delete_transient_queue`), also when the node
+  that swept a lost queue never knew its bindings.
 """
 
 from __future__ import annotations
@@ -83,11 +86,10 @@ class TransientQueues:
 
     def released(self, queue: Queue) -> None:
         """Deleted here by a client (or its exclusive connection closed): deleted everywhere, its row first
-        (each node's sync deletes its view; a view deleted here deletes the owner's queue too). Deleted
+        and its bindings (each node's sync deletes its view; a view deleted here deletes the owner's queue too). Deleted
         by the metadata sync (muted): the row is gone already; the lease goes if this node owned it."""
         if not self.metadata.muted:
-            PostgresMetadataStore.delete_queue(self.metadata, queue.vhost, queue.name)
-            self.metadata.writes += 1
+            self.metadata.delete_transient_queue(queue.vhost, queue.name)
         if queue.key in self.leases.held:
             self.leases.drop(queue.key)
 
@@ -133,12 +135,11 @@ class TransientQueues:
         return rest
 
     def forget(self, keys: list[str]) -> None:
-        """Event loop: the rows of the queues :meth:`sweep` found lost (every node's sync then deletes
-        its view)."""
+        """Event loop: the rows and bindings of the queues :meth:`sweep` found lost (every node's sync then
+        deletes its view)."""
         for key in keys:
             parsed = storekeys.decode(key)
-            PostgresMetadataStore.delete_queue(self.metadata, parsed.vhost, parsed.name)
-            self.metadata.writes += 1
+            self.metadata.delete_transient_queue(parsed.vhost, parsed.name)
 
 
 def _show(key: str) -> str:

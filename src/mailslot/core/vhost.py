@@ -227,11 +227,11 @@ class VirtualHost:
     ) -> None:
         self._check_binding(source, destination, routing_key, authz)
         exchange = self._bindable(source)
-        dest_durable = self._destination(destination, owner)
+        stored = self._destination(destination, owner)
         if isinstance(exchange, HeadersExchange):
             HeadersExchange.validate_binding(arguments)
         args_key = _arguments_key(arguments)
-        if exchange.bind(destination, routing_key, arguments, args_key) and exchange.durable and dest_durable:
+        if exchange.bind(destination, routing_key, arguments, args_key) and exchange.durable and stored:
             self.metadata.save_binding(
                 BindingDefinition(source, destination[1], destination[0], routing_key, self.name, args_key), arguments
             )
@@ -270,11 +270,13 @@ class VirtualHost:
         return self.exchange(source)
 
     def _destination(self, destination: Destination, owner: object) -> bool:
+        """Check the destination; True when bindings to it are stored. In a cluster (``queue_names``) a
+        non-durable or exclusive queue has a row too, so its bindings are stored for every node to route by."""
         kind, name = destination
         if kind == "queue":
             queue = self.queue(name)
             self.check_access(queue, owner)
-            return queue.durable
+            return queue.durable or self.queue_names is not None
         if not name:
             raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
         return self.exchange(name).durable
@@ -303,10 +305,12 @@ class VirtualHost:
         arguments: dict[str, Any],
         owner: object,
         authz: Authorizer = UNRESTRICTED,
+        server_named: bool = False,
     ) -> Queue:
         """As rabbit_channel's queue.declare: passive only looks up (no permission needed); otherwise the
         reserved prefix, configure permission, then equivalence for an existing queue, or for a new one
-        the vhost's queue limit (406) and, with a dead-letter exchange, read on the queue and write on it."""
+        the vhost's queue limit (406) and, with a dead-letter exchange, read on the queue and write on it.
+        ``server_named``: the name may have the reserved prefix (another node's server-named queue)."""
         self.stats.queues_declared += 1
         if passive:
             queue = self.queue(name)
@@ -315,7 +319,7 @@ class VirtualHost:
             return queue
         if not name:
             name = "amq.gen-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-        elif name.startswith("amq."):
+        elif name.startswith("amq.") and not server_named:
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         authz.configure("queue", name)
         validate_queue_arguments(name, self.name, arguments)
