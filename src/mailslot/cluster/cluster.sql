@@ -113,4 +113,8 @@ ON CONFLICT (queue) DO UPDATE SET node = excluded.node, messages = excluded.mess
 DELETE FROM queue_stats WHERE queue = ANY(%(queues)s::bytea[]) AND node = %(node)s;
 
 -- name: queue_stats
-SELECT queue, node, ready, unacked, consumers FROM queue_stats;
+-- The rows written since `since` (the database's time; '-infinity': all of them).
+SELECT queue, node, ready, unacked, consumers FROM queue_stats WHERE updated_at > %(since)s;
+
+-- name: database_now
+SELECT now();

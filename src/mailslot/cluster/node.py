@@ -129,7 +129,7 @@ class ClusterNode:
         self.transient: TransientQueues | None = None  # other nodes' non-durable and exclusive queues
         self.queries: QueryClient | None = None  # asks queues' owners (with a cluster link)
         self.management_url = ""  # this node's management API, for other nodes' queries (bootstrap sets it)
-        self.stats = QueueStats(message_log.settings)  # queues' figures, shared at each poll (stats.py)
+        self.stats = QueueStats(message_log.settings, margin=self.leases.renew_every)  # queues' figures, shared at each poll (stats.py)
         self.queue_figures: dict[str, QueueFigures] = {}  # queue_stats as last polled: queue key -> figures
         self._stop = threading.Event()
         self._wake = threading.Event()
