@@ -106,3 +106,23 @@ SELECT revision FROM metadata_revision WHERE id = 1;
 
 -- name: all_records
 SELECT kind, key, value FROM records ORDER BY id;
+
+-- name: write_queue_stats
+-- The figures of the queues this node owns that changed since its last write (stats.py), one statement.
+INSERT INTO queue_stats (queue, node, messages, ready, unacked, consumers, updated_at)
+SELECT queue, %(node)s, ready + unacked, ready, unacked, consumers, now()
+FROM unnest(%(queues)s::bytea[], %(ready)s::bigint[], %(unacked)s::bigint[], %(consumers)s::integer[])
+    AS mine(queue, ready, unacked, consumers)
+ON CONFLICT (queue) DO UPDATE SET node = excluded.node, messages = excluded.messages, ready = excluded.ready,
+    unacked = excluded.unacked, consumers = excluded.consumers, updated_at = excluded.updated_at;
+
+-- name: drop_queue_stats
+-- Rows this node wrote for queues it no longer owns (deleted, or lost: then the new owner writes its own).
+DELETE FROM queue_stats WHERE queue = ANY(%(queues)s::bytea[]) AND node = %(node)s;
+
+-- name: queue_stats
+-- The rows written since `since` (the database's time; '-infinity': all of them).
+SELECT queue, node, ready, unacked, consumers FROM queue_stats WHERE updated_at > %(since)s;
+
+-- name: database_now
+SELECT now();

@@ -834,3 +834,9 @@ def _local_queue(core: Broker, key: str) -> Queue | None:
     if queue is None or queue.key != key or queue.remote is not None:
         return None
     return queue
+
+
+def is_link_consumer(consumer: Any) -> bool:
+    """Whether a consumer of a queue here is another node's subscription (it stands for that node's
+    consumers), not a client's."""
+    return isinstance(consumer.session.sink, _LinkSink)

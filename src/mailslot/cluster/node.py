@@ -36,9 +36,10 @@ from mailslot.storage.api import QueueRecovery
 from mailslot.storage.postgres import FencedError, StoreUnavailable
 
 from . import shared_exchanges
-from .forward import Forwarder
+from .forward import Forwarder, is_link_consumer
 from .leases import Lease, LeaseTable, NodeRow
 from .proxy import QueryClient
+from .stats import Counts, QueueFigures, QueueStats
 from .store import ClusterMessageLog, ClusterMetadataStore
 from .sync import MetadataSync
 from .transient import TransientQueues
@@ -128,6 +129,8 @@ class ClusterNode:
         self.transient: TransientQueues | None = None  # other nodes' non-durable and exclusive queues
         self.queries: QueryClient | None = None  # asks queues' owners (with a cluster link)
         self.management_url = ""  # this node's management API, for other nodes' queries (bootstrap sets it)
+        self.stats = QueueStats(message_log.settings, margin=self.leases.renew_every)  # queues' figures, shared at each poll (stats.py)
+        self.queue_figures: dict[str, QueueFigures] = {}  # queue_stats as last polled: queue key -> figures
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -161,6 +164,7 @@ class ClusterNode:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        self.stats.close()
 
     def poke(self) -> None:
         """Poll now rather than at the next interval."""
@@ -212,6 +216,17 @@ class ClusterNode:
         lease = self.owners.get(queue_key)
         return lease.owner if lease is not None else None
 
+    def figures(self, queue_key: str) -> QueueFigures | None:
+        """The figures of a queue another node owns, as that owner last wrote them (None: this node owns
+        it, or its owner wrote none yet, or they were written by a node that no longer owns it)."""
+        if queue_key in self.leases.held:
+            return None
+        figures = self.queue_figures.get(queue_key)
+        lease = self.owners.get(queue_key)
+        if figures is None or lease is None or lease.owner != figures.node:
+            return None
+        return figures
+
     # -- the poller (its own thread) -------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -254,7 +269,13 @@ class ClusterNode:
         released = self._on_loop(self._released_schedules)
         if released:
             self.loop.call_soon_threadsafe(self._forget_schedules, leases.drop_empty(released))
+        self._share_figures()
         self.polled_at = time.monotonic()
+
+    def _share_figures(self) -> None:
+        """Write the figures of the queues this node owns (those that changed), read everyone's (stats.py)."""
+        self.stats.write(self._on_loop(self._owned_counts))
+        self.queue_figures = self.stats.read()
 
     def _patient(self) -> bool:
         """Whether to leave other nodes' expired leases alone for now: after this node was cut off from
@@ -306,6 +327,13 @@ class ClusterNode:
         vhost = self.core.vhosts.get(parsed.vhost)
         queue = vhost.queues.get(parsed.name) if vhost is not None else None
         return queue if queue is not None and queue.key == key else None
+
+    def _owned_counts(self) -> dict[str, Counts]:
+        """(ready, unacked, consumers) of each shared queue this node owns; the consumers exclude the other
+        nodes' subscriptions (a node adds its own consumers to these when it shows the queue)."""
+        held = self.leases.held
+        return {q.key: (q.message_count, q.unacked, sum(not is_link_consumer(c) for c in q.consumers))
+                for q in self._shared_queues() if q.key in held and q.remote is None}
 
     def _refresh_subscriptions(self) -> None:
         self.remote.refresh(self._shared_queues())

@@ -25,6 +25,7 @@ from ..core.alarms import ResourceMonitor
 from ..core.broker import Broker
 from ..core.connections import ConnectionSource, NoConnections
 from ..core.policies import PolicyEngine, use_policies
+from ..core.queue import Queue
 from ..core.session import Session
 from ..core.stats import SESSION_COUNTERS, StatsSampler, add_counts, session_totals
 from .runtime_parameters import RuntimeParameters
@@ -69,6 +70,17 @@ class Listener:
     cacertfile: Path | None = None
 
 
+class QueueFigures(Protocol):
+    """A queue's figures as the node that owns it last shared them (mailslot.cluster.stats)."""
+
+    @property
+    def ready(self) -> int: ...
+    @property
+    def unacked(self) -> int: ...
+    @property
+    def consumers(self) -> int: ...  # the owner's own consumers
+
+
 class ClusterView(Protocol):
     """This node's cluster (mailslot.cluster), as the management API shows it."""
 
@@ -80,6 +92,9 @@ class ClusterView(Protocol):
 
     def owner_of(self, queue_key: str) -> str | None:
         """The node that owns the queue of this store key (None: not shared, this node's)."""
+
+    def figures(self, queue_key: str) -> QueueFigures | None:
+        """The figures of a queue another node owns, as it last shared them (None: none to show)."""
 
     async def ask(self, owner: str, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
         """The answer of node ``owner``'s management API to this request (``status``, ``headers``,
@@ -103,6 +118,14 @@ class NodeInfo:
         """The node that serves a queue: its lease owner in a cluster, else this node."""
         owner = self.cluster.owner_of(queue_key) if self.cluster is not None else None
         return owner or self.name
+
+    def depths(self, queue: Queue) -> tuple[int, int, int]:
+        """(ready, unacked, consumers) of a queue as every node shows them: for a queue another node owns,
+        the owner's figures (up to about two lease polls old) plus this node's consumers; else its own."""
+        figures = self.cluster.figures(queue.key) if self.cluster is not None and queue.remote is not None else None
+        if figures is None:
+            return queue.message_count, queue.unacked, len(queue.consumers)
+        return figures.ready, figures.unacked, figures.consumers + len(queue.consumers)
 
     @property
     def cluster_name(self) -> str:

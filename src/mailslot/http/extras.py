@@ -199,9 +199,10 @@ async def list_dead_letter_queues(request: web.Request) -> web.Response:
             queue = vhost.queues.get(queue_name)
             if queue is None:
                 continue
+            ready, _, consumers = ctx.node.depths(queue)  # in a cluster: the owner's figures
             items.append({
-                "vhost": vhost.name, "name": queue.name, "messages": queue.message_count,
-                "consumers": len(queue.consumers), "sources": sorted(sources),
+                "vhost": vhost.name, "name": queue.name, "messages": ready,
+                "consumers": consumers, "sources": sorted(sources),
             })
     return json_response(items)
 

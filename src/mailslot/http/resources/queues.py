@@ -46,7 +46,8 @@ def queue_document(ctx: ManagementContext, queue: Queue) -> dict[str, Any]:
     """A queue as /api/queues lists it."""
     counts = queue_counts(queue)
     rates = ctx.sampler.queues.rates(queue)
-    ready, unacked = queue.message_count, queue.unacked
+    ready, unacked, consumers = ctx.node.depths(queue)  # in a cluster: the owner's figures
+    held, held_unacked = queue.message_count, queue.unacked  # what this node holds in memory
     paged = queue.paged
     ready_bytes = queue.ready_bytes
     forecast = ctx.sampler.queue_stats(queue)
@@ -54,19 +55,19 @@ def queue_document(ctx: ManagementContext, queue: Queue) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "arguments": jsonable(queue.arguments),
         "auto_delete": queue.auto_delete,
-        "consumers": len(queue.consumers),
+        "consumers": consumers,
         "durable": queue.durable,
         "effective_policy_definition": applied.definition,
         "exclusive": queue.exclusive_owner is not None,
         "exclusive_consumer_tag": next((c.tag for c in queue.consumers if c.exclusive), None),
         "head_message_timestamp": None,
-        "memory": memory_estimate(ready - paged + unacked, ready_bytes),
+        "memory": memory_estimate(held - paged + held_unacked, ready_bytes),
         "message_bytes": ready_bytes,
         "message_bytes_ready": ready_bytes,
         "messages_paged_out": paged,
-        "messages_ram": ready - paged + unacked,
-        "messages_ready_ram": ready - paged,
-        "messages_unacknowledged_ram": unacked,
+        "messages_ram": held - paged + held_unacked,
+        "messages_ready_ram": held - paged,
+        "messages_unacknowledged_ram": held_unacked,
         "name": queue.name,
         "node": ctx.node.owner_of(queue.key),  # in a cluster: the node that owns it
         "operator_policy": applied.operator_policy.name if applied.operator_policy else None,
@@ -86,9 +87,8 @@ def queue_document(ctx: ManagementContext, queue: Queue) -> dict[str, Any]:
     if not paged:  # the bytes of paged-out bodies are not counted apart, so these show only when exact
         doc["message_bytes_ram"] = ready_bytes
         doc["message_bytes_paged_out"] = 0
-    for name in ("messages", "messages_ready", "messages_unacknowledged"):
-        index = _SAMPLE_INDEX[name]
-        details(name, counts[index], rates[index], doc)
+    for name, depth in (("messages", ready + unacked), ("messages_ready", ready), ("messages_unacknowledged", unacked)):
+        details(name, depth, rates[_SAMPLE_INDEX[name]], doc)
     return doc
 
 
@@ -106,10 +106,10 @@ def _listing(ctx: ManagementContext) -> Listing:
             "durable": "durable",
             "auto_delete": "auto_delete",
             "exclusive": lambda q: q.exclusive_owner is not None,
-            "consumers": lambda q: len(q.consumers),
-            "messages": lambda q: q.message_count + q.unacked,
-            "messages_ready": lambda q: q.message_count,
-            "messages_unacknowledged": lambda q: q.unacked,
+            "consumers": lambda q: ctx.node.depths(q)[2],
+            "messages": lambda q: sum(ctx.node.depths(q)[:2]),
+            "messages_ready": lambda q: ctx.node.depths(q)[0],
+            "messages_unacknowledged": lambda q: ctx.node.depths(q)[1],
             "node": lambda q: ctx.node.owner_of(q.key),
             "type": lambda q: "classic",
             "state": lambda q: "running",

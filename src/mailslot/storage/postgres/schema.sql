@@ -1,4 +1,4 @@
--- mailslot PostgreSQL store: the whole schema as all migrations together leave it (version 2).
+-- mailslot PostgreSQL store: the whole schema as all migrations together leave it (version 3).
 -- For reading and for tests/storage/test_postgres.py, which checks that migrations/*.sql produce
 -- exactly this. mailslot itself always applies the migrations. Update it with every new migration.
 --
@@ -213,3 +213,16 @@ BEGIN
     PERFORM check_leases(node, groups, group_epochs);
 END;
 $$;
+
+-- Each shared queue's figures as its owner last wrote them (at each lease poll, only the rows that
+-- changed): the management API of a node that does not own a queue shows these. `node` is the
+-- writer: a row is believed only while that node holds the queue's lease.
+CREATE TABLE queue_stats (
+    queue      bytea       PRIMARY KEY,
+    node       text        NOT NULL,
+    messages   bigint      NOT NULL,
+    ready      bigint      NOT NULL,
+    unacked    bigint      NOT NULL,
+    consumers  integer     NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
