@@ -105,10 +105,8 @@ class Publisher:
     stop: bool = False
 
     async def run(self) -> None:
-        connection = await aio_pika.connect(self.url)
+        connection, channel = await async_wait_for(self._declare, timeout=15, what=f"{self.queue} declared")
         async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            await channel.declare_queue(self.queue, durable=True)  # declared here: this node owns it
             number = 0
             while not self.stop:
                 body = self.pending = f"{self.queue}-{number}".encode()
@@ -121,6 +119,21 @@ class Publisher:
                 else:
                     self.confirmed.append((body, time.monotonic()))
                 self.pending = None
+
+    async def _declare(self) -> tuple[aio_pika.abc.AbstractConnection, aio_pika.abc.AbstractChannel] | None:
+        """Connected, the queue declared (here: this node owns it). A node whose database connection is
+        still in its reconnect backoff from a previous test's outage closes a declare with 541, as
+        docs/postgres.md says: a client connects again and retries, as this one does."""
+        connection = await aio_pika.connect(self.url)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.declare_queue(self.queue, durable=True)
+        except aio_pika.exceptions.AMQPConnectionError:
+            return None
+        except BaseException:
+            await connection.close()
+            raise
+        return connection, channel
 
     def confirmed_after(self, moment: float) -> int:
         return sum(1 for _, at in self.confirmed if at > moment)
