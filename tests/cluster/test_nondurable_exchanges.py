@@ -89,11 +89,30 @@ async def test_a_non_durable_exchange_deleted_on_one_node_is_gone_on_the_other(
             assert _rows(settings, "bindings WHERE source = %s", "logs") == 0
 
 
+async def test_an_auto_delete_exchange_goes_everywhere_when_its_last_binding_on_another_node_goes(
+    cluster_settings: Callable[[str], PostgresSettings],
+) -> None:
+    settings = cluster_settings("a")
+    async with _node(settings) as a, _node(cluster_settings("b")) as b:
+        on_a, subscriber = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
+        async with on_a:
+            await (await on_a.channel()).declare_exchange("logs", aio_pika.ExchangeType.FANOUT, auto_delete=True)
+            await async_wait_for(lambda: "logs" in b.core.vhosts["/"].exchanges, timeout=10, what="b's 'logs'")
+            channel = await subscriber.channel()
+            queue = await channel.declare_queue(exclusive=True)
+            await queue.bind("logs")
+            await async_wait_for(lambda: _bound(a, "logs", queue.name), timeout=10, what="a to bind b's queue")
+            await subscriber.close()  # its exclusive queue goes, so the exchange's last binding
+            await async_wait_for(lambda: "logs" not in a.core.vhosts["/"].exchanges, timeout=5,
+                                 what="a to drop the auto-delete exchange")
+            assert _rows(settings, "exchanges WHERE name = %s", "logs") == 0
+
+
 async def test_non_durable_exchanges_live_while_a_node_runs_and_go_when_the_cluster_stopped(
     cluster_settings: Callable[[str], PostgresSettings],
 ) -> None:
     settings = cluster_settings("a")
-    async with _node(cluster_settings("b"), lease_ttl=1.0) as b:
+    async with _node(cluster_settings("b"), lease_ttl=1.0):
         async with _node(settings, lease_ttl=1.0) as a:
             on_a = await aio_pika.connect(a.amqp_url)
             async with on_a:
