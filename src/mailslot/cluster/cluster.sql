@@ -41,6 +41,22 @@ WITH unbound AS (
 )
 DELETE FROM queues WHERE vhost = %(vhost)s AND name = %(name)s;
 
+-- name: drop_transient_exchanges
+-- A node starts and no other node runs (none whose heartbeat is within the lease TTL, nor started
+-- within it and not beaten since): the cluster stopped, so its non-durable exchanges are gone, as in
+-- RabbitMQ; their rows and every binding from or to them go in one statement. Returns how many went.
+WITH gone AS (
+    DELETE FROM exchanges WHERE NOT durable AND NOT EXISTS (
+        SELECT 1 FROM nodes WHERE name <> %(node)s AND (seen_at > now() - make_interval(secs => %(ttl)s)
+            OR (started_at > now() - make_interval(secs => %(ttl)s) AND (seen_at IS NULL OR seen_at < started_at))))
+    RETURNING vhost, name
+),
+unbound AS (
+    DELETE FROM bindings USING gone WHERE bindings.vhost = gone.vhost
+        AND (bindings.source = gone.name OR (bindings.destination_kind = 'exchange' AND bindings.destination = gone.name))
+)
+SELECT count(*) FROM gone;
+
 -- name: drop_lost_transient
 -- Non-durable and exclusive queues (transient.py) whose owner lost them: their leases expired or
 -- left by a former process of this node are deleted; returned with those that have no lease at all.

@@ -281,7 +281,9 @@ class ClusterMetadataStore(PostgresMetadataStore):
 
     def load(self) -> Definitions:
         """What the core recovers at start: the shared queues; other nodes' non-durable and exclusive
-        queues (transient.py) are not this node's to recover (the metadata sync makes views of them)."""
+        queues (transient.py) are not this node's to recover (the metadata sync makes views of them). When no
+        other node runs, the cluster stopped: its non-durable exchanges are deleted first (they lived while it ran)."""
+        self.drop_transient_exchanges()
         definitions = super().load()
         definitions.queues = [q for q in definitions.queues if q.durable and not q.exclusive]
         # Their bindings too: the sync binds them once it made the views.
@@ -290,6 +292,16 @@ class ClusterMetadataStore(PostgresMetadataStore):
                                 if b.destination_kind != "queue" or (b.vhost, b.destination) in kept]
         definitions.binding_arguments = {b: definitions.binding_arguments[b] for b in definitions.bindings}
         return definitions
+
+    def drop_transient_exchanges(self) -> int:
+        """Delete the non-durable exchanges (and their bindings) when no other node runs; how many went."""
+        params = {"node": self.leases.node, "ttl": self.leases.ttl}
+        row = self._run(lambda conn: conn.execute(Q["drop_transient_exchanges"], params).fetchone())
+        dropped = int(row[0]) if row else 0
+        if dropped:
+            self.writes += 1
+            log.info("%d non-durable exchange(s) deleted: no other node of the cluster is running", dropped)
+        return dropped
 
     def queue_row(self, vhost: str, name: str) -> tuple[bool, bool] | None:
         """(durable, exclusive) of a queue's row, None when it has none."""

@@ -186,7 +186,7 @@ class MetadataSync:
         for e in exchanges.values():
             if e.name not in vhost.exchanges:
                 _try(f"exchange '{e.name}'", lambda e=e: vhost.declare_exchange(  # type: ignore[misc]
-                    e.name, e.type, passive=False, durable=True, auto_delete=e.auto_delete, internal=e.internal,
+                    e.name, e.type, passive=False, durable=e.durable, auto_delete=e.auto_delete, internal=e.internal,
                     arguments=e.arguments))
         for q in queues.values():
             if q.name not in vhost.queues:  # another node's non-durable or exclusive one: a view (transient.py)
@@ -198,9 +198,7 @@ class MetadataSync:
                 definitions.binding_arguments.get(b, {})
             for b in definitions.bindings if b.vhost == name
         }
-        for exchange in vhost.exchanges.values():
-            if not exchange.durable:
-                continue
+        for exchange in vhost.exchanges.values():  # each has a row, whatever its durability (core: VirtualHost._stored)
             for destination, routing_key, args_key in list(exchange.bindings):
                 key = (exchange.name, destination, routing_key, args_key)
                 if key not in wanted and self._stored(vhost, destination):
@@ -214,7 +212,7 @@ class MetadataSync:
                 log.info("queue '%s' in vhost '%s' deleted on another node", queue.name, name)
                 self.core.delete_queue(vhost, queue)
         for exchange in list(vhost.exchanges.values()):
-            if exchange.durable and exchange.name and not exchange.name.startswith("amq.") \
+            if exchange.name and not exchange.name.startswith("amq.") \
                     and exchange.name not in exchanges and exchange.name in vhost.exchanges:
                 _try(f"exchange '{exchange.name}'", lambda n=exchange.name: vhost.delete_exchange(  # type: ignore[misc]
                     n, if_unused=False))
@@ -231,8 +229,7 @@ class MetadataSync:
         if kind == "queue":
             queue = vhost.queues.get(name)
             return queue is not None and self._registered(queue)
-        exchange = vhost.exchanges.get(name)
-        return exchange is not None and exchange.durable
+        return name in vhost.exchanges  # durable or not: in a cluster every exchange has a row
 
 
 def _exists(vhost: VirtualHost, destination: tuple[str, str]) -> bool:

@@ -147,7 +147,7 @@ class Broker:
                     ex.name,
                     ex.type,
                     passive=False,
-                    durable=True,
+                    durable=ex.durable,  # a cluster stores non-durable exchanges too (cluster/sync.py)
                     auto_delete=ex.auto_delete,
                     internal=ex.internal,
                     arguments=ex.arguments,

@@ -183,7 +183,7 @@ class VirtualHost:
         exchange.effective_arguments = self.arguments.exchange_arguments(self.name, name, arguments)
         self.exchanges[name] = exchange
         featureset.exchange_declared(self, exchange)
-        if durable:
+        if self._stored(exchange):
             self.metadata.save_exchange(
                 ExchangeDefinition(name, type_, self.name, durable, auto_delete, internal, arguments)
             )
@@ -211,8 +211,13 @@ class VirtualHost:
         for other in list(self.exchanges.values()):  # bindings *to* this exchange
             for dest, routing_key, args_key in other.unbind_destination(("exchange", name)):
                 self._forget_binding(other, dest, routing_key, args_key)
-        if exchange.durable:
+        if self._stored(exchange):
             self.metadata.delete_exchange(self.name, name)
+
+    def _stored(self, exchange: Exchange) -> bool:
+        """Has the exchange a row? A durable one has; in a cluster (``queue_names``) a non-durable one too, so
+        that every node has it and its bindings, as in a RabbitMQ cluster (it lives while the cluster runs)."""
+        return exchange.durable or self.queue_names is not None
 
     # ---- bindings -------------------------------------------------------------------------------
 
@@ -231,7 +236,7 @@ class VirtualHost:
         if isinstance(exchange, HeadersExchange):
             HeadersExchange.validate_binding(arguments)
         args_key = _arguments_key(arguments)
-        if exchange.bind(destination, routing_key, arguments, args_key) and exchange.durable and stored:
+        if exchange.bind(destination, routing_key, arguments, args_key) and self._stored(exchange) and stored:
             self.metadata.save_binding(
                 BindingDefinition(source, destination[1], destination[0], routing_key, self.name, args_key), arguments
             )
@@ -279,7 +284,7 @@ class VirtualHost:
             return queue.durable or self.queue_names is not None
         if not name:
             raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
-        return self.exchange(name).durable
+        return self._stored(self.exchange(name))
 
     def _remove_binding(self, exchange: Exchange, destination: Destination, routing_key: str, args_key: str) -> None:
         if exchange.unbind(destination, routing_key, args_key):
