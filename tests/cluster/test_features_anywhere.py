@@ -88,13 +88,13 @@ async def test_a_nack_is_held_for_the_retry_delay_then_redelivered(
         assert len(seen) == 2
 
 
-@CLIENT_ON
+@pytest.mark.parametrize("client_on", ["owner", "non-owner", "split"])
 async def test_a_single_active_consumer_queue_feeds_one_consumer_then_the_next(
     cluster_settings: Callable[[str], PostgresSettings], client_on: str
 ) -> None:
-    """x-single-active-consumer, owned by a: two consumers on the client's node (the first registered is the
-    active one, as in RabbitMQ). Only it gets the first 5; once it is cancelled the other gets the rest; no
-    message goes to both and none is lost."""
+    """x-single-active-consumer, owned by a: two consumers on the client's node, or (split) the first on b
+    and the second on a. The first registered is the active one, as in RabbitMQ: only it gets the first 5;
+    once it is cancelled the other gets the rest; no message goes to both and none is lost."""
     async with _node(cluster_settings("a"), "127.0.0.1:0") as a, _node(cluster_settings("b"), "127.0.0.1:0") as b:
         on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
         async with on_a, on_b:
@@ -111,8 +111,12 @@ async def test_a_single_active_consumer_queue_feeds_one_consumer_then_the_next(
                 await _knows(b, "a", "single")
             got: dict[str, list[bytes]] = {"first": [], "second": []}
             queues, tags = {}, {}
+            clients = {"first": client, "second": on_a if client_on == "split" else client}
+            if client_on == "split":
+                clients["first"] = on_b
+                await _knows(b, "a", "single")
             for name in ("first", "second"):
-                queues[name] = await _queue_on(client, "single")
+                queues[name] = await _queue_on(clients[name], "single")
                 await queues[name].channel.set_qos(prefetch_count=2)
 
                 async def take(message: aio_pika.abc.AbstractIncomingMessage, name: str = name) -> None:
@@ -120,9 +124,6 @@ async def test_a_single_active_consumer_queue_feeds_one_consumer_then_the_next(
                     await message.ack()
 
                 tags[name] = await queues[name].consume(take)
-            ready = a.core.vhosts["/"].queues["single"]
-            await async_wait_for(lambda: ready.consumer_count == 2, timeout=10,
-                                 what="both consumers registered at the owner")
             early = [f"s-{i}".encode() for i in range(5)]
             await publish(early)
             await async_wait_for(lambda: len(got["first"]) == 5, timeout=10,
