@@ -110,6 +110,7 @@ async def test_a_single_active_consumer_queue_feeds_one_consumer_then_the_next(
             if client_on == "non-owner":
                 await _knows(b, "a", "single")
             got: dict[str, list[bytes]] = {"first": [], "second": []}
+            held: list[aio_pika.abc.AbstractIncomingMessage] = []  # the first consumer's, acked by the test
             queues, tags = {}, {}
             clients = {"first": client, "second": on_a if client_on == "split" else client}
             if client_on == "split":
@@ -121,14 +122,22 @@ async def test_a_single_active_consumer_queue_feeds_one_consumer_then_the_next(
 
                 async def take(message: aio_pika.abc.AbstractIncomingMessage, name: str = name) -> None:
                     got[name].append(message.body)
-                    await message.ack()
+                    if name == "first":
+                        held.append(message)
+                    else:
+                        await message.ack()
 
                 tags[name] = await queues[name].consume(take)
             early = [f"s-{i}".encode() for i in range(5)]
             await publish(early)
-            await async_wait_for(lambda: len(got["first"]) == 5, timeout=10,
-                                 what=lambda: f"the active consumer to get 5 ({got})")
-            assert got["second"] == []
+            acked = 0
+            while acked < 5:  # the active consumer's prefetch full: the others still get nothing
+                await async_wait_for(lambda acked=acked: len(held) > acked, timeout=10,
+                                     what=lambda: f"the active consumer to get more ({got})")
+                assert got["second"] == []
+                for message in held[acked:]:
+                    await message.ack()
+                acked = len(held)
             await queues["first"].cancel(tags["first"])
             late = [f"s-{i}".encode() for i in range(5, 10)]
             await publish(late)
