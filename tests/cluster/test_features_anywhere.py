@@ -5,7 +5,6 @@ owned by a; each scenario runs with the client on a (the owner) and on b (the no
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 
