@@ -127,6 +127,9 @@ async def test_a_single_active_consumer_queue_feeds_one_consumer_then_the_next(
                         await message.ack()
 
                 tags[name] = await queues[name].consume(take)
+                # b's node subscribes at the owner without waiting: let the first be registered there first
+                await async_wait_for(lambda: a.core.vhosts["/"].queues["single"].consumers, timeout=10,
+                                     what="the first consumer registered at the owner")
             early = [f"s-{i}".encode() for i in range(5)]
             await publish(early)
             acked = 0
