@@ -26,7 +26,7 @@ from .arguments import (
     validate_queue_properties,
 )
 from .deadletter import death_headers, died_in
-from .errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
+from .errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked, StoreFailure
 from .exchanges import Destination, Exchange, HeadersExchange, is_known_type, make_exchange
 from .message import Codecs, Entry, Message
 from .outcome import Outcome
@@ -363,10 +363,25 @@ class VirtualHost:
         self.queues[name] = queue
         self.stats.queues_created += 1
         if durable and not exclusive:
-            self.metadata.save_queue(QueueDefinition(name, self.name, durable, exclusive, auto_delete, arguments))
+            try:
+                self.metadata.save_queue(QueueDefinition(name, self.name, durable, exclusive, auto_delete, arguments))
+            except OSError as exc:  # the store is unreachable (a database outage): not stored, so not declared
+                self._undeclare(queue)
+                raise StoreFailure(f"queue '{name}' {self._where()} could not be stored: {exc}") from exc
+            except BaseException:
+                self._undeclare(queue)
+                raise
         elif transient:
             self.queue_names.made(queue, owned)  # type: ignore[union-attr]
         return queue
+
+    def _undeclare(self, queue: Queue) -> None:
+        """A new queue whose definition could not be stored: gone again, nothing half-made left behind
+        (no row, no lease), so the client's next declare starts afresh."""
+        self.queues.pop(queue.name, None)
+        self.stats.queues_created -= 1
+        queue.deleted = True
+        queue.set_features(())
 
     def _declared_again(self, queue: Queue) -> None:
         """A redeclaration renews the x-expires lease; declare-ok counts no expired head (core/ttl.py)."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from mailslot.core import queue as queue_module
-from mailslot.core.errors import PreconditionFailed
+from mailslot.core.errors import PreconditionFailed, StoreFailure
+from mailslot.core.session import ROUTED, UNROUTED
+from mailslot.testing import CoreHarness
 
 
 def test_fifo_and_requeue_keeps_original_position(harness):
@@ -210,3 +214,22 @@ def test_a_shallow_backlog_is_not_congestion(harness, monkeypatch):
     monkeypatch.setattr(queue_module, "CONGESTION_BACKLOG", 50)
     harness.broker.flush()
     assert not harness.vhost.queues["q"].congested
+
+
+def test_a_declare_whose_definition_cannot_be_stored_leaves_no_queue_behind(harness: CoreHarness) -> None:
+    """The store unreachable (a database outage) during queue.declare: 541 for the client (StoreFailure)
+    and no half-made queue in memory, so its next declare, once the store is back, makes it afresh."""
+    store = harness.vhost.metadata
+    real_save = store.save_queue
+
+    def unreachable(queue: Any) -> None:
+        raise OSError("PostgreSQL unreachable (leases connection); retrying shortly")
+
+    store.save_queue = unreachable  # type: ignore[method-assign]
+    with pytest.raises(StoreFailure, match="queue 'jobs' in vhost '/' could not be stored: PostgreSQL unreachable"):
+        harness.declare("jobs")
+    assert "jobs" not in harness.vhost.queues
+    assert harness.publish("jobs", b"x") == UNROUTED
+    store.save_queue = real_save  # type: ignore[method-assign]
+    harness.declare("jobs")
+    assert harness.publish("jobs", b"x") == ROUTED and harness.count("jobs") == 1
