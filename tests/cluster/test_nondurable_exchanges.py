@@ -16,7 +16,7 @@ from helpers import async_wait_for
 from mailslot.storage.postgres import PostgresSettings
 
 from .test_transient import _node
-from .test_transient_bindings import _bound, _collect, _until_confirmed
+from .test_transient_bindings import _bound, pub_sub_across
 
 
 async def test_pub_sub_over_a_non_durable_fanout_reaches_every_subscriber_from_either_node(
@@ -27,27 +27,8 @@ async def test_pub_sub_over_a_non_durable_fanout_reaches_every_subscriber_from_e
     async with _node(cluster_settings("a")) as a, _node(cluster_settings("b")) as b:
         on_a, on_b = await aio_pika.connect(a.amqp_url), await aio_pika.connect(b.amqp_url)
         async with on_a, on_b:
-            got: dict[str, list[bytes]] = {}
-            for connection in (on_a, on_b):
-                channel = await connection.channel()
-                logs = await channel.declare_exchange("logs", aio_pika.ExchangeType.FANOUT)  # durable=False
-                queue = await channel.declare_queue(exclusive=True)
-                await queue.bind(logs)
-                bodies = got[queue.name] = []
-                await queue.consume(_collect(bodies), no_ack=True)
+            await pub_sub_across((a, b), (on_a, on_b), "logs", durable=False, rounds=10)
             assert not b.core.vhosts["/"].exchanges["logs"].durable
-            await async_wait_for(lambda: all(_bound(n, "logs", q) for n in (a, b) for q in got), timeout=10,
-                                 what="both nodes to bind both subscribers' queues")
-            publishers = [await c.channel(publisher_confirms=True, on_return_raises=True) for c in (on_a, on_b)]
-            for channel in publishers:
-                await _until_confirmed(channel, "logs", "")
-            for i in range(10):
-                for name, channel in zip("ab", publishers, strict=True):
-                    await (await channel.get_exchange("logs", ensure=False)).publish(
-                        aio_pika.Message(f"{name}{i}".encode()), "")
-            wanted = sorted(f"{n}{i}".encode() for n in "ab" for i in range(10))
-            await async_wait_for(lambda: all(sorted(bodies) == wanted for bodies in got.values()), timeout=10,
-                                 what=lambda: f"every subscriber to get all 20 messages, got {got}")
 
 
 async def test_a_durable_declare_of_another_node_s_non_durable_exchange_is_inequivalent(

@@ -30,25 +30,7 @@ async def test_every_subscriber_on_either_node_gets_every_message_published_on_e
         async with on_a, on_b:
             await (await on_a.channel()).declare_exchange("news", aio_pika.ExchangeType.FANOUT, durable=True)
             await async_wait_for(lambda: "news" in b.core.vhosts["/"].exchanges, timeout=10, what="b's 'news'")
-            got: dict[str, list[bytes]] = {}
-            for connection in (on_a, on_b):  # one subscriber on each node, as a pub/sub client declares it
-                channel = await connection.channel()
-                queue = await channel.declare_queue(exclusive=True)  # server-named, exclusive
-                await queue.bind("news")
-                bodies = got[queue.name] = []
-                await queue.consume(_collect(bodies), no_ack=True)
-            await async_wait_for(lambda: all(_bound(n, "news", q) for n in (a, b) for q in got), timeout=10,
-                                 what="both nodes to bind both subscribers' queues")
-            publishers = [await c.channel(publisher_confirms=True, on_return_raises=True) for c in (on_a, on_b)]
-            for channel in publishers:
-                await _until_confirmed(channel, "news", "")
-            for i in range(20):
-                for name, channel in zip("ab", publishers, strict=True):
-                    await (await channel.get_exchange("news", ensure=False)).publish(
-                        aio_pika.Message(f"{name}{i}".encode()), "")
-            wanted = sorted(f"{n}{i}".encode() for n in "ab" for i in range(20))
-            await async_wait_for(lambda: all(sorted(bodies) == wanted for bodies in got.values()), timeout=10,
-                                 what=lambda: f"every subscriber to get all 40 messages, got {got}")
+            await pub_sub_across((a, b), (on_a, on_b), "news", durable=True, rounds=20)
 
 
 async def test_a_topic_binding_of_a_non_durable_queue_routes_on_the_other_node_until_unbound(
@@ -124,6 +106,33 @@ async def test_the_bindings_of_a_killed_node_s_exclusive_queue_are_deleted_every
                              timeout=15, interval=0.05, what="a's exclusive queue and its binding gone on b")
         assert _binding_rows(settings, queue.name) == 0
         assert _queue_rows(settings, queue.name) == 0
+
+
+async def pub_sub_across(nodes: tuple[BrokerServer, ...], connections: tuple[aio_pika.abc.AbstractConnection, ...],
+                         exchange: str, *, durable: bool, rounds: int) -> None:
+    """A subscriber on each node as a pub/sub client makes one (declares the fanout ``exchange``, binds an
+    exclusive server-named queue to it) and a publisher with confirms on each: every subscriber gets every
+    message published on any node (``rounds`` from each)."""
+    got: dict[str, list[bytes]] = {}
+    for connection in connections:
+        channel = await connection.channel()
+        fanout = await channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=durable)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(fanout)
+        bodies = got[queue.name] = []
+        await queue.consume(_collect(bodies), no_ack=True)
+    await async_wait_for(lambda: all(_bound(n, exchange, q) for n in nodes for q in got), timeout=10,
+                         what="every node to bind every subscriber's queue")
+    publishers = [await c.channel(publisher_confirms=True, on_return_raises=True) for c in connections]
+    for channel in publishers:
+        await _until_confirmed(channel, exchange, "")
+    names = "abcdefgh"[:len(publishers)]
+    for i in range(rounds):
+        for name, channel in zip(names, publishers, strict=True):
+            await (await channel.get_exchange(exchange, ensure=False)).publish(aio_pika.Message(f"{name}{i}".encode()), "")
+    wanted = sorted(f"{n}{i}".encode() for n in names for i in range(rounds))
+    await async_wait_for(lambda: all(sorted(bodies) == wanted for bodies in got.values()), timeout=10,
+                         what=lambda: f"every subscriber to get all {len(wanted)} messages, got {got}")
 
 
 def _collect(bodies: list[bytes]) -> Callable[[aio_pika.abc.AbstractIncomingMessage], Awaitable[None]]:
