@@ -151,3 +151,25 @@ async def test_a_node_that_is_down_is_logged_once_per_outage_not_once_per_batch(
                                  timeout=5, what="the link's recovery logged")
     assert seen == ["a"]
     forwarder.close()
+
+
+class _ClosedWriter:
+    """A link's writer after the peer went away, before its reader has noticed (uvloop then raises)."""
+
+    def is_closing(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("unable to perform operation on <UnixTransport closed=True>; the handler is closed")
+
+
+async def test_a_frame_for_a_link_that_just_broke_is_queued_not_an_error_in_the_batch_cut() -> None:
+    """The batch cut sends settles (and forwarded publishes) to owners: a link closing under it must not
+    fail the flush (the chaos run saw 'broker flush failed' there); the frame goes with the broken link."""
+    forwarder = Forwarder("a", SECRET, owners=dict, links=dict, loop=asyncio.get_running_loop(), timeout=5.0)
+    peer = forwarder._peer("b")
+    peer._writer = _ClosedWriter()  # type: ignore[assignment]
+    peer._task = asyncio.get_running_loop().create_future()  # type: ignore[assignment]  # its reader, still running
+    peer.control(0, bytes(8))
+    assert peer._outbox == [link.encode_frame(0, bytes(8))]
+    forwarder.close()

@@ -545,13 +545,7 @@ class _Peer:
         answer: asyncio.Future[bool] = loop.create_future()
         self._waiting[seq] = answer
         self._sent[seq] = items
-        frame = link.encode_frame(PUBLISH, encode_publish(seq, items))
-        if self._writer is not None:
-            self._writer.write(frame)
-        else:
-            self._outbox.append(frame)
-            if self._task is None:
-                self._task = loop.create_task(self._run(), name=f"mailslot-link-to-{self.owner}")
+        self._send(link.encode_frame(PUBLISH, encode_publish(seq, items)))
         loop.call_later(self.forwarder.timeout, self._expire, seq)
         return answer
 
@@ -561,9 +555,15 @@ class _Peer:
                                           _U32.pack(len(key)), key]))
 
     def control(self, kind: int, payload: bytes) -> None:
-        frame = link.encode_frame(kind, payload)
-        if self._writer is not None:
-            self._writer.write(frame)
+        self._send(link.encode_frame(kind, payload))
+
+    def _send(self, frame: bytes) -> None:
+        """Write ``frame`` on the link, or queue it for the link being (re)connected. A link that just broke
+        is closing before its reader notices: what is queued then goes with the broken link (its
+        publishes are nacked, the owner requeues what it had delivered), never an error in the batch cut."""
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            writer.write(frame)
             return
         self._outbox.append(frame)
         if self._task is None:
