@@ -294,9 +294,9 @@ class Forwarder:
             self._peer(lease.owner).subscribe(sub, lease.epoch)
         elif not queue.consumers and sub is not None:
             self.forget(queue)
-        elif sub is not None and sub.window != _window(queue):
-            sub.window = _window(queue)
-            self._peer(sub.owner).control(CREDIT, _U64.pack(sub.sub_id) + _U32.pack(sub.window))
+        elif sub is not None and sub.window != (window := _window(queue)):
+            sub.window = window
+            self._peer(sub.owner).control(CREDIT, _U64.pack(sub.sub_id) + _U32.pack(window))
 
     def forget(self, queue: Queue) -> None:
         """Stop being served for ``queue`` (no consumer left, or this node owns it now)."""
