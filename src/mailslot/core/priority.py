@@ -113,8 +113,12 @@ class PriorityStore:
 
     # ---- in -------------------------------------------------------------------------------------
 
+    def seq_of(self, number: int, message: Message) -> int:
+        return (number << LEVEL_BITS) | min(message.priority, self.max_priority)
+
     def append(self, seq: int, message: Message, deadline: int, durable_write: bool) -> None:
-        level = min(message.priority, self.max_priority)  # above the maximum counts as the maximum (RabbitMQ)
+        # Inline rather than seq_of: this is the publish path. Above the maximum counts as the maximum (RabbitMQ).
+        level = min(message.priority, self.max_priority)
         lane = self._lanes[level] or self.lane(level)
         in_window = lane.resident()[0]
         lane.append((seq << LEVEL_BITS) | level, message, deadline, durable_write)

@@ -101,6 +101,9 @@ class ReadyStore(Protocol):
 
     seq_shift: int
 
+    def seq_of(self, number: int, message: Message) -> int:
+        """The seq an entry of ``message`` arriving as ``number`` gets in this store."""
+
     @property
     def ready_bytes(self) -> int: ...
 
@@ -164,6 +167,9 @@ class FifoStore:
     consumers (the queue does); its byte count covers what it holds, paged messages included."""
 
     seq_shift = 0  # an entry's seq is its arrival number
+
+    def seq_of(self, number: int, message: Message) -> int:
+        return number
 
     def __init__(
         self, key: str, log: MessageLog, codecs: Codecs, durable: bool, saw_deadline: Callable[[], None]
@@ -928,17 +934,12 @@ class Queue:
     def take_in(self, deliveries: list[tuple[Message, bool, int]], ready: bool = True) -> list[Entry]:
         """Messages the owner on another node delivered for this node's consumers (with their redelivered flag
         and failed deliveries so far): ready here, in memory only (never stored here), in the order given
-        (in a priority queue, per level). ``ready`` False: only the entries (a basic.get through the owner). Their number is bounded by the prefetch this node
-        asked the owner for."""
+        (in a priority queue, per level). ``ready`` False: only the entries (a basic.get through the owner).
+        Their number is bounded by the prefetch this node asked the owner for."""
         entries = []
         store = self.store
-        shift = store.seq_shift
-        top = getattr(store, "max_priority", 0)  # a priority store: each entry goes to its level's lane
         for message, redelivered, requeues in deliveries:
-            seq = self.next_seq << shift
-            if top:
-                seq |= min(message.priority, top)
-            entries.append(Entry(seq, message, redelivered, False, 0, requeues))
+            entries.append(Entry(store.seq_of(self.next_seq, message), message, redelivered, False, 0, requeues))
             self.next_seq += 1
         if ready:
             store.push_back(entries)  # ready in seq order (per level), as requeued entries are
